@@ -19,6 +19,9 @@ How it works (see ``shared/DESIGN.md``):
    after the outermost (``layer4`` rather than ``layer4.1.relu``).
 4. To tap values, the graph's output is replaced by a tuple ``(original, *tapped)``
    and compiled into a callable with ``torch._C._create_function_from_graph``.
+5. The callable runs with graph optimisation off: the profiling executor would
+   otherwise, from the second call on, return tapped values from a differentiable
+   subgraph whose gradients no longer reach them.
 """
 
 from __future__ import annotations
@@ -102,6 +105,43 @@ def _fold_scalar_attributes(graph: torch._C.Graph, module: torch.jit.ScriptModul
             break
 
 
+_CONVOLUTIONS = frozenset(
+    {"aten::_convolution", "aten::conv1d", "aten::conv2d", "aten::conv3d",
+     "aten::conv_transpose1d", "aten::conv_transpose2d", "aten::conv_transpose3d"}
+)
+_PRODUCTS = frozenset({"aten::linear", "aten::matmul", "aten::mm", "aten::bmm", "aten::addmm"})
+
+
+def _is_transposed(node: torch._C.Node) -> bool:
+    if node.kind() == "aten::_convolution":
+        flag = node.inputsAt(6).toIValue()
+        return bool(flag)
+    return "transpose" in node.kind()
+
+
+def _attribute_tensor(value: torch._C.Value, module: torch.jit.ScriptModule) -> torch.Tensor | None:
+    """The parameter or buffer a ``prim::GetAttr`` chain from ``self`` reads, if it is one."""
+    names: list[str] = []
+    node = value.node()
+    while node.kind() == "prim::GetAttr":
+        names.append(node.s("name"))
+        node = node.input().node()
+    if node.kind() != "prim::Param" or not names:
+        return None
+    owner: Any = module
+    for name in reversed(names):
+        owner = getattr(owner, name)
+    return owner if isinstance(owner, torch.Tensor) else None
+
+
+def _addressable(graph: torch._C.Graph) -> list[torch._C.Value]:
+    """Graph inputs, then every top-level node's outputs: the same order in any copy."""
+    values = list(graph.inputs())
+    for node in graph.nodes():
+        values.extend(node.outputs())
+    return values
+
+
 def _top_level(node: torch._C.Node, graph: torch._C.Graph) -> torch._C.Node:
     """The node of ``graph``'s top block that contains ``node`` (itself if top-level)."""
     top = graph.block()
@@ -177,19 +217,20 @@ class TappedModel:
         _fold_scalar_attributes(self._graph, module)
         torch._C._jit_pass_remove_mutation(self._graph)
         _functionalize_fresh_inplace(self._graph)
-        self._sites: dict[str, tuple[ModuleSite, int, int]] = {}
-        self._functions: dict[tuple[str, ...], Any] = {}
+        self._sites: dict[str, tuple[ModuleSite, int]] = {}
+        self._functions: dict[tuple[int, ...], Any] = {}
+        self._address = {v.unique(): i for i, v in enumerate(_addressable(self._graph))}
         self._find_sites()
 
     def _find_sites(self) -> None:
         nodes = list(self._graph.nodes())
         paths = {node: tuple(name for name, _ in _module_frames(node)) for node in nodes}
         order = 0
-        for node_index, node in enumerate(nodes):
+        for node in nodes:
             frames = _module_frames(node)
             if not frames:
                 continue
-            for output_index, value in enumerate(node.outputs()):
+            for value in node.outputs():
                 if not _is_tensor(value):
                     continue
                 order += 1
@@ -203,7 +244,7 @@ class TappedModel:
                         continue
                     path = ".".join(prefix)
                     site = ModuleSite(path=path, type_name=frames[depth - 1][1], order=order)
-                    self._sites[path] = (site, node_index, output_index)
+                    self._sites[path] = (site, self._address[value.unique()])
 
     @staticmethod
     def _user_path(
@@ -217,7 +258,7 @@ class TappedModel:
     @property
     def sites(self) -> list[ModuleSite]:
         """Every tappable submodule, in the order their outputs are produced."""
-        return sorted((site for site, _, _ in self._sites.values()), key=lambda s: s.order)
+        return sorted((site for site, _ in self._sites.values()), key=lambda s: s.order)
 
     def site(self, path: str) -> ModuleSite:
         """The site at ``path``.
@@ -231,24 +272,85 @@ class TappedModel:
             raise KeyError(f"module {path!r} has no tappable output in this model{hint}")
         return self._sites[path][0]
 
-    def _function(self, paths: tuple[str, ...]) -> Any:
-        if paths not in self._functions:
+    def _function(self, addresses: tuple[int, ...]) -> Any:
+        """A compiled forward that returns ``(output, *values)`` for the values at ``addresses``."""
+        if addresses not in self._functions:
             graph = self._graph.copy()
-            nodes = list(graph.nodes())
-            tapped = [
-                nodes[self._sites[p][1]].outputsAt(self._sites[p][2]) for p in paths
-            ]
+            addressable = _addressable(graph)
             original = next(graph.outputs())
             graph.eraseOutput(0)
-            values = [original, *tapped]
+            values = [original, *(addressable[a] for a in addresses)]
             tuple_node = graph.create("prim::TupleConstruct", values)
             tuple_node.output().setType(torch._C.TupleType([v.type() for v in values]))
             graph.appendNode(tuple_node)
             graph.registerOutput(tuple_node.output())
-            self._functions[paths] = torch._C._create_function_from_graph(
+            self._functions[addresses] = torch._C._create_function_from_graph(
                 "tapped_forward", graph
             )
-        return self._functions[paths]
+        return self._functions[addresses]
+
+    def _run(
+        self, inputs: torch.Tensor, addresses: tuple[int, ...]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        # The optimising executor moves tapped values into a DifferentiableGraph whose
+        # extra outputs are cut off from the score's autograd graph (gradients w.r.t. them
+        # fail from the second call on). Run the graph as written: same speed here.
+        with torch.jit.optimized_execution(False):
+            result = self._function(addresses)(self.module._c, inputs)
+        if not isinstance(result, tuple):
+            raise TypeError(f"tapped forward returned {type(result).__name__}, not a tuple")
+        output, *taps = result
+        return output, taps
+
+    def input_channels(self) -> int | None:
+        """The number of input channels of the first convolution, or ``None`` if there is none."""
+        for node in self._graph.nodes():
+            if node.kind() in _CONVOLUTIONS:
+                weight = _attribute_tensor(node.inputsAt(1), self.module)
+                if weight is not None and weight.dim() >= 3:
+                    transposed = _is_transposed(node)
+                    return int(weight.shape[0] if transposed else weight.shape[1])
+                return None
+        return None
+
+    def flops_by_module(self, inputs: torch.Tensor) -> tuple[int, dict[str, int]]:
+        """Count multiply-accumulate FLOPs (2 per MAC) of convolutions and matrix products.
+
+        Counts the same operations as :class:`torch.utils.flop_counter.FlopCounterMode`
+        (convolutions, ``linear``, ``matmul``/``mm``/``bmm``/``addmm``), but attributed to
+        the module that runs them, which FlopCounterMode cannot do without hooks.
+
+        Args:
+            inputs: ``(B, C, H, W)`` example input; FLOPs are for the whole batch.
+
+        Returns:
+            The total, and for every module path (every ancestor included) its FLOPs.
+        """
+        counted = [n for n in self._graph.nodes() if n.kind() in _CONVOLUTIONS | _PRODUCTS]
+        addresses = tuple(
+            self._address[value.unique()]
+            for node in counted
+            for value in (node.inputsAt(0), node.inputsAt(1), node.output())
+        )
+        with torch.no_grad():
+            _, values = self._run(inputs, addresses)
+        total = 0
+        per_module: dict[str, int] = {}
+        for i, node in enumerate(counted):
+            first, second, out = values[3 * i: 3 * i + 3]
+            if node.kind() in _CONVOLUTIONS:
+                spatial = first.shape[2:] if _is_transposed(node) else out.shape[2:]
+                flops = 2 * out.shape[0] * second.numel() * int(torch.Size(spatial).numel())
+            elif node.kind() in ("aten::linear", "aten::addmm"):
+                flops = 2 * out.numel() * second.shape[-1]
+            else:
+                flops = 2 * out.numel() * first.shape[-1]
+            total += flops
+            frames = [name for name, _ in _module_frames(node)]
+            for depth in range(1, len(frames) + 1):
+                path = ".".join(frames[:depth])
+                per_module[path] = per_module.get(path, 0) + flops
+        return total, per_module
 
     def __call__(
         self, inputs: torch.Tensor, paths: Sequence[str] = ()
@@ -268,8 +370,5 @@ class TappedModel:
             KeyError: A path names no tappable module.
         """
         key = tuple(paths)
-        for path in key:
-            self.site(path)
-        result = self._function(key)(self.module._c, inputs)
-        output, *taps = result
-        return output, taps
+        addresses = tuple(self._sites[self.site(path).path][1] for path in key)
+        return self._run(inputs, addresses)

@@ -1,0 +1,207 @@
+"""Architecture stage: the module table, totals, latency, throughput and peak memory.
+
+Module outputs come from the tap layer (:mod:`auditor.taps`), so the table works on a
+TorchScript file with no Python class. Total FLOPs are counted by PyTorch's
+:class:`~torch.utils.flop_counter.FlopCounterMode`; the per-module split is Auditor's
+own count of the same operations (FlopCounterMode attributes FLOPs to modules through
+hooks, which TorchScript modules reject).
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from auditor.load import LoadedModel
+
+__all__ = ["ArchitectureProfile", "LayerInfo", "choose_target_layer", "layers_frame", "profile_model"]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One submodule.
+
+    Attributes:
+        path: Dotted module path.
+        type_name: Class name of the module.
+        output_shape: Output shape for one image, without the batch dimension; empty if
+            the module's output could not be tapped (never called, or not a tensor).
+        parameters: Parameters of the module and its children.
+        flops: Multiply-add FLOPs (2 per MAC) of its convolutions and matrix products, per image.
+        order: Execution order of its output (0 if not tapped).
+    """
+
+    path: str
+    type_name: str
+    output_shape: tuple[int, ...]
+    parameters: int
+    flops: int
+    order: int
+
+
+@dataclass(frozen=True)
+class ArchitectureProfile:
+    """The model's structure and cost on the audit's device.
+
+    Attributes:
+        layers: Every submodule, in execution order.
+        input_shape: ``(C, H, W)`` of one input image.
+        parameters: Total parameters.
+        trainable_parameters: Parameters with ``requires_grad``.
+        flops_per_image: FlopCounterMode's total for one image.
+        file_size: Model file size in bytes.
+        sha256: Model file SHA-256.
+        device: Where latency and memory were measured.
+        batch_size: Batch size of the throughput measurement.
+        latency_ms: Median wall time of one single-image forward pass, milliseconds.
+        throughput: Images per second at ``batch_size``.
+        peak_memory_bytes: CUDA peak allocated memory during the measurement, or the
+            process's peak resident set size on CPU.
+        peak_memory_kind: Which of the two ``peak_memory_bytes`` is.
+    """
+
+    layers: tuple[LayerInfo, ...]
+    input_shape: tuple[int, int, int]
+    parameters: int
+    trainable_parameters: int
+    flops_per_image: int
+    file_size: int
+    sha256: str
+    device: str
+    batch_size: int
+    latency_ms: float
+    throughput: float
+    peak_memory_bytes: int
+    peak_memory_kind: str
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_forward(module: torch.jit.ScriptModule, inputs: torch.Tensor, repeats: int, budget_s: float) -> list[float]:
+    """Wall times of ``repeats`` forward passes (fewer if ``budget_s`` runs out), after warm-up.
+
+    Three warm-up calls let TorchScript's profiling executor optimise the graph first.
+    """
+    with torch.inference_mode():
+        for _ in range(3):
+            module(inputs)
+        _sync(inputs.device)
+        times: list[float] = []
+        deadline = time.perf_counter() + budget_s
+        while len(times) < repeats and (len(times) < 3 or time.perf_counter() < deadline):
+            start = time.perf_counter()
+            module(inputs)
+            _sync(inputs.device)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def _peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def profile_model(model: LoadedModel, input_shape: tuple[int, int, int], batch_size: int, seed: int = 0) -> ArchitectureProfile:
+    """Profile the model at one input size.
+
+    Args:
+        model: The loaded model.
+        input_shape: ``(C, H, W)`` of one preprocessed image.
+        batch_size: Batch size for the throughput measurement.
+        seed: Seed of the random input images.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    one = torch.rand((1, *input_shape), generator=generator).to(model.device)
+    tapped = model.tapped
+    sites = tapped.sites
+    with torch.no_grad():
+        _, outputs = tapped(one, [s.path for s in sites])
+    shapes = {s.path: tuple(int(d) for d in o.shape[1:]) for s, o in zip(sites, outputs, strict=True)}
+    orders = {s.path: s.order for s in sites}
+    types = {s.path: s.type_name for s in sites}
+    _, flops_by_module = tapped.flops_by_module(one)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.module(one)
+    submodules = dict(model.module.named_modules())
+    layers = []
+    for path, submodule in submodules.items():
+        if not path:
+            continue
+        type_name = types.get(path) or getattr(submodule, "original_name", type(submodule).__name__)
+        layers.append(
+            LayerInfo(
+                path=path,
+                type_name=type_name,
+                output_shape=shapes.get(path, ()),
+                parameters=sum(p.numel() for p in submodule.parameters()),
+                flops=flops_by_module.get(path, 0),
+                order=orders.get(path, 0),
+            )
+        )
+    layers.sort(key=lambda layer: (layer.order == 0, layer.order, layer.path.count("."), layer.path))
+
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(model.device)
+    batch = torch.rand((batch_size, *input_shape), generator=generator).to(model.device)
+    latency = statistics.median(_time_forward(model.module, one, repeats=30, budget_s=2.0))
+    batch_times = _time_forward(model.module, batch, repeats=10, budget_s=3.0)
+    throughput = batch_size / statistics.median(batch_times)
+    if model.device.type == "cuda":
+        peak, kind = int(torch.cuda.max_memory_allocated(model.device)), "CUDA peak allocated"
+    else:
+        peak, kind = _peak_rss_bytes(), "peak resident set size of the audit process"
+    parameters = list(model.module.parameters())
+    return ArchitectureProfile(
+        layers=tuple(layers),
+        input_shape=input_shape,
+        parameters=sum(p.numel() for p in parameters),
+        trainable_parameters=sum(p.numel() for p in parameters if p.requires_grad),
+        flops_per_image=int(counter.get_total_flops()),
+        file_size=model.file_size,
+        sha256=model.sha256,
+        device=str(model.device),
+        batch_size=batch_size,
+        latency_ms=latency * 1000,
+        throughput=throughput,
+        peak_memory_bytes=peak,
+        peak_memory_kind=kind,
+    )
+
+
+def choose_target_layer(layers: tuple[LayerInfo, ...]) -> LayerInfo | None:
+    """The last module whose output is 4-D (C, H, W per image) with H*W above 1.
+
+    When one output belongs to several nested modules (``layer4`` and ``layer4.1``),
+    the outermost is chosen.
+    """
+    candidates = [l for l in layers if len(l.output_shape) == 3 and l.output_shape[1] * l.output_shape[2] > 1]
+    if not candidates:
+        return None
+    last = max(l.order for l in candidates)
+    return min((l for l in candidates if l.order == last), key=lambda l: l.path.count("."))
+
+
+def layers_frame(profile: ArchitectureProfile) -> pd.DataFrame:
+    """The module table with explicit dtypes (``output_shape`` as ``"C×H×W"`` text)."""
+    return pd.DataFrame(
+        {
+            "path": pd.Series([l.path for l in profile.layers], dtype="string"),
+            "type": pd.Series([l.type_name for l in profile.layers], dtype="string"),
+            "output_shape": pd.Series(
+                ["×".join(map(str, l.output_shape)) if l.output_shape else "" for l in profile.layers],
+                dtype="string",
+            ),
+            "parameters": pd.Series([l.parameters for l in profile.layers], dtype="int64"),
+            "flops": pd.Series([l.flops for l in profile.layers], dtype="int64"),
+        }
+    )

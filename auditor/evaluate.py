@@ -1,0 +1,159 @@
+"""Evaluate stage: stream the validation set through the model and compute the metrics.
+
+Memory does not grow with the number of images beyond per-image scalars (label,
+class probabilities, file hash): images are dropped as soon as their batch is scored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from auditor.config import AuditConfig
+from auditor.data import Dataset, Exclusion, Preprocessing, make_loader
+from auditor.errors import DataError
+from auditor.load import LoadedModel, OutputKind, detect_output_kind, to_probabilities
+from auditor.metrics import Metrics, compute_metrics
+
+__all__ = ["Evaluation", "data_sha256", "evaluate", "probe_output_kind"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What the evaluation produced.
+
+    Attributes:
+        predictions: One row per evaluated image: ``index, path, label, prediction,
+            confidence, correct, p_<class>...``, the manifest's metadata and ``sha256``.
+        excluded: One row per excluded file: ``path, reason``.
+        output_kind: How the model's output was read.
+        metrics: Headline, per-class and calibration metrics.
+        data_sha256: SHA-256 over the sorted ``relative path, file SHA-256`` lines.
+        seconds: Wall time of the pass over the data.
+    """
+
+    predictions: pd.DataFrame
+    excluded: pd.DataFrame
+    output_kind: OutputKind
+    metrics: Metrics
+    data_sha256: str
+    seconds: float
+
+
+def probe_output_kind(model: LoadedModel, dataset: Dataset, preprocessing: Preprocessing) -> OutputKind:
+    """Run the first readable images once to learn how to read the output.
+
+    Done before anything is written, so that a model that does not fit the data fails
+    with a clear error and no run folder.
+
+    Raises:
+        ModelError: The output does not fit the classes.
+        DataError: None of the first images can be read.
+    """
+    loader = make_loader(dataset.samples[:64], preprocessing, batch_size=4)
+    for batch in loader:
+        if batch.images.numel():
+            with torch.inference_mode():
+                output = model.module(batch.images.to(model.device))
+            return detect_output_kind(output, dataset.classes, model.path.name)
+    raise DataError(
+        f"none of the first {min(64, len(dataset.samples))} images in {str(dataset.source)!r} can be "
+        f"read (e.g. {dataset.samples[0].relpath}); check the files"
+    )
+
+
+def data_sha256(entries: list[tuple[str, str]]) -> str:
+    """SHA-256 over ``relpath<TAB>sha256`` lines sorted by path (``sha256`` may be empty)."""
+    digest = hashlib.sha256()
+    for relpath, sha in sorted(entries):
+        digest.update(f"{relpath}\t{sha}\n".encode())
+    return digest.hexdigest()
+
+
+def evaluate(
+    model: LoadedModel,
+    dataset: Dataset,
+    preprocessing: Preprocessing,
+    kind: OutputKind,
+    config: AuditConfig,
+) -> Evaluation:
+    """Score every image once, in batches, and compute the metrics.
+
+    Raises:
+        DataError: No image of the data set could be read.
+    """
+    loader = make_loader(
+        dataset.samples, preprocessing, config.batch_size, config.workers,
+        pin_memory=model.device.type == "cuda",
+    )
+    indices: list[np.ndarray] = []
+    probabilities: list[np.ndarray] = []
+    hashes: dict[int, str] = {}
+    failures: list[tuple[int, str, str]] = []
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False, disable=None):
+            failures.extend(
+                (index, reason, sha)
+                for (index, reason), sha in zip(batch.failures, batch.failure_hashes, strict=True)
+            )
+            if not batch.images.numel():
+                continue
+            output = model.module(batch.images.to(model.device, non_blocking=True))
+            probabilities.append(to_probabilities(output, kind).cpu().numpy())
+            indices.append(batch.indices.numpy())
+            hashes.update(zip(batch.indices.tolist(), batch.hashes, strict=True))
+    seconds = time.perf_counter() - started
+    excluded = [*dataset.excluded, *(Exclusion(dataset.samples[i].relpath, r) for i, r, _ in failures)]
+    excluded_frame = pd.DataFrame(
+        {"path": [e.relpath for e in excluded], "reason": [e.reason for e in excluded]},
+        dtype="string",
+    )
+    if not indices:
+        raise DataError(
+            f"none of the {len(dataset.samples)} images in {str(dataset.source)!r} could be read "
+            f"(e.g. {excluded[0].relpath}: {excluded[0].reason})"
+        )
+    order = np.concatenate(indices)
+    probs = np.concatenate(probabilities).astype(np.float32)
+    labels = np.array([dataset.samples[i].label for i in order], dtype=np.int64)
+    predictions = _predictions_frame(dataset, order, labels, probs, hashes)
+    metrics = compute_metrics(labels, probs, dataset.classes, config.bootstrap, config.seed)
+    entries = [(dataset.samples[i].relpath, hashes[i]) for i in order.tolist()]
+    entries += [(dataset.samples[i].relpath, sha) for i, _, sha in failures]
+    entries += [(e.relpath, "") for e in dataset.excluded]
+    return Evaluation(predictions, excluded_frame, kind, metrics, data_sha256(entries), seconds)
+
+
+def _predictions_frame(
+    dataset: Dataset,
+    order: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    hashes: dict[int, str],
+) -> pd.DataFrame:
+    classes = dataset.classes
+    preds = probs.argmax(axis=1)
+    samples = [dataset.samples[i] for i in order.tolist()]
+    frame = pd.DataFrame(
+        {
+            "index": pd.Series(order, dtype="int64"),
+            "path": pd.Series([s.relpath for s in samples], dtype="string"),
+            "label": pd.Series([classes[k] for k in labels], dtype="string"),
+            "prediction": pd.Series([classes[k] for k in preds], dtype="string"),
+            "confidence": pd.Series(probs.max(axis=1), dtype="float64"),
+            "correct": pd.Series(preds == labels, dtype="bool"),
+        }
+    )
+    for k, name in enumerate(classes):
+        frame[f"p_{name}"] = pd.Series(probs[:, k], dtype="float64")
+    for column in dataset.metadata_columns:
+        frame[column] = pd.Series([dict(s.metadata).get(column, "") for s in samples], dtype="string")
+    frame["sha256"] = pd.Series([hashes[s.index] for s in samples], dtype="string")
+    return frame

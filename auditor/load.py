@@ -1,0 +1,227 @@
+"""Load stage, model side: open a TorchScript file safely and learn how to read its output.
+
+Nothing here unpickles arbitrary Python objects: a file is checked to be a TorchScript
+zip archive before :func:`torch.jit.load` sees it, and pickles are refused by their
+first bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from auditor.errors import ConfigError, ModelError
+from auditor.taps import TappedModel
+
+__all__ = [
+    "LoadedModel",
+    "OutputKind",
+    "detect_output_kind",
+    "file_sha256",
+    "load_model",
+    "resolve_device",
+    "target_scores",
+    "to_probabilities",
+]
+
+log = logging.getLogger(__name__)
+
+_EXPORT_HINT = (
+    "export the model with `torch.jit.script(model).save(path)` "
+    "(or `torch.jit.trace(model, example).save(path)`)"
+)
+
+
+class OutputKind(enum.Enum):
+    """How the model's output is turned into class probabilities."""
+
+    LOGITS = "multi-class logits (softmax applied)"
+    BINARY_LOGIT = "a single binary logit (sigmoid applied)"
+    PROBABILITIES = "probabilities (rows sum to 1; used as they are)"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A TorchScript model ready to run.
+
+    Attributes:
+        module: The loaded module, in eval mode, on ``device``.
+        tapped: Access to its submodule outputs (see :mod:`auditor.taps`).
+        path: The file it came from.
+        sha256: SHA-256 of the file, hex.
+        file_size: Size of the file in bytes.
+        device: Where it runs.
+        in_channels: Input channels of its first convolution (3 for RGB, 1 for grayscale).
+    """
+
+    module: torch.jit.ScriptModule
+    tapped: TappedModel
+    path: Path
+    sha256: str
+    file_size: int
+    device: torch.device
+    in_channels: int
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` into a usable device.
+
+    Raises:
+        ConfigError: CUDA was asked for and is not available, or N is out of range.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"--device {name}: CUDA is not available on this machine; use --device cpu or auto"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(
+                f"--device {name}: this machine has {count} CUDA device(s), "
+                f"numbered 0 to {count - 1}"
+            )
+    return device
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse anything that is not a TorchScript zip archive, saying what it looks like."""
+    if not path.exists():
+        raise ModelError(f"model file {str(path)!r} does not exist; pass the path of a TorchScript file")
+    if path.is_dir():
+        raise ModelError(f"model path {str(path)!r} is a folder; pass a TorchScript file")
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head[:1] == b"\x80":
+        raise ModelError(
+            f"{path.name!r} is not a TorchScript archive (it looks like a pickled object such as "
+            f"a state_dict, saved with torch.save); {_EXPORT_HINT}"
+        )
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path.name!r} is not a TorchScript archive (not a zip file); {_EXPORT_HINT}")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if any(n.endswith("archive_format") or "/models/" in n for n in names) and not any(
+        "/code/" in n for n in names
+    ):
+        raise ModelError(
+            f"{path.name!r} looks like a torch.export program (.pt2), which Auditor does not read "
+            f"yet; {_EXPORT_HINT}"
+        )
+    if not any("/code/" in n for n in names) or not any(n.endswith("constants.pkl") for n in names):
+        raise ModelError(
+            f"{path.name!r} is a zip archive but not TorchScript (it looks like a state_dict or "
+            f"module saved with torch.save); {_EXPORT_HINT}"
+        )
+
+
+def load_model(path: Path, device: torch.device) -> LoadedModel:
+    """Load a TorchScript classifier onto ``device`` in eval mode.
+
+    Raises:
+        ModelError: The file is missing, not TorchScript, or fails to load.
+    """
+    _check_archive(path)
+    try:
+        module = torch.jit.load(str(path), map_location=device)
+    except (RuntimeError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"{path.name!r} could not be loaded as TorchScript ({first_line}); {_EXPORT_HINT}") from None
+    module.eval()
+    tapped = TappedModel(module)
+    channels = tapped.input_channels()
+    if channels is None:
+        log.warning("no convolution found in %s; assuming RGB input", path.name)
+        channels = 3
+    if channels not in (1, 3):
+        raise ModelError(
+            f"{path.name!r} expects {channels}-channel input; Auditor reads RGB (3) or grayscale (1) images"
+        )
+    return LoadedModel(
+        module=module,
+        tapped=tapped,
+        path=path,
+        sha256=file_sha256(path),
+        file_size=path.stat().st_size,
+        device=device,
+        in_channels=channels,
+    )
+
+
+def _as_matrix(output: torch.Tensor) -> torch.Tensor:
+    return output.unsqueeze(1) if output.dim() == 1 else output
+
+
+def detect_output_kind(output: object, classes: tuple[str, ...], model_name: str) -> OutputKind:
+    """Decide how to read the model's output from one batch of it.
+
+    Args:
+        output: What the model returned for a batch.
+        classes: The data set's class names, in the model's output order.
+        model_name: For messages.
+
+    Raises:
+        ModelError: The output is not a ``(B, K)`` tensor, or K does not fit the classes.
+    """
+    if not isinstance(output, torch.Tensor) or output.dim() not in (1, 2):
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ModelError(
+            f"{model_name!r} returns {shape}; Auditor needs a (batch, classes) tensor of scores"
+        )
+    scores = _as_matrix(output.detach())
+    n_outputs = scores.shape[1]
+    if n_outputs == 1 and len(classes) == 2:
+        return OutputKind.BINARY_LOGIT
+    if n_outputs != len(classes):
+        listed = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
+        raise ModelError(
+            f"{model_name!r} outputs {n_outputs} scores per image but the data has "
+            f"{len(classes)} classes ({listed}); pass --classes with the model's "
+            f"{n_outputs} class names in output order, or check that this is the right model"
+        )
+    sums = scores.float().sum(dim=1)
+    if bool((scores >= 0).all()) and torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
+        return OutputKind.PROBABILITIES
+    return OutputKind.LOGITS
+
+
+def to_probabilities(output: torch.Tensor, kind: OutputKind) -> torch.Tensor:
+    """``(B, K)`` class probabilities from the model's raw output."""
+    scores = _as_matrix(output).float()
+    if kind is OutputKind.LOGITS:
+        return torch.softmax(scores, dim=1)
+    if kind is OutputKind.BINARY_LOGIT:
+        positive = torch.sigmoid(scores[:, 0])
+        return torch.stack([1 - positive, positive], dim=1)
+    return scores
+
+
+def target_scores(output: torch.Tensor, kind: OutputKind, targets: torch.Tensor) -> torch.Tensor:
+    """The score to explain for each image: ``(B,)``, differentiable.
+
+    Logits are explained before the softmax (as Grad-CAM prescribes); a single binary
+    logit ``z`` explains class 1 with ``z`` and class 0 with ``-z``; probabilities are
+    explained as they are.
+    """
+    scores = _as_matrix(output)
+    if kind is OutputKind.BINARY_LOGIT:
+        sign = targets.to(scores.dtype) * 2 - 1
+        return scores[:, 0] * sign
+    return scores.gather(1, targets.view(-1, 1)).squeeze(1)

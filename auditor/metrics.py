@@ -1,0 +1,229 @@
+"""Classification and calibration metrics from per-image predictions.
+
+scikit-learn computes every metric it has (accuracy, balanced accuracy, precision,
+recall, F1, ROC AUC, confusion matrix); what it lacks is written here: specificity,
+the expected calibration error with its reliability bins, and a vectorised seeded
+bootstrap for the confidence intervals.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn import metrics as skm
+
+__all__ = [
+    "CalibrationBin",
+    "ClassMetrics",
+    "Estimate",
+    "Metrics",
+    "bootstrap_ci",
+    "calibration_bins",
+    "compute_metrics",
+    "expected_calibration_error",
+]
+
+ECE_BINS = 15
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A metric with its 95% bootstrap confidence interval."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    """One-vs-rest metrics of one class. NaN where undefined (no support, one class only)."""
+
+    name: str
+    precision: float
+    sensitivity: float
+    specificity: float
+    f1: float
+    support: int
+    auc: float
+
+
+@dataclass(frozen=True)
+class CalibrationBin:
+    """One confidence bin of the reliability diagram."""
+
+    lower: float
+    upper: float
+    count: int
+    accuracy: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Headline, per-class and calibration metrics of one evaluation."""
+
+    n_images: int
+    accuracy: Estimate
+    balanced_accuracy: Estimate
+    macro_auc: float | None
+    per_class: tuple[ClassMetrics, ...]
+    confusion_matrix: tuple[tuple[int, ...], ...]
+    ece: float
+    calibration: tuple[CalibrationBin, ...]
+
+
+def _balanced_accuracy_many(labels: NDArray[np.int64], preds: NDArray[np.int64], n_classes: int) -> NDArray[np.float64]:
+    """Balanced accuracy of each row of ``(R, N)`` label/prediction resamples."""
+    replicates = labels.shape[0]
+    offsets = (np.arange(replicates) * n_classes)[:, None]
+    support = np.bincount((labels + offsets).ravel(), minlength=replicates * n_classes)
+    hits = np.bincount((labels + offsets).ravel(), weights=(labels == preds).ravel(), minlength=replicates * n_classes)
+    support = support.reshape(replicates, n_classes)
+    recall = np.divide(hits.reshape(replicates, n_classes), support, out=np.full(support.shape, np.nan), where=support > 0)
+    return np.asarray(np.nanmean(recall, axis=1), dtype=np.float64)
+
+
+def bootstrap_ci(
+    labels: NDArray[np.int64],
+    preds: NDArray[np.int64],
+    n_classes: int,
+    resamples: int,
+    seed: int,
+    chunk: int = 200,
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Percentile 95% intervals of accuracy and balanced accuracy.
+
+    Resamples images with replacement, ``chunk`` resamples at a time so that memory
+    stays at ``chunk * N`` indices whatever the data set size.
+
+    Returns:
+        ``((acc_low, acc_high), (bal_low, bal_high))``.
+    """
+    rng = np.random.default_rng(seed)
+    n = labels.shape[0]
+    accuracy: list[NDArray[np.float64]] = []
+    balanced: list[NDArray[np.float64]] = []
+    for start in range(0, resamples, chunk):
+        rows = min(chunk, resamples - start)
+        picks = rng.integers(0, n, size=(rows, n))
+        sampled_labels, sampled_preds = labels[picks], preds[picks]
+        accuracy.append((sampled_labels == sampled_preds).mean(axis=1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            balanced.append(_balanced_accuracy_many(sampled_labels, sampled_preds, n_classes))
+    acc = np.concatenate(accuracy)
+    bal = np.concatenate(balanced)
+    return (
+        (float(np.quantile(acc, 0.025)), float(np.quantile(acc, 0.975))),
+        (float(np.nanquantile(bal, 0.025)), float(np.nanquantile(bal, 0.975))),
+    )
+
+
+def _macro_auc(labels: NDArray[np.int64], probabilities: NDArray[np.float32], n_classes: int) -> float:
+    present = np.unique(labels)
+    if present.size < 2:
+        return float("nan")
+    if n_classes == 2:
+        return float(skm.roc_auc_score(labels, probabilities[:, 1]))
+    aucs = [
+        skm.roc_auc_score(labels == k, probabilities[:, k]) for k in present if (labels != k).any()
+    ]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def calibration_bins(
+    confidence: NDArray[np.float32], correct: NDArray[np.bool_], bins: int = ECE_BINS
+) -> tuple[CalibrationBin, ...]:
+    """Equal-width confidence bins over [0, 1]; a confidence of exactly 1 falls in the last."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    result = []
+    for b in range(bins):
+        members = which == b
+        count = int(members.sum())
+        result.append(
+            CalibrationBin(
+                lower=float(edges[b]),
+                upper=float(edges[b + 1]),
+                count=count,
+                accuracy=float(correct[members].mean()) if count else float("nan"),
+                confidence=float(confidence[members].mean()) if count else float("nan"),
+            )
+        )
+    return tuple(result)
+
+
+def expected_calibration_error(calibration: tuple[CalibrationBin, ...]) -> float:
+    """ECE (Naeini et al., 2015; Guo et al., 2017): count-weighted mean |accuracy - confidence|."""
+    total = sum(b.count for b in calibration)
+    if total == 0:
+        return float("nan")
+    return float(sum(b.count * abs(b.accuracy - b.confidence) for b in calibration if b.count) / total)
+
+
+def compute_metrics(
+    labels: NDArray[np.int64],
+    probabilities: NDArray[np.float32],
+    classes: tuple[str, ...],
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> Metrics:
+    """All metrics of one evaluation.
+
+    Args:
+        labels: ``(N,)`` true class indices.
+        probabilities: ``(N, K)`` predicted class probabilities.
+        classes: The K class names.
+        bootstrap: Number of resamples for the confidence intervals.
+        seed: Bootstrap seed.
+    """
+    n_classes = len(classes)
+    preds = probabilities.argmax(axis=1).astype(np.int64)
+    confidence = probabilities.max(axis=1)
+    everything = list(range(n_classes))
+    confusion = skm.confusion_matrix(labels, preds, labels=everything)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        precision, recall, f1, support = skm.precision_recall_fscore_support(
+            labels, preds, labels=everything, zero_division=np.nan
+        )
+        balanced = float(skm.balanced_accuracy_score(labels, preds))
+    total = confusion.sum()
+    per_class = []
+    for k, name in enumerate(classes):
+        true_negative = total - confusion[k, :].sum() - confusion[:, k].sum() + confusion[k, k]
+        negatives = total - confusion[k, :].sum()
+        is_k = labels == k
+        auc = (
+            float(skm.roc_auc_score(is_k, probabilities[:, k]))
+            if is_k.any() and (~is_k).any()
+            else float("nan")
+        )
+        per_class.append(
+            ClassMetrics(
+                name=name,
+                precision=float(precision[k]),
+                sensitivity=float(recall[k]),
+                specificity=float(true_negative / negatives) if negatives else float("nan"),
+                f1=float(f1[k]),
+                support=int(support[k]),
+                auc=auc,
+            )
+        )
+    (acc_low, acc_high), (bal_low, bal_high) = bootstrap_ci(labels, preds, n_classes, bootstrap, seed)
+    calibration = calibration_bins(confidence, preds == labels)
+    macro_auc = _macro_auc(labels, probabilities, n_classes)
+    return Metrics(
+        n_images=int(labels.shape[0]),
+        accuracy=Estimate(float(skm.accuracy_score(labels, preds)), acc_low, acc_high),
+        balanced_accuracy=Estimate(balanced, bal_low, bal_high),
+        macro_auc=None if np.isnan(macro_auc) else macro_auc,
+        per_class=tuple(per_class),
+        confusion_matrix=tuple(tuple(int(v) for v in row) for row in confusion),
+        ece=expected_calibration_error(calibration),
+        calibration=calibration,
+    )
