@@ -153,8 +153,8 @@ def profile_model(model: LoadedModel, input_shape: tuple[int, int, int], batch_s
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
     batch = torch.rand((batch_size, *input_shape), generator=generator).to(model.device)
-    latency = statistics.median(_time_forward(model.module, one, repeats=30, budget_s=2.0))
-    batch_times = _time_forward(model.module, batch, repeats=10, budget_s=3.0)
+    latency = statistics.median(_time_forward(model.module, one, repeats=30, budget_s=1.0))
+    batch_times = _time_forward(model.module, batch, repeats=10, budget_s=2.0)
     throughput = batch_size / statistics.median(batch_times)
     if model.device.type == "cuda":
         peak, kind = int(torch.cuda.max_memory_allocated(model.device)), "CUDA peak allocated"

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-import torchvision.transforms.v2.functional as tvf
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
@@ -240,13 +240,23 @@ class Preprocessing:
     std: tuple[float, ...] | None = None
 
     def display(self, image: Image.Image) -> torch.Tensor:
-        """``(C, H, W)`` float32 in [0, 1]: resized and cropped, not normalised."""
+        """``(C, H, W)`` float32 in [0, 1]: resized and cropped, not normalised.
+
+        Resizing is PIL's antialiased bilinear filter on the 8-bit image, as
+        torchvision's ``Resize`` does on PIL images.
+        """
         image = image.convert("RGB" if self.channels == 3 else "L")
-        tensor = tvf.to_dtype(tvf.to_image(image), torch.float32, scale=True)
         if self.image_size is not None:
-            tensor = tvf.resize(tensor, [self.image_size], antialias=True)
-            tensor = tvf.center_crop(tensor, [self.image_size, self.image_size])
-        return tensor.clamp_(0, 1)
+            scale = self.image_size / min(image.width, image.height)
+            size = (max(self.image_size, round(image.width * scale)), max(self.image_size, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.BILINEAR)
+            left = (image.width - self.image_size) // 2
+            top = (image.height - self.image_size) // 2
+            image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        if array.ndim == 2:
+            array = array[:, :, None]
+        return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """Apply mean and std to ``(..., C, H, W)`` images in [0, 1]."""

@@ -10,7 +10,7 @@ independent of the class.
 Usage::
 
     python sample_models/train_sample_cnn.py [--out sample_models/sample_cnn.pt]
-        [--n-train 2000] [--n-val 400] [--epochs 8] [--seed 0]
+        [--n-train 2000] [--n-val 400] [--epochs 12] [--seed 0]
 
 Training is deterministic (fixed seeds, deterministic algorithms, two threads) and takes
 a few minutes on two CPU cores. Inputs are ``(B, 3, 64, 64)`` floats in ``[0, 1]`` with no
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="TorchScript file")
     parser.add_argument("--n-train", type=int, default=2000)
     parser.add_argument("--n-val", type=int, default=400)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -127,8 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     x_train, y_train = to_tensors(train)
     x_val, y_val = to_tensors(val)
     print(
-        f"data: {len(train)} train, {len(val)} val images "
-        f"({time.perf_counter() - start:.1f} s)",
+        f"data: {len(train)} train, {len(val)} val images ({time.perf_counter() - start:.1f} s)",
         flush=True,
     )
 

@@ -1,0 +1,281 @@
+"""Aggregate stage: turn the stages' outputs into the records the report shows.
+
+The report template sees only :class:`ReportData` (numbers, strings, data-URI
+figures); it never sees the model. Figures are drawn here from those records.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from auditor.architecture import ArchitectureProfile, LayerInfo
+from auditor.config import AuditConfig
+from auditor.data import Dataset, Preprocessing
+from auditor.evaluate import Evaluation
+from auditor.explain import METHODS
+from auditor.explain.engine import Explanations
+from auditor.explain.postprocess import minmax
+from auditor.metrics import ClassMetrics
+from auditor.report.figures import (
+    calibration_figure,
+    colorbar_figure,
+    confusion_figure,
+    image_tile,
+    overlay_tile,
+)
+
+__all__ = [
+    "CaseView",
+    "MethodView",
+    "ReportData",
+    "SubgroupRow",
+    "build_report_data",
+    "subgroup_table",
+    "wilson_interval",
+]
+
+_MAX_SUBGROUP_VALUES = 20
+_TABLE_DEPTH = 2
+
+
+@dataclass(frozen=True)
+class MethodView:
+    key: str
+    title: str
+    paper: str
+    layer: str
+    steps: str
+    reading: str
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One heat map of a case: which method, for which class, as a PNG data URI."""
+
+    method: str
+    target: str
+    role: str
+    image: str
+
+
+@dataclass(frozen=True)
+class CaseView:
+    index: int
+    path: str
+    label: str
+    prediction: str
+    confidence: float
+    image: str
+    panels: tuple[Panel, ...]
+    note: str
+
+
+@dataclass(frozen=True)
+class SubgroupRow:
+    column: str
+    value: str
+    n: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report template shows."""
+
+    title: str
+    created: str
+    auditor_version: str
+    model_name: str
+    model_sha256: str
+    output_kind: str
+    config: AuditConfig
+    config_rows: tuple[tuple[str, str, str], ...]
+    dataset: Dataset
+    preprocessing: Preprocessing
+    class_support: tuple[tuple[str, int], ...]
+    data_sha256: str
+    evaluation: Evaluation
+    worst_classes: tuple[ClassMetrics, ...]
+    architecture: ArchitectureProfile
+    layers_shown: tuple[LayerInfo, ...]
+    target_layer: str | None
+    confusion_figure: str
+    calibration_figure: str
+    colorbar_figure: str
+    subgroups: tuple[SubgroupRow, ...]
+    methods: tuple[MethodView, ...]
+    misclassified: tuple[CaseView, ...]
+    n_errors: int
+    sampled: tuple[CaseView, ...]
+    excluded: tuple[tuple[str, str], ...]
+    limitations: tuple[str, ...]
+    command: str
+    versions: tuple[tuple[str, str], ...]
+    device_name: str
+    started: str
+    finished: str
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score 95% interval for a proportion (better than the normal one for small n)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def subgroup_table(predictions: pd.DataFrame, columns: tuple[str, ...]) -> tuple[SubgroupRow, ...]:
+    """Accuracy per value of each metadata column with at most 20 distinct values."""
+    rows: list[SubgroupRow] = []
+    for column in columns:
+        values = predictions[column].fillna("")
+        if values.nunique() > _MAX_SUBGROUP_VALUES:
+            continue
+        grouped = predictions.groupby(values, sort=True)["correct"].agg(["sum", "count"])
+        for value, (hits, count) in grouped.iterrows():
+            low, high = wilson_interval(int(hits), int(count))
+            rows.append(SubgroupRow(column, str(value) or "(empty)", int(count), hits / count, low, high))
+    return tuple(rows)
+
+
+def _case_views(
+    indices: tuple[int, ...],
+    explanations: Explanations,
+    predictions: pd.DataFrame,
+) -> tuple[CaseView, ...]:
+    rows = predictions.set_index("index")
+    records = explanations.records
+    views = []
+    for index in indices:
+        row = rows.loc[index]
+        mine = records[records["index"] == index]
+        panels: list[Panel] = []
+        roles = ["predicted"] if bool(row["correct"]) else ["predicted", "true"]
+        failed = mine[mine["status"] != "ok"]
+        for role in roles:
+            target = row["prediction"] if role == "predicted" else row["label"]
+            for method in mine.loc[mine["role"] == role, "method"].drop_duplicates():
+                key = (index, role, str(method))
+                if key in explanations.maps:
+                    normalised = minmax(torch.from_numpy(explanations.maps[key])[None])[0].numpy()
+                    tile = overlay_tile(explanations.images[index], normalised)
+                    panels.append(Panel(METHODS[str(method)].title, str(target), role, tile))
+        note = "; ".join(sorted(set(failed["detail"]))) if len(failed) else ""
+        views.append(
+            CaseView(
+                index=index,
+                path=str(row["path"]),
+                label=str(row["label"]),
+                prediction=str(row["prediction"]),
+                confidence=float(row["confidence"]),
+                image=image_tile(explanations.images[index]),
+                panels=tuple(panels),
+                note=f"explanation failed: {note}" if note else "",
+            )
+        )
+    return tuple(views)
+
+
+def _limitations(data: Dataset, evaluation: Evaluation, layer: str | None) -> tuple[str, ...]:
+    items = [
+        "Explanation maps show where the model's score is sensitive; their faithfulness to the "
+        "model's reasoning has not been tested in this audit, so read them as hypotheses.",
+        "Metrics describe this validation set only; they transfer to other sites, devices or "
+        "populations only as far as this set represents them.",
+        "Confidence intervals are percentile bootstrap intervals over images; they do not "
+        "account for correlated images (for example several images of one patient).",
+    ]
+    if not data.metadata_columns:
+        items.append("The data has no metadata columns, so no subgroup analysis was possible.")
+    if min(c.support for c in evaluation.metrics.per_class) < 30:
+        items.append("At least one class has fewer than 30 images; its metrics are imprecise.")
+    if layer is None:
+        items.append("The model has no 4-D layer output with spatial extent, so Grad-CAM could not run.")
+    if len(evaluation.excluded):
+        items.append(f"{len(evaluation.excluded)} file(s) were excluded and are not in any metric.")
+    return tuple(items)
+
+
+def build_report_data(
+    *,
+    config: AuditConfig,
+    dataset: Dataset,
+    preprocessing: Preprocessing,
+    evaluation: Evaluation,
+    architecture: ArchitectureProfile,
+    explanations: Explanations,
+    sampled: tuple[int, ...],
+    misclassified: tuple[int, ...],
+    n_errors: int,
+    command: str,
+    versions: tuple[tuple[str, str], ...],
+    device_name: str,
+    started: str,
+    finished: str,
+    auditor_version: str,
+) -> ReportData:
+    """Collect the records and draw the figures of one report."""
+    metrics = evaluation.metrics
+    ranked = sorted(
+        (c for c in metrics.per_class if c.support > 0),
+        key=lambda c: (c.sensitivity if not math.isnan(c.sensitivity) else -1.0, c.name),
+    )
+    layers_shown = tuple(l for l in architecture.layers if l.path.count(".") < _TABLE_DEPTH)
+    methods = tuple(
+        MethodView(
+            key=cls.key,
+            title=cls.title,
+            paper=cls.paper,
+            layer=(explanations.layer or "—") if cls.uses_layer else "input",
+            steps=" → ".join([*cls.postprocessing, "min-max (display only)"]),
+            reading=cls.reading,
+        )
+        for cls in METHODS.values()
+    )
+    config_rows = tuple(
+        (key.replace("_", "-"), "" if entry["value"] is None else str(entry["value"]), entry["source"])
+        for key, entry in config.as_dict().items()
+    )
+    return ReportData(
+        title=f"Model audit: {config.model.name}",
+        created=finished,
+        auditor_version=auditor_version,
+        model_name=config.model.name,
+        model_sha256=architecture.sha256,
+        output_kind=evaluation.output_kind.value,
+        config=config,
+        config_rows=config_rows,
+        dataset=dataset,
+        preprocessing=preprocessing,
+        class_support=tuple((c.name, c.support) for c in metrics.per_class),
+        data_sha256=evaluation.data_sha256,
+        evaluation=evaluation,
+        worst_classes=tuple(ranked[: min(3, len(ranked))]),
+        architecture=architecture,
+        layers_shown=layers_shown,
+        target_layer=explanations.layer,
+        confusion_figure=confusion_figure(metrics.confusion_matrix, dataset.classes),
+        calibration_figure=calibration_figure(metrics.calibration),
+        colorbar_figure=colorbar_figure(),
+        subgroups=subgroup_table(evaluation.predictions, dataset.metadata_columns),
+        methods=methods,
+        misclassified=_case_views(misclassified, explanations, evaluation.predictions),
+        n_errors=n_errors,
+        sampled=_case_views(sampled, explanations, evaluation.predictions),
+        excluded=tuple(zip(evaluation.excluded["path"], evaluation.excluded["reason"], strict=True)),
+        limitations=_limitations(dataset, evaluation, explanations.layer),
+        command=command,
+        versions=versions,
+        device_name=device_name,
+        started=started,
+        finished=finished,
+    )

@@ -1,0 +1,125 @@
+"""Command line: ``auditor run``, ``auditor demo`` and ``auditor profile``.
+
+The CLI only parses and formats: a user mistake (:class:`~auditor.errors.AuditError`)
+is printed as one ``Error: …`` line on stderr with exit code 1; usage errors exit 2
+(click's convention). The run folder's path is the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from auditor import __version__
+from auditor.errors import AuditError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(function: F) -> F:
+    """Turn AuditError into click's one-line ``Error: …`` with exit code 1."""
+
+    @wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except AuditError as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+_PATH = click.Path(path_type=Path)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="auditor")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """Audit a TorchScript image classifier into an HTML and PDF report."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@cli.command()
+@click.option("--model", type=_PATH, help="TorchScript model file (torch.jit.script/trace + save).")
+@click.option("--data", type=_PATH, help="Class-folder directory or CSV manifest (path,label[,mask,...]).")
+@click.option("--config", "config_file", type=_PATH, help="TOML config file; flags override it.")
+@click.option("--out", type=_PATH, help="Folder for run folders.  [default: reports]")
+@click.option("--device", help="auto, cpu, cuda or cuda:N.  [default: auto]")
+@click.option("--batch-size", type=int, help="Images per forward pass.  [default: 32]")
+@click.option("--explain-samples", type=int, help="Sampled and misclassified images to explain.  [default: 32]")
+@click.option("--seed", type=int, help="Seed for sampling, bootstrap and profiling.  [default: 0]")
+@click.option("--image-size", type=int, help="Resize shorter side and centre-crop to N px.  [default: none]")
+@click.option("--mean", help="Per-channel mean, e.g. 0.485,0.456,0.406.  [default: none]")
+@click.option("--std", help="Per-channel std, e.g. 0.229,0.224,0.225.  [default: none]")
+@click.option("--classes", help="Class names in output order, e.g. benign,malignant.")
+@_user_errors
+def run(config_file: Path | None, **flags: Any) -> None:
+    """Audit MODEL on DATA and write a report folder."""
+    from auditor.config import resolve_config
+    from auditor.pipeline import run_audit
+
+    config = resolve_config(config_file, flags)
+    folder = run_audit(config, command=shlex.join(["auditor", *sys.argv[1:]]))
+    click.echo(f"Report: {folder / 'report.pdf'}")
+    click.echo(str(folder))
+
+
+@cli.command()
+@click.option("--out", type=_PATH, default=Path("reports"), show_default=True, help="Folder for run folders.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@_user_errors
+def demo(out: Path, device: str) -> None:
+    """Audit the bundled sample model on its synthetic dermoscopy validation set."""
+    from auditor.demo import run_demo
+
+    folder = run_demo(out, device)
+    click.echo(f"Report: {folder / 'report.pdf'}")
+    click.echo(str(folder))
+
+
+@cli.command()
+@click.option("--model", type=_PATH, required=True, help="TorchScript model file.")
+@click.option("--image-size", type=int, default=224, show_default=True, help="Square input size in px.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Batch for throughput.")
+@_user_errors
+def profile(model: Path, image_size: int, device: str, batch_size: int) -> None:
+    """Print the module table and totals of MODEL."""
+    from auditor.architecture import layers_frame, profile_model
+    from auditor.errors import ConfigError
+    from auditor.load import load_model, resolve_device
+    from auditor.report.render import binary_size, si
+
+    if image_size < 8 or batch_size < 1:
+        raise ConfigError("--image-size must be at least 8 and --batch-size at least 1")
+    loaded = load_model(model, resolve_device(device))
+    result = profile_model(loaded, (loaded.in_channels, image_size, image_size), batch_size)
+    table = layers_frame(result)
+    click.echo(table.to_string(index=False))
+    click.echo("")
+    click.echo(f"input               {loaded.in_channels}x{image_size}x{image_size}")
+    click.echo(f"parameters          {result.parameters:,}")
+    click.echo(f"FLOPs per image     {si(result.flops_per_image, 'FLOPs')}")
+    click.echo(f"file size           {binary_size(result.file_size)}")
+    click.echo(f"SHA-256             {result.sha256}")
+    click.echo(f"latency (1 image)   {result.latency_ms:.2f} ms on {result.device}")
+    click.echo(f"throughput          {result.throughput:.1f} images/s at batch {batch_size}")
+    click.echo(f"peak memory         {binary_size(result.peak_memory_bytes)} ({result.peak_memory_kind})")
+
+
+def main() -> None:
+    """Entry point of the ``auditor`` command."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""The orchestrator: calls the stages in order and writes the run folder.
+
+load ─► profile ─► evaluate ─► select ─► explain ─► aggregate ─► render
+
+Everything that can fail because of the user's input fails before anything is
+written. The run folder is assembled under a hidden ``.partial`` name and renamed
+into place only when every file is written, so a folder with the final name is
+always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from auditor import __version__
+from auditor.aggregate import ReportData, build_report_data
+from auditor.architecture import ArchitectureProfile, choose_target_layer, layers_frame, profile_model
+from auditor.config import AuditConfig
+from auditor.data import Preprocessing, discover, expected_size
+from auditor.errors import ConfigError, DataError
+from auditor.evaluate import Evaluation, evaluate, probe_output_kind
+from auditor.explain.engine import explain_cases, save_maps
+from auditor.load import file_sha256, load_model, resolve_device
+from auditor.report.render import render_html, write_pdf
+from auditor.select import select_cases
+
+__all__ = ["METRICS_SCHEMA_VERSION", "run_audit"]
+
+log = logging.getLogger(__name__)
+
+METRICS_SCHEMA_VERSION = 1
+_PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "matplotlib", "jinja2", "weasyprint")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _versions() -> tuple[tuple[str, str], ...]:
+    found = [("python", platform.python_version()), ("auditor", __version__)]
+    for package in _PACKAGES:
+        try:
+            found.append((package, metadata.version(package)))
+        except metadata.PackageNotFoundError:
+            found.append((package, "not installed"))
+    return tuple(found)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _target_layer(config: AuditConfig, profile: ArchitectureProfile) -> str | None:
+    if config.target_layer is None:
+        chosen = choose_target_layer(profile.layers)
+        return chosen.path if chosen else None
+    layer = next((l for l in profile.layers if l.path == config.target_layer), None)
+    if layer is None or len(layer.output_shape) != 3:
+        usable = [l.path for l in profile.layers if len(l.output_shape) == 3][-5:]
+        raise ConfigError(
+            f"target-layer {config.target_layer!r} is not a module with a (C, H, W) output in this "
+            f"model; choose one of the later ones: {', '.join(usable) or 'none'}"
+        )
+    return layer.path
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: NaN becomes null, tuples become lists."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def metrics_document(evaluation: Evaluation, classes: tuple[str, ...]) -> dict[str, Any]:
+    """The content of ``metrics.json``."""
+    m = evaluation.metrics
+    per_class = []
+    for c in m.per_class:
+        row = asdict(c)
+        row["class"] = row.pop("name")
+        per_class.append(row)
+    return _clean(
+        {
+            "schema_version": METRICS_SCHEMA_VERSION,
+            "n_images": m.n_images,
+            "n_excluded": len(evaluation.excluded),
+            "classes": list(classes),
+            "output_kind": evaluation.output_kind.name.lower(),
+            "accuracy": asdict(m.accuracy),
+            "balanced_accuracy": asdict(m.balanced_accuracy),
+            "macro_auc": m.macro_auc,
+            "ece": m.ece,
+            "per_class": per_class,
+            "confusion_matrix": m.confusion_matrix,
+            "calibration": [asdict(b) for b in m.calibration],
+        }
+    )
+
+
+def _run_folder(out: Path, stem: str, started: datetime) -> Path:
+    base = f"{stem}-{started.strftime('%Y%m%dT%H%M%SZ')}"
+    candidate, n = out / base, 1
+    while candidate.exists() or (out / f".{candidate.name}.partial").exists():
+        n += 1
+        candidate = out / f"{base}-{n}"
+    return candidate
+
+
+def _write_run(folder: Path, report: ReportData, evaluation: Evaluation, profile: ArchitectureProfile,
+               explanations: Any, classes: tuple[str, ...], started: datetime, finished: datetime) -> None:
+    """Write every file into ``folder`` (which exists and is empty); manifest.json last."""
+    evaluation.predictions.to_csv(folder / "predictions.csv", index=False)
+    layers_frame(profile).to_csv(folder / "layers.csv", index=False)
+    evaluation.excluded.to_csv(folder / "excluded.csv", index=False)
+    (folder / "metrics.json").write_text(
+        json.dumps(metrics_document(evaluation, classes), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    save_maps(explanations, folder / "explanations.npz")
+    explanations.records.to_csv(folder / "explanations.csv", index=False)
+    html = render_html(report)
+    (folder / "report.html").write_text(html, encoding="utf-8")
+    write_pdf(html, folder, folder / "report.pdf")
+    files = {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+    manifest = {
+        "schema_version": METRICS_SCHEMA_VERSION,
+        "auditor_version": __version__,
+        "model": {"path": str(report.config.model), "sha256": report.model_sha256},
+        "data": {"source": str(report.dataset.source), "sha256": report.data_sha256},
+        "started": started.isoformat(),
+        "finished": finished.isoformat(),
+        "files": files,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def run_audit(config: AuditConfig, command: str | None = None) -> Path:
+    """Run every stage and write the run folder.
+
+    Args:
+        config: The resolved configuration.
+        command: The command line to record in the report (default: ``sys.argv``).
+
+    Returns:
+        The run folder ``<out>/<model stem>-<UTC timestamp>/``.
+
+    Raises:
+        AuditError: A problem with the model, data or configuration (nothing written).
+    """
+    started = _now()
+    device = resolve_device(config.device)
+    model = load_model(config.model, device)
+    dataset = discover(config.data, config.classes)
+    for option, values in (("mean", config.mean), ("std", config.std)):
+        if values is not None and len(values) not in (1, model.in_channels):
+            raise ConfigError(
+                f"--{option} has {len(values)} values but the model reads {model.in_channels}-channel "
+                f"images; give 1 or {model.in_channels} values"
+            )
+    preprocessing = Preprocessing(model.in_channels, config.image_size, config.mean, config.std)
+    kind = probe_output_kind(model, dataset, preprocessing)
+    size = expected_size(dataset.samples, preprocessing)
+    if size is None:
+        raise DataError(f"no image in {str(config.data)!r} can be opened; check the files")
+    profile = profile_model(model, (model.in_channels, *size), config.batch_size, config.seed)
+    layer = _target_layer(config, profile)
+    log.info("evaluating %d images on %s", len(dataset.samples), device)
+    evaluation = evaluate(model, dataset, preprocessing, kind, config)
+    selection = select_cases(evaluation.predictions, dataset.classes, config.explain_samples, config.seed)
+    explanations = explain_cases(
+        model, dataset, preprocessing, evaluation.predictions, selection, kind, layer, config.batch_size
+    )
+    finished = _now()
+    report = build_report_data(
+        config=config,
+        dataset=dataset,
+        preprocessing=preprocessing,
+        evaluation=evaluation,
+        architecture=profile,
+        explanations=explanations,
+        sampled=selection.sampled,
+        misclassified=selection.misclassified,
+        n_errors=selection.n_errors,
+        command=command if command is not None else " ".join(sys.argv),
+        versions=_versions(),
+        device_name=_device_name(device),
+        started=started.strftime("%Y-%m-%d %H:%M:%S"),
+        finished=finished.strftime("%Y-%m-%d %H:%M:%S"),
+        auditor_version=__version__,
+    )
+    config.out.mkdir(parents=True, exist_ok=True)
+    folder = _run_folder(config.out, config.model.stem, started)
+    partial = config.out / f".{folder.name}.partial"
+    partial.mkdir()
+    try:
+        _write_run(partial, report, evaluation, profile, explanations, dataset.classes, started, finished)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    os.replace(partial, folder)
+    return folder

@@ -1,0 +1,1 @@
+"""Render stage: the report as HTML (Jinja2) and PDF (WeasyPrint), and its figures."""

@@ -1,0 +1,157 @@
+"""Figures of the report: matplotlib (Agg), returned as PNG data URIs, closed after use.
+
+Figures are drawn from records that earlier stages computed; nothing here runs the
+model. Style is set inside a context manager so the caller's matplotlib settings are
+left alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from auditor.metrics import CalibrationBin  # noqa: E402
+
+__all__ = [
+    "COLORMAP",
+    "calibration_figure",
+    "colorbar_figure",
+    "confusion_figure",
+    "image_tile",
+    "overlay_tile",
+]
+
+COLORMAP = "inferno"
+_STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "font.family": "DejaVu Sans",
+    "figure.dpi": 100,
+}
+
+
+@contextmanager
+def _figure(width: float, height: float) -> Iterator[Figure]:
+    with plt.rc_context(_STYLE):
+        figure = plt.figure(figsize=(width, height))
+        try:
+            yield figure
+        finally:
+            plt.close(figure)
+
+
+def _data_uri(figure: Figure, dpi: int = 150) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
+    """Confusion matrix: counts written in cells, colour = share of the true class."""
+    counts = np.asarray(matrix, dtype=float)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    size = 1.6 + 0.45 * len(classes)
+    with _figure(size + 0.8, size) as figure:
+        axes = figure.add_subplot()
+        image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        for (row, col), count in np.ndenumerate(counts):
+            axes.text(col, row, f"{int(count)}", ha="center", va="center",
+                      color="white" if shares[row, col] > 0.6 else "black")
+        ticks = range(len(classes))
+        axes.set_xticks(ticks, labels=list(classes), rotation=45, ha="right")
+        axes.set_yticks(ticks, labels=list(classes))
+        axes.set_xlabel("predicted class")
+        axes.set_ylabel("true class")
+        figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of true class")
+        return _data_uri(figure)
+
+
+def calibration_figure(bins: Sequence[CalibrationBin]) -> str:
+    """Reliability diagram (accuracy against confidence per bin) and confidence histogram."""
+    lower = np.array([b.lower for b in bins])
+    width = np.array([b.upper - b.lower for b in bins])
+    accuracy = np.array([b.accuracy for b in bins])
+    counts = np.array([b.count for b in bins])
+    with _figure(6.4, 2.8) as figure:
+        left, right = figure.subplots(1, 2)
+        filled = counts > 0
+        left.bar(lower[filled], accuracy[filled], width=width[filled], align="edge",
+                 color="#4C72B0", edgecolor="white", label="accuracy in bin")
+        left.plot([0, 1], [0, 1], linestyle="--", color="#888888", label="perfect calibration")
+        left.set_xlim(0, 1)
+        left.set_ylim(0, 1)
+        left.set_xlabel("confidence (top class probability)")
+        left.set_ylabel("accuracy")
+        left.set_title("Reliability diagram")
+        left.legend(loc="upper left", frameon=False)
+        right.bar(lower, counts, width=width, align="edge", color="#DD8452", edgecolor="white")
+        right.set_xlim(0, 1)
+        right.set_xlabel("confidence (top class probability)")
+        right.set_ylabel("images")
+        right.set_title("Confidence histogram")
+        figure.tight_layout()
+        return _data_uri(figure)
+
+
+def _png_uri(array: np.ndarray) -> str:
+    """``(H, W, 3)`` uint8 → PNG data URI (PIL: milliseconds, unlike a matplotlib figure)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _upscale(array: np.ndarray, scale: int) -> np.ndarray:
+    return array.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else array
+
+
+def _display_scale(height: int) -> int:
+    """Integer upscale so small images stay crisp in the PDF (nearest neighbour)."""
+    return max(1, 192 // max(height, 1))
+
+
+def image_tile(image: np.ndarray) -> str:
+    """``(H, W, C)`` float image in [0, 1], C = 1 or 3, as a PNG data URI."""
+    picture = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+    pixels = (np.clip(picture, 0, 1) * 255).round().astype(np.uint8)
+    return _png_uri(_upscale(pixels, _display_scale(pixels.shape[0])))
+
+
+def overlay_tile(image: np.ndarray, values: np.ndarray, alpha: float = 0.55) -> str:
+    """A heat map over its image, as a PNG data URI.
+
+    Args:
+        image: ``(H, W, C)`` float in [0, 1], C = 1 or 3.
+        values: ``(H, W)`` map already min-max normalised to [0, 1].
+        alpha: Opacity of the heat map.
+    """
+    picture = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+    heat = matplotlib.colormaps[COLORMAP](np.clip(values, 0, 1))[..., :3]
+    blended = (1 - alpha) * np.clip(picture, 0, 1) + alpha * heat
+    pixels = (blended * 255).round().astype(np.uint8)
+    return _png_uri(_upscale(pixels, _display_scale(pixels.shape[0])))
+
+
+def colorbar_figure() -> str:
+    """The shared colour bar of every heat map (0 = least, 1 = most attribution)."""
+    with _figure(3.2, 0.45) as figure:
+        axes = figure.add_axes((0.05, 0.55, 0.9, 0.35))
+        gradient = np.linspace(0, 1, 256)[None, :]
+        axes.imshow(gradient, aspect="auto", cmap=COLORMAP, extent=(0, 1, 0, 1))
+        axes.set_yticks([])
+        axes.set_xticks([0, 0.5, 1], labels=["0 (least)", "0.5", "1 (most)"])
+        return _data_uri(figure)
