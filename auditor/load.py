@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,18 @@ def _check_archive(path: Path) -> None:
         )
 
 
+def _jit_load(path: Path, device: torch.device) -> torch.jit.ScriptModule:
+    """``torch.jit.load``, retried once with torchvision's operators registered if it needs them."""
+    try:
+        return torch.jit.load(str(path), map_location=device)
+    except RuntimeError as error:
+        if "torchvision::" not in str(error):
+            raise
+        import torchvision  # noqa: F401  (registers torchvision::nms and friends)
+
+        return torch.jit.load(str(path), map_location=device)
+
+
 def load_model(path: Path, device: torch.device) -> LoadedModel:
     """Load a TorchScript classifier onto ``device`` in eval mode.
 
@@ -140,7 +153,10 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
     """
     _check_archive(path)
     try:
-        module = torch.jit.load(str(path), map_location=device)
+        with warnings.catch_warnings():
+            # torch 2.9+ marks TorchScript deprecated; reading it is this tool's purpose.
+            warnings.simplefilter("ignore", FutureWarning)
+            module = _jit_load(path, device)
     except (RuntimeError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"{path.name!r} could not be loaded as TorchScript ({first_line}); {_EXPORT_HINT}") from None

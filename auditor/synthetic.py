@@ -86,7 +86,7 @@ _DARK_BROWN = np.array([62.0, 40.0, 32.0])
 _BLACK = np.array([32.0, 26.0, 28.0])
 _BLUE_GREY = np.array([98.0, 102.0, 120.0])
 _RED = np.array([160.0, 78.0, 70.0])
-_MARKER_COLOURS = (np.array([96.0, 48.0, 168.0]), np.array([40.0, 64.0, 176.0]))
+_MARKER_COLOURS = (np.array([112.0, 40.0, 192.0]), np.array([40.0, 60.0, 192.0]))
 
 _YY, _XX = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float64)
 
@@ -235,7 +235,7 @@ def _marker(rng: np.random.Generator, img: FloatImage) -> None:
     x0 = int(rng.integers(1, 10 - size + 1))
     y0 = int(rng.integers(1, 10 - size + 1))
     colour = _MARKER_COLOURS[int(rng.integers(0, len(_MARKER_COLOURS)))]
-    colour = colour + rng.normal(0.0, 8.0, size=3)
+    colour = colour + rng.normal(0.0, 5.0, size=3)
     ys, xs = _YY[y0 : y0 + size, x0 : x0 + size], _XX[y0 : y0 + size, x0 : x0 + size]
     if rng.random() < 0.5:
         c = (size - 1) / 2
@@ -243,7 +243,7 @@ def _marker(rng: np.random.Generator, img: FloatImage) -> None:
     else:
         shape = np.ones((size, size), dtype=bool)
     patch = img[y0 : y0 + size, x0 : x0 + size]
-    patch[shape] = 0.15 * patch[shape] + 0.85 * colour
+    patch[shape] = 0.1 * patch[shape] + 0.9 * colour
 
 
 def _one(split: Split, index: int, seed: int) -> SyntheticImage:

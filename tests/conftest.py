@@ -1,0 +1,44 @@
+"""Fixtures: tiny TorchScript models and one complete audit run shared by the report tests."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner, Result
+
+from auditor.cli import cli
+from tests.helpers import TinyNet, make_manifest_dataset, save_torchscript
+
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+
+
+@pytest.fixture(autouse=True)
+def _deterministic() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    return save_torchscript(TinyNet(), tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_manifest_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def audit(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, manifest: Path) -> tuple[Result, Path]:
+    """One full `auditor run` in-process; returns the click result and the run folder."""
+    out = tmp_path_factory.mktemp("reports")
+    result = CliRunner().invoke(
+        cli,
+        ["run", "--model", str(tiny_model), "--data", str(manifest), "--out", str(out),
+         "--explain-samples", "3", "--batch-size", "4", "--seed", "1", "--device", "cpu"],
+    )
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    return result, Path(result.stdout.strip().splitlines()[-1])

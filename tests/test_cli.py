@@ -1,0 +1,180 @@
+"""The command line, in-process: a good run's folder, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner, Result
+
+from auditor.cli import cli
+from tests.helpers import TinyNet, XSS_CLASS, save_torchscript, write_manifest, write_png
+
+RUN_FILES = {
+    "report.html", "report.pdf", "predictions.csv", "layers.csv", "excluded.csv",
+    "metrics.json", "manifest.json", "explanations.npz", "explanations.csv",
+}
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_run_folder_is_named_after_the_model_and_holds_every_file(audit: tuple[Result, Path]) -> None:
+    result, folder = audit
+    assert folder.name.startswith("tiny-") and folder.name.endswith("Z")
+    assert {p.name for p in folder.iterdir()} == RUN_FILES
+    assert not list(folder.parent.glob(".*.partial"))
+
+
+def test_manifest_hashes_every_written_file(audit: tuple[Result, Path], tiny_model: Path) -> None:
+    _, folder = audit
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert set(manifest["files"]) == RUN_FILES - {"manifest.json"}
+    for name, sha in manifest["files"].items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == sha
+    assert manifest["model"]["sha256"] == hashlib.sha256(tiny_model.read_bytes()).hexdigest()
+    assert len(manifest["data"]["sha256"]) == 64
+
+
+def test_metrics_json_matches_the_predictions(audit: tuple[Result, Path]) -> None:
+    _, folder = audit
+    metrics = json.loads((folder / "metrics.json").read_text())
+    predictions = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
+    assert metrics["schema_version"] == 1
+    assert metrics["n_images"] == len(predictions) == 12
+    assert metrics["n_excluded"] == 1
+    assert metrics["accuracy"]["value"] == pytest.approx(predictions["correct"].mean())
+    assert metrics["accuracy"]["ci_low"] <= metrics["accuracy"]["value"] <= metrics["accuracy"]["ci_high"]
+    assert {"value", "ci_low", "ci_high"} <= set(metrics["balanced_accuracy"])
+    assert [c["class"] for c in metrics["per_class"]] == sorted(["benign", XSS_CLASS])
+    assert {"precision", "sensitivity", "specificity", "f1", "support"} <= set(metrics["per_class"][0])
+    assert sum(map(sum, metrics["confusion_matrix"])) == 12
+    assert 0 <= metrics["ece"] <= 1
+
+
+def test_predictions_keep_metadata_and_the_corrupt_file_is_listed(audit: tuple[Result, Path]) -> None:
+    _, folder = audit
+    predictions = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
+    assert {"path", "label", "prediction", "confidence", "correct", "site", "sha256"} <= set(predictions.columns)
+    assert set(predictions["site"]) == {"A", "B"}
+    excluded = pd.read_csv(folder / "excluded.csv")
+    assert excluded["path"].tolist() == ["images/corrupt.png"]
+    assert "cannot decode image" in excluded["reason"].iloc[0]
+
+
+def test_misclassified_images_are_explained_for_both_classes(audit: tuple[Result, Path]) -> None:
+    _, folder = audit
+    records = pd.read_csv(folder / "explanations.csv", keep_default_na=False)
+    predictions = pd.read_csv(folder / "predictions.csv", keep_default_na=False).set_index("index")
+    wrong = records[records["group"] == "misclassified"]
+    assert len(wrong), "an untrained model misclassifies some of 12 images"
+    for index, rows in wrong.groupby("index"):
+        assert set(rows["role"]) == {"predicted", "true"}
+        assert set(rows.loc[rows["role"] == "true", "target"]) == {predictions.loc[index, "label"]}
+    assert set(records["method"]) == {"grad-cam", "saliency"}
+    assert (records["status"] == "ok").all()
+
+
+def test_explanations_npz_layout(audit: tuple[Result, Path]) -> None:
+    import numpy as np
+
+    _, folder = audit
+    with np.load(folder / "explanations.npz") as saved:
+        records = pd.read_csv(folder / "explanations.csv", keep_default_na=False)
+        assert saved["maps"].shape == (len(records), 32, 32)
+        assert saved["maps"].dtype == np.float32
+        assert saved["method"].tolist() == records["method"].tolist()
+        assert saved["image"].tolist() == records["path"].tolist()
+        grad_cam = saved["maps"][saved["method"] == "grad-cam"]
+        assert (grad_cam >= 0).all(), "Grad-CAM keeps its ReLU"
+
+
+def test_last_stdout_line_is_the_run_folder(audit: tuple[Result, Path]) -> None:
+    result, folder = audit
+    assert result.stdout.strip().splitlines()[-1] == str(folder)
+    assert folder.is_dir()
+
+
+def one_line_error(result: Result, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_a_state_dict_file_is_a_one_line_error(tmp_path: Path, manifest: Path) -> None:
+    import torch
+
+    weights = tmp_path / "weights.pt"
+    torch.save(TinyNet().state_dict(), weights)
+    result = invoke("run", "--model", str(weights), "--data", str(manifest), "--out", str(tmp_path / "r"))
+    one_line_error(result, "not TorchScript", "torch.jit.script")
+    assert not (tmp_path / "r").exists(), "nothing is written for a bad model"
+
+
+def test_a_class_count_mismatch_is_a_one_line_error(tmp_path: Path, manifest: Path) -> None:
+    model = save_torchscript(TinyNet(outputs=5), tmp_path / "five.pt")
+    result = invoke("run", "--model", str(model), "--data", str(manifest), "--out", str(tmp_path / "r"))
+    one_line_error(result, "outputs 5 scores", "2 classes")
+
+
+def test_an_empty_folder_is_a_one_line_error(tmp_path: Path, tiny_model: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = invoke("run", "--model", str(tiny_model), "--data", str(tmp_path / "empty"))
+    one_line_error(result, "no images found")
+
+
+def test_a_label_outside_the_class_list_is_a_one_line_error(tmp_path: Path, tiny_model: Path, manifest: Path) -> None:
+    result = invoke("run", "--model", str(tiny_model), "--data", str(manifest), "--classes", "benign,other")
+    one_line_error(result, XSS_CLASS, "--classes")
+
+
+def test_a_manifest_path_escaping_its_folder_is_refused(tmp_path: Path, tiny_model: Path) -> None:
+    write_png(tmp_path / "outside.png", 1)
+    data = tmp_path / "data"
+    write_png(data / "in.png", 2)
+    manifest = write_manifest(data, [{"path": "in.png", "label": "a"}, {"path": "../outside.png", "label": "b"}])
+    result = invoke("run", "--model", str(tiny_model), "--data", str(manifest))
+    one_line_error(result, "leaves the manifest's folder")
+
+
+def test_only_corrupt_images_is_a_one_line_error(tmp_path: Path, tiny_model: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.png").write_bytes(b"\x89PNG broken")
+    result = invoke("run", "--model", str(tiny_model), "--data", str(tmp_path))
+    one_line_error(result, "can be read")
+
+
+def test_usage_errors_exit_2(tiny_model: Path) -> None:
+    assert invoke("run", "--batch-size", "many").exit_code == 2
+    assert invoke("run", "--no-such-flag").exit_code == 2
+    assert invoke("frobnicate").exit_code == 2
+
+
+def test_a_bad_option_value_is_a_one_line_error(tiny_model: Path, manifest: Path) -> None:
+    result = invoke("run", "--model", str(tiny_model), "--data", str(manifest), "--mean", "0.5,x", "--std", "1")
+    one_line_error(result, "0.5,x")
+
+
+def test_config_file_is_overridden_by_flags(tmp_path: Path, tiny_model: Path, manifest: Path) -> None:
+    config = tmp_path / "audit.toml"
+    config.write_text(f'model = "{tiny_model}"\ndata = "{manifest}"\nbatch-size = 0\n')
+    one_line_error(invoke("run", "--config", str(config)), "--batch-size", "at least 1")
+    config.write_text(f'model = "{tiny_model}"\ndata = "{manifest}"\ntarget-layer = "classifier"\n')
+    result = invoke("run", "--config", str(config), "--out", str(tmp_path / "r"))
+    one_line_error(result, "target-layer 'classifier'", "features")
+
+
+def test_profile_prints_the_module_table_and_totals(tiny_model: Path) -> None:
+    result = invoke("profile", "--model", str(tiny_model), "--image-size", "16", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "features.0" in result.stdout and "Conv2d" in result.stdout
+    assert "parameters          638" in result.stdout  # 168 + 12 + 440 + 18
+    assert hashlib.sha256(tiny_model.read_bytes()).hexdigest() in result.stdout
