@@ -68,7 +68,9 @@ def run(config_file: Path | None, **flags: Any) -> None:
     from auditor.pipeline import run_audit
 
     config = resolve_config(config_file, flags)
-    folder = run_audit(config, command=shlex.join(["auditor", *sys.argv[1:]]))
+    given = {"config": config_file, **flags}
+    words = [f"--{k.replace('_', '-')}={v}" for k, v in given.items() if v is not None]
+    folder = run_audit(config, command=shlex.join(["auditor", "run", *words]))
     click.echo(f"Report: {folder / 'report.pdf'}")
     click.echo(str(folder))
 

@@ -14,6 +14,7 @@ A config file is flat TOML whose keys are the CLI's long flags without dashes, e
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -133,6 +134,8 @@ def _coerce(name: str, value: Any) -> Any:
     if value is None:
         return None
     if name in _PATH_FIELDS:
+        if not isinstance(value, str | Path):
+            raise ConfigError(f"{name} must be a path (a string), got {value!r}")
         return Path(value)
     if name in ("mean", "std"):
         items = parse_floats(value, name) if isinstance(value, str) else value
@@ -174,6 +177,9 @@ def _validate(config: AuditConfig) -> None:
     for option, values in (("mean", config.mean), ("std", config.std)):
         if values is not None and len(values) not in (1, 3):
             raise bad(option, f"needs 1 or 3 values (one per channel), got {len(values)}")
+    for option, values in (("mean", config.mean), ("std", config.std)):
+        if values is not None and not all(math.isfinite(v) for v in values):
+            raise bad(option, f"values must be finite numbers, got {list(values)}")
     if config.std is not None and any(v <= 0 for v in config.std):
         raise bad("std", f"values must be positive, got {list(config.std)}")
     if (config.mean is None) != (config.std is None):

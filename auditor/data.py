@@ -166,7 +166,14 @@ def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Datas
         with manifest.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in (reader.fieldnames or [])]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+            rows = []
+            for number, record in enumerate(reader, start=2):
+                if None in record:
+                    raise DataError(
+                        f"{manifest.name} row {number} has more fields than the header "
+                        f"({', '.join(columns)}); quote values that contain commas"
+                    )
+                rows.append({(k or "").strip(): (v or "").strip() for k, v in record.items()})
     except (UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"{manifest.name} is not a readable CSV file ({error}); save it as UTF-8 CSV") from None
     missing = [c for c in _REQUIRED_COLUMNS if c not in columns]
@@ -245,7 +252,7 @@ class Preprocessing:
         Resizing is PIL's antialiased bilinear filter on the 8-bit image, as
         torchvision's ``Resize`` does on PIL images.
         """
-        image = image.convert("RGB" if self.channels == 3 else "L")
+        image = _to_8bit(image).convert("RGB" if self.channels == 3 else "L")
         if self.image_size is not None:
             scale = self.image_size / min(image.width, image.height)
             size = (max(self.image_size, round(image.width * scale)), max(self.image_size, round(image.height * scale)))
@@ -267,6 +274,31 @@ class Preprocessing:
         return (images - mean) / std
 
 
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Scale 16-bit and 32-bit integer images to 8 bits (PIL's convert would clip at 255)."""
+    if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) <= 65535 else values.max()
+    return Image.fromarray((np.clip(values / top, 0, 1) * 255).round().astype(np.uint8), "L")
+
+
+def decode_image(raw: bytes) -> Image.Image:
+    """Decode an image file's bytes fully.
+
+    Raises:
+        OSError: The bytes are not a readable image; the message says why in plain words.
+    """
+    try:
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except UnidentifiedImageError:
+        raise OSError("cannot decode image: not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise OSError(f"cannot decode image: {error}") from None
+    return image
+
+
 def read_image(path: Path) -> tuple[Image.Image, str]:
     """Read and fully decode an image file.
 
@@ -277,12 +309,7 @@ def read_image(path: Path) -> tuple[Image.Image, str]:
         OSError: The file cannot be read or decoded (the message says why).
     """
     raw = path.read_bytes()
-    try:
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise OSError(f"cannot decode image: {error}") from None
-    return image, hashlib.sha256(raw).hexdigest()
+    return decode_image(raw), hashlib.sha256(raw).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -324,9 +351,14 @@ class _ImageDataset(TorchDataset[_Item]):
     def __getitem__(self, position: int) -> _Item:
         sample = self.samples[position]
         try:
-            image, sha = read_image(sample.path)
+            raw = sample.path.read_bytes()
         except OSError as error:
-            return _Item(sample.index, None, "", str(error))
+            return _Item(sample.index, None, "", f"cannot read file: {error.strerror or error}")
+        sha = hashlib.sha256(raw).hexdigest()
+        try:
+            image = decode_image(raw)
+        except OSError as error:
+            return _Item(sample.index, None, sha, str(error))
         tensor = self.preprocessing.display(image)
         size = (int(tensor.shape[1]), int(tensor.shape[2]))
         if self.expected_size is not None and size != self.expected_size:

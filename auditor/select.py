@@ -48,13 +48,15 @@ def select_cases(predictions: pd.DataFrame, classes: tuple[str, ...], limit: int
     )
     rng = np.random.default_rng(seed)
     pools = {
-        name: rng.permutation(predictions.loc[predictions["label"] == name, "index"].to_numpy())
+        name: rng.permutation(predictions.loc[predictions["label"] == name, "index"].to_numpy(copy=True))
         for name in classes
     }
     quota = {name: 0 for name in classes}
     remaining = min(limit, len(predictions))
     while remaining > 0:
         open_classes = [c for c in classes if quota[c] < len(pools[c])]
+        if not open_classes:
+            break
         for name in open_classes[:remaining]:
             quota[name] += 1
             remaining -= 1
