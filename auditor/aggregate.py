@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -143,7 +142,9 @@ def subgroup_table(predictions: pd.DataFrame, columns: tuple[str, ...]) -> tuple
         grouped = predictions.groupby(values, sort=True)["correct"].agg(["sum", "count"])
         for value, (hits, count) in grouped.iterrows():
             low, high = wilson_interval(int(hits), int(count))
-            rows.append(SubgroupRow(column, str(value) or "(empty)", int(count), hits / count, low, high))
+            rows.append(
+                SubgroupRow(column, str(value) or "(empty)", int(count), hits / count, low, high)
+            )
     return tuple(rows)
 
 
@@ -153,6 +154,9 @@ def _case_views(
     predictions: pd.DataFrame,
 ) -> tuple[CaseView, ...]:
     rows = predictions.set_index("index")
+    confidences = dict(
+        zip(predictions["index"].tolist(), predictions["confidence"].tolist(), strict=True)
+    )
     records = explanations.records
     views = []
     for index in indices:
@@ -176,7 +180,7 @@ def _case_views(
                 path=str(row["path"]),
                 label=str(row["label"]),
                 prediction=str(row["prediction"]),
-                confidence=float(row["confidence"]),
+                confidence=confidences[index],
                 image=image_tile(explanations.images[index]),
                 panels=tuple(panels),
                 note=f"explanation failed: {note}" if note else "",
@@ -199,7 +203,9 @@ def _limitations(data: Dataset, evaluation: Evaluation, layer: str | None) -> tu
     if min(c.support for c in evaluation.metrics.per_class) < 30:
         items.append("At least one class has fewer than 30 images; its metrics are imprecise.")
     if layer is None:
-        items.append("The model has no 4-D layer output with spatial extent, so Grad-CAM could not run.")
+        items.append(
+            "The model has no 4-D layer output with spatial extent, so Grad-CAM could not run."
+        )
     if len(evaluation.excluded):
         items.append(f"{len(evaluation.excluded)} file(s) were excluded and are not in any metric.")
     return tuple(items)
@@ -229,7 +235,9 @@ def build_report_data(
         (c for c in metrics.per_class if c.support > 0),
         key=lambda c: (c.sensitivity if not math.isnan(c.sensitivity) else -1.0, c.name),
     )
-    layers_shown = tuple(l for l in architecture.layers if l.path.count(".") < _TABLE_DEPTH)
+    layers_shown = tuple(
+        layer for layer in architecture.layers if layer.path.count(".") < _TABLE_DEPTH
+    )
     methods = tuple(
         MethodView(
             key=cls.key,
@@ -242,7 +250,11 @@ def build_report_data(
         for cls in METHODS.values()
     )
     config_rows = tuple(
-        (key.replace("_", "-"), "" if entry["value"] is None else str(entry["value"]), entry["source"])
+        (
+            key.replace("_", "-"),
+            "" if entry["value"] is None else str(entry["value"]),
+            entry["source"],
+        )
         for key, entry in config.as_dict().items()
     )
     return ReportData(
@@ -271,7 +283,9 @@ def build_report_data(
         misclassified=_case_views(misclassified, explanations, evaluation.predictions),
         n_errors=n_errors,
         sampled=_case_views(sampled, explanations, evaluation.predictions),
-        excluded=tuple(zip(evaluation.excluded["path"], evaluation.excluded["reason"], strict=True)),
+        excluded=tuple(
+            zip(evaluation.excluded["path"], evaluation.excluded["reason"], strict=True)
+        ),
         limitations=_limitations(dataset, evaluation, explanations.layer),
         command=command,
         versions=versions,

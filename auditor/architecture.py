@@ -21,7 +21,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from auditor.load import LoadedModel
 
-__all__ = ["ArchitectureProfile", "LayerInfo", "choose_target_layer", "layers_frame", "profile_model"]
+__all__ = [
+    "ArchitectureProfile",
+    "LayerInfo",
+    "choose_target_layer",
+    "layers_frame",
+    "profile_model",
+]
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_forward(module: torch.jit.ScriptModule, inputs: torch.Tensor, repeats: int, budget_s: float) -> list[float]:
+def _time_forward(
+    module: torch.jit.ScriptModule, inputs: torch.Tensor, repeats: int, budget_s: float
+) -> list[float]:
     """Wall times of ``repeats`` forward passes (fewer if ``budget_s`` runs out), after warm-up.
 
     Three warm-up calls let TorchScript's profiling executor optimise the graph first.
@@ -111,7 +119,9 @@ def _peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def profile_model(model: LoadedModel, input_shape: tuple[int, int, int], batch_size: int, seed: int = 0) -> ArchitectureProfile:
+def profile_model(
+    model: LoadedModel, input_shape: tuple[int, int, int], batch_size: int, seed: int = 0
+) -> ArchitectureProfile:
     """Profile the model at one input size.
 
     Args:
@@ -126,7 +136,9 @@ def profile_model(model: LoadedModel, input_shape: tuple[int, int, int], batch_s
     sites = tapped.sites
     with torch.no_grad():
         _, outputs = tapped(one, [s.path for s in sites])
-    shapes = {s.path: tuple(int(d) for d in o.shape[1:]) for s, o in zip(sites, outputs, strict=True)}
+    shapes = {
+        s.path: tuple(int(d) for d in o.shape[1:]) for s, o in zip(sites, outputs, strict=True)
+    }
     orders = {s.path: s.order for s in sites}
     types = {s.path: s.type_name for s in sites}
     _, flops_by_module = tapped.flops_by_module(one)
@@ -137,7 +149,9 @@ def profile_model(model: LoadedModel, input_shape: tuple[int, int, int], batch_s
     for path, submodule in submodules.items():
         if not path:
             continue
-        type_name = types.get(path) or getattr(submodule, "original_name", type(submodule).__name__)
+        type_name = types.get(path) or str(
+            getattr(submodule, "original_name", type(submodule).__name__)
+        )
         layers.append(
             LayerInfo(
                 path=path,
@@ -148,7 +162,9 @@ def profile_model(model: LoadedModel, input_shape: tuple[int, int, int], batch_s
                 order=orders.get(path, 0),
             )
         )
-    layers.sort(key=lambda layer: (layer.order == 0, layer.order, layer.path.count("."), layer.path))
+    layers.sort(
+        key=lambda layer: (layer.order == 0, layer.order, layer.path.count("."), layer.path)
+    )
 
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
@@ -184,24 +200,34 @@ def choose_target_layer(layers: tuple[LayerInfo, ...]) -> LayerInfo | None:
     When one output belongs to several nested modules (``layer4`` and ``layer4.1``),
     the outermost is chosen.
     """
-    candidates = [l for l in layers if len(l.output_shape) == 3 and l.output_shape[1] * l.output_shape[2] > 1]
+    candidates = [
+        layer
+        for layer in layers
+        if len(layer.output_shape) == 3 and layer.output_shape[1] * layer.output_shape[2] > 1
+    ]
     if not candidates:
         return None
-    last = max(l.order for l in candidates)
-    return min((l for l in candidates if l.order == last), key=lambda l: l.path.count("."))
+    last = max(layer.order for layer in candidates)
+    return min(
+        (layer for layer in candidates if layer.order == last),
+        key=lambda layer: layer.path.count("."),
+    )
 
 
 def layers_frame(profile: ArchitectureProfile) -> pd.DataFrame:
     """The module table with explicit dtypes (``output_shape`` as ``"C×H×W"`` text)."""
     return pd.DataFrame(
         {
-            "path": pd.Series([l.path for l in profile.layers], dtype="string"),
-            "type": pd.Series([l.type_name for l in profile.layers], dtype="string"),
+            "path": pd.Series([layer.path for layer in profile.layers], dtype="string"),
+            "type": pd.Series([layer.type_name for layer in profile.layers], dtype="string"),
             "output_shape": pd.Series(
-                ["×".join(map(str, l.output_shape)) if l.output_shape else "" for l in profile.layers],
+                [
+                    "×".join(map(str, layer.output_shape)) if layer.output_shape else ""
+                    for layer in profile.layers
+                ],
                 dtype="string",
             ),
-            "parameters": pd.Series([l.parameters for l in profile.layers], dtype="int64"),
-            "flops": pd.Series([l.flops for l in profile.layers], dtype="int64"),
+            "parameters": pd.Series([layer.parameters for layer in profile.layers], dtype="int64"),
+            "flops": pd.Series([layer.flops for layer in profile.layers], dtype="int64"),
         }
     )

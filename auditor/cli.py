@@ -45,19 +45,29 @@ _PATH = click.Path(path_type=Path)
 def cli(verbose: int) -> None:
     """Audit a TorchScript image classifier into an HTML and PDF report."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
 
 
 @cli.command()
 @click.option("--model", type=_PATH, help="TorchScript model file (torch.jit.script/trace + save).")
-@click.option("--data", type=_PATH, help="Class-folder directory or CSV manifest (path,label[,mask,...]).")
+@click.option(
+    "--data", type=_PATH, help="Class-folder directory or CSV manifest (path,label[,mask,...])."
+)
 @click.option("--config", "config_file", type=_PATH, help="TOML config file; flags override it.")
 @click.option("--out", type=_PATH, help="Folder for run folders.  [default: reports]")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.  [default: auto]")
 @click.option("--batch-size", type=int, help="Images per forward pass.  [default: 32]")
-@click.option("--explain-samples", type=int, help="Sampled and misclassified images to explain.  [default: 32]")
+@click.option(
+    "--explain-samples",
+    type=int,
+    help="Sampled and misclassified images to explain.  [default: 32]",
+)
 @click.option("--seed", type=int, help="Seed for sampling, bootstrap and profiling.  [default: 0]")
-@click.option("--image-size", type=int, help="Resize shorter side and centre-crop to N px.  [default: none]")
+@click.option(
+    "--image-size", type=int, help="Resize shorter side and centre-crop to N px.  [default: none]"
+)
 @click.option("--mean", help="Per-channel mean, e.g. 0.485,0.456,0.406.  [default: none]")
 @click.option("--std", help="Per-channel std, e.g. 0.229,0.224,0.225.  [default: none]")
 @click.option("--classes", help="Class names in output order, e.g. benign,malignant.")
@@ -76,7 +86,9 @@ def run(config_file: Path | None, **flags: Any) -> None:
 
 
 @cli.command()
-@click.option("--out", type=_PATH, default=Path("reports"), show_default=True, help="Folder for run folders.")
+@click.option(
+    "--out", type=_PATH, default=Path("reports"), show_default=True, help="Folder for run folders."
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @_user_errors
 def demo(out: Path, device: str) -> None:
@@ -90,7 +102,9 @@ def demo(out: Path, device: str) -> None:
 
 @cli.command()
 @click.option("--model", type=_PATH, required=True, help="TorchScript model file.")
-@click.option("--image-size", type=int, default=224, show_default=True, help="Square input size in px.")
+@click.option(
+    "--image-size", type=int, default=224, show_default=True, help="Square input size in px."
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Batch for throughput.")
 @_user_errors
@@ -115,7 +129,9 @@ def profile(model: Path, image_size: int, device: str, batch_size: int) -> None:
     click.echo(f"SHA-256             {result.sha256}")
     click.echo(f"latency (1 image)   {result.latency_ms:.2f} ms on {result.device}")
     click.echo(f"throughput          {result.throughput:.1f} images/s at batch {batch_size}")
-    click.echo(f"peak memory         {binary_size(result.peak_memory_bytes)} ({result.peak_memory_kind})")
+    click.echo(
+        f"peak memory         {binary_size(result.peak_memory_bytes)} ({result.peak_memory_kind})"
+    )
 
 
 def main() -> None:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from auditor.errors import ConfigError
 
@@ -77,7 +78,9 @@ class AuditConfig:
         }
         return {
             key: {
-                "value": str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v),
+                "value": str(v)
+                if isinstance(v, Path)
+                else (list(v) if isinstance(v, tuple) else v),
                 "source": self.source.get(key, "default"),
             }
             for key, v in values.items()

@@ -104,7 +104,9 @@ def _relative(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def _check_classes(found: Sequence[str], classes: tuple[str, ...] | None, where: str) -> tuple[str, ...]:
+def _check_classes(
+    found: Sequence[str], classes: tuple[str, ...] | None, where: str
+) -> tuple[str, ...]:
     if classes is None:
         ordered = tuple(sorted(set(found)))
         if len(ordered) < 2:
@@ -137,12 +139,18 @@ def _discover_folder(root: Path, classes: tuple[str, ...] | None) -> Dataset:
     for class_dir in class_dirs:
         label = names.index(class_dir.name)
         for file in sorted(class_dir.rglob("*")):
-            if not file.is_file() or any(part.startswith(".") for part in file.relative_to(root).parts):
+            if not file.is_file() or any(
+                part.startswith(".") for part in file.relative_to(root).parts
+            ):
                 continue
             if file.suffix.lower() in IMAGE_EXTENSIONS:
                 found.append((file, label))
             else:
-                excluded.append(Exclusion(_relative(file, root), f"not an image ({file.suffix or 'no extension'})"))
+                excluded.append(
+                    Exclusion(
+                        _relative(file, root), f"not an image ({file.suffix or 'no extension'})"
+                    )
+                )
     samples = tuple(
         Sample(index=i, path=path, relpath=_relative(path, root), label=label)
         for i, (path, label) in enumerate(found)
@@ -175,11 +183,14 @@ def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Datas
                     )
                 rows.append({(k or "").strip(): (v or "").strip() for k, v in record.items()})
     except (UnicodeDecodeError, csv.Error) as error:
-        raise DataError(f"{manifest.name} is not a readable CSV file ({error}); save it as UTF-8 CSV") from None
+        raise DataError(
+            f"{manifest.name} is not a readable CSV file ({error}); save it as UTF-8 CSV"
+        ) from None
     missing = [c for c in _REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise DataError(
-            f"{manifest.name} has no {missing[0]!r} column (columns: {', '.join(columns) or 'none'}); "
+            f"{manifest.name} has no {missing[0]!r} column "
+            f"(columns: {', '.join(columns) or 'none'}); "
             f"a manifest needs path,label and optionally mask plus metadata columns"
         )
     if not rows:
@@ -196,7 +207,11 @@ def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Datas
         if not path.is_file():
             excluded.append(Exclusion(row["path"], "file not found"))
             continue
-        mask = _resolve_inside(root, row["mask"], manifest, row_number, "mask") if row.get("mask") else None
+        mask = (
+            _resolve_inside(root, row["mask"], manifest, row_number, "mask")
+            if row.get("mask")
+            else None
+        )
         samples.append(
             Sample(
                 index=len(samples),
@@ -207,7 +222,9 @@ def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Datas
                 metadata=tuple((c, row.get(c, "")) for c in metadata_columns),
             )
         )
-    return Dataset(root, manifest, "manifest", names, tuple(samples), tuple(excluded), metadata_columns)
+    return Dataset(
+        root, manifest, "manifest", names, tuple(samples), tuple(excluded), metadata_columns
+    )
 
 
 def discover(data: Path, classes: tuple[str, ...] | None = None) -> Dataset:
@@ -221,10 +238,19 @@ def discover(data: Path, classes: tuple[str, ...] | None = None) -> Dataset:
         DataError: The path is missing, empty, escapes its folder, or has unknown labels.
     """
     if not data.exists():
-        raise DataError(f"data path {str(data)!r} does not exist; pass a class-folder directory or a CSV manifest")
-    dataset = _discover_manifest(data, classes) if data.is_file() else _discover_folder(data, classes)
+        raise DataError(
+            f"data path {str(data)!r} does not exist; "
+            "pass a class-folder directory or a CSV manifest"
+        )
+    dataset = (
+        _discover_manifest(data, classes) if data.is_file() else _discover_folder(data, classes)
+    )
     if not dataset.samples:
-        reasons = f" ({len(dataset.excluded)} files excluded, e.g. {dataset.excluded[0].reason})" if dataset.excluded else ""
+        reasons = (
+            f" ({len(dataset.excluded)} files excluded, e.g. {dataset.excluded[0].reason})"
+            if dataset.excluded
+            else ""
+        )
         raise DataError(f"no usable images in {str(data)!r}{reasons}; add images or fix the paths")
     return dataset
 
@@ -255,7 +281,10 @@ class Preprocessing:
         image = _to_8bit(image).convert("RGB" if self.channels == 3 else "L")
         if self.image_size is not None:
             scale = self.image_size / min(image.width, image.height)
-            size = (max(self.image_size, round(image.width * scale)), max(self.image_size, round(image.height * scale)))
+            size = (
+                max(self.image_size, round(image.width * scale)),
+                max(self.image_size, round(image.height * scale)),
+            )
             image = image.resize(size, Image.Resampling.BILINEAR)
             left = (image.width - self.image_size) // 2
             top = (image.height - self.image_size) // 2
@@ -279,7 +308,9 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         return image
     values = np.asarray(image, dtype=np.float64)
-    top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) <= 65535 else values.max()
+    top = (
+        65535.0 if image.mode.startswith("I;16") or values.max(initial=0) <= 65535 else values.max()
+    )
     return Image.fromarray((np.clip(values / top, 0, 1) * 255).round().astype(np.uint8), "L")
 
 
@@ -340,7 +371,12 @@ class Batch:
 
 
 class _ImageDataset(TorchDataset[_Item]):
-    def __init__(self, samples: Sequence[Sample], preprocessing: Preprocessing, expected_size: tuple[int, int] | None) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        preprocessing: Preprocessing,
+        expected_size: tuple[int, int] | None,
+    ) -> None:
         self.samples = samples
         self.preprocessing = preprocessing
         self.expected_size = expected_size
@@ -363,9 +399,12 @@ class _ImageDataset(TorchDataset[_Item]):
         size = (int(tensor.shape[1]), int(tensor.shape[2]))
         if self.expected_size is not None and size != self.expected_size:
             return _Item(
-                sample.index, None, sha,
+                sample.index,
+                None,
+                sha,
                 f"image is {size[1]}x{size[0]} but the others are "
-                f"{self.expected_size[1]}x{self.expected_size[0]}; pass --image-size to resize all images",
+                f"{self.expected_size[1]}x{self.expected_size[0]}; "
+                "pass --image-size to resize all images",
             )
         return _Item(sample.index, self.preprocessing.normalise(tensor), sha, "")
 
@@ -373,7 +412,11 @@ class _ImageDataset(TorchDataset[_Item]):
 def _collate(items: list[_Item]) -> Batch:
     good = [item for item in items if item.image is not None]
     bad = [item for item in items if item.image is None]
-    images = torch.stack([item.image for item in good if item.image is not None]) if good else torch.empty(0)
+    images = (
+        torch.stack([item.image for item in good if item.image is not None])
+        if good
+        else torch.empty(0)
+    )
     return Batch(
         indices=torch.tensor([item.index for item in good], dtype=torch.int64),
         images=images,
@@ -383,7 +426,9 @@ def _collate(items: list[_Item]) -> Batch:
     )
 
 
-def expected_size(samples: Sequence[Sample], preprocessing: Preprocessing) -> tuple[int, int] | None:
+def expected_size(
+    samples: Sequence[Sample], preprocessing: Preprocessing
+) -> tuple[int, int] | None:
     """The (H, W) every image must have: the resize target, or the first readable image's size."""
     if preprocessing.image_size is not None:
         return (preprocessing.image_size, preprocessing.image_size)

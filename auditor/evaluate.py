@@ -46,7 +46,9 @@ class Evaluation:
     seconds: float
 
 
-def probe_output_kind(model: LoadedModel, dataset: Dataset, preprocessing: Preprocessing) -> OutputKind:
+def probe_output_kind(
+    model: LoadedModel, dataset: Dataset, preprocessing: Preprocessing
+) -> OutputKind:
     """Run the first readable images once to learn how to read the output.
 
     Done before anything is written, so that a model that does not fit the data fails
@@ -63,7 +65,8 @@ def probe_output_kind(model: LoadedModel, dataset: Dataset, preprocessing: Prepr
                 output = model.module(batch.images.to(model.device))
             return detect_output_kind(output, dataset.classes, model.path.name)
     raise DataError(
-        f"none of the first {min(64, len(dataset.samples))} images in {str(dataset.source)!r} can be "
+        f"none of the first {min(64, len(dataset.samples))} images in "
+        f"{str(dataset.source)!r} can be "
         f"read (e.g. {dataset.samples[0].relpath}); check the files"
     )
 
@@ -89,7 +92,10 @@ def evaluate(
         DataError: No image of the data set could be read.
     """
     loader = make_loader(
-        dataset.samples, preprocessing, config.batch_size, config.workers,
+        dataset.samples,
+        preprocessing,
+        config.batch_size,
+        config.workers,
         pin_memory=model.device.type == "cuda",
     )
     indices: list[np.ndarray] = []
@@ -110,7 +116,10 @@ def evaluate(
             indices.append(batch.indices.numpy())
             hashes.update(zip(batch.indices.tolist(), batch.hashes, strict=True))
     seconds = time.perf_counter() - started
-    excluded = [*dataset.excluded, *(Exclusion(dataset.samples[i].relpath, r) for i, r, _ in failures)]
+    excluded = [
+        *dataset.excluded,
+        *(Exclusion(dataset.samples[i].relpath, r) for i, r, _ in failures),
+    ]
     excluded_frame = pd.DataFrame(
         {"path": [e.relpath for e in excluded], "reason": [e.reason for e in excluded]},
         dtype="string",
@@ -154,6 +163,8 @@ def _predictions_frame(
     for k, name in enumerate(classes):
         frame[f"p_{name}"] = pd.Series(probs[:, k], dtype="float64")
     for column in dataset.metadata_columns:
-        frame[column] = pd.Series([dict(s.metadata).get(column, "") for s in samples], dtype="string")
+        frame[column] = pd.Series(
+            [dict(s.metadata).get(column, "") for s in samples], dtype="string"
+        )
     frame["sha256"] = pd.Series([hashes[s.index] for s in samples], dtype="string")
     return frame

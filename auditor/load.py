@@ -105,7 +105,9 @@ def resolve_device(name: str) -> torch.device:
 def _check_archive(path: Path) -> None:
     """Refuse anything that is not a TorchScript zip archive, saying what it looks like."""
     if not path.exists():
-        raise ModelError(f"model file {str(path)!r} does not exist; pass the path of a TorchScript file")
+        raise ModelError(
+            f"model file {str(path)!r} does not exist; pass the path of a TorchScript file"
+        )
     if path.is_dir():
         raise ModelError(f"model path {str(path)!r} is a folder; pass a TorchScript file")
     with path.open("rb") as handle:
@@ -116,7 +118,9 @@ def _check_archive(path: Path) -> None:
             f"a state_dict, saved with torch.save); {_EXPORT_HINT}"
         )
     if not zipfile.is_zipfile(path):
-        raise ModelError(f"{path.name!r} is not a TorchScript archive (not a zip file); {_EXPORT_HINT}")
+        raise ModelError(
+            f"{path.name!r} is not a TorchScript archive (not a zip file); {_EXPORT_HINT}"
+        )
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
     if any(n.endswith("archive_format") or "/models/" in n for n in names) and not any(
@@ -158,8 +162,12 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
             warnings.simplefilter("ignore", FutureWarning)
             module = _jit_load(path, device)
     except (RuntimeError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"{path.name!r} could not be loaded as TorchScript ({first_line}); {_EXPORT_HINT}") from None
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
+        raise ModelError(
+            f"{path.name!r} could not be loaded as TorchScript ({first_line}); {_EXPORT_HINT}"
+        ) from None
     module.eval()
     tapped = TappedModel(module)
     channels = tapped.input_channels()
@@ -168,7 +176,8 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
         channels = 3
     if channels not in (1, 3):
         raise ModelError(
-            f"{path.name!r} expects {channels}-channel input; Auditor reads RGB (3) or grayscale (1) images"
+            f"{path.name!r} expects {channels}-channel input; "
+            "Auditor reads RGB (3) or grayscale (1) images"
         )
     return LoadedModel(
         module=module,

@@ -76,14 +76,25 @@ class Metrics:
     calibration: tuple[CalibrationBin, ...]
 
 
-def _balanced_accuracy_many(labels: NDArray[np.int64], preds: NDArray[np.int64], n_classes: int) -> NDArray[np.float64]:
+def _balanced_accuracy_many(
+    labels: NDArray[np.int64], preds: NDArray[np.int64], n_classes: int
+) -> NDArray[np.float64]:
     """Balanced accuracy of each row of ``(R, N)`` label/prediction resamples."""
     replicates = labels.shape[0]
     offsets = (np.arange(replicates) * n_classes)[:, None]
     support = np.bincount((labels + offsets).ravel(), minlength=replicates * n_classes)
-    hits = np.bincount((labels + offsets).ravel(), weights=(labels == preds).ravel(), minlength=replicates * n_classes)
+    hits = np.bincount(
+        (labels + offsets).ravel(),
+        weights=(labels == preds).ravel(),
+        minlength=replicates * n_classes,
+    )
     support = support.reshape(replicates, n_classes)
-    recall = np.divide(hits.reshape(replicates, n_classes), support, out=np.full(support.shape, np.nan), where=support > 0)
+    recall = np.divide(
+        hits.reshape(replicates, n_classes),
+        support,
+        out=np.full(support.shape, np.nan),
+        where=support > 0,
+    )
     return np.asarray(np.nanmean(recall, axis=1), dtype=np.float64)
 
 
@@ -123,7 +134,9 @@ def bootstrap_ci(
     )
 
 
-def _macro_auc(labels: NDArray[np.int64], probabilities: NDArray[np.float32], n_classes: int) -> float:
+def _macro_auc(
+    labels: NDArray[np.int64], probabilities: NDArray[np.float32], n_classes: int
+) -> float:
     present = np.unique(labels)
     if present.size < 2:
         return float("nan")
@@ -162,7 +175,9 @@ def expected_calibration_error(calibration: tuple[CalibrationBin, ...]) -> float
     total = sum(b.count for b in calibration)
     if total == 0:
         return float("nan")
-    return float(sum(b.count * abs(b.accuracy - b.confidence) for b in calibration if b.count) / total)
+    return float(
+        sum(b.count * abs(b.accuracy - b.confidence) for b in calibration if b.count) / total
+    )
 
 
 def compute_metrics(
@@ -214,7 +229,9 @@ def compute_metrics(
                 auc=auc,
             )
         )
-    (acc_low, acc_high), (bal_low, bal_high) = bootstrap_ci(labels, preds, n_classes, bootstrap, seed)
+    (acc_low, acc_high), (bal_low, bal_high) = bootstrap_ci(
+        labels, preds, n_classes, bootstrap, seed
+    )
     calibration = calibration_bins(confidence, preds == labels)
     macro_auc = _macro_auc(labels, probabilities, n_classes)
     return Metrics(

@@ -27,7 +27,12 @@ import torch
 
 from auditor import __version__
 from auditor.aggregate import ReportData, build_report_data
-from auditor.architecture import ArchitectureProfile, choose_target_layer, layers_frame, profile_model
+from auditor.architecture import (
+    ArchitectureProfile,
+    choose_target_layer,
+    layers_frame,
+    profile_model,
+)
 from auditor.config import AuditConfig
 from auditor.data import Preprocessing, discover, expected_size
 from auditor.errors import ConfigError, DataError
@@ -42,7 +47,16 @@ __all__ = ["METRICS_SCHEMA_VERSION", "run_audit"]
 log = logging.getLogger(__name__)
 
 METRICS_SCHEMA_VERSION = 1
-_PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "matplotlib", "jinja2", "weasyprint")
+_PACKAGES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "matplotlib",
+    "jinja2",
+    "weasyprint",
+)
 
 
 def _now() -> datetime:
@@ -69,9 +83,9 @@ def _target_layer(config: AuditConfig, profile: ArchitectureProfile) -> str | No
     if config.target_layer is None:
         chosen = choose_target_layer(profile.layers)
         return chosen.path if chosen else None
-    layer = next((l for l in profile.layers if l.path == config.target_layer), None)
+    layer = next((layer for layer in profile.layers if layer.path == config.target_layer), None)
     if layer is None or len(layer.output_shape) != 3:
-        usable = [l.path for l in profile.layers if len(l.output_shape) == 3][-5:]
+        usable = [layer.path for layer in profile.layers if len(layer.output_shape) == 3][-5:]
         raise ConfigError(
             f"target-layer {config.target_layer!r} is not a module with a (C, H, W) output in this "
             f"model; choose one of the later ones: {', '.join(usable) or 'none'}"
@@ -125,14 +139,23 @@ def _run_folder(out: Path, stem: str, started: datetime) -> Path:
     return candidate
 
 
-def _write_run(folder: Path, report: ReportData, evaluation: Evaluation, profile: ArchitectureProfile,
-               explanations: Any, classes: tuple[str, ...], started: datetime, finished: datetime) -> None:
+def _write_run(
+    folder: Path,
+    report: ReportData,
+    evaluation: Evaluation,
+    profile: ArchitectureProfile,
+    explanations: Any,
+    classes: tuple[str, ...],
+    started: datetime,
+    finished: datetime,
+) -> None:
     """Write every file into ``folder`` (which exists and is empty); manifest.json last."""
     evaluation.predictions.to_csv(folder / "predictions.csv", index=False)
     layers_frame(profile).to_csv(folder / "layers.csv", index=False)
     evaluation.excluded.to_csv(folder / "excluded.csv", index=False)
     (folder / "metrics.json").write_text(
-        json.dumps(metrics_document(evaluation, classes), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+        json.dumps(metrics_document(evaluation, classes), indent=2, allow_nan=False) + "\n",
+        encoding="utf-8",
     )
     save_maps(explanations, folder / "explanations.npz")
     explanations.records.to_csv(folder / "explanations.csv", index=False)
@@ -172,7 +195,8 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
     for option, values in (("mean", config.mean), ("std", config.std)):
         if values is not None and len(values) not in (1, model.in_channels):
             raise ConfigError(
-                f"--{option} has {len(values)} values but the model reads {model.in_channels}-channel "
+                f"--{option} has {len(values)} values but the model reads "
+                f"{model.in_channels}-channel "
                 f"images; give 1 or {model.in_channels} values"
             )
     preprocessing = Preprocessing(model.in_channels, config.image_size, config.mean, config.std)
@@ -184,9 +208,18 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
     layer = _target_layer(config, profile)
     log.info("evaluating %d images on %s", len(dataset.samples), device)
     evaluation = evaluate(model, dataset, preprocessing, kind, config)
-    selection = select_cases(evaluation.predictions, dataset.classes, config.explain_samples, config.seed)
+    selection = select_cases(
+        evaluation.predictions, dataset.classes, config.explain_samples, config.seed
+    )
     explanations = explain_cases(
-        model, dataset, preprocessing, evaluation.predictions, selection, kind, layer, config.batch_size
+        model,
+        dataset,
+        preprocessing,
+        evaluation.predictions,
+        selection,
+        kind,
+        layer,
+        config.batch_size,
     )
     finished = _now()
     report = build_report_data(
@@ -211,7 +244,9 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
     partial = config.out / f".{folder.name}.partial"
     partial.mkdir()
     try:
-        _write_run(partial, report, evaluation, profile, explanations, dataset.classes, started, finished)
+        _write_run(
+            partial, report, evaluation, profile, explanations, dataset.classes, started, finished
+        )
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

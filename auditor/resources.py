@@ -23,4 +23,6 @@ def resource_path(*parts: str) -> Path:
         candidate = base.joinpath(*parts)
         if candidate.exists():
             return candidate
-    raise FileNotFoundError(f"{'/'.join(parts)} is missing from this Auditor installation; reinstall it")
+    raise FileNotFoundError(
+        f"{'/'.join(parts)} is missing from this Auditor installation; reinstall it"
+    )

@@ -29,7 +29,9 @@ class Selection:
     n_errors: int
 
 
-def select_cases(predictions: pd.DataFrame, classes: tuple[str, ...], limit: int, seed: int) -> Selection:
+def select_cases(
+    predictions: pd.DataFrame, classes: tuple[str, ...], limit: int, seed: int
+) -> Selection:
     """Choose up to ``limit`` sampled and up to ``limit`` misclassified images.
 
     The sample gives each class ``limit // K`` places (the first ``limit % K`` classes one
@@ -48,7 +50,9 @@ def select_cases(predictions: pd.DataFrame, classes: tuple[str, ...], limit: int
     )
     rng = np.random.default_rng(seed)
     pools = {
-        name: rng.permutation(predictions.loc[predictions["label"] == name, "index"].to_numpy(copy=True))
+        name: rng.permutation(
+            predictions.loc[predictions["label"] == name, "index"].to_numpy(copy=True)
+        )
         for name in classes
     }
     quota = {name: 0 for name in classes}

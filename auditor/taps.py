@@ -74,7 +74,7 @@ def _is_tensor(value: torch._C.Value) -> bool:
     return isinstance(value.type(), torch._C.TensorType)
 
 
-def _fold_scalar_attributes(graph: torch._C.Graph, module: torch.jit.ScriptModule) -> None:
+def _fold_scalar_attributes(graph: Any, module: torch.jit.ScriptModule) -> None:
     """Replace reads of bool, int and float attributes by constants, then fold branches.
 
     Scripted modules keep flags such as ``training`` or torchvision's
@@ -106,8 +106,15 @@ def _fold_scalar_attributes(graph: torch._C.Graph, module: torch.jit.ScriptModul
 
 
 _CONVOLUTIONS = frozenset(
-    {"aten::_convolution", "aten::conv1d", "aten::conv2d", "aten::conv3d",
-     "aten::conv_transpose1d", "aten::conv_transpose2d", "aten::conv_transpose3d"}
+    {
+        "aten::_convolution",
+        "aten::conv1d",
+        "aten::conv2d",
+        "aten::conv3d",
+        "aten::conv_transpose1d",
+        "aten::conv_transpose2d",
+        "aten::conv_transpose3d",
+    }
 )
 _PRODUCTS = frozenset({"aten::linear", "aten::matmul", "aten::mm", "aten::bmm", "aten::addmm"})
 
@@ -161,7 +168,7 @@ def _returns_alias(node: torch._C.Node) -> bool:
     return "-> Tensor(" in schema or "-> (Tensor(" in schema
 
 
-def _functionalize_fresh_inplace(graph: torch._C.Graph) -> None:
+def _functionalize_fresh_inplace(graph: Any) -> None:
     """Rewrite ``x.op_(...)`` as ``op(x, ...)`` where no later code can observe the difference.
 
     ``torch._C._jit_pass_remove_mutation`` leaves some in-place ops (``out += identity``
@@ -212,7 +219,8 @@ class TappedModel:
 
     def __init__(self, module: torch.jit.ScriptModule) -> None:
         self.module = module
-        self._graph = module.forward.graph.copy()
+        # torch._C's type stubs lack much of the graph API used here: typed as Any.
+        self._graph: Any = module.forward.graph.copy()  # type: ignore[attr-defined]
         torch._C._jit_pass_inline(self._graph)
         _fold_scalar_attributes(self._graph, module)
         torch._C._jit_pass_remove_mutation(self._graph)
@@ -337,7 +345,7 @@ class TappedModel:
         total = 0
         per_module: dict[str, int] = {}
         for i, node in enumerate(counted):
-            first, second, out = values[3 * i: 3 * i + 3]
+            first, second, out = values[3 * i : 3 * i + 3]
             if node.kind() in _CONVOLUTIONS:
                 spatial = first.shape[2:] if _is_transposed(node) else out.shape[2:]
                 flops = 2 * out.shape[0] * second.numel() * int(torch.Size(spatial).numel())

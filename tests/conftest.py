@@ -32,13 +32,30 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def audit(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, manifest: Path) -> tuple[Result, Path]:
+def audit(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, manifest: Path
+) -> tuple[Result, Path]:
     """One full `auditor run` in-process; returns the click result and the run folder."""
     out = tmp_path_factory.mktemp("reports")
     result = CliRunner().invoke(
         cli,
-        ["run", "--model", str(tiny_model), "--data", str(manifest), "--out", str(out),
-         "--explain-samples", "3", "--batch-size", "4", "--seed", "1", "--device", "cpu"],
+        [
+            "run",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(manifest),
+            "--out",
+            str(out),
+            "--explain-samples",
+            "3",
+            "--batch-size",
+            "4",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+        ],
     )
     assert result.exit_code == 0, result.output + (result.stderr or "")
     return result, Path(result.stdout.strip().splitlines()[-1])

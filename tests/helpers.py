@@ -69,7 +69,9 @@ def write_manifest(folder: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
-def make_manifest_dataset(folder: Path, per_class: int = 6, classes: tuple[str, ...] = ("benign", XSS_CLASS)) -> Path:
+def make_manifest_dataset(
+    folder: Path, per_class: int = 6, classes: tuple[str, ...] = ("benign", XSS_CLASS)
+) -> Path:
     """Images, masks and metadata for ``classes``, plus one corrupt PNG; returns the manifest."""
     rows = []
     for k, name in enumerate(classes):
@@ -80,12 +82,14 @@ def make_manifest_dataset(folder: Path, per_class: int = 6, classes: tuple[str, 
             mask_path = folder / "masks" / f"c{k}_{i}.png"
             mask_path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(mask).save(mask_path)
-            rows.append({
-                "path": image.relative_to(folder).as_posix(),
-                "label": name,
-                "mask": mask_path.relative_to(folder).as_posix(),
-                "site": "A" if i % 2 else "B",
-            })
+            rows.append(
+                {
+                    "path": image.relative_to(folder).as_posix(),
+                    "label": name,
+                    "mask": mask_path.relative_to(folder).as_posix(),
+                    "site": "A" if i % 2 else "B",
+                }
+            )
     corrupt = folder / "images" / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
     rows.append({"path": "images/corrupt.png", "label": classes[0], "mask": "", "site": "A"})

@@ -11,11 +11,18 @@ import pytest
 from click.testing import CliRunner, Result
 
 from auditor.cli import cli
-from tests.helpers import TinyNet, XSS_CLASS, save_torchscript, write_manifest, write_png
+from tests.helpers import XSS_CLASS, TinyNet, save_torchscript, write_manifest, write_png
 
 RUN_FILES = {
-    "report.html", "report.pdf", "predictions.csv", "layers.csv", "excluded.csv",
-    "metrics.json", "manifest.json", "explanations.npz", "explanations.csv",
+    "report.html",
+    "report.pdf",
+    "predictions.csv",
+    "layers.csv",
+    "excluded.csv",
+    "metrics.json",
+    "manifest.json",
+    "explanations.npz",
+    "explanations.csv",
 }
 
 
@@ -23,8 +30,10 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args))
 
 
-def test_run_folder_is_named_after_the_model_and_holds_every_file(audit: tuple[Result, Path]) -> None:
-    result, folder = audit
+def test_run_folder_is_named_after_the_model_and_holds_every_file(
+    audit: tuple[Result, Path],
+) -> None:
+    _, folder = audit
     assert folder.name.startswith("tiny-") and folder.name.endswith("Z")
     assert {p.name for p in folder.iterdir()} == RUN_FILES
     assert not list(folder.parent.glob(".*.partial"))
@@ -48,18 +57,28 @@ def test_metrics_json_matches_the_predictions(audit: tuple[Result, Path]) -> Non
     assert metrics["n_images"] == len(predictions) == 12
     assert metrics["n_excluded"] == 1
     assert metrics["accuracy"]["value"] == pytest.approx(predictions["correct"].mean())
-    assert metrics["accuracy"]["ci_low"] <= metrics["accuracy"]["value"] <= metrics["accuracy"]["ci_high"]
+    assert (
+        metrics["accuracy"]["ci_low"]
+        <= metrics["accuracy"]["value"]
+        <= metrics["accuracy"]["ci_high"]
+    )
     assert {"value", "ci_low", "ci_high"} <= set(metrics["balanced_accuracy"])
     assert [c["class"] for c in metrics["per_class"]] == sorted(["benign", XSS_CLASS])
-    assert {"precision", "sensitivity", "specificity", "f1", "support"} <= set(metrics["per_class"][0])
+    assert {"precision", "sensitivity", "specificity", "f1", "support"} <= set(
+        metrics["per_class"][0]
+    )
     assert sum(map(sum, metrics["confusion_matrix"])) == 12
     assert 0 <= metrics["ece"] <= 1
 
 
-def test_predictions_keep_metadata_and_the_corrupt_file_is_listed(audit: tuple[Result, Path]) -> None:
+def test_predictions_keep_metadata_and_the_corrupt_file_is_listed(
+    audit: tuple[Result, Path],
+) -> None:
     _, folder = audit
     predictions = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
-    assert {"path", "label", "prediction", "confidence", "correct", "site", "sha256"} <= set(predictions.columns)
+    assert {"path", "label", "prediction", "confidence", "correct", "site", "sha256"} <= set(
+        predictions.columns
+    )
     assert set(predictions["site"]) == {"A", "B"}
     excluded = pd.read_csv(folder / "excluded.csv")
     assert excluded["path"].tolist() == ["images/corrupt.png"]
@@ -113,14 +132,18 @@ def test_a_state_dict_file_is_a_one_line_error(tmp_path: Path, manifest: Path) -
 
     weights = tmp_path / "weights.pt"
     torch.save(TinyNet().state_dict(), weights)
-    result = invoke("run", "--model", str(weights), "--data", str(manifest), "--out", str(tmp_path / "r"))
+    result = invoke(
+        "run", "--model", str(weights), "--data", str(manifest), "--out", str(tmp_path / "r")
+    )
     one_line_error(result, "not TorchScript", "torch.jit.script")
     assert not (tmp_path / "r").exists(), "nothing is written for a bad model"
 
 
 def test_a_class_count_mismatch_is_a_one_line_error(tmp_path: Path, manifest: Path) -> None:
     model = save_torchscript(TinyNet(outputs=5), tmp_path / "five.pt")
-    result = invoke("run", "--model", str(model), "--data", str(manifest), "--out", str(tmp_path / "r"))
+    result = invoke(
+        "run", "--model", str(model), "--data", str(manifest), "--out", str(tmp_path / "r")
+    )
     one_line_error(result, "outputs 5 scores", "2 classes")
 
 
@@ -130,8 +153,12 @@ def test_an_empty_folder_is_a_one_line_error(tmp_path: Path, tiny_model: Path) -
     one_line_error(result, "no images found")
 
 
-def test_a_label_outside_the_class_list_is_a_one_line_error(tmp_path: Path, tiny_model: Path, manifest: Path) -> None:
-    result = invoke("run", "--model", str(tiny_model), "--data", str(manifest), "--classes", "benign,other")
+def test_a_label_outside_the_class_list_is_a_one_line_error(
+    tmp_path: Path, tiny_model: Path, manifest: Path
+) -> None:
+    result = invoke(
+        "run", "--model", str(tiny_model), "--data", str(manifest), "--classes", "benign,other"
+    )
     one_line_error(result, XSS_CLASS, "--classes")
 
 
@@ -139,7 +166,9 @@ def test_a_manifest_path_escaping_its_folder_is_refused(tmp_path: Path, tiny_mod
     write_png(tmp_path / "outside.png", 1)
     data = tmp_path / "data"
     write_png(data / "in.png", 2)
-    manifest = write_manifest(data, [{"path": "in.png", "label": "a"}, {"path": "../outside.png", "label": "b"}])
+    manifest = write_manifest(
+        data, [{"path": "in.png", "label": "a"}, {"path": "../outside.png", "label": "b"}]
+    )
     result = invoke("run", "--model", str(tiny_model), "--data", str(manifest))
     one_line_error(result, "leaves the manifest's folder")
 
@@ -159,11 +188,15 @@ def test_usage_errors_exit_2(tiny_model: Path) -> None:
 
 
 def test_a_bad_option_value_is_a_one_line_error(tiny_model: Path, manifest: Path) -> None:
-    result = invoke("run", "--model", str(tiny_model), "--data", str(manifest), "--mean", "0.5,x", "--std", "1")
+    result = invoke(
+        "run", "--model", str(tiny_model), "--data", str(manifest), "--mean", "0.5,x", "--std", "1"
+    )
     one_line_error(result, "0.5,x")
 
 
-def test_config_file_is_overridden_by_flags(tmp_path: Path, tiny_model: Path, manifest: Path) -> None:
+def test_config_file_is_overridden_by_flags(
+    tmp_path: Path, tiny_model: Path, manifest: Path
+) -> None:
     config = tmp_path / "audit.toml"
     config.write_text(f'model = "{tiny_model}"\ndata = "{manifest}"\nbatch-size = 0\n')
     one_line_error(invoke("run", "--config", str(config)), "--batch-size", "at least 1")

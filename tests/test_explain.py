@@ -60,8 +60,12 @@ def test_saliency_equals_the_closed_form() -> None:
     w = np.array([0.5, 2.0])
     gradient = (w @ v) / 4
     passes = gradient_passes(as_loaded(OneByOne()), X, torch.tensor([1]), OutputKind.LOGITS, "conv")
-    np.testing.assert_allclose(passes.input_grads[0].numpy(), np.broadcast_to(gradient[:, None, None], (2, 2, 2)))
-    np.testing.assert_allclose(Saliency().attribute(passes)[0].numpy(), np.full((2, 2), np.abs(gradient).max()))
+    np.testing.assert_allclose(
+        passes.input_grads[0].numpy(), np.broadcast_to(gradient[:, None, None], (2, 2, 2))
+    )
+    np.testing.assert_allclose(
+        Saliency().attribute(passes)[0].numpy(), np.full((2, 2), np.abs(gradient).max())
+    )
 
 
 def test_binary_single_logit_explains_class_zero_with_the_negated_logit() -> None:
@@ -76,9 +80,13 @@ def test_batched_passes_equal_one_image_at_a_time() -> None:
     model = as_loaded(OneByOne())
     images = torch.randn(3, 2, 2, 2)
     targets = torch.tensor([0, 1, 0])
-    batched = GradCam().attribute(gradient_passes(model, images, targets, OutputKind.LOGITS, "conv"))
+    batched = GradCam().attribute(
+        gradient_passes(model, images, targets, OutputKind.LOGITS, "conv")
+    )
     for i in range(3):
-        single = GradCam().attribute(gradient_passes(model, images[i : i + 1], targets[i : i + 1], OutputKind.LOGITS, "conv"))
+        single = GradCam().attribute(
+            gradient_passes(model, images[i : i + 1], targets[i : i + 1], OutputKind.LOGITS, "conv")
+        )
         torch.testing.assert_close(batched[i : i + 1], single)
 
 
@@ -95,7 +103,10 @@ def test_registry_keys_are_kebab_case_and_methods_cite_their_paper() -> None:
     for key, method in METHODS.items():
         assert key == method.key and key == key.lower() and " " not in key
         assert "20" in method.paper and method.reading
-        assert all(step in {"relu", "abs-max-over-channels", "upsample-bilinear"} for step in method.postprocessing)
+        assert all(
+            step in {"relu", "abs-max-over-channels", "upsample-bilinear"}
+            for step in method.postprocessing
+        )
 
 
 class Soft(nn.Module):
@@ -108,7 +119,9 @@ class Soft(nn.Module):
 
 
 def test_probabilities_are_explained_as_they_are() -> None:
-    passes = gradient_passes(as_loaded(Soft()), X, torch.tensor([0]), OutputKind.PROBABILITIES, "net.conv")
+    passes = gradient_passes(
+        as_loaded(Soft()), X, torch.tensor([0]), OutputKind.PROBABILITIES, "net.conv"
+    )
     x = X.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(Soft().eval()(x)[0, 0], x)
     torch.testing.assert_close(passes.input_grads, expected)

@@ -24,7 +24,9 @@ CPU = torch.device("cpu")
 
 
 @pytest.mark.parametrize("kind", ["script", "trace"])
-def test_torchscript_loads_in_eval_mode_with_its_hash_and_channels(tmp_path: Path, kind: str) -> None:
+def test_torchscript_loads_in_eval_mode_with_its_hash_and_channels(
+    tmp_path: Path, kind: str
+) -> None:
     path = save_torchscript(TinyNet(in_channels=1).train(), tmp_path / "m.pt", kind)
     model = load_model(path, CPU)
     assert not model.module.training
@@ -57,7 +59,9 @@ def test_no_module_unpickles_arbitrary_objects() -> None:
     ("content", "message"),
     [(b"\x00\x01garbage" * 10, "not a zip file"), (None, "does not exist")],
 )
-def test_random_bytes_and_missing_files(tmp_path: Path, content: bytes | None, message: str) -> None:
+def test_random_bytes_and_missing_files(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
     path = tmp_path / "model.pt"
     if content is not None:
         path.write_bytes(content)
@@ -74,7 +78,7 @@ def test_devices() -> None:
     assert resolve_device("cpu") == CPU
     assert resolve_device("auto").type in {"cpu", "cuda"}
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="CUDA is not available.*--device cpu"):
+        with pytest.raises(ConfigError, match=r"CUDA is not available.*--device cpu"):
             resolve_device("cuda:0")
 
 
@@ -85,8 +89,14 @@ def test_output_kinds_are_detected() -> None:
     logits = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3]])
     assert detect_output_kind(logits, CLASSES, "m.pt") is OutputKind.LOGITS
     assert detect_output_kind(torch.softmax(logits, 1), CLASSES, "m.pt") is OutputKind.PROBABILITIES
-    assert detect_output_kind(torch.tensor([[0.3], [-2.0]]), ("neg", "pos"), "m.pt") is OutputKind.BINARY_LOGIT
-    assert detect_output_kind(torch.tensor([0.3, -2.0]), ("neg", "pos"), "m.pt") is OutputKind.BINARY_LOGIT
+    assert (
+        detect_output_kind(torch.tensor([[0.3], [-2.0]]), ("neg", "pos"), "m.pt")
+        is OutputKind.BINARY_LOGIT
+    )
+    assert (
+        detect_output_kind(torch.tensor([0.3, -2.0]), ("neg", "pos"), "m.pt")
+        is OutputKind.BINARY_LOGIT
+    )
 
 
 def test_a_class_count_mismatch_names_both_counts() -> None:
@@ -98,7 +108,9 @@ def test_a_class_count_mismatch_names_both_counts() -> None:
 
 def test_probabilities_from_each_kind() -> None:
     logits = torch.tensor([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]])
-    torch.testing.assert_close(to_probabilities(logits, OutputKind.LOGITS), torch.softmax(logits, 1))
+    torch.testing.assert_close(
+        to_probabilities(logits, OutputKind.LOGITS), torch.softmax(logits, 1)
+    )
     probabilities = torch.tensor([[0.2, 0.3, 0.5]])
     assert torch.equal(to_probabilities(probabilities, OutputKind.PROBABILITIES), probabilities)
     binary = to_probabilities(torch.tensor([[0.0], [100.0]]), OutputKind.BINARY_LOGIT)
@@ -109,4 +121,7 @@ def test_target_scores() -> None:
     logits = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     assert target_scores(logits, OutputKind.LOGITS, torch.tensor([2, 0])).tolist() == [3.0, 4.0]
     single = torch.tensor([[1.5], [-0.5]])
-    assert target_scores(single, OutputKind.BINARY_LOGIT, torch.tensor([1, 0])).tolist() == [1.5, 0.5]
+    assert target_scores(single, OutputKind.BINARY_LOGIT, torch.tensor([1, 0])).tolist() == [
+        1.5,
+        0.5,
+    ]

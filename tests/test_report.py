@@ -14,9 +14,20 @@ from auditor.report.render import RunFolderFetcher, binary_size, fixed, percent,
 from tests.helpers import XSS_CLASS
 
 SECTIONS = [
-    "Contents", "Summary", "Model identity and architecture", "Data", "Performance",
-    "Calibration", "Subgroups", "Explanation methods", "Misclassified cases", "Sampled cases",
-    "Excluded files", "Limitations", "Reproducibility", "Sign-off",
+    "Contents",
+    "Summary",
+    "Model identity and architecture",
+    "Data",
+    "Performance",
+    "Calibration",
+    "Subgroups",
+    "Explanation methods",
+    "Misclassified cases",
+    "Sampled cases",
+    "Excluded files",
+    "Limitations",
+    "Reproducibility",
+    "Sign-off",
 ]
 
 
@@ -43,11 +54,15 @@ def test_pdf_pages_are_numbered_and_the_contents_give_pages(pdf_text: list[str])
     assert f"Page 2 of {total}" in pdf_text[1]
     assert f"Page {total} of {total}" in pdf_text[-1]
     contents = squash(pdf_text[1])
-    summary_page = next(i + 1 for i, text in enumerate(pdf_text) if text.lstrip().startswith("Summary"))
+    summary_page = next(
+        i + 1 for i, text in enumerate(pdf_text) if text.lstrip().startswith("Summary")
+    )
     assert f"Summary{summary_page}" in contents.replace(".", "")
 
 
-def test_reproducibility_records_versions_seed_and_data_hash(audit: tuple[Result, Path], pdf_text: list[str]) -> None:
+def test_reproducibility_records_versions_seed_and_data_hash(
+    audit: tuple[Result, Path], pdf_text: list[str]
+) -> None:
     import json
 
     _, folder = audit

@@ -56,7 +56,7 @@ def loaded(module: torch.jit.ScriptModule) -> LoadedModel:
 
 
 def assert_close_relative(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-4) -> None:
-    """Equal within ``rtol`` of the expected tensor's largest magnitude (random-init maps are tiny)."""
+    """Equal within ``rtol`` of the expected tensor's largest magnitude (random init: tiny maps)."""
     scale = expected.abs().max().item()
     assert scale > 0
     torch.testing.assert_close(actual, expected, rtol=0, atol=rtol * scale)
@@ -150,15 +150,16 @@ def test_input_channels_come_from_the_first_convolution() -> None:
 
 def test_unknown_module_path_is_a_key_error_naming_close_modules() -> None:
     tapped = TappedModel(compiled_tiny(TinyNet()))
-    with pytest.raises(KeyError, match="features.0"):
+    with pytest.raises(KeyError, match=r"features\.0"):
         tapped(torch.rand(1, 3, 8, 8), ["features.9"])
 
 
 def test_gradient_passes_leave_the_module_untouched() -> None:
     module = compiled_tiny(TinyNet())
     before = {k: v.clone() for k, v in module.state_dict().items()}
-    passes = gradient_passes(loaded(module), torch.rand(2, 3, 8, 8), torch.tensor([0, 1]),
-                             OutputKind.LOGITS, "features")
+    passes = gradient_passes(
+        loaded(module), torch.rand(2, 3, 8, 8), torch.tensor([0, 1]), OutputKind.LOGITS, "features"
+    )
     assert isinstance(passes, GradientPasses)
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
     assert all(p.grad is None for p in module.parameters())

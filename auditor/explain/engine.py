@@ -62,7 +62,11 @@ class Explanations:
 
 
 def gradient_passes(
-    model: LoadedModel, inputs: torch.Tensor, targets: torch.Tensor, kind: OutputKind, layer: str | None
+    model: LoadedModel,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    kind: OutputKind,
+    layer: str | None,
 ) -> GradientPasses:
     """One forward and one backward pass for ``(B, C, H, W)`` inputs and ``(B,)`` targets."""
     inputs = inputs.detach().clone().requires_grad_(True)
@@ -82,7 +86,10 @@ def gradient_passes(
 def _cases(selection: Selection, predictions: pd.DataFrame, classes: tuple[str, ...]) -> list[Case]:
     rows = predictions.set_index("index")
     cases = []
-    for group, indices in (("misclassified", selection.misclassified), ("sampled", selection.sampled)):
+    for group, indices in (
+        ("misclassified", selection.misclassified),
+        ("sampled", selection.sampled),
+    ):
         for index in indices:
             row = rows.loc[index]
             cases.append(Case(index, group, "predicted", classes.index(str(row["prediction"]))))
@@ -152,8 +159,18 @@ def explain_cases(
             for method in methods
         ],
         columns=["index", "path", "group", "role", "target", "method", "status", "detail"],
-    ).astype({"index": "int64", "path": "string", "group": "string", "role": "string",
-              "target": "string", "method": "string", "status": "string", "detail": "string"})
+    ).astype(
+        {
+            "index": "int64",
+            "path": "string",
+            "group": "string",
+            "role": "string",
+            "target": "string",
+            "method": "string",
+            "status": "string",
+            "detail": "string",
+        }
+    )
     return Explanations(layer=layer, records=records, maps=maps, images=images)
 
 
@@ -166,8 +183,13 @@ def save_maps(explanations: Explanations, path: Path) -> None:
     resolution, after each method's post-processing and before min-max normalisation.
     """
     rows = explanations.records[explanations.records["status"] == "ok"]
-    keys = [(int(r.index), str(r.role), str(r.method)) for r in rows.itertuples()]
-    stacked = np.stack([explanations.maps[k] for k in keys]) if keys else np.zeros((0, 0, 0), np.float32)
+    keys = [
+        (int(index), str(role), str(method))
+        for index, role, method in zip(rows["index"], rows["role"], rows["method"], strict=True)
+    ]
+    stacked = (
+        np.stack([explanations.maps[k] for k in keys]) if keys else np.zeros((0, 0, 0), np.float32)
+    )
     np.savez_compressed(
         path,
         maps=stacked.astype(np.float32),

@@ -21,7 +21,7 @@ def relu(maps: torch.Tensor) -> torch.Tensor:
 
 
 def abs_max_over_channels(maps: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` → ``(B, H, W)``: largest absolute value across channels (Simonyan et al.)."""
+    """``(B, C, H, W)`` → ``(B, H, W)``: largest absolute value over channels (Simonyan et al.)."""
     return maps.abs().amax(dim=1)
 
 
@@ -29,15 +29,21 @@ def upsample_bilinear(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     """``(B, h, w)`` → ``(B, H, W)`` by bilinear interpolation (``align_corners=False``)."""
     if tuple(maps.shape[-2:]) == size:
         return maps
-    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+    return F.interpolate(
+        maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False
+    ).squeeze(1)
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:
     """Rescale each ``(H, W)`` map of ``(B, H, W)`` to [0, 1]; a constant map becomes 0."""
     flat = maps.flatten(1)
     low = flat.min(dim=1).values.view(-1, 1, 1)
-    span = (flat.max(dim=1).values.view(-1, 1, 1) - low)
-    return torch.where(span > 0, (maps - low) / span.clamp(min=torch.finfo(maps.dtype).tiny), torch.zeros_like(maps))
+    span = flat.max(dim=1).values.view(-1, 1, 1) - low
+    return torch.where(
+        span > 0,
+        (maps - low) / span.clamp(min=torch.finfo(maps.dtype).tiny),
+        torch.zeros_like(maps),
+    )
 
 
 STEPS: dict[str, Callable[..., torch.Tensor]] = {

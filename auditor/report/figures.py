@@ -16,12 +16,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image
 
-from auditor.metrics import CalibrationBin  # noqa: E402
+from auditor.metrics import CalibrationBin
 
 __all__ = [
     "COLORMAP",
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 COLORMAP = "inferno"
-_STYLE = {
+_STYLE: dict[str, object] = {
     "font.size": 8,
     "axes.titlesize": 8,
     "axes.labelsize": 8,
@@ -46,7 +46,7 @@ _STYLE = {
 
 @contextmanager
 def _figure(width: float, height: float) -> Iterator[Figure]:
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(_STYLE):  # type: ignore[arg-type]
         figure = plt.figure(figsize=(width, height))
         try:
             yield figure
@@ -70,8 +70,14 @@ def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str]) ->
         axes = figure.add_subplot()
         image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
         for (row, col), count in np.ndenumerate(counts):
-            axes.text(col, row, f"{int(count)}", ha="center", va="center",
-                      color="white" if shares[row, col] > 0.6 else "black")
+            axes.text(
+                col,
+                row,
+                f"{int(count)}",
+                ha="center",
+                va="center",
+                color="white" if shares[row, col] > 0.6 else "black",
+            )
         ticks = range(len(classes))
         axes.set_xticks(ticks, labels=list(classes), rotation=45, ha="right")
         axes.set_yticks(ticks, labels=list(classes))
@@ -90,8 +96,15 @@ def calibration_figure(bins: Sequence[CalibrationBin]) -> str:
     with _figure(6.4, 2.8) as figure:
         left, right = figure.subplots(1, 2)
         filled = counts > 0
-        left.bar(lower[filled], accuracy[filled], width=width[filled], align="edge",
-                 color="#4C72B0", edgecolor="white", label="accuracy in bin")
+        left.bar(
+            lower[filled],
+            accuracy[filled],
+            width=width[filled],
+            align="edge",
+            color="#4C72B0",
+            edgecolor="white",
+            label="accuracy in bin",
+        )
         left.plot([0, 1], [0, 1], linestyle="--", color="#888888", label="perfect calibration")
         left.set_xlim(0, 1)
         left.set_ylim(0, 1)

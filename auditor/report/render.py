@@ -103,5 +103,7 @@ class RunFolderFetcher(URLFetcher):
 
 def write_pdf(html: str, run_dir: Path, target: Path) -> None:
     """Render ``html`` to ``target`` with WeasyPrint, resolving relative URLs in ``run_dir``."""
-    document = HTML(string=html, base_url=str(run_dir.resolve()) + "/", url_fetcher=RunFolderFetcher(run_dir))
+    document = HTML(
+        string=html, base_url=str(run_dir.resolve()) + "/", url_fetcher=RunFolderFetcher(run_dir)
+    )
     document.write_pdf(target)
