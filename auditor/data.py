@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
@@ -320,6 +320,10 @@ def decode_image(raw: bytes) -> Image.Image:
     Raises:
         OSError: The bytes are not a readable image; the message says why in plain words.
     """
+    # WeasyPrint sets PIL's global LOAD_TRUNCATED_IMAGES on import, which would let a
+    # truncated file decode as a partly grey image; an audit must reject it.
+    lenient = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         image = Image.open(io.BytesIO(raw))
         image.load()
@@ -327,6 +331,8 @@ def decode_image(raw: bytes) -> Image.Image:
         raise OSError("cannot decode image: not a recognised image format") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise OSError(f"cannot decode image: {error}") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
     return image
 
 

@@ -77,7 +77,8 @@ class SampleCNN(nn.Module):
         x = self.features(x)
         x = self.pool(x)
         x = torch.flatten(x, 1)
-        return self.classifier(x)
+        logits: torch.Tensor = self.classifier(x)
+        return logits
 
 
 def to_tensors(samples: Sequence[SyntheticImage]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.script(model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    scripted.save(str(args.out))
+    torch.jit.save(scripted, str(args.out))
     print(
         f"saved {args.out} ({args.out.stat().st_size / 1024:.0f} KiB), "
         f"total {time.perf_counter() - start:.0f} s"

@@ -585,3 +585,19 @@ def test_loader_corrupt_file_failure_hash_is_the_file_hash(
     failure_hashes = dict(zip([i for i, _ in batch.failures], batch.failure_hashes, strict=True))
     assert failure_hashes[0] == hashlib.sha256(raw["0_corrupt.png"]).hexdigest()
     assert failure_hashes[4] == hashlib.sha256(raw["4_truncated.png"]).hexdigest()
+
+
+def test_truncated_images_are_rejected_even_after_weasyprint_is_imported(tmp_path: Path) -> None:
+    """Regression: WeasyPrint sets PIL's LOAD_TRUNCATED_IMAGES globally on import."""
+    import weasyprint  # noqa: F401
+    from PIL import ImageFile
+
+    from auditor.data import read_image
+
+    assert ImageFile.LOAD_TRUNCATED_IMAGES, "the hazard this test guards against"
+    noise = _noise_png_bytes(16, 16, seed=3)
+    path = tmp_path / "cut.png"
+    path.write_bytes(noise[: len(noise) // 2])
+    with pytest.raises(OSError, match="cannot decode image"):
+        read_image(path)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES, "the global setting is restored"
