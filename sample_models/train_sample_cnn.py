@@ -176,13 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"without marker {rate(correct, is_c & ~marker)}"
         )
 
-    with warnings.catch_warnings():
-        # torch.jit.script is deprecated in favour of torch.export, but TorchScript is the
-        # format that Auditor audits.
-        warnings.simplefilter("ignore", FutureWarning)
-        scripted = torch.jit.script(model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(scripted, str(args.out))
+    with warnings.catch_warnings():
+        # TorchScript is deprecated in favour of torch.export, but it is the format that
+        # Auditor audits.
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(model), str(args.out))
     print(
         f"saved {args.out} ({args.out.stat().st_size / 1024:.0f} KiB), "
         f"total {time.perf_counter() - start:.0f} s"
