@@ -57,7 +57,7 @@ class ArchitectureProfile:
     """The model's structure and cost on the audit's device.
 
     Attributes:
-        layers: Every submodule, in execution order.
+        layers: Every submodule, in definition order (a parent before its children).
         input_shape: ``(C, H, W)`` of one input image.
         parameters: Total parameters.
         trainable_parameters: Parameters with ``requires_grad``.
@@ -162,9 +162,6 @@ def profile_model(
                 order=orders.get(path, 0),
             )
         )
-    layers.sort(
-        key=lambda layer: (layer.order == 0, layer.order, layer.path.count("."), layer.path)
-    )
 
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)

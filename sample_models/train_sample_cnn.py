@@ -9,7 +9,7 @@ independent of the class.
 
 Usage::
 
-    python sample_models/train_sample_cnn.py [--out sample_models/sample_cnn.pt]
+    .venv/bin/python sample_models/train_sample_cnn.py [--out sample_models/sample_cnn.pt]
         [--n-train 2000] [--n-val 400] [--epochs 12] [--seed 0]
 
 Training is deterministic (fixed seeds, deterministic algorithms, two threads) and takes
@@ -20,7 +20,6 @@ normalisation; outputs are two logits, in the order of :data:`auditor.synthetic.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -30,11 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-try:
-    from auditor.synthetic import CLASSES, SyntheticImage, generate
-except ModuleNotFoundError:  # run from a checkout where the package is not installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from auditor.synthetic import CLASSES, SyntheticImage, generate
+from auditor.synthetic import CLASSES, SyntheticImage, generate
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "sample_cnn.pt"
 
