@@ -4,7 +4,7 @@ Both run in this process on the same model, data, loader settings, batch size an
 device, alternating, several times; the ratio of medians is printed. Goal: >= 0.9.
 
     python benchmarks/bench_evaluate.py [--model M.pt --data DATA] [--device cpu]
-        [--batch-size 32] [--images 512] [--repeats 5] [--workers 0]
+        [--batch-size 32] [--images 2048] [--repeats 3] [--workers 0]
 
 Without --model/--data it uses the bundled sample model on its synthetic data.
 """
@@ -35,9 +35,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--images", type=int, default=512, help="synthetic images when no --data")
+    parser.add_argument("--images", type=int, default=2048, help="synthetic images when no --data")
     parser.add_argument("--image-size", type=int)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args()
 
