@@ -24,3 +24,7 @@ class DataError(AuditError):
 
 class ConfigError(AuditError):
     """The configuration file or an option has an invalid value."""
+
+
+class OutputError(AuditError):
+    """The run folder cannot be written."""

@@ -35,7 +35,7 @@ from auditor.architecture import (
 )
 from auditor.config import AuditConfig
 from auditor.data import Preprocessing, discover, expected_size
-from auditor.errors import ConfigError, DataError
+from auditor.errors import ConfigError, DataError, OutputError
 from auditor.evaluate import Evaluation, evaluate, probe_output_kind
 from auditor.explain.engine import explain_cases, save_maps
 from auditor.load import file_sha256, load_model, resolve_device
@@ -239,16 +239,28 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
         finished=finished.strftime("%Y-%m-%d %H:%M:%S"),
         auditor_version=__version__,
     )
-    config.out.mkdir(parents=True, exist_ok=True)
-    folder = _run_folder(config.out, config.model.stem, started)
-    partial = config.out / f".{folder.name}.partial"
-    partial.mkdir()
+    try:
+        config.out.mkdir(parents=True, exist_ok=True)
+        folder = _run_folder(config.out, config.model.stem, started)
+        partial = config.out / f".{folder.name}.partial"
+        partial.mkdir()
+    except OSError as error:
+        raise OutputError(
+            f"cannot create a run folder in {str(config.out)!r} ({error.strerror or error}); "
+            f"pass --out with a writable folder"
+        ) from None
     try:
         _write_run(
             partial, report, evaluation, profile, explanations, dataset.classes, started, finished
         )
+        os.replace(partial, folder)
+    except OSError as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise OutputError(
+            f"writing the run folder in {str(config.out)!r} failed ({error.strerror or error}); "
+            f"nothing was kept; check free space and permissions, then run again"
+        ) from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    os.replace(partial, folder)
     return folder

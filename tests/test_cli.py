@@ -211,3 +211,47 @@ def test_profile_prints_the_module_table_and_totals(tiny_model: Path) -> None:
     assert "features.0" in result.stdout and "Conv2d" in result.stdout
     assert "parameters          638" in result.stdout  # 168 + 12 + 440 + 18
     assert hashlib.sha256(tiny_model.read_bytes()).hexdigest() in result.stdout
+
+
+def test_a_failure_while_writing_leaves_no_folder_behind(
+    tmp_path: Path, tiny_model: Path, manifest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import auditor.pipeline
+
+    def broken(*_: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(auditor.pipeline, "write_pdf", broken)
+    out = tmp_path / "r"
+    result = invoke(
+        "run",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(manifest),
+        "--out",
+        str(out),
+        "--explain-samples",
+        "1",
+    )
+    one_line_error(result, "disk full", "nothing was kept")
+    assert list(out.iterdir()) == [], "no partial folder presented as complete, none left over"
+
+
+def test_an_unwritable_out_folder_is_a_one_line_error(
+    tmp_path: Path, tiny_model: Path, manifest: Path
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = invoke(
+        "run",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(manifest),
+        "--out",
+        str(blocker / "r"),
+        "--explain-samples",
+        "1",
+    )
+    one_line_error(result, "cannot create a run folder", "--out")
