@@ -71,6 +71,7 @@ def cli(verbose: int) -> None:
 @click.option("--mean", help="Per-channel mean, e.g. 0.485,0.456,0.406.  [default: none]")
 @click.option("--std", help="Per-channel std, e.g. 0.229,0.224,0.225.  [default: none]")
 @click.option("--classes", help="Class names in output order, e.g. benign,malignant.")
+@click.option("--workers", type=int, help="Data-loading worker processes.  [default: 0]")
 @_user_errors
 def run(config_file: Path | None, **flags: Any) -> None:
     """Audit MODEL on DATA and write a report folder."""

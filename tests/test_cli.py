@@ -255,3 +255,42 @@ def test_an_unwritable_out_folder_is_a_one_line_error(
         "1",
     )
     one_line_error(result, "cannot create a run folder", "--out")
+
+
+def test_grayscale_single_logit_model_on_a_class_folder_with_resizing(tmp_path: Path) -> None:
+    model = save_torchscript(TinyNet(in_channels=1, outputs=1), tmp_path / "gray.pt")
+    data = tmp_path / "folder"
+    for k, name in enumerate(["normal", "pneumonia"]):
+        for i in range(4):
+            write_png(data / name / f"{i}.png", seed=10 * k + i, size=24 + 4 * i, mode="L")
+    (data / "notes.txt").write_text("not an image")
+    result = invoke(
+        "run",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "r"),
+        "--image-size",
+        "16",
+        "--mean",
+        "0.5",
+        "--std",
+        "0.25",
+        "--explain-samples",
+        "2",
+    )
+    assert result.exit_code == 0, result.output
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["output_kind"] == "binary_logit"
+    assert metrics["n_images"] == 8 and metrics["classes"] == ["normal", "pneumonia"]
+    assert pd.read_csv(folder / "excluded.csv")["reason"].tolist() == ["not inside a class folder"]
+    html = (folder / "report.html").read_text()
+    assert "a single binary logit (sigmoid applied)" in html
+    assert "shorter side resized to 16 px" in html and "grayscale" in html
+    import numpy as np
+
+    with np.load(folder / "explanations.npz") as saved:
+        assert saved["maps"].shape[1:] == (16, 16)
