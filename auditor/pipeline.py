@@ -37,7 +37,7 @@ from auditor.config import AuditConfig
 from auditor.data import Preprocessing, discover, expected_size
 from auditor.errors import ConfigError, DataError, OutputError
 from auditor.evaluate import Evaluation, evaluate, probe_output_kind
-from auditor.explain.engine import explain_cases, save_maps
+from auditor.explain.engine import Explanations, explain_cases, save_maps
 from auditor.load import file_sha256, load_model, resolve_device
 from auditor.report.render import render_html, write_pdf
 from auditor.select import select_cases
@@ -144,7 +144,7 @@ def _write_run(
     report: ReportData,
     evaluation: Evaluation,
     profile: ArchitectureProfile,
-    explanations: Any,
+    explanations: Explanations,
     classes: tuple[str, ...],
     started: datetime,
     finished: datetime,

@@ -150,10 +150,17 @@ def _addressable(graph: torch._C.Graph) -> list[torch._C.Value]:
 
 
 def _top_level(node: torch._C.Node, graph: torch._C.Graph) -> torch._C.Node:
-    """The node of ``graph``'s top block that contains ``node`` (itself if top-level)."""
+    """The node of ``graph``'s top block that contains ``node`` (itself if top-level).
+
+    Blocks and nodes compare by identity; pybind11 hands out one wrapper per live C++
+    object, so ``top`` (held here) and ``owningBlock()`` are the same object.
+    """
     top = graph.block()
     while node.owningBlock() != top:
-        node = node.owningBlock().owningNode()
+        parent = node.owningBlock().owningNode()
+        if parent is None:
+            break
+        node = parent
     return node
 
 

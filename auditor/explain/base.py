@@ -8,6 +8,8 @@ from typing import ClassVar
 
 import torch
 
+from auditor.explain.postprocess import STEPS
+
 __all__ = ["GradientMethod", "GradientPasses"]
 
 
@@ -49,8 +51,6 @@ class GradientMethod(ABC):
 
     def attribute(self, passes: GradientPasses) -> torch.Tensor:
         """``(B, H, W)`` float32 map at input resolution, before min-max normalisation."""
-        from auditor.explain.postprocess import STEPS
-
         size = (int(passes.inputs.shape[-2]), int(passes.inputs.shape[-1]))
         maps = self.raw_map(passes)
         for step in self.postprocessing:
