@@ -14,11 +14,12 @@ import torch
 
 from auditor.architecture import ArchitectureProfile, LayerInfo
 from auditor.config import AuditConfig
-from auditor.data import Dataset, Preprocessing
+from auditor.data import Dataset
 from auditor.evaluate import Evaluation
 from auditor.explain import METHODS
 from auditor.explain.engine import Explanations
 from auditor.explain.postprocess import minmax
+from auditor.images import Preprocessing
 from auditor.metrics import ClassMetrics
 from auditor.report.figures import (
     calibration_figure,

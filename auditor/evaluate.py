@@ -16,8 +16,9 @@ import torch
 from tqdm import tqdm
 
 from auditor.config import AuditConfig
-from auditor.data import Dataset, Exclusion, Preprocessing, make_loader
+from auditor.data import Dataset, Exclusion
 from auditor.errors import DataError
+from auditor.images import Preprocessing, make_loader
 from auditor.load import LoadedModel, OutputKind, detect_output_kind, to_probabilities
 from auditor.metrics import Metrics, compute_metrics
 

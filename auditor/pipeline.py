@@ -34,10 +34,11 @@ from auditor.architecture import (
     profile_model,
 )
 from auditor.config import AuditConfig
-from auditor.data import Preprocessing, discover, expected_size
+from auditor.data import discover
 from auditor.errors import ConfigError, DataError, OutputError
 from auditor.evaluate import Evaluation, evaluate, probe_output_kind
 from auditor.explain.engine import Explanations, explain_cases, save_maps
+from auditor.images import Preprocessing, expected_size
 from auditor.load import file_sha256, load_model, resolve_device
 from auditor.report.render import render_html, write_pdf
 from auditor.select import select_cases

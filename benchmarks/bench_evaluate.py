@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 from auditor.config import resolve_config
-from auditor.data import Preprocessing, discover, make_loader
+from auditor.data import discover
 from auditor.evaluate import evaluate, probe_output_kind
+from auditor.images import Preprocessing, make_loader
 from auditor.load import load_model, resolve_device
 from auditor.resources import resource_path
 from auditor.synthetic import write_dataset

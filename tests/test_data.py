@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from auditor.data import Batch, Exclusion, Preprocessing, Sample, discover, make_loader
+from auditor.data import Exclusion, Sample, discover
 from auditor.errors import DataError
+from auditor.images import Batch, Preprocessing, make_loader
 
 
 def _png(path: Path, array: np.ndarray) -> Path:
@@ -592,7 +593,7 @@ def test_truncated_images_are_rejected_even_after_weasyprint_is_imported(tmp_pat
     import weasyprint  # noqa: F401
     from PIL import ImageFile
 
-    from auditor.data import read_image
+    from auditor.images import read_image
 
     assert ImageFile.LOAD_TRUNCATED_IMAGES, "the hazard this test guards against"
     noise = _noise_png_bytes(16, 16, seed=3)

@@ -16,8 +16,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from auditor.data import Dataset, Preprocessing, read_image
+from auditor.data import Dataset
 from auditor.explain import METHODS, GradientMethod, GradientPasses
+from auditor.images import Preprocessing, read_image
 from auditor.load import LoadedModel, OutputKind, target_scores
 from auditor.select import Selection
 

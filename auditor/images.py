@@ -1,0 +1,234 @@
+"""Load stage, image side: decode image files, preprocess them, and batch them.
+
+Decoding is strict: a truncated or unreadable file is a failure with its reason
+(never a partly grey image), reported next to the batch so the evaluation can list it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, UnidentifiedImageError
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from auditor.data import Sample
+
+__all__ = ["Batch", "Preprocessing", "decode_image", "expected_size", "make_loader", "read_image"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image file becomes the model's input.
+
+    Attributes:
+        channels: 3 reads RGB, 1 reads grayscale (to match the model's first layer).
+        image_size: Shorter side resized to this, then centre-cropped square; ``None``
+            keeps the size.
+        mean: Per-channel mean to subtract after scaling to [0, 1], or ``None``.
+        std: Per-channel standard deviation to divide by, or ``None``.
+    """
+
+    channels: int
+    image_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def display(self, image: Image.Image) -> torch.Tensor:
+        """``(C, H, W)`` float32 in [0, 1]: resized and cropped, not normalised.
+
+        Resizing is PIL's antialiased bilinear filter on the 8-bit image, as
+        torchvision's ``Resize`` does on PIL images.
+        """
+        image = _to_8bit(image).convert("RGB" if self.channels == 3 else "L")
+        if self.image_size is not None:
+            scale = self.image_size / min(image.width, image.height)
+            size = (
+                max(self.image_size, round(image.width * scale)),
+                max(self.image_size, round(image.height * scale)),
+            )
+            image = image.resize(size, Image.Resampling.BILINEAR)
+            left = (image.width - self.image_size) // 2
+            top = (image.height - self.image_size) // 2
+            image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        if array.ndim == 2:
+            array = array[:, :, None]
+        return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """Apply mean and std to ``(..., C, H, W)`` images in [0, 1]."""
+        if self.mean is None or self.std is None:
+            return images
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+        return (images - mean) / std
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Scale 16-bit and 32-bit integer images to 8 bits (PIL's convert would clip at 255)."""
+    if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    top = (
+        65535.0 if image.mode.startswith("I;16") or values.max(initial=0) <= 65535 else values.max()
+    )
+    return Image.fromarray((np.clip(values / top, 0, 1) * 255).round().astype(np.uint8), "L")
+
+
+def decode_image(raw: bytes) -> Image.Image:
+    """Decode an image file's bytes fully.
+
+    Raises:
+        OSError: The bytes are not a readable image; the message says why in plain words.
+    """
+    # WeasyPrint sets PIL's global LOAD_TRUNCATED_IMAGES on import, which would let a
+    # truncated file decode as a partly grey image; an audit must reject it.
+    lenient = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except UnidentifiedImageError:
+        raise OSError("cannot decode image: not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise OSError(f"cannot decode image: {error}") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+    return image
+
+
+def read_image(path: Path) -> tuple[Image.Image, str]:
+    """Read and fully decode an image file.
+
+    Returns:
+        The image and the SHA-256 of the file's bytes.
+
+    Raises:
+        OSError: The file cannot be read or decoded (the message says why).
+    """
+    raw = path.read_bytes()
+    return decode_image(raw), hashlib.sha256(raw).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Item:
+    index: int
+    image: torch.Tensor | None
+    sha256: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch of readable images and the failures met while reading it.
+
+    Attributes:
+        indices: Sample indices of the images, ``(B,)`` int64.
+        images: ``(B, C, H, W)`` float32, preprocessed and normalised.
+        hashes: SHA-256 of each image file, in batch order.
+        failures: ``(sample index, reason)`` for images that could not be used.
+        failure_hashes: SHA-256 of the failed files that could be read at all ('' if not).
+    """
+
+    indices: torch.Tensor
+    images: torch.Tensor
+    hashes: tuple[str, ...]
+    failures: tuple[tuple[int, str], ...]
+    failure_hashes: tuple[str, ...]
+
+
+class _ImageDataset(TorchDataset[_Item]):
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        preprocessing: Preprocessing,
+        expected_size: tuple[int, int] | None,
+    ) -> None:
+        self.samples = samples
+        self.preprocessing = preprocessing
+        self.expected_size = expected_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, position: int) -> _Item:
+        sample = self.samples[position]
+        try:
+            raw = sample.path.read_bytes()
+        except OSError as error:
+            return _Item(sample.index, None, "", f"cannot read file: {error.strerror or error}")
+        sha = hashlib.sha256(raw).hexdigest()
+        try:
+            image = decode_image(raw)
+        except OSError as error:
+            return _Item(sample.index, None, sha, str(error))
+        tensor = self.preprocessing.display(image)
+        size = (int(tensor.shape[1]), int(tensor.shape[2]))
+        if self.expected_size is not None and size != self.expected_size:
+            return _Item(
+                sample.index,
+                None,
+                sha,
+                f"image is {size[1]}x{size[0]} but the others are "
+                f"{self.expected_size[1]}x{self.expected_size[0]}; "
+                "pass --image-size to resize all images",
+            )
+        return _Item(sample.index, self.preprocessing.normalise(tensor), sha, "")
+
+
+def _collate(items: list[_Item]) -> Batch:
+    good = [item for item in items if item.image is not None]
+    bad = [item for item in items if item.image is None]
+    images = (
+        torch.stack([item.image for item in good if item.image is not None])
+        if good
+        else torch.empty(0)
+    )
+    return Batch(
+        indices=torch.tensor([item.index for item in good], dtype=torch.int64),
+        images=images,
+        hashes=tuple(item.sha256 for item in good),
+        failures=tuple((item.index, item.error) for item in bad),
+        failure_hashes=tuple(item.sha256 for item in bad),
+    )
+
+
+def expected_size(
+    samples: Sequence[Sample], preprocessing: Preprocessing
+) -> tuple[int, int] | None:
+    """The (H, W) every image must have: the resize target, or the first readable image's size."""
+    if preprocessing.image_size is not None:
+        return (preprocessing.image_size, preprocessing.image_size)
+    for sample in samples:
+        try:
+            with Image.open(sample.path) as image:
+                return (image.height, image.width)
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+            continue
+    return None
+
+
+def make_loader(
+    samples: Sequence[Sample],
+    preprocessing: Preprocessing,
+    batch_size: int,
+    workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader[_Item]:
+    """A loader that yields :class:`Batch` objects in sample order, never raising on bad files."""
+    dataset = _ImageDataset(samples, preprocessing, expected_size(samples, preprocessing))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=pin_memory,
+    )
