@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from auditor.errors import ModelError
 from auditor.load import LoadedModel
 
 __all__ = [
@@ -129,7 +130,23 @@ def profile_model(
         input_shape: ``(C, H, W)`` of one preprocessed image.
         batch_size: Batch size for the throughput measurement.
         seed: Seed of the random input images.
+
+    Raises:
+        ModelError: The model fails on an input of this shape.
     """
+    try:
+        return _profile(model, input_shape, batch_size, seed)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(
+            f"{model.path.name!r} failed on a {'x'.join(map(str, input_shape))} input ({first}); "
+            f"pass the image size and channels the model was trained with"
+        ) from None
+
+
+def _profile(
+    model: LoadedModel, input_shape: tuple[int, int, int], batch_size: int, seed: int
+) -> ArchitectureProfile:
     generator = torch.Generator().manual_seed(seed)
     one = torch.rand((1, *input_shape), generator=generator).to(model.device)
     tapped = model.tapped

@@ -24,13 +24,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _user_errors(function: F) -> F:
-    """Turn AuditError into click's one-line ``Error: …`` with exit code 1."""
+    """Turn AuditError into click's ``Error: …`` line: exit 1, or 2 for a usage error."""
 
     @wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
         except AuditError as error:
+            if error.exit_code == 2:
+                raise click.UsageError(str(error)) from None
             raise click.ClickException(str(error)) from None
 
     return wrapper  # type: ignore[return-value]

@@ -23,7 +23,7 @@ from typing import Any
 
 import tomllib
 
-from auditor.errors import ConfigError
+from auditor.errors import ConfigError, UsageError
 
 __all__ = ["AuditConfig", "parse_floats", "parse_names", "resolve_config"]
 
@@ -217,7 +217,7 @@ def resolve_config(config_file: Path | None, flags: Mapping[str, Any]) -> AuditC
             source[key] = "command line"
     for required in ("model", "data"):
         if required not in values:
-            raise ConfigError(f"no {required} given; pass --{required} or set it in --config")
+            raise UsageError(f"no {required} given; pass --{required} or set it in --config")
     config = AuditConfig(**values, source=source)
     _validate(config)
     return config

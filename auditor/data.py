@@ -20,10 +20,14 @@ from pathlib import Path
 
 from auditor.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "Dataset", "Exclusion", "Sample", "discover"]
+__all__ = ["IMAGE_EXTENSIONS", "RESERVED_COLUMNS", "Dataset", "Exclusion", "Sample", "discover"]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 _REQUIRED_COLUMNS = ("path", "label")
+#: Columns of the predictions table; a manifest's metadata may not reuse them.
+RESERVED_COLUMNS = frozenset(
+    {"index", "path", "label", "prediction", "confidence", "correct", "sha256", "mask"}
+)
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,8 @@ class Dataset:
         samples: Images to evaluate.
         excluded: Files rejected while listing (missing files, unknown extensions).
         metadata_columns: Names of the manifest's extra columns.
-        has_masks: Whether any sample has a region-of-interest mask.
+        missing_masks: Mask paths the manifest names that do not exist (those samples
+            are kept, without a mask).
     """
 
     root: Path
@@ -77,6 +82,7 @@ class Dataset:
     samples: tuple[Sample, ...]
     excluded: tuple[Exclusion, ...]
     metadata_columns: tuple[str, ...]
+    missing_masks: tuple[str, ...] = ()
 
     @property
     def has_masks(self) -> bool:
@@ -87,11 +93,19 @@ def _relative(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
+def _class_order(name: str) -> tuple[int, str]:
+    """Integer labels sort as numbers (``2`` before ``10``), as output indices do."""
+    stripped = name.strip()
+    if stripped.isdigit():
+        return (0, f"{int(stripped):020d}")
+    return (1, name)
+
+
 def _check_classes(
     found: Sequence[str], classes: tuple[str, ...] | None, where: str
 ) -> tuple[str, ...]:
     if classes is None:
-        ordered = tuple(sorted(set(found)))
+        ordered = tuple(sorted(set(found), key=_class_order))
         if len(ordered) < 2:
             raise DataError(
                 f"{where} has {len(ordered)} class ({', '.join(ordered)}); an audit needs at least "
@@ -112,6 +126,12 @@ def _discover_folder(root: Path, classes: tuple[str, ...] | None) -> Dataset:
     excluded: list[Exclusion] = []
     for stray in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
         excluded.append(Exclusion(stray.name, "not inside a class folder"))
+    manifests = sorted(p.name for p in root.glob("*.csv"))
+    if manifests:
+        raise DataError(
+            f"{str(root)!r} holds {manifests[0]}; to audit a manifest pass the CSV file itself "
+            f"(--data {str(root / manifests[0])!r}), or move it out of the class-folder directory"
+        )
     if not class_dirs:
         raise DataError(
             f"no images found in {str(root)!r}; expected one sub-folder per class with images "
@@ -180,13 +200,31 @@ def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Datas
         raise DataError(f"{manifest.name} lists no images; add rows of path,label")
     names = _check_classes([r["label"] for r in rows if r["label"]], classes, manifest.name)
     metadata_columns = tuple(c for c in columns if c not in (*_REQUIRED_COLUMNS, "mask"))
+    clashes = [c for c in metadata_columns if c in RESERVED_COLUMNS or c.startswith("p_")]
+    if clashes:
+        raise DataError(
+            f"{manifest.name} has a metadata column named {clashes[0]!r}, which Auditor's "
+            f"predictions table uses itself; rename the column"
+        )
     samples: list[Sample] = []
     excluded: list[Exclusion] = []
+    seen: dict[Path, tuple[int, str]] = {}
+    missing_masks: list[str] = []
     for row_number, row in enumerate(rows, start=2):
         path = _resolve_inside(root, row["path"], manifest, row_number, "path")
         if not row["label"]:
             excluded.append(Exclusion(row["path"], f"row {row_number} has no label"))
             continue
+        if path in seen:
+            first_row, first_label = seen[path]
+            if first_label != row["label"]:
+                raise DataError(
+                    f"{manifest.name} lists {row['path']!r} in rows {first_row} and {row_number} "
+                    f"with different labels ({first_label!r}, {row['label']!r}); keep one row"
+                )
+            excluded.append(Exclusion(row["path"], f"duplicate of row {first_row}"))
+            continue
+        seen[path] = (row_number, row["label"])
         if not path.is_file():
             excluded.append(Exclusion(row["path"], "file not found"))
             continue
@@ -195,6 +233,9 @@ def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Datas
             if row.get("mask")
             else None
         )
+        if mask is not None and not mask.is_file():
+            missing_masks.append(row["mask"])
+            mask = None
         samples.append(
             Sample(
                 index=len(samples),
@@ -206,7 +247,14 @@ def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Datas
             )
         )
     return Dataset(
-        root, manifest, "manifest", names, tuple(samples), tuple(excluded), metadata_columns
+        root,
+        manifest,
+        "manifest",
+        names,
+        tuple(samples),
+        tuple(excluded),
+        metadata_columns,
+        tuple(missing_masks),
     )
 
 

@@ -26,5 +26,11 @@ class ConfigError(AuditError):
     """The configuration file or an option has an invalid value."""
 
 
+class UsageError(ConfigError):
+    """A required option is missing: the command was called the wrong way (exit code 2)."""
+
+    exit_code = 2
+
+
 class OutputError(AuditError):
     """The run folder cannot be written."""

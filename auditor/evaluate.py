@@ -17,9 +17,15 @@ from tqdm import tqdm
 
 from auditor.config import AuditConfig
 from auditor.data import Dataset, Exclusion
-from auditor.errors import DataError
+from auditor.errors import DataError, ModelError
 from auditor.images import Preprocessing, make_loader
-from auditor.load import LoadedModel, OutputKind, detect_output_kind, to_probabilities
+from auditor.load import (
+    LoadedModel,
+    OutputKind,
+    check_output,
+    detect_output_kind,
+    to_probabilities,
+)
 from auditor.metrics import Metrics, compute_metrics
 
 __all__ = ["Evaluation", "data_sha256", "evaluate", "probe_output_kind"]
@@ -47,29 +53,49 @@ class Evaluation:
     seconds: float
 
 
+def run_model(model: LoadedModel, images: torch.Tensor) -> torch.Tensor:
+    """The model's raw output for a batch; a failing forward pass becomes a ModelError.
+
+    Raises:
+        ModelError: The model raised, typically because the input size or channels do
+            not fit it; the message gives the model's first line and what to try.
+    """
+    try:
+        return model.module(images.to(model.device, non_blocking=True))
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(
+            f"{model.path.name!r} failed on input of shape {tuple(images.shape)} ({first}); "
+            f"check --image-size, --mean/--std and that the images match the model's input"
+        ) from None
+
+
 def probe_output_kind(
     model: LoadedModel, dataset: Dataset, preprocessing: Preprocessing
 ) -> OutputKind:
     """Run the first readable images once to learn how to read the output.
 
     Done before anything is written, so that a model that does not fit the data fails
-    with a clear error and no run folder.
+    with a clear error and no run folder. Reads on until it has 8 readable images (or
+    the data set ends), so unreadable files at the start do not stop the run.
 
     Raises:
-        ModelError: The output does not fit the classes.
-        DataError: None of the first images can be read.
+        ModelError: The model fails on the images, or its output does not fit the classes.
+        DataError: No image of the data set can be read.
     """
-    loader = make_loader(dataset.samples[:64], preprocessing, batch_size=4)
-    for batch in loader:
-        if batch.images.numel():
-            with torch.inference_mode():
-                output = model.module(batch.images.to(model.device))
-            return detect_output_kind(output, dataset.classes, model.path.name)
-    raise DataError(
-        f"none of the first {min(64, len(dataset.samples))} images in "
-        f"{str(dataset.source)!r} can be "
-        f"read (e.g. {dataset.samples[0].relpath}); check the files"
-    )
+    readable: list[torch.Tensor] = []
+    for batch in make_loader(dataset.samples, preprocessing, batch_size=8):
+        readable.extend(batch.images)
+        if len(readable) >= 8:
+            break
+    if not readable:
+        raise DataError(
+            f"none of the {len(dataset.samples)} images in {str(dataset.source)!r} can be read "
+            f"(e.g. {dataset.samples[0].relpath}); check the files"
+        )
+    with torch.inference_mode():
+        output = run_model(model, torch.stack(readable[:8]))
+    return detect_output_kind(output, dataset.classes, model.path.name)
 
 
 def data_sha256(entries: list[tuple[str, str]]) -> str:
@@ -112,10 +138,23 @@ def evaluate(
             )
             if not batch.images.numel():
                 continue
-            output = model.module(batch.images.to(model.device, non_blocking=True))
-            probabilities.append(to_probabilities(output, kind).cpu().numpy())
-            indices.append(batch.indices.numpy())
+            output = run_model(model, batch.images)
+            finite = check_output(
+                output, kind, len(dataset.classes), len(batch.indices), model.path.name
+            ).cpu()
+            probabilities.append(
+                to_probabilities(output, kind)[finite.to(output.device)].cpu().numpy()
+            )
+            indices.append(batch.indices[finite].numpy())
             hashes.update(zip(batch.indices.tolist(), batch.hashes, strict=True))
+            failures.extend(
+                (
+                    int(index),
+                    "the model's output for this image is not finite (NaN or inf)",
+                    hashes[int(index)],
+                )
+                for index in batch.indices[~finite].tolist()
+            )
     seconds = time.perf_counter() - started
     excluded = [
         *dataset.excluded,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,14 +73,15 @@ class Preprocessing:
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
-    """Scale 16-bit and 32-bit integer images to 8 bits (PIL's convert would clip at 255)."""
+    """Scale 16-bit images to 8 bits (PIL's convert would clip at 255 instead of scaling).
+
+    32-bit integer images within the 16-bit range are read as 16-bit; :func:`decode_image`
+    has refused the others.
+    """
     if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         return image
     values = np.asarray(image, dtype=np.float64)
-    top = (
-        65535.0 if image.mode.startswith("I;16") or values.max(initial=0) <= 65535 else values.max()
-    )
-    return Image.fromarray((np.clip(values / top, 0, 1) * 255).round().astype(np.uint8), "L")
+    return Image.fromarray((np.clip(values / 65535.0, 0, 1) * 255).round().astype(np.uint8), "L")
 
 
 def decode_image(raw: bytes) -> Image.Image:
@@ -101,6 +103,10 @@ def decode_image(raw: bytes) -> Image.Image:
         raise OSError(f"cannot decode image: {error}") from None
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+    if image.mode == "F":
+        raise OSError("floating-point image: its value range is unknown; save it as 8 or 16 bits")
+    if image.mode == "I" and np.asarray(image).max(initial=0) > 65535:
+        raise OSError("32-bit image beyond the 16-bit range; save it as 8 or 16 bits")
     return image
 
 
@@ -176,7 +182,7 @@ class _ImageDataset(TorchDataset[_Item]):
                 sample.index,
                 None,
                 sha,
-                f"image is {size[1]}x{size[0]} but the others are "
+                f"image is {size[1]}x{size[0]} but most images are "
                 f"{self.expected_size[1]}x{self.expected_size[0]}; "
                 "pass --image-size to resize all images",
             )
@@ -201,18 +207,25 @@ def _collate(items: list[_Item]) -> Batch:
 
 
 def expected_size(
-    samples: Sequence[Sample], preprocessing: Preprocessing
+    samples: Sequence[Sample], preprocessing: Preprocessing, probe: int = 256
 ) -> tuple[int, int] | None:
-    """The (H, W) every image must have: the resize target, or the first readable image's size."""
+    """The (H, W) every image must have: the resize target, else the most common size.
+
+    Without ``--image-size`` the size is read from the headers of the first ``probe``
+    readable files (headers only: cheap); ties go to the size met first.
+    """
     if preprocessing.image_size is not None:
         return (preprocessing.image_size, preprocessing.image_size)
+    sizes: Counter[tuple[int, int]] = Counter()
     for sample in samples:
         try:
             with Image.open(sample.path) as image:
-                return (image.height, image.width)
+                sizes[(image.height, image.width)] += 1
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
             continue
-    return None
+        if sum(sizes.values()) >= probe:
+            break
+    return sizes.most_common(1)[0][0] if sizes else None
 
 
 def make_loader(

@@ -23,6 +23,7 @@ from auditor.taps import TappedModel
 __all__ = [
     "LoadedModel",
     "OutputKind",
+    "check_output",
     "detect_output_kind",
     "file_sha256",
     "load_model",
@@ -44,6 +45,7 @@ class OutputKind(enum.Enum):
 
     LOGITS = "multi-class logits (softmax applied)"
     BINARY_LOGIT = "a single binary logit (sigmoid applied)"
+    BINARY_PROBABILITY = "a single probability of the second class (used as it is)"
     PROBABILITIES = "probabilities (rows sum to 1; used as they are)"
 
 
@@ -194,8 +196,16 @@ def _as_matrix(output: torch.Tensor) -> torch.Tensor:
     return output.unsqueeze(1) if output.dim() == 1 else output
 
 
+def _shape_text(output: object) -> str:
+    return str(tuple(output.shape)) if isinstance(output, torch.Tensor) else type(output).__name__
+
+
 def detect_output_kind(output: object, classes: tuple[str, ...], model_name: str) -> OutputKind:
-    """Decide how to read the model's output from one batch of it.
+    """Decide how to read the model's output from one batch of it (two images or more).
+
+    A single output per image is a binary logit, unless every value of the batch lies
+    in [0, 1] (a sigmoid head): then it is the probability of the second class.
+    :func:`check_output` verifies every later batch against that reading.
 
     Args:
         output: What the model returned for a batch.
@@ -206,13 +216,21 @@ def detect_output_kind(output: object, classes: tuple[str, ...], model_name: str
         ModelError: The output is not a ``(B, K)`` tensor, or K does not fit the classes.
     """
     if not isinstance(output, torch.Tensor) or output.dim() not in (1, 2):
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise ModelError(
-            f"{model_name!r} returns {shape}; Auditor needs a (batch, classes) tensor of scores"
+            f"{model_name!r} returns {_shape_text(output)}; "
+            f"Auditor needs a (batch, classes) tensor of scores"
         )
-    scores = _as_matrix(output.detach())
+    scores = _as_matrix(output.detach()).float()
+    finite = scores[torch.isfinite(scores).all(dim=1)]
     n_outputs = scores.shape[1]
-    if n_outputs == 1 and len(classes) == 2:
+    if n_outputs == 1:
+        if len(classes) != 2:
+            raise ModelError(
+                f"{model_name!r} outputs a single score per image (a binary classifier) but the "
+                f"data has {len(classes)} classes; audit it on two-class data"
+            )
+        if finite.numel() and bool(((finite >= 0) & (finite <= 1)).all()):
+            return OutputKind.BINARY_PROBABILITY
         return OutputKind.BINARY_LOGIT
     if n_outputs != len(classes):
         listed = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
@@ -221,10 +239,51 @@ def detect_output_kind(output: object, classes: tuple[str, ...], model_name: str
             f"{len(classes)} classes ({listed}); pass --classes with the model's "
             f"{n_outputs} class names in output order, or check that this is the right model"
         )
-    sums = scores.float().sum(dim=1)
-    if bool((scores >= 0).all()) and torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
+    sums = finite.sum(dim=1)
+    if (
+        finite.numel()
+        and bool((finite >= 0).all())
+        and torch.allclose(sums, torch.ones_like(sums), atol=1e-3)
+    ):
         return OutputKind.PROBABILITIES
     return OutputKind.LOGITS
+
+
+def check_output(
+    output: object, kind: OutputKind, n_classes: int, batch: int, model_name: str
+) -> torch.Tensor:
+    """Check one batch's output against the reading chosen at the start.
+
+    Returns:
+        ``(B,)`` bool: which images have finite scores (the others are excluded).
+
+    Raises:
+        ModelError: The shape changed (e.g. a ``squeeze()`` on a batch of one), or values
+            contradict the reading (a probability outside [0, 1]).
+    """
+    outputs = 1 if kind in (OutputKind.BINARY_LOGIT, OutputKind.BINARY_PROBABILITY) else n_classes
+    if (
+        not isinstance(output, torch.Tensor)
+        or output.dim() not in (1, 2)
+        or output.shape[0] != batch
+        or _as_matrix(output).shape[1] != outputs
+    ):
+        raise ModelError(
+            f"{model_name!r} returned {_shape_text(output)} for a batch of {batch} images; "
+            f"expected ({batch}, {outputs}) as for the first batch (a squeeze() in the model?); "
+            f"fix the model's output shape"
+        )
+    scores = _as_matrix(output.detach()).float()
+    finite = torch.isfinite(scores).all(dim=1)
+    if kind in (OutputKind.PROBABILITIES, OutputKind.BINARY_PROBABILITY):
+        valid = scores[finite]
+        if valid.numel() and bool(((valid < 0) | (valid > 1 + 1e-3)).any()):
+            raise ModelError(
+                f"{model_name!r}'s output looked like probabilities in the first batch but has "
+                f"values outside [0, 1] later; Auditor cannot tell how to read it, so return "
+                f"logits (no softmax or sigmoid) from the model"
+            )
+    return finite
 
 
 def to_probabilities(output: torch.Tensor, kind: OutputKind) -> torch.Tensor:
@@ -235,6 +294,9 @@ def to_probabilities(output: torch.Tensor, kind: OutputKind) -> torch.Tensor:
     if kind is OutputKind.BINARY_LOGIT:
         positive = torch.sigmoid(scores[:, 0])
         return torch.stack([1 - positive, positive], dim=1)
+    if kind is OutputKind.BINARY_PROBABILITY:
+        positive = scores[:, 0].clamp(0, 1)
+        return torch.stack([1 - positive, positive], dim=1)
     return scores
 
 
@@ -242,11 +304,15 @@ def target_scores(output: torch.Tensor, kind: OutputKind, targets: torch.Tensor)
     """The score to explain for each image: ``(B,)``, differentiable.
 
     Logits are explained before the softmax (as Grad-CAM prescribes); a single binary
-    logit ``z`` explains class 1 with ``z`` and class 0 with ``-z``; probabilities are
+    logit ``z`` explains class 1 with ``z`` and class 0 with ``-z``; a single probability
+    ``p`` explains class 1 with ``p`` and class 0 with ``1 - p``; probabilities are
     explained as they are.
     """
     scores = _as_matrix(output)
     if kind is OutputKind.BINARY_LOGIT:
         sign = targets.to(scores.dtype) * 2 - 1
         return scores[:, 0] * sign
+    if kind is OutputKind.BINARY_PROBABILITY:
+        positive = targets.to(scores.dtype)
+        return positive * scores[:, 0] + (1 - positive) * (1 - scores[:, 0])
     return scores.gather(1, targets.view(-1, 1)).squeeze(1)

@@ -297,6 +297,13 @@ def test_missing_model_or_data_is_a_config_error(missing: str) -> None:
 
 def test_config_error_is_an_audit_error_with_exit_code_one() -> None:
     with pytest.raises(AuditError) as raised:
-        resolve_config(None, {"data": "d"})
+        resolve_config(None, {"model": "m.pt", "data": "d", "batch_size": 0})
 
     assert raised.value.exit_code == 1
+
+
+def test_a_missing_required_option_is_a_usage_error_with_exit_code_two() -> None:
+    with pytest.raises(AuditError) as raised:
+        resolve_config(None, {"data": "d"})
+
+    assert raised.value.exit_code == 2

@@ -528,7 +528,7 @@ def test_loader_separates_good_images_from_failures_with_reasons(
     assert reasons[4].startswith("cannot decode image")
     assert "truncated" in reasons[4]
     assert reasons[2] == (
-        "image is 6x6 but the others are 5x4; pass --image-size to resize all images"
+        "image is 6x6 but most images are 5x4; pass --image-size to resize all images"
     )
     # The odd-sized image was read, so its hash is known.
     failure_hashes = dict(zip([i for i, _ in batch.failures], batch.failure_hashes, strict=True))

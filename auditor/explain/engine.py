@@ -33,7 +33,7 @@ class Case:
 
     Attributes:
         index: Sample index of the image.
-        group: ``"misclassified"`` or ``"sampled"``.
+        group: ``"misclassified"`` or ``"sampled"`` (an image in both is ``misclassified``).
         role: ``"predicted"`` or ``"true"`` (the class the map explains).
         target: Class index explained.
     """
@@ -85,13 +85,18 @@ def gradient_passes(
 
 
 def _cases(selection: Selection, predictions: pd.DataFrame, classes: tuple[str, ...]) -> list[Case]:
+    """One case per (image, role); an image both misclassified and sampled is explained once."""
     rows = predictions.set_index("index")
     cases = []
+    done: set[int] = set()
     for group, indices in (
         ("misclassified", selection.misclassified),
         ("sampled", selection.sampled),
     ):
         for index in indices:
+            if index in done:
+                continue
+            done.add(index)
             row = rows.loc[index]
             cases.append(Case(index, group, "predicted", classes.index(str(row["prediction"]))))
             if not bool(row["correct"]):

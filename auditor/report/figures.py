@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 COLORMAP = "inferno"
+_LABELLED_CELLS = 30
+_LABELLED_TICKS = 60
 _STYLE: dict[str, object] = {
     "font.size": 8,
     "axes.titlesize": 8,
@@ -61,30 +63,31 @@ def _data_uri(figure: Figure, dpi: int = 150) -> str:
 
 
 def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
-    """Confusion matrix: counts written in cells, colour = share of the true class."""
+    """Confusion matrix: colour = share of the true class; counts written up to 30 classes.
+
+    The figure's size is capped, so a model with hundreds of classes still renders (as a
+    heat map without cell labels; tick labels only up to 60 classes).
+    """
     counts = np.asarray(matrix, dtype=float)
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    size = 1.6 + 0.45 * len(classes)
+    n = len(classes)
+    size = min(1.6 + 0.45 * n, 7.5)
     with _figure(size + 0.8, size) as figure:
         axes = figure.add_subplot()
-        image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-        for (row, col), count in np.ndenumerate(counts):
-            axes.text(
-                col,
-                row,
-                f"{int(count)}",
-                ha="center",
-                va="center",
-                color="white" if shares[row, col] > 0.6 else "black",
-            )
-        ticks = range(len(classes))
-        axes.set_xticks(ticks, labels=list(classes), rotation=45, ha="right")
-        axes.set_yticks(ticks, labels=list(classes))
+        image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+        if n <= _LABELLED_CELLS:
+            for (row, col), count in np.ndenumerate(counts):
+                colour = "white" if shares[row, col] > 0.6 else "black"
+                axes.text(col, row, f"{int(count)}", ha="center", va="center", color=colour)
+        if n <= _LABELLED_TICKS:
+            ticks = range(n)
+            axes.set_xticks(ticks, labels=list(classes), rotation=45, ha="right")
+            axes.set_yticks(ticks, labels=list(classes))
         axes.set_xlabel("predicted class")
         axes.set_ylabel("true class")
         figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of true class")
-        return _data_uri(figure)
+        return _data_uri(figure, dpi=150 if n <= _LABELLED_CELLS else 100)
 
 
 def calibration_figure(bins: Sequence[CalibrationBin]) -> str:

@@ -1,0 +1,250 @@
+"""One regression test per bug found in review (models, data and report edge cases)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner, Result
+from PIL import Image
+from torch import nn
+
+from auditor.cli import cli
+from auditor.data import discover
+from auditor.errors import DataError, ModelError
+from auditor.explain.engine import _cases
+from auditor.images import Preprocessing, decode_image, expected_size
+from auditor.load import (
+    OutputKind,
+    check_output,
+    detect_output_kind,
+    target_scores,
+    to_probabilities,
+)
+from auditor.report.figures import confusion_figure
+from auditor.select import Selection
+from tests.helpers import TinyNet, save_torchscript, write_manifest, write_png
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+class Brightness(nn.Module):
+    """One output: sigmoid of the mean brightness, so bright images are class 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(40 * (x.mean(dim=(1, 2, 3)) - 0.5)).unsqueeze(1)
+
+
+def two_tone_folder(root: Path, n: int = 4) -> Path:
+    for name, level in (("dark", 40), ("bright", 215)):
+        for i in range(n):
+            (root / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((16, 16, 3), level + i, np.uint8)).save(
+                root / name / f"{i}.png"
+            )
+    return root
+
+
+def test_a_sigmoid_head_is_read_as_a_probability_not_squashed_twice(tmp_path: Path) -> None:
+    model = save_torchscript(Brightness(), tmp_path / "sigmoid.pt")
+    data = two_tone_folder(tmp_path / "data")
+    result = invoke(
+        "run",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "r"),
+        "--classes",
+        "dark,bright",
+        "--explain-samples",
+        "1",
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((Path(result.stdout.splitlines()[-1]) / "metrics.json").read_text())
+    assert metrics["output_kind"] == "binary_probability"
+    assert metrics["accuracy"]["value"] == 1.0
+
+
+def test_binary_probability_reading_and_targets() -> None:
+    p = torch.tensor([[0.2], [0.9]])
+    assert detect_output_kind(p, ("a", "b"), "m") is OutputKind.BINARY_PROBABILITY
+    torch.testing.assert_close(
+        to_probabilities(p, OutputKind.BINARY_PROBABILITY), torch.tensor([[0.8, 0.2], [0.1, 0.9]])
+    )
+    torch.testing.assert_close(
+        target_scores(p, OutputKind.BINARY_PROBABILITY, torch.tensor([0, 1])),
+        torch.tensor([0.8, 0.9]),
+    )
+    with pytest.raises(ModelError, match=r"outside \[0, 1\]"):
+        check_output(torch.tensor([[0.5], [3.0]]), OutputKind.BINARY_PROBABILITY, 2, 2, "m")
+
+
+def test_a_squeezed_output_on_a_batch_of_one_is_a_one_line_error(tmp_path: Path) -> None:
+    class Squeezed(TinyNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classifier(self.pool(self.features(x)).flatten(1)).squeeze()
+
+    model = save_torchscript(Squeezed(), tmp_path / "squeezed.pt")
+    data = two_tone_folder(tmp_path / "data", n=2)
+    result = invoke("run", "--model", str(model), "--data", str(data), "--batch-size", "1")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "returned (2,) for a batch of 1 images" in result.stderr
+
+
+def test_non_finite_outputs_exclude_the_image_with_a_reason() -> None:
+    output = torch.tensor([[1.0, 2.0], [float("nan"), 0.0], [float("inf"), 1.0]])
+    assert check_output(output, OutputKind.LOGITS, 2, 3, "m").tolist() == [True, False, False]
+
+
+def test_a_forward_failure_is_a_one_line_error_with_a_hint(tmp_path: Path) -> None:
+    class Fixed64(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 3)
+            self.fc = nn.Linear(2 * 62 * 62, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.conv(x).flatten(1))
+
+    model = save_torchscript(Fixed64(), tmp_path / "fixed.pt")
+    data = two_tone_folder(tmp_path / "data", n=1)
+    result = invoke("run", "--model", str(model), "--data", str(data))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "--image-size" in result.stderr
+    result = invoke("profile", "--model", str(model), "--image-size", "32")
+    assert result.exit_code == 1 and "failed on a 3x32x32 input" in result.stderr
+
+
+def test_metadata_columns_may_not_reuse_prediction_columns(tmp_path: Path) -> None:
+    write_png(tmp_path / "a.png", 1)
+    for column in ("prediction", "sha256", "p_a"):
+        manifest = write_manifest(
+            tmp_path,
+            [
+                {"path": "a.png", "label": "a", column: "x"},
+                {"path": "a.png", "label": "a", column: "y"},
+            ],
+        )
+        with pytest.raises(DataError, match=f"column named '{column}'"):
+            discover(manifest, ("a", "b"))
+
+
+def test_a_folder_holding_a_manifest_asks_for_the_manifest(tmp_path: Path) -> None:
+    write_png(tmp_path / "images" / "a.png", 1)
+    write_png(tmp_path / "masks" / "a.png", 2)
+    write_manifest(tmp_path, [{"path": "images/a.png", "label": "a"}])
+    with pytest.raises(DataError, match=r"pass the CSV file itself"):
+        discover(tmp_path)
+
+
+def test_the_most_common_size_wins_not_the_first(tmp_path: Path) -> None:
+    write_png(tmp_path / "a" / "0_big.png", 1, size=12)
+    for i in range(1, 4):
+        write_png(tmp_path / "a" / f"{i}.png", i, size=8)
+    write_png(tmp_path / "b" / "x.png", 9, size=8)
+    dataset = discover(tmp_path)
+    assert expected_size(dataset.samples, Preprocessing(channels=3)) == (8, 8)
+
+
+def test_integer_labels_sort_as_numbers(tmp_path: Path) -> None:
+    rows = []
+    for label in ("10", "2", "0", "1"):
+        write_png(tmp_path / f"{label}.png", int(label))
+        rows.append({"path": f"{label}.png", "label": label})
+    assert discover(write_manifest(tmp_path, rows)).classes == ("0", "1", "2", "10")
+
+
+def test_duplicate_manifest_rows_are_excluded_and_conflicts_refused(tmp_path: Path) -> None:
+    write_png(tmp_path / "my images" / "a.png", 1)
+    write_png(tmp_path / "b.png", 2)
+    rows = [
+        {"path": "my images/a.png", "label": "x"},
+        {"path": "./my images/a.png", "label": "x"},
+        {"path": "b.png", "label": "y"},
+    ]
+    dataset = discover(write_manifest(tmp_path, rows))
+    assert len(dataset.samples) == 2
+    assert [(e.relpath, e.reason) for e in dataset.excluded] == [
+        ("./my images/a.png", "duplicate of row 2")
+    ]
+    rows[1]["label"] = "y"
+    with pytest.raises(DataError, match="rows 2 and 3 with different labels"):
+        discover(write_manifest(tmp_path, rows))
+
+
+def test_missing_mask_files_are_reported_not_claimed(tmp_path: Path) -> None:
+    write_png(tmp_path / "a.png", 1)
+    write_png(tmp_path / "b.png", 2)
+    dataset = discover(
+        write_manifest(
+            tmp_path,
+            [
+                {"path": "a.png", "label": "x", "mask": "nope.png"},
+                {"path": "b.png", "label": "y", "mask": ""},
+            ],
+        )
+    )
+    assert dataset.missing_masks == ("nope.png",) and not dataset.has_masks
+
+
+def test_floating_point_images_are_refused_with_a_reason() -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((4, 4), 0.5, np.float32), "F").save(buffer, format="TIFF")
+    with pytest.raises(OSError, match="floating-point image"):
+        decode_image(buffer.getvalue())
+
+
+def test_an_image_both_misclassified_and_sampled_is_explained_once() -> None:
+    predictions = pd.DataFrame(
+        {
+            "index": [0, 1],
+            "label": ["a", "b"],
+            "prediction": ["b", "b"],
+            "correct": [False, True],
+            "confidence": [0.9, 0.8],
+        }
+    )
+    cases = _cases(
+        Selection(sampled=(0, 1), misclassified=(0,), n_errors=1), predictions, ("a", "b")
+    )
+    assert [(c.index, c.group, c.role) for c in cases] == [
+        (0, "misclassified", "predicted"),
+        (0, "misclassified", "true"),
+        (1, "sampled", "predicted"),
+    ]
+
+
+def test_the_confusion_figure_stays_small_for_a_thousand_classes() -> None:
+    matrix = np.random.default_rng(0).integers(0, 5, (1000, 1000)).tolist()
+    uri = confusion_figure(matrix, [str(i) for i in range(1000)])
+    assert uri.startswith("data:image/png;base64,") and len(uri) < 200_000
+
+
+def test_errors_not_shown_are_not_denied(tmp_path: Path, tiny_model: Path, manifest: Path) -> None:
+    result = invoke(
+        "run",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(manifest),
+        "--out",
+        str(tmp_path),
+        "--explain-samples",
+        "0",
+    )
+    assert result.exit_code == 0, result.output
+    folder = Path(result.stdout.splitlines()[-1])
+    metrics = json.loads((folder / "metrics.json").read_text())
+    html = (folder / "report.html").read_text()
+    errors = sum(metrics["confusion_matrix"][i][j] for i in range(2) for j in range(2) if i != j)
+    assert errors > 0
+    assert "made no errors" not in html and "--explain-samples is 0" in html
