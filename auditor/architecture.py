@@ -19,8 +19,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from auditor.errors import ModelError
-from auditor.load import LoadedModel
+from auditor.load import LoadedModel, forward_failed
 
 __all__ = [
     "ArchitectureProfile",
@@ -137,11 +136,8 @@ def profile_model(
     try:
         return _profile(model, input_shape, batch_size, seed)
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(
-            f"{model.path.name!r} failed on a {'x'.join(map(str, input_shape))} input ({first}); "
-            f"pass the image size and channels the model was trained with"
-        ) from None
+        hint = "pass the image size and channels the model was trained with"
+        raise forward_failed(model.path.name, input_shape, error, hint) from None
 
 
 def _profile(

@@ -17,13 +17,14 @@ from tqdm import tqdm
 
 from auditor.config import AuditConfig
 from auditor.data import Dataset, Exclusion
-from auditor.errors import DataError, ModelError
+from auditor.errors import DataError
 from auditor.images import Preprocessing, make_loader
 from auditor.load import (
     LoadedModel,
     OutputKind,
     check_output,
     detect_output_kind,
+    forward_failed,
     to_probabilities,
 )
 from auditor.metrics import Metrics, compute_metrics
@@ -63,11 +64,8 @@ def run_model(model: LoadedModel, images: torch.Tensor) -> torch.Tensor:
     try:
         return model.module(images.to(model.device, non_blocking=True))
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(
-            f"{model.path.name!r} failed on input of shape {tuple(images.shape)} ({first}); "
-            f"check --image-size, --mean/--std and that the images match the model's input"
-        ) from None
+        hint = "check --image-size, --mean/--std and that the images match the model's input"
+        raise forward_failed(model.path.name, tuple(images.shape), error, hint) from None
 
 
 def probe_output_kind(

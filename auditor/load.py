@@ -26,6 +26,8 @@ __all__ = [
     "check_output",
     "detect_output_kind",
     "file_sha256",
+    "first_line",
+    "forward_failed",
     "load_model",
     "resolve_device",
     "target_scores",
@@ -70,6 +72,20 @@ class LoadedModel:
     file_size: int
     device: torch.device
     in_channels: int
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (PyTorch's run to dozens of lines)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def forward_failed(
+    model_name: str, shape: tuple[int, ...], error: BaseException, hint: str
+) -> ModelError:
+    """The one-line error for a forward pass the model raised on."""
+    size = "x".join(map(str, shape))
+    return ModelError(f"{model_name!r} failed on a {size} input ({first_line(error)}); {hint}")
 
 
 def file_sha256(path: Path) -> str:
@@ -164,11 +180,9 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
             warnings.simplefilter("ignore", FutureWarning)
             module = _jit_load(path, device)
     except (RuntimeError, ValueError) as error:
-        first_line = (
-            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        )
         raise ModelError(
-            f"{path.name!r} could not be loaded as TorchScript ({first_line}); {_EXPORT_HINT}"
+            f"{path.name!r} could not be loaded as TorchScript ({first_line(error)}); "
+            f"{_EXPORT_HINT}"
         ) from None
     module.eval()
     tapped = TappedModel(module)

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from click.testing import CliRunner, Result
 from PIL import Image
 from torch import nn
+
+from auditor.cli import cli
 
 XSS_CLASS = "<script>alert(1)</script>"
 
@@ -94,3 +97,18 @@ def make_manifest_dataset(
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
     rows.append({"path": "images/corrupt.png", "label": classes[0], "mask": "", "site": "A"})
     return write_manifest(folder, rows)
+
+
+def invoke(*args: str) -> Result:
+    """Run the ``auditor`` CLI in-process."""
+    return CliRunner().invoke(cli, list(args))
+
+
+def one_line_error(result: Result, *fragments: str) -> None:
+    """The run failed with exit 1 and one ``Error: …`` line containing ``fragments``."""
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]

@@ -8,10 +8,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from auditor.cli import cli
-from tests.helpers import XSS_CLASS, TinyNet, save_torchscript, write_manifest, write_png
+from tests.helpers import (
+    XSS_CLASS,
+    TinyNet,
+    invoke,
+    one_line_error,
+    save_torchscript,
+    write_manifest,
+    write_png,
+)
 
 RUN_FILES = {
     "report.html",
@@ -24,10 +31,6 @@ RUN_FILES = {
     "explanations.npz",
     "explanations.csv",
 }
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
 
 
 def test_run_folder_is_named_after_the_model_and_holds_every_file(
@@ -116,15 +119,6 @@ def test_last_stdout_line_is_the_run_folder(audit: tuple[Result, Path]) -> None:
     result, folder = audit
     assert result.stdout.strip().splitlines()[-1] == str(folder)
     assert folder.is_dir()
-
-
-def one_line_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_a_state_dict_file_is_a_one_line_error(tmp_path: Path, manifest: Path) -> None:
