@@ -182,7 +182,9 @@ def _case_views(
                 label=str(row["label"]),
                 prediction=str(row["prediction"]),
                 confidence=confidences[index],
-                image=image_tile(explanations.images[index]),
+                image=image_tile(explanations.images[index])
+                if index in explanations.images
+                else "",
                 panels=tuple(panels),
                 note=f"explanation failed: {note}" if note else "",
             )

@@ -248,3 +248,37 @@ def test_errors_not_shown_are_not_denied(tmp_path: Path, tiny_model: Path, manif
     errors = sum(metrics["confusion_matrix"][i][j] for i in range(2) for j in range(2) if i != j)
     assert errors > 0
     assert "made no errors" not in html and "--explain-samples is 0" in html
+
+
+def test_an_image_gone_before_explanation_becomes_failed_rows(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    from auditor.explain.engine import explain_cases
+    from auditor.load import load_model
+
+    two_tone_folder(tmp_path / "data", n=1)
+    dataset = discover(tmp_path / "data")
+    predictions = pd.DataFrame(
+        {
+            "index": [0, 1],
+            "label": ["bright", "dark"],
+            "prediction": ["bright", "bright"],
+            "correct": [True, False],
+            "confidence": [0.9, 0.8],
+        }
+    )
+    dataset.samples[1].path.unlink()
+    explanations = explain_cases(
+        load_model(tiny_model, torch.device("cpu")),
+        dataset,
+        Preprocessing(channels=3),
+        predictions,
+        Selection(sampled=(0,), misclassified=(1,), n_errors=1),
+        OutputKind.LOGITS,
+        "features",
+        4,
+    )
+    records = explanations.records
+    assert set(records.loc[records["index"] == 1, "status"]) == {"failed"}
+    assert "No such file" in records.loc[records["index"] == 1, "detail"].iloc[0]
+    assert set(records.loc[records["index"] == 0, "status"]) == {"ok"}

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from auditor.data import Dataset
 from auditor.explain import METHODS, GradientMethod, GradientPasses
 from auditor.images import Preprocessing, read_image
-from auditor.load import LoadedModel, OutputKind, target_scores
+from auditor.load import LoadedModel, OutputKind, first_line, target_scores
 from auditor.select import Selection
 
 __all__ = ["Case", "Explanations", "explain_cases", "gradient_passes"]
@@ -53,7 +53,8 @@ class Explanations:
         records: One row per case and method: ``index, path, group, role, target, method,
             status, detail`` (status ``ok`` or ``failed``).
         maps: ``(index, role, method)`` → ``(H, W)`` float32 map before min-max.
-        images: Sample index → ``(H, W, C)`` float32 display image in [0, 1].
+        images: Sample index → ``(H, W, C)`` float32 display image in [0, 1] (missing if
+            the file could no longer be read; its records say so).
     """
 
     layer: str | None
@@ -126,14 +127,25 @@ def explain_cases(
     cases = _cases(selection, predictions, dataset.classes)
     images: dict[int, np.ndarray] = {}
     inputs: dict[int, torch.Tensor] = {}
+    status: dict[tuple[int, str], tuple[str, str]] = {}
     for index in dict.fromkeys(case.index for case in cases):
-        image, _ = read_image(dataset.samples[index].path)
+        try:
+            image, _ = read_image(dataset.samples[index].path)
+        except OSError as error:  # changed or removed since it was evaluated
+            status.update(
+                {
+                    (c.index, c.role): ("failed", first_line(error))
+                    for c in cases
+                    if c.index == index
+                }
+            )
+            continue
         display = preprocessing.display(image)
         images[index] = display.permute(1, 2, 0).numpy()
         inputs[index] = preprocessing.normalise(display)
     maps: dict[tuple[int, str, str], np.ndarray] = {}
-    status: dict[tuple[int, str], tuple[str, str]] = {}
-    batches = [cases[i : i + batch_size] for i in range(0, len(cases), batch_size)]
+    readable = [case for case in cases if case.index in inputs]
+    batches = [readable[i : i + batch_size] for i in range(0, len(readable), batch_size)]
     for batch in tqdm(batches, desc="explain", unit="batch", leave=False, disable=None):
         x = torch.stack([inputs[c.index] for c in batch]).to(model.device)
         targets = torch.tensor([c.target for c in batch], device=model.device)
@@ -143,7 +155,7 @@ def explain_cases(
         except RuntimeError as error:
             log.warning("explanation batch failed: %s", error)
             for case in batch:
-                status[(case.index, case.role)] = ("failed", str(error).splitlines()[0])
+                status[(case.index, case.role)] = ("failed", first_line(error))
             continue
         for i, case in enumerate(batch):
             status[(case.index, case.role)] = ("ok", "")
