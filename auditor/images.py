@@ -34,12 +34,15 @@ class Preprocessing:
             keeps the size.
         mean: Per-channel mean to subtract after scaling to [0, 1], or ``None``.
         std: Per-channel standard deviation to divide by, or ``None``.
+        size: ``(H, W)`` every preprocessed image must have, once known; ``None`` lets
+            :func:`expected_size` find it.
     """
 
     channels: int
     image_size: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    size: tuple[int, int] | None = None
 
     def display(self, image: Image.Image) -> torch.Tensor:
         """``(C, H, W)`` float32 in [0, 1]: resized and cropped, not normalised.
@@ -209,11 +212,13 @@ def _collate(items: list[_Item]) -> Batch:
 def expected_size(
     samples: Sequence[Sample], preprocessing: Preprocessing, probe: int = 256
 ) -> tuple[int, int] | None:
-    """The (H, W) every image must have: the resize target, else the most common size.
+    """The (H, W) every image must have: as settled, the resize target, or the most common size.
 
     Without ``--image-size`` the size is read from the headers of the first ``probe``
     readable files (headers only: cheap); ties go to the size met first.
     """
+    if preprocessing.size is not None:
+        return preprocessing.size
     if preprocessing.image_size is not None:
         return (preprocessing.image_size, preprocessing.image_size)
     sizes: Counter[tuple[int, int]] = Counter()

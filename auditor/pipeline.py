@@ -10,6 +10,7 @@ always complete.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -201,8 +202,10 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
                 f"images; give 1 or {model.in_channels} values"
             )
     preprocessing = Preprocessing(model.in_channels, config.image_size, config.mean, config.std)
-    kind = probe_output_kind(model, dataset, preprocessing)
+    # Settle the input size once, so no later loader scans the headers again.
     size = expected_size(dataset.samples, preprocessing)
+    preprocessing = dataclasses.replace(preprocessing, size=size)
+    kind = probe_output_kind(model, dataset, preprocessing)
     if size is None:
         raise DataError(f"no image in {str(config.data)!r} can be opened; check the files")
     profile = profile_model(model, (model.in_channels, *size), config.batch_size, config.seed)

@@ -239,10 +239,10 @@ class TappedModel:
 
     def _find_sites(self) -> None:
         nodes = list(self._graph.nodes())
-        paths = {node: tuple(name for name, _ in _module_frames(node)) for node in nodes}
+        frames_of = {node: _module_frames(node) for node in nodes}
+        paths = {node: tuple(name for name, _ in frames) for node, frames in frames_of.items()}
         order = 0
-        for node in nodes:
-            frames = _module_frames(node)
+        for node, frames in frames_of.items():
             if not frames:
                 continue
             for value in node.outputs():

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from auditor.cli import cli
-from tests.helpers import TinyNet, make_manifest_dataset, save_torchscript
+from tests.helpers import TinyNet, invoke, make_manifest_dataset, save_torchscript
 
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
 
@@ -37,25 +36,9 @@ def audit(
 ) -> tuple[Result, Path]:
     """One full `auditor run` in-process; returns the click result and the run folder."""
     out = tmp_path_factory.mktemp("reports")
-    result = CliRunner().invoke(
-        cli,
-        [
-            "run",
-            "--model",
-            str(tiny_model),
-            "--data",
-            str(manifest),
-            "--out",
-            str(out),
-            "--explain-samples",
-            "3",
-            "--batch-size",
-            "4",
-            "--seed",
-            "1",
-            "--device",
-            "cpu",
-        ],
-    )
+    result = invoke(
+        "run", "--model", str(tiny_model), "--data", str(manifest), "--out", str(out),
+        "--explain-samples", "3", "--batch-size", "4", "--seed", "1", "--device", "cpu",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output + (result.stderr or "")
     return result, Path(result.stdout.strip().splitlines()[-1])
