@@ -26,16 +26,26 @@ How it works (see ``shared/DESIGN.md``):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-__all__ = ["ModuleSite", "TappedModel"]
+from auditor.taps.graph import (
+    CONVOLUTIONS,
+    PRODUCTS,
+    addressable,
+    attribute_tensor,
+    fold_scalar_attributes,
+    functionalize_fresh_inplace,
+    is_tensor,
+    is_transposed,
+    module_frames,
+)
+from auditor.taps.head import LinearHead, find_linear_head
 
-_FRAME = re.compile(r"^(?P<name>[^()]*)\((?P<type>[^()]*)\)$")
+__all__ = ["ModuleSite", "TappedModel"]
 
 
 @dataclass(frozen=True)
@@ -51,165 +61,6 @@ class ModuleSite:
     path: str
     type_name: str
     order: int
-
-
-def _module_frames(node: torch._C.Node) -> list[tuple[str, str]]:
-    """The (name, type) module frames of a node, outermost first, without function frames."""
-    hierarchy: str = node.getModuleHierarchy()
-    frames: list[tuple[str, str]] = []
-    for part in hierarchy.split(".") if hierarchy else []:
-        match = _FRAME.match(part)
-        if match is None:
-            break
-        name, type_name = match["name"], match["type"]
-        if name == "SELF" and not frames and type_name != "UNKNOWN_TYPE":
-            continue  # the root module of a scripted graph
-        if name in ("SELF", "UNKNOWN_INSTANCE"):
-            break  # a function called inside the module, not a submodule
-        frames.append((name, type_name))
-    return frames
-
-
-def _is_tensor(value: torch._C.Value) -> bool:
-    return isinstance(value.type(), torch._C.TensorType)
-
-
-def _fold_scalar_attributes(graph: Any, module: torch.jit.ScriptModule) -> None:
-    """Replace reads of bool, int and float attributes by constants, then fold branches.
-
-    Scripted modules keep flags such as ``training`` or torchvision's
-    ``use_res_connect`` as attributes, so ``if self.use_res_connect: out += x`` stays a
-    ``prim::If`` whose in-place add would overwrite a tapped value. The audit runs the
-    model as it is now (in eval mode), so these flags are constants for it.
-    """
-    self_value = next(graph.inputs())
-    owners: dict[str, Any] = {self_value.debugName(): module}
-    # Folding a branch can expose attribute reads that were inside it: repeat until stable.
-    for _ in range(8):
-        folded = 0
-        for node in graph.findAllNodes("prim::GetAttr", True):
-            owner = owners.get(node.input().debugName())
-            if owner is None:
-                continue
-            value = getattr(owner, node.s("name"))
-            if isinstance(value, torch.jit.ScriptModule):
-                owners[node.output().debugName()] = value
-            elif isinstance(value, bool | int | float) and node.output().uses():
-                constant = graph.insertConstant(value)
-                constant.node().moveBefore(node)
-                node.output().replaceAllUsesWith(constant)
-                folded += 1
-        torch._C._jit_pass_constant_propagation(graph)
-        torch._C._jit_pass_dce(graph)
-        if not folded:
-            break
-
-
-_CONVOLUTIONS = frozenset(
-    {
-        "aten::_convolution",
-        "aten::conv1d",
-        "aten::conv2d",
-        "aten::conv3d",
-        "aten::conv_transpose1d",
-        "aten::conv_transpose2d",
-        "aten::conv_transpose3d",
-    }
-)
-_PRODUCTS = frozenset({"aten::linear", "aten::matmul", "aten::mm", "aten::bmm", "aten::addmm"})
-
-
-def _is_transposed(node: torch._C.Node) -> bool:
-    if node.kind() == "aten::_convolution":
-        flag = node.inputsAt(6).toIValue()
-        return bool(flag)
-    return "transpose" in node.kind()
-
-
-def _attribute_tensor(value: torch._C.Value, module: torch.jit.ScriptModule) -> torch.Tensor | None:
-    """The parameter or buffer a ``prim::GetAttr`` chain from ``self`` reads, if it is one."""
-    names: list[str] = []
-    node = value.node()
-    while node.kind() == "prim::GetAttr":
-        names.append(node.s("name"))
-        node = node.input().node()
-    if node.kind() != "prim::Param" or not names:
-        return None
-    owner: Any = module
-    for name in reversed(names):
-        owner = getattr(owner, name)
-    return owner if isinstance(owner, torch.Tensor) else None
-
-
-def _addressable(graph: torch._C.Graph) -> list[torch._C.Value]:
-    """Graph inputs, then every top-level node's outputs: the same order in any copy."""
-    values = list(graph.inputs())
-    for node in graph.nodes():
-        values.extend(node.outputs())
-    return values
-
-
-def _top_level(node: torch._C.Node, graph: torch._C.Graph) -> torch._C.Node:
-    """The node of ``graph``'s top block that contains ``node`` (itself if top-level).
-
-    Blocks and nodes compare by identity; pybind11 hands out one wrapper per live C++
-    object, so ``top`` (held here) and ``owningBlock()`` are the same object.
-    """
-    top = graph.block()
-    while node.owningBlock() != top:
-        parent = node.owningBlock().owningNode()
-        if parent is None:
-            break
-        node = parent
-    return node
-
-
-def _returns_alias(node: torch._C.Node) -> bool:
-    """Whether ``node`` may return a view or alias of an input (or has no aten schema)."""
-    if not node.kind().startswith("aten::"):
-        return True
-    try:
-        schema = node.schema()
-    except RuntimeError:
-        return True
-    return "-> Tensor(" in schema or "-> (Tensor(" in schema
-
-
-def _functionalize_fresh_inplace(graph: Any) -> None:
-    """Rewrite ``x.op_(...)`` as ``op(x, ...)`` where no later code can observe the difference.
-
-    ``torch._C._jit_pass_remove_mutation`` leaves some in-place ops (``out += identity``
-    in torchvision's ResNet blocks), which would overwrite the tapped output of the
-    module that produced ``x``. The rewrite is done only when ``x`` is a fresh tensor
-    (its producer returns no view or alias, so no other tensor shares its memory) and
-    nothing uses ``x`` after the in-place op.
-    """
-    for node in list(graph.nodes()):
-        kind = node.kind()
-        if not kind.startswith("aten::") or not kind.endswith("_") or kind.endswith("__"):
-            continue
-        if node.inputsSize() == 0 or node.outputsSize() != 1:
-            continue
-        mutated = node.inputsAt(0)
-        if _returns_alias(mutated.node()) or mutated.node().owningBlock() != graph.block():
-            continue
-        later_use = any(
-            use.user != node and not _top_level(use.user, graph).isBefore(node)
-            for use in mutated.uses()
-        )
-        if later_use:
-            continue
-        functional = graph.create(kind[:-1], list(node.inputs()))
-        functional.copyMetadata(node)
-        functional.insertBefore(node)
-        try:
-            functional.schema()
-        except RuntimeError:  # no out-of-place twin with this signature
-            functional.destroy()
-            continue
-        functional.output().setType(node.output().type())
-        node.output().replaceAllUsesWith(functional.output())
-        node.destroy()
 
 
 class TappedModel:
@@ -229,24 +80,41 @@ class TappedModel:
         # torch._C's type stubs lack much of the graph API used here: typed as Any.
         self._graph: Any = module.forward.graph.copy()  # type: ignore[attr-defined]
         torch._C._jit_pass_inline(self._graph)
-        _fold_scalar_attributes(self._graph, module)
+        fold_scalar_attributes(self._graph, module)
         torch._C._jit_pass_remove_mutation(self._graph)
-        _functionalize_fresh_inplace(self._graph)
+        functionalize_fresh_inplace(self._graph)
         self._sites: dict[str, tuple[ModuleSite, int]] = {}
         self._functions: dict[tuple[int, ...], Any] = {}
-        self._address = {v.unique(): i for i, v in enumerate(_addressable(self._graph))}
+        self._address = {v.unique(): i for i, v in enumerate(addressable(self._graph))}
         self._find_sites()
+        self._head = find_linear_head(self._graph, module, self._address)
+
+    @property
+    def linear_head(self) -> tuple[LinearHead | None, str]:
+        """The global-average-pooling + linear head, or ``None`` and why there is none."""
+        return self._head
+
+    def relu_addresses(self) -> tuple[int, ...]:
+        """Addresses of every ReLU's output (``aten::relu``/``relu_``), module or functional.
+
+        Guided backpropagation rewrites the gradient at exactly these values.
+        """
+        return tuple(
+            self._address[node.output().unique()]
+            for node in self._graph.nodes()
+            if node.kind() in ("aten::relu", "aten::relu_")
+        )
 
     def _find_sites(self) -> None:
         nodes = list(self._graph.nodes())
-        frames_of = {node: _module_frames(node) for node in nodes}
+        frames_of = {node: module_frames(node) for node in nodes}
         paths = {node: tuple(name for name, _ in frames) for node, frames in frames_of.items()}
         order = 0
         for node, frames in frames_of.items():
             if not frames:
                 continue
             for value in node.outputs():
-                if not _is_tensor(value):
+                if not is_tensor(value):
                     continue
                 order += 1
                 user_paths = [self._user_path(use.user, paths) for use in value.uses()]
@@ -268,7 +136,7 @@ class TappedModel:
         # Users inside sub-blocks (prim::If, prim::Loop) are looked up on demand.
         if node in paths:
             return paths[node]
-        return tuple(name for name, _ in _module_frames(node))
+        return tuple(name for name, _ in module_frames(node))
 
     @property
     def sites(self) -> list[ModuleSite]:
@@ -291,10 +159,10 @@ class TappedModel:
         """A compiled forward that returns ``(output, *values)`` for the values at ``addresses``."""
         if addresses not in self._functions:
             graph = self._graph.copy()
-            addressable = _addressable(graph)
+            values_here = addressable(graph)
             original = next(graph.outputs())
             graph.eraseOutput(0)
-            values = [original, *(addressable[a] for a in addresses)]
+            values = [original, *(values_here[a] for a in addresses)]
             tuple_node = graph.create("prim::TupleConstruct", values)
             tuple_node.output().setType(torch._C.TupleType([v.type() for v in values]))
             graph.appendNode(tuple_node)
@@ -320,10 +188,10 @@ class TappedModel:
     def input_channels(self) -> int | None:
         """The number of input channels of the first convolution, or ``None`` if there is none."""
         for node in self._graph.nodes():
-            if node.kind() in _CONVOLUTIONS:
-                weight = _attribute_tensor(node.inputsAt(1), self.module)
+            if node.kind() in CONVOLUTIONS:
+                weight = attribute_tensor(node.inputsAt(1), self.module)
                 if weight is not None and weight.dim() >= 3:
-                    transposed = _is_transposed(node)
+                    transposed = is_transposed(node)
                     return int(weight.shape[0] if transposed else weight.shape[1])
                 return None
         return None
@@ -341,7 +209,7 @@ class TappedModel:
         Returns:
             The total, and for every module path (every ancestor included) its FLOPs.
         """
-        counted = [n for n in self._graph.nodes() if n.kind() in _CONVOLUTIONS | _PRODUCTS]
+        counted = [n for n in self._graph.nodes() if n.kind() in CONVOLUTIONS | PRODUCTS]
         addresses = tuple(
             self._address[value.unique()]
             for node in counted
@@ -353,37 +221,38 @@ class TappedModel:
         per_module: dict[str, int] = {}
         for i, node in enumerate(counted):
             first, second, out = values[3 * i : 3 * i + 3]
-            if node.kind() in _CONVOLUTIONS:
-                spatial = first.shape[2:] if _is_transposed(node) else out.shape[2:]
+            if node.kind() in CONVOLUTIONS:
+                spatial = first.shape[2:] if is_transposed(node) else out.shape[2:]
                 flops = 2 * out.shape[0] * second.numel() * int(torch.Size(spatial).numel())
             elif node.kind() in ("aten::linear", "aten::addmm"):
                 flops = 2 * out.numel() * second.shape[-1]
             else:
                 flops = 2 * out.numel() * first.shape[-1]
             total += flops
-            frames = [name for name, _ in _module_frames(node)]
+            frames = [name for name, _ in module_frames(node)]
             for depth in range(1, len(frames) + 1):
                 path = ".".join(frames[:depth])
                 per_module[path] = per_module.get(path, 0) + flops
         return total, per_module
 
     def __call__(
-        self, inputs: torch.Tensor, paths: Sequence[str] = ()
+        self, inputs: torch.Tensor, paths: Sequence[str] = (), addresses: Sequence[int] = ()
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the model and return its output and the outputs of ``paths``.
 
         Args:
             inputs: ``(B, C, H, W)`` float tensor on the module's device.
             paths: Dotted module paths to tap, as listed by :attr:`sites`.
+            addresses: Further values to tap, by address (from :attr:`linear_head` or
+                :meth:`relu_addresses`).
 
         Returns:
-            The model's output and one tensor per path, in the order asked. The tapped
-            tensors are part of the autograd graph: ``torch.autograd.grad(score, taps)``
-            gives gradients with respect to them.
+            The model's output and one tensor per path, then one per address, in the
+            order asked. The tapped tensors are part of the autograd graph:
+            ``torch.autograd.grad(score, taps)`` gives gradients with respect to them.
 
         Raises:
             KeyError: A path names no tappable module.
         """
-        key = tuple(paths)
-        addresses = tuple(self._sites[self.site(path).path][1] for path in key)
-        return self._run(inputs, addresses)
+        wanted = tuple(self._sites[self.site(path).path][1] for path in paths)
+        return self._run(inputs, wanted + tuple(addresses))
