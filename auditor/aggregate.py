@@ -10,7 +10,6 @@ import math
 from dataclasses import dataclass
 
 import pandas as pd
-import torch
 
 from auditor.architecture import ArchitectureProfile, LayerInfo
 from auditor.config import AuditConfig
@@ -18,15 +17,13 @@ from auditor.data import Dataset
 from auditor.evaluate import Evaluation
 from auditor.explain import METHODS
 from auditor.explain.engine import Explanations
-from auditor.explain.postprocess import minmax
 from auditor.images import Preprocessing
 from auditor.metrics import ClassMetrics
+from auditor.report.cases import CaseView, MethodView, case_views, method_views
 from auditor.report.figures import (
     calibration_figure,
     colorbar_figure,
     confusion_figure,
-    image_tile,
-    overlay_tile,
 )
 
 __all__ = [
@@ -41,38 +38,6 @@ __all__ = [
 
 _MAX_SUBGROUP_VALUES = 20
 _TABLE_DEPTH = 2
-
-
-@dataclass(frozen=True)
-class MethodView:
-    key: str
-    title: str
-    paper: str
-    layer: str
-    steps: str
-    reading: str
-
-
-@dataclass(frozen=True)
-class Panel:
-    """One heat map of a case: which method, for which class, as a PNG data URI."""
-
-    method: str
-    target: str
-    role: str
-    image: str
-
-
-@dataclass(frozen=True)
-class CaseView:
-    index: int
-    path: str
-    label: str
-    prediction: str
-    confidence: float
-    image: str
-    panels: tuple[Panel, ...]
-    note: str
 
 
 @dataclass(frozen=True)
@@ -111,6 +76,9 @@ class ReportData:
     colorbar_figure: str
     subgroups: tuple[SubgroupRow, ...]
     methods: tuple[MethodView, ...]
+    not_applicable: tuple[tuple[str, str], ...]
+    batch_sizes: dict[str, int]
+    shared_seconds: float
     misclassified: tuple[CaseView, ...]
     n_errors: int
     sampled: tuple[CaseView, ...]
@@ -149,47 +117,10 @@ def subgroup_table(predictions: pd.DataFrame, columns: tuple[str, ...]) -> tuple
     return tuple(rows)
 
 
-def _case_views(
-    indices: tuple[int, ...],
-    explanations: Explanations,
-    predictions: pd.DataFrame,
-) -> tuple[CaseView, ...]:
-    rows = predictions.set_index("index")
-    confidences = dict(
-        zip(predictions["index"].tolist(), predictions["confidence"].tolist(), strict=True)
-    )
-    records = explanations.records
-    views = []
-    for index in indices:
-        row = rows.loc[index]
-        mine = records[records["index"] == index]
-        panels: list[Panel] = []
-        roles = ["predicted"] if bool(row["correct"]) else ["predicted", "true"]
-        failed = mine[mine["status"] != "ok"]
-        for role in roles:
-            target = row["prediction"] if role == "predicted" else row["label"]
-            for method in mine.loc[mine["role"] == role, "method"].drop_duplicates():
-                key = (index, role, str(method))
-                if key in explanations.maps:
-                    normalised = minmax(torch.from_numpy(explanations.maps[key])[None])[0].numpy()
-                    tile = overlay_tile(explanations.images[index], normalised)
-                    panels.append(Panel(METHODS[str(method)].title, str(target), role, tile))
-        note = "; ".join(sorted(set(failed["detail"]))) if len(failed) else ""
-        views.append(
-            CaseView(
-                index=index,
-                path=str(row["path"]),
-                label=str(row["label"]),
-                prediction=str(row["prediction"]),
-                confidence=confidences[index],
-                image=image_tile(explanations.images[index])
-                if index in explanations.images
-                else "",
-                panels=tuple(panels),
-                note=f"explanation failed: {note}" if note else "",
-            )
-        )
-    return tuple(views)
+def _shared_seconds(explanations: Explanations) -> float:
+    """Seconds per explained case of the gradient passes the gradient methods share."""
+    n_cases = len(explanations.records.drop_duplicates(["index", "role"]))
+    return explanations.seconds.get("gradient passes", 0.0) / n_cases if n_cases else 0.0
 
 
 def _limitations(data: Dataset, evaluation: Evaluation, layer: str | None) -> tuple[str, ...]:
@@ -241,17 +172,6 @@ def build_report_data(
     layers_shown = tuple(
         layer for layer in architecture.layers if layer.path.count(".") < _TABLE_DEPTH
     )
-    methods = tuple(
-        MethodView(
-            key=cls.key,
-            title=cls.title,
-            paper=cls.paper,
-            layer=(explanations.layer or "—") if cls.uses_layer else "input",
-            steps=" → ".join([*cls.postprocessing, "min-max (display only)"]),
-            reading=cls.reading,
-        )
-        for cls in METHODS.values()
-    )
     config_rows = tuple(
         (
             key.replace("_", "-"),
@@ -282,10 +202,15 @@ def build_report_data(
         calibration_figure=calibration_figure(metrics.calibration),
         colorbar_figure=colorbar_figure(),
         subgroups=subgroup_table(evaluation.predictions, dataset.metadata_columns),
-        methods=methods,
-        misclassified=_case_views(misclassified, explanations, evaluation.predictions),
+        methods=method_views(explanations),
+        not_applicable=tuple(
+            (METHODS[key].title, reason) for key, reason in explanations.not_applicable.items()
+        ),
+        batch_sizes=explanations.batch_sizes,
+        shared_seconds=_shared_seconds(explanations),
+        misclassified=case_views(misclassified, explanations, evaluation.predictions),
         n_errors=n_errors,
-        sampled=_case_views(sampled, explanations, evaluation.predictions),
+        sampled=case_views(sampled, explanations, evaluation.predictions),
         excluded=tuple(
             zip(evaluation.excluded["path"], evaluation.excluded["reason"], strict=True)
         ),

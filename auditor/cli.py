@@ -74,6 +74,10 @@ def cli(verbose: int) -> None:
 @click.option("--std", help="Per-channel std, e.g. 0.229,0.224,0.225.  [default: none]")
 @click.option("--classes", help="Class names in output order, e.g. benign,malignant.")
 @click.option("--workers", type=int, help="Data-loading worker processes.  [default: 0]")
+@click.option(
+    "--methods",
+    help="Explanation methods, e.g. saliency,grad-cam (see `auditor methods`).  [default: all]",
+)
 @_user_errors
 def run(config_file: Path | None, **flags: Any) -> None:
     """Audit MODEL on DATA and write a report folder."""
@@ -101,6 +105,15 @@ def demo(out: Path, device: str) -> None:
     folder = run_demo(out, device)
     click.echo(f"Report: {folder / 'report.pdf'}")
     click.echo(str(folder))
+
+
+@cli.command()
+def methods() -> None:
+    """List the explanation methods (keys for --methods), in report order."""
+    from auditor.explain import METHODS
+
+    for key, cls in METHODS.items():
+        click.echo(f"{key:<22} {cls.title} — {cls.paper}")
 
 
 @cli.command()

@@ -8,7 +8,19 @@ A config file is flat TOML whose keys are the CLI's long flags without dashes, e
     mean = [0.485, 0.456, 0.406]
     std = [0.229, 0.224, 0.225]
     classes = ["benign", "malignant"]
-    target-layer = "layer4"     # only in the file: the Grad-CAM layer
+    target-layer = "layer4"     # only in the file: the layer of the CAM family
+    methods = ["saliency", "grad-cam", "occlusion"]   # default: every method
+    ig-baseline = "blur"        # black, blur or mean
+    ig-steps = 32
+    smoothgrad-samples = 16
+    smoothgrad-noise = 0.15     # share of the image's value range
+    smoothgrad-base = "saliency"
+    occlusion-window = 16       # pixels; default 1/8 of the image side
+    occlusion-stride = 8        # pixels; default half the window
+    superpixels = 50            # SLIC superpixels for LIME and KernelSHAP
+    lime-samples = 256
+    shap-samples = 256
+    token-prefix = 1            # tokens before a transformer's patch grid; default: detected
 """
 
 from __future__ import annotations
@@ -53,6 +65,9 @@ class AuditConfig:
             whose output is 4-D with a spatial size above 1.
         bootstrap: Number of bootstrap resamples for the 95% confidence intervals.
         workers: Data-loading worker processes (0 decodes in the main process).
+        methods: Explanation methods to run (registry keys); ``None``: all of them.
+        ig_baseline ... token_prefix: Method settings; see
+            :class:`auditor.explain.ExplainSettings`.
     """
 
     model: Path
@@ -69,6 +84,18 @@ class AuditConfig:
     target_layer: str | None = None
     bootstrap: int = 1000
     workers: int = 0
+    methods: tuple[str, ...] | None = None
+    ig_baseline: str = "black"
+    ig_steps: int = 32
+    smoothgrad_samples: int = 16
+    smoothgrad_noise: float = 0.15
+    smoothgrad_base: str = "saliency"
+    occlusion_window: int | None = None
+    occlusion_stride: int | None = None
+    superpixels: int = 50
+    lime_samples: int = 256
+    shap_samples: int = 256
+    token_prefix: int | None = None
     source: dict[str, str] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -89,6 +116,22 @@ class AuditConfig:
 
 _FIELDS = {f.name for f in dataclasses.fields(AuditConfig)} - {"source"}
 _PATH_FIELDS = {"model", "data", "out"}
+_INT_FIELDS = {
+    "batch_size",
+    "explain_samples",
+    "seed",
+    "image_size",
+    "bootstrap",
+    "workers",
+    "ig_steps",
+    "smoothgrad_samples",
+    "occlusion_window",
+    "occlusion_stride",
+    "superpixels",
+    "lime_samples",
+    "shap_samples",
+    "token_prefix",
+}
 
 
 def parse_floats(text: str, option: str) -> tuple[float, ...]:
@@ -147,12 +190,21 @@ def _coerce(name: str, value: Any) -> Any:
         ):
             raise ConfigError(f"{name} must be a list of numbers, got {value!r}")
         return tuple(float(v) for v in items)
+    if name == "methods":
+        items = parse_names(value) if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+            raise ConfigError(f"methods must be a list of method names, got {value!r}")
+        return tuple(items)
+    if name == "smoothgrad_noise":
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"smoothgrad-noise must be a number, got {value!r}")
+        return float(value)
     if name == "classes":
         items = parse_names(value) if isinstance(value, str) else value
         if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
             raise ConfigError(f"classes must be a list of names, got {value!r}")
         return tuple(items)
-    if name in ("batch_size", "explain_samples", "seed", "image_size", "bootstrap", "workers"):
+    if name in _INT_FIELDS:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{name.replace('_', '-')} must be an integer, got {value!r}")
         return value
@@ -187,11 +239,50 @@ def _validate(config: AuditConfig) -> None:
         raise bad("std", f"values must be positive, got {list(config.std)}")
     if (config.mean is None) != (config.std is None):
         raise ConfigError("--mean and --std go together: give both or neither")
+    _validate_methods(config)
     if config.classes is not None:
         if len(config.classes) < 2:
             raise bad("classes", f"needs at least two class names, got {list(config.classes)}")
         if len(set(config.classes)) != len(config.classes):
             raise bad("classes", f"has repeated names: {list(config.classes)}")
+
+
+def _validate_methods(config: AuditConfig) -> None:
+    from auditor.explain import METHODS, GradientMethod
+    from auditor.explain.base import IG_BASELINES
+
+    def bad(option: str, message: str) -> ConfigError:
+        return ConfigError(f"--{option} {message}")
+
+    known = ", ".join(METHODS)
+    for key in config.methods or ():
+        if key not in METHODS:
+            raise bad("methods", f"names an unknown method {key!r}; choose from {known}")
+    if config.methods is not None and len(set(config.methods)) != len(config.methods):
+        raise bad("methods", f"has repeated names: {list(config.methods)}")
+    if config.ig_baseline not in IG_BASELINES:
+        raise bad("ig-baseline", f"{config.ig_baseline!r} is not one of {', '.join(IG_BASELINES)}")
+    gradient = [k for k, cls in METHODS.items() if issubclass(cls, GradientMethod)]
+    if config.smoothgrad_base not in gradient:
+        raise bad(
+            "smoothgrad-base",
+            f"{config.smoothgrad_base!r} is not a gradient method; choose from "
+            f"{', '.join(gradient)}",
+        )
+    for option, value, least in (
+        ("ig-steps", config.ig_steps, 2),
+        ("smoothgrad-samples", config.smoothgrad_samples, 1),
+        ("occlusion-window", config.occlusion_window, 1),
+        ("occlusion-stride", config.occlusion_stride, 1),
+        ("superpixels", config.superpixels, 2),
+        ("lime-samples", config.lime_samples, 10),
+        ("shap-samples", config.shap_samples, 10),
+        ("token-prefix", config.token_prefix, 0),
+    ):
+        if value is not None and value < least:
+            raise bad(option, f"must be at least {least}, got {value}")
+    if not (math.isfinite(config.smoothgrad_noise) and 0 < config.smoothgrad_noise <= 1):
+        raise bad("smoothgrad-noise", f"must be in (0, 1], got {config.smoothgrad_noise}")
 
 
 def resolve_config(config_file: Path | None, flags: Mapping[str, Any]) -> AuditConfig:

@@ -19,6 +19,7 @@ __all__ = ["DEMO_IMAGES", "cache_dir", "run_demo"]
 
 DEMO_IMAGES = 400
 DEMO_SEED = 0
+DEMO_EXPLAIN_SAMPLES = 16  # every method on 16 errors and 16 samples: about a minute on 2 cores
 
 
 def cache_dir() -> Path:
@@ -37,5 +38,12 @@ def run_demo(out: Path, device: str = "auto") -> Path:
     """
     manifest = write_dataset(cache_dir() / "demo-val", "val", DEMO_IMAGES, DEMO_SEED)
     model = resource_path("sample_models", "sample_cnn.pt")
-    config = resolve_config(None, {"model": model, "data": manifest, "out": out, "device": device})
+    flags = {
+        "model": model,
+        "data": manifest,
+        "out": out,
+        "device": device,
+        "explain_samples": DEMO_EXPLAIN_SAMPLES,
+    }
+    config = resolve_config(None, flags)
     return run_audit(config, command=f"auditor demo --out {out} --device {device}")

@@ -23,6 +23,7 @@ from auditor.taps import TappedModel
 __all__ = [
     "LoadedModel",
     "OutputKind",
+    "class_scores",
     "check_output",
     "detect_output_kind",
     "file_sha256",
@@ -314,19 +315,22 @@ def to_probabilities(output: torch.Tensor, kind: OutputKind) -> torch.Tensor:
     return scores
 
 
-def target_scores(output: torch.Tensor, kind: OutputKind, targets: torch.Tensor) -> torch.Tensor:
-    """The score to explain for each image: ``(B,)``, differentiable.
+def class_scores(output: torch.Tensor, kind: OutputKind) -> torch.Tensor:
+    """Every class's score to explain: ``(B, K)``, differentiable.
 
     Logits are explained before the softmax (as Grad-CAM prescribes); a single binary
-    logit ``z`` explains class 1 with ``z`` and class 0 with ``-z``; a single probability
-    ``p`` explains class 1 with ``p`` and class 0 with ``1 - p``; probabilities are
-    explained as they are.
+    logit ``z`` gives ``(-z, z)``; a single probability ``p`` gives ``(1 - p, p)``;
+    probabilities are explained as they are. Perturbation methods (Captum's) index it
+    with their ``target`` argument.
     """
     scores = _as_matrix(output)
     if kind is OutputKind.BINARY_LOGIT:
-        sign = targets.to(scores.dtype) * 2 - 1
-        return scores[:, 0] * sign
+        return torch.cat([-scores[:, :1], scores[:, :1]], dim=1)
     if kind is OutputKind.BINARY_PROBABILITY:
-        positive = targets.to(scores.dtype)
-        return positive * scores[:, 0] + (1 - positive) * (1 - scores[:, 0])
-    return scores.gather(1, targets.view(-1, 1)).squeeze(1)
+        return torch.cat([1 - scores[:, :1], scores[:, :1]], dim=1)
+    return scores
+
+
+def target_scores(output: torch.Tensor, kind: OutputKind, targets: torch.Tensor) -> torch.Tensor:
+    """The score to explain for each image: ``(B,)``, differentiable (see :func:`class_scores`)."""
+    return class_scores(output, kind).gather(1, targets.view(-1, 1)).squeeze(1)

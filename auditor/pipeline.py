@@ -38,6 +38,7 @@ from auditor.config import AuditConfig
 from auditor.data import discover
 from auditor.errors import ConfigError, DataError, OutputError
 from auditor.evaluate import Evaluation, evaluate, probe_output_kind
+from auditor.explain import METHODS, ExplainSettings
 from auditor.explain.engine import Explanations, explain_cases, save_maps
 from auditor.images import Preprocessing, expected_size
 from auditor.load import file_sha256, load_model, resolve_device
@@ -79,6 +80,25 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def explain_settings(config: AuditConfig) -> ExplainSettings:
+    """The method settings of a config (every method when ``methods`` is not set)."""
+    return ExplainSettings(
+        methods=config.methods if config.methods is not None else tuple(METHODS),
+        ig_baseline=config.ig_baseline,
+        ig_steps=config.ig_steps,
+        smoothgrad_samples=config.smoothgrad_samples,
+        smoothgrad_noise=config.smoothgrad_noise,
+        smoothgrad_base=config.smoothgrad_base,
+        occlusion_window=config.occlusion_window,
+        occlusion_stride=config.occlusion_stride,
+        superpixels=config.superpixels,
+        lime_samples=config.lime_samples,
+        shap_samples=config.shap_samples,
+        token_prefix=config.token_prefix,
+        seed=config.seed,
+    )
 
 
 def _target_layer(config: AuditConfig, profile: ArchitectureProfile) -> str | None:
@@ -223,6 +243,7 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
         selection,
         kind,
         layer,
+        explain_settings(config),
         config.batch_size,
     )
     finished = _now()

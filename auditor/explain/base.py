@@ -1,7 +1,14 @@
-"""What every explanation method shares: the gradient passes and the method interface."""
+"""What every explanation method shares: settings, the model access, passes and the interface.
+
+A method is a small class with its paper, its post-processing steps (named, so the
+report can state them) and one function that returns its raw map for a batch. Methods
+built from gradients read one shared :class:`GradientPasses`; perturbation methods call
+the model through :class:`ExplainContext`, at the batch size measured for this device.
+"""
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
@@ -9,50 +16,330 @@ from typing import ClassVar
 import torch
 
 from auditor.explain.postprocess import STEPS
+from auditor.images import Preprocessing
+from auditor.load import LoadedModel, OutputKind, class_scores, target_scores
+from auditor.taps import LinearHead
 
-__all__ = ["GradientMethod", "GradientPasses"]
+__all__ = [
+    "Batch",
+    "ExplainContext",
+    "ExplainSettings",
+    "GradientMethod",
+    "GradientPasses",
+    "Method",
+    "PassCount",
+]
+
+IG_BASELINES = ("black", "blur", "mean")
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    """How the methods run (each is a config key of the same name in kebab-case).
+
+    Attributes:
+        methods: Registry keys of the methods to run, in report order.
+        ig_baseline: Integrated-gradients baseline: ``black`` (a black image),
+            ``blur`` (the image blurred, sigma 1/20 of its side) or ``mean`` (the mean
+            colour of the explained images).
+        ig_steps: Integrated-gradients steps (Gauss-Legendre, as Captum's default).
+        smoothgrad_samples: Noisy copies per image for SmoothGrad.
+        smoothgrad_noise: Noise standard deviation as a share of the image's value range.
+        smoothgrad_base: The gradient method SmoothGrad averages.
+        occlusion_window: Occluding square's side in pixels; ``None``: 1/8 of the image.
+        occlusion_stride: Step between windows; ``None``: half the window.
+        superpixels: Number of SLIC superpixels for LIME and KernelSHAP (approximate).
+        lime_samples: Perturbed images per image for LIME.
+        shap_samples: Coalitions per image for KernelSHAP.
+        token_prefix: Leading tokens (class, distillation) to drop when a transformer
+            layer's ``(B, T, D)`` output is folded into a grid; ``None``: whatever is left
+            over above the largest square number of tokens.
+        seed: Seed of the random draws (each image draws from ``seed + its index``).
+    """
+
+    methods: tuple[str, ...]
+    ig_baseline: str = "black"
+    ig_steps: int = 32
+    smoothgrad_samples: int = 16
+    smoothgrad_noise: float = 0.15
+    smoothgrad_base: str = "saliency"
+    occlusion_window: int | None = None
+    occlusion_stride: int | None = None
+    superpixels: int = 50
+    lime_samples: int = 256
+    shap_samples: int = 256
+    token_prefix: int | None = None
+    seed: int = 0
 
 
 @dataclass(frozen=True)
 class GradientPasses:
-    """One forward and one backward pass over a batch, shared by the gradient methods.
+    """One forward pass and its backward passes over a batch, shared by the gradient methods.
 
     Attributes:
         inputs: ``(B, C, H, W)`` model inputs (normalised as the model expects).
+        targets: ``(B,)`` class indices explained.
         input_grads: ``(B, C, H, W)`` gradient of each image's target score w.r.t. its input.
-        activations: ``(B, K, h, w)`` output of the target layer.
-        activation_grads: ``(B, K, h, w)`` gradient of the target score w.r.t. ``activations``.
+        activations: ``(B, K, h, w)`` output of the target layer (a transformer's tokens
+            folded into a grid); empty without a target layer.
+        activation_grads: ``(B, K, h, w)`` gradient of the target score w.r.t. it.
+        guided_input_grads: ``(B, C, H, W)`` input gradient with every ReLU's backward
+            pass guided (negative gradients zeroed); empty unless asked for.
+        head_features: ``(B, D, h, w)`` feature map pooled by a GAP + linear head;
+            empty unless asked for.
     """
 
     inputs: torch.Tensor
+    targets: torch.Tensor
     input_grads: torch.Tensor
     activations: torch.Tensor
     activation_grads: torch.Tensor
+    guided_input_grads: torch.Tensor
+    head_features: torch.Tensor
 
 
-class GradientMethod(ABC):
-    """A method computed from :class:`GradientPasses` alone.
+@dataclass(frozen=True)
+class PassCount:
+    """The passes a method needs per explained image: its cost floor.
+
+    Attributes:
+        forward: Forward passes without gradients.
+        backward: Forward+backward passes.
+    """
+
+    forward: int = 0
+    backward: int = 0
+
+
+def fold_tokens(values: torch.Tensor, prefix: int | None) -> torch.Tensor:
+    """``(B, T, D)`` transformer tokens → ``(B, D, s, s)`` grid, dropping leading tokens.
+
+    Args:
+        values: Token outputs; any other shape is returned unchanged.
+        prefix: Leading tokens to drop; ``None``: ``T - s*s`` for the largest ``s*s <= T``.
+
+    Raises:
+        ValueError: The remaining tokens are not a square number.
+    """
+    if values.dim() != 3:
+        return values
+    tokens = int(values.shape[1])
+    drop = tokens - math.isqrt(tokens) ** 2 if prefix is None else prefix
+    side = math.isqrt(max(tokens - drop, 0))
+    if side * side != tokens - drop or side < 1:
+        raise ValueError(
+            f"{tokens} tokens less {drop} leading ones is not a square grid; "
+            f"set token-prefix to the number of class/register tokens"
+        )
+    grid = values[:, drop:, :].transpose(1, 2)
+    return grid.reshape(values.shape[0], values.shape[2], side, side)
+
+
+class ExplainContext:
+    """The model as the methods see it, with the batch sizes measured for this device.
+
+    Args:
+        model: The loaded model.
+        kind: How its output is read (see :func:`auditor.load.class_scores`).
+        layer: Target layer of the layer methods, or ``None``.
+        settings: Method settings.
+        preprocessing: How images in [0, 1] become model inputs.
+        guided: Whether gradient passes include the guided backward pass.
+        head: Whether gradient passes tap the GAP + linear head's feature map.
+
+    Attributes:
+        forward_batch: Images per forward pass without gradients (measured).
+        backward_batch: Images per forward+backward pass (measured).
+        layer_channels: Channels of the target layer (set after the first passes).
+        mean_colour: ``(C,)`` mean colour in [0, 1] of the explained images.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        kind: OutputKind,
+        layer: str | None,
+        settings: ExplainSettings,
+        preprocessing: Preprocessing,
+        guided: bool = False,
+        head: bool = False,
+    ) -> None:
+        self.model = model
+        self.preprocessing = preprocessing
+        self.kind = kind
+        self.layer = layer
+        self.settings = settings
+        self.guided = guided
+        self.head: LinearHead | None = model.tapped.linear_head[0] if head else None
+        self.forward_batch = 32
+        self.backward_batch = 32
+        self._relus = model.tapped.relu_addresses()
+        self.layer_channels = 0
+        self.mean_colour: torch.Tensor | None = None
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """``(..., C, H, W)`` images in [0, 1] → model inputs."""
+        return self.preprocessing.normalise(images)
+
+    def class_scores(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(N, K)`` scores of every class for ``(N, C, H, W)`` inputs (Captum's forward)."""
+        return class_scores(self.model.module(inputs), self.kind)
+
+    @torch.no_grad()
+    def target_scores(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` target scores without gradients, in chunks of :attr:`forward_batch`."""
+        return torch.cat(
+            [
+                self.class_scores(inputs[i : i + self.forward_batch])
+                .gather(1, targets[i : i + self.forward_batch].view(-1, 1))
+                .squeeze(1)
+                for i in range(0, len(inputs), self.forward_batch)
+            ]
+        )
+
+    def passes(
+        self, inputs: torch.Tensor, targets: torch.Tensor, guided: bool | None = None
+    ) -> GradientPasses:
+        """One forward pass, the plain backward pass and (if set) the guided one.
+
+        Args:
+            inputs: ``(B, C, H, W)`` normalised inputs on the model's device.
+            targets: ``(B,)`` class indices to explain.
+            guided: Whether to run the guided backward pass; ``None``: as constructed.
+        """
+        inputs = inputs.detach().clone().requires_grad_(True)
+        paths = [self.layer] if self.layer else []
+        relus = list(self._relus) if (self.guided if guided is None else guided) else []
+        addresses = ([self.head.address] if self.head else []) + relus
+        with torch.enable_grad():
+            output, taps = self.model.tapped(inputs, paths, addresses)
+            score = target_scores(output, self.kind, targets).sum()
+            layer_taps = taps[: len(paths)]
+            grads = torch.autograd.grad(score, [inputs, *layer_taps], retain_graph=bool(relus))
+            guided = torch.empty(0, device=inputs.device)
+            if relus:
+                handles = [
+                    relu.register_hook(lambda grad: grad.clamp(min=0))
+                    for relu in taps[len(paths) + (1 if self.head else 0) :]
+                ]
+                try:
+                    (guided,) = torch.autograd.grad(score, [inputs])
+                finally:
+                    for handle in handles:
+                        handle.remove()
+        empty = torch.empty(0, device=inputs.device)
+        prefix = self.settings.token_prefix
+        return GradientPasses(
+            inputs=inputs.detach(),
+            targets=targets,
+            input_grads=grads[0],
+            activations=fold_tokens(layer_taps[0].detach(), prefix) if paths else empty,
+            activation_grads=fold_tokens(grads[1], prefix) if paths else empty,
+            guided_input_grads=guided,
+            head_features=taps[len(paths)].detach() if self.head else empty,
+        )
+
+
+class Batch:
+    """Images to explain together, with what the methods compute from them once.
+
+    Args:
+        inputs: ``(B, C, H, W)`` normalised inputs on the model's device.
+        display: ``(B, C, H, W)`` images in [0, 1] (before normalisation), on the CPU.
+        targets: ``(B,)`` class indices to explain, on the model's device.
+        seeds: One seed per image, for the methods that draw random numbers.
+        passes: The shared gradient passes, or ``None`` if no gradient method runs.
+    """
+
+    def __init__(
+        self,
+        inputs: torch.Tensor,
+        display: torch.Tensor,
+        targets: torch.Tensor,
+        seeds: list[int],
+        passes: GradientPasses | None = None,
+    ) -> None:
+        self.inputs = inputs
+        self.display = display
+        self.targets = targets
+        self.seeds = seeds
+        self.passes = passes
+        self._superpixels: dict[int, list[torch.Tensor]] = {}
+
+    def superpixels(self, n_segments: int) -> list[torch.Tensor]:
+        """One ``(H, W)`` int64 SLIC segmentation per image, computed once per batch."""
+        from auditor.explain.superpixels import slic_segments
+
+        if n_segments not in self._superpixels:
+            self._superpixels[n_segments] = [
+                slic_segments(image, n_segments) for image in self.display
+            ]
+        return self._superpixels[n_segments]
+
+
+class Method(ABC):
+    """An explanation method.
 
     Subclasses set the class attributes and implement :meth:`raw_map`; the steps in
-    ``postprocessing`` (names from :data:`auditor.explain.postprocess.STEPS`) are
-    applied after it, and ``min-max`` is applied for display only.
+    ``postprocessing`` (names from :data:`auditor.explain.postprocess.STEPS`) are then
+    applied, and ``min-max`` only for display.
     """
 
     key: ClassVar[str]
     title: ClassVar[str]
     paper: ClassVar[str]
-    uses_layer: ClassVar[bool]
-    postprocessing: ClassVar[tuple[str, ...]]
+    postprocessing: tuple[str, ...]
     reading: ClassVar[str]
+    caveat: ClassVar[str]
+    implementation: ClassVar[str]
+    uses_layer: bool = False
+    needs_guided: bool = False
+    needs_head: bool = False
+    needs_passes: bool = False
+
+    def __init__(self, settings: ExplainSettings) -> None:
+        self.settings = settings
+
+    def not_applicable(self, context: ExplainContext) -> str | None:
+        """Why the method cannot run on this model, or ``None`` if it can."""
+        if self.uses_layer and context.layer is None:
+            return "the model has no layer with a spatial (C×H×W) or token output to explain"
+        return None
+
+    def passes_per_image(self, context: ExplainContext, size: tuple[int, int]) -> PassCount:
+        """The passes it needs per image beyond the shared gradient passes."""
+        return PassCount()
+
+    def settings_text(self) -> str:
+        """Its settings in words for the report ("" if it has none)."""
+        return ""
 
     @abstractmethod
-    def raw_map(self, passes: GradientPasses) -> torch.Tensor:
-        """The method's map before post-processing: ``(B, h, w)`` or ``(B, C, H, W)``."""
+    def raw_map(self, batch: Batch, context: ExplainContext) -> torch.Tensor:
+        """The map before post-processing: ``(B, h, w)`` or ``(B, C, H, W)``."""
 
-    def attribute(self, passes: GradientPasses) -> torch.Tensor:
-        """``(B, H, W)`` float32 map at input resolution, before min-max normalisation."""
-        size = (int(passes.inputs.shape[-2]), int(passes.inputs.shape[-1]))
-        maps = self.raw_map(passes)
+    def postprocess(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Apply :attr:`postprocessing`: ``(B, H, W)`` float32 at input resolution."""
         for step in self.postprocessing:
             maps = STEPS[step](maps, size) if step == "upsample-bilinear" else STEPS[step](maps)
         return maps.float()
+
+    def attribute(self, batch: Batch, context: ExplainContext) -> torch.Tensor:
+        """``(B, H, W)`` float32 map at input resolution, before min-max normalisation."""
+        size = (int(batch.inputs.shape[-2]), int(batch.inputs.shape[-1]))
+        return self.postprocess(self.raw_map(batch, context), size)
+
+
+class GradientMethod(Method):
+    """A method computed from the shared :class:`GradientPasses` alone."""
+
+    needs_passes = True
+
+    @abstractmethod
+    def from_passes(self, passes: GradientPasses, context: ExplainContext) -> torch.Tensor:
+        """The map before post-processing, from the passes of a batch."""
+
+    def raw_map(self, batch: Batch, context: ExplainContext) -> torch.Tensor:
+        if batch.passes is None:
+            raise RuntimeError(f"{self.key} needs the gradient passes, which were not computed")
+        return self.from_passes(batch.passes, context)

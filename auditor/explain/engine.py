@@ -1,13 +1,16 @@
-"""Explain stage: run every registered method over the selected images, batched.
+"""Explain stage: run every selected method over the selected images, batched.
 
-All gradient methods come from one forward and one backward pass per batch: the
-target-layer output is tapped (:mod:`auditor.taps`) and one ``torch.autograd.grad``
-call returns the gradients w.r.t. both the input and that output.
+For each batch of (image, target) cases the gradient methods share one forward pass,
+one plain backward pass and, when a guided method runs, one guided backward pass
+(:meth:`ExplainContext.passes`); the perturbation methods run their passes at batch
+sizes measured on this device. A batch that runs out of memory is retried at half the
+size (the sizes used are recorded); any other failure becomes ``failed`` rows.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,14 +20,33 @@ import torch
 from tqdm import tqdm
 
 from auditor.data import Dataset
-from auditor.explain import METHODS, GradientMethod, GradientPasses
+from auditor.explain import METHODS, Batch, ExplainContext, ExplainSettings, Method, PassCount
+from auditor.explain.batching import halving_on_oom, measure_batch_size
 from auditor.images import Preprocessing, read_image
-from auditor.load import LoadedModel, OutputKind, first_line, target_scores
+from auditor.load import LoadedModel, OutputKind, first_line
 from auditor.select import Selection
 
-__all__ = ["Case", "Explanations", "explain_cases", "gradient_passes"]
+__all__ = [
+    "Case",
+    "Explanations",
+    "MethodDescription",
+    "build_context",
+    "explain_cases",
+    "save_maps",
+]
 
 log = logging.getLogger(__name__)
+
+_RECORD_DTYPES = {
+    "index": "int64",
+    "path": "string",
+    "group": "string",
+    "role": "string",
+    "target": "string",
+    "method": "string",
+    "status": "string",
+    "detail": "string",
+}
 
 
 @dataclass(frozen=True)
@@ -45,44 +67,78 @@ class Case:
 
 
 @dataclass(frozen=True)
+class MethodDescription:
+    """What the report says about a method that ran.
+
+    Attributes:
+        key, title, paper, implementation, reading, caveat: From the method's class.
+        layer: ``"input"``, the target layer's path, or the head's pooled feature map.
+        steps: Post-processing steps, in order (``min-max`` for display is not listed).
+        settings: Its settings in words ("" if none).
+        passes: Passes per image beyond the shared gradient passes.
+    """
+
+    key: str
+    title: str
+    paper: str
+    implementation: str
+    reading: str
+    caveat: str
+    layer: str
+    steps: tuple[str, ...]
+    settings: str
+    passes: PassCount
+
+
+def describe(method: Method, context: ExplainContext, size: tuple[int, int]) -> MethodDescription:
+    """The report's description of ``method`` as it runs in ``context``."""
+    if method.needs_head:
+        layer = "feature map pooled by the head"
+    elif method.uses_layer:
+        layer = context.layer or "—"
+    else:
+        layer = "input"
+    return MethodDescription(
+        key=method.key,
+        title=method.title,
+        paper=method.paper,
+        implementation=method.implementation,
+        reading=method.reading,
+        caveat=method.caveat,
+        layer=layer,
+        steps=tuple(method.postprocessing),
+        settings=method.settings_text(),
+        passes=method.passes_per_image(context, size),
+    )
+
+
+@dataclass(frozen=True)
 class Explanations:
     """Maps for the selected cases.
 
     Attributes:
         layer: Target layer of the layer-based methods, or ``None`` if the model has none.
-        records: One row per case and method: ``index, path, group, role, target, method,
-            status, detail`` (status ``ok`` or ``failed``).
+        methods: The methods that ran, in report order.
+        not_applicable: Key → reason, for the selected methods that cannot run on this model.
+        records: One row per case and method that ran: ``index, path, group, role, target,
+            method, status, detail`` (status ``ok`` or ``failed``).
         maps: ``(index, role, method)`` → ``(H, W)`` float32 map before min-max.
         images: Sample index → ``(H, W, C)`` float32 display image in [0, 1] (missing if
             the file could no longer be read; its records say so).
+        seconds: Key → seconds spent on the method (the shared gradient passes under
+            ``"gradient passes"``).
+        batch_sizes: ``explain`` (cases per batch), ``forward`` and ``backward`` (images per
+            pass of the perturbation methods), as finally used.
     """
 
     layer: str | None
+    methods: tuple[MethodDescription, ...]
+    not_applicable: dict[str, str]
     records: pd.DataFrame
     maps: dict[tuple[int, str, str], np.ndarray] = field(repr=False)
     images: dict[int, np.ndarray] = field(repr=False)
-
-
-def gradient_passes(
-    model: LoadedModel,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    kind: OutputKind,
-    layer: str | None,
-) -> GradientPasses:
-    """One forward and one backward pass for ``(B, C, H, W)`` inputs and ``(B,)`` targets."""
-    inputs = inputs.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        output, taps = model.tapped(inputs, [layer] if layer else [])
-        score = target_scores(output, kind, targets).sum()
-        grads = torch.autograd.grad(score, [inputs, *taps])
-    empty = torch.empty(0, device=inputs.device)
-    return GradientPasses(
-        inputs=inputs.detach(),
-        input_grads=grads[0],
-        activations=taps[0].detach() if taps else empty,
-        activation_grads=grads[1] if taps else empty,
-    )
+    seconds: dict[str, float] = field(default_factory=dict)
+    batch_sizes: dict[str, int] = field(default_factory=dict)
 
 
 def _cases(selection: Selection, predictions: pd.DataFrame, classes: tuple[str, ...]) -> list[Case]:
@@ -105,6 +161,70 @@ def _cases(selection: Selection, predictions: pd.DataFrame, classes: tuple[str, 
     return cases
 
 
+def build_context(
+    model: LoadedModel,
+    kind: OutputKind,
+    layer: str | None,
+    settings: ExplainSettings,
+    preprocessing: Preprocessing,
+) -> tuple[ExplainContext, list[Method], dict[str, str]]:
+    """The methods that can run on this model, the context they share, and why others cannot."""
+    probe = ExplainContext(model, kind, layer, settings, preprocessing)
+    methods: list[Method] = []
+    not_applicable: dict[str, str] = {}
+    for key in settings.methods:
+        method = METHODS[key](settings)
+        reason = method.not_applicable(probe)
+        if reason is None:
+            methods.append(method)
+        else:
+            not_applicable[key] = reason
+    context = ExplainContext(
+        model,
+        kind,
+        layer,
+        settings,
+        preprocessing,
+        guided=any(m.needs_guided for m in methods),
+        head=any(m.needs_head for m in methods),
+    )
+    return context, methods, not_applicable
+
+
+def measure_batches(context: ExplainContext, methods: list[Method], example: torch.Tensor) -> None:
+    """Set the context's forward and backward batch sizes by timing passes on ``example``."""
+    if not any(not m.needs_passes or m.key == "score-cam" for m in methods):
+        return
+
+    @torch.no_grad()
+    def forward(x: torch.Tensor) -> object:
+        return context.class_scores(x)
+
+    def backward(x: torch.Tensor) -> object:
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            return torch.autograd.grad(context.class_scores(x)[:, 0].sum(), x)
+
+    context.forward_batch = measure_batch_size(forward, example)
+    context.backward_batch = measure_batch_size(backward, example)
+
+
+def _load_images(
+    cases: list[Case], dataset: Dataset, preprocessing: Preprocessing
+) -> tuple[dict[int, torch.Tensor], dict[int, str]]:
+    """Display images ``(C, H, W)`` in [0, 1] by sample index, and the unreadable ones' errors."""
+    images: dict[int, torch.Tensor] = {}
+    errors: dict[int, str] = {}
+    for index in dict.fromkeys(case.index for case in cases):
+        try:
+            image, _ = read_image(dataset.samples[index].path)
+        except OSError as error:  # changed or removed since it was evaluated
+            errors[index] = first_line(error)
+            continue
+        images[index] = preprocessing.display(image)
+    return images, errors
+
+
 def explain_cases(
     model: LoadedModel,
     dataset: Dataset,
@@ -113,54 +233,93 @@ def explain_cases(
     selection: Selection,
     kind: OutputKind,
     layer: str | None,
+    settings: ExplainSettings,
     batch_size: int,
 ) -> Explanations:
-    """Compute every registered method for the selected images.
+    """Compute every selected method that applies to the model for the selected images.
 
     Misclassified images are explained for the predicted and the true class; sampled
-    images for the predicted class. A batch that fails becomes ``failed`` rows with the
-    error, never a silent hole.
+    images for the predicted class.
     """
-    methods: list[GradientMethod] = [
-        cls() for cls in METHODS.values() if layer is not None or not cls.uses_layer
-    ]
+    context, methods, not_applicable = build_context(model, kind, layer, settings, preprocessing)
     cases = _cases(selection, predictions, dataset.classes)
-    images: dict[int, np.ndarray] = {}
-    inputs: dict[int, torch.Tensor] = {}
-    status: dict[tuple[int, str], tuple[str, str]] = {}
-    for index in dict.fromkeys(case.index for case in cases):
-        try:
-            image, _ = read_image(dataset.samples[index].path)
-        except OSError as error:  # changed or removed since it was evaluated
-            status.update(
-                {
-                    (c.index, c.role): ("failed", first_line(error))
-                    for c in cases
-                    if c.index == index
-                }
-            )
-            continue
-        display = preprocessing.display(image)
-        images[index] = display.permute(1, 2, 0).numpy()
-        inputs[index] = preprocessing.normalise(display)
+    display, unreadable = _load_images(cases, dataset, preprocessing)
+    status: dict[tuple[int, str, str], tuple[str, str]] = {
+        (c.index, c.role, m.key): ("failed", unreadable[c.index])
+        for c in cases
+        if c.index in unreadable
+        for m in methods
+    }
+    readable = [case for case in cases if case.index in display]
     maps: dict[tuple[int, str, str], np.ndarray] = {}
-    readable = [case for case in cases if case.index in inputs]
-    batches = [readable[i : i + batch_size] for i in range(0, len(readable), batch_size)]
-    for batch in tqdm(batches, desc="explain", unit="batch", leave=False, disable=None):
-        x = torch.stack([inputs[c.index] for c in batch]).to(model.device)
-        targets = torch.tensor([c.target for c in batch], device=model.device)
-        try:
-            passes = gradient_passes(model, x, targets, kind, layer)
-            results = {m.key: m.attribute(passes).cpu().numpy() for m in methods}
-        except RuntimeError as error:
-            log.warning("explanation batch failed: %s", error)
-            for case in batch:
-                status[(case.index, case.role)] = ("failed", first_line(error))
-            continue
-        for i, case in enumerate(batch):
-            status[(case.index, case.role)] = ("ok", "")
-            for key, values in results.items():
-                maps[(case.index, case.role, key)] = values[i]
+    seconds: dict[str, float] = {}
+    if readable and methods:
+        context.mean_colour = torch.stack(list(display.values())).mean(dim=(0, 2, 3))
+        example = preprocessing.normalise(display[readable[0].index]).to(model.device)
+        measure_batches(context, methods, example)
+
+    def run(chunk: list[Case]) -> None:
+        batch = Batch(
+            inputs=torch.stack([preprocessing.normalise(display[c.index]) for c in chunk]).to(
+                model.device
+            ),
+            display=torch.stack([display[c.index] for c in chunk]),
+            targets=torch.tensor([c.target for c in chunk], device=model.device),
+            seeds=[settings.seed + c.index for c in chunk],
+        )
+        results: dict[str, np.ndarray | str] = {}
+        if any(m.needs_passes for m in methods):
+            start = time.perf_counter()
+            try:
+                batch.passes = context.passes(batch.inputs, batch.targets)
+                if batch.passes.activations.numel():
+                    context.layer_channels = int(batch.passes.activations.shape[1])
+            except (RuntimeError, ValueError) as error:
+                if "out of memory" in str(error).lower():
+                    raise
+                log.warning("gradient passes failed: %s", error)
+                results.update({m.key: first_line(error) for m in methods if m.needs_passes})
+            seconds["gradient passes"] = seconds.get("gradient passes", 0.0) + (
+                time.perf_counter() - start
+            )
+        for method in methods:
+            if method.key in results:
+                continue
+            start = time.perf_counter()
+            try:
+                results[method.key] = method.attribute(batch, context).cpu().numpy()
+            except (RuntimeError, ValueError) as error:
+                if "out of memory" in str(error).lower():
+                    raise
+                log.warning("%s failed on a batch: %s", method.key, error)
+                results[method.key] = first_line(error)
+            seconds[method.key] = seconds.get(method.key, 0.0) + time.perf_counter() - start
+        for key, result in results.items():
+            for i, case in enumerate(chunk):
+                if isinstance(result, str):
+                    status[(case.index, case.role, key)] = ("failed", result)
+                else:
+                    status[(case.index, case.role, key)] = ("ok", "")
+                    maps[(case.index, case.role, key)] = result[i]
+
+    preprocessing_size = tuple(display[readable[0].index].shape[-2:]) if readable else (0, 0)
+    size = batch_size
+    progress = tqdm(total=len(readable), desc="explain", unit="map", leave=False, disable=None)
+    done = 0
+    while done < len(readable):
+        chunk = readable[done : done + size]
+
+        def attempt(n: int, chunk: list[Case] = chunk) -> None:
+            run(chunk[:n])
+
+        _, used = halving_on_oom(attempt, len(chunk), "explanation batch")
+        if used < len(chunk):  # ran out of memory: smaller batches from now on
+            size = used
+            context.forward_batch = max(1, context.forward_batch * used // len(chunk))
+            context.backward_batch = max(1, context.backward_batch * used // len(chunk))
+        done += used
+        progress.update(used)
+    progress.close()
     records = pd.DataFrame(
         [
             {
@@ -170,26 +329,28 @@ def explain_cases(
                 "role": case.role,
                 "target": dataset.classes[case.target],
                 "method": method.key,
-                "status": status[(case.index, case.role)][0],
-                "detail": status[(case.index, case.role)][1],
+                "status": status[(case.index, case.role, method.key)][0],
+                "detail": status[(case.index, case.role, method.key)][1],
             }
             for case in cases
             for method in methods
         ],
-        columns=["index", "path", "group", "role", "target", "method", "status", "detail"],
-    ).astype(
-        {
-            "index": "int64",
-            "path": "string",
-            "group": "string",
-            "role": "string",
-            "target": "string",
-            "method": "string",
-            "status": "string",
-            "detail": "string",
-        }
+        columns=list(_RECORD_DTYPES),
+    ).astype(_RECORD_DTYPES)
+    return Explanations(
+        layer=layer,
+        methods=tuple(describe(m, context, preprocessing_size) for m in methods),
+        not_applicable=not_applicable,
+        records=records,
+        maps=maps,
+        images={i: image.permute(1, 2, 0).numpy() for i, image in display.items()},
+        seconds=seconds,
+        batch_sizes={
+            "explain": size,
+            "forward": context.forward_batch,
+            "backward": context.backward_batch,
+        },
     )
-    return Explanations(layer=layer, records=records, maps=maps, images=images)
 
 
 def save_maps(explanations: Explanations, path: Path) -> None:

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import torch
 
-from auditor.explain.base import GradientMethod, GradientPasses
+from auditor.explain.base import ExplainContext, GradientMethod, GradientPasses
+
+
+def grad_cam(passes: GradientPasses) -> torch.Tensor:
+    """``(B, h, w)`` Grad-CAM before ReLU: Σ_k mean(∂y/∂A_k) · A_k."""
+    weights = passes.activation_grads.mean(dim=(2, 3), keepdim=True)
+    return (weights * passes.activations).sum(dim=1)
 
 
 class GradCam(GradientMethod):
@@ -21,11 +27,12 @@ class GradCam(GradientMethod):
     paper = "Selvaraju et al., 2017, Grad-CAM (arXiv:1610.02391)"
     uses_layer = True
     postprocessing = ("relu", "upsample-bilinear")
-    reading = (
-        "Regions of the target layer that raise the class score. Coarse (the layer's "
-        "resolution); it can miss small structures and shows only positive evidence."
+    implementation = "Auditor (tapped layer); references: Captum LayerGradCam, pytorch-grad-cam"
+    reading = "Regions of the target layer whose features raise the class score."
+    caveat = (
+        "Coarse (the layer's resolution): it can miss small structures, spill over "
+        "neighbours, and shows only positive evidence."
     )
 
-    def raw_map(self, passes: GradientPasses) -> torch.Tensor:
-        weights = passes.activation_grads.mean(dim=(2, 3), keepdim=True)
-        return (weights * passes.activations).sum(dim=1)
+    def from_passes(self, passes: GradientPasses, context: ExplainContext) -> torch.Tensor:
+        return grad_cam(passes)

@@ -12,7 +12,15 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["STEPS", "abs_max_over_channels", "minmax", "relu", "upsample_bilinear"]
+__all__ = [
+    "STEPS",
+    "abs_max_over_channels",
+    "mean_over_channels",
+    "minmax",
+    "relu",
+    "sum_over_channels",
+    "upsample_bilinear",
+]
 
 
 def relu(maps: torch.Tensor) -> torch.Tensor:
@@ -23,6 +31,16 @@ def relu(maps: torch.Tensor) -> torch.Tensor:
 def abs_max_over_channels(maps: torch.Tensor) -> torch.Tensor:
     """``(B, C, H, W)`` → ``(B, H, W)``: largest absolute value over channels (Simonyan et al.)."""
     return maps.abs().amax(dim=1)
+
+
+def sum_over_channels(maps: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` → ``(B, H, W)``: sum over channels (keeps IG's completeness)."""
+    return maps.sum(dim=1)
+
+
+def mean_over_channels(maps: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` → ``(B, H, W)``: mean over channels (for maps equal across them)."""
+    return maps.mean(dim=1)
 
 
 def upsample_bilinear(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -49,6 +67,8 @@ def minmax(maps: torch.Tensor) -> torch.Tensor:
 STEPS: dict[str, Callable[..., torch.Tensor]] = {
     "relu": relu,
     "abs-max-over-channels": abs_max_over_channels,
+    "sum-over-channels": sum_over_channels,
+    "mean-over-channels": mean_over_channels,
     "upsample-bilinear": upsample_bilinear,
     "min-max": minmax,
 }

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import torch
 
-from auditor.explain.base import GradientMethod, GradientPasses
+from auditor.explain.base import ExplainContext, GradientMethod, GradientPasses
 
 
 class Saliency(GradientMethod):
     key = "saliency"
     title = "Gradient saliency"
     paper = "Simonyan et al., 2014, Deep Inside Convolutional Networks (arXiv:1312.6034)"
-    uses_layer = False
     postprocessing = ("abs-max-over-channels",)
-    reading = (
-        "How much each pixel's change would move the class score. Often noisy and edge-like; "
-        "it shows sensitivity, not evidence, and can look alike for every class."
+    implementation = "Auditor (shared backward pass); reference: Captum Saliency"
+    reading = "How much a small change of each pixel would move the class score."
+    caveat = (
+        "Noisy and edge-like; shows sensitivity, not evidence, and often looks alike for "
+        "every class."
     )
 
-    def raw_map(self, passes: GradientPasses) -> torch.Tensor:
+    def from_passes(self, passes: GradientPasses, context: ExplainContext) -> torch.Tensor:
         return passes.input_grads
