@@ -8,12 +8,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from auditor.explain import METHODS, GradCam
-from auditor.explain.engine import gradient_passes
-from auditor.explain.postprocess import minmax, upsample_bilinear
+from auditor.explain import METHODS, ExplainContext, ExplainSettings, GradientPasses
+from auditor.explain.cam import Cam
+from auditor.explain.gradcam import GradCam
+from auditor.explain.gradcam_plusplus import GradCamPlusPlus
+from auditor.explain.postprocess import STEPS, minmax, upsample_bilinear
 from auditor.explain.saliency import Saliency
+from auditor.images import Preprocessing
 from auditor.load import LoadedModel, OutputKind
 from auditor.taps import TappedModel
+
+SETTINGS = ExplainSettings(methods=tuple(METHODS))
 
 
 class OneByOne(nn.Module):
@@ -39,6 +44,27 @@ def as_loaded(module: nn.Module) -> LoadedModel:
     return LoadedModel(scripted, TappedModel(scripted), None, "", 0, torch.device("cpu"), 2)  # type: ignore[arg-type]
 
 
+def context_of(
+    model: LoadedModel, kind: OutputKind, layer: str | None, guided: bool = False
+) -> ExplainContext:
+    preprocessing = Preprocessing(model.in_channels, None, None, None)
+    return ExplainContext(model, kind, layer, SETTINGS, preprocessing, guided=guided, head=True)
+
+
+def gradient_passes(
+    model: LoadedModel, x: torch.Tensor, targets: torch.Tensor, kind: OutputKind, layer: str
+) -> GradientPasses:
+    return context_of(model, kind, layer).passes(x, targets)
+
+
+def attribute(
+    method: type, passes: GradientPasses, model: LoadedModel, kind: OutputKind
+) -> torch.Tensor:
+    instance = method(SETTINGS)
+    size = (int(passes.inputs.shape[-2]), int(passes.inputs.shape[-1]))
+    return instance.postprocess(instance.from_passes(passes, context_of(model, kind, "conv")), size)
+
+
 X = torch.tensor([[[[1.0, 0.0], [2.0, -1.0]], [[0.0, 1.0], [1.0, 1.0]]]])  # (1, 2, 2, 2)
 
 
@@ -50,8 +76,41 @@ def test_grad_cam_equals_the_closed_form() -> None:
     x = X[0].numpy()
     activations = np.einsum("ci,ihw->chw", v, x)
     expected = np.maximum(np.einsum("c,chw->hw", w / 4, activations), 0)
-    passes = gradient_passes(as_loaded(OneByOne()), X, torch.tensor([0]), OutputKind.LOGITS, "conv")
-    np.testing.assert_allclose(GradCam().attribute(passes)[0].numpy(), expected, rtol=1e-6)
+    model = as_loaded(OneByOne())
+    passes = gradient_passes(model, X, torch.tensor([0]), OutputKind.LOGITS, "conv")
+    np.testing.assert_allclose(
+        attribute(GradCam, passes, model, OutputKind.LOGITS)[0].numpy(), expected, rtol=1e-6
+    )
+
+
+def test_cam_equals_the_closed_form_and_grad_cam_is_its_relu_over_the_area() -> None:
+    v = np.array([[1.0, 2.0], [-1.0, 0.5]])
+    w = np.array([3.0, -1.0])
+    activations = np.einsum("ci,ihw->chw", v, X[0].numpy())
+    expected = np.einsum("c,chw->hw", w, activations)
+    model = as_loaded(OneByOne())
+    passes = gradient_passes(model, X, torch.tensor([0]), OutputKind.LOGITS, "conv")
+    cam = attribute(Cam, passes, model, OutputKind.LOGITS)[0].numpy()
+    np.testing.assert_allclose(cam, expected, rtol=1e-6)
+    grad_cam = attribute(GradCam, passes, model, OutputKind.LOGITS)[0].numpy()
+    np.testing.assert_allclose(grad_cam, np.maximum(cam, 0) / 4, rtol=1e-6)
+
+
+def test_grad_cam_plus_plus_equals_the_papers_formula() -> None:
+    # On a linear head the gradient is W[c, k] / (h w) everywhere: with g constant per
+    # channel, alpha = g² / (2 g² + S_k g³) where S_k is the channel's sum.
+    v = np.array([[1.0, 2.0], [-1.0, 0.5]])
+    w = np.array([3.0, -1.0])
+    activations = np.einsum("ci,ihw->chw", v, X[0].numpy())
+    g = w / 4
+    sums = activations.sum(axis=(1, 2))
+    alpha = g**2 / (2 * g**2 + sums * g**3)
+    weights = alpha * np.maximum(g, 0) * 4  # summed over the 4 locations
+    expected = np.maximum(np.einsum("c,chw->hw", weights, activations), 0)
+    model = as_loaded(OneByOne())
+    passes = gradient_passes(model, X, torch.tensor([0]), OutputKind.LOGITS, "conv")
+    result = attribute(GradCamPlusPlus, passes, model, OutputKind.LOGITS)[0].numpy()
+    np.testing.assert_allclose(result, expected, rtol=1e-5)
 
 
 def test_saliency_equals_the_closed_form() -> None:
@@ -59,12 +118,14 @@ def test_saliency_equals_the_closed_form() -> None:
     v = np.array([[1.0, 2.0], [-1.0, 0.5]])
     w = np.array([0.5, 2.0])
     gradient = (w @ v) / 4
-    passes = gradient_passes(as_loaded(OneByOne()), X, torch.tensor([1]), OutputKind.LOGITS, "conv")
+    model = as_loaded(OneByOne())
+    passes = gradient_passes(model, X, torch.tensor([1]), OutputKind.LOGITS, "conv")
     np.testing.assert_allclose(
         passes.input_grads[0].numpy(), np.broadcast_to(gradient[:, None, None], (2, 2, 2))
     )
     np.testing.assert_allclose(
-        Saliency().attribute(passes)[0].numpy(), np.full((2, 2), np.abs(gradient).max())
+        attribute(Saliency, passes, model, OutputKind.LOGITS)[0].numpy(),
+        np.full((2, 2), np.abs(gradient).max()),
     )
 
 
@@ -74,20 +135,26 @@ def test_binary_single_logit_explains_class_zero_with_the_negated_logit() -> Non
     negative = gradient_passes(model, X, torch.tensor([0]), OutputKind.BINARY_LOGIT, "conv")
     torch.testing.assert_close(negative.input_grads, -positive.input_grads)
     torch.testing.assert_close(negative.activation_grads, -positive.activation_grads)
+    cam_positive = Cam(SETTINGS).from_passes(
+        positive, context_of(model, OutputKind.BINARY_LOGIT, "conv")
+    )
+    cam_negative = Cam(SETTINGS).from_passes(
+        negative, context_of(model, OutputKind.BINARY_LOGIT, "conv")
+    )
+    torch.testing.assert_close(cam_negative, -cam_positive)
 
 
 def test_batched_passes_equal_one_image_at_a_time() -> None:
     model = as_loaded(OneByOne())
     images = torch.randn(3, 2, 2, 2)
     targets = torch.tensor([0, 1, 0])
-    batched = GradCam().attribute(
-        gradient_passes(model, images, targets, OutputKind.LOGITS, "conv")
-    )
-    for i in range(3):
-        single = GradCam().attribute(
-            gradient_passes(model, images[i : i + 1], targets[i : i + 1], OutputKind.LOGITS, "conv")
-        )
-        torch.testing.assert_close(batched[i : i + 1], single)
+    kind = OutputKind.LOGITS
+    batched = gradient_passes(model, images, targets, kind, "conv")
+    for method in (GradCam, GradCamPlusPlus, Cam, Saliency):
+        together = attribute(method, batched, model, kind)
+        for i in range(3):
+            alone = gradient_passes(model, images[i : i + 1], targets[i : i + 1], kind, "conv")
+            torch.testing.assert_close(together[i : i + 1], attribute(method, alone, model, kind))
 
 
 def test_postprocessing_steps() -> None:
@@ -99,14 +166,27 @@ def test_postprocessing_steps() -> None:
 
 
 def test_registry_keys_are_kebab_case_and_methods_cite_their_paper() -> None:
-    assert set(METHODS) == {"grad-cam", "saliency"}
-    for key, method in METHODS.items():
+    assert list(METHODS) == [
+        "saliency",
+        "input-x-gradient",
+        "guided-backprop",
+        "integrated-gradients",
+        "smoothgrad",
+        "occlusion",
+        "cam",
+        "grad-cam",
+        "grad-cam-plus-plus",
+        "guided-grad-cam",
+        "score-cam",
+        "lime",
+        "kernel-shap",
+    ]
+    for key, cls in METHODS.items():
+        method = cls(SETTINGS)
         assert key == method.key and key == key.lower() and " " not in key
-        assert "20" in method.paper and method.reading
-        assert all(
-            step in {"relu", "abs-max-over-channels", "upsample-bilinear"}
-            for step in method.postprocessing
-        )
+        assert "20" in method.paper and method.reading and method.caveat
+        assert method.implementation
+        assert all(step in STEPS and step != "min-max" for step in method.postprocessing)
 
 
 class Soft(nn.Module):

@@ -312,11 +312,12 @@ def explain_cases(
         def attempt(n: int, chunk: list[Case] = chunk) -> None:
             run(chunk[:n])
 
-        _, used = halving_on_oom(attempt, len(chunk), "explanation batch")
-        if used < len(chunk):  # ran out of memory: smaller batches from now on
+        _, used = halving_on_oom(attempt, size, "explanation batch")
+        if used < size:  # ran out of memory: smaller batches from now on
+            context.forward_batch = max(1, context.forward_batch * used // size)
+            context.backward_batch = max(1, context.backward_batch * used // size)
             size = used
-            context.forward_batch = max(1, context.forward_batch * used // len(chunk))
-            context.backward_batch = max(1, context.backward_batch * used // len(chunk))
+        used = min(used, len(chunk))
         done += used
         progress.update(used)
     progress.close()
