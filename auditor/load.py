@@ -23,8 +23,8 @@ from auditor.taps import TappedModel
 __all__ = [
     "LoadedModel",
     "OutputKind",
-    "class_scores",
     "check_output",
+    "class_scores",
     "detect_output_kind",
     "file_sha256",
     "first_line",

@@ -30,7 +30,6 @@ from auditor import __version__
 from auditor.aggregate import ReportData, build_report_data
 from auditor.architecture import (
     ArchitectureProfile,
-    choose_target_layer,
     layers_frame,
     profile_model,
 )
@@ -40,8 +39,9 @@ from auditor.errors import ConfigError, DataError, OutputError
 from auditor.evaluate import Evaluation, evaluate, probe_output_kind
 from auditor.explain import METHODS, ExplainSettings
 from auditor.explain.engine import Explanations, explain_cases, save_maps
+from auditor.explain.layers import choose_layer, is_token_shape
 from auditor.images import Preprocessing, expected_size
-from auditor.load import file_sha256, load_model, resolve_device
+from auditor.load import LoadedModel, OutputKind, file_sha256, load_model, resolve_device
 from auditor.report.render import render_html, write_pdf
 from auditor.select import select_cases
 
@@ -101,16 +101,27 @@ def explain_settings(config: AuditConfig) -> ExplainSettings:
     )
 
 
-def _target_layer(config: AuditConfig, profile: ArchitectureProfile) -> str | None:
+def _target_layer(
+    config: AuditConfig, profile: ArchitectureProfile, model: LoadedModel, kind: OutputKind
+) -> str | None:
     if config.target_layer is None:
-        chosen = choose_target_layer(profile.layers)
+        generator = torch.Generator().manual_seed(config.seed)
+        example = torch.rand(profile.input_shape, generator=generator)
+        chosen = choose_layer(model, profile.layers, example, kind, config.token_prefix)
         return chosen.path if chosen else None
     layer = next((layer for layer in profile.layers if layer.path == config.target_layer), None)
-    if layer is None or len(layer.output_shape) != 3:
-        usable = [layer.path for layer in profile.layers if len(layer.output_shape) == 3][-5:]
+    if layer is None or not (
+        len(layer.output_shape) == 3 or is_token_shape(layer.output_shape, config.token_prefix)
+    ):
+        usable = [
+            layer.path
+            for layer in sorted(profile.layers, key=lambda layer: layer.order)
+            if len(layer.output_shape) == 3 or is_token_shape(layer.output_shape)
+        ][-5:]
         raise ConfigError(
-            f"target-layer {config.target_layer!r} is not a module with a (C, H, W) output in this "
-            f"model; choose one of the later ones: {', '.join(usable) or 'none'}"
+            f"target-layer {config.target_layer!r} is not a module with a (C, H, W) or "
+            f"(tokens, dim) output in this model; choose one of the later ones: "
+            f"{', '.join(usable) or 'none'}"
         )
     return layer.path
 
@@ -229,7 +240,7 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
     if size is None:
         raise DataError(f"no image in {str(config.data)!r} can be opened; check the files")
     profile = profile_model(model, (model.in_channels, *size), config.batch_size, config.seed)
-    layer = _target_layer(config, profile)
+    layer = _target_layer(config, profile, model, kind)
     log.info("evaluating %d images on %s", len(dataset.samples), device)
     evaluation = evaluate(model, dataset, preprocessing, kind, config)
     selection = select_cases(

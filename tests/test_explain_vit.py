@@ -1,0 +1,92 @@
+"""Vision transformers: token outputs folded into a grid for the CAM family."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torchvision.models.vision_transformer import VisionTransformer
+
+from auditor.architecture import profile_model
+from auditor.explain import METHODS, ExplainSettings
+from auditor.explain.base import fold_tokens
+from auditor.explain.engine import build_context
+from auditor.explain.layers import choose_layer, is_token_shape
+from auditor.images import Preprocessing
+from auditor.load import LoadedModel, OutputKind
+from auditor.taps import TappedModel
+
+
+@pytest.fixture(scope="module")
+def vit() -> tuple[VisionTransformer, LoadedModel]:
+    torch.manual_seed(0)
+    eager = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+        num_classes=3,
+    ).eval()  # fmt: skip
+    torch.nn.init.normal_(eager.heads.head.weight)  # torchvision starts the head at zero
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.script(eager)
+    model = LoadedModel(  # type: ignore[arg-type]
+        scripted, TappedModel(scripted), None, "", 0, torch.device("cpu"), 3
+    )
+    return eager, model
+
+
+def test_token_shapes() -> None:
+    assert is_token_shape((197, 768)) and is_token_shape((17, 16)) and is_token_shape((16, 8))
+    assert not is_token_shape((3,)) and not is_token_shape((8, 4, 4)) and not is_token_shape((3, 4))
+    assert is_token_shape((18, 16), prefix=2) and not is_token_shape((18, 16), prefix=1)
+
+
+def test_fold_tokens_drops_the_class_token_and_keeps_row_major_patches() -> None:
+    tokens = torch.arange(2 * 5 * 3, dtype=torch.float32).view(2, 5, 3)  # 1 + 2×2 tokens
+    grid = fold_tokens(tokens, None)
+    assert grid.shape == (2, 3, 2, 2)
+    torch.testing.assert_close(grid[0, :, 0, 1], tokens[0, 2])  # patch (0, 1) is token 2
+    torch.testing.assert_close(grid[1, :, 1, 0], tokens[1, 3])
+    with pytest.raises(ValueError, match="token-prefix"):
+        fold_tokens(tokens, 2)
+
+
+def test_the_chosen_layer_is_the_last_with_gradient_on_the_patches(
+    vit: tuple[VisionTransformer, LoadedModel],
+) -> None:
+    _, model = vit
+    profile = profile_model(model, (3, 32, 32), 2, 0)
+    chosen = choose_layer(model, profile.layers, torch.rand(3, 32, 32), OutputKind.LOGITS)
+    # After the last block's attention only the class token reaches the head.
+    assert chosen is not None and chosen.path == "encoder.layers.encoder_layer_1.ln_1"
+
+
+def test_grad_cam_on_tokens_equals_the_eager_hook_reference(
+    vit: tuple[VisionTransformer, LoadedModel],
+) -> None:
+    eager, model = vit
+    layer = "encoder.layers.encoder_layer_1.ln_1"
+    x = torch.rand(2, 3, 32, 32)
+    targets = torch.tensor([0, 2])
+    settings = ExplainSettings(methods=("grad-cam", "grad-cam-plus-plus", "score-cam"))
+    context, _, reasons = build_context(
+        model, OutputKind.LOGITS, layer, settings, Preprocessing(3)
+    )
+    assert not reasons
+    passes = context.passes(x, targets)
+    assert passes.activations.shape == (2, 16, 4, 4)
+
+    captured: list[torch.Tensor] = []
+    module = eager.encoder.layers.encoder_layer_1.ln_1
+    handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        logits = eager(x)
+    finally:
+        handle.remove()
+    (grad,) = torch.autograd.grad(logits.gather(1, targets.view(-1, 1)).sum(), captured[0])
+    activations = captured[0][:, 1:].transpose(1, 2).reshape(2, 16, 4, 4)
+    gradients = grad[:, 1:].transpose(1, 2).reshape(2, 16, 4, 4)
+    expected = (gradients.mean(dim=(2, 3), keepdim=True) * activations).sum(1)
+    grad_cam = METHODS["grad-cam"](settings).from_passes(passes, context)  # type: ignore[attr-defined]
+    torch.testing.assert_close(grad_cam, expected.detach(), rtol=1e-4, atol=1e-6)
+    assert float(expected.detach().abs().sum()) > 0, "the reference map is not blank"
