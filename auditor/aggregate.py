@@ -19,11 +19,19 @@ from auditor.explain import METHODS
 from auditor.explain.engine import Explanations
 from auditor.images import Preprocessing
 from auditor.metrics import ClassMetrics
-from auditor.report.cases import CaseView, MethodView, case_views, method_views
+from auditor.report.cases import (
+    CaseView,
+    FeatureRow,
+    MethodView,
+    case_views,
+    feature_rows,
+    method_views,
+)
 from auditor.report.figures import (
     calibration_figure,
     colorbar_figure,
     confusion_figure,
+    filter_grid,
 )
 
 __all__ = [
@@ -79,6 +87,9 @@ class ReportData:
     not_applicable: tuple[tuple[str, str], ...]
     batch_sizes: dict[str, int]
     shared_seconds: float
+    filters_figure: str
+    n_filters: int
+    feature_rows: tuple[FeatureRow, ...]
     misclassified: tuple[CaseView, ...]
     n_errors: int
     sampled: tuple[CaseView, ...]
@@ -172,6 +183,7 @@ def build_report_data(
     layers_shown = tuple(
         layer for layer in architecture.layers if layer.path.count(".") < _TABLE_DEPTH
     )
+    filters = explanations.filters
     config_rows = tuple(
         (
             key.replace("_", "-"),
@@ -208,6 +220,11 @@ def build_report_data(
         ),
         batch_sizes=explanations.batch_sizes,
         shared_seconds=_shared_seconds(explanations),
+        filters_figure=filter_grid(explanations.filters)
+        if explanations.filters is not None
+        else "",
+        n_filters=len(explanations.filters) if explanations.filters is not None else 0,
+        feature_rows=feature_rows(explanations),
         misclassified=case_views(misclassified, explanations, evaluation.predictions),
         n_errors=n_errors,
         sampled=case_views(sampled, explanations, evaluation.predictions),

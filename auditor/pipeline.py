@@ -38,7 +38,8 @@ from auditor.data import discover
 from auditor.errors import ConfigError, DataError, OutputError
 from auditor.evaluate import Evaluation, evaluate, probe_output_kind
 from auditor.explain import METHODS, ExplainSettings
-from auditor.explain.engine import Explanations, explain_cases, save_maps
+from auditor.explain.engine import Explanations, explain_cases, save_features, save_maps
+from auditor.explain.features import stage_layers
 from auditor.explain.layers import choose_layer, is_token_shape
 from auditor.images import Preprocessing, expected_size
 from auditor.load import LoadedModel, OutputKind, file_sha256, load_model, resolve_device
@@ -191,6 +192,7 @@ def _write_run(
         encoding="utf-8",
     )
     save_maps(explanations, folder / "explanations.npz")
+    save_features(explanations, folder / "features.npz")
     explanations.records.to_csv(folder / "explanations.csv", index=False)
     html = render_html(report)
     (folder / "report.html").write_text(html, encoding="utf-8")
@@ -256,6 +258,7 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
         layer,
         explain_settings(config),
         config.batch_size,
+        stages=stage_layers(profile.layers),
     )
     finished = _now()
     report = build_report_data(

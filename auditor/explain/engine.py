@@ -22,6 +22,7 @@ from tqdm import tqdm
 from auditor.data import Dataset
 from auditor.explain import METHODS, Batch, ExplainContext, ExplainSettings, Method, PassCount
 from auditor.explain.batching import halving_on_oom, measure_batch_size
+from auditor.explain.features import FeatureMaps, Stage, first_filters, stage_maps
 from auditor.images import Preprocessing, read_image
 from auditor.load import LoadedModel, OutputKind, first_line
 from auditor.select import Selection
@@ -32,6 +33,7 @@ __all__ = [
     "MethodDescription",
     "build_context",
     "explain_cases",
+    "save_features",
     "save_maps",
 ]
 
@@ -129,6 +131,8 @@ class Explanations:
             ``"gradient passes"``).
         batch_sizes: ``explain`` (cases per batch), ``forward`` and ``backward`` (images per
             pass of the perturbation methods), as finally used.
+        filters: ``(N, k, k, C)`` first-convolution filters in [0, 1], or ``None``.
+        features: Strongest activation maps per stage for the first explained images.
     """
 
     layer: str | None
@@ -139,6 +143,8 @@ class Explanations:
     images: dict[int, np.ndarray] = field(repr=False)
     seconds: dict[str, float] = field(default_factory=dict)
     batch_sizes: dict[str, int] = field(default_factory=dict)
+    filters: np.ndarray | None = field(default=None, repr=False)
+    features: FeatureMaps = field(default_factory=lambda: FeatureMaps((), {}), repr=False)
 
 
 def _cases(selection: Selection, predictions: pd.DataFrame, classes: tuple[str, ...]) -> list[Case]:
@@ -235,11 +241,14 @@ def explain_cases(
     layer: str | None,
     settings: ExplainSettings,
     batch_size: int,
+    stages: tuple[Stage, ...] = (),
+    feature_images: int = 4,
 ) -> Explanations:
     """Compute every selected method that applies to the model for the selected images.
 
     Misclassified images are explained for the predicted and the true class; sampled
-    images for the predicted class.
+    images for the predicted class. The strongest activation maps of ``stages`` are
+    kept for the first ``feature_images`` images (half misclassified, half sampled).
     """
     context, methods, not_applicable = build_context(model, kind, layer, settings, preprocessing)
     cases = _cases(selection, predictions, dataset.classes)
@@ -338,6 +347,9 @@ def explain_cases(
         ],
         columns=list(_RECORD_DTYPES),
     ).astype(_RECORD_DTYPES)
+    first = [c.index for c in readable if c.group == "misclassified"][: feature_images // 2]
+    first += [c.index for c in readable if c.group == "sampled"][: feature_images - len(first)]
+    shown = {i: preprocessing.normalise(display[i]) for i in dict.fromkeys(first)}
     return Explanations(
         layer=layer,
         methods=tuple(describe(m, context, preprocessing_size) for m in methods),
@@ -351,6 +363,8 @@ def explain_cases(
             "forward": context.forward_batch,
             "backward": context.backward_batch,
         },
+        filters=first_filters(model),
+        features=stage_maps(model, stages, shown),
     )
 
 
@@ -379,3 +393,24 @@ def save_maps(explanations: Explanations, path: Path) -> None:
         role=rows["role"].to_numpy(dtype=str),
         method=rows["method"].to_numpy(dtype=str),
     )
+
+
+def save_features(explanations: Explanations, path: Path) -> None:
+    """Write the feature visualisation to ``path`` (``.npz``).
+
+    Layout: ``filters`` ``(N, k, k, C)`` first-convolution filters scaled to [0, 1] (absent
+    if the model has no convolution); ``stages`` the module paths; for each shown image
+    (``images``, sample indices) and stage ``s``: ``channels_<index>_<s>`` ``(k,)`` and
+    ``maps_<index>_<s>`` ``(k, H, W)`` float32 activations of the strongest channels.
+    """
+    arrays: dict[str, np.ndarray] = {
+        "stages": np.array([stage.path for stage in explanations.features.stages], dtype=str),
+        "images": np.array(list(explanations.features.maps), dtype=np.int64),
+    }
+    if explanations.filters is not None:
+        arrays["filters"] = explanations.filters.astype(np.float32)
+    for index, per_stage in explanations.features.maps.items():
+        for s, (channels, maps) in enumerate(per_stage):
+            arrays[f"channels_{index}_{s}"] = channels.astype(np.int64)
+            arrays[f"maps_{index}_{s}"] = maps.astype(np.float32)
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]

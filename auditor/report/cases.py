@@ -13,9 +13,18 @@ import torch
 
 from auditor.explain.engine import Explanations, MethodDescription
 from auditor.explain.postprocess import minmax
-from auditor.report.figures import image_tile, overlay_tile
+from auditor.report.figures import activation_tile, image_tile, overlay_tile
 
-__all__ = ["CaseView", "MethodView", "Panel", "PanelGroup", "case_views", "method_views"]
+__all__ = [
+    "CaseView",
+    "FeatureRow",
+    "MethodView",
+    "Panel",
+    "PanelGroup",
+    "case_views",
+    "feature_rows",
+    "method_views",
+]
 
 
 @dataclass(frozen=True)
@@ -148,3 +157,35 @@ def case_views(
             )
         )
     return tuple(views)
+
+
+@dataclass(frozen=True)
+class FeatureRow:
+    """One image's strongest activation maps: per stage, ``(stage, channel, tile)`` triples."""
+
+    path: str
+    image: str
+    stages: tuple[tuple[str, tuple[tuple[int, str], ...]], ...]
+
+
+def feature_rows(explanations: Explanations) -> tuple[FeatureRow, ...]:
+    """The feature-visualisation rows of the images whose stage maps were kept."""
+    paths = dict(zip(explanations.records["index"], explanations.records["path"], strict=True))
+    features = explanations.features
+    return tuple(
+        FeatureRow(
+            path=str(paths[index]),
+            image=image_tile(explanations.images[index]),
+            stages=tuple(
+                (
+                    stage.path,
+                    tuple(
+                        (int(channel), activation_tile(values))
+                        for channel, values in zip(channels, maps, strict=True)
+                    ),
+                )
+                for stage, (channels, maps) in zip(features.stages, per_stage, strict=True)
+            ),
+        )
+        for index, per_stage in features.maps.items()
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -171,3 +172,32 @@ def colorbar_figure() -> str:
         axes.set_yticks([])
         axes.set_xticks([0, 0.5, 1], labels=["0 (least)", "0.5", "1 (most)"])
         return _data_uri(figure)
+
+
+def filter_grid(filters: np.ndarray, limit: int = 64) -> str:
+    """First-convolution filters ``(N, k, k, C)`` in [0, 1] as one PNG grid (at most ``limit``).
+
+    Each filter is a block of pixels (nearest-neighbour upscaling), separated by a
+    1-pixel white gap; grayscale filters are shown in gray.
+    """
+    shown = filters[:limit]
+    n, size = len(shown), shown.shape[1]
+    columns = min(16, max(1, 2 * math.isqrt(n)))
+    rows = -(-n // columns)
+    scale = max(1, 24 // size)
+    cell = size * scale + 1
+    grid = np.full((rows * cell + 1, columns * cell + 1, 3), 255, np.uint8)
+    for i, kernel in enumerate(shown):
+        tile = np.repeat(kernel, 3, axis=2) if kernel.shape[2] == 1 else kernel
+        pixels = _upscale((np.clip(tile, 0, 1) * 255).round().astype(np.uint8), scale)
+        top, left = 1 + (i // columns) * cell, 1 + (i % columns) * cell
+        grid[top : top + size * scale, left : left + size * scale] = pixels
+    return _png_uri(grid)
+
+
+def activation_tile(values: np.ndarray) -> str:
+    """One ``(H, W)`` activation map, min-max scaled, in the viridis colour map (PNG URI)."""
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    pixels = (matplotlib.colormaps["viridis"](scaled)[..., :3] * 255).round().astype(np.uint8)
+    return _png_uri(_upscale(pixels, max(1, 96 // max(values.shape[0], 1))))

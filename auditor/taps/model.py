@@ -185,16 +185,23 @@ class TappedModel:
         output, *taps = result
         return output, taps
 
-    def input_channels(self) -> int | None:
-        """The number of input channels of the first convolution, or ``None`` if there is none."""
+    def first_convolution(self) -> tuple[torch.Tensor, bool] | None:
+        """The first convolution's weight and whether it is transposed, or ``None``."""
         for node in self._graph.nodes():
             if node.kind() in CONVOLUTIONS:
                 weight = attribute_tensor(node.inputsAt(1), self.module)
                 if weight is not None and weight.dim() >= 3:
-                    transposed = is_transposed(node)
-                    return int(weight.shape[0] if transposed else weight.shape[1])
+                    return weight.detach(), is_transposed(node)
                 return None
         return None
+
+    def input_channels(self) -> int | None:
+        """The number of input channels of the first convolution, or ``None`` if there is none."""
+        first = self.first_convolution()
+        if first is None:
+            return None
+        weight, transposed = first
+        return int(weight.shape[0] if transposed else weight.shape[1])
 
     def flops_by_module(self, inputs: torch.Tensor) -> tuple[int, dict[str, int]]:
         """Count multiply-accumulate FLOPs (2 per MAC) of convolutions and matrix products.
