@@ -220,10 +220,8 @@ def build_report_data(
         ),
         batch_sizes=explanations.batch_sizes,
         shared_seconds=_shared_seconds(explanations),
-        filters_figure=filter_grid(explanations.filters)
-        if explanations.filters is not None
-        else "",
-        n_filters=len(explanations.filters) if explanations.filters is not None else 0,
+        filters_figure="" if filters is None else filter_grid(filters),
+        n_filters=0 if filters is None else len(filters),
         feature_rows=feature_rows(explanations),
         misclassified=case_views(misclassified, explanations, evaluation.predictions),
         n_errors=n_errors,

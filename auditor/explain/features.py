@@ -69,7 +69,7 @@ def first_filters(model: LoadedModel) -> np.ndarray | None:
 
 
 def stage_layers(layers: tuple[LayerInfo, ...]) -> tuple[Stage, ...]:
-    """The last (outermost) module at each spatial resolution above 1×1, at most :data:`MAX_STAGES`."""
+    """The last (outermost) module at each spatial resolution above 1×1 (:data:`MAX_STAGES`)."""
     spatial = sorted(
         (
             layer
