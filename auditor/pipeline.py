@@ -57,6 +57,8 @@ _PACKAGES = (
     "numpy",
     "pandas",
     "scikit-learn",
+    "scikit-image",
+    "captum",
     "matplotlib",
     "jinja2",
     "weasyprint",

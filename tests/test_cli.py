@@ -30,6 +30,7 @@ RUN_FILES = {
     "manifest.json",
     "explanations.npz",
     "explanations.csv",
+    "features.npz",
 }
 
 
@@ -97,7 +98,9 @@ def test_misclassified_images_are_explained_for_both_classes(audit: tuple[Result
     for index, rows in wrong.groupby("index"):
         assert set(rows["role"]) == {"predicted", "true"}
         assert set(rows.loc[rows["role"] == "true", "target"]) == {predictions.loc[index, "label"]}
-    assert set(records["method"]) == {"grad-cam", "saliency"}
+    from auditor.explain import METHODS
+
+    assert set(records["method"]) == set(METHODS), "TinyNet has a GAP + linear head and ReLUs"
     assert (records["status"] == "ok").all()
 
 
@@ -113,6 +116,23 @@ def test_explanations_npz_layout(audit: tuple[Result, Path]) -> None:
         assert saved["image"].tolist() == records["path"].tolist()
         grad_cam = saved["maps"][saved["method"] == "grad-cam"]
         assert (grad_cam >= 0).all(), "Grad-CAM keeps its ReLU"
+        cam = saved["maps"][saved["method"] == "cam"]
+        assert (cam < 0).any(), "CAM keeps negative evidence"
+
+
+def test_features_npz_layout(audit: tuple[Result, Path]) -> None:
+    import numpy as np
+
+    _, folder = audit
+    with np.load(folder / "features.npz") as saved:
+        assert saved["filters"].shape == (6, 3, 3, 3), "TinyNet's first conv: 6 filters, 3×3, RGB"
+        assert saved["filters"].min() == 0.0 and saved["filters"].max() == 1.0
+        assert saved["stages"].tolist() == ["features.2", "features"]
+        for index in saved["images"]:
+            assert saved[f"maps_{index}_0"].shape == (4, 32, 32)
+            assert saved[f"maps_{index}_1"].shape == (4, 16, 16)
+            channels = saved[f"channels_{index}_1"]
+            assert len(set(channels.tolist())) == 4 and channels.max() < 8
 
 
 def test_last_stdout_line_is_the_run_folder(audit: tuple[Result, Path]) -> None:

@@ -152,8 +152,10 @@ def test_unknown_key_is_a_config_error_listing_valid_keys(tmp_path: Path) -> Non
     message = str(raised.value)
     assert "unknown key 'batchsize'" in message
     assert (
-        "valid keys: batch-size, bootstrap, classes, data, device, explain-samples, image-size, "
-        "mean, model, out, seed, std, target-layer, workers" in message
+        "valid keys: batch-size, bootstrap, classes, data, device, explain-samples, ig-baseline, "
+        "ig-steps, image-size, lime-samples, mean, methods, model, occlusion-stride, "
+        "occlusion-window, out, seed, shap-samples, smoothgrad-base, smoothgrad-noise, "
+        "smoothgrad-samples, std, superpixels, target-layer, token-prefix, workers" in message
     )
 
 
@@ -307,3 +309,43 @@ def test_a_missing_required_option_is_a_usage_error_with_exit_code_two() -> None
         resolve_config(None, {"data": "d"})
 
     assert raised.value.exit_code == 2
+
+
+def test_method_settings_come_from_the_file_and_methods_from_the_flag(tmp_path: Path) -> None:
+    path = _toml(
+        tmp_path,
+        'model = "m.pt"\ndata = "d"\nmethods = ["cam", "lime"]\nig-baseline = "blur"\n'
+        "ig-steps = 8\nsmoothgrad-noise = 0.2\nocclusion-window = 12\ntoken-prefix = 1\n",
+    )
+    config = resolve_config(path, {"methods": "saliency, grad-cam"})
+    assert config.methods == ("saliency", "grad-cam")
+    assert config.source["methods"] == "command line"
+    assert (config.ig_baseline, config.ig_steps, config.smoothgrad_noise) == ("blur", 8, 0.2)
+    assert (config.occlusion_window, config.token_prefix) == (12, 1)
+    assert resolve_config(path, {}).methods == ("cam", "lime")
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        (
+            'methods = ["gradcam"]',
+            "--methods names an unknown method 'gradcam'; choose from saliency",
+        ),
+        ('methods = ["cam", "cam"]', "--methods has repeated names"),
+        ('ig-baseline = "white"', "--ig-baseline 'white' is not one of black, blur, mean"),
+        ('smoothgrad-base = "lime"', "--smoothgrad-base 'lime' is not a gradient method"),
+        ("smoothgrad-noise = 0", "--smoothgrad-noise must be in (0, 1]"),
+        ("smoothgrad-noise = true", "smoothgrad-noise must be a number"),
+        ("ig-steps = 1", "--ig-steps must be at least 2, got 1"),
+        ("lime-samples = 5", "--lime-samples must be at least 10"),
+        ("occlusion-window = 0", "--occlusion-window must be at least 1"),
+        ("token-prefix = -1", "--token-prefix must be at least 0"),
+        ("methods = 3", "methods must be a list of method names"),
+    ],
+)
+def test_bad_method_settings_are_one_line_errors(tmp_path: Path, line: str, fragment: str) -> None:
+    path = _toml(tmp_path, f'model = "m.pt"\ndata = "d"\n{line}\n')
+    with pytest.raises(ConfigError) as raised:
+        resolve_config(path, {})
+    assert fragment in str(raised.value) and "\n" not in str(raised.value)

@@ -69,9 +69,7 @@ def test_grad_cam_on_tokens_equals_the_eager_hook_reference(
     x = torch.rand(2, 3, 32, 32)
     targets = torch.tensor([0, 2])
     settings = ExplainSettings(methods=("grad-cam", "grad-cam-plus-plus", "score-cam"))
-    context, _, reasons = build_context(
-        model, OutputKind.LOGITS, layer, settings, Preprocessing(3)
-    )
+    context, _, reasons = build_context(model, OutputKind.LOGITS, layer, settings, Preprocessing(3))
     assert not reasons
     passes = context.passes(x, targets)
     assert passes.activations.shape == (2, 16, 4, 4)

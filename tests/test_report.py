@@ -66,10 +66,12 @@ def test_reproducibility_records_versions_seed_and_data_hash(
     import json
 
     _, folder = audit
-    appendix = next(t for t in pdf_text if t.lstrip().startswith("Reproducibility"))
+    start = next(i for i, t in enumerate(pdf_text) if t.lstrip().startswith("Reproducibility"))
+    end = next(i for i, t in enumerate(pdf_text) if t.lstrip().startswith("Sign-off"))
+    appendix = "\n".join(pdf_text[start:end])
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["data"]["sha256"] in squash(appendix)
-    for package in ("python", "torch", "torchvision", "auditor"):
+    for package in ("python", "torch", "torchvision", "auditor", "captum", "scikit-image"):
         assert package in appendix
     assert "auditorrun--model=" in squash(appendix) and "--seed=1" in squash(appendix)
 
