@@ -38,9 +38,10 @@ from auditor.data import discover
 from auditor.errors import ConfigError, DataError, OutputError
 from auditor.evaluate import Evaluation, evaluate, probe_output_kind
 from auditor.explain import METHODS, ExplainSettings
-from auditor.explain.engine import Explanations, explain_cases, save_features, save_maps
+from auditor.explain.engine import Explanations, explain_cases
 from auditor.explain.features import stage_layers
 from auditor.explain.layers import choose_layer, is_token_shape
+from auditor.explain.store import save_features, save_maps
 from auditor.images import Preprocessing, expected_size
 from auditor.load import LoadedModel, OutputKind, file_sha256, load_model, resolve_device
 from auditor.report.render import render_html, write_pdf

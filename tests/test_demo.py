@@ -18,6 +18,7 @@ def test_demo_writes_its_data_with_masks_and_metadata_and_audits_the_sample_mode
 ) -> None:
     monkeypatch.setenv("AUDITOR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(auditor.demo, "DEMO_IMAGES", 64)
+    monkeypatch.setattr(auditor.demo, "DEMO_EXPLAIN_SAMPLES", 4)
     result = CliRunner().invoke(
         cli, ["demo", "--out", str(tmp_path / "reports"), "--device", "cpu"]
     )

@@ -14,7 +14,8 @@ from torch import nn
 from auditor.data import discover
 from auditor.explain import METHODS, Batch, ExplainContext, ExplainSettings, Method, batching
 from auditor.explain.batching import halving_on_oom, measure_batch_size
-from auditor.explain.engine import build_context, explain_cases, save_maps
+from auditor.explain.engine import build_context, explain_cases
+from auditor.explain.store import save_maps
 from auditor.images import Preprocessing
 from auditor.load import LoadedModel, OutputKind
 from auditor.select import Selection
@@ -213,7 +214,7 @@ def test_results_do_not_depend_on_the_batch_size(small_data: Path) -> None:
 
 
 class _Flaky(Method):
-    """Runs out of memory above two cases per batch; fails outright when a batch starts with class ``b``."""
+    """Out of memory above two cases per batch; fails when a batch starts with class ``b``."""
 
     key = "flaky"
     title = "Flaky"

@@ -253,6 +253,7 @@ def test_errors_not_shown_are_not_denied(tmp_path: Path, tiny_model: Path, manif
 def test_an_image_gone_before_explanation_becomes_failed_rows(
     tmp_path: Path, tiny_model: Path
 ) -> None:
+    from auditor.explain import ExplainSettings
     from auditor.explain.engine import explain_cases
     from auditor.load import load_model
 
@@ -276,9 +277,11 @@ def test_an_image_gone_before_explanation_becomes_failed_rows(
         Selection(sampled=(0,), misclassified=(1,), n_errors=1),
         OutputKind.LOGITS,
         "features",
+        ExplainSettings(methods=("saliency", "grad-cam", "occlusion")),
         4,
     )
     records = explanations.records
+    assert len(records) == 3 * 3, "one predicted and one true case for image 1, one for image 0"
     assert set(records.loc[records["index"] == 1, "status"]) == {"failed"}
     assert "No such file" in records.loc[records["index"] == 1, "detail"].iloc[0]
     assert set(records.loc[records["index"] == 0, "status"]) == {"ok"}
