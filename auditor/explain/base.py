@@ -216,14 +216,14 @@ class ExplainContext:
             score = target_scores(output, self.kind, targets).sum()
             layer_taps = taps[: len(paths)]
             grads = torch.autograd.grad(score, [inputs, *layer_taps], retain_graph=bool(relus))
-            guided = torch.empty(0, device=inputs.device)
+            guided_grads = torch.empty(0, device=inputs.device)
             if relus:
                 handles = [
                     relu.register_hook(lambda grad: grad.clamp(min=0))
                     for relu in taps[len(paths) + (1 if self.head else 0) :]
                 ]
                 try:
-                    (guided,) = torch.autograd.grad(score, [inputs])
+                    (guided_grads,) = torch.autograd.grad(score, [inputs])
                 finally:
                     for handle in handles:
                         handle.remove()
@@ -235,7 +235,7 @@ class ExplainContext:
             input_grads=grads[0],
             activations=fold_tokens(layer_taps[0].detach(), prefix) if paths else empty,
             activation_grads=fold_tokens(grads[1], prefix) if paths else empty,
-            guided_input_grads=guided,
+            guided_input_grads=guided_grads,
             head_features=taps[len(paths)].detach() if self.head else empty,
         )
 

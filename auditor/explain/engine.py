@@ -308,7 +308,8 @@ def explain_cases(
                     status[(case.index, case.role, key)] = ("ok", "")
                     maps[(case.index, case.role, key)] = result[i]
 
-    preprocessing_size = tuple(display[readable[0].index].shape[-2:]) if readable else (0, 0)
+    height, width = display[readable[0].index].shape[-2:] if readable else (0, 0)
+    preprocessing_size = (int(height), int(width))
     size = batch_size
     progress = tqdm(total=len(readable), desc="explain", unit="map", leave=False, disable=None)
     done = 0

@@ -119,6 +119,9 @@ def case_views(
 ) -> tuple[CaseView, ...]:
     """One view per explained image: its tile and, per target class, every method's map."""
     rows = predictions.set_index("index")
+    confidences = dict(
+        zip(predictions["index"].tolist(), predictions["confidence"].tolist(), strict=True)
+    )
     titles = {d.key: d.title for d in explanations.methods}
     records = explanations.records
     views = []
@@ -148,7 +151,7 @@ def case_views(
                 path=str(row["path"]),
                 label=str(row["label"]),
                 prediction=str(row["prediction"]),
-                confidence=float(row["confidence"]),
+                confidence=confidences[index],
                 image=image_tile(explanations.images[index])
                 if index in explanations.images
                 else "",
