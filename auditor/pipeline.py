@@ -87,22 +87,13 @@ def _device_name(device: torch.device) -> str:
 
 
 def explain_settings(config: AuditConfig) -> ExplainSettings:
-    """The method settings of a config (every method when ``methods`` is not set)."""
-    return ExplainSettings(
-        methods=config.methods if config.methods is not None else tuple(METHODS),
-        ig_baseline=config.ig_baseline,
-        ig_steps=config.ig_steps,
-        smoothgrad_samples=config.smoothgrad_samples,
-        smoothgrad_noise=config.smoothgrad_noise,
-        smoothgrad_base=config.smoothgrad_base,
-        occlusion_window=config.occlusion_window,
-        occlusion_stride=config.occlusion_stride,
-        superpixels=config.superpixels,
-        lime_samples=config.lime_samples,
-        shap_samples=config.shap_samples,
-        token_prefix=config.token_prefix,
-        seed=config.seed,
-    )
+    """The method settings of a config (every method when ``methods`` is not set).
+
+    Each field of :class:`ExplainSettings` is the config field of the same name.
+    """
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(ExplainSettings)}
+    values["methods"] = config.methods if config.methods is not None else tuple(METHODS)
+    return ExplainSettings(**values)
 
 
 def _target_layer(
