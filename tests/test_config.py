@@ -349,3 +349,16 @@ def test_bad_method_settings_are_one_line_errors(tmp_path: Path, line: str, frag
     with pytest.raises(ConfigError) as raised:
         resolve_config(path, {})
     assert fragment in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_every_explain_setting_is_a_config_key_with_the_same_default() -> None:
+    import dataclasses
+
+    from auditor.config import AuditConfig
+    from auditor.explain import ExplainSettings
+
+    config = {f.name: f for f in dataclasses.fields(AuditConfig)}
+    for setting in dataclasses.fields(ExplainSettings):
+        assert setting.name in config, setting.name
+        if setting.name != "methods":
+            assert config[setting.name].default == setting.default, setting.name
