@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import csv
+import io
 import warnings
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 from click.testing import CliRunner, Result
 from PIL import Image
 from torch import nn
+from torchvision.transforms.functional import gaussian_blur
 
 from auditor.cli import cli
+from auditor.explain import METHODS, ExplainContext, ExplainSettings, GradientMethod, GradientPasses
+from auditor.images import Preprocessing
+from auditor.load import LoadedModel, OutputKind
+from auditor.taps import TappedModel
 
 XSS_CLASS = "<script>alert(1)</script>"
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 class TinyNet(nn.Module):
@@ -51,6 +59,114 @@ def save_torchscript(module: nn.Module, path: Path, kind: str = "script", size: 
             compiled = torch.jit.trace(module, torch.rand(1, channels, size, size))
         compiled.save(str(path))
     return path
+
+
+def torchscript_twin(model: nn.Module, kind: str, size: int) -> torch.jit.ScriptModule:
+    """``model`` (in eval mode) scripted or traced on a ``size``-pixel input, then saved and
+    loaded as a user's file would be; the eager ``model`` is its twin (same weights)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "script":
+            module = torch.jit.script(model.eval())
+        else:
+            convolutions = (m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+            example = torch.rand(1, next(convolutions, 3), size, size)
+            module = torch.jit.trace(model.eval(), example, check_trace=False)
+        buffer = io.BytesIO()
+        torch.jit.save(module, buffer)
+        buffer.seek(0)
+        return torch.jit.load(buffer)
+
+
+def loaded_model(module: torch.jit.ScriptModule, channels: int = 3) -> LoadedModel:
+    """A :class:`LoadedModel` on the CPU for an in-memory TorchScript module."""
+    return LoadedModel(module, TappedModel(module), None, "", 0, torch.device("cpu"), channels)  # type: ignore[arg-type]
+
+
+def explain_context(
+    model: LoadedModel, kind: OutputKind, layer: str | None, guided: bool = False
+) -> ExplainContext:
+    """The methods' view of ``model`` with every method's settings at their defaults."""
+    preprocessing = Preprocessing(model.in_channels, None, None, None)
+    settings = ExplainSettings(methods=tuple(METHODS))
+    return ExplainContext(model, kind, layer, settings, preprocessing, guided=guided, head=True)
+
+
+def gradient_passes(
+    model: LoadedModel, x: torch.Tensor, targets: torch.Tensor, kind: OutputKind, layer: str
+) -> GradientPasses:
+    """The shared forward and plain backward pass for ``x`` and ``targets``."""
+    return explain_context(model, kind, layer).passes(x, targets)
+
+
+def method_map(key: str, passes: GradientPasses, context: ExplainContext) -> torch.Tensor:
+    """``(B, H, W)`` map of gradient method ``key`` from ``passes``, post-processed."""
+    method = METHODS[key](context.settings)
+    assert isinstance(method, GradientMethod)
+    size = (int(passes.inputs.shape[-2]), int(passes.inputs.shape[-1]))
+    return method.postprocess(method.from_passes(passes, context), size)
+
+
+def assert_matches(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-4) -> float:
+    """Equal within ``rtol`` × the reference's largest magnitude; returns the relative gap.
+
+    Relative to the largest value because maps of random-weight models range from 1e-8
+    to 1e2 depending on the model and method.
+    """
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    scale = expected.abs().max().item()
+    assert scale > 0, "the reference is all zero: the comparison would prove nothing"
+    gap = (actual.double() - expected.double()).abs().max().item() / scale
+    assert gap <= rtol, f"max |difference| is {gap:.3g} × max |reference| (allowed {rtol:g})"
+    return gap
+
+
+def smooth_images(n: int, size: int, seed: int) -> torch.Tensor:
+    """``(n, 3, size, size)`` smooth random images in [0, 1]: 4×4 random colours upsampled,
+    plus a little noise (SLIC finds about as many superpixels in them as asked; in uniform
+    noise it can find one)."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 4, 4, generator=generator)
+    smooth = nn.functional.interpolate(coarse, size=(size, size), mode="bilinear")
+    return (smooth + 0.05 * torch.rand(n, 3, size, size, generator=generator)).clamp(0, 1)
+
+
+def calibrated(model: ModuleT, inputs: torch.Tensor, spread: float = 2.0) -> ModuleT:
+    """``model`` in eval mode with trained-like statistics, measured on ``inputs``.
+
+    Batch-norm running statistics become the mean and variance over ``inputs`` (with
+    torchvision's initial ones, mean 0 and variance 1, the logits of mobilenet_v3_small
+    and efficientnet_b0 vary by 1e-10 between images), and the last linear or convolution
+    layer is scaled so that the logits' standard deviation over ``inputs`` is ``spread``
+    (with torchvision's classifier initialisation mobilenet's are about 0.05, which makes
+    Score-CAM's softmax weights uniform).
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # a plain average over the calibration pass
+    model.train()
+    with torch.no_grad():
+        model(inputs)
+        model.eval()
+        last = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)][-1]
+        scale = spread / model(inputs).std().item()
+        last.weight.mul_(scale)
+        if last.bias is not None:
+            last.bias.mul_(scale)
+    return model
+
+
+def ig_baseline_images(display: torch.Tensor, kind: str) -> torch.Tensor:
+    """Integrated gradients' baselines as documented, in [0, 1]: ``black``; ``blur``, the
+    image blurred with σ = 1/20 of its side; ``mean``, the mean colour of the images."""
+    if kind == "black":
+        return torch.zeros_like(display)
+    if kind == "blur":
+        sigma = max(display.shape[-2:]) / 20
+        kernel = 2 * int(2 * sigma) + 1
+        return gaussian_blur(display, [kernel, kernel], [sigma, sigma])
+    return display.mean(dim=(0, 2, 3), keepdim=True).expand_as(display)
 
 
 def write_png(path: Path, seed: int, size: int = 32, mode: str = "RGB") -> Path:

@@ -14,9 +14,9 @@ from auditor.explain.gradcam import GradCam
 from auditor.explain.gradcam_plusplus import GradCamPlusPlus
 from auditor.explain.postprocess import STEPS, minmax, upsample_bilinear
 from auditor.explain.saliency import Saliency
-from auditor.images import Preprocessing
 from auditor.load import LoadedModel, OutputKind
 from auditor.taps import TappedModel
+from tests.helpers import explain_context, gradient_passes, method_map
 
 SETTINGS = ExplainSettings(methods=tuple(METHODS))
 
@@ -44,25 +44,14 @@ def as_loaded(module: nn.Module) -> LoadedModel:
     return LoadedModel(scripted, TappedModel(scripted), None, "", 0, torch.device("cpu"), 2)  # type: ignore[arg-type]
 
 
-def context_of(
-    model: LoadedModel, kind: OutputKind, layer: str | None, guided: bool = False
-) -> ExplainContext:
-    preprocessing = Preprocessing(model.in_channels, None, None, None)
-    return ExplainContext(model, kind, layer, SETTINGS, preprocessing, guided=guided, head=True)
-
-
-def gradient_passes(
-    model: LoadedModel, x: torch.Tensor, targets: torch.Tensor, kind: OutputKind, layer: str
-) -> GradientPasses:
-    return context_of(model, kind, layer).passes(x, targets)
+def context_of(model: LoadedModel, kind: OutputKind, layer: str | None) -> ExplainContext:
+    return explain_context(model, kind, layer)
 
 
 def attribute(
     method: type, passes: GradientPasses, model: LoadedModel, kind: OutputKind
 ) -> torch.Tensor:
-    instance = method(SETTINGS)
-    size = (int(passes.inputs.shape[-2]), int(passes.inputs.shape[-1]))
-    return instance.postprocess(instance.from_passes(passes, context_of(model, kind, "conv")), size)
+    return method_map(method.key, passes, context_of(model, kind, "conv"))
 
 
 X = torch.tensor([[[[1.0, 0.0], [2.0, -1.0]], [[0.0, 1.0], [1.0, 1.0]]]])  # (1, 2, 2, 2)

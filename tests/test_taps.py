@@ -14,12 +14,10 @@ from captum.attr import Saliency as CaptumSaliency
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from auditor.explain import GradCam, GradientPasses
-from auditor.explain.engine import gradient_passes
-from auditor.explain.saliency import Saliency
+from auditor.explain import GradientPasses
 from auditor.load import LoadedModel, OutputKind
 from auditor.taps import TappedModel
-from tests.helpers import TinyNet
+from tests.helpers import TinyNet, explain_context, gradient_passes, method_map
 
 SIZE = 64
 ARCHITECTURES = {
@@ -103,9 +101,10 @@ def test_grad_cam_and_saliency_equal_captum_on_the_eager_twin(name: str, kind: s
     reference_saliency = CaptumSaliency(model).attribute(x, target=targets, abs=True).amax(dim=1)
     subject = loaded(compiled(model, kind))
     for _ in range(3):  # the third call runs after TorchScript's executor has optimised
-        passes = gradient_passes(subject, x, targets, OutputKind.LOGITS, layer)
-        assert_close_relative(GradCam().attribute(passes), reference_cam)
-        assert_close_relative(Saliency().attribute(passes), reference_saliency)
+        context = explain_context(subject, OutputKind.LOGITS, layer)
+        passes = context.passes(x, targets)
+        assert_close_relative(method_map("grad-cam", passes, context), reference_cam)
+        assert_close_relative(method_map("saliency", passes, context), reference_saliency)
 
 
 def test_default_target_layer_is_the_outermost_owner_of_the_last_spatial_output() -> None:

@@ -6,7 +6,7 @@ own code: every ReLU output (module or functional) is tapped from the TorchScrip
 and a tensor hook clamps its gradient in a second backward pass shared with guided
 Grad-CAM. Captum's ``GuidedBackprop`` hooks ``nn.ReLU`` modules, which a TorchScript
 model does not expose: on one it silently returns the plain gradient (relative
-difference 0.96 from the eager result), so it is only the reference on the eager twin.
+difference 0.86 to 0.96 from the eager result), so it is only the reference on the eager twin.
 """
 
 from __future__ import annotations

@@ -13,14 +13,17 @@ if TYPE_CHECKING:
 
     from auditor.explain.base import Batch, ExplainContext
 
-__all__ = ["attribute_superpixels", "slic_segments"]
+__all__ = ["attribute_superpixels", "grid_segments", "slic_segments"]
 
 
 def slic_segments(image: torch.Tensor, n_segments: int = 50) -> torch.Tensor:
     """``(H, W)`` int64 labels ``0..M-1`` of SLIC superpixels of a ``(C, H, W)`` image in [0, 1].
 
     Uses scikit-image's defaults for RGB (compactness 10, sigma 1, 10 iterations);
-    grayscale images are segmented on their intensity.
+    grayscale images are segmented on their intensity. Where SLIC finds fewer than a
+    quarter of the segments asked for (it can merge a noise-like image into one), a
+    square grid of about ``n_segments`` cells is used instead, so that LIME and
+    KernelSHAP always have features to weigh.
     """
     array = image.detach().cpu().permute(1, 2, 0).numpy().astype(np.float64)
     if array.shape[2] == 1:
@@ -37,7 +40,18 @@ def slic_segments(image: torch.Tensor, n_segments: int = 50) -> torch.Tensor:
             array[:, :, :3], n_segments=n_segments, compactness=10, sigma=1, start_label=0
         )
     _, dense = np.unique(labels, return_inverse=True)
+    if dense.max() + 1 < max(2, n_segments // 4):
+        return grid_segments(array.shape[0], array.shape[1], n_segments)
     return torch.from_numpy(dense.reshape(labels.shape).astype(np.int64))
+
+
+def grid_segments(height: int, width: int, n_segments: int) -> torch.Tensor:
+    """``(H, W)`` int64 labels of a square grid of about ``n_segments`` cells."""
+    side = max(1, round(float(np.sqrt(height * width / max(n_segments, 1)))))
+    rows = torch.arange(height) // side
+    columns = torch.arange(width) // side
+    per_row = int(columns.max()) + 1
+    return rows.view(-1, 1) * per_row + columns.view(1, -1)
 
 
 def attribute_superpixels(
