@@ -244,3 +244,19 @@ def test_out_of_memory_halves_the_batch_and_failures_become_rows(
     failed = flaky[flaky["status"] == "failed"]
     assert len(failed) > 0 and set(failed["detail"]) == {"cannot explain class b"}
     assert (flaky["status"] == "ok").sum() > 0, "the other batches still ran"
+
+
+def test_activation_only_methods_run_without_a_backward_pass() -> None:
+    model = loaded(TinyNet())
+    settings = ExplainSettings(methods=("cam", "score-cam"))
+    context, _, _ = build_context(model, OutputKind.LOGITS, "features", settings, Preprocessing(3))
+    assert not context.gradients
+    passes = context.passes(torch.rand(2, 3, 16, 16), torch.tensor([0, 1]))
+    assert passes.input_grads.numel() == 0 and passes.activation_grads.numel() == 0
+    assert passes.activations.shape == (2, 8, 8, 8) and passes.head_features.shape == (2, 8, 8, 8)
+    assert not passes.activations.requires_grad
+    with_grad, _, _ = build_context(
+        model, OutputKind.LOGITS, "features", ExplainSettings(methods=("cam", "grad-cam")),
+        Preprocessing(3),
+    )  # fmt: skip
+    assert with_grad.gradients

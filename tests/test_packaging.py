@@ -24,7 +24,7 @@ def test_wheel_installs_and_finds_its_templates_and_sample_model(tmp_path: Path)
         "auditor/templates/report.css",
         "auditor/sample_models/sample_cnn.pt",
         "auditor/taps/model.py",
-            "auditor/explain/score_cam.py",
+        "auditor/explain/score_cam.py",
     } <= names
     target = tmp_path / "site"
     subprocess.run(

@@ -146,6 +146,8 @@ class ExplainContext:
         preprocessing: How images in [0, 1] become model inputs.
         guided: Whether gradient passes include the guided backward pass.
         head: Whether gradient passes tap the GAP + linear head's feature map.
+        gradients: Whether gradient passes run the plain backward pass (CAM and
+            Score-CAM read activations only).
 
     Attributes:
         forward_batch: Images per forward pass without gradients (measured).
@@ -163,6 +165,7 @@ class ExplainContext:
         preprocessing: Preprocessing,
         guided: bool = False,
         head: bool = False,
+        gradients: bool = True,
     ) -> None:
         self.model = model
         self.preprocessing = preprocessing
@@ -170,6 +173,7 @@ class ExplainContext:
         self.layer = layer
         self.settings = settings
         self.guided = guided
+        self.gradients = gradients
         self.head: LinearHead | None = model.tapped.linear_head[0] if head else None
         self.forward_batch = 32
         self.backward_batch = 32
@@ -198,7 +202,11 @@ class ExplainContext:
         )
 
     def passes(
-        self, inputs: torch.Tensor, targets: torch.Tensor, guided: bool | None = None
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        guided: bool | None = None,
+        gradients: bool | None = None,
     ) -> GradientPasses:
         """One forward pass, the plain backward pass and (if set) the guided one.
 
@@ -206,11 +214,18 @@ class ExplainContext:
             inputs: ``(B, C, H, W)`` normalised inputs on the model's device.
             targets: ``(B,)`` class indices to explain.
             guided: Whether to run the guided backward pass; ``None``: as constructed.
+            gradients: Whether to run the plain backward pass (without it the gradients
+                are empty and the forward pass keeps no autograd graph); ``None``: as
+                constructed.
         """
         inputs = inputs.detach().clone().requires_grad_(True)
         paths = [self.layer] if self.layer else []
         relus = list(self._relus) if (self.guided if guided is None else guided) else []
         addresses = ([self.head.address] if self.head else []) + relus
+        if not relus and not (self.gradients if gradients is None else gradients):
+            with torch.no_grad():
+                _, taps = self.model.tapped(inputs, paths, addresses)
+            return self._package(inputs, targets, taps, len(paths), (), torch.empty(0))
         with torch.enable_grad():
             output, taps = self.model.tapped(inputs, paths, addresses)
             score = target_scores(output, self.kind, targets).sum()
@@ -227,16 +242,27 @@ class ExplainContext:
                 finally:
                     for handle in handles:
                         handle.remove()
+        return self._package(inputs, targets, taps, len(paths), grads, guided_grads)
+
+    def _package(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        taps: list[torch.Tensor],
+        n_paths: int,
+        grads: tuple[torch.Tensor, ...],
+        guided_grads: torch.Tensor,
+    ) -> GradientPasses:
         empty = torch.empty(0, device=inputs.device)
         prefix = self.settings.token_prefix
         return GradientPasses(
             inputs=inputs.detach(),
             targets=targets,
-            input_grads=grads[0],
-            activations=fold_tokens(layer_taps[0].detach(), prefix) if paths else empty,
-            activation_grads=fold_tokens(grads[1], prefix) if paths else empty,
-            guided_input_grads=guided_grads,
-            head_features=taps[len(paths)].detach() if self.head else empty,
+            input_grads=grads[0] if grads else empty,
+            activations=fold_tokens(taps[0].detach(), prefix) if n_paths else empty,
+            activation_grads=fold_tokens(grads[1], prefix) if n_paths and grads else empty,
+            guided_input_grads=guided_grads.to(inputs.device),
+            head_features=taps[n_paths].detach() if self.head else empty,
         )
 
 
@@ -296,6 +322,7 @@ class Method(ABC):
     needs_guided: bool = False
     needs_head: bool = False
     needs_passes: bool = False
+    needs_gradients: bool = False
 
     def __init__(self, settings: ExplainSettings) -> None:
         self.settings = settings
@@ -334,6 +361,7 @@ class GradientMethod(Method):
     """A method computed from the shared :class:`GradientPasses` alone."""
 
     needs_passes = True
+    needs_gradients = True
 
     @abstractmethod
     def from_passes(self, passes: GradientPasses, context: ExplainContext) -> torch.Tensor:

@@ -22,6 +22,7 @@ class Cam(GradientMethod):
     title = "CAM"
     paper = "Zhou et al., 2016, Learning Deep Features for Discriminative Localization"
     needs_head = True
+    needs_gradients = False
     postprocessing = ("upsample-bilinear",)
     implementation = "Auditor (head read from the graph)"
     reading = (

@@ -190,6 +190,7 @@ def build_context(
         preprocessing,
         guided=any(m.needs_guided for m in methods),
         head=any(m.needs_head for m in methods),
+        gradients=any(m.needs_passes and m.needs_gradients for m in methods),
     )
     return context, methods, not_applicable
 

@@ -84,7 +84,10 @@ class SmoothGrad(Method):
         step = context.backward_batch
         for start in range(0, len(noisy), step):
             passes = context.passes(
-                noisy[start : start + step], targets[start : start + step], self.base.needs_guided
+                noisy[start : start + step],
+                targets[start : start + step],
+                guided=self.base.needs_guided,
+                gradients=self.base.needs_gradients,
             )
             maps.append(self.base.from_passes(passes, context).detach())
         stacked = torch.cat(maps)
