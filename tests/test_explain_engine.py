@@ -260,3 +260,27 @@ def test_activation_only_methods_run_without_a_backward_pass() -> None:
         Preprocessing(3),
     )  # fmt: skip
     assert with_grad.gradients
+
+
+class _Huge(Method):
+    """Never fits in memory."""
+
+    key = "huge"
+    title = "Huge"
+    paper = "nobody, 2026"
+    postprocessing = ()
+    reading = caveat = implementation = "test only"
+
+    def raw_map(self, batch: Batch, context: ExplainContext) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB")
+
+
+def test_a_case_that_never_fits_becomes_failed_rows(
+    small_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(METHODS, "huge", _Huge)
+    result, _ = _explain(small_data, ExplainSettings(methods=("saliency", "huge")), batch_size=4)
+    records = result.records  # type: ignore[attr-defined]
+    assert set(records["status"]) == {"failed"}
+    assert records["detail"].str.contains("out of memory").all()
+    assert result.batch_sizes["explain"] == 1  # type: ignore[attr-defined]

@@ -306,7 +306,10 @@ class Batch:
 class Method(ABC):
     """An explanation method.
 
-    Subclasses set the class attributes and implement :meth:`raw_map`; the steps in
+    Subclasses set the class attributes and implement :meth:`raw_map`. ``needs_passes``:
+    it reads the shared :class:`GradientPasses` (``needs_gradients``: their backward
+    pass; ``needs_guided``: the guided one; ``needs_head``: the head's feature map);
+    ``perturbation``: it runs passes of its own at the measured batch sizes. The steps in
     ``postprocessing`` (names from :data:`auditor.explain.postprocess.STEPS`) are then
     applied, and ``min-max`` only for display.
     """
@@ -323,6 +326,7 @@ class Method(ABC):
     needs_head: bool = False
     needs_passes: bool = False
     needs_gradients: bool = False
+    perturbation: bool = False
 
     def __init__(self, settings: ExplainSettings) -> None:
         self.settings = settings

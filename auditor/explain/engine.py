@@ -197,7 +197,7 @@ def build_context(
 
 def measure_batches(context: ExplainContext, methods: list[Method], example: torch.Tensor) -> None:
     """Set the context's forward and backward batch sizes by timing passes on ``example``."""
-    if not any(not m.needs_passes or m.key == "score-cam" for m in methods):
+    if not any(m.perturbation for m in methods):
         return
 
     @torch.no_grad()
@@ -320,7 +320,13 @@ def explain_cases(
         def attempt(n: int, chunk: list[Case] = chunk) -> None:
             run(chunk[:n])
 
-        _, used = halving_on_oom(attempt, size, "explanation batch")
+        try:
+            _, used = halving_on_oom(attempt, size, "explanation batch")
+        except (torch.OutOfMemoryError, RuntimeError) as error:  # even one case does not fit
+            for case in chunk[:1]:
+                for method in methods:
+                    status[(case.index, case.role, method.key)] = ("failed", first_line(error))
+            size = used = 1
         if used < size:  # ran out of memory: smaller batches from now on
             context.forward_batch = max(1, context.forward_batch * used // size)
             context.backward_batch = max(1, context.backward_batch * used // size)

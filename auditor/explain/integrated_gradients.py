@@ -40,6 +40,7 @@ class IntegratedGradients(Method):
     paper = "Sundararajan et al., 2017, Axiomatic Attribution for Deep Networks (arXiv:1703.01365)"
     postprocessing = ("sum-over-channels", "relu")
     implementation = "Captum IntegratedGradients on the TorchScript forward"
+    perturbation = True
     reading = "Pixels whose change from the baseline image accounts for the class score; "
     reading += "the attributions add up to the score's difference from the baseline."
     caveat = (

@@ -22,6 +22,7 @@ class KernelShap(Method):
     paper = "Lundberg and Lee, 2017, A Unified Approach to Interpreting Model Predictions"
     postprocessing = ("mean-over-channels", "relu")
     implementation = "Captum KernelShap on the TorchScript forward, scikit-image SLIC superpixels"
+    perturbation = True
     reading = "Each superpixel's estimated Shapley value for the class score."
     caveat = (
         "An estimate from random coalitions: with few samples per superpixel it is "

@@ -25,6 +25,7 @@ class Lime(Method):
     paper = "Ribeiro et al., 2016, Why Should I Trust You? (arXiv:1602.04938)"
     postprocessing = ("mean-over-channels", "relu")
     implementation = "Captum Lime on the TorchScript forward, scikit-image SLIC superpixels"
+    perturbation = True
     reading = "Superpixels whose presence a local linear model finds raises the class score."
     caveat = (
         "Depends on the superpixels, the number of samples and the kernel width; a "

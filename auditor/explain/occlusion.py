@@ -22,6 +22,7 @@ class Occlusion(Method):
     paper = "Zeiler and Fergus, 2014, Visualizing and Understanding CNNs (arXiv:1311.2901)"
     postprocessing = ("mean-over-channels", "relu")
     implementation = "Captum Occlusion on the TorchScript forward"
+    perturbation = True
     reading = "How much the class score drops when each region is hidden."
     caveat = (
         "The result depends on the window size and on the fill value; regions smaller "

@@ -28,6 +28,7 @@ class ScoreCam(Method):
     needs_passes = True
     postprocessing = ("relu", "upsample-bilinear")
     implementation = "Auditor (tapped layer, batched masked passes); reference: pytorch-grad-cam"
+    perturbation = True
     reading = "Channels of the target layer weighted by how much the class score stays "
     reading += "when only the region each one highlights is shown."
     caveat = (

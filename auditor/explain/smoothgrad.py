@@ -32,6 +32,7 @@ class SmoothGrad(Method):
     title = "SmoothGrad"
     paper = "Smilkov et al., 2017, SmoothGrad (arXiv:1706.03825)"
     implementation = "Auditor (noisy copies share gradient passes); reference: Captum NoiseTunnel"
+    perturbation = True
     reading = "The wrapped method's map averaged over noisy copies: sharper, less speckled."
     caveat = (
         "Smoothing makes maps look convincing without making them more faithful; the "
