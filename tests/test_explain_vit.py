@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from auditor.explain.layers import choose_layer, is_token_shape
 from auditor.images import Preprocessing
 from auditor.load import LoadedModel, OutputKind
 from auditor.taps import TappedModel
+from tests.helpers import save_torchscript
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +90,35 @@ def test_grad_cam_on_tokens_equals_the_eager_hook_reference(
     grad_cam = METHODS["grad-cam"](settings).from_passes(passes, context)  # type: ignore[attr-defined]
     torch.testing.assert_close(grad_cam, expected.detach(), rtol=1e-4, atol=1e-6)
     assert float(expected.detach().abs().sum()) > 0, "the reference map is not blank"
+
+
+def test_a_vision_transformer_audit_runs_every_applicable_method(
+    vit: tuple[VisionTransformer, LoadedModel], tmp_path: Path, manifest: Path
+) -> None:
+    import pandas as pd
+
+    from tests.helpers import invoke
+
+    eager, _ = vit
+    binary = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+        num_classes=2,
+    ).eval()  # fmt: skip
+    binary.load_state_dict(
+        {k: v for k, v in eager.state_dict().items() if not k.startswith("heads")}, strict=False
+    )
+    torch.nn.init.normal_(binary.heads.head.weight)
+    model = save_torchscript(binary, tmp_path / "vit.pt")
+    result = invoke(
+        "run", "--model", str(model), "--data", str(manifest), "--out", str(tmp_path / "out"),
+        "--explain-samples", "1", "--device", "cpu",
+        "--methods", "grad-cam,score-cam,cam,guided-backprop,saliency",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    records = pd.read_csv(folder / "explanations.csv")
+    assert set(records["method"]) == {"grad-cam", "score-cam", "saliency"}
+    assert set(records["status"]) == {"ok"}
+    html = (folder / "report.html").read_text()
+    assert "encoder.layers.encoder_layer_1.ln_1" in html
+    assert "the model has no ReLU" in html and "global-average-pooling + linear head" in html

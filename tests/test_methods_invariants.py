@@ -212,7 +212,7 @@ def test_linear_model_layer_guided_and_cam_methods_say_why_they_do_not_apply(
     no_layer = "the model has no layer with a spatial (C×H×W) or token output to explain"
     assert linear.not_applicable == {
         "guided-backprop": "the model has no ReLU, so guided backpropagation is the plain gradient",
-        "cam": "CAM needs a global-average-pooling + linear head; here the output is not "
+        "cam": "needs a global-average-pooling + linear head; here the output is not "
         "produced by a linear layer (the last operation is add)",
         "grad-cam": no_layer,
         "grad-cam-plus-plus": no_layer,

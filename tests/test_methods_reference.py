@@ -616,12 +616,12 @@ def test_cam_does_not_apply_without_a_gap_linear_head(case: Case) -> None:
     reason = case.not_applicable["cam"]
     if case.twin.name == "mobilenet_v3_small":  # pool → linear → hardswish → dropout → linear
         assert reason == (
-            "CAM needs a global-average-pooling + linear head; here the linear layer's input "
+            "needs a global-average-pooling + linear head; here the linear layer's input "
             "is not a global average pooling of a feature map (it comes from hardswish)"
         )
     else:  # dropout → 1×1 conv → relu → pool: no linear layer at all
         assert reason == (
-            "CAM needs a global-average-pooling + linear head; here the output is not "
+            "needs a global-average-pooling + linear head; here the output is not "
             "produced by a linear layer (the last operation is adaptive_avg_pool2d)"
         )
 

@@ -34,9 +34,9 @@ class Cam(GradientMethod):
     def not_applicable(self, context: ExplainContext) -> str | None:
         head, reason = context.model.tapped.linear_head
         if head is None:
-            return f"CAM needs a global-average-pooling + linear head; here {reason}"
+            return f"needs a global-average-pooling + linear head; here {reason}"
         if context.kind in (OutputKind.BINARY_PROBABILITY, OutputKind.PROBABILITIES):
-            return "CAM needs logits, but the model outputs probabilities"
+            return "needs logits, but the model outputs probabilities"
         return None
 
     def from_passes(self, passes: GradientPasses, context: ExplainContext) -> torch.Tensor:
