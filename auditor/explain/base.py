@@ -189,18 +189,6 @@ class ExplainContext:
         """``(N, K)`` scores of every class for ``(N, C, H, W)`` inputs (Captum's forward)."""
         return class_scores(self.model.module(inputs), self.kind)
 
-    @torch.no_grad()
-    def target_scores(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` target scores without gradients, in chunks of :attr:`forward_batch`."""
-        return torch.cat(
-            [
-                self.class_scores(inputs[i : i + self.forward_batch])
-                .gather(1, targets[i : i + self.forward_batch].view(-1, 1))
-                .squeeze(1)
-                for i in range(0, len(inputs), self.forward_batch)
-            ]
-        )
-
     def passes(
         self,
         inputs: torch.Tensor,
