@@ -29,8 +29,10 @@ class GradCamPlusPlus(GradientMethod):
     uses_layer = True
     postprocessing = ("relu", "upsample-bilinear")
     implementation = "Auditor (tapped layer); reference: the paper's formula by hand"
-    reading = "Like Grad-CAM, weighting each location's positive gradient, so several "
-    reading += "instances of a class and small regions show more fully."
+    reading = (
+        "Like Grad-CAM, weighting each location's positive gradient, so several "
+        "instances of a class and small regions show more fully."
+    )
     caveat = "Coarse like Grad-CAM; its weights can be dominated by a few large gradients."
 
     def from_passes(self, passes: GradientPasses, context: ExplainContext) -> torch.Tensor:

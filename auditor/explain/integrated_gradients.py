@@ -41,8 +41,10 @@ class IntegratedGradients(Method):
     postprocessing = ("sum-over-channels", "relu")
     implementation = "Captum IntegratedGradients on the TorchScript forward"
     perturbation = True
-    reading = "Pixels whose change from the baseline image accounts for the class score; "
-    reading += "the attributions add up to the score's difference from the baseline."
+    reading = (
+        "Pixels whose change from the baseline image accounts for the class score; "
+        "the attributions add up to the score's difference from the baseline."
+    )
     caveat = (
         "Depends on the baseline: features that equal the baseline (black regions with "
         "a black baseline) get no attribution."

@@ -29,8 +29,10 @@ class ScoreCam(Method):
     postprocessing = ("relu", "upsample-bilinear")
     implementation = "Auditor (tapped layer, batched masked passes); reference: pytorch-grad-cam"
     perturbation = True
-    reading = "Channels of the target layer weighted by how much the class score stays "
-    reading += "when only the region each one highlights is shown."
+    reading = (
+        "Channels of the target layer weighted by how much the class score stays "
+        "when only the region each one highlights is shown."
+    )
     caveat = (
         "Costs one forward pass per channel; masked images are far from the data the "
         "model saw, and softmax weights can be nearly uniform over many channels."
