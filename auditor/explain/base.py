@@ -16,6 +16,7 @@ from typing import ClassVar
 import torch
 
 from auditor.explain.postprocess import STEPS
+from auditor.explain.superpixels import slic_segments
 from auditor.images import Preprocessing
 from auditor.load import LoadedModel, OutputKind, class_scores, target_scores
 from auditor.taps import LinearHead
@@ -282,8 +283,6 @@ class Batch:
 
     def superpixels(self, n_segments: int) -> list[torch.Tensor]:
         """One ``(H, W)`` int64 SLIC segmentation per image, computed once per batch."""
-        from auditor.explain.superpixels import slic_segments
-
         if n_segments not in self._superpixels:
             self._superpixels[n_segments] = [
                 slic_segments(image, n_segments) for image in self.display

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["CANDIDATE_BATCHES", "halving_on_oom", "measure_batch_size"]
+__all__ = ["CANDIDATE_BATCHES", "halving_on_oom", "is_oom", "measure_batch_size"]
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,8 @@ T = TypeVar("T")
 CANDIDATE_BATCHES = (8, 16, 32, 64, 128)
 
 
-def _is_oom(error: BaseException) -> bool:
+def is_oom(error: BaseException) -> bool:
+    """Whether ``error`` means the device ran out of memory (CUDA or CPU allocator)."""
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
@@ -52,7 +53,7 @@ def halving_on_oom(run: Callable[[int], T], size: int, what: str) -> tuple[T, in
         try:
             return run(size), size
         except (torch.OutOfMemoryError, RuntimeError) as error:
-            if not _is_oom(error) or size == 1:
+            if not is_oom(error) or size == 1:
                 raise
             _release_memory()
             log.warning("%s ran out of memory at batch %d; retrying at %d", what, size, size // 2)
@@ -92,7 +93,7 @@ def measure_batch_size(
                 synchronize()
                 timings.append(time.perf_counter() - start)
         except (torch.OutOfMemoryError, RuntimeError) as error:
-            if not _is_oom(error):
+            if not is_oom(error):
                 raise
             _release_memory()
             break

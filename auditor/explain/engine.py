@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from auditor.data import Dataset
 from auditor.explain import METHODS, Batch, ExplainContext, ExplainSettings, Method, PassCount
-from auditor.explain.batching import halving_on_oom, measure_batch_size
+from auditor.explain.batching import halving_on_oom, is_oom, measure_batch_size
 from auditor.explain.features import FeatureMaps, Stage, first_filters, stage_maps
 from auditor.images import Preprocessing, read_image
 from auditor.load import LoadedModel, OutputKind, first_line
@@ -282,7 +282,7 @@ def explain_cases(
                 if batch.passes.activations.numel():
                     context.layer_channels = int(batch.passes.activations.shape[1])
             except (RuntimeError, ValueError) as error:
-                if "out of memory" in str(error).lower():
+                if is_oom(error):
                     raise
                 log.warning("gradient passes failed: %s", error)
                 results.update({m.key: first_line(error) for m in methods if m.needs_passes})
@@ -296,7 +296,7 @@ def explain_cases(
             try:
                 results[method.key] = method.attribute(batch, context).cpu().numpy()
             except (RuntimeError, ValueError) as error:
-                if "out of memory" in str(error).lower():
+                if is_oom(error):
                     raise
                 log.warning("%s failed on a batch: %s", method.key, error)
                 results[method.key] = first_line(error)
@@ -322,7 +322,9 @@ def explain_cases(
 
         try:
             _, used = halving_on_oom(attempt, size, "explanation batch")
-        except (torch.OutOfMemoryError, RuntimeError) as error:  # even one case does not fit
+        except RuntimeError as error:  # even one case does not fit
+            if not is_oom(error):
+                raise
             for case in chunk[:1]:
                 for method in methods:
                     status[(case.index, case.role, method.key)] = ("failed", first_line(error))
