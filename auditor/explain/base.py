@@ -182,6 +182,27 @@ class ExplainContext:
         self.layer_channels = 0
         self.mean_colour: torch.Tensor | None = None
 
+    def with_model(self, model: LoadedModel) -> ExplainContext:
+        """The same context on another model of the same graph (e.g. a randomised copy).
+
+        Batch sizes, the layer's channel count and the mean colour carry over.
+        """
+        other = ExplainContext(
+            model,
+            self.kind,
+            self.layer,
+            self.settings,
+            self.preprocessing,
+            guided=self.guided,
+            head=self.head is not None,
+            gradients=self.gradients,
+        )
+        other.forward_batch = self.forward_batch
+        other.backward_batch = self.backward_batch
+        other.layer_channels = self.layer_channels
+        other.mean_colour = self.mean_colour
+        return other
+
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """``(..., C, H, W)`` images in [0, 1] → model inputs."""
         return self.preprocessing.normalise(images)

@@ -30,6 +30,7 @@ __all__ = [
     "Case",
     "Explanations",
     "MethodDescription",
+    "attribute_batch",
     "build_context",
     "explain_cases",
 ]
@@ -229,6 +230,69 @@ def _load_images(
     return images, errors
 
 
+def attribute_batch(
+    context: ExplainContext,
+    methods: list[Method],
+    display: torch.Tensor,
+    targets: torch.Tensor,
+    seeds: list[int],
+    seconds: dict[str, float] | None = None,
+) -> dict[str, np.ndarray | str]:
+    """Every method's maps for one batch, sharing the gradient passes.
+
+    Args:
+        context: The model as the methods see it.
+        methods: Methods to run (from :func:`build_context`).
+        display: ``(B, C, H, W)`` images in [0, 1], on the CPU.
+        targets: ``(B,)`` class indices to explain.
+        seeds: One seed per image for the methods that draw random numbers.
+        seconds: Where to add each method's time (and ``"gradient passes"``), if given.
+
+    Returns:
+        Key → ``(B, H, W)`` float32 maps before min-max, or the first line of the error
+        that stopped the method on this batch.
+
+    Raises:
+        RuntimeError: The batch ran out of device memory (the caller halves it).
+    """
+    device = context.model.device
+    batch = Batch(
+        inputs=context.normalise(display).to(device),
+        display=display,
+        targets=targets.to(device),
+        seeds=seeds,
+    )
+    clock = seconds if seconds is not None else {}
+    results: dict[str, np.ndarray | str] = {}
+    if any(m.needs_passes for m in methods):
+        start = time.perf_counter()
+        try:
+            batch.passes = context.passes(batch.inputs, batch.targets)
+            if batch.passes.activations.numel():
+                context.layer_channels = int(batch.passes.activations.shape[1])
+        except (RuntimeError, ValueError) as error:
+            if is_oom(error):
+                raise
+            log.warning("gradient passes failed: %s", error)
+            results.update({m.key: first_line(error) for m in methods if m.needs_passes})
+        clock["gradient passes"] = clock.get("gradient passes", 0.0) + (
+            time.perf_counter() - start
+        )
+    for method in methods:
+        if method.key in results:
+            continue
+        start = time.perf_counter()
+        try:
+            results[method.key] = method.attribute(batch, context).cpu().numpy()
+        except (RuntimeError, ValueError) as error:
+            if is_oom(error):
+                raise
+            log.warning("%s failed on a batch: %s", method.key, error)
+            results[method.key] = first_line(error)
+        clock[method.key] = clock.get(method.key, 0.0) + time.perf_counter() - start
+    return results
+
+
 def explain_cases(
     model: LoadedModel,
     dataset: Dataset,
@@ -266,41 +330,14 @@ def explain_cases(
         measure_batches(context, methods, example)
 
     def run(chunk: list[Case]) -> None:
-        batch = Batch(
-            inputs=torch.stack([preprocessing.normalise(display[c.index]) for c in chunk]).to(
-                model.device
-            ),
-            display=torch.stack([display[c.index] for c in chunk]),
-            targets=torch.tensor([c.target for c in chunk], device=model.device),
-            seeds=[settings.seed + c.index for c in chunk],
+        results = attribute_batch(
+            context,
+            methods,
+            torch.stack([display[c.index] for c in chunk]),
+            torch.tensor([c.target for c in chunk]),
+            [settings.seed + c.index for c in chunk],
+            seconds,
         )
-        results: dict[str, np.ndarray | str] = {}
-        if any(m.needs_passes for m in methods):
-            start = time.perf_counter()
-            try:
-                batch.passes = context.passes(batch.inputs, batch.targets)
-                if batch.passes.activations.numel():
-                    context.layer_channels = int(batch.passes.activations.shape[1])
-            except (RuntimeError, ValueError) as error:
-                if is_oom(error):
-                    raise
-                log.warning("gradient passes failed: %s", error)
-                results.update({m.key: first_line(error) for m in methods if m.needs_passes})
-            seconds["gradient passes"] = seconds.get("gradient passes", 0.0) + (
-                time.perf_counter() - start
-            )
-        for method in methods:
-            if method.key in results:
-                continue
-            start = time.perf_counter()
-            try:
-                results[method.key] = method.attribute(batch, context).cpu().numpy()
-            except (RuntimeError, ValueError) as error:
-                if is_oom(error):
-                    raise
-                log.warning("%s failed on a batch: %s", method.key, error)
-                results[method.key] = first_line(error)
-            seconds[method.key] = seconds.get(method.key, 0.0) + time.perf_counter() - start
         for key, result in results.items():
             for i, case in enumerate(chunk):
                 if isinstance(result, str):
