@@ -68,6 +68,8 @@ class AuditConfig:
         methods: Explanation methods to run (registry keys); ``None``: all of them.
         ig_baseline ... token_prefix: Method settings; see
             :class:`auditor.explain.ExplainSettings`.
+        trust_images ... shortcut_concentration: Trust-check settings; see
+            :class:`auditor.measure.TrustSettings`.
     """
 
     model: Path
@@ -96,6 +98,16 @@ class AuditConfig:
     lime_samples: int = 256
     shap_samples: int = 256
     token_prefix: int | None = None
+    trust_images: int = 8
+    randomisation_steps: int = 4
+    deletion_steps: int = 20
+    sensitivity_samples: int = 5
+    sensitivity_radius: float = 0.02
+    localisation_top: float = 0.1
+    randomisation_threshold: float = 0.5
+    sensitivity_threshold: float = 0.5
+    shortcut_threshold: float = 0.5
+    shortcut_concentration: float = 2.0
     source: dict[str, str] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -131,6 +143,19 @@ _INT_FIELDS = {
     "lime_samples",
     "shap_samples",
     "token_prefix",
+    "trust_images",
+    "randomisation_steps",
+    "deletion_steps",
+    "sensitivity_samples",
+}
+_FLOAT_FIELDS = {
+    "smoothgrad_noise",
+    "sensitivity_radius",
+    "localisation_top",
+    "randomisation_threshold",
+    "sensitivity_threshold",
+    "shortcut_threshold",
+    "shortcut_concentration",
 }
 
 
@@ -195,9 +220,9 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
             raise ConfigError(f"methods must be a list of method names, got {value!r}")
         return tuple(items)
-    if name == "smoothgrad_noise":
+    if name in _FLOAT_FIELDS:
         if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ConfigError(f"smoothgrad-noise must be a number, got {value!r}")
+            raise ConfigError(f"{name.replace('_', '-')} must be a number, got {value!r}")
         return float(value)
     if name == "classes":
         items = parse_names(value) if isinstance(value, str) else value
@@ -240,6 +265,7 @@ def _validate(config: AuditConfig) -> None:
     if (config.mean is None) != (config.std is None):
         raise ConfigError("--mean and --std go together: give both or neither")
     _validate_methods(config)
+    _validate_trust(config)
     if config.classes is not None:
         if len(config.classes) < 2:
             raise bad("classes", f"needs at least two class names, got {list(config.classes)}")
@@ -283,6 +309,34 @@ def _validate_methods(config: AuditConfig) -> None:
             raise bad(option, f"must be at least {least}, got {value}")
     if not (math.isfinite(config.smoothgrad_noise) and 0 < config.smoothgrad_noise <= 1):
         raise bad("smoothgrad-noise", f"must be in (0, 1], got {config.smoothgrad_noise}")
+
+
+def _validate_trust(config: AuditConfig) -> None:
+    def bad(option: str, message: str) -> ConfigError:
+        return ConfigError(f"{option} {message}; set it in the config file")
+
+    for option, value, least in (
+        ("trust-images", config.trust_images, 0),
+        ("randomisation-steps", config.randomisation_steps, 1),
+        ("sensitivity-samples", config.sensitivity_samples, 1),
+    ):
+        if value < least:
+            raise bad(option, f"must be at least {least}, got {value}")
+    if config.deletion_steps == 1 or config.deletion_steps < 0:
+        raise bad("deletion-steps", f"must be 0 (skip) or at least 2, got {config.deletion_steps}")
+    for option, number, low, high in (
+        ("sensitivity-radius", config.sensitivity_radius, 0.0, 1.0),
+        ("localisation-top", config.localisation_top, 0.0, 1.0),
+        ("randomisation-threshold", config.randomisation_threshold, 0.0, 1.0),
+        ("sensitivity-threshold", config.sensitivity_threshold, 0.0, math.inf),
+        ("shortcut-threshold", config.shortcut_threshold, 0.0, 1.0),
+    ):
+        if not (low < number <= high):
+            raise bad(option, f"must be in ({low:g}, {high:g}], got {number}")
+    if not (math.isfinite(config.shortcut_concentration) and config.shortcut_concentration >= 1):
+        raise bad(
+            "shortcut-concentration", f"must be at least 1, got {config.shortcut_concentration}"
+        )
 
 
 def resolve_config(config_file: Path | None, flags: Mapping[str, Any]) -> AuditConfig:

@@ -1,6 +1,6 @@
 """The orchestrator: calls the stages in order and writes the run folder.
 
-load ─► profile ─► evaluate ─► select ─► explain ─► aggregate ─► render
+load ─► profile ─► evaluate ─► select ─► explain ─► measure ─► aggregate ─► render
 
 Everything that can fail because of the user's input fails before anything is
 written. The run folder is assembled under a hidden ``.partial`` name and renamed
@@ -44,6 +44,7 @@ from auditor.explain.layers import choose_layer, is_token_shape
 from auditor.explain.store import save_features, save_maps
 from auditor.images import Preprocessing, expected_size
 from auditor.load import LoadedModel, OutputKind, file_sha256, load_model, resolve_device
+from auditor.measure import Trust, TrustSettings, measure_trust
 from auditor.report.render import render_html, write_pdf
 from auditor.select import select_cases
 
@@ -51,7 +52,7 @@ __all__ = ["METRICS_SCHEMA_VERSION", "run_audit"]
 
 log = logging.getLogger(__name__)
 
-METRICS_SCHEMA_VERSION = 1
+METRICS_SCHEMA_VERSION = 2  # 2: the "trust" section
 _PACKAGES = (
     "torch",
     "torchvision",
@@ -96,6 +97,13 @@ def explain_settings(config: AuditConfig) -> ExplainSettings:
     return ExplainSettings(**values)
 
 
+def trust_settings(config: AuditConfig) -> TrustSettings:
+    """The trust-check settings of a config (each field is the config field of its name)."""
+    return TrustSettings(
+        **{f.name: getattr(config, f.name) for f in dataclasses.fields(TrustSettings)}
+    )
+
+
 def _target_layer(
     config: AuditConfig, profile: ArchitectureProfile, model: LoadedModel, kind: OutputKind
 ) -> str | None:
@@ -132,7 +140,43 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def metrics_document(evaluation: Evaluation, classes: tuple[str, ...]) -> dict[str, Any]:
+def trust_document(trust: Trust) -> dict[str, Any]:
+    """The ``trust`` section of ``metrics.json``: verdicts, shortcut findings, settings."""
+    shortcuts = trust.shortcuts
+    return {
+        "settings": asdict(trust.settings),
+        "methods": trust.verdicts.astype(object).to_dict("records"),
+        "randomisation_steps": [
+            {"label": step.label, "share_of_modules": step.share} for step in trust.steps
+        ],
+        "not_measured": trust.not_measured,
+        "shortcuts": None
+        if shortcuts is None
+        else {
+            "methods": list(shortcuts.methods),
+            "groups": [
+                {
+                    "kind": g.kind,
+                    "name": g.name,
+                    "n": g.n,
+                    "outside_roi": g.outside[0],
+                    "outside_roi_ci": [g.outside[1], g.outside[2]],
+                    "outside_area": g.outside_area,
+                    "region": g.region,
+                    "region_share": g.region_share,
+                    "region_area": g.region_area,
+                    "flagged": g.flagged,
+                    "finding": g.sentence() if g.flagged else None,
+                }
+                for g in shortcuts.groups
+            ],
+        },
+    }
+
+
+def metrics_document(
+    evaluation: Evaluation, classes: tuple[str, ...], trust: Trust
+) -> dict[str, Any]:
     """The content of ``metrics.json``."""
     m = evaluation.metrics
     per_class = []
@@ -154,6 +198,7 @@ def metrics_document(evaluation: Evaluation, classes: tuple[str, ...]) -> dict[s
             "per_class": per_class,
             "confusion_matrix": m.confusion_matrix,
             "calibration": [asdict(b) for b in m.calibration],
+            "trust": trust_document(trust),
         }
     )
 
@@ -173,6 +218,7 @@ def _write_run(
     evaluation: Evaluation,
     profile: ArchitectureProfile,
     explanations: Explanations,
+    trust: Trust,
     classes: tuple[str, ...],
     started: datetime,
     finished: datetime,
@@ -182,12 +228,14 @@ def _write_run(
     layers_frame(profile).to_csv(folder / "layers.csv", index=False)
     evaluation.excluded.to_csv(folder / "excluded.csv", index=False)
     (folder / "metrics.json").write_text(
-        json.dumps(metrics_document(evaluation, classes), indent=2, allow_nan=False) + "\n",
+        json.dumps(metrics_document(evaluation, classes, trust), indent=2, allow_nan=False) + "\n",
         encoding="utf-8",
     )
     save_maps(explanations, folder / "explanations.npz")
     save_features(explanations, folder / "features.npz")
     explanations.records.to_csv(folder / "explanations.csv", index=False)
+    trust.verdicts.to_csv(folder / "trust.csv", index=False)
+    trust.records.to_csv(folder / "trust_records.csv", index=False)
     html = render_html(report)
     (folder / "report.html").write_text(html, encoding="utf-8")
     write_pdf(html, folder, folder / "report.pdf")
@@ -254,6 +302,18 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
         config.batch_size,
         stages=stage_layers(profile.layers),
     )
+    trust = measure_trust(
+        model,
+        dataset,
+        preprocessing,
+        evaluation.predictions,
+        explanations,
+        kind,
+        explain_settings(config),
+        trust_settings(config),
+        profile.layers,
+        config.batch_size,
+    )
     finished = _now()
     report = build_report_data(
         config=config,
@@ -262,6 +322,7 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
         evaluation=evaluation,
         architecture=profile,
         explanations=explanations,
+        trust=trust,
         sampled=selection.sampled,
         misclassified=selection.misclassified,
         n_errors=selection.n_errors,
@@ -284,7 +345,15 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
         ) from None
     try:
         _write_run(
-            partial, report, evaluation, profile, explanations, dataset.classes, started, finished
+            partial,
+            report,
+            evaluation,
+            profile,
+            explanations,
+            trust,
+            dataset.classes,
+            started,
+            finished,
         )
         os.replace(partial, folder)
     except OSError as error:

@@ -18,15 +18,20 @@ from torchvision.transforms.functional import gaussian_blur
 from auditor.explain.base import Batch, ExplainContext, Method, PassCount
 
 
+def blurred(display: torch.Tensor) -> torch.Tensor:
+    """``(..., C, H, W)`` images blurred by a Gaussian with sigma 1/20 of the longer side."""
+    sigma = max(display.shape[-2:]) / 20
+    kernel = 2 * int(2 * sigma) + 1
+    return gaussian_blur(display, [kernel, kernel], [sigma, sigma])
+
+
 def ig_baseline(batch: Batch, context: ExplainContext, kind: str) -> torch.Tensor:
     """The ``(B, C, H, W)`` baseline ``x'`` in the model's normalised input space."""
     display = batch.display
     if kind == "black":
         pixels = torch.zeros_like(display)
     elif kind == "blur":
-        sigma = max(display.shape[-2:]) / 20
-        kernel = 2 * int(2 * sigma) + 1
-        pixels = gaussian_blur(display, [kernel, kernel], [sigma, sigma])
+        pixels = blurred(display)
     else:
         if context.mean_colour is None:
             raise RuntimeError("the mean colour of the explained images was not set")

@@ -1,0 +1,99 @@
+"""Deletion and insertion curves (Petsiuk, Das and Saenko, 2018).
+
+"RISE: Randomized Input Sampling for Explanation of Black-box Models", BMVC 2018. Pixels
+are ranked by attribution, most positive first (ties in random order, so that a flat
+map is not read in raster order). *Deletion* replaces the top ``k/S`` of the pixels
+with black and follows the probability of the explained class; a faithful map makes it
+fall fast (low area under the curve). *Insertion* starts from the image blurred and
+puts the top pixels back; a faithful map makes it rise fast (high area). A random
+ranking of the same image gives the baseline curves.
+
+Own code: Quantus's ``PixelFlipping`` computes the deletion curve one image and one
+step at a time; here the steps of all methods of an image run in shared batches at the
+measured forward batch size, and the two end points of each curve (the image, and the
+image fully deleted or blurred) are the same for every method, so they run once. The
+curves match ``quantus.PixelFlipping`` (``tests/test_trust_reference.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from auditor.explain import ExplainContext
+from auditor.explain.integrated_gradients import blurred
+from auditor.load import to_probabilities
+
+__all__ = ["area", "curves", "pixel_order"]
+
+
+def pixel_order(maps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``(M, H*W)`` pixel indices of each ``(M, H, W)`` map, highest attribution first.
+
+    Equal attributions come in an order drawn from ``generator``.
+    """
+    flat = maps.reshape(len(maps), -1)
+    shuffle = torch.randperm(flat.shape[1], generator=generator)
+    order = torch.argsort(-flat[:, shuffle], dim=1, stable=True)
+    return shuffle[order]
+
+
+def _probabilities(context: ExplainContext, images: torch.Tensor, target: int) -> torch.Tensor:
+    """``(N,)`` probability of ``target`` for ``(N, C, H, W)`` images in [0, 1]."""
+    out = []
+    step = max(1, context.forward_batch)
+    with torch.no_grad():
+        for start in range(0, len(images), step):
+            chunk = context.normalise(images[start : start + step].to(context.model.device))
+            output = context.model.module(chunk)
+            out.append(to_probabilities(output, context.kind)[:, target].cpu())
+    return torch.cat(out)
+
+
+def curves(
+    context: ExplainContext,
+    display: torch.Tensor,
+    target: int,
+    orders: torch.Tensor,
+    steps: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Deletion and insertion curves of one image for several pixel orders.
+
+    Args:
+        context: The model.
+        display: ``(C, H, W)`` image in [0, 1] on the CPU.
+        target: Class whose probability is followed.
+        orders: ``(M, H*W)`` pixel orders (from :func:`pixel_order`).
+        steps: ``S``: the curves have ``S + 1`` points, at ``0, 1/S, ..., 1`` of the pixels.
+
+    Returns:
+        ``(deletion, insertion)``, each ``(M, S + 1)`` probabilities.
+    """
+    channels, height, width = display.shape
+    n_pixels = height * width
+    flat = display.reshape(channels, n_pixels)
+    black = torch.zeros_like(flat)
+    blur = blurred(display).reshape(channels, n_pixels)
+    counts = torch.round(torch.arange(1, steps) * n_pixels / steps).long()  # interior points
+    rank = torch.empty_like(orders)
+    rank.scatter_(1, orders, torch.arange(n_pixels).expand_as(orders).contiguous())
+    chosen = rank[:, None, :] < counts[None, :, None]  # (M, S-1, H*W): pixels changed
+    chosen = chosen[:, :, None, :]
+    deleted = torch.where(chosen, black, flat)
+    inserted = torch.where(chosen, flat, blur)
+    images = torch.cat([deleted, inserted]).reshape(-1, channels, height, width)
+    ends = torch.stack([flat, black, blur]).reshape(3, channels, height, width)
+    scores = _probabilities(context, torch.cat([ends, images]), target).double()
+    original, all_deleted, all_blurred = scores[:3]
+    interior = scores[3:].reshape(2, len(orders), steps - 1)
+    m = len(orders)
+    deletion = torch.cat([original.expand(m, 1), interior[0], all_deleted.expand(m, 1)], dim=1)
+    insertion = torch.cat([all_blurred.expand(m, 1), interior[1], original.expand(m, 1)], dim=1)
+    return deletion.numpy(), insertion.numpy()
+
+
+def area(curve: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Area under ``(..., S + 1)`` curves on ``[0, 1]`` (trapezoids)."""
+    steps = curve.shape[-1] - 1
+    return (curve[..., :-1] + curve[..., 1:]).sum(axis=-1) / (2 * steps)

@@ -1,0 +1,90 @@
+"""Localisation of maps against region-of-interest masks, and the masks themselves.
+
+* Pointing game (Zhang et al., 2018, "Top-down Neural Attention by Excitation
+  Backprop"): a hit when a pixel of highest attribution lies inside the mask (as
+  Quantus's ``PointingGame``, any of several equal maxima counts, no tolerance).
+* Energy-based pointing game (Wang et al., 2020, "Score-CAM"): the share of the
+  positive attribution that falls inside the mask (Quantus's
+  ``AttributionLocalisation`` with ``positive_attributions=True``, ``abs=False``,
+  ``weighted=False``; it gives 0 where we give NaN, for a map with no positive value).
+* Top-k IoU: intersection over union of the ``k`` share of pixels with the highest
+  attribution (ties in random order) with the mask.
+
+A map spread evenly scores the mask's share of the image on the energy game and hits
+the pointing game that often; both are reported as the chance level.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from PIL import Image
+
+from auditor.images import Preprocessing
+
+__all__ = ["energy_inside", "pointing_hit", "read_mask", "top_iou"]
+
+
+def read_mask(
+    path: Path, image_size: tuple[int, int], preprocessing: Preprocessing
+) -> torch.Tensor:
+    """``(H, W)`` bool mask, preprocessed as its image (resize, crop) with nearest neighbours.
+
+    A mask stored at another resolution than its image is first resized to the image's.
+
+    Args:
+        path: A binary image (nonzero inside the region).
+        image_size: ``(width, height)`` of the original image file.
+        preprocessing: The images' preprocessing.
+
+    Raises:
+        OSError: The file cannot be read as an image.
+    """
+    with Image.open(path) as opened:
+        mask = opened.convert("L")
+    if mask.size != image_size:
+        mask = mask.resize(image_size, Image.Resampling.NEAREST)
+    if preprocessing.image_size is not None:
+        side = preprocessing.image_size
+        scale = side / min(mask.width, mask.height)
+        size = (max(side, round(mask.width * scale)), max(side, round(mask.height * scale)))
+        mask = mask.resize(size, Image.Resampling.NEAREST)
+        left, top = (mask.width - side) // 2, (mask.height - side) // 2
+        mask = mask.crop((left, top, left + side, top + side))
+    return torch.from_numpy(np.asarray(mask) > 0)
+
+
+def pointing_hit(maps: NDArray[np.floating], masks: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """1.0 where a maximum of ``maps[i]`` lies inside ``masks[i]``, else 0.0: ``(N,)``."""
+    flat = maps.reshape(len(maps), -1)
+    peaks = flat == flat.max(axis=1, keepdims=True)
+    return (peaks & masks.reshape(len(masks), -1)).any(axis=1).astype(np.float64)
+
+
+def energy_inside(maps: NDArray[np.floating], masks: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Share of each map's positive attribution inside its mask: ``(N,)`` (NaN if none)."""
+    positive = np.clip(maps.reshape(len(maps), -1).astype(np.float64), 0, None)
+    total = positive.sum(axis=1)
+    inside = (positive * masks.reshape(len(masks), -1)).sum(axis=1)
+    return np.divide(inside, total, out=np.full(len(maps), np.nan), where=total > 0)
+
+
+def top_iou(
+    orders: NDArray[np.int64], masks: NDArray[np.bool_], share: float
+) -> NDArray[np.float64]:
+    """IoU of each map's top ``share`` of pixels with its mask: ``(N,)``.
+
+    Args:
+        orders: ``(N, H*W)`` pixel indices, highest attribution first.
+        masks: ``(N, H, W)`` masks.
+        share: Share of the pixels taken, in (0, 1].
+    """
+    flat = masks.reshape(len(masks), -1)
+    k = max(1, round(share * flat.shape[1]))
+    top = np.zeros_like(flat)
+    np.put_along_axis(top, orders[:, :k], True, axis=1)
+    union = (top | flat).sum(axis=1)
+    return (top & flat).sum(axis=1) / union

@@ -1,0 +1,47 @@
+"""Max-sensitivity (Yeh et al., 2019): how far a map moves under small input noise.
+
+"On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019:
+``max over δ of ‖Φ(x + δ) − Φ(x)‖ / ‖Φ(x)‖`` for noise ``δ`` drawn uniformly from
+``[−r, r]`` per pixel value (on the image in [0, 1], before normalisation), with
+Frobenius norms and each map first divided by its own largest absolute value (Quantus's
+``MaxSensitivity`` with ``normalise=True`` and ``normalise_axes=(1, 2, 3)``; its default
+does not normalise, and ``normalise=True`` alone scales by the batch's largest value). The explained class stays the same under noise, and the
+methods that sample (LIME, KernelSHAP, SmoothGrad) draw the same perturbations as for
+the original image, so only the input differs. Checked against
+``quantus.MaxSensitivity`` on the same noise (``tests/test_trust_reference.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+__all__ = ["noisy_copies", "sensitivity"]
+
+
+def noisy_copies(
+    display: torch.Tensor, samples: int, radius: float, generator: torch.Generator
+) -> torch.Tensor:
+    """``(samples, C, H, W)`` copies of a ``(C, H, W)`` image with uniform noise in ``[−r, r]``."""
+    noise = (torch.rand((samples, *display.shape), generator=generator) * 2 - 1) * radius
+    return display.unsqueeze(0) + noise
+
+
+def _unit(maps: NDArray[np.floating]) -> NDArray[np.float64]:
+    flat = maps.reshape(len(maps), -1).astype(np.float64)
+    scale = np.abs(flat).max(axis=1, keepdims=True)
+    return np.divide(flat, scale, out=np.zeros_like(flat), where=scale > 0)
+
+
+def sensitivity(original: NDArray[np.floating], noisy: NDArray[np.floating]) -> float:
+    """Max-sensitivity of one map: ``original`` ``(H, W)``, ``noisy`` ``(samples, H, W)``.
+
+    NaN when the original map is zero everywhere (the ratio has no scale).
+    """
+    base = _unit(original[None])[0]
+    norm = float(np.linalg.norm(base))
+    if norm == 0:
+        return float("nan")
+    moved = np.linalg.norm(_unit(noisy) - base[None], axis=1)
+    return float(moved.max() / norm)
