@@ -5,10 +5,11 @@
 ``[−r, r]`` per pixel value (on the image in [0, 1], before normalisation), with
 Frobenius norms and each map first divided by its own largest absolute value (Quantus's
 ``MaxSensitivity`` with ``normalise=True`` and ``normalise_axes=(1, 2, 3)``; its default
-does not normalise, and ``normalise=True`` alone scales by the batch's largest value). The explained class stays the same under noise, and the
-methods that sample (LIME, KernelSHAP, SmoothGrad) draw the same perturbations as for
-the original image, so only the input differs. Checked against
-``quantus.MaxSensitivity`` on the same noise (``tests/test_trust_reference.py``).
+does not normalise, and ``normalise=True`` alone scales by the batch's largest value).
+The explained class stays the same under noise, and the methods that sample (LIME,
+KernelSHAP, SmoothGrad) draw the same perturbations as for the original image, so only
+the input differs. Checked against ``quantus.MaxSensitivity`` on the same noise
+(``tests/test_trust_reference.py``).
 """
 
 from __future__ import annotations
