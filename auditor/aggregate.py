@@ -18,6 +18,7 @@ from auditor.evaluate import Evaluation
 from auditor.explain import METHODS
 from auditor.explain.engine import Explanations
 from auditor.images import Preprocessing
+from auditor.measure import Trust
 from auditor.metrics import ClassMetrics
 from auditor.report.cases import (
     CaseView,
@@ -33,6 +34,7 @@ from auditor.report.figures import (
     confusion_figure,
     filter_grid,
 )
+from auditor.report.trust import TrustView, trust_view
 
 __all__ = [
     "CaseView",
@@ -90,6 +92,7 @@ class ReportData:
     filters_figure: str
     n_filters: int
     feature_rows: tuple[FeatureRow, ...]
+    trust: TrustView
     misclassified: tuple[CaseView, ...]
     n_errors: int
     sampled: tuple[CaseView, ...]
@@ -134,10 +137,17 @@ def _shared_seconds(explanations: Explanations) -> float:
     return explanations.seconds.get("gradient passes", 0.0) / n_cases if n_cases else 0.0
 
 
-def _limitations(data: Dataset, evaluation: Evaluation, layer: str | None) -> tuple[str, ...]:
+def _limitations(
+    data: Dataset, evaluation: Evaluation, layer: str | None, trust: Trust
+) -> tuple[str, ...]:
+    settings = trust.settings
     items = [
-        "Explanation maps show where the model's score is sensitive; their faithfulness to the "
-        "model's reasoning has not been tested in this audit, so read them as hypotheses.",
+        "The trust checks judge each method on this model and these images only; the "
+        f"randomisation and stability checks use {settings.trust_images} images at most, and "
+        "their pass marks (rank correlation "
+        f"{settings.randomisation_threshold:g}, max-sensitivity "
+        f"{settings.sensitivity_threshold:g}) are conventions, not guarantees. A map that "
+        "passes shows where the score is sensitive, not why.",
         "Metrics describe this validation set only; they transfer to other sites, devices or "
         "populations only as far as this set represents them.",
         "Confidence intervals are percentile bootstrap intervals over images; they do not "
@@ -147,6 +157,11 @@ def _limitations(data: Dataset, evaluation: Evaluation, layer: str | None) -> tu
         items.append("The data has no metadata columns, so no subgroup analysis was possible.")
     if min(c.support for c in evaluation.metrics.per_class) < 30:
         items.append("At least one class has fewer than 30 images; its metrics are imprecise.")
+    if not data.has_masks:
+        items.append(
+            "The data has no region-of-interest masks, so the explanations' localisation and "
+            "the shortcut finding could not be measured."
+        )
     if layer is None:
         items.append(
             "The model has no 4-D layer output with spatial extent, so Grad-CAM could not run."
@@ -164,6 +179,7 @@ def build_report_data(
     evaluation: Evaluation,
     architecture: ArchitectureProfile,
     explanations: Explanations,
+    trust: Trust,
     sampled: tuple[int, ...],
     misclassified: tuple[int, ...],
     n_errors: int,
@@ -223,13 +239,14 @@ def build_report_data(
         filters_figure="" if filters is None else filter_grid(filters),
         n_filters=0 if filters is None else len(filters),
         feature_rows=feature_rows(explanations),
+        trust=trust_view(trust),
         misclassified=case_views(misclassified, explanations, evaluation.predictions),
         n_errors=n_errors,
         sampled=case_views(sampled, explanations, evaluation.predictions),
         excluded=tuple(
             zip(evaluation.excluded["path"], evaluation.excluded["reason"], strict=True)
         ),
-        limitations=_limitations(dataset, evaluation, explanations.layer),
+        limitations=_limitations(dataset, evaluation, explanations.layer, trust),
         command=command,
         versions=versions,
         device_name=device_name,

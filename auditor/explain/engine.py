@@ -275,9 +275,7 @@ def attribute_batch(
                 raise
             log.warning("gradient passes failed: %s", error)
             results.update({m.key: first_line(error) for m in methods if m.needs_passes})
-        clock["gradient passes"] = clock.get("gradient passes", 0.0) + (
-            time.perf_counter() - start
-        )
+        clock["gradient passes"] = clock.get("gradient passes", 0.0) + (time.perf_counter() - start)
     for method in methods:
         if method.key in results:
             continue

@@ -28,6 +28,8 @@ __all__ = [
     "COLORMAP",
     "calibration_figure",
     "colorbar_figure",
+    "figure_uri",
+    "styled_figure",
     "confusion_figure",
     "image_tile",
     "overlay_tile",
@@ -48,7 +50,7 @@ _STYLE: dict[str, object] = {
 
 
 @contextmanager
-def _figure(width: float, height: float) -> Iterator[Figure]:
+def styled_figure(width: float, height: float) -> Iterator[Figure]:
     with plt.rc_context(_STYLE):  # type: ignore[arg-type]
         figure = plt.figure(figsize=(width, height))
         try:
@@ -57,7 +59,7 @@ def _figure(width: float, height: float) -> Iterator[Figure]:
             plt.close(figure)
 
 
-def _data_uri(figure: Figure, dpi: int = 150) -> str:
+def figure_uri(figure: Figure, dpi: int = 150) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -74,7 +76,7 @@ def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str]) ->
     shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     n = len(classes)
     size = min(1.6 + 0.45 * n, 7.5)
-    with _figure(size + 0.8, size) as figure:
+    with styled_figure(size + 0.8, size) as figure:
         axes = figure.add_subplot()
         image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
         if n <= _LABELLED_CELLS:
@@ -88,7 +90,7 @@ def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str]) ->
         axes.set_xlabel("predicted class")
         axes.set_ylabel("true class")
         figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of true class")
-        return _data_uri(figure, dpi=150 if n <= _LABELLED_CELLS else 100)
+        return figure_uri(figure, dpi=150 if n <= _LABELLED_CELLS else 100)
 
 
 def calibration_figure(bins: Sequence[CalibrationBin]) -> str:
@@ -97,7 +99,7 @@ def calibration_figure(bins: Sequence[CalibrationBin]) -> str:
     width = np.array([b.upper - b.lower for b in bins])
     accuracy = np.array([b.accuracy for b in bins])
     counts = np.array([b.count for b in bins])
-    with _figure(6.4, 2.8) as figure:
+    with styled_figure(6.4, 2.8) as figure:
         left, right = figure.subplots(1, 2)
         filled = counts > 0
         left.bar(
@@ -122,7 +124,7 @@ def calibration_figure(bins: Sequence[CalibrationBin]) -> str:
         right.set_ylabel("images")
         right.set_title("Confidence histogram")
         figure.tight_layout()
-        return _data_uri(figure)
+        return figure_uri(figure)
 
 
 def _png_uri(array: np.ndarray) -> str:
@@ -165,13 +167,13 @@ def overlay_tile(image: np.ndarray, values: np.ndarray, alpha: float = 0.55) -> 
 
 def colorbar_figure() -> str:
     """The shared colour bar of every heat map (0 = least, 1 = most attribution)."""
-    with _figure(3.2, 0.45) as figure:
+    with styled_figure(3.2, 0.45) as figure:
         axes = figure.add_axes((0.05, 0.55, 0.9, 0.35))
         gradient = np.linspace(0, 1, 256)[None, :]
         axes.imshow(gradient, aspect="auto", cmap=COLORMAP, extent=(0, 1, 0, 1))
         axes.set_yticks([])
         axes.set_xticks([0, 0.5, 1], labels=["0 (least)", "0.5", "1 (most)"])
-        return _data_uri(figure)
+        return figure_uri(figure)
 
 
 def filter_grid(filters: np.ndarray, limit: int = 64) -> str:
