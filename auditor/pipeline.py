@@ -150,6 +150,7 @@ def trust_document(trust: Trust) -> dict[str, Any]:
             {"label": step.label, "share_of_modules": step.share} for step in trust.steps
         ],
         "not_measured": trust.not_measured,
+        "agreement": {key: dict(row.items()) for key, row in trust.agreement.iterrows()},
         "shortcuts": None
         if shortcuts is None
         else {

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 from click.testing import Result
 
+from auditor.measure import RECORD_DTYPES
+from auditor.measure.verdicts import VERDICT_COLUMNS
 from tests.helpers import (
     XSS_CLASS,
     TinyNet,
@@ -31,6 +33,8 @@ RUN_FILES = {
     "explanations.npz",
     "explanations.csv",
     "features.npz",
+    "trust.csv",
+    "trust_records.csv",
 }
 
 
@@ -57,7 +61,7 @@ def test_metrics_json_matches_the_predictions(audit: tuple[Result, Path]) -> Non
     _, folder = audit
     metrics = json.loads((folder / "metrics.json").read_text())
     predictions = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
-    assert metrics["schema_version"] == 1
+    assert metrics["schema_version"] == 2
     assert metrics["n_images"] == len(predictions) == 12
     assert metrics["n_excluded"] == 1
     assert metrics["accuracy"]["value"] == pytest.approx(predictions["correct"].mean())
@@ -73,6 +77,24 @@ def test_metrics_json_matches_the_predictions(audit: tuple[Result, Path]) -> Non
     )
     assert sum(map(sum, metrics["confusion_matrix"])) == 12
     assert 0 <= metrics["ece"] <= 1
+
+
+def test_trust_csv_has_one_row_per_method_and_matches_metrics_json(
+    audit: tuple[Result, Path],
+) -> None:
+    _, folder = audit
+    trust = pd.read_csv(folder / "trust.csv", keep_default_na=False)
+    explained = pd.read_csv(folder / "explanations.csv")
+    assert list(trust.columns) == list(VERDICT_COLUMNS)
+    assert list(trust["method"]) == list(dict.fromkeys(explained["method"]))
+    section = json.loads((folder / "metrics.json").read_text())["trust"]
+    assert [row["method"] for row in section["methods"]] == list(trust["method"])
+    assert [row["verdict"] for row in section["methods"]] == list(trust["verdict"])
+    assert set(section["agreement"]) == set(trust["method"])
+    records = pd.read_csv(folder / "trust_records.csv", keep_default_na=False)
+    assert list(records.columns) == list(RECORD_DTYPES)
+    assert set(records["method"]) - {"random", "mask"} == set(trust["method"])
+    assert "random" in set(records["method"]), "the random baseline's curves are recorded"
 
 
 def test_predictions_keep_metadata_and_the_corrupt_file_is_listed(

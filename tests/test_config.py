@@ -151,12 +151,16 @@ def test_unknown_key_is_a_config_error_listing_valid_keys(tmp_path: Path) -> Non
 
     message = str(raised.value)
     assert "unknown key 'batchsize'" in message
-    assert (
-        "valid keys: batch-size, bootstrap, classes, data, device, explain-samples, ig-baseline, "
-        "ig-steps, image-size, lime-samples, mean, methods, model, occlusion-stride, "
-        "occlusion-window, out, seed, shap-samples, smoothgrad-base, smoothgrad-noise, "
-        "smoothgrad-samples, std, superpixels, target-layer, token-prefix, workers" in message
+    valid = (
+        "batch-size, bootstrap, classes, data, deletion-steps, device, explain-samples, "
+        "ig-baseline, ig-steps, image-size, lime-samples, localisation-top, mean, methods, "
+        "model, occlusion-stride, occlusion-window, out, randomisation-steps, "
+        "randomisation-threshold, seed, sensitivity-radius, sensitivity-samples, "
+        "sensitivity-threshold, shap-samples, shortcut-concentration, shortcut-threshold, "
+        "smoothgrad-base, smoothgrad-noise, smoothgrad-samples, std, superpixels, target-layer, "
+        "token-prefix, trust-images, workers"
     )
+    assert f"valid keys: {valid}" in message
 
 
 def test_source_is_not_a_valid_file_key(tmp_path: Path) -> None:
@@ -362,3 +366,55 @@ def test_every_explain_setting_is_a_config_key_with_the_same_default() -> None:
         assert setting.name in config, setting.name
         if setting.name != "methods":
             assert config[setting.name].default == setting.default, setting.name
+
+
+def test_every_trust_setting_is_a_config_key_with_the_same_default() -> None:
+    import dataclasses
+
+    from auditor.config import AuditConfig
+    from auditor.measure import TrustSettings
+
+    config = {f.name: f for f in dataclasses.fields(AuditConfig)}
+    for setting in dataclasses.fields(TrustSettings):
+        assert setting.name in config, setting.name
+        assert config[setting.name].default == setting.default, setting.name
+
+
+def test_trust_settings_come_from_the_file(tmp_path: Path) -> None:
+    from auditor.pipeline import trust_settings
+
+    path = _toml(
+        tmp_path,
+        'model = "m.pt"\ndata = "d"\ntrust-images = 3\nsensitivity-radius = 0.05\n'
+        "deletion-steps = 0\nseed = 7\n",
+    )
+    settings = trust_settings(resolve_config(path, {}))
+    assert (settings.trust_images, settings.sensitivity_radius) == (3, 0.05)
+    assert (settings.deletion_steps, settings.seed) == (0, 7)
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ("trust-images = -1", "trust-images must be at least 0, got -1"),
+        ("randomisation-steps = 0", "randomisation-steps must be at least 1"),
+        ("deletion-steps = 1", "deletion-steps must be 0 (skip) or at least 2, got 1"),
+        ("sensitivity-samples = 0", "sensitivity-samples must be at least 1"),
+        ("sensitivity-radius = 0", "sensitivity-radius must be in (0, 1], got 0.0"),
+        ("localisation-top = 1.5", "localisation-top must be in (0, 1], got 1.5"),
+        ("randomisation-threshold = -0.2", "randomisation-threshold must be in (0, 1]"),
+        ("shortcut-concentration = 0.5", "shortcut-concentration must be at least 1"),
+    ],
+)
+def test_bad_trust_settings_are_one_line_errors(tmp_path: Path, line: str, fragment: str) -> None:
+    path = _toml(tmp_path, f'model = "m.pt"\ndata = "d"\n{line}\n')
+    with pytest.raises(ConfigError) as raised:
+        resolve_config(path, {})
+    message = str(raised.value)
+    assert fragment in message and "set it in the config file" in message and "\n" not in message
+
+
+def test_a_trust_threshold_of_the_wrong_type_is_a_one_line_error(tmp_path: Path) -> None:
+    path = _toml(tmp_path, 'model = "m.pt"\ndata = "d"\nsensitivity-threshold = "high"\n')
+    with pytest.raises(ConfigError, match="sensitivity-threshold must be a number, got 'high'"):
+        resolve_config(path, {})
