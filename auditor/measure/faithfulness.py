@@ -8,9 +8,9 @@ fall fast (low area under the curve). *Insertion* starts from the image blurred 
 puts the top pixels back; a faithful map makes it rise fast (high area). A random
 ranking of the same image gives the baseline curves.
 
-Own code: Quantus's ``PixelFlipping`` computes the deletion curve one image and one
-step at a time; here the steps of all methods of an image run in shared batches at the
-measured forward batch size, and the two end points of each curve (the image, and the
+Own code: Quantus's ``PixelFlipping`` computes the deletion curve one step at a time
+over a batch of images, one map per image; here the steps of all methods of an image
+run in shared batches at the measured forward batch size, and the two end points of each curve (the image, and the
 image fully deleted or blurred) are the same for every method, so they run once. The
 curves match ``quantus.PixelFlipping`` (``tests/test_trust_reference.py``).
 """

@@ -6,8 +6,9 @@ change does not depend on what the model learned. Here a deep copy of the TorchS
 module is randomised in place, so no Python class is needed: each step draws every
 parameter of the next modules afresh from a normal distribution with that tensor's own
 mean and standard deviation (the learned structure goes, the scale stays, so
-activations neither vanish nor explode); buffers such as batch-norm running statistics
-stay. Quantus's ``MPRT`` calls ``reset_parameters`` on Python modules, which a loaded
+activations neither vanish nor explode; a constant tensor, such as an untrained
+batch norm's, holds no learned structure and stays as it is); buffers such as batch-norm
+running statistics stay. Quantus's ``MPRT`` calls ``reset_parameters`` on Python modules, which a loaded
 TorchScript model does not have, hence own code.
 """
 

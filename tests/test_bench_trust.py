@@ -1,0 +1,41 @@
+"""benchmarks/bench_trust.py runs end to end on a tiny model (its timings are not checked)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import TinyNet
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_trust.py"
+NUMBER = r"\d+(\.\d+)?(e-?\d+)?"
+
+
+def test_quick_run_prints_both_metrics_with_ratios_and_restores_threads(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = importlib.util.spec_from_file_location("bench_trust", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclass looks itself up there
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+
+    bench.main(["--quick", "--device", "cpu", "--threads", "1"], model=TinyNet())
+
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert torch.get_num_threads() == threads, "the thread count is restored"
+    text = "\n".join(lines)
+    timed = rf"auditor {NUMBER} s/image  quantus {NUMBER} s/image  quantus/auditor \d+\.\d\d"
+    curves = rf"deletion\+insertion +{timed}  auditor/floor \d+\.\d\d"
+    assert any(re.fullmatch(curves, line) for line in lines), text
+    assert any(re.fullmatch(rf"max-sensitivity +{timed}", line) for line in lines), text
+    gap = re.search(rf"max \|auditor - quantus\| over the curves ({NUMBER})", text)
+    assert gap and float(gap.group(1)) < 1e-5, "both compute the same curves"
+    summary = r"summary: quantus/auditor \d+\.\d\d on the curves, \d+\.\d\d on max-sensitivity; "
+    assert re.fullmatch(summary + r"auditor/floor \d+\.\d\d on the curves", lines[-1]), lines[-1]
