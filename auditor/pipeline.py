@@ -60,6 +60,7 @@ _PACKAGES = (
     "pandas",
     "scikit-learn",
     "scikit-image",
+    "scipy",
     "captum",
     "matplotlib",
     "jinja2",

@@ -42,12 +42,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
 import tempfile
-import time
 import warnings
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -55,6 +51,7 @@ import torch
 import torchvision
 from explain_peers import peers  # benchmarks/, next to this file
 from PIL import Image
+from timing import IMAGENET, Run, machine, median_times  # benchmarks/, next to this file
 from torch import nn
 
 from auditor.architecture import LayerInfo
@@ -73,7 +70,6 @@ from auditor.images import Preprocessing
 from auditor.load import (
     LoadedModel,
     OutputKind,
-    first_line,
     load_model,
     resolve_device,
     target_scores,
@@ -85,58 +81,12 @@ FAMILY_TEXT = (
 )
 FAMILY = tuple(FAMILY_TEXT.split())
 ACTIVATIONS_ONLY = ("cam", "score-cam")  # read the shared passes' activations, no gradient
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 SETTINGS = ("ig_steps", "smoothgrad_samples", "superpixels", "lime_samples", "shap_samples")
 FULL = {"images": 16, "perturbation_images": 4, "image_size": 224, "repeats": 3}
 QUICK = {"images": 4, "perturbation_images": 2, "image_size": 32, "repeats": 1, "ig_steps": 4}
 QUICK |= {"smoothgrad_samples": 4, "superpixels": 16, "lime_samples": 16, "shap_samples": 16}
 QUICK |= {"occlusion_window": 8}
 HEADER = ("method", "passes", "imgs", "Auditor", "floor", "Aud/floor", "peer", "peer", "peer/Aud")
-Run = Callable[[], object]
-
-
-def machine(device: torch.device) -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line for line in (cpuinfo.read_text() if cpuinfo.exists() else "").splitlines()]
-    names = [line.split(":", 1)[1].strip() for line in names if line.startswith("model name")]
-    cpu = names[0] if names else platform.processor() or platform.machine()
-    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return (
-        f"machine: {cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, device {device}"
-    )
-
-
-def median_times(
-    runs: dict[str, Run], repeats: int, warmup: int, device: torch.device, optional: Iterable = ()
-) -> dict:
-    """Median wall time of each run after ``warmup`` runs each; runs interleave per repeat.
-
-    An ``optional`` run that raises during warm-up gets its error instead of a time.
-    """
-
-    def timed(run: Run) -> float:
-        start = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
-
-    failed: dict[str, str] = {}
-    optional = set(optional)
-    for name, run in runs.items():
-        try:
-            for _ in range(warmup):
-                timed(run)
-        except Exception as error:
-            if name not in optional:
-                raise
-            failed[name] = f"failed: {first_line(error)}"[:40]
-    times: dict[str, list[float]] = {name: [] for name in runs if name not in failed}
-    for _ in range(repeats):
-        for name in times:
-            times[name].append(timed(runs[name]))
-    return {name: statistics.median(values) for name, values in times.items()} | failed
 
 
 @dataclass

@@ -42,12 +42,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
-import statistics
 import tempfile
-import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +57,7 @@ import torchvision
 from numpy.typing import NDArray
 from PIL import Image
 from quantus.helpers import asserts as quantus_asserts
+from timing import IMAGENET, Run, machine, median_times  # benchmarks/, next to this file
 from torch import nn
 
 from auditor.explain import ExplainContext, ExplainSettings, Method
@@ -73,43 +71,9 @@ from auditor.measure.faithfulness import curves, pixel_order
 from auditor.measure.records import TrustCase, TrustSettings
 from auditor.synthetic import generate
 
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 FULL = {"images": 8, "image_size": 224, "steps": 16, "samples": 5, "repeats": 3, "warmup": 1}
 QUICK = {"images": 2, "image_size": 16, "steps": 4, "samples": 2, "repeats": 1, "warmup": 0}
-Run = Callable[[], object]
 Floats = NDArray[np.float64]
-
-
-def machine(device: torch.device) -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = (cpuinfo.read_text() if cpuinfo.exists() else "").splitlines()
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    cpu = names[0] if names else platform.processor() or platform.machine()
-    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return (
-        f"machine: {cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, device {device}"
-    )
-
-
-def median_times(runs: dict[str, Run], repeats: int, warmup: int, device: torch.device) -> dict:
-    """Median wall time of each run after ``warmup`` runs each; runs interleave per repeat."""
-
-    def timed(run: Run) -> float:
-        start = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
-
-    for run in runs.values():
-        for _ in range(warmup):
-            timed(run)
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(max(1, repeats)):
-        for name, run in runs.items():
-            times[name].append(timed(run))
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 class Normalised(nn.Module):

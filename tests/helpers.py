@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
+import sys
 import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import TypeVar
 
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner, Result
 from PIL import Image
@@ -228,3 +232,26 @@ def one_line_error(result: Result, *fragments: str) -> None:
     assert "Traceback" not in result.output
     for fragment in fragments:
         assert fragment in lines[0]
+
+
+def load_benchmark(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` as a module (its neighbours importable, as when run)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    monkeypatch.syspath_prepend(str(script.parent))
+    spec = importlib.util.spec_from_file_location(name, script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def varied_tiny_net(seed: int = 0) -> TinyNet:
+    """TinyNet with no constant parameter tensor (batch norm starts at ones and zeros), so
+    that every parameter has a spread to redraw from."""
+    torch.manual_seed(seed)
+    net = TinyNet()
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return net

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from auditor.explain import METHODS
-from tests.helpers import TinyNet
+from tests.helpers import TinyNet, load_benchmark
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_explain.py"
 
@@ -19,12 +17,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_explain.py"
 def test_quick_run_prints_a_row_per_method_and_the_family_line_last(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # its peers live next to it
-    spec = importlib.util.spec_from_file_location("bench_explain", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclass looks itself up there
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_explain", monkeypatch)
     threads = torch.get_num_threads()
 
     bench.main(["--quick", "--device", "cpu", "--threads", "1"], model=TinyNet())

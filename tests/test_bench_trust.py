@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import TinyNet
+from tests.helpers import TinyNet, load_benchmark
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_trust.py"
 NUMBER = r"\d+(\.\d+)?(e-?\d+)?"
@@ -19,11 +17,7 @@ NUMBER = r"\d+(\.\d+)?(e-?\d+)?"
 def test_quick_run_prints_both_metrics_with_ratios_and_restores_threads(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = importlib.util.spec_from_file_location("bench_trust", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclass looks itself up there
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_trust", monkeypatch)
     threads = torch.get_num_threads()
 
     bench.main(["--quick", "--device", "cpu", "--threads", "1"], model=TinyNet())

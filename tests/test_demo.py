@@ -33,3 +33,12 @@ def test_demo_writes_its_data_with_masks_and_metadata_and_audits_the_sample_mode
     assert metrics["accuracy"]["value"] > 0.7, "the bundled model is trained, not random"
     predictions = pd.read_csv(folder / "predictions.csv")
     assert {"site", "sex", "age", "marker"} <= set(predictions.columns)
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    summary = html[html.index('id="summary"') : html.index('id="model"')]
+    assert "Shortcut finding" in summary
+    finding = next(g for g in metrics["trust"]["shortcuts"]["groups"] if g["name"] == "malignant")
+    assert finding["flagged"] and finding["region"] == "top-left corner"
+    assert finding["finding"] in summary.replace("&amp;", "&")
+    assert "of the evidence for predicting malignant" in finding["finding"]
+    assert "lies outside the region of interest" in finding["finding"]
+    assert "sits in the top-left corner" in finding["finding"], "where the marker is drawn"

@@ -30,26 +30,16 @@ from auditor.measure.shortcuts import GroupCase, find_shortcuts, region_name
 from auditor.measure.similarity import mean_ci
 from auditor.measure.stability import sensitivity
 from auditor.measure.verdicts import verdict_table
-from tests.helpers import TinyNet, loaded_model, torchscript_twin
+from tests.helpers import TinyNet, loaded_model, torchscript_twin, varied_tiny_net
 
 ORDER = {"features.0": 1, "features.1": 2, "features.4": 5, "classifier": 9}
-
-
-def _trained_like() -> TinyNet:
-    """TinyNet with no constant parameter tensor (batch norm starts at 1 and 0)."""
-    torch.manual_seed(0)
-    net = TinyNet()
-    with torch.no_grad():
-        for parameter in net.parameters():
-            parameter.add_(0.1 * torch.randn_like(parameter))
-    return net
 
 
 @pytest.mark.parametrize("mode", ["script", "trace"])
 def test_the_cascade_runs_from_the_output_layer_down_and_redraws_only_its_modules(
     mode: str,
 ) -> None:
-    model = loaded_model(torchscript_twin(_trained_like(), mode, 16))
+    model = loaded_model(torchscript_twin(varied_tiny_net(), mode, 16))
     steps = cascade(model, ORDER, 3)
     assert [s.label for s in steps] == ["classifier", "features.1", "features.0"]
     assert steps[0].modules == ("classifier",)
@@ -77,7 +67,7 @@ def test_a_frozen_model_has_nothing_to_randomise() -> None:
 
 
 def test_redrawn_weights_keep_each_tensors_scale() -> None:
-    model = loaded_model(torchscript_twin(_trained_like(), "script", 16))
+    model = loaded_model(torchscript_twin(varied_tiny_net(), "script", 16))
     original = model.module.state_dict()["features.4.weight"].clone()
     steps = cascade(model, ORDER, 1)
     _, randomised = next(iter(randomised_models(model, steps, seed=3)))

@@ -27,12 +27,12 @@ from auditor.measure.checks import randomisation_check
 from auditor.measure.randomisation import cascade
 from auditor.measure.verdicts import verdict_table
 from tests.helpers import (
-    TinyNet,
     invoke,
     loaded_model,
     save_torchscript,
     smooth_images,
     torchscript_twin,
+    varied_tiny_net,
     write_manifest,
 )
 
@@ -150,12 +150,7 @@ class EdgeDetector(Method):
 
 
 def test_an_explainer_that_ignores_the_model_fails_the_randomisation_check() -> None:
-    torch.manual_seed(0)
-    net = TinyNet()
-    with torch.no_grad():
-        for parameter in net.parameters():
-            parameter.add_(0.1 * torch.randn_like(parameter))
-    model = loaded_model(torchscript_twin(net, "script", SIZE))
+    model = loaded_model(torchscript_twin(varied_tiny_net(), "script", SIZE))
     settings = ExplainSettings(methods=("grad-cam",))
     context, methods, _ = build_context(
         model, OutputKind.LOGITS, "features", settings, Preprocessing(3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import numpy as np
@@ -16,6 +17,8 @@ from auditor.measure.similarity import rank_correlation, ssim
 from auditor.measure.stability import noisy_copies, sensitivity
 
 __all__ = ["randomisation_check", "stability_check"]
+
+log = logging.getLogger(__name__)
 
 
 def _similarity(
@@ -64,6 +67,7 @@ def randomisation_check(
     targets = torch.tensor([c.target for c in cases])
     seeds = [settings.seed + c.index for c in cases]
     for step, model in randomised_models(context.model, steps, settings.seed):
+        log.info("randomisation: weights redrawn down to %s", step.label)
         changed = recompute(context.with_model(model), methods, display, targets, seeds, batch_size)
         _similarity(records, cases, names, original, changed, step.label)
         for key, results in changed.items():
@@ -97,6 +101,7 @@ def stability_check(
     )
     targets = torch.tensor([c.target for c in cases]).repeat_interleave(samples)
     seeds = [settings.seed + c.index for c in cases for _ in range(samples)]
+    log.info("stability: %d noisy copies of %d images", len(noisy), len(cases))
     changed = recompute(context, methods, noisy, targets, seeds, batch_size)
     for key, results in changed.items():
         for i, case in enumerate(cases):

@@ -10,9 +10,10 @@ ranking of the same image gives the baseline curves.
 
 Own code: Quantus's ``PixelFlipping`` computes the deletion curve one step at a time
 over a batch of images, one map per image; here the steps of all methods of an image
-run in shared batches at the measured forward batch size, and the two end points of each curve (the image, and the
-image fully deleted or blurred) are the same for every method, so they run once. The
-curves match ``quantus.PixelFlipping`` (``tests/test_trust_reference.py``).
+run in shared batches at the measured forward batch size, and the two end points of
+each curve (the image, and the image fully deleted or blurred) are the same for every
+method, so they run once. The curves match ``quantus.PixelFlipping``
+(``tests/test_trust_reference.py``).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ parameter of the next modules afresh from a normal distribution with that tensor
 mean and standard deviation (the learned structure goes, the scale stays, so
 activations neither vanish nor explode; a constant tensor, such as an untrained
 batch norm's, holds no learned structure and stays as it is); buffers such as batch-norm
-running statistics stay. Quantus's ``MPRT`` calls ``reset_parameters`` on Python modules, which a loaded
-TorchScript model does not have, hence own code.
+running statistics stay. Quantus's ``MPRT`` calls ``reset_parameters`` on Python
+modules, which a loaded TorchScript model does not have, hence own code.
 """
 
 from __future__ import annotations

@@ -146,8 +146,9 @@ def measure_trust(
     context.forward_batch = explanations.batch_sizes.get("forward", context.forward_batch)
     context.backward_batch = explanations.batch_sizes.get("backward", context.backward_batch)
     cases = trust_cases(explanations, classes)
-    if cases:
-        context.mean_colour = torch.stack([c.display for c in cases]).mean(dim=(0, 2, 3))
+    if explanations.images:  # as the explain stage set it, for the "mean" IG baseline
+        images = np.stack(list(explanations.images.values()))
+        context.mean_colour = torch.from_numpy(images.mean(axis=(0, 1, 2)))
     seconds: dict[str, float] = {}
     not_measured: dict[str, str] = {}
     frames: list[pd.DataFrame] = []
@@ -174,6 +175,12 @@ def measure_trust(
         not_measured["faithfulness"] = "deletion-steps is 0"
     if not dataset.has_masks:
         not_measured["localisation"] = "the data has no region-of-interest masks"
+    unusable = [reason for reason in masks.values() if isinstance(reason, str)]
+    if unusable:
+        not_measured["localisation on some images"] = (
+            f"{len(unusable)} of {len(masks)} masks could not be used, e.g. {unusable[0]}; "
+            f"see trust_records.csv"
+        )
     frames.append(records.frame())
 
     chosen = _first_images(cases, settings.trust_images)

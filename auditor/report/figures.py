@@ -28,11 +28,11 @@ __all__ = [
     "COLORMAP",
     "calibration_figure",
     "colorbar_figure",
-    "figure_uri",
-    "styled_figure",
     "confusion_figure",
+    "figure_uri",
     "image_tile",
     "overlay_tile",
+    "styled_figure",
 ]
 
 COLORMAP = "inferno"
