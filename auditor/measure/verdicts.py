@@ -71,8 +71,10 @@ def _judge(low: float, high: float, above: str, below: str, between: str) -> str
 def _verdict(row: dict[str, object], threshold: float) -> str:
     if row["randomisation"] == "fails":
         return (
-            f"Do not read its maps for this model: they barely change when the weights are "
-            f"randomised (rank correlation {row['randomisation_spearman']:.2f} ≥ {threshold:g})."
+            "Do not read its maps for this model: with every weight randomised they still "
+            f"rank pixels as for the trained model (rank correlation "
+            f"{row['randomisation_spearman']:.2f} ≥ {threshold:g}), so they show the image "
+            "more than what the model learned."
         )
     if row["faithfulness"] in ("worse than random", "not distinguishable from random"):
         return (
