@@ -48,10 +48,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-import torchvision
 from explain_peers import peers  # benchmarks/, next to this file
-from PIL import Image
-from timing import IMAGENET, Run, machine, median_times  # benchmarks/, next to this file
+from timing import Run, machine, median_times, subject  # benchmarks/, next to this file
 from torch import nn
 
 from auditor.architecture import LayerInfo
@@ -70,11 +68,8 @@ from auditor.images import Preprocessing
 from auditor.load import (
     LoadedModel,
     OutputKind,
-    load_model,
-    resolve_device,
     target_scores,
 )
-from auditor.synthetic import generate
 
 FAMILY_TEXT = (
     "saliency input-x-gradient guided-backprop grad-cam grad-cam-plus-plus guided-grad-cam"
@@ -169,17 +164,17 @@ def auditor_run(methods: list[Method], context: ExplainContext, setup: Setup, n:
 
 
 def build(args: argparse.Namespace, eager: nn.Module | None, folder: Path) -> Setup:
-    device = resolve_device(args.device)
-    eager = (eager or getattr(torchvision.models, args.arch)(num_classes=args.classes)).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.script(eager).save(str(folder / "model.pt"))
-    model, eager = load_model(folder / "model.pt", device), eager.to(device)
-    mean, std = IMAGENET if model.in_channels == 3 else ((0.5,), (0.25,))
-    preprocessing = Preprocessing(model.in_channels, args.image_size, mean, std)
-    images = generate("val", max(args.images, args.perturbation_images), seed=0)
-    display = torch.stack([preprocessing.display(Image.fromarray(i.image)) for i in images])
-    inputs = preprocessing.normalise(display).to(device)
+    made = subject(
+        args.arch,
+        args.classes,
+        args.image_size,
+        max(args.images, args.perturbation_images),
+        args.device,
+        eager,
+        folder,
+    )
+    model, eager, preprocessing = made.model, made.eager, made.preprocessing
+    display, inputs = made.display, made.inputs
     sites = model.tapped.sites
     with torch.no_grad():
         targets = eager(inputs).argmax(dim=1)

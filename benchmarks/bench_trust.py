@@ -53,23 +53,19 @@ from unittest import mock
 import numpy as np
 import quantus
 import torch
-import torchvision
 from numpy.typing import NDArray
-from PIL import Image
 from quantus.helpers import asserts as quantus_asserts
-from timing import IMAGENET, Run, machine, median_times  # benchmarks/, next to this file
+from timing import Run, machine, median_times, subject  # benchmarks/, next to this file
 from torch import nn
 
 from auditor.explain import ExplainContext, ExplainSettings, Method
 from auditor.explain.batching import measure_batch_size
 from auditor.explain.engine import attribute_batch, build_context
 from auditor.explain.integrated_gradients import blurred
-from auditor.images import Preprocessing
-from auditor.load import OutputKind, load_model, resolve_device
+from auditor.load import OutputKind
 from auditor.measure.checks import stability_check
 from auditor.measure.faithfulness import curves, pixel_order
 from auditor.measure.records import TrustCase, TrustSettings
-from auditor.synthetic import generate
 
 FULL = {"images": 8, "image_size": 224, "steps": 16, "samples": 5, "repeats": 3, "warmup": 1}
 QUICK = {"images": 2, "image_size": 16, "steps": 4, "samples": 2, "repeats": 1, "warmup": 0}
@@ -163,17 +159,12 @@ class Setup:
 
 
 def build(args: argparse.Namespace, eager: nn.Module | None, folder: Path) -> Setup:
-    device = resolve_device(args.device)
-    eager = (eager or getattr(torchvision.models, args.arch)(num_classes=args.classes)).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.script(eager).save(str(folder / "model.pt"))
-    model, eager = load_model(folder / "model.pt", device), eager.to(device)
-    mean, std = IMAGENET if model.in_channels == 3 else ((0.5,), (0.25,))
-    preprocessing = Preprocessing(model.in_channels, args.image_size, mean, std)
-    images = generate("val", args.images, seed=0)
-    display = torch.stack([preprocessing.display(Image.fromarray(i.image)) for i in images])
-    inputs = preprocessing.normalise(display).to(device)
+    made = subject(
+        args.arch, args.classes, args.image_size, args.images, args.device, eager, folder
+    )
+    model, eager, preprocessing = made.model, made.eager, made.preprocessing
+    display, inputs, device = made.display, made.inputs, made.inputs.device
+    mean, std = preprocessing.mean or (), preprocessing.std or ()
     with torch.no_grad():
         output = eager(inputs)
     settings = ExplainSettings(methods=("saliency",))

@@ -1,4 +1,4 @@
-"""What the benchmarks share: the machine line and interleaved median timing."""
+"""What the benchmarks share: the model and images, the machine line, median timing."""
 
 from __future__ import annotations
 
@@ -6,12 +6,19 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torchvision
+from PIL import Image
+from torch import nn
 
-from auditor.load import first_line
+from auditor.images import Preprocessing
+from auditor.load import LoadedModel, first_line, load_model, resolve_device
+from auditor.synthetic import generate
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 Run = Callable[[], object]
@@ -59,3 +66,46 @@ def median_times(
         for name in times:
             times[name].append(timed(runs[name]))
     return {name: statistics.median(values) for name, values in times.items()} | failed
+
+
+@dataclass
+class Subject:
+    """The benchmarked model, its eager twin and the images they both see.
+
+    Attributes:
+        model: The model scripted to TorchScript, saved and loaded as a user's file.
+        eager: Its eager twin (same weights), on the same device.
+        preprocessing: ImageNet normalisation (grayscale: 0.5, 0.25) at the image size.
+        display: ``(N, C, H, W)`` synthetic images in [0, 1], on the CPU.
+        inputs: ``display`` normalised, on the device.
+    """
+
+    model: LoadedModel
+    eager: nn.Module
+    preprocessing: Preprocessing
+    display: torch.Tensor
+    inputs: torch.Tensor
+
+
+def subject(
+    arch: str,
+    classes: int,
+    image_size: int,
+    images: int,
+    device_name: str,
+    eager: nn.Module | None,
+    folder: Path,
+) -> Subject:
+    """``eager`` (or torchvision's ``arch`` with random weights) and ``images`` demo images."""
+    device = resolve_device(device_name)
+    eager = (eager or getattr(torchvision.models, arch)(num_classes=classes)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(eager).save(str(folder / "model.pt"))
+    model = load_model(folder / "model.pt", device)
+    mean, std = IMAGENET if model.in_channels == 3 else ((0.5,), (0.25,))
+    preprocessing = Preprocessing(model.in_channels, image_size, mean, std)
+    pictures = generate("val", images, seed=0)
+    display = torch.stack([preprocessing.display(Image.fromarray(i.image)) for i in pictures])
+    inputs = preprocessing.normalise(display).to(device)
+    return Subject(model, eager.to(device), preprocessing, display, inputs)
