@@ -6,6 +6,7 @@ import hashlib
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import Result
 from pypdf import PdfReader
@@ -22,6 +23,8 @@ SECTIONS = [
     "Calibration",
     "Subgroups",
     "Explanation methods",
+    "Explanation trust",
+    "Can the explanations be trusted?",
     "Misclassified cases",
     "Sampled cases",
     "Excluded files",
@@ -47,6 +50,18 @@ def test_pdf_has_every_section_and_the_model_hash(pdf_text: list[str], tiny_mode
         assert title in whole, title
     sha = hashlib.sha256(tiny_model.read_bytes()).hexdigest()
     assert sha in squash(whole)
+
+
+def test_trust_section_gives_every_methods_verdict_from_trust_csv(
+    pdf_text: list[str], audit: tuple[Result, Path]
+) -> None:
+    _, folder = audit
+    trust = pd.read_csv(folder / "trust.csv")
+    whole = squash("\n".join(pdf_text))
+    section = whole[whole.index("Explanationtrust", whole.index("Explanationtrust") + 1) :]
+    assert len(trust) >= 10
+    for verdict in trust["verdict"]:
+        assert squash(verdict) in section, verdict
 
 
 def test_pdf_pages_are_numbered_and_the_contents_give_pages(pdf_text: list[str]) -> None:
