@@ -248,6 +248,8 @@ def test_errors_not_shown_are_not_denied(tmp_path: Path, tiny_model: Path, manif
     errors = sum(metrics["confusion_matrix"][i][j] for i in range(2) for j in range(2) if i != j)
     assert errors > 0
     assert "made no errors" not in html and "--explain-samples is 0" in html
+    assert "so no explanation method was checked" in html
+    assert "Agreement between methods" not in html, "no figure of nothing"
 
 
 def test_an_image_gone_before_explanation_becomes_failed_rows(

@@ -204,7 +204,7 @@ def _curves_figure(trust: Trust, methods: tuple[str, ...]) -> str:
 
 
 def _agreement_figure(agreement: pd.DataFrame) -> str:
-    if agreement.empty:
+    if agreement.empty or agreement.isna().all().all():
         return ""
     titles = [_title(k) for k in agreement.index]
     n = len(titles)
