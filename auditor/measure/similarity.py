@@ -8,9 +8,12 @@ the definitions are the ones Quantus uses (``correlation_spearman``, ``ssim``,
 from __future__ import annotations
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 from scipy.stats import rankdata
 from skimage.metrics import structural_similarity
+
+from auditor.explain.postprocess import minmax
 
 __all__ = ["gini", "mean_ci", "min_max", "rank_correlation", "ssim"]
 
@@ -18,12 +21,9 @@ Floats = NDArray[np.float64]
 
 
 def min_max(maps: NDArray[np.floating]) -> Floats:
-    """``(N, H, W)`` maps scaled to [0, 1] each; a constant map becomes zeros."""
-    flat = maps.reshape(len(maps), -1).astype(np.float64)
-    low = flat.min(axis=1, keepdims=True)
-    span = flat.max(axis=1, keepdims=True) - low
-    scaled = np.divide(flat - low, span, out=np.zeros_like(flat), where=span > 0)
-    return scaled.reshape(maps.shape)
+    """``(N, H, W)`` maps scaled to [0, 1] each, in float64 (the report's display scaling,
+    :func:`auditor.explain.postprocess.minmax`)."""
+    return minmax(torch.from_numpy(np.asarray(maps, dtype=np.float64))).numpy()
 
 
 def rank_correlation(a: NDArray[np.floating], b: NDArray[np.floating]) -> Floats:

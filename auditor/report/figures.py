@@ -19,9 +19,11 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
+from auditor.explain.postprocess import minmax
 from auditor.metrics import CalibrationBin
 
 __all__ = [
@@ -199,7 +201,6 @@ def filter_grid(filters: np.ndarray, limit: int = 64) -> str:
 
 def activation_tile(values: np.ndarray) -> str:
     """One ``(H, W)`` activation map, min-max scaled, in the viridis colour map (PNG URI)."""
-    low, high = float(values.min()), float(values.max())
-    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    scaled = minmax(torch.from_numpy(values)[None])[0].numpy()
     pixels = (matplotlib.colormaps["viridis"](scaled)[..., :3] * 255).round().astype(np.uint8)
     return _png_uri(_upscale(pixels, max(1, 96 // max(values.shape[0], 1))))

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 import matplotlib
 import numpy as np
 import pandas as pd
+import torch
 
 from auditor.explain import METHODS
+from auditor.explain.postprocess import minmax
 from auditor.measure import Trust
 from auditor.report.figures import COLORMAP, figure_uri, styled_figure
 
@@ -139,9 +141,8 @@ def _randomisation_figure(trust: Trust, methods: tuple[str, ...]) -> str:
 
 
 def _tile(ax: object, values: np.ndarray) -> None:
-    low, high = float(values.min()), float(values.max())
-    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
-    ax.imshow(scaled, cmap=COLORMAP, vmin=0, vmax=1)  # type: ignore[attr-defined]
+    scaled = minmax(torch.from_numpy(values)[None])[0]
+    ax.imshow(scaled.numpy(), cmap=COLORMAP, vmin=0, vmax=1)  # type: ignore[attr-defined]
     ax.set_xticks([])  # type: ignore[attr-defined]
     ax.set_yticks([])  # type: ignore[attr-defined]
 
