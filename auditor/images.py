@@ -51,20 +51,26 @@ class Preprocessing:
         torchvision's ``Resize`` does on PIL images.
         """
         image = _to_8bit(image).convert("RGB" if self.channels == 3 else "L")
-        if self.image_size is not None:
-            scale = self.image_size / min(image.width, image.height)
-            size = (
-                max(self.image_size, round(image.width * scale)),
-                max(self.image_size, round(image.height * scale)),
-            )
-            image = image.resize(size, Image.Resampling.BILINEAR)
-            left = (image.width - self.image_size) // 2
-            top = (image.height - self.image_size) // 2
-            image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        image = self.resize_crop(image, Image.Resampling.BILINEAR)
         array = np.asarray(image, dtype=np.float32) / 255.0
         if array.ndim == 2:
             array = array[:, :, None]
         return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+    def resize_crop(self, image: Image.Image, resample: Image.Resampling) -> Image.Image:
+        """Shorter side to ``image_size`` with ``resample``, then the centre square (as is
+        without ``image_size``): the geometry of :meth:`display`, shared by masks."""
+        if self.image_size is None:
+            return image
+        scale = self.image_size / min(image.width, image.height)
+        size = (
+            max(self.image_size, round(image.width * scale)),
+            max(self.image_size, round(image.height * scale)),
+        )
+        image = image.resize(size, resample)
+        left = (image.width - self.image_size) // 2
+        top = (image.height - self.image_size) // 2
+        return image.crop((left, top, left + self.image_size, top + self.image_size))
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """Apply mean and std to ``(..., C, H, W)`` images in [0, 1]."""

@@ -47,13 +47,7 @@ def read_mask(
         mask = opened.convert("L")
     if mask.size != image_size:
         mask = mask.resize(image_size, Image.Resampling.NEAREST)
-    if preprocessing.image_size is not None:
-        side = preprocessing.image_size
-        scale = side / min(mask.width, mask.height)
-        size = (max(side, round(mask.width * scale)), max(side, round(mask.height * scale)))
-        mask = mask.resize(size, Image.Resampling.NEAREST)
-        left, top = (mask.width - side) // 2, (mask.height - side) // 2
-        mask = mask.crop((left, top, left + side, top + side))
+    mask = preprocessing.resize_crop(mask, Image.Resampling.NEAREST)
     return torch.from_numpy(np.asarray(mask) > 0)
 
 
