@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,8 @@ __all__ = [
     "attribute_batch",
     "build_context",
     "explain_cases",
+    "mean_colour",
+    "resume_context",
 ]
 
 log = logging.getLogger(__name__)
@@ -196,6 +199,30 @@ def build_context(
     return context, methods, not_applicable
 
 
+def mean_colour(images: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``(C,)`` mean colour of ``(C, H, W)`` images in [0, 1] (the ``mean`` IG baseline)."""
+    return torch.stack(list(images)).mean(dim=(0, 2, 3))
+
+
+def resume_context(
+    model: LoadedModel,
+    kind: OutputKind,
+    settings: ExplainSettings,
+    preprocessing: Preprocessing,
+    explanations: Explanations,
+) -> tuple[ExplainContext, list[Method]]:
+    """The context and methods the explain stage ran, as it left them (batch sizes and mean
+    colour), for later work on its maps with the same methods."""
+    context, methods, _ = build_context(model, kind, explanations.layer, settings, preprocessing)
+    ran = {m.key for m in explanations.methods}
+    context.forward_batch = explanations.batch_sizes.get("forward", context.forward_batch)
+    context.backward_batch = explanations.batch_sizes.get("backward", context.backward_batch)
+    if explanations.images:
+        images = explanations.images.values()
+        context.mean_colour = mean_colour(torch.from_numpy(i).permute(2, 0, 1) for i in images)
+    return context, [m for m in methods if m.key in ran]
+
+
 def measure_batches(context: ExplainContext, methods: list[Method], example: torch.Tensor) -> None:
     """Set the context's forward and backward batch sizes by timing passes on ``example``."""
     if not any(m.perturbation for m in methods):
@@ -323,7 +350,7 @@ def explain_cases(
     maps: dict[tuple[int, str, str], np.ndarray] = {}
     seconds: dict[str, float] = {}
     if readable and methods:
-        context.mean_colour = torch.stack(list(display.values())).mean(dim=(0, 2, 3))
+        context.mean_colour = mean_colour(display.values())
         example = preprocessing.normalise(display[readable[0].index]).to(model.device)
         measure_batches(context, methods, example)
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from auditor.architecture import LayerInfo
 from auditor.data import Dataset
 from auditor.explain import ExplainSettings
-from auditor.explain.engine import Explanations, build_context
+from auditor.explain.engine import Explanations, resume_context
 from auditor.images import Preprocessing
 from auditor.load import LoadedModel, OutputKind
 from auditor.measure.checks import randomisation_check, stability_check
@@ -138,17 +138,9 @@ def measure_trust(
         batch_size: Cases per batch when maps are recomputed.
     """
     classes = dataset.classes
-    context, methods, _ = build_context(
-        model, kind, explanations.layer, explain_settings, preprocessing
-    )
+    context, methods = resume_context(model, kind, explain_settings, preprocessing, explanations)
     ran = tuple(m.key for m in explanations.methods)
-    methods = [m for m in methods if m.key in ran]
-    context.forward_batch = explanations.batch_sizes.get("forward", context.forward_batch)
-    context.backward_batch = explanations.batch_sizes.get("backward", context.backward_batch)
     cases = trust_cases(explanations, classes)
-    if explanations.images:  # as the explain stage set it, for the "mean" IG baseline
-        images = np.stack(list(explanations.images.values()))
-        context.mean_colour = torch.from_numpy(images.mean(axis=(0, 1, 2)))
     seconds: dict[str, float] = {}
     not_measured: dict[str, str] = {}
     frames: list[pd.DataFrame] = []
