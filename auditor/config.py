@@ -148,6 +148,7 @@ _INT_FIELDS = {
     "deletion_steps",
     "sensitivity_samples",
 }
+_NAME_LISTS = {"methods": "method names", "classes": "names"}  # field → what it lists
 _FLOAT_FIELDS = {
     "smoothgrad_noise",
     "sensitivity_radius",
@@ -215,20 +216,15 @@ def _coerce(name: str, value: Any) -> Any:
         ):
             raise ConfigError(f"{name} must be a list of numbers, got {value!r}")
         return tuple(float(v) for v in items)
-    if name == "methods":
+    if name in _NAME_LISTS:
         items = parse_names(value) if isinstance(value, str) else value
         if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
-            raise ConfigError(f"methods must be a list of method names, got {value!r}")
+            raise ConfigError(f"{name} must be a list of {_NAME_LISTS[name]}, got {value!r}")
         return tuple(items)
     if name in _FLOAT_FIELDS:
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise ConfigError(f"{name.replace('_', '-')} must be a number, got {value!r}")
         return float(value)
-    if name == "classes":
-        items = parse_names(value) if isinstance(value, str) else value
-        if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
-            raise ConfigError(f"classes must be a list of names, got {value!r}")
-        return tuple(items)
     if name in _INT_FIELDS:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{name.replace('_', '-')} must be an integer, got {value!r}")
