@@ -86,6 +86,11 @@ class EvidenceGroup:
     mean_mask: NDArray[np.float64] = field(repr=False)
 
     @property
+    def label(self) -> str:
+        """``predicted malignant`` or ``benign → malignant``."""
+        return f"predicted {self.name}" if self.kind == "class" else self.name
+
+    @property
     def concentration(self) -> float:
         """How many times its area share the region's evidence share is."""
         return self.region_share / self.region_area if self.region_area > 0 else float("nan")

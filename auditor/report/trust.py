@@ -18,7 +18,7 @@ from auditor.explain.postprocess import minmax
 from auditor.measure import Trust
 from auditor.report.figures import COLORMAP, figure_uri, styled_figure
 
-__all__ = ["TrustRow", "TrustView", "trust_view"]
+__all__ = ["GroupRow", "TrustRow", "TrustView", "trust_view"]
 
 _FAIL = "fails"
 
@@ -39,6 +39,18 @@ class TrustRow:
 
 
 @dataclass(frozen=True)
+class GroupRow:
+    """One line of "Where the evidence lies", in words."""
+
+    label: str
+    n: int
+    outside: str  # share of evidence outside the region, with its CI
+    area: str  # share of the image outside the region
+    region: str  # where the outside evidence concentrates
+    flagged: bool
+
+
+@dataclass(frozen=True)
 class TrustView:
     """What the report shows about the trust checks."""
 
@@ -47,7 +59,7 @@ class TrustView:
     readable: tuple[str, ...]  # titles of the methods judged readable
     findings: tuple[str, ...]  # shortcut findings in words
     shortcut_methods: tuple[str, ...]
-    groups: tuple[tuple[str, int, str, str, str, bool], ...]  # name, n, outside, area, region
+    groups: tuple[GroupRow, ...]
     not_measured: tuple[tuple[str, str], ...]
     steps: tuple[str, ...]
     example_index: int | None
@@ -253,8 +265,7 @@ def _mean_maps_figure(trust: Trust) -> str:
                 if i == 0:
                     ax.set_title(_title(key), fontsize=6.5)
                 if j == 0:
-                    label = ("predicted " if group.kind == "class" else "") + group.name
-                    ax.set_ylabel(f"{label}\n(n = {group.n})", fontsize=6)
+                    ax.set_ylabel(f"{group.label}\n(n = {group.n})", fontsize=6)
         figure.tight_layout(pad=0.3)
         return figure_uri(figure, dpi=130)
 
@@ -281,14 +292,16 @@ def trust_view(trust: Trust) -> TrustView:
         )
     shortcuts = trust.shortcuts
     groups = tuple(
-        (
-            ("predicted " if g.kind == "class" else "") + g.name,
-            g.n,
-            f"{g.outside[0]:.0%} ({g.outside[1]:.0%}–{g.outside[2]:.0%})",
-            f"{g.outside_area:.0%}",
-            f"{g.region}: {g.region_share:.0%} of it in {g.region_area:.0%} of the area "
-            f"({g.concentration:.1f}×)",
-            g.flagged,
+        GroupRow(
+            label=g.label,
+            n=g.n,
+            outside=f"{g.outside[0]:.0%} ({g.outside[1]:.0%}–{g.outside[2]:.0%})",
+            area=f"{g.outside_area:.0%}",
+            region=(
+                f"{g.region}: {g.region_share:.0%} of it in {g.region_area:.0%} of the area "
+                f"({g.concentration:.1f}×)"
+            ),
+            flagged=g.flagged,
         )
         for g in (shortcuts.groups if shortcuts else ())
     )
