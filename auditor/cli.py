@@ -52,32 +52,30 @@ def cli(verbose: int) -> None:
     )
 
 
+def _setting_flags(function: F) -> F:
+    """One ``--key`` option per setting declared with ``flag=True`` (see auditor.settings)."""
+    from auditor.config import SETTINGS
+    from auditor.settings import display
+
+    types = {"int": int, "float": float, "path": _PATH}
+    for spec in reversed(SETTINGS.values()):
+        if not spec.setting.flag:
+            continue
+        default = spec.setting.default_text or display(spec.default)
+        unit = f" ({spec.setting.unit})" if spec.setting.unit else ""
+        extra = f"  [default: {default}]" if default else ""
+        function = click.option(
+            f"--{spec.key}",
+            spec.name,
+            type=types.get(spec.kind, str),
+            help=spec.setting.help + unit + extra,
+        )(function)
+    return function
+
+
 @cli.command()
-@click.option("--model", type=_PATH, help="TorchScript model file (torch.jit.script/trace + save).")
-@click.option(
-    "--data", type=_PATH, help="Class-folder directory or CSV manifest (path,label[,mask,...])."
-)
 @click.option("--config", "config_file", type=_PATH, help="TOML config file; flags override it.")
-@click.option("--out", type=_PATH, help="Folder for run folders.  [default: reports]")
-@click.option("--device", help="auto, cpu, cuda or cuda:N.  [default: auto]")
-@click.option("--batch-size", type=int, help="Images per forward pass.  [default: 32]")
-@click.option(
-    "--explain-samples",
-    type=int,
-    help="Sampled and misclassified images to explain.  [default: 32]",
-)
-@click.option("--seed", type=int, help="Seed for sampling, bootstrap and profiling.  [default: 0]")
-@click.option(
-    "--image-size", type=int, help="Resize shorter side and centre-crop to N px.  [default: none]"
-)
-@click.option("--mean", help="Per-channel mean, e.g. 0.485,0.456,0.406.  [default: none]")
-@click.option("--std", help="Per-channel std, e.g. 0.229,0.224,0.225.  [default: none]")
-@click.option("--classes", help="Class names in output order, e.g. benign,malignant.")
-@click.option("--workers", type=int, help="Data-loading worker processes.  [default: 0]")
-@click.option(
-    "--methods",
-    help="Explanation methods, e.g. saliency,grad-cam (see `auditor methods`).  [default: all]",
-)
+@_setting_flags
 @_user_errors
 def run(config_file: Path | None, **flags: Any) -> None:
     """Audit MODEL on DATA and write a report folder."""
@@ -129,7 +127,7 @@ def profile(model: Path, image_size: int, device: str, batch_size: int) -> None:
     from auditor.architecture import layers_frame, profile_model
     from auditor.errors import ConfigError
     from auditor.load import load_model, resolve_device
-    from auditor.report.render import binary_size, si
+    from auditor.report.format import binary_size, si
 
     if image_size < 8 or batch_size < 1:
         raise ConfigError("--image-size must be at least 8 and --batch-size at least 1")

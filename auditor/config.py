@@ -1,6 +1,14 @@
 """The audit configuration: defaults < TOML config file < command-line flags.
 
-A config file is flat TOML whose keys are the CLI's long flags without dashes, e.g.::
+Every setting is declared once, with its key, bounds, unit and help (see
+:mod:`auditor.settings`): the run-level ones here, each stage's in its own settings
+dataclass (:class:`~auditor.evaluate.EvaluationSettings`,
+:class:`~auditor.explain.ExplainSettings`, :class:`~auditor.measure.TrustSettings`),
+nested in :class:`AuditConfig`. The README's settings table lists them all
+(``python -m auditor.config`` prints it).
+
+A config file is TOML whose keys are the settings' keys, flat or in the table of their
+stage::
 
     model = "model.pt"          # relative paths are relative to the config file
     data = "validation/"
@@ -8,19 +16,11 @@ A config file is flat TOML whose keys are the CLI's long flags without dashes, e
     mean = [0.485, 0.456, 0.406]
     std = [0.229, 0.224, 0.225]
     classes = ["benign", "malignant"]
-    target-layer = "layer4"     # only in the file: the layer of the CAM family
-    methods = ["saliency", "grad-cam", "occlusion"]   # default: every method
-    ig-baseline = "blur"        # black, blur or mean
+    methods = ["saliency", "grad-cam", "occlusion"]   # flat: any stage's key
     ig-steps = 32
-    smoothgrad-samples = 16
-    smoothgrad-noise = 0.15     # share of the image's value range
-    smoothgrad-base = "saliency"
-    occlusion-window = 16       # pixels; default 1/8 of the image side
-    occlusion-stride = 8        # pixels; default half the window
-    superpixels = 50            # SLIC superpixels for LIME and KernelSHAP
-    lime-samples = 256
-    shap-samples = 256
-    token-prefix = 1            # tokens before a transformer's patch grid; default: detected
+
+    [trust]                     # or in its stage's table: [evaluation], [explain], [trust]
+    trust-images = 8
 """
 
 from __future__ import annotations
@@ -28,311 +28,211 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from auditor.errors import ConfigError, UsageError
+from auditor.evaluate import EvaluationSettings
+from auditor.explain import ExplainSettings
+from auditor.measure import TrustSettings
+from auditor.settings import (
+    SettingSpec,
+    coerce,
+    declared,
+    inherited_fields,
+    markdown_table,
+    setting,
+)
 
-__all__ = ["AuditConfig", "parse_floats", "parse_names", "resolve_config"]
+__all__ = ["SETTINGS", "AuditConfig", "parse_floats", "parse_names", "resolve_config"]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def _device(value: str) -> str | None:
+    return None if _DEVICE.match(value) else f"{value!r} is not one of auto, cpu, cuda, cuda:N"
+
+
+def _channels(values: tuple[float, ...]) -> str | None:
+    if len(values) not in (1, 3):
+        return f"needs 1 or 3 values (one per channel), got {len(values)}"
+    if not all(math.isfinite(v) for v in values):
+        return f"values must be finite numbers, got {list(values)}"
+    return None
+
+
+def _positive(values: tuple[float, ...]) -> str | None:
+    problem = _channels(values)
+    if problem is None and any(v <= 0 for v in values):
+        return f"values must be positive, got {list(values)}"
+    return problem
+
+
+def _class_names(names: tuple[str, ...]) -> str | None:
+    if len(names) < 2:
+        return f"needs at least two class names, got {list(names)}"
+    if len(set(names)) != len(names):
+        return f"has repeated names: {list(names)}"
+    return None
 
 
 @dataclass(frozen=True)
 class AuditConfig:
     """Everything that decides what an audit run computes.
 
-    Attributes:
-        model: The TorchScript file.
-        data: An ImageFolder-style directory or a CSV manifest (``path,label[,mask,...]``).
-        out: Folder under which each run writes ``<model-stem>-<UTC timestamp>/``.
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-        batch_size: Images per forward pass, for evaluation and explanation.
-        explain_samples: Up to this many sampled images and this many misclassified ones
-            are explained.
-        seed: Seed for sampling, bootstrap and profiling inputs.
-        image_size: Resize the shorter side to this and centre-crop a square; ``None``
-            keeps images as they are (they must then all have one size).
-        mean: Per-channel mean subtracted after scaling to [0, 1]; ``None``: none.
-        std: Per-channel standard deviation divided by; ``None``: none.
-        classes: Class names in the model's output order; ``None``: sorted folder names
-            or sorted manifest labels.
-        target_layer: Dotted module path for Grad-CAM; ``None`` picks the last module
-            whose output is 4-D with a spatial size above 1.
-        bootstrap: Number of bootstrap resamples for the 95% confidence intervals.
-        workers: Data-loading worker processes (0 decodes in the main process).
-        methods: Explanation methods to run (registry keys); ``None``: all of them.
-        ig_baseline ... token_prefix: Method settings; see
-            :class:`auditor.explain.ExplainSettings`.
-        trust_images ... shortcut_concentration: Trust-check settings; see
-            :class:`auditor.measure.TrustSettings`.
+    The run-level settings are declared here; each stage's settings are a nested,
+    frozen group. ``source`` maps a setting's field name to where its value came from
+    (``"command line"``, ``"file audit.toml"``; absent: the default).
     """
 
-    model: Path
-    data: Path
-    out: Path = Path("reports")
-    device: str = "auto"
-    batch_size: int = 32
-    explain_samples: int = 32
-    seed: int = 0
-    image_size: int | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    classes: tuple[str, ...] | None = None
-    target_layer: str | None = None
-    bootstrap: int = 1000
-    workers: int = 0
-    methods: tuple[str, ...] | None = None
-    ig_baseline: str = "black"
-    ig_steps: int = 32
-    smoothgrad_samples: int = 16
-    smoothgrad_noise: float = 0.15
-    smoothgrad_base: str = "saliency"
-    occlusion_window: int | None = None
-    occlusion_stride: int | None = None
-    superpixels: int = 50
-    lime_samples: int = 256
-    shap_samples: int = 256
-    token_prefix: int | None = None
-    trust_images: int = 8
-    randomisation_steps: int = 4
-    deletion_steps: int = 20
-    sensitivity_samples: int = 5
-    sensitivity_radius: float = 0.02
-    localisation_top: float = 0.1
-    randomisation_threshold: float = 0.5
-    sensitivity_threshold: float = 0.5
-    shortcut_threshold: float = 0.5
-    shortcut_concentration: float = 2.0
+    model: Path = setting(help="The TorchScript model file", flag=True)
+    data: Path = setting(
+        help="An ImageFolder-style directory or a CSV manifest (path,label[,mask,...])",
+        flag=True,
+    )
+    out: Path = setting(
+        Path("reports"),
+        help="Folder under which each run writes <model stem>-<UTC timestamp>/",
+        flag=True,
+    )
+    device: str = setting(
+        "auto", help="auto (CUDA when available), cpu, cuda or cuda:N", check=_device, flag=True
+    )
+    batch_size: int = setting(
+        32, help="Images per forward pass, for evaluation and explanation", minimum=1, flag=True
+    )
+    explain_samples: int = setting(
+        32,
+        help="Up to this many sampled and this many misclassified images are explained",
+        minimum=0,
+        flag=True,
+    )
+    seed: int = setting(
+        0, help="Seed for sampling, bootstrap, profiling and every check", flag=True
+    )
+    image_size: int | None = setting(
+        None,
+        help="Resize the shorter side to this and centre-crop a square",
+        unit="pixels",
+        minimum=8,
+        flag=True,
+        default_text="images as they are (all of one size)",
+    )
+    mean: tuple[float, ...] | None = setting(
+        None,
+        help="Per-channel mean subtracted after scaling to [0, 1], e.g. 0.485,0.456,0.406",
+        check=_channels,
+        flag=True,
+    )
+    std: tuple[float, ...] | None = setting(
+        None,
+        help="Per-channel standard deviation divided by, e.g. 0.229,0.224,0.225",
+        check=_positive,
+        flag=True,
+    )
+    classes: tuple[str, ...] | None = setting(
+        None,
+        help="Class names in the model's output order, e.g. benign,malignant",
+        check=_class_names,
+        flag=True,
+        items="names",
+        default_text="sorted folder names or manifest labels",
+    )
+    workers: int = setting(
+        0,
+        help="Data-loading worker processes (0 decodes in the main process)",
+        minimum=0,
+        flag=True,
+    )
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    explain: ExplainSettings = field(default_factory=ExplainSettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
     source: dict[str, str] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved settings as plain values, with where each came from."""
-        values = {
-            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "source"
-        }
-        return {
-            key: {
-                "value": str(v)
-                if isinstance(v, Path)
-                else (list(v) if isinstance(v, tuple) else v),
-                "source": self.source.get(key, "default"),
-            }
-            for key, v in values.items()
-        }
+        result = {}
+        for spec in SETTINGS.values():
+            value = getattr(getattr(self, spec.group) if spec.group else self, spec.name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            result[spec.name] = {"value": value, "source": self.source.get(spec.name, "default")}
+        return result
 
 
-_FIELDS = {f.name for f in dataclasses.fields(AuditConfig)} - {"source"}
-_PATH_FIELDS = {"model", "data", "out"}
-_INT_FIELDS = {
-    "batch_size",
-    "explain_samples",
-    "seed",
-    "image_size",
-    "bootstrap",
-    "workers",
-    "ig_steps",
-    "smoothgrad_samples",
-    "occlusion_window",
-    "occlusion_stride",
-    "superpixels",
-    "lime_samples",
-    "shap_samples",
-    "token_prefix",
-    "trust_images",
-    "randomisation_steps",
-    "deletion_steps",
-    "sensitivity_samples",
-}
-_NAME_LISTS = {"methods": "method names", "classes": "names"}  # field → what it lists
-_FLOAT_FIELDS = {
-    "smoothgrad_noise",
-    "sensitivity_radius",
-    "localisation_top",
-    "randomisation_threshold",
-    "sensitivity_threshold",
-    "shortcut_threshold",
-    "shortcut_concentration",
+SETTINGS: dict[str, SettingSpec] = {spec.name: spec for spec in declared(AuditConfig)}
+"""Every setting by field name (unique across the groups)."""
+
+_GROUPS: dict[str, type] = {
+    name: hint
+    for name, hint in typing.get_type_hints(AuditConfig).items()
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint)
 }
 
 
 def parse_floats(text: str, option: str) -> tuple[float, ...]:
-    """Parse ``"0.5,0.5,0.5"`` into floats.
+    """Parse ``"0.5,0.5,0.5"`` into floats (``option`` names the flag in the error).
 
     Raises:
         ConfigError: An item is not a number.
     """
-    try:
-        return tuple(float(item) for item in text.split(",") if item.strip())
-    except ValueError:
-        raise ConfigError(
-            f"{option} {text!r} is not a comma-separated list of numbers; "
-            f"write it like 0.485,0.456,0.406"
-        ) from None
+    spec = dataclasses.replace(SETTINGS["mean"], name=option.lstrip("-").replace("-", "_"))
+    return typing.cast(tuple[float, ...], coerce(spec, text))
 
 
 def parse_names(text: str) -> tuple[str, ...]:
     """Parse ``"benign,malignant"`` into names, stripping spaces."""
-    return tuple(item.strip() for item in text.split(",") if item.strip())
+    return typing.cast(tuple[str, ...], coerce(SETTINGS["classes"], text))
+
+
+def _spec(key: str, path: Path, group: str | None = None) -> SettingSpec:
+    spec = SETTINGS.get(key.replace("-", "_"))
+    if spec is None or (group is not None and spec.group != group):
+        valid = ", ".join(
+            sorted(s.key for s in SETTINGS.values() if group is None or s.group == group)
+        )
+        where = f"an unknown key {key!r}" + (f" in [{group}]" if group else "")
+        raise ConfigError(f"config file {str(path)!r} has {where}; valid keys: {valid}")
+    return spec
 
 
 def _load_file(path: Path) -> dict[str, Any]:
+    """Field name → raw value from a TOML file; paths are made relative to its folder."""
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing TOML file")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
-    values: dict[str, Any] = {}
+    entries: list[tuple[SettingSpec, Any]] = []
     for key, value in raw.items():
-        name = key.replace("-", "_")
-        if name not in _FIELDS:
-            valid = ", ".join(sorted(k.replace("_", "-") for k in _FIELDS))
-            raise ConfigError(
-                f"config file {str(path)!r} has an unknown key {key!r}; valid keys: {valid}"
-            )
-        if name in _PATH_FIELDS and isinstance(value, str):
-            value = (path.parent / value) if not Path(value).is_absolute() else Path(value)
-        values[name] = value
+        if key in _GROUPS and isinstance(value, dict):
+            entries += [(_spec(k, path, key), v) for k, v in value.items()]
+        else:
+            entries.append((_spec(key, path), value))
+    values: dict[str, Any] = {}
+    for spec, value in entries:
+        if spec.kind == "path" and isinstance(value, str) and not Path(value).is_absolute():
+            value = path.parent / value
+        values[spec.name] = value
     return values
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Turn a value from TOML or a flag into the field's type, or raise ConfigError."""
-    if value is None:
-        return None
-    if name in _PATH_FIELDS:
-        if not isinstance(value, str | Path):
-            raise ConfigError(f"{name} must be a path (a string), got {value!r}")
-        return Path(value)
-    if name in ("mean", "std"):
-        items = parse_floats(value, name) if isinstance(value, str) else value
-        if not isinstance(items, list | tuple) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in items
-        ):
-            raise ConfigError(f"{name} must be a list of numbers, got {value!r}")
-        return tuple(float(v) for v in items)
-    if name in _NAME_LISTS:
-        items = parse_names(value) if isinstance(value, str) else value
-        if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
-            raise ConfigError(f"{name} must be a list of {_NAME_LISTS[name]}, got {value!r}")
-        return tuple(items)
-    if name in _FLOAT_FIELDS:
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ConfigError(f"{name.replace('_', '-')} must be a number, got {value!r}")
-        return float(value)
-    if name in _INT_FIELDS:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"{name.replace('_', '-')} must be an integer, got {value!r}")
-        return value
-    if not isinstance(value, str):
-        raise ConfigError(f"{name.replace('_', '-')} must be a string, got {value!r}")
-    return value
-
-
-def _validate(config: AuditConfig) -> None:
-    def bad(option: str, message: str) -> ConfigError:
-        return ConfigError(f"--{option} {message}")
-
-    if config.batch_size < 1:
-        raise bad("batch-size", f"must be at least 1, got {config.batch_size}")
-    if config.explain_samples < 0:
-        raise bad("explain-samples", f"must be 0 or more, got {config.explain_samples}")
-    if config.image_size is not None and config.image_size < 8:
-        raise bad("image-size", f"must be at least 8 pixels, got {config.image_size}")
-    if config.bootstrap < 100:
-        raise bad("bootstrap", f"needs at least 100 resamples, got {config.bootstrap}")
-    if config.workers < 0:
-        raise bad("workers", f"must be 0 or more, got {config.workers}")
-    if not _DEVICE.match(config.device):
-        raise bad("device", f"{config.device!r} is not one of auto, cpu, cuda, cuda:N")
-    for option, values in (("mean", config.mean), ("std", config.std)):
-        if values is not None and len(values) not in (1, 3):
-            raise bad(option, f"needs 1 or 3 values (one per channel), got {len(values)}")
-    for option, values in (("mean", config.mean), ("std", config.std)):
-        if values is not None and not all(math.isfinite(v) for v in values):
-            raise bad(option, f"values must be finite numbers, got {list(values)}")
-    if config.std is not None and any(v <= 0 for v in config.std):
-        raise bad("std", f"values must be positive, got {list(config.std)}")
-    if (config.mean is None) != (config.std is None):
-        raise ConfigError("--mean and --std go together: give both or neither")
-    _validate_methods(config)
-    _validate_trust(config)
-    if config.classes is not None:
-        if len(config.classes) < 2:
-            raise bad("classes", f"needs at least two class names, got {list(config.classes)}")
-        if len(set(config.classes)) != len(config.classes):
-            raise bad("classes", f"has repeated names: {list(config.classes)}")
-
-
-def _validate_methods(config: AuditConfig) -> None:
-    from auditor.explain import METHODS, GradientMethod
-    from auditor.explain.base import IG_BASELINES
-
-    def bad(option: str, message: str) -> ConfigError:
-        return ConfigError(f"--{option} {message}")
-
-    known = ", ".join(METHODS)
-    for key in config.methods or ():
-        if key not in METHODS:
-            raise bad("methods", f"names an unknown method {key!r}; choose from {known}")
-    if config.methods is not None and len(set(config.methods)) != len(config.methods):
-        raise bad("methods", f"has repeated names: {list(config.methods)}")
-    if config.ig_baseline not in IG_BASELINES:
-        raise bad("ig-baseline", f"{config.ig_baseline!r} is not one of {', '.join(IG_BASELINES)}")
-    gradient = [k for k, cls in METHODS.items() if issubclass(cls, GradientMethod)]
-    if config.smoothgrad_base not in gradient:
-        raise bad(
-            "smoothgrad-base",
-            f"{config.smoothgrad_base!r} is not a gradient method; choose from "
-            f"{', '.join(gradient)}",
-        )
-    for option, value, least in (
-        ("ig-steps", config.ig_steps, 2),
-        ("smoothgrad-samples", config.smoothgrad_samples, 1),
-        ("occlusion-window", config.occlusion_window, 1),
-        ("occlusion-stride", config.occlusion_stride, 1),
-        ("superpixels", config.superpixels, 2),
-        ("lime-samples", config.lime_samples, 10),
-        ("shap-samples", config.shap_samples, 10),
-        ("token-prefix", config.token_prefix, 0),
-    ):
-        if value is not None and value < least:
-            raise bad(option, f"must be at least {least}, got {value}")
-    if not (math.isfinite(config.smoothgrad_noise) and 0 < config.smoothgrad_noise <= 1):
-        raise bad("smoothgrad-noise", f"must be in (0, 1], got {config.smoothgrad_noise}")
-
-
-def _validate_trust(config: AuditConfig) -> None:
-    def bad(option: str, message: str) -> ConfigError:
-        return ConfigError(f"{option} {message}; set it in the config file")
-
-    for option, value, least in (
-        ("trust-images", config.trust_images, 0),
-        ("randomisation-steps", config.randomisation_steps, 1),
-        ("sensitivity-samples", config.sensitivity_samples, 1),
-    ):
-        if value < least:
-            raise bad(option, f"must be at least {least}, got {value}")
-    if config.deletion_steps == 1 or config.deletion_steps < 0:
-        raise bad("deletion-steps", f"must be 0 (skip) or at least 2, got {config.deletion_steps}")
-    for option, number, low, high in (
-        ("sensitivity-radius", config.sensitivity_radius, 0.0, 1.0),
-        ("localisation-top", config.localisation_top, 0.0, 1.0),
-        ("randomisation-threshold", config.randomisation_threshold, 0.0, 1.0),
-        ("sensitivity-threshold", config.sensitivity_threshold, 0.0, math.inf),
-        ("shortcut-threshold", config.shortcut_threshold, 0.0, 1.0),
-    ):
-        if not (low < number <= high):
-            raise bad(option, f"must be in ({low:g}, {high:g}], got {number}")
-    if not (math.isfinite(config.shortcut_concentration) and config.shortcut_concentration >= 1):
-        raise bad(
-            "shortcut-concentration", f"must be at least 1, got {config.shortcut_concentration}"
-        )
+def _build(values: dict[str, Any], source: dict[str, str]) -> AuditConfig:
+    run = {name: v for name, v in values.items() if SETTINGS[name].group is None}
+    resolved_run = {**{s.name: s.default for s in SETTINGS.values() if s.group is None}, **run}
+    groups = {}
+    for group, cls in _GROUPS.items():
+        own = {name: v for name, v in values.items() if SETTINGS[name].group == group}
+        taken = {name: resolved_run[run_name] for name, run_name in inherited_fields(cls).items()}
+        groups[group] = cls(**own, **taken)
+    return AuditConfig(**run, **groups, source=source)
 
 
 def resolve_config(config_file: Path | None, flags: Mapping[str, Any]) -> AuditConfig:
@@ -345,20 +245,32 @@ def resolve_config(config_file: Path | None, flags: Mapping[str, Any]) -> AuditC
 
     Raises:
         ConfigError: An unknown key, a value of the wrong type, or an invalid value.
+        UsageError: No model or no data given.
     """
-    values: dict[str, Any] = {}
+    given: dict[str, Any] = {}
     source: dict[str, str] = {}
     if config_file is not None:
-        for key, value in _load_file(config_file).items():
-            values[key] = _coerce(key, value)
-            source[key] = f"file {config_file.name}"
-    for key, value in flags.items():
+        for name, value in _load_file(config_file).items():
+            given[name] = value
+            source[name] = f"file {config_file.name}"
+    for name, value in flags.items():
         if value is not None:
-            values[key] = _coerce(key, value)
-            source[key] = "command line"
+            given[name] = value
+            source[name] = "command line"
+    values = {name: coerce(SETTINGS[name], value) for name, value in given.items()}
     for required in ("model", "data"):
         if required not in values:
             raise UsageError(f"no {required} given; pass --{required} or set it in --config")
-    config = AuditConfig(**values, source=source)
-    _validate(config)
-    return config
+    for name, value in values.items():
+        SETTINGS[name].validate(value)
+    if (values.get("mean") is None) != (values.get("std") is None):
+        raise ConfigError("--mean and --std go together: give both or neither")
+    return _build(values, source)
+
+
+def _print_table() -> None:  # pragma: no cover - a developer's tool
+    print(markdown_table(AuditConfig))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _print_table()

@@ -15,7 +15,6 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from auditor.config import AuditConfig
 from auditor.data import Dataset, Exclusion
 from auditor.errors import DataError
 from auditor.images import Preprocessing, make_loader
@@ -28,8 +27,29 @@ from auditor.load import (
     to_probabilities,
 )
 from auditor.metrics import Metrics, compute_metrics
+from auditor.settings import inherited, setting
 
-__all__ = ["Evaluation", "data_sha256", "evaluate", "probe_output_kind"]
+__all__ = ["Evaluation", "EvaluationSettings", "data_sha256", "evaluate", "probe_output_kind"]
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How the evaluation runs: one declaration per setting (see :mod:`auditor.settings`).
+
+    ``batch_size``, ``workers`` and ``seed`` are the run's (declared in
+    :class:`auditor.config.AuditConfig`): the explanation stages use them too.
+    """
+
+    bootstrap: int = setting(
+        1000,
+        help="Bootstrap resamples for the 95% confidence intervals",
+        unit="resamples",
+        minimum=100,
+        flag=True,
+    )
+    batch_size: int = inherited("batch_size", 32)
+    workers: int = inherited("workers", 0)
+    seed: int = inherited("seed", 0)
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,7 @@ class Evaluation:
         metrics: Headline, per-class and calibration metrics.
         data_sha256: SHA-256 over the sorted ``relative path, file SHA-256`` lines.
         seconds: Wall time of the pass over the data.
+        settings: How it ran.
     """
 
     predictions: pd.DataFrame
@@ -52,6 +73,7 @@ class Evaluation:
     metrics: Metrics
     data_sha256: str
     seconds: float
+    settings: EvaluationSettings
 
 
 def run_model(model: LoadedModel, images: torch.Tensor) -> torch.Tensor:
@@ -104,33 +126,35 @@ def data_sha256(entries: list[tuple[str, str]]) -> str:
     return digest.hexdigest()
 
 
-def evaluate(
+@dataclass
+class _Scores:
+    """What the pass over the data collects, batch by batch."""
+
+    indices: list[np.ndarray]
+    probabilities: list[np.ndarray]
+    hashes: dict[int, str]
+    failures: list[tuple[int, str, str]]  # (index, reason, file SHA-256)
+
+
+def _score(
     model: LoadedModel,
     dataset: Dataset,
     preprocessing: Preprocessing,
     kind: OutputKind,
-    config: AuditConfig,
-) -> Evaluation:
-    """Score every image once, in batches, and compute the metrics.
-
-    Raises:
-        DataError: No image of the data set could be read.
-    """
+    settings: EvaluationSettings,
+) -> _Scores:
+    """Stream the data set through the model once; non-finite outputs become failures."""
     loader = make_loader(
         dataset.samples,
         preprocessing,
-        config.batch_size,
-        config.workers,
+        settings.batch_size,
+        settings.workers,
         pin_memory=model.device.type == "cuda",
     )
-    indices: list[np.ndarray] = []
-    probabilities: list[np.ndarray] = []
-    hashes: dict[int, str] = {}
-    failures: list[tuple[int, str, str]] = []
-    started = time.perf_counter()
+    scores = _Scores([], [], {}, [])
     with torch.inference_mode():
         for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False, disable=None):
-            failures.extend(
+            scores.failures.extend(
                 (index, reason, sha)
                 for (index, reason), sha in zip(batch.failures, batch.failure_hashes, strict=True)
             )
@@ -140,20 +164,38 @@ def evaluate(
             finite = check_output(
                 output, kind, len(dataset.classes), len(batch.indices), model.path.name
             ).cpu()
-            probabilities.append(
+            scores.probabilities.append(
                 to_probabilities(output, kind)[finite.to(output.device)].cpu().numpy()
             )
-            indices.append(batch.indices[finite].numpy())
-            hashes.update(zip(batch.indices.tolist(), batch.hashes, strict=True))
-            failures.extend(
+            scores.indices.append(batch.indices[finite].numpy())
+            scores.hashes.update(zip(batch.indices.tolist(), batch.hashes, strict=True))
+            scores.failures.extend(
                 (
                     int(index),
                     "the model's output for this image is not finite (NaN or inf)",
-                    hashes[int(index)],
+                    scores.hashes[int(index)],
                 )
                 for index in batch.indices[~finite].tolist()
             )
+    return scores
+
+
+def evaluate(
+    model: LoadedModel,
+    dataset: Dataset,
+    preprocessing: Preprocessing,
+    kind: OutputKind,
+    settings: EvaluationSettings,
+) -> Evaluation:
+    """Score every image once, in batches, and compute the metrics.
+
+    Raises:
+        DataError: No image of the data set could be read.
+    """
+    started = time.perf_counter()
+    scores = _score(model, dataset, preprocessing, kind, settings)
     seconds = time.perf_counter() - started
+    failures, hashes = scores.failures, scores.hashes
     excluded = [
         *dataset.excluded,
         *(Exclusion(dataset.samples[i].relpath, r) for i, r, _ in failures),
@@ -162,20 +204,22 @@ def evaluate(
         {"path": [e.relpath for e in excluded], "reason": [e.reason for e in excluded]},
         dtype="string",
     )
-    if not indices:
+    if not scores.indices:
         raise DataError(
             f"none of the {len(dataset.samples)} images in {str(dataset.source)!r} could be read "
             f"(e.g. {excluded[0].relpath}: {excluded[0].reason})"
         )
-    order = np.concatenate(indices)
-    probs = np.concatenate(probabilities).astype(np.float32)
+    order = np.concatenate(scores.indices)
+    probs = np.concatenate(scores.probabilities).astype(np.float32)
     labels = np.array([dataset.samples[i].label for i in order], dtype=np.int64)
     predictions = _predictions_frame(dataset, order, labels, probs, hashes)
-    metrics = compute_metrics(labels, probs, dataset.classes, config.bootstrap, config.seed)
+    metrics = compute_metrics(labels, probs, dataset.classes, settings.bootstrap, settings.seed)
     entries = [(dataset.samples[i].relpath, hashes[i]) for i in order.tolist()]
     entries += [(dataset.samples[i].relpath, sha) for i, _, sha in failures]
     entries += [(e.relpath, "") for e in dataset.excluded]
-    return Evaluation(predictions, excluded_frame, kind, metrics, data_sha256(entries), seconds)
+    return Evaluation(
+        predictions, excluded_frame, kind, metrics, data_sha256(entries), seconds, settings
+    )
 
 
 def _predictions_frame(

@@ -39,8 +39,8 @@ def test_defaults() -> None:
         config.mean,
         config.std,
         config.classes,
-        config.target_layer,
-        config.bootstrap,
+        config.explain.target_layer,
+        config.evaluation.bootstrap,
         config.workers,
     ) == (Path("reports"), "auto", 32, 32, 0, None, None, None, None, None, 1000, 0)
     assert config.source == {"model": "command line", "data": "command line"}
@@ -93,9 +93,9 @@ seed = 7
     assert config.std == (0.229, 0.224, 1.0)
     assert all(isinstance(v, float) for v in config.std)
     assert config.classes == ("benign", "malignant")
-    assert config.target_layer == "layer4"
+    assert config.explain.target_layer == "layer4"
     assert config.device == "cuda:1"
-    assert (config.bootstrap, config.workers, config.seed) == (500, 2, 7)
+    assert (config.evaluation.bootstrap, config.workers, config.seed) == (500, 2, 7)
     assert set(config.source.values()) == {"file audit.toml"}
     assert config.as_dict()["classes"] == {
         "value": ["benign", "malignant"],
@@ -221,10 +221,10 @@ def test_bool_flag_for_an_integer_option_is_a_config_error() -> None:
     ("flags", "message"),
     [
         ({"batch_size": 0}, "--batch-size must be at least 1, got 0"),
-        ({"explain_samples": -1}, "--explain-samples must be 0 or more, got -1"),
+        ({"explain_samples": -1}, "--explain-samples must be at least 0, got -1"),
         ({"image_size": 7}, "--image-size must be at least 8 pixels, got 7"),
-        ({"bootstrap": 99}, "--bootstrap needs at least 100 resamples, got 99"),
-        ({"workers": -1}, "--workers must be 0 or more, got -1"),
+        ({"bootstrap": 99}, "--bootstrap must be at least 100 resamples, got 99"),
+        ({"workers": -1}, "--workers must be at least 0, got -1"),
         ({"device": "gpu"}, "--device 'gpu' is not one of auto, cpu, cuda, cuda:N"),
         ({"device": "cuda:"}, "--device 'cuda:' is not one of auto, cpu, cuda, cuda:N"),
         ({"mean": "0.5,0.5", "std": "1,1"}, "--mean needs 1 or 3 values (one per channel), got 2"),
@@ -322,11 +322,12 @@ def test_method_settings_come_from_the_file_and_methods_from_the_flag(tmp_path: 
         "ig-steps = 8\nsmoothgrad-noise = 0.2\nocclusion-window = 12\ntoken-prefix = 1\n",
     )
     config = resolve_config(path, {"methods": "saliency, grad-cam"})
-    assert config.methods == ("saliency", "grad-cam")
+    assert config.explain.methods == ("saliency", "grad-cam")
     assert config.source["methods"] == "command line"
-    assert (config.ig_baseline, config.ig_steps, config.smoothgrad_noise) == ("blur", 8, 0.2)
-    assert (config.occlusion_window, config.token_prefix) == (12, 1)
-    assert resolve_config(path, {}).methods == ("cam", "lime")
+    explain = config.explain
+    assert (explain.ig_baseline, explain.ig_steps, explain.smoothgrad_noise) == ("blur", 8, 0.2)
+    assert (explain.occlusion_window, explain.token_prefix) == (12, 1)
+    assert resolve_config(path, {}).explain.methods == ("cam", "lime")
 
 
 @pytest.mark.parametrize(
@@ -355,42 +356,57 @@ def test_bad_method_settings_are_one_line_errors(tmp_path: Path, line: str, frag
     assert fragment in str(raised.value) and "\n" not in str(raised.value)
 
 
-def test_every_explain_setting_is_a_config_key_with_the_same_default() -> None:
-    import dataclasses
-
-    from auditor.config import AuditConfig
-    from auditor.explain import ExplainSettings
-
-    config = {f.name: f for f in dataclasses.fields(AuditConfig)}
-    for setting in dataclasses.fields(ExplainSettings):
-        assert setting.name in config, setting.name
-        if setting.name != "methods":
-            assert config[setting.name].default == setting.default, setting.name
-
-
-def test_every_trust_setting_is_a_config_key_with_the_same_default() -> None:
-    import dataclasses
-
-    from auditor.config import AuditConfig
-    from auditor.measure import TrustSettings
-
-    config = {f.name: f for f in dataclasses.fields(AuditConfig)}
-    for setting in dataclasses.fields(TrustSettings):
-        assert setting.name in config, setting.name
-        assert config[setting.name].default == setting.default, setting.name
-
-
-def test_trust_settings_come_from_the_file(tmp_path: Path) -> None:
-    from auditor.pipeline import trust_settings
-
-    path = _toml(
+def test_trust_settings_come_from_the_file_flat_or_in_their_table(tmp_path: Path) -> None:
+    flat = _toml(
         tmp_path,
         'model = "m.pt"\ndata = "d"\ntrust-images = 3\nsensitivity-radius = 0.05\n'
         "deletion-steps = 0\nseed = 7\n",
     )
-    settings = trust_settings(resolve_config(path, {}))
-    assert (settings.trust_images, settings.sensitivity_radius) == (3, 0.05)
-    assert (settings.deletion_steps, settings.seed) == (0, 7)
+    table = _toml(
+        tmp_path,
+        'model = "m.pt"\ndata = "d"\nseed = 7\n[trust]\ntrust-images = 3\n'
+        "sensitivity-radius = 0.05\ndeletion-steps = 0\n",
+        folder="table",
+    )
+    for path in (flat, table):
+        settings = resolve_config(path, {}).trust
+        assert (settings.trust_images, settings.sensitivity_radius) == (3, 0.05)
+        assert (settings.deletion_steps, settings.seed) == (0, 7)
+
+
+def test_the_run_seed_reaches_every_stage_and_batch_size_the_evaluation() -> None:
+    config = resolve_config(None, _flags(seed=5, batch_size=4, workers=1))
+
+    assert (config.explain.seed, config.trust.seed, config.evaluation.seed) == (5, 5, 5)
+    assert (config.evaluation.batch_size, config.evaluation.workers) == (4, 1)
+
+
+def test_a_key_in_the_wrong_table_is_a_config_error_listing_that_tables_keys(
+    tmp_path: Path,
+) -> None:
+    path = _toml(tmp_path, 'model = "m.pt"\ndata = "d"\n[trust]\nig-steps = 8\n')
+
+    with pytest.raises(ConfigError) as raised:
+        resolve_config(path, {})
+
+    message = str(raised.value)
+    assert "unknown key 'ig-steps' in [trust]" in message
+    assert "valid keys: deletion-steps, localisation-top" in message
+
+
+def test_an_empty_method_list_is_a_config_error_not_every_method(tmp_path: Path) -> None:
+    path = _toml(tmp_path, 'model = "m.pt"\ndata = "d"\nmethods = []\n')
+
+    with pytest.raises(ConfigError, match="--methods is empty; name at least one method"):
+        resolve_config(path, {})
+    with pytest.raises(ConfigError, match="--methods is empty"):
+        resolve_config(None, _flags(methods=","))
+
+
+def test_no_methods_setting_means_every_method_in_registry_order() -> None:
+    from auditor.explain import METHODS
+
+    assert resolve_config(None, _flags()).explain.methods == tuple(METHODS)
 
 
 @pytest.mark.parametrize(

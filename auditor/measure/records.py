@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
+
+from auditor.explain.store import Case
+from auditor.settings import inherited, setting
 
 __all__ = ["RECORD_DTYPES", "Records", "TrustCase", "TrustSettings"]
 
@@ -23,60 +27,101 @@ RECORD_DTYPES = {
 """Columns of :attr:`Trust.records` (``trust_records.csv``)."""
 
 
+def _zero_or_two(steps: int) -> str | None:
+    return None if steps == 0 or steps >= 2 else f"must be 0 (skip) or at least 2, got {steps}"
+
+
 @dataclass(frozen=True)
 class TrustSettings:
-    """How the trust checks run (each is a config key of the same name in kebab-case).
+    """How the trust checks run: one declaration per setting (see :mod:`auditor.settings`).
 
-    Attributes:
-        trust_images: Images (their predicted class) for the randomisation and stability
-            checks, which recompute every map; 0 skips both.
-        randomisation_steps: Steps of the cascade, from the output layer alone to the
-            whole model.
-        deletion_steps: Points of the deletion and insertion curves after the first
-            (``S``; each costs one forward pass per image and method); 0 skips them.
-        sensitivity_samples: Noisy copies per image for max-sensitivity.
-        sensitivity_radius: Noise bound, in pixel values of the image in [0, 1].
-        localisation_top: Share of the pixels (highest attribution) compared with the mask.
-        randomisation_threshold: Rank correlation with the randomised model's maps at or
-            above which a method fails.
-        sensitivity_threshold: Max-sensitivity above which a method is unstable.
-        shortcut_threshold: Share of evidence outside the mask above which a group can
-            be flagged as a shortcut...
-        shortcut_concentration: ...when one ninth of the image holds this many times its
-            share of that evidence.
-        seed: Seed of every random draw.
+    They are set in the config file (or its ``[trust]`` table). ``seed`` is the run's and
+    seeds every random draw.
     """
 
-    trust_images: int = 8
-    randomisation_steps: int = 4
-    deletion_steps: int = 20
-    sensitivity_samples: int = 5
-    sensitivity_radius: float = 0.02
-    localisation_top: float = 0.1
-    randomisation_threshold: float = 0.5
-    sensitivity_threshold: float = 0.5
-    shortcut_threshold: float = 0.5
-    shortcut_concentration: float = 2.0
-    seed: int = 0
+    trust_images: int = setting(
+        8,
+        help="Images (their predicted class) for the randomisation and stability checks, "
+        "which recompute every map; 0 skips both",
+        minimum=0,
+    )
+    randomisation_steps: int = setting(
+        4,
+        help="Steps of the randomisation cascade, from the output layer alone to the whole model",
+        minimum=1,
+    )
+    deletion_steps: int = setting(
+        20,
+        help="Points of the deletion and insertion curves after the first (each costs one "
+        "forward pass per image and method); 0 skips them",
+        minimum=0,
+        check=_zero_or_two,
+    )
+    sensitivity_samples: int = setting(
+        5, help="Noisy copies per image for max-sensitivity", minimum=1
+    )
+    sensitivity_radius: float = setting(
+        0.02,
+        help="Bound of the uniform noise for max-sensitivity",
+        unit="pixel value in [0, 1]",
+        minimum=0.0,
+        maximum=1.0,
+        open_minimum=True,
+    )
+    localisation_top: float = setting(
+        0.1,
+        help="Share of the pixels (highest attribution) compared with the mask",
+        unit="share of pixels",
+        minimum=0.0,
+        maximum=1.0,
+        open_minimum=True,
+    )
+    randomisation_threshold: float = setting(
+        0.5,
+        help="Rank correlation with the fully randomised model's maps at or above which a "
+        "method fails",
+        minimum=0.0,
+        maximum=1.0,
+        open_minimum=True,
+    )
+    sensitivity_threshold: float = setting(
+        0.5,
+        help="Max-sensitivity above which a method is unstable",
+        minimum=0.0,
+        maximum=math.inf,
+        open_minimum=True,
+    )
+    shortcut_threshold: float = setting(
+        0.5,
+        help="Share of evidence outside the mask above which a group can be flagged as a shortcut",
+        minimum=0.0,
+        maximum=1.0,
+        open_minimum=True,
+    )
+    shortcut_concentration: float = setting(
+        2.0,
+        help="How many times its area share one ninth of the image must hold of the outside "
+        "evidence for a group past shortcut-threshold to be flagged",
+        unit="times",
+        minimum=1.0,
+    )
+    seed: int = inherited("seed", 0)
 
 
 @dataclass(frozen=True)
-class TrustCase:
-    """One explained (image, target) pair, with its image.
+class TrustCase(Case):
+    """An explained case with its image: what the checks that recompute maps read.
 
     Attributes:
-        index: Sample index.
-        group: ``misclassified`` or ``sampled``.
-        role: ``predicted`` or ``true``.
-        target: Class index explained.
-        display: ``(C, H, W)`` image in [0, 1].
+        display: ``(C, H, W)`` image in [0, 1] (not part of the case's identity).
     """
 
-    index: int
-    group: str
-    role: str
-    target: int
-    display: torch.Tensor = field(repr=False)
+    display: torch.Tensor = field(repr=False, compare=False)
+
+    @classmethod
+    def of(cls, case: Case, display: torch.Tensor) -> TrustCase:
+        """``case`` with its ``(C, H, W)`` display image in [0, 1]."""
+        return cls(case.index, case.group, case.role, case.target, display)
 
 
 class Records:
@@ -87,7 +132,7 @@ class Records:
 
     def add(
         self,
-        case: TrustCase,
+        case: Case,
         target: str,
         method: str,
         measure: str,
