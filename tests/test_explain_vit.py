@@ -10,14 +10,15 @@ import torch
 from torchvision.models.vision_transformer import VisionTransformer
 
 from auditor.architecture import profile_model
+from auditor.errors import ConfigError
 from auditor.explain import METHODS, ExplainSettings
-from auditor.explain.base import fold_tokens
+from auditor.explain.base import fold_tokens, token_grid
 from auditor.explain.engine import build_context
-from auditor.explain.layers import choose_layer, is_token_shape
+from auditor.explain.layers import choose_layer, is_token_shape, target_layer
 from auditor.images import Preprocessing
 from auditor.load import LoadedModel, OutputKind
 from auditor.taps import TappedModel
-from tests.helpers import save_torchscript
+from tests.helpers import TinyNet, loaded_model, save_torchscript, torchscript_twin
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,12 @@ def vit() -> tuple[VisionTransformer, LoadedModel]:
         scripted, TappedModel(scripted), None, "", 0, torch.device("cpu"), 3
     )
     return eager, model
+
+
+def test_token_grids() -> None:
+    assert token_grid(197, None) == (1, 14) and token_grid(16, None) == (0, 4)
+    assert token_grid(18, 2) == (2, 4) and token_grid(18, 1) is None
+    assert token_grid(0, None) is None and token_grid(5, 9) is None
 
 
 def test_token_shapes() -> None:
@@ -61,6 +68,37 @@ def test_the_chosen_layer_is_the_last_with_gradient_on_the_patches(
     chosen = choose_layer(model, profile.layers, torch.rand(3, 32, 32), OutputKind.LOGITS)
     # After the last block's attention only the class token reaches the head.
     assert chosen is not None and chosen.path == "encoder.layers.encoder_layer_1.ln_1"
+
+
+def test_the_target_layer_is_chosen_or_checked(
+    vit: tuple[VisionTransformer, LoadedModel],
+) -> None:
+    _, model = vit
+    profile = profile_model(model, (3, 32, 32), 2, 0)
+    kind = OutputKind.LOGITS
+    chosen = target_layer(model, profile, ExplainSettings(), kind, seed=0)
+    assert chosen == "encoder.layers.encoder_layer_1.ln_1"
+    named = ExplainSettings(target_layer="encoder.layers.encoder_layer_0")
+    assert target_layer(model, profile, named, kind, seed=0) == "encoder.layers.encoder_layer_0"
+    later = (
+        "choose one of the later ones: encoder.layers.encoder_layer_1.mlp.4, encoder.layers, "
+        "encoder.layers.encoder_layer_1, encoder, encoder.ln"
+    )
+    with pytest.raises(ConfigError) as error:
+        target_layer(model, profile, ExplainSettings(target_layer="heads.head"), kind, seed=0)
+    assert str(error.value) == (
+        "target-layer 'heads.head' is not a module with a (C, H, W) or (tokens, dim) output "
+        f"in this model; {later}"
+    )
+    wrong_prefix = ExplainSettings(target_layer="encoder.layers.encoder_layer_0", token_prefix=2)
+    with pytest.raises(ConfigError, match=r"'encoder\.layers\.encoder_layer_0' is not a module"):
+        target_layer(model, profile, wrong_prefix, kind, seed=0)
+    cnn = loaded_model(torchscript_twin(TinyNet(), "trace", 16))
+    cnn_profile = profile_model(cnn, (3, 16, 16), 2, 0)
+    assert target_layer(cnn, cnn_profile, ExplainSettings(), kind, seed=0) == "features"
+    last_five = r"features\.3, features\.4, features, features\.5, pool$"
+    with pytest.raises(ConfigError, match=last_five):
+        target_layer(cnn, cnn_profile, ExplainSettings(target_layer="classifier"), kind, seed=0)
 
 
 def test_grad_cam_on_tokens_equals_the_eager_hook_reference(

@@ -16,6 +16,7 @@ from typing import ClassVar
 import torch
 
 from auditor.explain.postprocess import STEPS
+from auditor.explain.settings import ExplainSettings
 from auditor.explain.superpixels import slic_segments
 from auditor.images import Preprocessing
 from auditor.load import LoadedModel, OutputKind, class_scores, target_scores
@@ -29,48 +30,9 @@ __all__ = [
     "GradientPasses",
     "Method",
     "PassCount",
+    "fold_tokens",
+    "token_grid",
 ]
-
-IG_BASELINES = ("black", "blur", "mean")
-
-
-@dataclass(frozen=True)
-class ExplainSettings:
-    """How the methods run (each is a config key of the same name in kebab-case).
-
-    Attributes:
-        methods: Registry keys of the methods to run, in report order.
-        ig_baseline: Integrated-gradients baseline: ``black`` (a black image),
-            ``blur`` (the image blurred, sigma 1/20 of its side) or ``mean`` (the mean
-            colour of the explained images).
-        ig_steps: Integrated-gradients steps (Gauss-Legendre, as Captum's default).
-        smoothgrad_samples: Noisy copies per image for SmoothGrad.
-        smoothgrad_noise: Noise standard deviation as a share of the image's value range.
-        smoothgrad_base: The gradient method SmoothGrad averages.
-        occlusion_window: Occluding square's side in pixels; ``None``: 1/8 of the image.
-        occlusion_stride: Step between windows; ``None``: half the window.
-        superpixels: Number of SLIC superpixels for LIME and KernelSHAP (approximate).
-        lime_samples: Perturbed images per image for LIME.
-        shap_samples: Coalitions per image for KernelSHAP.
-        token_prefix: Leading tokens (class, distillation) to drop when a transformer
-            layer's ``(B, T, D)`` output is folded into a grid; ``None``: whatever is left
-            over above the largest square number of tokens.
-        seed: Seed of the random draws (each image draws from ``seed + its index``).
-    """
-
-    methods: tuple[str, ...]
-    ig_baseline: str = "black"
-    ig_steps: int = 32
-    smoothgrad_samples: int = 16
-    smoothgrad_noise: float = 0.15
-    smoothgrad_base: str = "saliency"
-    occlusion_window: int | None = None
-    occlusion_stride: int | None = None
-    superpixels: int = 50
-    lime_samples: int = 256
-    shap_samples: int = 256
-    token_prefix: int | None = None
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,6 +74,25 @@ class PassCount:
     backward: int = 0
 
 
+def token_grid(tokens: int, prefix: int | None) -> tuple[int, int] | None:
+    """How ``tokens`` transformer tokens fold into a square grid.
+
+    Args:
+        tokens: Tokens per image (``T``).
+        prefix: Leading tokens (class, distillation, registers) before the grid;
+            ``None``: ``T - s*s`` for the largest ``s*s <= T``.
+
+    Returns:
+        ``(dropped, side)``: leading tokens dropped and the grid's side (``>= 1``), or
+        ``None`` when the remaining tokens are not a square number.
+    """
+    dropped = tokens - math.isqrt(tokens) ** 2 if prefix is None else prefix
+    side = math.isqrt(max(tokens - dropped, 0))
+    if side < 1 or side * side != tokens - dropped:
+        return None
+    return dropped, side
+
+
 def fold_tokens(values: torch.Tensor, prefix: int | None) -> torch.Tensor:
     """``(B, T, D)`` transformer tokens → ``(B, D, s, s)`` grid, dropping leading tokens.
 
@@ -125,15 +106,15 @@ def fold_tokens(values: torch.Tensor, prefix: int | None) -> torch.Tensor:
     if values.dim() != 3:
         return values
     tokens = int(values.shape[1])
-    drop = tokens - math.isqrt(tokens) ** 2 if prefix is None else prefix
-    side = math.isqrt(max(tokens - drop, 0))
-    if side * side != tokens - drop or side < 1:
+    grid = token_grid(tokens, prefix)
+    if grid is None:
         raise ValueError(
-            f"{tokens} tokens less {drop} leading ones is not a square grid; "
+            f"{tokens} tokens less {prefix or 0} leading ones is not a square grid; "
             f"set token-prefix to the number of class/register tokens"
         )
-    grid = values[:, drop:, :].transpose(1, 2)
-    return grid.reshape(values.shape[0], values.shape[2], side, side)
+    dropped, side = grid
+    folded = values[:, dropped:, :].transpose(1, 2)
+    return folded.reshape(values.shape[0], values.shape[2], side, side)
 
 
 class ExplainContext:

@@ -1,4 +1,10 @@
-"""Batch sizes for explanation passes: measured per device, halved when memory runs out.
+"""Explanations in batches: every method on one batch, at sizes measured per device and
+halved when memory runs out.
+
+:func:`attribute_batch` runs the methods on one batch, sharing the gradient passes;
+:func:`batches_halving_on_oom` walks a list of items in batches that halve when the
+device runs out of memory. The explain stage and the trust checks' recomputed maps both
+run through them.
 
 The cost of a perturbation method is its number of passes times the cost of one pass
 at the batch size it runs at, and that cost per image is not flat: on 2 CPU cores
@@ -11,12 +17,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
+import numpy as np
 import torch
 
-__all__ = ["CANDIDATE_BATCHES", "halving_on_oom", "is_oom", "measure_batch_size"]
+from auditor.explain.base import Batch, ExplainContext, Method
+from auditor.load import first_line
+
+__all__ = [
+    "CANDIDATE_BATCHES",
+    "Span",
+    "attribute_batch",
+    "batches_halving_on_oom",
+    "halving_on_oom",
+    "is_oom",
+    "measure_batch_size",
+    "measure_batches",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +78,75 @@ def halving_on_oom(run: Callable[[int], T], size: int, what: str) -> tuple[T, in
             _release_memory()
             log.warning("%s ran out of memory at batch %d; retrying at %d", what, size, size // 2)
             size //= 2
+
+
+@dataclass(frozen=True)
+class Span(Generic[T]):
+    """One batch of items that ran, or the item that did not fit even alone.
+
+    Attributes:
+        start: First item of the batch.
+        stop: One past its last item.
+        result: What the work returned for ``items[start:stop]``, or ``None`` when even
+            the one item ``start`` ran out of memory.
+        error: That out-of-memory error's first line ("" when ``result`` is set).
+        tried: The batch size this span started at.
+        size: The batch size that worked (1 after an item that never fits), the size
+            the next span starts at.
+    """
+
+    start: int
+    stop: int
+    result: T | None
+    error: str
+    tried: int
+    size: int
+
+    @property
+    def halved(self) -> bool:
+        """Whether the batch ran out of memory and worked at a smaller size."""
+        return self.result is not None and self.size < self.tried
+
+
+def batches_halving_on_oom(
+    run: Callable[[int, int], T], n: int, size: int, what: str
+) -> Iterator[Span[T]]:
+    """Call ``run(start, stop)`` over items ``0 .. n - 1`` in batches of ``size``, in order.
+
+    A batch that runs out of memory is retried at half the size, and later batches keep
+    the smaller size; an item that does not fit even alone is reported (``result`` is
+    ``None``) and the walk goes on at size 1.
+
+    Args:
+        run: Does the work on ``items[start:stop]``.
+        n: The number of items.
+        size: The first batch size to try (at least 1 is used).
+        what: Names the work in the log message.
+
+    Yields:
+        One :class:`Span` per batch, covering the items in order.
+
+    Raises:
+        RuntimeError: ``run`` failed for another reason than memory.
+    """
+    start, size = 0, max(1, size)
+    while start < n:
+
+        def attempt(k: int, first: int = start) -> T:
+            return run(first, min(first + k, n))
+
+        tried = size
+        result: T | None
+        try:
+            result, size = halving_on_oom(attempt, size, what)
+            error = ""
+        except RuntimeError as failure:  # even one item does not fit
+            if not is_oom(failure):
+                raise
+            result, error, size = None, first_line(failure), 1
+        stop = min(start + size, n)
+        yield Span(start, stop, result, error, tried, size)
+        start = stop
 
 
 def measure_batch_size(
@@ -104,3 +193,94 @@ def measure_batch_size(
             break
     log.info("measured batch size %d (%.2f ms per image)", best, best_cost * 1e3)
     return best
+
+
+def measure_batches(context: ExplainContext, methods: list[Method], example: torch.Tensor) -> None:
+    """Set the context's forward and backward batch sizes by timing passes on ``example``."""
+    if not any(m.perturbation for m in methods):
+        return
+
+    @torch.no_grad()
+    def forward(x: torch.Tensor) -> object:
+        return context.class_scores(x)
+
+    def backward(x: torch.Tensor) -> object:
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            return torch.autograd.grad(context.class_scores(x)[:, 0].sum(), x)
+
+    context.forward_batch = measure_batch_size(forward, example)
+    context.backward_batch = measure_batch_size(backward, example)
+
+
+def _shared_passes(
+    context: ExplainContext,
+    methods: list[Method],
+    batch: Batch,
+    results: dict[str, np.ndarray | str],
+    clock: dict[str, float],
+) -> None:
+    """Compute ``batch.passes`` if a method reads them; on failure, fail those methods."""
+    if not any(m.needs_passes for m in methods):
+        return
+    start = time.perf_counter()
+    try:
+        batch.passes = context.passes(batch.inputs, batch.targets)
+        if batch.passes.activations.numel():
+            context.layer_channels = int(batch.passes.activations.shape[1])
+    except (RuntimeError, ValueError) as error:
+        if is_oom(error):
+            raise
+        log.warning("gradient passes failed: %s", error)
+        results.update({m.key: first_line(error) for m in methods if m.needs_passes})
+    clock["gradient passes"] = clock.get("gradient passes", 0.0) + (time.perf_counter() - start)
+
+
+def attribute_batch(
+    context: ExplainContext,
+    methods: list[Method],
+    display: torch.Tensor,
+    targets: torch.Tensor,
+    seeds: list[int],
+    seconds: dict[str, float] | None = None,
+) -> dict[str, np.ndarray | str]:
+    """Every method's maps for one batch, sharing the gradient passes.
+
+    Args:
+        context: The model as the methods see it.
+        methods: Methods to run (from :func:`build_context`).
+        display: ``(B, C, H, W)`` images in [0, 1], on the CPU.
+        targets: ``(B,)`` class indices to explain.
+        seeds: One seed per image for the methods that draw random numbers.
+        seconds: Where to add each method's time (and ``"gradient passes"``), if given.
+
+    Returns:
+        Key → ``(B, H, W)`` float32 maps before min-max, or the first line of the error
+        that stopped the method on this batch.
+
+    Raises:
+        RuntimeError: The batch ran out of device memory (the caller halves it).
+    """
+    device = context.model.device
+    batch = Batch(
+        inputs=context.normalise(display).to(device),
+        display=display,
+        targets=targets.to(device),
+        seeds=seeds,
+    )
+    clock = seconds if seconds is not None else {}
+    results: dict[str, np.ndarray | str] = {}
+    _shared_passes(context, methods, batch, results, clock)
+    for method in methods:
+        if method.key in results:
+            continue
+        start = time.perf_counter()
+        try:
+            results[method.key] = method.attribute(batch, context).cpu().numpy()
+        except (RuntimeError, ValueError) as error:
+            if is_oom(error):
+                raise
+            log.warning("%s failed on a batch: %s", method.key, error)
+            results[method.key] = first_line(error)
+        clock[method.key] = clock.get(method.key, 0.0) + time.perf_counter() - start
+    return results

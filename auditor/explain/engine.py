@@ -5,14 +5,17 @@ one plain backward pass and, when a guided method runs, one guided backward pass
 (:meth:`ExplainContext.passes`); the perturbation methods run their passes at batch
 sizes measured on this device. A batch that runs out of memory is retried at half the
 size (the sizes used are recorded); any other failure becomes ``failed`` rows.
+
+The stage's output, :class:`Explanations`, carries what the measure stage needs to
+work on: the cases (integer targets), the settings, the maps by case and method, and
+the state the methods ran in (:meth:`Explanations.context`).
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -20,9 +23,10 @@ import torch
 from tqdm import tqdm
 
 from auditor.data import Dataset
-from auditor.explain import METHODS, Batch, ExplainContext, ExplainSettings, Method, PassCount
-from auditor.explain.batching import halving_on_oom, is_oom, measure_batch_size
+from auditor.explain import METHODS, ExplainContext, ExplainSettings, Method, PassCount
+from auditor.explain.batching import attribute_batch, batches_halving_on_oom, measure_batches
 from auditor.explain.features import FeatureMaps, Stage, first_filters, stage_maps
+from auditor.explain.store import Case, MapStore
 from auditor.images import Preprocessing, read_image
 from auditor.load import LoadedModel, OutputKind, first_line
 from auditor.select import Selection
@@ -31,14 +35,10 @@ __all__ = [
     "Case",
     "Explanations",
     "MethodDescription",
-    "attribute_batch",
     "build_context",
     "explain_cases",
     "mean_colour",
-    "resume_context",
 ]
-
-log = logging.getLogger(__name__)
 
 _RECORD_DTYPES = {
     "index": "int64",
@@ -50,23 +50,6 @@ _RECORD_DTYPES = {
     "status": "string",
     "detail": "string",
 }
-
-
-@dataclass(frozen=True)
-class Case:
-    """One (image, target class) pair to explain.
-
-    Attributes:
-        index: Sample index of the image.
-        group: ``"misclassified"`` or ``"sampled"`` (an image in both is ``misclassified``).
-        role: ``"predicted"`` or ``"true"`` (the class the map explains).
-        target: Class index explained.
-    """
-
-    index: int
-    group: str
-    role: str
-    target: int
 
 
 @dataclass(frozen=True)
@@ -117,17 +100,24 @@ def describe(method: Method, context: ExplainContext, size: tuple[int, int]) -> 
 
 @dataclass(frozen=True)
 class Explanations:
-    """Maps for the selected cases.
+    """Maps for the selected cases, and the state the methods ran in.
 
     Attributes:
+        settings: The method settings the stage ran with.
+        cases: Every selected case, in the order of :attr:`records` (maps are missing
+            for the cases whose image could not be read or whose methods failed).
+        classes: Class names, indexed by a case's ``target``.
         layer: Target layer of the layer-based methods, or ``None`` if the model has none.
         methods: The methods that ran, in report order.
         not_applicable: Key → reason, for the selected methods that cannot run on this model.
         records: One row per case and method that ran: ``index, path, group, role, target,
             method, status, detail`` (status ``ok`` or ``failed``).
-        maps: ``(index, role, method)`` → ``(H, W)`` float32 map before min-max.
+        maps: The ``(H, W)`` float32 map before min-max of each ``ok`` row, by case and
+            method.
         images: Sample index → ``(H, W, C)`` float32 display image in [0, 1] (missing if
             the file could no longer be read; its records say so).
+        mean_colour: ``(C,)`` mean colour in [0, 1] of the explained images (the ``mean``
+            integrated-gradients baseline), or ``None`` if no method ran on an image.
         seconds: Key → seconds spent on the method (the shared gradient passes under
             ``"gradient passes"``).
         batch_sizes: ``explain`` (cases per batch), ``forward`` and ``backward`` (images per
@@ -136,16 +126,49 @@ class Explanations:
         features: Strongest activation maps per stage for the first explained images.
     """
 
+    settings: ExplainSettings
+    cases: tuple[Case, ...]
+    classes: tuple[str, ...]
     layer: str | None
     methods: tuple[MethodDescription, ...]
     not_applicable: dict[str, str]
     records: pd.DataFrame
-    maps: dict[tuple[int, str, str], np.ndarray] = field(repr=False)
+    maps: MapStore = field(repr=False)
     images: dict[int, np.ndarray] = field(repr=False)
+    mean_colour: tuple[float, ...] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     batch_sizes: dict[str, int] = field(default_factory=dict)
     filters: np.ndarray | None = field(default=None, repr=False)
     features: FeatureMaps = field(default_factory=lambda: FeatureMaps((), {}), repr=False)
+
+    @property
+    def ran(self) -> tuple[str, ...]:
+        """Keys of the methods that ran, in report order."""
+        return tuple(d.key for d in self.methods)
+
+    @cached_property
+    def _by_key(self) -> dict[tuple[int, str], Case]:
+        return {(case.index, case.role): case for case in self.cases}
+
+    def case(self, index: int, role: str) -> Case | None:
+        """The case of sample ``index`` explained for ``role``, or ``None`` if not selected."""
+        return self._by_key.get((index, role))
+
+    def context(
+        self, model: LoadedModel, kind: OutputKind, preprocessing: Preprocessing
+    ) -> tuple[ExplainContext, list[Method]]:
+        """The context and the methods as this stage left them, for more maps of its kind.
+
+        The context has the batch sizes finally used and the explained images' mean
+        colour; ``model`` may be another of the same graph (see
+        :meth:`ExplainContext.with_model`).
+        """
+        context, methods, _ = build_context(model, kind, self.layer, self.settings, preprocessing)
+        context.forward_batch = self.batch_sizes.get("forward", context.forward_batch)
+        context.backward_batch = self.batch_sizes.get("backward", context.backward_batch)
+        if self.mean_colour is not None:
+            context.mean_colour = torch.tensor(self.mean_colour, dtype=torch.float32)
+        return context, [m for m in methods if m.key in self.ran]
 
 
 def _cases(selection: Selection, predictions: pd.DataFrame, classes: tuple[str, ...]) -> list[Case]:
@@ -204,43 +227,6 @@ def mean_colour(images: Iterable[torch.Tensor]) -> torch.Tensor:
     return torch.stack(list(images)).mean(dim=(0, 2, 3))
 
 
-def resume_context(
-    model: LoadedModel,
-    kind: OutputKind,
-    settings: ExplainSettings,
-    preprocessing: Preprocessing,
-    explanations: Explanations,
-) -> tuple[ExplainContext, list[Method]]:
-    """The context and methods the explain stage ran, as it left them (batch sizes and mean
-    colour), for later work on its maps with the same methods."""
-    context, methods, _ = build_context(model, kind, explanations.layer, settings, preprocessing)
-    ran = {m.key for m in explanations.methods}
-    context.forward_batch = explanations.batch_sizes.get("forward", context.forward_batch)
-    context.backward_batch = explanations.batch_sizes.get("backward", context.backward_batch)
-    if explanations.images:
-        images = explanations.images.values()
-        context.mean_colour = mean_colour(torch.from_numpy(i).permute(2, 0, 1) for i in images)
-    return context, [m for m in methods if m.key in ran]
-
-
-def measure_batches(context: ExplainContext, methods: list[Method], example: torch.Tensor) -> None:
-    """Set the context's forward and backward batch sizes by timing passes on ``example``."""
-    if not any(m.perturbation for m in methods):
-        return
-
-    @torch.no_grad()
-    def forward(x: torch.Tensor) -> object:
-        return context.class_scores(x)
-
-    def backward(x: torch.Tensor) -> object:
-        x = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            return torch.autograd.grad(context.class_scores(x)[:, 0].sum(), x)
-
-    context.forward_batch = measure_batch_size(forward, example)
-    context.backward_batch = measure_batch_size(backward, example)
-
-
 def _load_images(
     cases: list[Case], dataset: Dataset, preprocessing: Preprocessing
 ) -> tuple[dict[int, torch.Tensor], dict[int, str]]:
@@ -257,65 +243,104 @@ def _load_images(
     return images, errors
 
 
-def attribute_batch(
+class _Outcome:
+    """Each (case, method)'s status and detail, and the maps of those that worked."""
+
+    def __init__(self) -> None:
+        self.status: dict[tuple[Case, str], tuple[str, str]] = {}
+        self.maps = MapStore()
+
+    def fail(self, cases: Iterable[Case], methods: list[Method], detail: str) -> None:
+        for case in cases:
+            for method in methods:
+                self.status[(case, method.key)] = ("failed", detail)
+
+    def add(self, cases: list[Case], results: dict[str, np.ndarray | str]) -> None:
+        """Record one batch's results (maps ``(B, H, W)`` or an error, by method key)."""
+        for key, result in results.items():
+            for i, case in enumerate(cases):
+                if isinstance(result, str):
+                    self.status[(case, key)] = ("failed", result)
+                else:
+                    self.status[(case, key)] = ("ok", "")
+                    self.maps.put(case, key, result[i])
+
+
+def _explain_in_batches(
     context: ExplainContext,
     methods: list[Method],
-    display: torch.Tensor,
-    targets: torch.Tensor,
-    seeds: list[int],
-    seconds: dict[str, float] | None = None,
-) -> dict[str, np.ndarray | str]:
-    """Every method's maps for one batch, sharing the gradient passes.
+    cases: list[Case],
+    display: dict[int, torch.Tensor],
+    batch_size: int,
+    outcome: _Outcome,
+    seconds: dict[str, float],
+) -> int:
+    """Run ``methods`` over ``cases``, ``batch_size`` at a time; returns the size used last.
 
-    Args:
-        context: The model as the methods see it.
-        methods: Methods to run (from :func:`build_context`).
-        display: ``(B, C, H, W)`` images in [0, 1], on the CPU.
-        targets: ``(B,)`` class indices to explain.
-        seeds: One seed per image for the methods that draw random numbers.
-        seconds: Where to add each method's time (and ``"gradient passes"``), if given.
-
-    Returns:
-        Key → ``(B, H, W)`` float32 maps before min-max, or the first line of the error
-        that stopped the method on this batch.
-
-    Raises:
-        RuntimeError: The batch ran out of device memory (the caller halves it).
+    A batch that runs out of memory is halved, and the perturbation methods' batch sizes
+    shrink in proportion; a case that does not fit alone becomes ``failed`` rows.
     """
-    device = context.model.device
-    batch = Batch(
-        inputs=context.normalise(display).to(device),
-        display=display,
-        targets=targets.to(device),
-        seeds=seeds,
-    )
-    clock = seconds if seconds is not None else {}
-    results: dict[str, np.ndarray | str] = {}
-    if any(m.needs_passes for m in methods):
-        start = time.perf_counter()
-        try:
-            batch.passes = context.passes(batch.inputs, batch.targets)
-            if batch.passes.activations.numel():
-                context.layer_channels = int(batch.passes.activations.shape[1])
-        except (RuntimeError, ValueError) as error:
-            if is_oom(error):
-                raise
-            log.warning("gradient passes failed: %s", error)
-            results.update({m.key: first_line(error) for m in methods if m.needs_passes})
-        clock["gradient passes"] = clock.get("gradient passes", 0.0) + (time.perf_counter() - start)
-    for method in methods:
-        if method.key in results:
-            continue
-        start = time.perf_counter()
-        try:
-            results[method.key] = method.attribute(batch, context).cpu().numpy()
-        except (RuntimeError, ValueError) as error:
-            if is_oom(error):
-                raise
-            log.warning("%s failed on a batch: %s", method.key, error)
-            results[method.key] = first_line(error)
-        clock[method.key] = clock.get(method.key, 0.0) + time.perf_counter() - start
-    return results
+    seed = context.settings.seed
+
+    def run(start: int, stop: int) -> dict[str, np.ndarray | str]:
+        chunk = cases[start:stop]
+        images = torch.stack([display[c.index] for c in chunk])
+        targets = torch.tensor([c.target for c in chunk])
+        return attribute_batch(
+            context, methods, images, targets, [seed + c.index for c in chunk], seconds
+        )
+
+    size = batch_size
+    progress = tqdm(total=len(cases), desc="explain", unit="map", leave=False, disable=None)
+    for span in batches_halving_on_oom(run, len(cases), batch_size, "explanation batch"):
+        chunk = cases[span.start : span.stop]
+        if span.result is None:
+            outcome.fail(chunk, methods, span.error)
+        else:
+            outcome.add(chunk, span.result)
+        if span.halved:  # ran out of memory: smaller batches from now on
+            context.forward_batch = max(1, context.forward_batch * span.size // span.tried)
+            context.backward_batch = max(1, context.backward_batch * span.size // span.tried)
+        size = span.size
+        progress.update(len(chunk))
+    progress.close()
+    return size
+
+
+def _records(
+    cases: list[Case], methods: list[Method], outcome: _Outcome, dataset: Dataset
+) -> pd.DataFrame:
+    """One typed row per case and method (``explanations.csv``)."""
+    rows = [
+        {
+            "index": case.index,
+            "path": dataset.samples[case.index].relpath,
+            "group": case.group,
+            "role": case.role,
+            "target": dataset.classes[case.target],
+            "method": method.key,
+            "status": outcome.status[(case, method.key)][0],
+            "detail": outcome.status[(case, method.key)][1],
+        }
+        for case in cases
+        for method in methods
+    ]
+    return pd.DataFrame(rows, columns=list(_RECORD_DTYPES)).astype(_RECORD_DTYPES)
+
+
+def _feature_maps(
+    model: LoadedModel,
+    stages: tuple[Stage, ...],
+    cases: list[Case],
+    display: dict[int, torch.Tensor],
+    preprocessing: Preprocessing,
+    n: int,
+) -> FeatureMaps:
+    """The stages' strongest activation maps for the first ``n`` images (half misclassified)."""
+    first = [c.index for c in cases if c.group == "misclassified"][: n // 2]
+    first += [c.index for c in cases if c.group == "sampled"][: n - len(first)]
+    shown = {i: preprocessing.normalise(display[i]) for i in dict.fromkeys(first)}
+    return stage_maps(model, stages, shown)
 
 
 def explain_cases(
@@ -340,92 +365,30 @@ def explain_cases(
     context, methods, not_applicable = build_context(model, kind, layer, settings, preprocessing)
     cases = _cases(selection, predictions, dataset.classes)
     display, unreadable = _load_images(cases, dataset, preprocessing)
-    status: dict[tuple[int, str, str], tuple[str, str]] = {
-        (c.index, c.role, m.key): ("failed", unreadable[c.index])
-        for c in cases
-        if c.index in unreadable
-        for m in methods
-    }
+    outcome = _Outcome()
+    for case in cases:
+        if case.index in unreadable:
+            outcome.fail([case], methods, unreadable[case.index])
     readable = [case for case in cases if case.index in display]
-    maps: dict[tuple[int, str, str], np.ndarray] = {}
     seconds: dict[str, float] = {}
     if readable and methods:
         context.mean_colour = mean_colour(display.values())
         example = preprocessing.normalise(display[readable[0].index]).to(model.device)
         measure_batches(context, methods, example)
-
-    def run(chunk: list[Case]) -> None:
-        results = attribute_batch(
-            context,
-            methods,
-            torch.stack([display[c.index] for c in chunk]),
-            torch.tensor([c.target for c in chunk]),
-            [settings.seed + c.index for c in chunk],
-            seconds,
-        )
-        for key, result in results.items():
-            for i, case in enumerate(chunk):
-                if isinstance(result, str):
-                    status[(case.index, case.role, key)] = ("failed", result)
-                else:
-                    status[(case.index, case.role, key)] = ("ok", "")
-                    maps[(case.index, case.role, key)] = result[i]
-
+    size = _explain_in_batches(context, methods, readable, display, batch_size, outcome, seconds)
     height, width = display[readable[0].index].shape[-2:] if readable else (0, 0)
-    preprocessing_size = (int(height), int(width))
-    size = batch_size
-    progress = tqdm(total=len(readable), desc="explain", unit="map", leave=False, disable=None)
-    done = 0
-    while done < len(readable):
-        chunk = readable[done : done + size]
-
-        def attempt(n: int, chunk: list[Case] = chunk) -> None:
-            run(chunk[:n])
-
-        try:
-            _, used = halving_on_oom(attempt, size, "explanation batch")
-        except RuntimeError as error:  # even one case does not fit
-            if not is_oom(error):
-                raise
-            for case in chunk[:1]:
-                for method in methods:
-                    status[(case.index, case.role, method.key)] = ("failed", first_line(error))
-            size = used = 1
-        if used < size:  # ran out of memory: smaller batches from now on
-            context.forward_batch = max(1, context.forward_batch * used // size)
-            context.backward_batch = max(1, context.backward_batch * used // size)
-            size = used
-        used = min(used, len(chunk))
-        done += used
-        progress.update(used)
-    progress.close()
-    records = pd.DataFrame(
-        [
-            {
-                "index": case.index,
-                "path": dataset.samples[case.index].relpath,
-                "group": case.group,
-                "role": case.role,
-                "target": dataset.classes[case.target],
-                "method": method.key,
-                "status": status[(case.index, case.role, method.key)][0],
-                "detail": status[(case.index, case.role, method.key)][1],
-            }
-            for case in cases
-            for method in methods
-        ],
-        columns=list(_RECORD_DTYPES),
-    ).astype(_RECORD_DTYPES)
-    first = [c.index for c in readable if c.group == "misclassified"][: feature_images // 2]
-    first += [c.index for c in readable if c.group == "sampled"][: feature_images - len(first)]
-    shown = {i: preprocessing.normalise(display[i]) for i in dict.fromkeys(first)}
+    colour = context.mean_colour
     return Explanations(
+        settings=settings,
+        cases=tuple(cases),
+        classes=dataset.classes,
         layer=layer,
-        methods=tuple(describe(m, context, preprocessing_size) for m in methods),
+        methods=tuple(describe(m, context, (int(height), int(width))) for m in methods),
         not_applicable=not_applicable,
-        records=records,
-        maps=maps,
+        records=_records(cases, methods, outcome, dataset),
+        maps=outcome.maps,
         images={i: image.permute(1, 2, 0).numpy() for i, image in display.items()},
+        mean_colour=None if colour is None else tuple(float(c) for c in colour),
         seconds=seconds,
         batch_sizes={
             "explain": size,
@@ -433,5 +396,5 @@ def explain_cases(
             "backward": context.backward_batch,
         },
         filters=first_filters(model),
-        features=stage_maps(model, stages, shown),
+        features=_feature_maps(model, stages, readable, display, preprocessing, feature_images),
     )

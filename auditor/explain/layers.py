@@ -12,24 +12,37 @@ one gradient pass over all candidates on an example image.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from auditor.architecture import LayerInfo, choose_target_layer
+from auditor.architecture import ArchitectureProfile, LayerInfo, choose_target_layer
+from auditor.errors import ConfigError
+from auditor.explain.base import token_grid
+from auditor.explain.settings import ExplainSettings
 from auditor.load import LoadedModel, OutputKind, target_scores
 
-__all__ = ["choose_layer", "is_token_shape"]
+__all__ = ["choose_layer", "is_token_shape", "target_layer"]
+
+_MOST_LEADING_TOKENS = 8
+"""A grid with more leading tokens than this is not taken for a transformer's output."""
 
 
 def is_token_shape(shape: tuple[int, ...], prefix: int | None = None) -> bool:
-    """Whether a per-image ``(T, D)`` output is tokens over a square grid (≥ 2×2)."""
+    """Whether a per-image ``(T, D)`` output is tokens over a square grid (≥ 2×2).
+
+    Args:
+        shape: One image's output shape.
+        prefix: Leading tokens before the grid (``None``: detected, see
+            :func:`~auditor.explain.base.token_grid`).
+    """
     if len(shape) != 2:
         return False
-    tokens = shape[0]
-    drop = tokens - math.isqrt(tokens) ** 2 if prefix is None else prefix
-    side = math.isqrt(max(tokens - drop, 0))
-    return side >= 2 and side * side == tokens - drop and drop <= 8
+    grid = token_grid(shape[0], prefix)
+    return grid is not None and grid[1] >= 2 and grid[0] <= _MOST_LEADING_TOKENS
+
+
+def _explainable(layer: LayerInfo, prefix: int | None) -> bool:
+    """A spatial ``(C, H, W)`` output, or tokens over a square grid."""
+    return len(layer.output_shape) == 3 or is_token_shape(layer.output_shape, prefix)
 
 
 def choose_layer(
@@ -66,8 +79,53 @@ def choose_layer(
         score = target_scores(output, kind, torch.zeros(1, dtype=torch.long, device=x.device))
         grads = torch.autograd.grad(score.sum(), taps, allow_unused=True)
     for layer, grad in reversed(list(zip(tokens, grads, strict=True))):
-        shape = layer.output_shape
-        drop = shape[0] - math.isqrt(shape[0]) ** 2 if prefix is None else prefix
-        if grad is not None and bool(grad[0, drop:].abs().sum() > 0):
+        grid = token_grid(layer.output_shape[0], prefix)
+        dropped = grid[0] if grid else 0  # a token layer has a grid
+        if grad is not None and bool(grad[0, dropped:].abs().sum() > 0):
             return layer
     return spatial
+
+
+def target_layer(
+    model: LoadedModel,
+    profile: ArchitectureProfile,
+    settings: ExplainSettings,
+    kind: OutputKind,
+    seed: int,
+) -> str | None:
+    """The CAM family's layer: ``settings.target_layer`` checked, or the one chosen here.
+
+    Args:
+        model: The loaded model.
+        profile: Its architecture profile (its layers, and the input shape: a random
+            image of that shape finds a transformer's token layer with gradient).
+        settings: The explain settings (``target_layer``, ``token_prefix``).
+        kind: How its output is read.
+        seed: Seed of that random image (the run's).
+
+    Returns:
+        The layer's dotted path, or ``None`` if the model has no layer to explain.
+
+    Raises:
+        ConfigError: ``settings.target_layer`` names no module with a ``(C, H, W)`` or
+            ``(tokens, dim)`` output; the message lists the last ones that qualify.
+    """
+    layers = profile.layers
+    if settings.target_layer is None:
+        generator = torch.Generator().manual_seed(seed)
+        example = torch.rand(profile.input_shape, generator=generator)
+        chosen = choose_layer(model, layers, example, kind, settings.token_prefix)
+        return chosen.path if chosen else None
+    named = next((layer for layer in layers if layer.path == settings.target_layer), None)
+    if named is None or not _explainable(named, settings.token_prefix):
+        usable = [
+            layer.path
+            for layer in sorted(layers, key=lambda layer: layer.order)
+            if _explainable(layer, None)
+        ][-5:]
+        raise ConfigError(
+            f"target-layer {settings.target_layer!r} is not a module with a (C, H, W) or "
+            f"(tokens, dim) output in this model; choose one of the later ones: "
+            f"{', '.join(usable) or 'none'}"
+        )
+    return named.path

@@ -1,14 +1,65 @@
-"""Write the explain stage's arrays to the run folder, in documented layouts."""
+"""The explain stage's cases and maps, and their files in the run folder.
+
+A :class:`Case` is one (image, target class) pair; a :class:`MapStore` holds one map
+per case and method. :func:`save_maps` and :func:`save_features` write the stage's
+arrays in documented layouts.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from auditor.explain.engine import Explanations
+if TYPE_CHECKING:  # the engine builds Explanations from the types here
+    from auditor.explain.engine import Explanations
 
-__all__ = ["save_features", "save_maps"]
+__all__ = ["Case", "MapStore", "save_features", "save_maps"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One (image, target class) pair to explain.
+
+    An image is explained once per role, so ``(index, role)`` identifies a case.
+
+    Attributes:
+        index: Sample index of the image.
+        group: ``"misclassified"`` or ``"sampled"`` (an image in both is ``misclassified``).
+        role: ``"predicted"`` or ``"true"`` (the class the map explains).
+        target: Class index explained.
+    """
+
+    index: int
+    group: str
+    role: str
+    target: int
+
+
+class MapStore:
+    """``(H, W)`` float32 maps at input resolution, before min-max, by case and method."""
+
+    def __init__(self) -> None:
+        self._maps: dict[tuple[int, str, str], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._maps)
+
+    def put(self, case: Case, method: str, value: np.ndarray) -> None:
+        """Keep ``value`` as ``case``'s map by ``method`` (replacing any earlier one)."""
+        self._maps[(case.index, case.role, method)] = value
+
+    def get(self, case: Case, method: str) -> np.ndarray | None:
+        """``case``'s map by ``method``, or ``None`` if the method gave it none."""
+        return self._maps.get((case.index, case.role, method))
+
+    def of(self, case: Case, methods: Iterable[str]) -> dict[str, np.ndarray]:
+        """Method → ``case``'s map, for the ``methods`` (in their order) that gave one."""
+        found = ((method, self.get(case, method)) for method in methods)
+        return {method: value for method, value in found if value is not None}
 
 
 def save_maps(explanations: Explanations, path: Path) -> None:
@@ -18,15 +69,17 @@ def save_maps(explanations: Explanations, path: Path) -> None:
     index, int64), ``image`` (relative path), ``target`` (class name), ``role``
     (``predicted``/``true``) and ``method`` (registry key). Maps are at input
     resolution, after each method's post-processing and before min-max normalisation.
+    Rows follow ``explanations.csv``'s ``ok`` rows.
     """
     rows = explanations.records[explanations.records["status"] == "ok"]
-    keys = [
-        (int(index), str(role), str(method))
-        for index, role, method in zip(rows["index"], rows["role"], rows["method"], strict=True)
-    ]
-    stacked = (
-        np.stack([explanations.maps[k] for k in keys]) if keys else np.zeros((0, 0, 0), np.float32)
-    )
+    maps = []
+    for index, role, method in zip(rows["index"], rows["role"], rows["method"], strict=True):
+        case = explanations.case(int(index), str(role))
+        value = None if case is None else explanations.maps.get(case, str(method))
+        if value is None:
+            raise RuntimeError(f"the ok row ({index}, {role}, {method}) has no map")
+        maps.append(value)
+    stacked = np.stack(maps) if maps else np.zeros((0, 0, 0), np.float32)
     np.savez_compressed(
         path,
         maps=stacked.astype(np.float32),
