@@ -62,6 +62,7 @@ from auditor.explain import ExplainContext, ExplainSettings, Method
 from auditor.explain.batching import measure_batch_size
 from auditor.explain.engine import attribute_batch, build_context
 from auditor.explain.integrated_gradients import blurred
+from auditor.explain.store import MapStore
 from auditor.load import OutputKind
 from auditor.measure.checks import stability_check
 from auditor.measure.faithfulness import curves, pixel_order
@@ -269,7 +270,9 @@ def stability(setup: Setup, args: argparse.Namespace) -> tuple[dict[str, Run], d
         for i, (t, d) in enumerate(zip(setup.targets, setup.display, strict=True))
     ]
     names = tuple(str(k) for k in range(setup.classes))
-    maps = {(i, "predicted", "saliency"): original[i] for i in range(n)}
+    maps = MapStore()
+    for case in cases:
+        maps.put(case, "saliency", original[case.index])
     settings = TrustSettings(sensitivity_samples=args.samples, sensitivity_radius=args.radius)
     results: dict[str, Any] = {}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -17,20 +18,31 @@ import torch
 from PIL import Image
 from torch import nn
 
-from auditor.explain import ExplainSettings
+from auditor.explain import Batch, ExplainContext, ExplainSettings, Method
 from auditor.explain.engine import build_context
 from auditor.explain.integrated_gradients import blurred
+from auditor.explain.store import Case, MapStore
 from auditor.images import Preprocessing
 from auditor.load import OutputKind
 from auditor.measure import RECORD_DTYPES
+from auditor.measure.check import Check, Evidence, MapRun
 from auditor.measure.faithfulness import area, curves, pixel_order
 from auditor.measure.localisation import energy_inside, pointing_hit, read_mask, top_iou
+from auditor.measure.maps import recompute
 from auditor.measure.randomisation import cascade, randomised_models
+from auditor.measure.records import Records, TrustCase, TrustSettings
+from auditor.measure.registry import CHECKS
 from auditor.measure.shortcuts import GroupCase, find_shortcuts, region_name
 from auditor.measure.similarity import mean_ci
 from auditor.measure.stability import sensitivity
-from auditor.measure.verdicts import verdict_table
-from tests.helpers import TinyNet, loaded_model, torchscript_twin, varied_tiny_net
+from auditor.measure.verdicts import VERDICT_COLUMNS, verdict_columns, verdict_table
+from tests.helpers import (
+    TinyNet,
+    explain_context,
+    loaded_model,
+    torchscript_twin,
+    varied_tiny_net,
+)
 
 ORDER = {"features.0": 1, "features.1": 2, "features.4": 5, "classifier": 9}
 
@@ -168,6 +180,34 @@ def test_max_sensitivity_ignores_scale_and_measures_the_largest_move() -> None:
     assert np.isnan(sensitivity(np.zeros((4, 4)), np.stack([base])))
 
 
+class _Picky(Method):
+    """Out of memory above two images per batch, and for any batch holding class 1."""
+
+    key = "picky"
+    title = "Picky"
+    paper = "nobody, 2026"
+    postprocessing = ()
+    reading = caveat = implementation = "test only"
+
+    def raw_map(self, batch: Batch, context: ExplainContext) -> torch.Tensor:
+        if len(batch.inputs) > 2 or bool((batch.targets == 1).any()):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+        return batch.display.mean(dim=1)
+
+
+def test_recomputed_maps_halve_on_out_of_memory_and_an_image_that_never_fits_is_an_error() -> None:
+    context = explain_context(
+        loaded_model(torchscript_twin(TinyNet(), "script", 8)), OutputKind.LOGITS, None
+    )
+    display = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([0, 0, 1, 0, 0])
+    picky = _Picky(context.settings)
+    results = recompute(context, [picky], display, targets, list(range(5)), batch_size=4)["picky"]
+    assert results[2] == "CUDA out of memory. Tried to allocate 1 GiB"
+    for i in (0, 1, 3, 4):
+        np.testing.assert_array_equal(results[i], display[i].mean(dim=0).numpy())
+
+
 def test_mean_ci_contains_the_mean_and_skips_nan() -> None:
     mean, low, high = mean_ci(np.array([0.1, 0.2, np.nan, 0.3, 0.4]), seed=0)
     assert mean == pytest.approx(0.25) and low < mean < high
@@ -225,20 +265,23 @@ def test_verdicts_follow_the_stated_criteria() -> None:
 def _group_cases(n: int, label: str, prediction: str, start: int) -> list[GroupCase]:
     mask = np.zeros((48, 48), bool)
     mask[18:30, 18:30] = True
-    return [GroupCase((start + i, "predicted"), label, prediction, mask) for i in range(n)]
+    return [
+        GroupCase(Case(start + i, "sampled", "predicted", 0), label, prediction, mask)
+        for i in range(n)
+    ]
 
 
 def test_evidence_in_a_corner_is_a_shortcut_and_evidence_on_the_lesion_is_not() -> None:
     rng = np.random.default_rng(0)
     cases = _group_cases(8, "benign", "malignant", 0) + _group_cases(8, "benign", "benign", 100)
-    maps = {}
+    maps = MapStore()
     for case in cases:
         values = rng.random((48, 48)) * 0.05
         if case.prediction == "malignant":
             values[2:9, 2:9] += 1.0  # a corner marker
         else:
             values[20:28, 20:28] += 1.0  # the lesion
-        maps[(*case.key, "grad-cam")] = values
+        maps.put(case.case, "grad-cam", values)
     found = find_shortcuts(cases, maps, ("grad-cam",))
     groups = {g.name: g for g in found.groups}
     assert set(groups) == {"benign", "malignant", "benign → malignant"}
@@ -251,6 +294,22 @@ def test_evidence_in_a_corner_is_a_shortcut_and_evidence_on_the_lesion_is_not() 
     assert not groups["benign"].flagged and groups["benign"].outside[0] < 0.5
     assert [g.name for g in found.flagged] == ["malignant", "benign → malignant"]
     assert find_shortcuts(cases, maps, ()).groups == (), "no trusted method, no finding"
+
+
+def test_a_method_without_positive_evidence_in_a_group_is_left_out_not_a_crash() -> None:
+    # Regression: a group whose maps of a trusted method were all <= 0 raised ValueError
+    # (np.stack of no masks) and stopped the whole measure stage.
+    cases = _group_cases(4, "benign", "benign", 0)
+    maps = MapStore()
+    for case in cases:
+        maps.put(case.case, "grad-cam", -np.ones((48, 48)))
+        lesion = np.zeros((48, 48))
+        lesion[20:28, 20:28] = 1.0
+        maps.put(case.case, "saliency", lesion)
+    assert find_shortcuts(cases, maps, ("grad-cam",)).groups == ()
+    (group,) = find_shortcuts(cases, maps, ("grad-cam", "saliency")).groups
+    assert group.outside[0] == pytest.approx(0.0) and not group.flagged
+    assert set(group.mean_maps) == {"grad-cam", "saliency"}
 
 
 def test_grid_cells_have_names() -> None:
@@ -266,3 +325,54 @@ def test_grid_cells_have_names() -> None:
         "bottom edge",
         "bottom-right corner",
     ]
+
+
+class _Darkness(Check):
+    """A check made up for the test: the mean of a measure ``dark`` per method."""
+
+    key = "darkness"
+    title = "Darkness"
+    columns: ClassVar[dict[str, str]] = {"darkness": "float64"}
+
+    def measure_case(
+        self,
+        run: MapRun,
+        case: TrustCase,
+        target: str,
+        maps: dict[str, np.ndarray],
+        records: Records,
+    ) -> None:
+        for key, values in maps.items():
+            records.add(case, target, key, "dark", float((values < 0).mean()))
+
+    def summarise(self, evidence: Evidence, method: str) -> dict[str, object]:
+        return {"darkness": evidence.values(method, "dark").mean()}
+
+    def describe(self, row: pd.Series) -> str:
+        return f"{row['darkness']:.0%}"
+
+
+def test_a_registered_check_measures_each_case_and_adds_its_columns_to_the_verdicts() -> None:
+    check = _Darkness()
+    records = Records()
+    run = MapRun(context=None, settings=TrustSettings(), masks={}, curves={})  # type: ignore[arg-type]
+    for index, share in enumerate((0.25, 0.75)):
+        values = np.ones((4, 4), np.float32)
+        values.flat[: int(16 * share)] = -1
+        case = TrustCase(index, "sampled", "predicted", 0, torch.zeros(3, 4, 4))
+        check.measure_case(run, case, "a", {"saliency": values}, records)
+
+    table = verdict_table(records.frame(), ("saliency",), None, 0.5, 0.5, checks=(*CHECKS, check))
+
+    assert list(table.columns) == list(verdict_columns((*CHECKS, check)))
+    assert list(table.columns)[-3:] == ["darkness", "verdict", "level"]
+    assert table.loc[0, "darkness"] == pytest.approx(0.5)
+    assert check.describe(table.iloc[0]) == "50%"
+
+
+def test_the_registry_gives_trust_csv_its_columns_without_overlap() -> None:
+    names = [column for check in CHECKS for column in check.columns]
+
+    assert len(names) == len(set(names))
+    assert list(VERDICT_COLUMNS) == ["method", *names, "verdict", "level"]
+    assert all(check.key in check.columns for check in CHECKS), "each judgement is a column"

@@ -19,7 +19,9 @@ from PIL import Image
 from torch import nn
 
 from auditor.explain import Batch, ExplainContext, ExplainSettings, Method
-from auditor.explain.engine import attribute_batch, build_context
+from auditor.explain.batching import attribute_batch
+from auditor.explain.engine import build_context
+from auditor.explain.store import MapStore
 from auditor.images import Preprocessing
 from auditor.load import OutputKind
 from auditor.measure import TrustCase, TrustSettings
@@ -161,9 +163,10 @@ def test_an_explainer_that_ignores_the_model_fails_the_randomisation_check() -> 
     seeds = list(range(6))
     maps = attribute_batch(context, methods, display, targets, seeds)
     cases = [TrustCase(i, "sampled", "predicted", int(targets[i]), display[i]) for i in range(6)]
-    original = {
-        (i, "predicted", key): np.asarray(found)[i] for key, found in maps.items() for i in range(6)
-    }
+    original = MapStore()
+    for key, found in maps.items():
+        for case in cases:
+            original.put(case, key, np.asarray(found)[case.index])
     steps = cascade(model, {}, 3)
     records, example = randomisation_check(
         context, methods, cases, ("a", "b"), original, steps, TrustSettings(), batch_size=6

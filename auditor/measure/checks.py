@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 
 from auditor.explain import ExplainContext, Method
+from auditor.explain.store import MapStore
 from auditor.measure.maps import MapOrError, recompute
 from auditor.measure.randomisation import CascadeStep, randomised_models
 from auditor.measure.records import Records, TrustCase, TrustSettings
@@ -25,7 +25,7 @@ def _similarity(
     records: Records,
     cases: list[TrustCase],
     names: tuple[str, ...],
-    original: Mapping[tuple[int, str, str], np.ndarray],
+    original: MapStore,
     changed: dict[str, list[MapOrError]],
     step: str,
 ) -> None:
@@ -33,7 +33,7 @@ def _similarity(
     for key, results in changed.items():
         for case, result in zip(cases, results, strict=True):
             target = names[case.target]
-            base = original.get((case.index, case.role, key))
+            base = original.get(case, key)
             if base is None:
                 continue
             if isinstance(result, str) or not np.isfinite(result).all():
@@ -51,7 +51,7 @@ def randomisation_check(
     methods: list[Method],
     cases: list[TrustCase],
     names: tuple[str, ...],
-    original: Mapping[tuple[int, str, str], np.ndarray],
+    original: MapStore,
     steps: tuple[CascadeStep, ...],
     settings: TrustSettings,
     batch_size: int,
@@ -81,7 +81,7 @@ def stability_check(
     methods: list[Method],
     cases: list[TrustCase],
     names: tuple[str, ...],
-    original: Mapping[tuple[int, str, str], np.ndarray],
+    original: MapStore,
     settings: TrustSettings,
     batch_size: int,
 ) -> pd.DataFrame:
@@ -105,7 +105,7 @@ def stability_check(
     changed = recompute(context, methods, noisy, targets, seeds, batch_size)
     for key, results in changed.items():
         for i, case in enumerate(cases):
-            base = original.get((case.index, case.role, key))
+            base = original.get(case, key)
             mine = results[i * samples : (i + 1) * samples]
             if base is None:
                 continue

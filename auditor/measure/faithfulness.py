@@ -18,15 +18,21 @@ method, so they run once. The curves match ``quantus.PixelFlipping``
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
+import pandas as pd
 import torch
 from numpy.typing import NDArray
 
 from auditor.explain import ExplainContext
 from auditor.explain.integrated_gradients import blurred
 from auditor.load import to_probabilities
+from auditor.measure.check import NOT_MEASURED, Check, Evidence, MapRun, judge
+from auditor.measure.records import Records, TrustCase
+from auditor.measure.similarity import mean_ci
 
-__all__ = ["area", "curves", "pixel_order"]
+__all__ = ["Faithfulness", "area", "curves", "pixel_order"]
 
 
 def pixel_order(maps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -98,3 +104,80 @@ def area(curve: NDArray[np.float64]) -> NDArray[np.float64]:
     """Area under ``(..., S + 1)`` curves on ``[0, 1]`` (trapezoids)."""
     steps = curve.shape[-1] - 1
     return (curve[..., :-1] + curve[..., 1:]).sum(axis=-1) / (2 * steps)
+
+
+class Faithfulness(Check):
+    """Deletion and insertion areas of every map and of a random ranking of the same image;
+    *better than random* when the 95% CI of the per-map gain over the random ranking
+    (insertion − deletion, method minus random) lies above 0, *worse than random* when
+    below, otherwise *not distinguishable*. ``deletion-steps`` 0 skips it."""
+
+    key = "faithfulness"
+    title = "Faithfulness vs random"
+    columns: ClassVar[dict[str, str]] = {
+        "deletion_auc": "float64",
+        "insertion_auc": "float64",
+        "random_deletion_auc": "float64",
+        "random_insertion_auc": "float64",
+        "faithfulness_gain": "float64",
+        "faithfulness_gain_low": "float64",
+        "faithfulness_gain_high": "float64",
+        "faithfulness": "string",
+    }
+
+    def measure_case(
+        self,
+        run: MapRun,
+        case: TrustCase,
+        target: str,
+        maps: dict[str, np.ndarray],
+        records: Records,
+    ) -> None:
+        settings = run.settings
+        if settings.deletion_steps == 0:
+            return
+        generator = torch.Generator().manual_seed(settings.seed + case.index)
+        height, width = case.display.shape[-2:]
+        keys = [*maps, "random"]
+        stacked = torch.stack(
+            [torch.from_numpy(np.asarray(m, dtype=np.float32)) for m in maps.values()]
+            + [torch.rand((height, width), generator=generator)]
+        )
+        orders = pixel_order(stacked, generator)
+        deletion, insertion = curves(
+            run.context, case.display, case.target, orders, settings.deletion_steps
+        )
+        for key, d, i in zip(keys, deletion, insertion, strict=True):
+            records.add(case, target, key, "deletion_auc", float(area(d)))
+            records.add(case, target, key, "insertion_auc", float(area(i)))
+            run.add_curves(key, d, i)
+
+    def summarise(self, evidence: Evidence, method: str) -> dict[str, object]:
+        deletion = evidence.values(method, "deletion_auc")
+        insertion = evidence.values(method, "insertion_auc")
+        random_deletion = evidence.values("random", "deletion_auc")
+        random_insertion = evidence.values("random", "insertion_auc")
+        gain = ((insertion - deletion) - (random_insertion - random_deletion)).dropna()
+        mean, low, high = mean_ci(gain.to_numpy(), evidence.seed)
+        judged = judge(
+            low, high, "better than random", "worse than random", "not distinguishable from random"
+        )
+        values = (
+            deletion.mean(),
+            insertion.mean(),
+            random_deletion.reindex(deletion.index).mean(),
+            random_insertion.reindex(insertion.index).mean(),
+            mean,
+            low,
+            high,
+            judged,
+        )
+        return dict(zip(self.columns, values, strict=True))
+
+    def describe(self, row: pd.Series) -> str:
+        if row["faithfulness"] == NOT_MEASURED:
+            return NOT_MEASURED
+        return (
+            f"{row['faithfulness']}: gain {row['faithfulness_gain']:+.3f} "
+            f"({row['faithfulness_gain_low']:+.3f} to {row['faithfulness_gain_high']:+.3f})"
+        )

@@ -17,15 +17,21 @@ the pointing game that often; both are reported as the chance level.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 from numpy.typing import NDArray
 from PIL import Image
 
 from auditor.images import Preprocessing
+from auditor.measure.check import NOT_MEASURED, Check, Evidence, MapRun, judge
+from auditor.measure.faithfulness import pixel_order
+from auditor.measure.records import Records, TrustCase
+from auditor.measure.similarity import mean_ci
 
-__all__ = ["energy_inside", "pointing_hit", "read_mask", "top_iou"]
+__all__ = ["Localisation", "energy_inside", "pointing_hit", "read_mask", "top_iou"]
 
 
 def read_mask(
@@ -82,3 +88,72 @@ def top_iou(
     np.put_along_axis(top, orders[:, :k], True, axis=1)
     union = (top | flat).sum(axis=1)
     return (top & flat).sum(axis=1) / union
+
+
+class Localisation(Check):
+    """Where the data has masks: pointing game, energy inside the mask and top-k IoU of
+    every map; *localises* when the 95% CI of the energy inside the mask minus the mask's
+    share of the image lies above 0, *misses* when below, else *inconclusive*."""
+
+    key = "localisation"
+    title = "Localisation"
+    columns: ClassVar[dict[str, str]] = {
+        "pointing_game": "float64",
+        "energy_in_mask": "float64",
+        "energy_in_mask_low": "float64",
+        "energy_in_mask_high": "float64",
+        "mask_area": "float64",
+        "top_iou": "float64",
+        "localisation": "string",
+    }
+
+    def measure_case(
+        self,
+        run: MapRun,
+        case: TrustCase,
+        target: str,
+        maps: dict[str, np.ndarray],
+        records: Records,
+    ) -> None:
+        if case.index not in run.masks:
+            return
+        mask = run.masks[case.index]
+        if isinstance(mask, str):
+            records.add(case, target, "mask", "mask_area", np.nan, status="skipped", detail=mask)
+            return
+        records.add(case, target, "mask", "mask_area", float(mask.mean()))
+        if not maps:
+            return
+        stacked = np.stack(list(maps.values()))
+        masks = np.broadcast_to(mask, stacked.shape)
+        generator = torch.Generator().manual_seed(run.settings.seed + case.index)
+        orders = pixel_order(torch.from_numpy(stacked.astype(np.float32)), generator).numpy()
+        hits = pointing_hit(stacked, masks)
+        energy = energy_inside(stacked, masks)
+        iou = top_iou(orders, masks, run.settings.localisation_top)
+        for n, key in enumerate(maps):
+            records.add(case, target, key, "pointing_game", float(hits[n]))
+            records.add(case, target, key, "energy", float(energy[n]))
+            records.add(case, target, key, "top_iou", float(iou[n]))
+
+    def summarise(self, evidence: Evidence, method: str) -> dict[str, object]:
+        energy = evidence.values(method, "energy")
+        mask_area = evidence.values("mask", "mask_area").reindex(energy.index)
+        inside = mean_ci(energy.to_numpy(), evidence.seed)
+        above_chance = mean_ci((energy - mask_area).to_numpy(), evidence.seed)
+        values = (
+            evidence.values(method, "pointing_game").mean(),
+            *inside,
+            mask_area.mean(),
+            evidence.values(method, "top_iou").mean(),
+            judge(above_chance[1], above_chance[2], "localises", "misses", "inconclusive"),
+        )
+        return dict(zip(self.columns, values, strict=True))
+
+    def describe(self, row: pd.Series) -> str:
+        if row["localisation"] == NOT_MEASURED:
+            return "no masks"
+        return (
+            f"{row['localisation']}: {row['energy_in_mask']:.0%} of evidence in "
+            f"{row['mask_area']:.0%} of the image; pointing game {row['pointing_game']:.0%}"
+        )

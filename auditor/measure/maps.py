@@ -1,6 +1,6 @@
 """Recompute maps for the trust checks: a randomised model, noisy inputs.
 
-The checks call the explain stage's :func:`~auditor.explain.engine.attribute_batch`
+The checks call the explain stage's :func:`~auditor.explain.batching.attribute_batch`
 on other models or inputs, in batches that halve when the device runs out of memory.
 """
 
@@ -10,9 +10,7 @@ import numpy as np
 import torch
 
 from auditor.explain import ExplainContext, Method
-from auditor.explain.batching import halving_on_oom, is_oom
-from auditor.explain.engine import attribute_batch
-from auditor.load import first_line
+from auditor.explain.batching import attribute_batch, batches_halving_on_oom
 
 __all__ = ["MapOrError", "recompute"]
 
@@ -42,24 +40,17 @@ def recompute(
     Returns:
         Key → one map or error per image.
     """
+
+    def run(start: int, stop: int) -> dict[str, np.ndarray | str]:
+        return attribute_batch(
+            context, methods, display[start:stop], targets[start:stop], seeds[start:stop]
+        )
+
     results: dict[str, list[MapOrError]] = {m.key: [] for m in methods}
-    done, size = 0, max(1, batch_size)
-    while done < len(display):
-
-        def attempt(n: int, start: int = done) -> dict[str, np.ndarray | str]:
-            end = start + n
-            return attribute_batch(
-                context, methods, display[start:end], targets[start:end], seeds[start:end]
-            )
-
-        try:
-            batch, size = halving_on_oom(attempt, size, "trust batch")
-        except RuntimeError as error:
-            if not is_oom(error):
-                raise
-            batch, size = {m.key: first_line(error) for m in methods}, 1
-        n = min(size, len(display) - done)
+    for span in batches_halving_on_oom(run, len(display), batch_size, "trust batch"):
+        failed = {m.key: span.error for m in methods}
+        batch = span.result if span.result is not None else failed
+        n = span.stop - span.start
         for key, value in batch.items():
             results[key].extend([value] * n if isinstance(value, str) else list(value))
-        done += n
     return results

@@ -18,13 +18,18 @@ import copy
 import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
+import numpy as np
+import pandas as pd
 import torch
 
 from auditor.load import LoadedModel
+from auditor.measure.check import NOT_MEASURED, Check, Evidence
+from auditor.measure.similarity import mean_ci
 from auditor.taps import TappedModel
 
-__all__ = ["CascadeStep", "cascade", "randomised_models"]
+__all__ = ["CascadeStep", "Randomisation", "cascade", "randomised_models"]
 
 
 @dataclass(frozen=True)
@@ -108,3 +113,44 @@ def randomised_models(
                         draw = torch.randn(tensor.shape, generator=generator) * std + mean
                         tensor.copy_(draw.to(tensor.device, tensor.dtype))
         yield step, randomised
+
+
+class Randomisation(Check):
+    """*Fails* when the mean rank correlation between the maps of the model and of its fully
+    randomised copy is at least ``randomisation-threshold``. Measured by the measure
+    stage's randomisation step (it recomputes every map on randomised copies)."""
+
+    key = "randomisation"
+    title = "Randomisation"
+    columns: ClassVar[dict[str, str]] = {
+        "randomisation_spearman": "float64",
+        "randomisation_spearman_low": "float64",
+        "randomisation_spearman_high": "float64",
+        "randomisation_ssim": "float64",
+        "randomisation": "string",
+    }
+
+    def summarise(self, evidence: Evidence, method: str) -> dict[str, object]:
+        step = evidence.last_step
+        if step is None:
+            spearman: tuple[float, float, float] = (np.nan, np.nan, np.nan)
+            ssim = np.nan
+        else:
+            spearman = mean_ci(evidence.values(method, "spearman", step).to_numpy(), evidence.seed)
+            ssim = evidence.values(method, "ssim", step).mean()
+        judged = (
+            NOT_MEASURED
+            if np.isnan(spearman[0])
+            else "fails"
+            if spearman[0] >= evidence.randomisation_threshold
+            else "passes"
+        )
+        return dict(zip(self.columns, (*spearman, ssim, judged), strict=True))
+
+    def describe(self, row: pd.Series) -> str:
+        if row["randomisation"] == NOT_MEASURED:
+            return NOT_MEASURED
+        return (
+            f"{row['randomisation']} (ρ = {row['randomisation_spearman']:.2f}, "
+            f"SSIM {row['randomisation_ssim']:.2f})"
+        )

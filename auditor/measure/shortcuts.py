@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.ndimage import binary_dilation
 
+from auditor.explain.store import Case, MapStore
 from auditor.measure.similarity import mean_ci, min_max
 
 __all__ = ["EvidenceGroup", "GroupCase", "Shortcuts", "find_shortcuts", "region_name"]
@@ -43,13 +44,13 @@ class GroupCase:
     """One explained case as the shortcut finding groups it.
 
     Attributes:
-        key: ``(index, role)`` of the case.
+        case: The explained case (its maps explain the predicted class).
         label: True class name.
         prediction: Predicted class name.
         mask: ``(H, W)`` region of interest.
     """
 
-    key: tuple[int, str]
+    case: Case
     label: str
     prediction: str
     mask: NDArray[np.bool_] = field(repr=False)
@@ -154,7 +155,7 @@ def _group(
     kind: str,
     name: str,
     cases: list[GroupCase],
-    maps: dict[tuple[int, str, str], np.ndarray],
+    maps: MapStore,
     methods: tuple[str, ...],
     threshold: float,
     concentration: float,
@@ -163,14 +164,17 @@ def _group(
     outside_shares, outside_maps, masks_used = [], [], []
     mean_maps: dict[str, NDArray[np.float64]] = {}
     for method in methods:
-        chosen = [c for c in cases if (*c.key, method) in maps]
+        found = [(c, maps.get(c.case, method)) for c in cases]
+        chosen = [c for c, value in found if value is not None]
         if not chosen:
             continue
-        stacked = np.stack([maps[(*c.key, method)] for c in chosen]).astype(np.float64)
+        stacked = np.stack([value for _, value in found if value is not None]).astype(np.float64)
         mean_maps[method] = min_max(stacked).mean(axis=0)
         positive = np.clip(stacked, 0, None)
         total = positive.sum(axis=(1, 2), keepdims=True)
         keep = total[:, 0, 0] > 0
+        if not keep.any():  # no positive evidence in any of the group's maps
+            continue
         evidence = positive[keep] / total[keep]
         masks = np.stack([c.mask for c in chosen])[keep]
         outside_shares.append((evidence * ~masks).sum(axis=(1, 2)))
@@ -207,7 +211,7 @@ def _group(
 
 def find_shortcuts(
     cases: list[GroupCase],
-    maps: dict[tuple[int, str, str], np.ndarray],
+    maps: MapStore,
     methods: tuple[str, ...],
     threshold: float = 0.5,
     concentration: float = 2.0,
@@ -217,7 +221,7 @@ def find_shortcuts(
 
     Args:
         cases: The explained cases with a mask (maps of their predicted class).
-        maps: ``(index, role, method)`` → ``(H, W)`` map.
+        maps: The ``(H, W)`` maps by case and method.
         methods: The trusted methods to read, most faithful first.
         threshold: Flag a group when at least this share of its evidence is outside the mask...
         concentration: ...and one grid cell holds this many times its share of the outside area.

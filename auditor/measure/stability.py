@@ -14,11 +14,17 @@ the input differs. Checked against ``quantus.MaxSensitivity`` on the same noise
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
+import pandas as pd
 import torch
 from numpy.typing import NDArray
 
-__all__ = ["noisy_copies", "sensitivity"]
+from auditor.measure.check import NOT_MEASURED, Check, Evidence
+from auditor.measure.similarity import mean_ci
+
+__all__ = ["Stability", "noisy_copies", "sensitivity"]
 
 
 def noisy_copies(
@@ -46,3 +52,34 @@ def sensitivity(original: NDArray[np.floating], noisy: NDArray[np.floating]) -> 
         return float("nan")
     moved = np.linalg.norm(_unit(noisy) - base[None], axis=1)
     return float(moved.max() / norm)
+
+
+class Stability(Check):
+    """*Unstable* when the mean max-sensitivity exceeds ``sensitivity-threshold``. Measured
+    by the measure stage's stability step (it recomputes maps of noisy copies)."""
+
+    key = "stability"
+    title = "Stability"
+    columns: ClassVar[dict[str, str]] = {
+        "max_sensitivity": "float64",
+        "max_sensitivity_low": "float64",
+        "max_sensitivity_high": "float64",
+        "stability": "string",
+    }
+
+    def summarise(self, evidence: Evidence, method: str) -> dict[str, object]:
+        values = evidence.values(method, "max_sensitivity").to_numpy()
+        mean, low, high = mean_ci(values, evidence.seed)
+        judged = (
+            NOT_MEASURED
+            if np.isnan(mean)
+            else "unstable"
+            if mean > evidence.sensitivity_threshold
+            else "stable"
+        )
+        return dict(zip(self.columns, (mean, low, high, judged), strict=True))
+
+    def describe(self, row: pd.Series) -> str:
+        if row["stability"] == NOT_MEASURED:
+            return NOT_MEASURED
+        return f"{row['stability']} ({row['max_sensitivity']:.2f})"

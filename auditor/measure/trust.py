@@ -27,26 +27,20 @@ from tqdm import tqdm
 
 from auditor.architecture import LayerInfo
 from auditor.data import Dataset
-from auditor.explain import ExplainSettings
-from auditor.explain.engine import Explanations, resume_context
+from auditor.explain import ExplainContext, Method
+from auditor.explain.engine import Explanations
 from auditor.images import Preprocessing
 from auditor.load import LoadedModel, OutputKind
+from auditor.measure.check import MapRun
 from auditor.measure.checks import randomisation_check, stability_check
-from auditor.measure.map_checks import (
-    CurveSums,
-    agreement,
-    case_maps,
-    faithfulness_check,
-    load_masks,
-    localisation_check,
-    sparseness_check,
-)
+from auditor.measure.map_checks import agreement, load_masks
 from auditor.measure.randomisation import CascadeStep, cascade
 from auditor.measure.records import Records, TrustCase, TrustSettings
+from auditor.measure.registry import CHECKS
 from auditor.measure.shortcuts import GroupCase, Shortcuts, find_shortcuts
 from auditor.measure.verdicts import verdict_table
 
-__all__ = ["Trust", "measure_trust", "trust_cases"]
+__all__ = ["Trust", "measure_trust", "trusted_methods"]
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +79,27 @@ class Trust:
     seconds: dict[str, float]
 
 
-def trust_cases(explanations: Explanations, classes: tuple[str, ...]) -> list[TrustCase]:
-    """The explained cases with at least one map, in the explain stage's order."""
-    ok = explanations.records[explanations.records["status"] == "ok"]
-    cases = ok.drop_duplicates(["index", "role"])
+@dataclass
+class _Run:
+    """One run of the checks: the explain stage's methods as it left them, the settings,
+    and what the checks leave as they go (record frames, seconds, checks that did not run)."""
+
+    context: ExplainContext
+    methods: list[Method]
+    explanations: Explanations
+    settings: TrustSettings
+    batch_size: int
+    frames: list[pd.DataFrame] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    not_measured: dict[str, str] = field(default_factory=dict)
+
+
+def _mapped_cases(explanations: Explanations) -> list[TrustCase]:
+    """The explained cases with at least one map, with their images, in the stage's order."""
     return [
-        TrustCase(
-            index=int(row["index"]),
-            group=str(row["group"]),
-            role=str(row["role"]),
-            target=classes.index(str(row["target"])),
-            display=torch.from_numpy(explanations.images[int(row["index"])]).permute(2, 0, 1),
-        )
-        for row in cases.to_dict("records")
+        TrustCase.of(case, torch.from_numpy(explanations.images[case.index]).permute(2, 0, 1))
+        for case in explanations.cases
+        if explanations.maps.of(case, explanations.ran)
     ]
 
 
@@ -110,6 +112,120 @@ def _first_images(cases: list[TrustCase], n: int) -> list[TrustCase]:
     return errors[:n_errors] + others[: n - min(n_errors, len(errors))]
 
 
+def _masks(
+    cases: list[TrustCase], dataset: Dataset, preprocessing: Preprocessing
+) -> dict[int, np.ndarray | str]:
+    """The cases' masks (or why one cannot be used), where the data has masks."""
+    if not dataset.has_masks:
+        return {}
+    paths = {s.index: (s.path, s.mask) for s in dataset.samples}
+    return load_masks(cases, paths, preprocessing)
+
+
+def _read_maps(
+    run: _Run, cases: list[TrustCase], masks: dict[int, np.ndarray | str]
+) -> tuple[MapRun, list[dict[str, np.ndarray]]]:
+    """Every registered check that reads the explained maps, on every case.
+
+    Returns:
+        What the checks accumulated (the deletion and insertion curves), and each
+        case's maps.
+    """
+    explanations = run.explanations
+    maps_run = MapRun(run.context, run.settings, masks, {})
+    records = Records()
+    per_case: list[dict[str, np.ndarray]] = []
+    clock = time.perf_counter()
+    for case in tqdm(cases, desc="trust", unit="image", leave=False, disable=None):
+        found = explanations.maps.of(case, explanations.ran)
+        target = explanations.classes[case.target]
+        per_case.append(found)
+        for check in CHECKS:
+            check.measure_case(maps_run, case, target, found, records)
+    run.seconds["faithfulness, localisation, sparseness"] = time.perf_counter() - clock
+    run.frames.append(records.frame())
+    return maps_run, per_case
+
+
+def _note_map_checks_not_run(
+    run: _Run, has_masks: bool, masks: dict[int, np.ndarray | str]
+) -> None:
+    """Say why faithfulness or localisation did not run (on some or all images)."""
+    if run.settings.deletion_steps == 0:
+        run.not_measured["faithfulness"] = "deletion-steps is 0"
+    if not has_masks:
+        run.not_measured["localisation"] = "the data has no region-of-interest masks"
+    unusable = [reason for reason in masks.values() if isinstance(reason, str)]
+    if unusable:
+        run.not_measured["localisation on some images"] = (
+            f"{len(unusable)} of {len(masks)} masks could not be used, e.g. {unusable[0]}; "
+            f"see trust_records.csv"
+        )
+
+
+def _randomisation(
+    run: _Run, chosen: list[TrustCase], layers: tuple[LayerInfo, ...]
+) -> tuple[tuple[CascadeStep, ...], dict[tuple[str, str], np.ndarray]]:
+    """The randomisation check on ``chosen``: the cascade's steps and the example maps."""
+    explanations, settings = run.explanations, run.settings
+    order = {layer.path: layer.order for layer in layers}
+    steps = cascade(run.context.model, order, settings.randomisation_steps)
+    if not steps:
+        run.not_measured["randomisation"] = (
+            "the model has no parameters to randomise (a frozen TorchScript model keeps "
+            "its weights as constants)"
+        )
+        return steps, {}
+    clock = time.perf_counter()
+    frame, example = randomisation_check(
+        run.context,
+        run.methods,
+        chosen,
+        explanations.classes,
+        explanations.maps,
+        steps,
+        settings,
+        run.batch_size,
+    )
+    run.frames.append(frame)
+    run.seconds["randomisation"] = time.perf_counter() - clock
+    original = explanations.maps.of(chosen[0], explanations.ran)
+    example.update({("original", key): value for key, value in original.items()})
+    return steps, example
+
+
+def _stability(run: _Run, chosen: list[TrustCase]) -> None:
+    """Max-sensitivity of the maps of ``chosen`` under small noise."""
+    explanations = run.explanations
+    clock = time.perf_counter()
+    run.frames.append(
+        stability_check(
+            run.context,
+            run.methods,
+            chosen,
+            explanations.classes,
+            explanations.maps,
+            run.settings,
+            run.batch_size,
+        )
+    )
+    run.seconds["stability"] = time.perf_counter() - clock
+
+
+def _recomputing_checks(
+    run: _Run, chosen: list[TrustCase], layers: tuple[LayerInfo, ...]
+) -> tuple[tuple[CascadeStep, ...], dict[tuple[str, str], np.ndarray]]:
+    """Randomisation and stability on ``chosen``, or why they did not run."""
+    if not chosen:
+        no_images = run.settings.trust_images == 0
+        reason = "trust-images is 0" if no_images else "no map was computed"
+        run.not_measured["randomisation"] = run.not_measured["stability"] = reason
+        return (), {}
+    steps, example = _randomisation(run, chosen, layers)
+    _stability(run, chosen)
+    return steps, example
+
+
 def measure_trust(
     model: LoadedModel,
     dataset: Dataset,
@@ -117,7 +233,6 @@ def measure_trust(
     predictions: pd.DataFrame,
     explanations: Explanations,
     kind: OutputKind,
-    explain_settings: ExplainSettings,
     settings: TrustSettings,
     layers: tuple[LayerInfo, ...],
     batch_size: int,
@@ -129,88 +244,26 @@ def measure_trust(
         dataset: The data (its masks, where it has them).
         preprocessing: How images became model inputs (masks follow it).
         predictions: The evaluate stage's predictions (labels and predictions).
-        explanations: The explain stage's maps and images.
+        explanations: The explain stage's output: its cases, maps, images, settings and
+            the state its methods ran in (maps are recomputed with the same).
         kind: How the model's output is read.
-        explain_settings: The methods' settings (as the explain stage ran them).
         settings: The checks' settings.
         layers: The architecture profile's layers (their execution order orders the
             randomisation cascade).
         batch_size: Cases per batch when maps are recomputed.
     """
-    classes = dataset.classes
-    context, methods = resume_context(model, kind, explain_settings, preprocessing, explanations)
-    ran = tuple(m.key for m in explanations.methods)
-    cases = trust_cases(explanations, classes)
-    seconds: dict[str, float] = {}
-    not_measured: dict[str, str] = {}
-    frames: list[pd.DataFrame] = []
-    records = Records()
-    sums = CurveSums()
-    per_case: list[dict[str, np.ndarray]] = []
-    masks = (
-        load_masks(cases, {s.index: (s.path, s.mask) for s in dataset.samples}, preprocessing)
-        if dataset.has_masks
-        else {}
-    )
-    clock = time.perf_counter()
-    for case in tqdm(cases, desc="trust", unit="image", leave=False, disable=None):
-        found = case_maps(case, explanations.maps, ran)
-        target = classes[case.target]
-        per_case.append(found)
-        sparseness_check(case, target, found, records)
-        if case.index in masks:
-            localisation_check(case, target, found, masks[case.index], settings, records)
-        if settings.deletion_steps > 0:
-            faithfulness_check(context, case, target, found, settings, records, sums)
-    seconds["faithfulness, localisation, sparseness"] = time.perf_counter() - clock
-    if settings.deletion_steps == 0:
-        not_measured["faithfulness"] = "deletion-steps is 0"
-    if not dataset.has_masks:
-        not_measured["localisation"] = "the data has no region-of-interest masks"
-    unusable = [reason for reason in masks.values() if isinstance(reason, str)]
-    if unusable:
-        not_measured["localisation on some images"] = (
-            f"{len(unusable)} of {len(masks)} masks could not be used, e.g. {unusable[0]}; "
-            f"see trust_records.csv"
-        )
-    frames.append(records.frame())
-
+    context, methods = explanations.context(model, kind, preprocessing)
+    run = _Run(context, methods, explanations, settings, batch_size)
+    cases = _mapped_cases(explanations)
+    masks = _masks(cases, dataset, preprocessing)
+    maps_run, per_case = _read_maps(run, cases, masks)
+    _note_map_checks_not_run(run, dataset.has_masks, masks)
     chosen = _first_images(cases, settings.trust_images)
-    steps: tuple[CascadeStep, ...] = ()
-    example: dict[tuple[str, str], np.ndarray] = {}
-    if not chosen:
-        reason = "trust-images is 0" if settings.trust_images == 0 else "no map was computed"
-        not_measured["randomisation"] = not_measured["stability"] = reason
-    else:
-        order = {layer.path: layer.order for layer in layers}
-        steps = cascade(model, order, settings.randomisation_steps)
-        if not steps:
-            not_measured["randomisation"] = (
-                "the model has no parameters to randomise (a frozen TorchScript model keeps "
-                "its weights as constants)"
-            )
-        else:
-            clock = time.perf_counter()
-            frame, example = randomisation_check(
-                context, methods, chosen, classes, explanations.maps, steps, settings, batch_size
-            )
-            frames.append(frame)
-            seconds["randomisation"] = time.perf_counter() - clock
-            first = chosen[0]
-            example.update(
-                {("original", k): v for k, v in case_maps(first, explanations.maps, ran).items()}
-            )
-        clock = time.perf_counter()
-        frames.append(
-            stability_check(
-                context, methods, chosen, classes, explanations.maps, settings, batch_size
-            )
-        )
-        seconds["stability"] = time.perf_counter() - clock
-    all_records = pd.concat(frames, ignore_index=True)
+    steps, example = _recomputing_checks(run, chosen, layers)
+    records = pd.concat(run.frames, ignore_index=True)
     verdicts = verdict_table(
-        all_records,
-        ran,
+        records,
+        explanations.ran,
         steps[-1].label if steps else None,
         settings.randomisation_threshold,
         settings.sensitivity_threshold,
@@ -218,18 +271,18 @@ def measure_trust(
     )
     return Trust(
         settings=settings,
-        records=all_records,
+        records=records,
         verdicts=verdicts,
         steps=steps,
         example=example,
         example_index=chosen[0].index if chosen and steps else None,
-        curves=sums.means(),
-        agreement=agreement(per_case, ran),
+        curves=maps_run.mean_curves(),
+        agreement=agreement(per_case, explanations.ran),
         shortcuts=_shortcuts(cases, masks, predictions, explanations, verdicts, settings)
         if dataset.has_masks
         else None,
-        not_measured=not_measured,
-        seconds=seconds,
+        not_measured=run.not_measured,
+        seconds=run.seconds,
     )
 
 
@@ -252,7 +305,7 @@ def _shortcuts(
     rows = predictions.set_index("index")
     grouped = [
         GroupCase(
-            key=(c.index, c.role),
+            case=c,
             label=str(rows.at[c.index, "label"]),
             prediction=str(rows.at[c.index, "prediction"]),
             mask=mask,
