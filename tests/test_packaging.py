@@ -22,6 +22,8 @@ def test_wheel_installs_and_finds_its_templates_and_sample_model(tmp_path: Path)
     assert {
         "auditor/templates/report.html.j2",
         "auditor/templates/report.css",
+        "auditor/templates/sections/summary.html.j2",
+        "auditor/templates/sections/_cases.html.j2",
         "auditor/sample_models/sample_cnn.pt",
         "auditor/taps/model.py",
         "auditor/explain/score_cam.py",

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from auditor.aggregate.figures import confusion_figure
 from auditor.data import discover
 from auditor.errors import DataError, ModelError
 from auditor.explain.engine import _cases
@@ -24,7 +25,6 @@ from auditor.load import (
     target_scores,
     to_probabilities,
 )
-from auditor.report.figures import confusion_figure
 from auditor.select import Selection
 from tests.helpers import (
     TinyNet,

@@ -1,20 +1,41 @@
-"""The rendered report: PDF text, escaping, self-contained HTML, and the URL fetcher."""
+"""The rendered report: PDF text, escaping, self-contained HTML, the URL fetcher, the
+section registry and the rule that templates only lay out what the views computed."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 import pytest
 from click.testing import Result
 from pypdf import PdfReader
 
-from auditor.report.render import RunFolderFetcher, binary_size, fixed, percent, si, thousands
+from auditor.aggregate import SECTIONS, AuditInputs, Section, present_sections
+from auditor.aggregate.trust import trust_rows
+from auditor.measure import RECORD_DTYPES
+from auditor.measure.verdicts import VERDICT_COLUMNS, VerdictLevel, verdict_table
+from auditor.report.format import (
+    binary_size,
+    fixed,
+    hundredths,
+    percent,
+    si,
+    tenths,
+    thousands,
+    whole_percent,
+)
+from auditor.report.render import RunFolderFetcher
+from auditor.resources import resource_path
 from tests.helpers import XSS_CLASS
 
-SECTIONS = [
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
+HEADINGS = [
     "Contents",
     "Summary",
     "Model identity and architecture",
@@ -46,22 +67,133 @@ def squash(text: str) -> str:
 
 def test_pdf_has_every_section_and_the_model_hash(pdf_text: list[str], tiny_model: Path) -> None:
     whole = "\n".join(pdf_text)
-    for title in SECTIONS:
+    for title in HEADINGS:
         assert title in whole, title
     sha = hashlib.sha256(tiny_model.read_bytes()).hexdigest()
     assert sha in squash(whole)
 
 
-def test_trust_section_gives_every_methods_verdict_from_trust_csv(
-    pdf_text: list[str], audit: tuple[Result, Path]
+def _records(rows: list[tuple[int, str, str, str, float]]) -> pd.DataFrame:
+    """Trust records from ``(index, method, measure, step, value)``."""
+    return pd.DataFrame(
+        [(i, "predicted", "a", m, measure, step, v, "ok", "") for i, m, measure, step, v in rows],
+        columns=list(RECORD_DTYPES),
+    ).astype(RECORD_DTYPES)
+
+
+def test_a_verdicts_level_follows_the_randomisation_rho_set_by_hand() -> None:
+    """ρ of the fully randomised model at 0.8 (≥ 0.5) is BAD whatever else; at 0.2 the
+    faithfulness decides between GOOD (beats a random order) and WEAK (does not)."""
+    rows = []
+    for i in range(8):
+        rows += [
+            (i, "copycat", "spearman", "all", 0.8),
+            (i, "faithful", "spearman", "all", 0.2),
+            (i, "unfaithful", "spearman", "all", 0.2),
+            (i, "random", "deletion_auc", "", 0.5),
+            (i, "random", "insertion_auc", "", 0.5),
+            (i, "copycat", "deletion_auc", "", 0.1),
+            (i, "copycat", "insertion_auc", "", 0.9),
+            (i, "faithful", "deletion_auc", "", 0.1),
+            (i, "faithful", "insertion_auc", "", 0.9),
+            (i, "unfaithful", "deletion_auc", "", 0.7 + 0.01 * (i % 3)),
+            (i, "unfaithful", "insertion_auc", "", 0.3),
+        ]
+    methods = ("copycat", "faithful", "unfaithful")
+    table = verdict_table(_records(rows), methods, "all", 0.5, 0.5).set_index("method")
+    assert dict(table["level"]) == {
+        "copycat": VerdictLevel.BAD,
+        "faithful": VerdictLevel.GOOD,
+        "unfaithful": VerdictLevel.WEAK,
+    }
+    assert table.loc["copycat", "randomisation_spearman"] == pytest.approx(0.8)
+    columns = list(VERDICT_COLUMNS)
+    assert columns.index("level") == columns.index("verdict") + 1
+    # The trust view takes the level as decided, whatever the sentence says.
+    reworded = table.reset_index().assign(verdict="Reworded.")
+    assert [row.level for row in trust_rows(reworded)] == [
+        VerdictLevel.BAD,
+        VerdictLevel.GOOD,
+        VerdictLevel.WEAK,
+    ]
+
+
+def test_the_reports_accuracy_and_errors_are_recomputed_from_predictions_csv(
+    audit: tuple[Result, Path], pdf_text: list[str]
 ) -> None:
     _, folder = audit
-    trust = pd.read_csv(folder / "trust.csv")
-    whole = squash("\n".join(pdf_text))
-    section = whole[whole.index("Explanationtrust", whole.index("Explanationtrust") + 1) :]
-    assert len(trust) >= 10
-    for verdict in trust["verdict"]:
-        assert squash(verdict) in section, verdict
+    predictions = pd.read_csv(folder / "predictions.csv")
+    wrong = predictions["label"].astype(str) != predictions["prediction"].astype(str)
+    n_errors = int(wrong.sum())
+    accuracy = 1 - n_errors / len(predictions)
+    whole = "\n".join(pdf_text)
+    summary = squash(whole[whole.index("Summary\n", whole.index("Contents") + 1) :])
+    assert f"{100 * accuracy:.1f}%accuracy," in summary
+    assert f"Itmade{n_errors}errors." in summary
+    assert f"evaluatedon{len(predictions)}images" in summary
+    performance = squash(whole[whole.index("Performance\n", whole.index("Contents") + 1) :])
+    assert f"Accuracy{100 * accuracy:.1f}%" in performance
+
+
+def test_the_contents_list_the_registrys_present_sections_in_order(
+    audit: tuple[Result, Path],
+) -> None:
+    _, folder = audit
+    html = (folder / "report.html").read_text()
+    start = html.index('<section class="toc">')
+    toc = html[start : html.index("</section>", start)]
+    entries = re.findall(r'<a href="#([^"]+)">([^<]+)</a>', toc)
+    # This audit has metadata, masks and a convolution: every registered section is present.
+    assert entries == [(s.id, s.title) for s in SECTIONS]
+    for section_id, title in entries:
+        assert html.count(f'id="{section_id}"') == 1, section_id
+        assert f'<h1 id="{section_id}">{title}</h1>' in html
+
+
+def test_an_absent_section_is_left_out_of_the_report_and_the_order_kept() -> None:
+    sections = (
+        Section("first", "First", lambda inputs: "one"),
+        Section("absent", "Absent", lambda inputs: None),
+        Section("last", "Last", lambda inputs: "two"),
+    )
+    present = present_sections(cast(AuditInputs, object()), sections)  # builders ignore it
+    assert [(s.id, s.title, s.partial, s.view) for s in present] == [
+        ("first", "First", "sections/first.html.j2", "one"),
+        ("last", "Last", "sections/last.html.j2", "two"),
+    ]
+
+
+def test_every_registered_section_has_its_partial() -> None:
+    assert len({s.id for s in SECTIONS}) == len(SECTIONS)
+    for section in SECTIONS:
+        assert resource_path("templates", *section.partial.split("/")).is_file(), section.id
+
+
+_TAG = re.compile(r"\{\{(.*?)\}\}|\{%(.*?)%\}", re.DOTALL)
+_STRING = re.compile(r"'[^']*'|\"[^\"]*\"")
+_COMPUTING = re.compile(r"(?<![\w.])\d|[*/+%<>-]|[=!]=|\b(?:min|max|sum|round|int|float|abs)\b")
+
+
+def test_templates_compute_nothing() -> None:
+    """No arithmetic, comparison, numeric literal or min/max inside ``{{ }}`` or ``{% %}``:
+    thresholds, counts and derived lists are computed in the views."""
+    found = []
+    templates = sorted(TEMPLATES.glob("**/*.j2"))
+    assert any(t.parent.name == "sections" for t in templates)
+    for template in templates:
+        for match in _TAG.finditer(template.read_text(encoding="utf-8")):
+            expression = (match.group(1) or match.group(2)).strip("-+ \n")
+            if _COMPUTING.search(_STRING.sub("''", expression)):
+                found.append(f"{template.relative_to(TEMPLATES)}: {match.group(0)}")
+    assert not found, "\n".join(found)
+
+
+def test_number_formatting_does_not_import_weasyprint() -> None:
+    probe = "import sys, auditor.report.format; print('weasyprint' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True
+    )
+    assert result.stdout.strip() == "False"
 
 
 def test_pdf_pages_are_numbered_and_the_contents_give_pages(pdf_text: list[str]) -> None:
@@ -133,3 +265,6 @@ def test_number_filters() -> None:
     assert thousands(1234567) == "1,234,567"
     assert si(1.82e9, "FLOPs") == "1.82 GFLOPs" and si(512) == "512"
     assert binary_size(3 * 1024 * 1024) == "3.00 MiB" and binary_size(10) == "10 B"
+    assert whole_percent(0.1) == "10%" and percent(0.1) == "10.0%"
+    assert hundredths(0.126) == "0.13" and tenths(12.36) == "12.4" and fixed(0.12345) == "0.123"
+    assert fixed(None) == "—" and hundredths(float("nan")) == "—"

@@ -1,1 +1,1 @@
-"""Render stage: the report as HTML (Jinja2) and PDF (WeasyPrint), and its figures."""
+"""Render stage: the report's views as HTML (Jinja2) and PDF (WeasyPrint); nothing computed."""

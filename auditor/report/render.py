@@ -1,12 +1,13 @@
 """Render stage: Jinja2 HTML (autoescape, strict undefined) and the PDF from the same HTML.
 
 Rendering is a pure function of :class:`~auditor.aggregate.ReportData` and the
-templates; number formatting lives in the filters below.
+templates: ``report.html.j2`` is the skeleton (title page, contents, one
+``<section>`` per present section) and ``sections/<id>.html.j2`` renders one section's
+view. Number formatting is in :mod:`auditor.report.format`.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -15,50 +16,10 @@ from weasyprint import HTML
 from weasyprint.urls import URLFetcher
 
 from auditor.aggregate import ReportData
+from auditor.report.format import FILTERS
 from auditor.resources import resource_path
 
 __all__ = ["RunFolderFetcher", "render_html", "write_pdf"]
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def percent(value: float | None, digits: int = 1) -> str:
-    """0.8734 → ``87.3%``; NaN or None → ``—``."""
-    return "—" if _missing(value) else f"{100 * value:.{digits}f}%"  # type: ignore[operator]
-
-
-def fixed(value: float | None, digits: int = 3) -> str:
-    """Fixed-point number; NaN or None → ``—``."""
-    return "—" if _missing(value) else f"{value:.{digits}f}"
-
-
-def thousands(value: int | float | None) -> str:
-    """12345 → ``12,345``."""
-    return "—" if _missing(value) else f"{value:,.0f}"
-
-
-def si(value: float | None, unit: str = "") -> str:
-    """1.82e9 → ``1.82 G``; with a unit: ``1.82 GFLOPs``."""
-    if _missing(value):
-        return "—"
-    number = float(value)  # type: ignore[arg-type]
-    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(number) >= factor:
-            return f"{number / factor:.2f} {prefix}{unit}"
-    return f"{number:.0f} {unit}".strip()
-
-
-def binary_size(value: int | None) -> str:
-    """Bytes as KiB, MiB or GiB."""
-    if _missing(value):
-        return "—"
-    number = float(value)  # type: ignore[arg-type]
-    for factor, unit in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-        if number >= factor:
-            return f"{number / factor:.2f} {unit}"
-    return f"{number:.0f} B"
 
 
 def _environment() -> jinja2.Environment:
@@ -69,9 +30,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters.update(
-        percent=percent, fixed=fixed, thousands=thousands, si=si, binary_size=binary_size
-    )
+    environment.filters.update(FILTERS)
     return environment
 
 

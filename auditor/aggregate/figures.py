@@ -8,6 +8,7 @@ left alone.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import math
 from collections.abc import Iterator, Sequence
@@ -28,16 +29,21 @@ from auditor.metrics import CalibrationBin
 
 __all__ = [
     "COLORMAP",
+    "MAX_FILTERS",
+    "activation_tile",
     "calibration_figure",
     "colorbar_figure",
     "confusion_figure",
     "figure_uri",
+    "filter_grid",
     "image_tile",
     "overlay_tile",
     "styled_figure",
 ]
 
 COLORMAP = "inferno"
+MAX_FILTERS = 64
+"""First-convolution filters shown at most in the filter grid."""
 _LABELLED_CELLS = 30
 _LABELLED_TICKS = 60
 _STYLE: dict[str, object] = {
@@ -167,6 +173,7 @@ def overlay_tile(image: np.ndarray, values: np.ndarray, alpha: float = 0.55) -> 
     return _png_uri(_upscale(pixels, _display_scale(pixels.shape[0])))
 
 
+@functools.cache
 def colorbar_figure() -> str:
     """The shared colour bar of every heat map (0 = least, 1 = most attribution)."""
     with styled_figure(3.2, 0.45) as figure:
@@ -178,7 +185,7 @@ def colorbar_figure() -> str:
         return figure_uri(figure)
 
 
-def filter_grid(filters: np.ndarray, limit: int = 64) -> str:
+def filter_grid(filters: np.ndarray, limit: int = MAX_FILTERS) -> str:
     """First-convolution filters ``(N, k, k, C)`` in [0, 1] as one PNG grid (at most ``limit``).
 
     Each filter is a block of pixels (nearest-neighbour upscaling), separated by a

@@ -1,123 +1,38 @@
-"""The report's view of the trust checks: verdict rows, findings in words, and figures.
+"""The trust section's figures: randomisation cascade, curves, agreement and mean maps.
 
-Everything is read from :class:`auditor.measure.Trust` records; nothing here runs the
-model.
+Drawn from :class:`auditor.measure.Trust` records (matplotlib, Agg; PNG data URIs);
+each returns "" when there is nothing to draw.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import matplotlib
 import numpy as np
 import pandas as pd
 import torch
 
+from auditor.aggregate.figures import COLORMAP, figure_uri, styled_figure
 from auditor.explain import METHODS
 from auditor.explain.postprocess import minmax
 from auditor.measure import Trust
-from auditor.report.figures import COLORMAP, figure_uri, styled_figure
 
-__all__ = ["GroupRow", "TrustRow", "TrustView", "trust_view"]
-
-_FAIL = "fails"
-
-
-@dataclass(frozen=True)
-class TrustRow:
-    """One method's line of the verdict table, in words."""
-
-    key: str
-    title: str
-    randomisation: str
-    faithfulness: str
-    stability: str
-    localisation: str
-    gini: float
-    verdict: str
-    level: str  # "bad", "weak" or "good": the row's colour
+__all__ = [
+    "agreement_figure",
+    "curves_figure",
+    "maps_figure",
+    "mean_maps_figure",
+    "method_title",
+    "randomisation_figure",
+]
 
 
-@dataclass(frozen=True)
-class GroupRow:
-    """One line of "Where the evidence lies", in words."""
-
-    label: str
-    n: int
-    outside: str  # share of evidence outside the region, with its CI
-    area: str  # share of the image outside the region
-    region: str  # where the outside evidence concentrates
-    flagged: bool
-
-
-@dataclass(frozen=True)
-class TrustView:
-    """What the report shows about the trust checks."""
-
-    rows: tuple[TrustRow, ...]
-    flagged: tuple[str, ...]  # titles of the methods failing randomisation
-    readable: tuple[str, ...]  # titles of the methods judged readable
-    findings: tuple[str, ...]  # shortcut findings in words
-    shortcut_methods: tuple[str, ...]
-    groups: tuple[GroupRow, ...]
-    not_measured: tuple[tuple[str, str], ...]
-    steps: tuple[str, ...]
-    example_index: int | None
-    n_images: int
-    n_cases: int
-    randomisation_figure: str
-    maps_figure: str
-    curves_figure: str
-    agreement_figure: str
-    mean_maps_figure: str
-    settings: dict[str, float]
-    seconds: float
-
-
-def _title(key: str) -> str:
+def method_title(key: str) -> str:
+    """A method's title, or the key itself for a name that is not a registered method."""
     return METHODS[key].title if key in METHODS else key
 
 
-def _cells(row: pd.Series) -> tuple[str, str, str, str]:
-    if row["randomisation"] == "not measured":
-        randomisation = "not measured"
-    else:
-        randomisation = (
-            f"{row['randomisation']} (ρ = {row['randomisation_spearman']:.2f}, "
-            f"SSIM {row['randomisation_ssim']:.2f})"
-        )
-    if row["faithfulness"] == "not measured":
-        faithfulness = "not measured"
-    else:
-        faithfulness = (
-            f"{row['faithfulness']}: gain {row['faithfulness_gain']:+.3f} "
-            f"({row['faithfulness_gain_low']:+.3f} to {row['faithfulness_gain_high']:+.3f})"
-        )
-    stability = (
-        "not measured"
-        if row["stability"] == "not measured"
-        else f"{row['stability']} ({row['max_sensitivity']:.2f})"
-    )
-    localisation = (
-        "no masks"
-        if row["localisation"] == "not measured"
-        else (
-            f"{row['localisation']}: {row['energy_in_mask']:.0%} of evidence in "
-            f"{row['mask_area']:.0%} of the image; pointing game {row['pointing_game']:.0%}"
-        )
-    )
-    return randomisation, faithfulness, stability, localisation
-
-
-def _level(row: pd.Series) -> str:
-    if row["randomisation"] == _FAIL:
-        return "bad"
-    if row["verdict"].startswith("Can be read"):
-        return "good"
-    return "weak"
-
-
-def _randomisation_figure(trust: Trust, methods: tuple[str, ...]) -> str:
+def randomisation_figure(trust: Trust, methods: tuple[str, ...]) -> str:
+    """Mean rank correlation and SSIM with the original maps along the cascade."""
     records = trust.records[trust.records["status"] == "ok"]
     labels = ["none", *(step.label for step in trust.steps)]
     colours = matplotlib.colormaps["tab20"]
@@ -138,7 +53,7 @@ def _randomisation_figure(trust: Trust, methods: tuple[str, ...]) -> str:
                     markersize=2.5,
                     lw=1,
                     color=colours(n % 20),
-                    label=_title(key),
+                    label=method_title(key),
                 )
             if measure == "spearman":
                 ax.axhline(trust.settings.randomisation_threshold, color="0.4", ls="--", lw=0.8)
@@ -159,7 +74,8 @@ def _tile(ax: object, values: np.ndarray) -> None:
     ax.set_yticks([])  # type: ignore[attr-defined]
 
 
-def _maps_figure(trust: Trust, methods: tuple[str, ...]) -> str:
+def maps_figure(trust: Trust, methods: tuple[str, ...]) -> str:
+    """The example image's maps at each cascade step, one column per method; "" if none."""
     if not trust.example:
         return ""
     steps = ["original", *(step.label for step in trust.steps)]
@@ -175,7 +91,7 @@ def _maps_figure(trust: Trust, methods: tuple[str, ...]) -> str:
                 else:
                     _tile(ax, found)
                 if i == 0:
-                    ax.set_title(_title(key), fontsize=5, rotation=35, ha="left", loc="left")
+                    ax.set_title(method_title(key), fontsize=5, rotation=35, ha="left", loc="left")
                 if j == 0:
                     ax.set_ylabel(step, fontsize=5.5, rotation=0, ha="right", va="center")
         figure.subplots_adjust(
@@ -184,7 +100,8 @@ def _maps_figure(trust: Trust, methods: tuple[str, ...]) -> str:
         return figure_uri(figure, dpi=130)
 
 
-def _curves_figure(trust: Trust, methods: tuple[str, ...]) -> str:
+def curves_figure(trust: Trust, methods: tuple[str, ...]) -> str:
+    """Mean deletion and insertion curves per method against the random order's; "" if none."""
     shown = [k for k in methods if k in trust.curves]
     if not shown or "random" not in trust.curves:
         return ""
@@ -203,7 +120,7 @@ def _curves_figure(trust: Trust, methods: tuple[str, ...]) -> str:
             ax.plot(x, insertion, color="tab:blue", lw=1.1, label="insertion")
             ax.plot(x, random_deletion, color="tab:red", lw=0.8, ls=":", label="random order")
             ax.plot(x, random_insertion, color="tab:blue", lw=0.8, ls=":")
-            ax.set_title(_title(shown[n]), fontsize=6.5)
+            ax.set_title(method_title(shown[n]), fontsize=6.5)
             ax.set_ylim(0, 1)
             ax.tick_params(labelsize=5.5)
             ax.grid(alpha=0.3)
@@ -216,10 +133,11 @@ def _curves_figure(trust: Trust, methods: tuple[str, ...]) -> str:
         return figure_uri(figure)
 
 
-def _agreement_figure(agreement: pd.DataFrame) -> str:
+def agreement_figure(agreement: pd.DataFrame) -> str:
+    """Methods × methods mean rank correlation of their maps; "" if nothing was compared."""
     if agreement.empty or agreement.isna().all().all():
         return ""
-    titles = [_title(k) for k in agreement.index]
+    titles = [method_title(k) for k in agreement.index]
     n = len(titles)
     with styled_figure(0.36 * n + 2.0, 0.33 * n + 1.3) as figure:
         ax = figure.subplots()
@@ -245,7 +163,8 @@ def _agreement_figure(agreement: pd.DataFrame) -> str:
         return figure_uri(figure)
 
 
-def _mean_maps_figure(trust: Trust) -> str:
+def mean_maps_figure(trust: Trust) -> str:
+    """Mean map per shortcut group for the first four methods, masks in cyan; "" if none."""
     shortcuts = trust.shortcuts
     if shortcuts is None or not shortcuts.groups:
         return ""
@@ -263,66 +182,8 @@ def _mean_maps_figure(trust: Trust) -> str:
                 _tile(ax, found)
                 ax.contour(group.mean_mask, levels=[0.5], colors="cyan", linewidths=0.7)
                 if i == 0:
-                    ax.set_title(_title(key), fontsize=6.5)
+                    ax.set_title(method_title(key), fontsize=6.5)
                 if j == 0:
                     ax.set_ylabel(f"{group.label}\n(n = {group.n})", fontsize=6)
         figure.tight_layout(pad=0.3)
         return figure_uri(figure, dpi=130)
-
-
-def trust_view(trust: Trust) -> TrustView:
-    """Everything the report's trust section and summary show."""
-    verdicts = trust.verdicts
-    methods = tuple(str(k) for k in verdicts["method"])
-    rows = []
-    for _, row in verdicts.iterrows():
-        randomisation, faithfulness, stability, localisation = _cells(row)
-        rows.append(
-            TrustRow(
-                key=str(row["method"]),
-                title=_title(str(row["method"])),
-                randomisation=randomisation,
-                faithfulness=faithfulness,
-                stability=stability,
-                localisation=localisation,
-                gini=float(row["gini"]),
-                verdict=str(row["verdict"]),
-                level=_level(row),
-            )
-        )
-    shortcuts = trust.shortcuts
-    groups = tuple(
-        GroupRow(
-            label=g.label,
-            n=g.n,
-            outside=f"{g.outside[0]:.0%} ({g.outside[1]:.0%}–{g.outside[2]:.0%})",
-            area=f"{g.outside_area:.0%}",
-            region=(
-                f"{g.region}: {g.region_share:.0%} of it in {g.region_area:.0%} of the area "
-                f"({g.concentration:.1f}×)"
-            ),
-            flagged=g.flagged,
-        )
-        for g in (shortcuts.groups if shortcuts else ())
-    )
-    records = trust.records
-    return TrustView(
-        rows=tuple(rows),
-        flagged=tuple(r.title for r in rows if r.level == "bad"),
-        readable=tuple(r.title for r in rows if r.level == "good"),
-        findings=tuple(g.sentence() for g in shortcuts.flagged) if shortcuts else (),
-        shortcut_methods=tuple(_title(k) for k in shortcuts.methods) if shortcuts else (),
-        groups=groups,
-        not_measured=tuple(trust.not_measured.items()),
-        steps=tuple(step.label for step in trust.steps),
-        example_index=trust.example_index,
-        n_images=int(records[records["measure"] == "max_sensitivity"]["index"].nunique()),
-        n_cases=len(records[records["measure"] == "gini"].drop_duplicates(["index", "role"])),
-        randomisation_figure=_randomisation_figure(trust, methods) if trust.steps else "",
-        maps_figure=_maps_figure(trust, methods),
-        curves_figure=_curves_figure(trust, methods),
-        agreement_figure=_agreement_figure(trust.agreement),
-        mean_maps_figure=_mean_maps_figure(trust),
-        settings={k: float(v) for k, v in vars(trust.settings).items()},
-        seconds=sum(trust.seconds.values()),
-    )

@@ -1,0 +1,72 @@
+"""The data section: where the images came from, how they were read, and the classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from auditor.aggregate.inputs import AuditInputs
+from auditor.images import Preprocessing
+
+__all__ = ["DataView", "data_view", "preprocessing_words"]
+
+
+@dataclass(frozen=True)
+class DataView:
+    """The data section.
+
+    Attributes:
+        layout: How the data set is laid out, in words.
+        n_listed: Images listed.
+        n_images: Images evaluated.
+        n_excluded: Files excluded (listed in the excluded-files section).
+        n_missing_masks: Mask files the manifest names that do not exist.
+        preprocessing: How an image file became the model's input, in words.
+        classes: ``(class, images evaluated)`` in the model's output order.
+    """
+
+    source: str
+    layout: str
+    n_listed: int
+    n_images: int
+    n_excluded: int
+    has_masks: bool
+    n_missing_masks: int
+    metadata_columns: tuple[str, ...]
+    preprocessing: str
+    data_sha256: str
+    classes: tuple[tuple[str, int], ...]
+
+
+def preprocessing_words(preprocessing: Preprocessing) -> str:
+    """E.g. "read as RGB, scaled to [0, 1]; no resizing; no normalisation"."""
+    colour = "RGB" if preprocessing.channels == 3 else "grayscale"
+    resizing = (
+        f"shorter side resized to {preprocessing.image_size} px and centre-cropped"
+        if preprocessing.image_size
+        else "no resizing"
+    )
+    normalisation = (
+        f"normalised with mean {', '.join(map(str, preprocessing.mean))} and std "
+        f"{', '.join(map(str, preprocessing.std or ()))}"
+        if preprocessing.mean
+        else "no normalisation"
+    )
+    return f"read as {colour}, scaled to [0, 1]; {resizing}; {normalisation}"
+
+
+def data_view(inputs: AuditInputs) -> DataView:
+    """The data set's source, layout, masks, metadata, preprocessing and class counts."""
+    dataset, evaluation = inputs.dataset, inputs.evaluation
+    return DataView(
+        source=str(dataset.source),
+        layout="class folders" if dataset.layout == "folder" else "CSV manifest",
+        n_listed=len(dataset.samples),
+        n_images=evaluation.metrics.n_images,
+        n_excluded=len(evaluation.excluded),
+        has_masks=dataset.has_masks,
+        n_missing_masks=len(dataset.missing_masks),
+        metadata_columns=dataset.metadata_columns,
+        preprocessing=preprocessing_words(inputs.preprocessing),
+        data_sha256=evaluation.data_sha256,
+        classes=tuple((c.name, c.support) for c in evaluation.metrics.per_class),
+    )

@@ -1,0 +1,106 @@
+"""The feature-visualisation section: first-layer filters and the strongest activations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from auditor.aggregate.figures import MAX_FILTERS, activation_tile, filter_grid, image_tile
+from auditor.aggregate.inputs import AuditInputs
+from auditor.explain.engine import Explanations
+
+__all__ = [
+    "ActivationTile",
+    "FeatureRow",
+    "FeaturesView",
+    "StageTiles",
+    "feature_rows",
+    "features_view",
+]
+
+
+@dataclass(frozen=True)
+class ActivationTile:
+    """One channel's activation map (viridis PNG data URI)."""
+
+    channel: int
+    image: str
+
+
+@dataclass(frozen=True)
+class StageTiles:
+    """The strongest channels of one stage for one image."""
+
+    stage: str
+    tiles: tuple[ActivationTile, ...]
+    channels: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class FeatureRow:
+    """One image's strongest activation maps, stage by stage."""
+
+    path: str
+    image: str
+    stages: tuple[StageTiles, ...]
+
+
+@dataclass(frozen=True)
+class FeaturesView:
+    """The feature-visualisation section.
+
+    Attributes:
+        filters_figure: Grid of the first convolution's filters (PNG data URI), or "".
+        n_filters: Filters of the first convolution.
+        n_shown: Filters in the grid (at most :data:`MAX_FILTERS`).
+        grayscale: Whether the filters are shown as their channel mean, in gray.
+        rows: Per explained image, the strongest activations per stage.
+    """
+
+    filters_figure: str
+    n_filters: int
+    n_shown: int
+    grayscale: bool
+    rows: tuple[FeatureRow, ...]
+
+
+def _stage_tiles(stage: str, channels: np.ndarray, maps: np.ndarray) -> StageTiles:
+    """``channels``: ``(k,)`` channel indices; ``maps``: their ``(k, H, W)`` activations."""
+    tiles = tuple(
+        ActivationTile(int(channel), activation_tile(values))
+        for channel, values in zip(channels, maps, strict=True)
+    )
+    return StageTiles(stage, tiles, tuple(tile.channel for tile in tiles))
+
+
+def feature_rows(explanations: Explanations) -> tuple[FeatureRow, ...]:
+    """The feature-visualisation rows of the images whose stage maps were kept."""
+    paths = dict(zip(explanations.records["index"], explanations.records["path"], strict=True))
+    features = explanations.features
+    return tuple(
+        FeatureRow(
+            path=str(paths[index]),
+            image=image_tile(explanations.images[index]),
+            stages=tuple(
+                _stage_tiles(stage.path, channels, maps)
+                for stage, (channels, maps) in zip(features.stages, per_stage, strict=True)
+            ),
+        )
+        for index, per_stage in features.maps.items()
+    )
+
+
+def features_view(inputs: AuditInputs) -> FeaturesView | None:
+    """The filters and activations, or ``None`` when the model has neither to show."""
+    filters = inputs.explanations.filters
+    rows = feature_rows(inputs.explanations)
+    if filters is None and not rows:
+        return None
+    return FeaturesView(
+        filters_figure="" if filters is None else filter_grid(filters),
+        n_filters=0 if filters is None else len(filters),
+        n_shown=0 if filters is None else min(len(filters), MAX_FILTERS),
+        grayscale=inputs.preprocessing.channels != 3,
+        rows=rows,
+    )

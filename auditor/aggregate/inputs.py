@@ -1,0 +1,57 @@
+"""What the report's views are built from: every stage's output and the run's identity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from auditor.architecture import ArchitectureProfile
+from auditor.config import AuditConfig
+from auditor.data import Dataset
+from auditor.evaluate import Evaluation
+from auditor.explain.engine import Explanations
+from auditor.images import Preprocessing
+from auditor.measure import Trust
+from auditor.select import Selection
+
+__all__ = ["AuditInputs"]
+
+
+@dataclass(frozen=True)
+class AuditInputs:
+    """The stage outputs one report describes.
+
+    The views read settings from the stage outputs that ran with them
+    (``evaluation.settings``, ``trust.settings``); from ``config`` they read only the
+    run-level ``model``, ``seed`` and ``batch_size`` and the resolved-configuration table.
+
+    Attributes:
+        config: The resolved configuration.
+        dataset: The validation set as found on disk.
+        preprocessing: How image files became model inputs.
+        evaluation: Predictions, exclusions and metrics.
+        architecture: The model's structure and cost.
+        explanations: The explained cases' maps.
+        trust: The trust checks' results.
+        selection: Which images were explained.
+        command: The command line of the run.
+        versions: ``(package, version)`` pairs.
+        device_name: The device in words, e.g. ``cpu (x86_64, 8 threads)``.
+        started: Start time, UTC, ``YYYY-MM-DD HH:MM:SS``.
+        finished: End time, same format.
+        auditor_version: Auditor's version.
+    """
+
+    config: AuditConfig
+    dataset: Dataset
+    preprocessing: Preprocessing
+    evaluation: Evaluation
+    architecture: ArchitectureProfile
+    explanations: Explanations
+    trust: Trust
+    selection: Selection
+    command: str
+    versions: tuple[tuple[str, str], ...]
+    device_name: str
+    started: str
+    finished: str
+    auditor_version: str

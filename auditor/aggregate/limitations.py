@@ -1,0 +1,61 @@
+"""The limitations section: what this audit cannot say, given its settings and data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from auditor.aggregate.inputs import AuditInputs
+
+__all__ = ["FEW_IMAGES", "LimitationsView", "limitations_view"]
+
+FEW_IMAGES = 30
+"""A class with fewer images than this is called imprecise."""
+
+
+@dataclass(frozen=True)
+class LimitationsView:
+    """One sentence per limitation."""
+
+    items: tuple[str, ...]
+
+
+def _trust_caveat(inputs: AuditInputs) -> str:
+    settings = inputs.trust.settings
+    return (
+        "The trust checks judge each method on this model and these images only; the "
+        f"randomisation and stability checks use {settings.trust_images} images at most, and "
+        "their pass marks (rank correlation "
+        f"{settings.randomisation_threshold:g}, max-sensitivity "
+        f"{settings.sensitivity_threshold:g}) are conventions, not guarantees. A map that "
+        "passes shows where the score is sensitive, not why."
+    )
+
+
+def limitations_view(inputs: AuditInputs) -> LimitationsView:
+    """The standing caveats, then those this data and model add."""
+    data, evaluation = inputs.dataset, inputs.evaluation
+    items = [
+        _trust_caveat(inputs),
+        "Metrics describe this validation set only; they transfer to other sites, devices or "
+        "populations only as far as this set represents them.",
+        "Confidence intervals are percentile bootstrap intervals over images; they do not "
+        "account for correlated images (for example several images of one patient).",
+    ]
+    if not data.metadata_columns:
+        items.append("The data has no metadata columns, so no subgroup analysis was possible.")
+    if min(c.support for c in evaluation.metrics.per_class) < FEW_IMAGES:
+        items.append(
+            f"At least one class has fewer than {FEW_IMAGES} images; its metrics are imprecise."
+        )
+    if not data.has_masks:
+        items.append(
+            "The data has no region-of-interest masks, so the explanations' localisation and "
+            "the shortcut finding could not be measured."
+        )
+    if inputs.explanations.layer is None:
+        items.append(
+            "The model has no 4-D layer output with spatial extent, so Grad-CAM could not run."
+        )
+    if len(evaluation.excluded):
+        items.append(f"{len(evaluation.excluded)} file(s) were excluded and are not in any metric.")
+    return LimitationsView(tuple(items))

@@ -1,0 +1,233 @@
+"""The views of the trust checks: verdict rows, findings in words, the section and its summary.
+
+Everything is read from :class:`auditor.measure.Trust` records; nothing here runs the
+model. A row's level is the verdict's :class:`~auditor.measure.verdicts.VerdictLevel`,
+decided with the verdict's sentence in the measure stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from auditor.aggregate.inputs import AuditInputs
+from auditor.aggregate.trust_figures import (
+    agreement_figure,
+    curves_figure,
+    maps_figure,
+    mean_maps_figure,
+    method_title,
+    randomisation_figure,
+)
+from auditor.measure import Trust, TrustSettings
+from auditor.measure.registry import CHECKS
+from auditor.measure.shortcuts import EvidenceGroup
+from auditor.measure.verdicts import VerdictLevel
+
+__all__ = [
+    "CheckCell",
+    "CheckColumn",
+    "GroupRow",
+    "TrustRow",
+    "TrustSummary",
+    "TrustView",
+    "trust_rows",
+    "trust_summary",
+    "trust_view",
+]
+
+_NOT_MEASURED = "not measured"
+
+
+@dataclass(frozen=True)
+class CheckColumn:
+    """A column of the verdict table: a registered check."""
+
+    title: str
+    numeric: bool
+
+
+@dataclass(frozen=True)
+class CheckCell:
+    """One check's words for one method."""
+
+    text: str
+    numeric: bool
+
+
+@dataclass(frozen=True)
+class TrustRow:
+    """One method's line of the verdict table, in words.
+
+    Attributes:
+        cells: One per registered check (:data:`auditor.measure.registry.CHECKS`).
+        level: The verdict's level: the row's colour.
+    """
+
+    key: str
+    title: str
+    cells: tuple[CheckCell, ...]
+    verdict: str
+    level: VerdictLevel
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    """One line of "Where the evidence lies", in words."""
+
+    label: str
+    n: int
+    outside: str  # share of evidence outside the region, with its CI
+    area: str  # share of the image outside the region
+    region: str  # where the outside evidence concentrates
+    flagged: bool
+
+
+@dataclass(frozen=True)
+class TrustSummary:
+    """What the report's summary says about the trust checks.
+
+    Attributes:
+        explained: Whether any map was checked (no image is explained with
+            ``explain-samples`` 0).
+        n_methods: Methods checked.
+        flagged: Titles of the methods failing randomisation (:attr:`VerdictLevel.BAD`).
+        readable: Titles of the methods that can be read (:attr:`VerdictLevel.GOOD`).
+        weak: Titles of the methods that are weak evidence only (:attr:`VerdictLevel.WEAK`).
+        findings: Shortcut findings, one sentence each, capitalised.
+        shortcut_methods: Titles of the methods the shortcut finding reads.
+        has_groups: Whether the shortcut analysis had any group to judge.
+    """
+
+    explained: bool
+    n_methods: int
+    flagged: tuple[str, ...]
+    readable: tuple[str, ...]
+    weak: tuple[str, ...]
+    findings: tuple[str, ...]
+    shortcut_methods: tuple[str, ...]
+    has_groups: bool
+
+
+@dataclass(frozen=True)
+class TrustView:
+    """The explanation-trust section.
+
+    Attributes:
+        n_cases: Explained maps checked for faithfulness, localisation and sparseness.
+        n_images: Images whose maps were recomputed (randomisation, stability).
+        seconds: Seconds spent on every check.
+        columns: The verdict table's check columns, in registry order.
+        rows: One per method, in report order.
+        not_measured: ``(check, reason)`` for the checks that did not run.
+        n_steps: Steps of the randomisation cascade.
+        settings: How the checks ran.
+        example_index: Sample index of the image in :attr:`maps_figure`, or ``None``.
+        shortcut_methods: Titles of the methods the shortcut analysis reads.
+        groups: The shortcut analysis per class and error type.
+    """
+
+    n_cases: int
+    n_images: int
+    seconds: float
+    columns: tuple[CheckColumn, ...]
+    rows: tuple[TrustRow, ...]
+    not_measured: tuple[tuple[str, str], ...]
+    n_steps: int
+    settings: TrustSettings
+    randomisation_figure: str
+    maps_figure: str
+    example_index: int | None
+    curves_figure: str
+    agreement_figure: str
+    shortcut_methods: tuple[str, ...]
+    groups: tuple[GroupRow, ...]
+    mean_maps_figure: str
+
+
+def trust_rows(verdicts: pd.DataFrame) -> tuple[TrustRow, ...]:
+    """The verdict table (``trust.csv``'s rows) in words, one row per method."""
+    return tuple(
+        TrustRow(
+            key=str(row["method"]),
+            title=method_title(str(row["method"])),
+            cells=tuple(CheckCell(check.describe(row), check.numeric) for check in CHECKS),
+            verdict=str(row["verdict"]),
+            level=VerdictLevel(row["level"]),
+        )
+        for _, row in verdicts.iterrows()
+    )
+
+
+def _n_cases(trust: Trust) -> int:
+    records = trust.records
+    return len(records[records["measure"] == "gini"].drop_duplicates(["index", "role"]))
+
+
+def _shortcut_methods(trust: Trust) -> tuple[str, ...]:
+    shortcuts = trust.shortcuts
+    return tuple(method_title(k) for k in shortcuts.methods) if shortcuts else ()
+
+
+def _titles(rows: tuple[TrustRow, ...], level: VerdictLevel) -> tuple[str, ...]:
+    return tuple(r.title for r in rows if r.level == level)
+
+
+def _capitalised(sentence: str) -> str:
+    return sentence[:1].upper() + sentence[1:]
+
+
+def trust_summary(trust: Trust) -> TrustSummary:
+    """The trust checks in the summary's words: who can be read, who not, shortcuts."""
+    rows = trust_rows(trust.verdicts)
+    shortcuts = trust.shortcuts
+    return TrustSummary(
+        explained=_n_cases(trust) > 0,
+        n_methods=len(rows),
+        flagged=_titles(rows, VerdictLevel.BAD),
+        readable=_titles(rows, VerdictLevel.GOOD),
+        weak=_titles(rows, VerdictLevel.WEAK),
+        findings=tuple(_capitalised(g.sentence()) for g in shortcuts.flagged) if shortcuts else (),
+        shortcut_methods=_shortcut_methods(trust),
+        has_groups=bool(shortcuts and shortcuts.groups),
+    )
+
+
+def _group_row(group: EvidenceGroup) -> GroupRow:
+    return GroupRow(
+        label=group.label,
+        n=group.n,
+        outside=f"{group.outside[0]:.0%} ({group.outside[1]:.0%}–{group.outside[2]:.0%})",
+        area=f"{group.outside_area:.0%}",
+        region=(
+            f"{group.region}: {group.region_share:.0%} of it in {group.region_area:.0%} of the "
+            f"area ({group.concentration:.1f}×)"
+        ),
+        flagged=group.flagged,
+    )
+
+
+def trust_view(inputs: AuditInputs) -> TrustView:
+    """Everything the report's trust section shows."""
+    trust = inputs.trust
+    methods = tuple(str(k) for k in trust.verdicts["method"])
+    records = trust.records
+    return TrustView(
+        n_cases=_n_cases(trust),
+        n_images=int(records[records["measure"] == "max_sensitivity"]["index"].nunique()),
+        seconds=sum(trust.seconds.values()),
+        columns=tuple(CheckColumn(check.title, check.numeric) for check in CHECKS),
+        rows=trust_rows(trust.verdicts),
+        not_measured=tuple(trust.not_measured.items()),
+        n_steps=len(trust.steps),
+        settings=trust.settings,
+        randomisation_figure=randomisation_figure(trust, methods) if trust.steps else "",
+        maps_figure=maps_figure(trust, methods),
+        example_index=trust.example_index,
+        curves_figure=curves_figure(trust, methods),
+        agreement_figure=agreement_figure(trust.agreement),
+        shortcut_methods=_shortcut_methods(trust),
+        groups=tuple(_group_row(g) for g in trust.shortcuts.groups) if trust.shortcuts else (),
+        mean_maps_figure=mean_maps_figure(trust),
+    )
