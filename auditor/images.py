@@ -19,7 +19,8 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from auditor.data import Sample
+from auditor.data import Dataset, Sample
+from auditor.errors import ConfigError, DataError
 
 __all__ = ["Batch", "Preprocessing", "decode_image", "expected_size", "make_loader", "read_image"]
 
@@ -256,3 +257,33 @@ def make_loader(
         collate_fn=_collate,
         pin_memory=pin_memory,
     )
+
+
+def model_preprocessing(
+    dataset: Dataset,
+    channels: int,
+    image_size: int | None,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+) -> Preprocessing:
+    """The preprocessing for a model reading ``channels``-channel images, its size settled.
+
+    Raises:
+        ConfigError: ``mean`` or ``std`` has neither 1 value nor one per channel.
+        DataError: No image can be read to find the size.
+    """
+    for option, values in (("mean", mean), ("std", std)):
+        if values is not None and len(values) not in (1, channels):
+            raise ConfigError(
+                f"--{option} has {len(values)} values but the model reads {channels}-channel "
+                f"images; give 1 or {channels} values"
+            )
+    preprocessing = Preprocessing(channels, image_size, mean, std)
+    # Settle the input size once, so no later loader scans the headers again.
+    size = expected_size(dataset.samples, preprocessing)
+    if size is None:
+        raise DataError(
+            f"none of the {len(dataset.samples)} images in {str(dataset.source)!r} can be "
+            f"read; check the files"
+        )
+    return Preprocessing(channels, image_size, mean, std, size)

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import Result
 
-from tests.helpers import TinyNet, invoke, make_manifest_dataset, save_torchscript
+import auditor.demo
+import auditor.pipeline
+from auditor.config import AuditConfig
+from tests.helpers import (
+    TinyNet,
+    check_run_folder,
+    invoke,
+    make_manifest_dataset,
+    save_torchscript,
+)
 
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
 
@@ -17,6 +27,23 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _every_run_folder_is_checked() -> Iterator[None]:
+    """Every run folder a test makes in-process is checked against the shipped JSON Schemas
+    of metrics.json and manifest.json (see tests.helpers.check_run_folder)."""
+    original = auditor.pipeline.run_audit
+
+    def checked(config: AuditConfig, command: str | None = None) -> Path:
+        folder = original(config, command)
+        check_run_folder(folder)
+        return folder
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(auditor.pipeline, "run_audit", checked)
+        patch.setattr(auditor.demo, "run_audit", checked)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
 import io
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -15,11 +17,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from jsonschema import Draft202012Validator, FormatChecker
 from PIL import Image
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from auditor.cli import cli
+from auditor.documents import schema
 from auditor.explain import METHODS, ExplainContext, ExplainSettings, GradientMethod, GradientPasses
 from auditor.images import Preprocessing
 from auditor.load import LoadedModel, OutputKind
@@ -255,3 +259,18 @@ def varied_tiny_net(seed: int = 0) -> TinyNet:
         for parameter in net.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
     return net
+
+
+def check_run_folder(folder: Path) -> None:
+    """A run folder's JSON documents follow their shipped schemas and the manifest's hashes
+    are those of the files."""
+    for name in ("metrics", "manifest"):
+        document = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+        validator = Draft202012Validator(schema(name), format_checker=FormatChecker())
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
+        assert not errors, f"{folder / name}.json breaks its schema: {errors[:3]}"
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    on_disk = {p.name for p in folder.iterdir() if p.is_file()} - {"manifest.json"}
+    assert set(manifest["files"]) == on_disk
+    for name, sha in manifest["files"].items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == sha, name

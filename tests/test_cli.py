@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +18,7 @@ from auditor.measure.verdicts import VERDICT_COLUMNS
 from tests.helpers import (
     XSS_CLASS,
     TinyNet,
+    check_run_folder,
     invoke,
     one_line_error,
     save_torchscript,
@@ -79,22 +83,45 @@ def test_metrics_json_matches_the_predictions(audit: tuple[Result, Path]) -> Non
     assert 0 <= metrics["ece"] <= 1
 
 
-def test_trust_csv_has_one_row_per_method_and_matches_metrics_json(
-    audit: tuple[Result, Path],
+def test_trust_csv_is_recomputed_from_the_per_image_records(audit: tuple[Result, Path]) -> None:
+    _, folder = audit
+    trust = pd.read_csv(folder / "trust.csv", keep_default_na=False).set_index("method")
+    records = pd.read_csv(folder / "trust_records.csv", keep_default_na=False)
+    explained = pd.read_csv(folder / "explanations.csv")
+    settings = json.loads((folder / "metrics.json").read_text())["trust"]["settings"]
+    assert list(trust.columns) == list(VERDICT_COLUMNS)[1:]
+    assert list(records.columns) == list(RECORD_DTYPES)
+    assert list(trust.index) == list(dict.fromkeys(explained["method"]))
+    ok = records[records["status"] == "ok"]
+    last_step = ok[ok["measure"] == "spearman"]["step"].iloc[-1]
+    for method, row in trust.iterrows():
+        mine = ok[ok["method"] == method]
+        spearman = mine[(mine["measure"] == "spearman") & (mine["step"] == last_step)]["value"]
+        gini = mine[mine["measure"] == "gini"]["value"]
+        assert float(row["randomisation_spearman"]) == pytest.approx(spearman.mean())
+        assert float(row["gini"]) == pytest.approx(gini.mean())
+        fails = spearman.mean() >= settings["randomisation_threshold"]
+        assert row["randomisation"] == ("fails" if fails else "passes")
+        assert (row["level"] == "bad") == fails
+    random_curves = ok[(ok["method"] == "random") & (ok["measure"] == "deletion_auc")]
+    assert len(random_curves), "the random baseline's curves are recorded"
+
+
+def test_a_run_folder_that_breaks_its_schema_is_caught(
+    audit: tuple[Result, Path], tmp_path: Path
 ) -> None:
     _, folder = audit
-    trust = pd.read_csv(folder / "trust.csv", keep_default_na=False)
-    explained = pd.read_csv(folder / "explanations.csv")
-    assert list(trust.columns) == list(VERDICT_COLUMNS)
-    assert list(trust["method"]) == list(dict.fromkeys(explained["method"]))
-    section = json.loads((folder / "metrics.json").read_text())["trust"]
-    assert [row["method"] for row in section["methods"]] == list(trust["method"])
-    assert [row["verdict"] for row in section["methods"]] == list(trust["verdict"])
-    assert set(section["agreement"]) == set(trust["method"])
-    records = pd.read_csv(folder / "trust_records.csv", keep_default_na=False)
-    assert list(records.columns) == list(RECORD_DTYPES)
-    assert set(records["method"]) - {"random", "mask"} == set(trust["method"])
-    assert "random" in set(records["method"]), "the random baseline's curves are recorded"
+    broken = tmp_path / folder.name
+    shutil.copytree(folder, broken)
+    metrics = json.loads((broken / "metrics.json").read_text())
+    metrics["accuracy"]["value"] = 1.5
+    (broken / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(AssertionError, match=r"metrics\.json breaks its schema"):
+        check_run_folder(broken)
+    shutil.copy(folder / "metrics.json", broken / "metrics.json")
+    (broken / "report.html").write_text("changed")
+    with pytest.raises(AssertionError, match=r"report\.html"):
+        check_run_folder(broken)
 
 
 def test_predictions_keep_metadata_and_the_corrupt_file_is_listed(
@@ -330,3 +357,24 @@ def test_grayscale_single_logit_model_on_a_class_folder_with_resizing(tmp_path: 
 
     with np.load(folder / "explanations.npz") as saved:
         assert saved["maps"].shape[1:] == (16, 16)
+
+
+@pytest.mark.parametrize("command", ["methods", "profile"])
+def test_methods_and_profile_do_not_import_the_pdf_renderer(command: str, tiny_model: Path) -> None:
+    args = ["methods"]
+    if command == "profile":
+        args = ["profile", "--model", str(tiny_model), "--image-size", "16", "--device", "cpu"]
+    script = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from auditor.cli import cli\n"
+        f"result = CliRunner().invoke(cli, {args!r})\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('weasyprint', 'jinja2')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,150 @@
+"""The run folder's JSON documents: ``metrics.json`` and ``manifest.json``.
+
+Their layouts are written here, once, and described by JSON Schemas shipped in the
+package (``auditor/schemas/metrics.schema.json``, ``manifest.schema.json``); the tests
+validate every run folder they make against them. ``schema_version`` changes whenever a
+layout changes in a way a reader would notice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from auditor import __version__
+from auditor.evaluate import Evaluation
+from auditor.load import file_sha256
+from auditor.measure import Trust
+from auditor.resources import resource_path
+
+__all__ = [
+    "METRICS_SCHEMA_VERSION",
+    "manifest_document",
+    "metrics_document",
+    "schema",
+    "trust_document",
+    "write_json",
+]
+
+METRICS_SCHEMA_VERSION = 2  # 2: the "trust" section
+
+
+def schema(name: str) -> dict[str, Any]:
+    """The JSON Schema of a run-folder document: ``"metrics"`` or ``"manifest"``."""
+    path = resource_path("schemas", f"{name}.schema.json")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: NaN becomes null, tuples become lists."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _shortcuts_document(trust: Trust) -> dict[str, Any] | None:
+    shortcuts = trust.shortcuts
+    if shortcuts is None:
+        return None
+    return {
+        "methods": list(shortcuts.methods),
+        "groups": [
+            {
+                "kind": g.kind,
+                "name": g.name,
+                "n": g.n,
+                "outside_roi": g.outside[0],
+                "outside_roi_ci": [g.outside[1], g.outside[2]],
+                "outside_area": g.outside_area,
+                "region": g.region,
+                "region_share": g.region_share,
+                "region_area": g.region_area,
+                "flagged": g.flagged,
+                "finding": g.sentence() if g.flagged else None,
+            }
+            for g in shortcuts.groups
+        ],
+    }
+
+
+def trust_document(trust: Trust) -> dict[str, Any]:
+    """The ``trust`` section of ``metrics.json``: verdicts, shortcut findings, settings."""
+    return {
+        "settings": asdict(trust.settings),
+        "methods": trust.verdicts.astype(object).to_dict("records"),
+        "randomisation_steps": [
+            {"label": step.label, "share_of_modules": step.share} for step in trust.steps
+        ],
+        "not_measured": trust.not_measured,
+        "agreement": {key: dict(row.items()) for key, row in trust.agreement.iterrows()},
+        "shortcuts": _shortcuts_document(trust),
+    }
+
+
+def metrics_document(
+    evaluation: Evaluation, classes: tuple[str, ...], trust: Trust
+) -> dict[str, Any]:
+    """The content of ``metrics.json`` (layout: ``metrics.schema.json``)."""
+    m = evaluation.metrics
+    per_class = []
+    for c in m.per_class:
+        row = asdict(c)
+        row["class"] = row.pop("name")
+        per_class.append(row)
+    return _clean(
+        {
+            "schema_version": METRICS_SCHEMA_VERSION,
+            "n_images": m.n_images,
+            "n_excluded": len(evaluation.excluded),
+            "classes": list(classes),
+            "output_kind": evaluation.output_kind.name.lower(),
+            "accuracy": asdict(m.accuracy),
+            "balanced_accuracy": asdict(m.balanced_accuracy),
+            "macro_auc": m.macro_auc,
+            "ece": m.ece,
+            "per_class": per_class,
+            "confusion_matrix": m.confusion_matrix,
+            "calibration": [asdict(b) for b in m.calibration],
+            "trust": trust_document(trust),
+        }
+    )
+
+
+def manifest_document(
+    folder: Path,
+    model: tuple[Path, str],
+    data: tuple[Path, str],
+    started: datetime,
+    finished: datetime,
+) -> dict[str, Any]:
+    """The content of ``manifest.json``: what was audited and the hash of every file written.
+
+    Args:
+        folder: The run folder, with every other file already written.
+        model: The model file and its SHA-256.
+        data: The data source and the data SHA-256.
+        started: When the run started (aware).
+        finished: When the stages finished (aware).
+    """
+    return {
+        "schema_version": METRICS_SCHEMA_VERSION,
+        "auditor_version": __version__,
+        "model": {"path": str(model[0]), "sha256": model[1]},
+        "data": {"source": str(data[0]), "sha256": data[1]},
+        "started": started.isoformat(),
+        "finished": finished.isoformat(),
+        "files": {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file()},
+    }
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    """Write ``document`` as indented JSON (no NaN: it is not JSON)."""
+    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
