@@ -140,11 +140,8 @@ def profile_model(
         raise forward_failed(model.path.name, input_shape, error, hint) from None
 
 
-def _profile(
-    model: LoadedModel, input_shape: tuple[int, int, int], batch_size: int, seed: int
-) -> ArchitectureProfile:
-    generator = torch.Generator().manual_seed(seed)
-    one = torch.rand((1, *input_shape), generator=generator).to(model.device)
+def _layers(model: LoadedModel, one: torch.Tensor) -> tuple[LayerInfo, ...]:
+    """Every submodule with its output shape, parameters, FLOPs and execution order."""
     tapped = model.tapped
     sites = tapped.sites
     with torch.no_grad():
@@ -155,11 +152,8 @@ def _profile(
     orders = {s.path: s.order for s in sites}
     types = {s.path: s.type_name for s in sites}
     _, flops_by_module = tapped.flops_by_module(one)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.module(one)
-    submodules = dict(model.module.named_modules())
     layers = []
-    for path, submodule in submodules.items():
+    for path, submodule in dict(model.module.named_modules()).items():
         if not path:
             continue
         type_name = types.get(path) or str(
@@ -175,20 +169,38 @@ def _profile(
                 order=orders.get(path, 0),
             )
         )
+    return tuple(layers)
 
+
+def _speed(
+    model: LoadedModel, one: torch.Tensor, batch: torch.Tensor
+) -> tuple[float, float, int, str]:
+    """Median latency of one image (s), throughput at the batch (images/s), peak memory."""
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
-    batch = torch.rand((batch_size, *input_shape), generator=generator).to(model.device)
     latency = statistics.median(_time_forward(model.module, one, repeats=30, budget_s=1.0))
     batch_times = _time_forward(model.module, batch, repeats=10, budget_s=2.0)
-    throughput = batch_size / statistics.median(batch_times)
+    throughput = len(batch) / statistics.median(batch_times)
     if model.device.type == "cuda":
         peak, kind = int(torch.cuda.max_memory_allocated(model.device)), "CUDA peak allocated"
     else:
         peak, kind = _peak_rss_bytes(), "peak resident set size of the audit process"
+    return latency, throughput, peak, kind
+
+
+def _profile(
+    model: LoadedModel, input_shape: tuple[int, int, int], batch_size: int, seed: int
+) -> ArchitectureProfile:
+    generator = torch.Generator().manual_seed(seed)
+    one = torch.rand((1, *input_shape), generator=generator).to(model.device)
+    layers = _layers(model, one)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.module(one)
+    batch = torch.rand((batch_size, *input_shape), generator=generator).to(model.device)
+    latency, throughput, peak, kind = _speed(model, one, batch)
     parameters = list(model.module.parameters())
     return ArchitectureProfile(
-        layers=tuple(layers),
+        layers=layers,
         input_shape=input_shape,
         parameters=sum(p.numel() for p in parameters),
         trainable_parameters=sum(p.numel() for p in parameters if p.requires_grad),

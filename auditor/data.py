@@ -171,8 +171,13 @@ def _resolve_inside(root: Path, value: str, manifest: Path, row: int, column: st
     return candidate
 
 
-def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Dataset:
-    root = manifest.parent
+def _read_manifest(manifest: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The manifest's column names and rows (values stripped).
+
+    Raises:
+        DataError: Not UTF-8 CSV, a row with more fields than the header, a required
+            column missing, or no rows.
+    """
     try:
         with manifest.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -198,7 +203,11 @@ def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Datas
         )
     if not rows:
         raise DataError(f"{manifest.name} lists no images; add rows of path,label")
-    names = _check_classes([r["label"] for r in rows if r["label"]], classes, manifest.name)
+    return columns, rows
+
+
+def _metadata_columns(columns: list[str], manifest: Path) -> tuple[str, ...]:
+    """The columns beyond path, label and mask, none of them named like Auditor's own."""
     metadata_columns = tuple(c for c in columns if c not in (*_REQUIRED_COLUMNS, "mask"))
     clashes = [c for c in metadata_columns if c in RESERVED_COLUMNS or c.startswith("p_")]
     if clashes:
@@ -206,30 +215,25 @@ def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Datas
             f"{manifest.name} has a metadata column named {clashes[0]!r}, which Auditor's "
             f"predictions table uses itself; rename the column"
         )
+    return metadata_columns
+
+
+def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Dataset:
+    columns, rows = _read_manifest(manifest)
+    names = _check_classes([r["label"] for r in rows if r["label"]], classes, manifest.name)
+    metadata_columns = _metadata_columns(columns, manifest)
     samples: list[Sample] = []
     excluded: list[Exclusion] = []
     seen: dict[Path, tuple[int, str]] = {}
     missing_masks: list[str] = []
     for row_number, row in enumerate(rows, start=2):
-        path = _resolve_inside(root, row["path"], manifest, row_number, "path")
-        if not row["label"]:
-            excluded.append(Exclusion(row["path"], f"row {row_number} has no label"))
-            continue
-        if path in seen:
-            first_row, first_label = seen[path]
-            if first_label != row["label"]:
-                raise DataError(
-                    f"{manifest.name} lists {row['path']!r} in rows {first_row} and {row_number} "
-                    f"with different labels ({first_label!r}, {row['label']!r}); keep one row"
-                )
-            excluded.append(Exclusion(row["path"], f"duplicate of row {first_row}"))
-            continue
-        seen[path] = (row_number, row["label"])
-        if not path.is_file():
-            excluded.append(Exclusion(row["path"], "file not found"))
+        path = _resolve_inside(manifest.parent, row["path"], manifest, row_number, "path")
+        reason = _row_problem(row, row_number, path, seen, manifest)
+        if reason:
+            excluded.append(Exclusion(row["path"], reason))
             continue
         mask = (
-            _resolve_inside(root, row["mask"], manifest, row_number, "mask")
+            _resolve_inside(manifest.parent, row["mask"], manifest, row_number, "mask")
             if row.get("mask")
             else None
         )
@@ -247,7 +251,7 @@ def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Datas
             )
         )
     return Dataset(
-        root,
+        manifest.parent,
         manifest,
         "manifest",
         names,
@@ -256,6 +260,32 @@ def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Datas
         metadata_columns,
         tuple(missing_masks),
     )
+
+
+def _row_problem(
+    row: dict[str, str],
+    row_number: int,
+    path: Path,
+    seen: dict[Path, tuple[int, str]],
+    manifest: Path,
+) -> str:
+    """Why a manifest row is excluded ("" if it is not); records its path in ``seen``.
+
+    Raises:
+        DataError: The file is listed again with another label.
+    """
+    if not row["label"]:
+        return f"row {row_number} has no label"
+    if path in seen:
+        first_row, first_label = seen[path]
+        if first_label != row["label"]:
+            raise DataError(
+                f"{manifest.name} lists {row['path']!r} in rows {first_row} and {row_number} "
+                f"with different labels ({first_label!r}, {row['label']!r}); keep one row"
+            )
+        return f"duplicate of row {first_row}"
+    seen[path] = (row_number, row["label"])
+    return "" if path.is_file() else "file not found"
 
 
 def discover(data: Path, classes: tuple[str, ...] | None = None) -> Dataset:

@@ -199,14 +199,40 @@ def compute_metrics(
     n_classes = len(classes)
     preds = probabilities.argmax(axis=1).astype(np.int64)
     confidence = probabilities.max(axis=1)
-    everything = list(range(n_classes))
-    confusion = skm.confusion_matrix(labels, preds, labels=everything)
+    confusion = skm.confusion_matrix(labels, preds, labels=list(range(n_classes)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        balanced = float(skm.balanced_accuracy_score(labels, preds))
+    (acc_low, acc_high), (bal_low, bal_high) = bootstrap_ci(
+        labels, preds, n_classes, bootstrap, seed
+    )
+    calibration = calibration_bins(confidence, preds == labels)
+    macro_auc = _macro_auc(labels, probabilities, n_classes)
+    return Metrics(
+        n_images=int(labels.shape[0]),
+        accuracy=Estimate(float(skm.accuracy_score(labels, preds)), acc_low, acc_high),
+        balanced_accuracy=Estimate(balanced, bal_low, bal_high),
+        macro_auc=None if np.isnan(macro_auc) else macro_auc,
+        per_class=_per_class(labels, preds, probabilities, classes, confusion),
+        confusion_matrix=tuple(tuple(int(v) for v in row) for row in confusion),
+        ece=expected_calibration_error(calibration),
+        calibration=calibration,
+    )
+
+
+def _per_class(
+    labels: NDArray[np.int64],
+    preds: NDArray[np.int64],
+    probabilities: NDArray[np.float32],
+    classes: tuple[str, ...],
+    confusion: NDArray[np.int64],
+) -> tuple[ClassMetrics, ...]:
+    """One-vs-rest metrics of every class (NaN where undefined)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         precision, recall, f1, support = skm.precision_recall_fscore_support(
-            labels, preds, labels=everything, zero_division=np.nan
+            labels, preds, labels=list(range(len(classes))), zero_division=np.nan
         )
-        balanced = float(skm.balanced_accuracy_score(labels, preds))
     total = confusion.sum()
     per_class = []
     for k, name in enumerate(classes):
@@ -229,18 +255,4 @@ def compute_metrics(
                 auc=auc,
             )
         )
-    (acc_low, acc_high), (bal_low, bal_high) = bootstrap_ci(
-        labels, preds, n_classes, bootstrap, seed
-    )
-    calibration = calibration_bins(confidence, preds == labels)
-    macro_auc = _macro_auc(labels, probabilities, n_classes)
-    return Metrics(
-        n_images=int(labels.shape[0]),
-        accuracy=Estimate(float(skm.accuracy_score(labels, preds)), acc_low, acc_high),
-        balanced_accuracy=Estimate(balanced, bal_low, bal_high),
-        macro_auc=None if np.isnan(macro_auc) else macro_auc,
-        per_class=tuple(per_class),
-        confusion_matrix=tuple(tuple(int(v) for v in row) for row in confusion),
-        ece=expected_calibration_error(calibration),
-        calibration=calibration,
-    )
+    return tuple(per_class)

@@ -172,7 +172,20 @@ def _lesion(rng: np.random.Generator, atypia: float, img: FloatImage) -> NDArray
     Returns:
         The lesion mask.
     """
-    a = atypia
+    mask, dist, r_edge = _lesion_shape(rng, atypia)
+    # Soft edge: benign-looking lesions fade out, atypical ones end more sharply.
+    edge_width = 2.2 - 1.4 * atypia
+    alpha = np.clip((r_edge - dist) / edge_width + 0.5, 0.0, 1.0)
+    colour = _lesion_colour(rng, atypia, mask, dist, r_edge)
+    img += alpha[:, :, None] * (colour - img)
+    return mask
+
+
+def _lesion_shape(
+    rng: np.random.Generator, a: float
+) -> tuple[NDArray[np.bool_], FloatImage, FloatImage]:
+    """The lesion's mask, each pixel's (stretched) distance from its centre and the border
+    radius in that pixel's direction."""
     cx = IMAGE_SIZE / 2 - 0.5 + float(np.clip(rng.normal(0.0, 3.5), -7.0, 7.0))
     cy = IMAGE_SIZE / 2 - 0.5 + float(np.clip(rng.normal(0.0, 3.5), -7.0, 7.0))
     radius = 8.5 + 7.5 * a + rng.normal(0.0, 1.3)
@@ -201,11 +214,17 @@ def _lesion(rng: np.random.Generator, atypia: float, img: FloatImage) -> NDArray
     boundary = 1.0 + np.polynomial.polynomial.polyval(z, coeffs).real
     r_edge = radius * np.clip(boundary, 0.4, None)
     mask: NDArray[np.bool_] = dist < r_edge
+    return mask, dist, r_edge
 
-    # Soft edge: benign-looking lesions fade out, atypical ones end more sharply.
-    edge_width = 2.2 - 1.4 * a
-    alpha = np.clip((r_edge - dist) / edge_width + 0.5, 0.0, 1.0)
 
+def _lesion_colour(
+    rng: np.random.Generator,
+    a: float,
+    mask: NDArray[np.bool_],
+    dist: FloatImage,
+    r_edge: FloatImage,
+) -> FloatImage:
+    """The lesion's colour at every pixel: brown, darker inside, variegated with atypia."""
     # Base colour: light-to-medium brown, darker for higher atypia, darker in the centre.
     base_t = float(np.clip(0.25 + 0.5 * a + rng.normal(0.0, 0.15), 0.0, 1.0))
     base = (1.0 - base_t) * _LESION_LIGHT + base_t * _LESION_MEDIUM
@@ -224,9 +243,7 @@ def _lesion(rng: np.random.Generator, atypia: float, img: FloatImage) -> NDArray
 
     # Faint pigment network texture.
     colour += 5.0 * rng.standard_normal((IMAGE_SIZE, IMAGE_SIZE))[:, :, None]
-
-    img += alpha[:, :, None] * (colour - img)
-    return mask
+    return colour
 
 
 def _marker(rng: np.random.Generator, img: FloatImage) -> None:
@@ -339,13 +356,24 @@ def write_dataset(folder: Path, split: Split, n: int, seed: int = 0) -> Path:
     wanted = _stamp(split, n, seed)
     if manifest.is_file() and stamp_path.is_file():
         try:
-            recorded = json.loads(stamp_path.read_text(encoding="utf-8"))
+            if json.loads(stamp_path.read_text(encoding="utf-8")) == wanted:
+                return manifest
         except (OSError, ValueError):
-            recorded = None
-        if recorded == wanted:
-            return manifest
-
+            pass
     stamp_path.unlink(missing_ok=True)
+    rows = _write_samples(folder, split, n, seed)
+    tmp = manifest.with_name(manifest.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, manifest)
+    stamp_path.write_text(json.dumps(wanted, sort_keys=True) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _write_samples(folder: Path, split: Split, n: int, seed: int) -> list[dict[str, str]]:
+    """Write the images and masks of a split; their manifest rows."""
     images_dir = folder / "images"
     masks_dir = folder / "masks"
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -367,12 +395,4 @@ def write_dataset(folder: Path, split: Split, n: int, seed: int = 0) -> Path:
                 "marker": str(sample.marker),
             }
         )
-
-    tmp = manifest.with_name(manifest.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, manifest)
-    stamp_path.write_text(json.dumps(wanted, sort_keys=True) + "\n", encoding="utf-8")
-    return manifest
+    return rows
