@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
+import re
 import warnings
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
-from auditor.explain import METHODS, ExplainContext, ExplainSettings, GradientPasses
+import auditor.explain
+from auditor.explain import METHODS, ExplainContext, ExplainSettings, GradientPasses, Method
 from auditor.explain.cam import Cam
 from auditor.explain.gradcam import GradCam
 from auditor.explain.gradcam_plusplus import GradCamPlusPlus
@@ -154,28 +160,49 @@ def test_postprocessing_steps() -> None:
     assert up.shape == (1, 4, 4) and up[0, 0, 0] == 0.0 and up[0, 3, 0] == 4.0
 
 
-def test_registry_keys_are_kebab_case_and_methods_cite_their_paper() -> None:
-    assert list(METHODS) == [
-        "saliency",
-        "input-x-gradient",
-        "guided-backprop",
-        "integrated-gradients",
-        "smoothgrad",
-        "occlusion",
-        "cam",
-        "grad-cam",
-        "grad-cam-plus-plus",
-        "guided-grad-cam",
-        "score-cam",
-        "lime",
-        "kernel-shap",
-    ]
-    for key, cls in METHODS.items():
-        method = cls(SETTINGS)
-        assert key == method.key and key == key.lower() and " " not in key
-        assert "20" in method.paper and method.reading and method.caveat
-        assert method.implementation
-        assert all(step in STEPS and step != "min-max" for step in method.postprocessing)
+# "Author et al., 2017, Title" or "Author and Author, 2017, Title", then an optional arXiv id.
+CITATION = re.compile(r"^[A-Z][a-z]+( et al\.| and [A-Z][a-z]+), (19|20)\d\d, \S.{3,}$")
+
+
+def _method_modules() -> dict[str, type]:
+    """Every Method subclass defined in a module of auditor/explain, by its module."""
+    found = {}
+    for info in pkgutil.iter_modules(auditor.explain.__path__):
+        module = importlib.import_module(f"auditor.explain.{info.name}")
+        for value in vars(module).values():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, Method)
+                and not inspect.isabstract(value)
+                and value.__module__ == module.__name__
+            ):
+                found[info.name] = value
+    return found
+
+
+def test_every_method_file_is_registered_once_under_its_file_name() -> None:
+    modules = _method_modules()
+
+    assert sorted(METHODS.values(), key=lambda c: c.key) == sorted(
+        modules.values(), key=lambda c: c.key
+    ), "a method module whose class is not in METHODS (or the reverse)"
+    for name, cls in modules.items():
+        assert cls.key.replace("-", "") == name.replace("_", ""), f"{name}.py has {cls.key!r}"
+
+
+@pytest.mark.parametrize("key", list(METHODS))
+def test_each_method_cites_its_paper_and_names_its_steps(key: str) -> None:
+    method = METHODS[key](SETTINGS)
+
+    assert CITATION.match(method.paper), method.paper
+    assert method.reading and method.caveat and method.implementation
+    assert all(step in STEPS and step != "min-max" for step in method.postprocessing)
+
+
+def test_the_citation_pattern_rejects_a_bare_year() -> None:
+    assert not CITATION.match("2017")
+    assert not CITATION.match("see the 2020 paper")
+    assert CITATION.match("Lundberg and Lee, 2017, A Unified Approach")
 
 
 class Soft(nn.Module):
