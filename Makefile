@@ -18,15 +18,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-# WeasyPrint renders the PDF with Pango. If Pango is missing: as root with apt-get,
-# install it; otherwise stop and print the command to run.
+# WeasyPrint renders the PDF with Pango, and subsets fonts with HarfBuzz-Subset (without
+# it every run prints warnings). Each is installed when missing: as root with apt-get;
+# otherwise stop and print the command to run.
+SYSTEM_LIBS := libpango-1.0.so.0:libpango-1.0-0 libpangoft2-1.0.so.0:libpangoft2-1.0-0 \
+	libharfbuzz-subset.so.0:libharfbuzz-subset0
 system-deps:
-	@if ldconfig -p | grep -q 'libpango-1.0.so.0' && ldconfig -p | grep -q 'libpangoft2-1.0.so.0'; then :; \
+	@missing=""; for pair in $(SYSTEM_LIBS); do \
+	  ldconfig -p | grep -q "$${pair%%:*}" || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "Installing Pango for WeasyPrint (apt-get)"; \
-	  apt-get update -qq && apt-get install -y -qq libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 >/dev/null; \
+	  echo "Installing$$missing for WeasyPrint (apt-get)"; \
+	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	else \
-	  echo "Error: WeasyPrint needs Pango. Run: sudo apt-get install libpango-1.0-0 libpangoft2-1.0-0" >&2; exit 1; \
+	  echo "Error: WeasyPrint needs$$missing. Run: sudo apt-get install$$missing" >&2; exit 1; \
 	fi
 
 demo: $(STAMP)
