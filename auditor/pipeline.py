@@ -221,6 +221,27 @@ def _report(
     )
 
 
+def _cannot_create(out: Path, error: OSError) -> OutputError:
+    return OutputError(
+        f"cannot create a run folder in {str(out)!r} ({error.strerror or error}); "
+        f"pass --out with a writable folder"
+    )
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before any stage runs when ``out`` cannot hold a run folder (nothing is created:
+    ``out`` or its nearest existing parent must be a folder this process can write to).
+
+    Raises:
+        OutputError: ``out`` is not a folder, or cannot be written into.
+    """
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        raise _cannot_create(out, NotADirectoryError(f"{str(existing)!r} is not a folder"))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise _cannot_create(out, PermissionError(f"{str(existing)!r} is not writable"))
+
+
 def _assemble(out: Path, stem: str, started: datetime, write: Callable[[Path], None]) -> Path:
     """Create the run folder as a hidden ``.partial`` folder, ``write`` into it, rename it.
 
@@ -233,10 +254,7 @@ def _assemble(out: Path, stem: str, started: datetime, write: Callable[[Path], N
         partial = out / f".{folder.name}.partial"
         partial.mkdir()
     except OSError as error:
-        raise OutputError(
-            f"cannot create a run folder in {str(out)!r} ({error.strerror or error}); "
-            f"pass --out with a writable folder"
-        ) from None
+        raise _cannot_create(out, error) from None
     try:
         write(partial)
         os.replace(partial, folder)
@@ -266,6 +284,7 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
         AuditError: A problem with the model, data or configuration (nothing written).
     """
     started = _now()
+    _check_writable(config.out)
     loaded = _load(config)
     results = _analyse(config, loaded)
     finished = _now()

@@ -301,9 +301,15 @@ def test_a_failure_while_writing_leaves_no_folder_behind(
     assert list(out.iterdir()) == [], "no partial folder presented as complete, none left over"
 
 
-def test_an_unwritable_out_folder_is_a_one_line_error(
-    tmp_path: Path, tiny_model: Path, manifest: Path
+def test_an_unwritable_out_folder_is_a_one_line_error_before_any_stage_runs(
+    tmp_path: Path, tiny_model: Path, manifest: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import auditor.pipeline
+
+    def stages(*_: object) -> None:
+        raise AssertionError("the stages ran before --out was checked")
+
+    monkeypatch.setattr(auditor.pipeline, "_load", stages)
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     result = invoke(
@@ -359,17 +365,15 @@ def test_grayscale_single_logit_model_on_a_class_folder_with_resizing(tmp_path: 
         assert saved["maps"].shape[1:] == (16, 16)
 
 
-@pytest.mark.parametrize("command", ["methods", "profile"])
-def test_methods_and_profile_do_not_import_the_pdf_renderer(command: str, tiny_model: Path) -> None:
-    args = ["methods"]
-    if command == "profile":
-        args = ["profile", "--model", str(tiny_model), "--image-size", "16", "--device", "cpu"]
+def test_methods_and_profile_do_not_import_the_pdf_renderer(tiny_model: Path) -> None:
+    profile = ["profile", "--model", str(tiny_model), "--image-size", "16", "--device", "cpu"]
     script = (
         "import sys\n"
         "from click.testing import CliRunner\n"
         "from auditor.cli import cli\n"
-        f"result = CliRunner().invoke(cli, {args!r})\n"
-        "assert result.exit_code == 0, result.output\n"
+        f"for args in (['methods'], {profile!r}):\n"
+        "    result = CliRunner().invoke(cli, args)\n"
+        "    assert result.exit_code == 0, result.output\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('weasyprint', 'jinja2')))\n"
     )
     done = subprocess.run(

@@ -19,6 +19,14 @@ def test_demo_writes_its_data_with_masks_and_metadata_and_audits_the_sample_mode
     monkeypatch.setenv("AUDITOR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(auditor.demo, "DEMO_IMAGES", 64)
     monkeypatch.setattr(auditor.demo, "DEMO_EXPLAIN_SAMPLES", 4)
+    # LIME and KernelSHAP with fewer samples: their maps are recomputed for every trust
+    # check and dominate the run; the finding read below comes from the CAM family.
+    resolve = auditor.demo.resolve_config
+    monkeypatch.setattr(
+        auditor.demo,
+        "resolve_config",
+        lambda file, flags: resolve(file, {**flags, "lime_samples": 64, "shap_samples": 64}),
+    )
     result = CliRunner().invoke(
         cli, ["demo", "--out", str(tmp_path / "reports"), "--device", "cpu"]
     )
