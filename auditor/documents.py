@@ -1,19 +1,28 @@
-"""The run folder's JSON documents: ``metrics.json`` and ``manifest.json``.
+"""The run folder's documents: ``metrics.json``, ``manifest.json`` and every CSV table.
 
-Their layouts are written here, once, and described by JSON Schemas shipped in the
+The JSON layouts are written here, once, and described by JSON Schemas shipped in the
 package (``auditor/schemas/metrics.schema.json``, ``manifest.schema.json``); the tests
 validate every run folder they make against them. ``schema_version`` changes whenever a
 layout changes in a way a reader would notice.
+
+Every CSV table goes through :func:`write_csv`, which keeps a spreadsheet from reading
+a cell as a formula (CSV injection): text that comes from file names, labels or
+metadata and starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a
+leading single quote, as OWASP advises; numbers, and text that is a plain number, stay
+as they are.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from auditor import __version__
 from auditor.evaluate import Evaluation
@@ -26,7 +35,9 @@ __all__ = [
     "manifest_document",
     "metrics_document",
     "schema",
+    "spreadsheet_safe",
     "trust_document",
+    "write_csv",
     "write_json",
 ]
 
@@ -148,3 +159,27 @@ def manifest_document(
 def write_json(path: Path, document: dict[str, Any]) -> None:
     """Write ``document`` as indented JSON (no NaN: it is not JSON)."""
     path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` as a spreadsheet shows it literally: a leading ``'`` where it would start a
+    formula (``=1+1`` → ``'=1+1``); a plain number such as ``-0.5`` is left alone."""
+    if text.startswith(_FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` without its index, every text cell and header spreadsheet-safe."""
+    safe = frame.copy()
+    for column in safe.columns:
+        if pd.api.types.is_object_dtype(safe[column]) or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = safe[column].map(
+                lambda value: spreadsheet_safe(value) if isinstance(value, str) else value
+            )
+    safe.columns = [spreadsheet_safe(str(column)) for column in safe.columns]
+    safe.to_csv(path, index=False)

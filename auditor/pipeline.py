@@ -28,7 +28,7 @@ from auditor.aggregate import AuditInputs, ReportData, build_report_data
 from auditor.architecture import ArchitectureProfile, layers_frame, profile_model
 from auditor.config import AuditConfig
 from auditor.data import Dataset, discover
-from auditor.documents import manifest_document, metrics_document, write_json
+from auditor.documents import manifest_document, metrics_document, write_csv, write_json
 from auditor.errors import OutputError
 from auditor.evaluate import Evaluation, evaluate, probe_output_kind
 from auditor.explain.engine import Explanations, explain_cases
@@ -172,15 +172,15 @@ def _write_files(
 ) -> None:
     """Write every file into ``folder`` (which exists and is empty); manifest.json last."""
     evaluation, explanations, trust = results.evaluation, results.explanations, results.trust
-    evaluation.predictions.to_csv(folder / "predictions.csv", index=False)
-    layers_frame(loaded.profile).to_csv(folder / "layers.csv", index=False)
-    evaluation.excluded.to_csv(folder / "excluded.csv", index=False)
+    write_csv(evaluation.predictions, folder / "predictions.csv")
+    write_csv(layers_frame(loaded.profile), folder / "layers.csv")
+    write_csv(evaluation.excluded, folder / "excluded.csv")
     write_json(folder / "metrics.json", metrics_document(evaluation, loaded.dataset.classes, trust))
     save_maps(explanations, folder / "explanations.npz")
     save_features(explanations, folder / "features.npz")
-    explanations.records.to_csv(folder / "explanations.csv", index=False)
-    trust.verdicts.to_csv(folder / "trust.csv", index=False)
-    trust.records.to_csv(folder / "trust_records.csv", index=False)
+    write_csv(explanations.records, folder / "explanations.csv")
+    write_csv(trust.verdicts, folder / "trust.csv")
+    write_csv(trust.records, folder / "trust_records.csv")
     html = render_html(report)
     (folder / "report.html").write_text(html, encoding="utf-8")
     write_pdf(html, folder, folder / "report.pdf")
