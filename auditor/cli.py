@@ -57,7 +57,7 @@ def _setting_flags(function: F) -> F:
     from auditor.config import SETTINGS
     from auditor.settings import display
 
-    types = {"int": int, "float": float, "path": _PATH}
+    types = {"int": int, "float": float}  # paths stay text: click reads "" as "."
     for spec in reversed(SETTINGS.values()):
         if not spec.setting.flag:
             continue

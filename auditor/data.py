@@ -121,11 +121,21 @@ def _check_classes(
     return classes
 
 
+def _not_an_image(file: Path) -> str:
+    """Why a file in a class folder is not read as an image ("" if it is read)."""
+    if not file.is_file():  # a FIFO, device or socket (reading it may block), or a dead link
+        return "not a regular file" if file.exists() else "broken link"
+    if file.suffix.lower() not in IMAGE_EXTENSIONS:
+        return f"not an image ({file.suffix or 'no extension'})"
+    return ""
+
+
 def _discover_folder(root: Path, classes: tuple[str, ...] | None) -> Dataset:
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     excluded: list[Exclusion] = []
-    for stray in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
-        excluded.append(Exclusion(stray.name, "not inside a class folder"))
+    for stray in sorted(p for p in root.iterdir() if not p.is_dir() and not p.name.startswith(".")):
+        irregular = _not_an_image(stray) if not stray.is_file() else ""
+        excluded.append(Exclusion(stray.name, irregular or "not inside a class folder"))
     manifests = sorted(p.name for p in root.glob("*.csv"))
     if manifests:
         raise DataError(
@@ -142,18 +152,13 @@ def _discover_folder(root: Path, classes: tuple[str, ...] | None) -> Dataset:
     for class_dir in class_dirs:
         label = names.index(class_dir.name)
         for file in sorted(class_dir.rglob("*")):
-            if not file.is_file() or any(
-                part.startswith(".") for part in file.relative_to(root).parts
-            ):
+            if file.is_dir() or any(part.startswith(".") for part in file.relative_to(root).parts):
                 continue
-            if file.suffix.lower() in IMAGE_EXTENSIONS:
-                found.append((file, label))
+            reason = _not_an_image(file)
+            if reason:
+                excluded.append(Exclusion(_relative(file, root), reason))
             else:
-                excluded.append(
-                    Exclusion(
-                        _relative(file, root), f"not an image ({file.suffix or 'no extension'})"
-                    )
-                )
+                found.append((file, label))
     samples = tuple(
         Sample(index=i, path=path, relpath=_relative(path, root), label=label)
         for i, (path, label) in enumerate(found)
@@ -285,7 +290,9 @@ def _row_problem(
             )
         return f"duplicate of row {first_row}"
     seen[path] = (row_number, row["label"])
-    return "" if path.is_file() else "file not found"
+    if path.is_file():
+        return ""
+    return "not a regular file" if path.exists() else "file not found"
 
 
 def discover(data: Path, classes: tuple[str, ...] | None = None) -> Dataset:
@@ -302,6 +309,11 @@ def discover(data: Path, classes: tuple[str, ...] | None = None) -> Dataset:
         raise DataError(
             f"data path {str(data)!r} does not exist; "
             "pass a class-folder directory or a CSV manifest"
+        )
+    if not data.is_file() and not data.is_dir():
+        raise DataError(
+            f"data path {str(data)!r} is neither a folder nor a regular file (a device, FIFO "
+            f"or socket); pass a class-folder directory or a CSV manifest"
         )
     dataset = (
         _discover_manifest(data, classes) if data.is_file() else _discover_folder(data, classes)

@@ -129,6 +129,11 @@ def _check_archive(path: Path) -> None:
         )
     if path.is_dir():
         raise ModelError(f"model path {str(path)!r} is a folder; pass a TorchScript file")
+    if not path.is_file():  # a device, FIFO or socket: reading it may never end
+        raise ModelError(
+            f"model path {str(path)!r} is not a regular file (a device, FIFO or socket); "
+            f"pass a TorchScript file"
+        )
     with path.open("rb") as handle:
         head = handle.read(4)
     if head[:1] == b"\x80":

@@ -229,6 +229,8 @@ def coerce(spec: SettingSpec, value: Any) -> Any:
     if spec.kind == "path":
         if not isinstance(value, str | Path):
             raise ConfigError(f"{spec.key} must be a path (a string), got {value!r}")
+        if not str(value).strip():
+            raise ConfigError(f"{spec.key} is empty; pass a path")
         return Path(value)
     if spec.kind == "floats":
         return _numbers(value, spec)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -287,3 +290,86 @@ def test_an_image_gone_before_explanation_becomes_failed_rows(
     assert set(records.loc[records["index"] == 1, "status"]) == {"failed"}
     assert "No such file" in records.loc[records["index"] == 1, "detail"].iloc[0]
     assert set(records.loc[records["index"] == 0, "status"]) == {"ok"}
+
+
+# Issue 10: bad input is one `Error:` line or an exclusion with its reason, never a hang.
+
+
+def test_a_fifo_and_a_dead_link_in_a_class_folder_are_excluded_with_the_reason(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    for k, name in enumerate(["a", "b"]):
+        for i in range(2):
+            write_png(tmp_path / "data" / name / f"{i}.png", seed=10 * k + i)
+    os.mkfifo(tmp_path / "data" / "a" / "pipe.png")  # reading it would block for ever
+    (tmp_path / "data" / "b" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(tmp_path / "data" / "stray")
+
+    dataset = discover(tmp_path / "data")
+
+    assert sorted((e.relpath, e.reason) for e in dataset.excluded) == [
+        ("a/pipe.png", "not a regular file"),
+        ("b/gone.png", "broken link"),
+        ("stray", "not a regular file"),
+    ]
+    assert len(dataset.samples) == 4
+
+
+def test_a_fifo_listed_in_a_manifest_is_excluded_not_read(tmp_path: Path) -> None:
+    write_png(tmp_path / "ok.png", seed=1)
+    write_png(tmp_path / "ok2.png", seed=2)
+    os.mkfifo(tmp_path / "pipe.png")
+    manifest = write_manifest(
+        tmp_path,
+        [
+            {"path": "ok.png", "label": "a"},
+            {"path": "ok2.png", "label": "b"},
+            {"path": "pipe.png", "label": "a"},
+        ],
+    )
+
+    dataset = discover(manifest)
+
+    assert [(e.relpath, e.reason) for e in dataset.excluded] == [("pipe.png", "not a regular file")]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "fragment"),
+    [
+        ("--data", "/dev/null", "is neither a folder nor a regular file"),
+        ("--data", "", "data is empty; pass a path"),
+        ("--model", "/dev/null", "is not a regular file"),
+    ],
+)
+def test_device_files_and_empty_paths_are_one_line_errors(
+    flag: str, value: str, fragment: str, tiny_model: Path, manifest: Path, tmp_path: Path
+) -> None:
+    paths = {"--model": str(tiny_model), "--data": str(manifest), flag: value}
+    result = invoke("run", *(x for item in paths.items() for x in item), "--out", str(tmp_path))
+
+    one_line_error(result, fragment)
+
+
+def test_dev_zero_as_the_model_is_refused_without_reading_it(tmp_path: Path) -> None:
+    # Once read until the kernel's OOM killer stopped it; run under an address-space limit
+    # so a regression fails this test instead of the machine.
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))\n"
+        "from auditor.cli import main\n"
+        "sys.argv = ['auditor', 'run', '--model', '/dev/zero', '--data', sys.argv[1]]\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        "Error: model path '/dev/zero' is not a regular file (a device, FIFO or socket); "
+        "pass a TorchScript file"
+    ]
