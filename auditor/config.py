@@ -38,6 +38,7 @@ from typing import Any
 from auditor.errors import ConfigError, UsageError
 from auditor.evaluate import EvaluationSettings
 from auditor.explain import ExplainSettings
+from auditor.images import DEFAULT_MAX_PIXELS
 from auditor.measure import TrustSettings
 from auditor.settings import (
     SettingSpec,
@@ -146,6 +147,14 @@ class AuditConfig:
         0,
         help="Data-loading worker processes (0 decodes in the main process)",
         minimum=0,
+        flag=True,
+    )
+    max_pixels: int = setting(
+        DEFAULT_MAX_PIXELS,
+        help="Largest image or mask read (width × height); a larger file is excluded with the "
+        "reason (a decompression-bomb guard)",
+        unit="pixels",
+        minimum=1,
         flag=True,
     )
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)

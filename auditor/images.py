@@ -22,7 +22,54 @@ from torch.utils.data import Dataset as TorchDataset
 from auditor.data import Dataset, Sample
 from auditor.errors import ConfigError, DataError
 
-__all__ = ["Batch", "Preprocessing", "decode_image", "expected_size", "make_loader", "read_image"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "Batch",
+    "Preprocessing",
+    "decode_image",
+    "expected_size",
+    "make_loader",
+    "open_image",
+    "read_image",
+]
+
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Largest image (width × height) read by default: about 10,000 × 10,000 pixels."""
+
+
+def open_image(source: Path | bytes, max_pixels: int) -> Image.Image:
+    """Open an image file (or its bytes) and check its size before any pixel is decoded.
+
+    Every image and mask Auditor reads is opened here: a header that claims more than
+    ``max_pixels`` pixels (a decompression bomb, or a scan far larger than a classifier
+    reads) is refused before its pixels are decoded. PIL's own bomb check is replaced by
+    this one, whose limit is the ``max-pixels`` setting.
+
+    Raises:
+        OSError: Not a regular file, not an image, or too many pixels (the message says
+            which, with the numbers).
+    """
+    if isinstance(source, Path) and source.exists() and not source.is_file():
+        raise OSError(f"{source.name!r} is not a regular file")
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except UnidentifiedImageError:
+        raise OSError("cannot decode image: not a recognised image format") from None
+    except (SyntaxError, ValueError) as error:
+        raise OSError(f"cannot decode image: {error}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    pixels = image.width * image.height
+    if pixels > max_pixels:
+        image.close()
+        raise OSError(
+            f"image is {image.width}x{image.height} ({pixels:,} pixels), above max-pixels "
+            f"({max_pixels:,}); a decompression bomb or an image far larger than the model "
+            f"reads (raise max-pixels to read it)"
+        )
+    return image
 
 
 @dataclass(frozen=True)
@@ -37,6 +84,7 @@ class Preprocessing:
         std: Per-channel standard deviation to divide by, or ``None``.
         size: ``(H, W)`` every preprocessed image must have, once known; ``None`` lets
             :func:`expected_size` find it.
+        max_pixels: Largest image (width × height) read (see :func:`open_image`).
     """
 
     channels: int
@@ -44,6 +92,7 @@ class Preprocessing:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     size: tuple[int, int] | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def display(self, image: Image.Image) -> torch.Tensor:
         """``(C, H, W)`` float32 in [0, 1]: resized and cropped, not normalised.
@@ -94,23 +143,23 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray((np.clip(values / 65535.0, 0, 1) * 255).round().astype(np.uint8), "L")
 
 
-def decode_image(raw: bytes) -> Image.Image:
+def decode_image(raw: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode an image file's bytes fully.
 
     Raises:
-        OSError: The bytes are not a readable image; the message says why in plain words.
+        OSError: The bytes are not a readable image, or it has more than ``max_pixels``
+            pixels; the message says why in plain words.
     """
     # WeasyPrint sets PIL's global LOAD_TRUNCATED_IMAGES on import, which would let a
     # truncated file decode as a partly grey image; an audit must reject it.
     lenient = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-    except UnidentifiedImageError:
-        raise OSError("cannot decode image: not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise OSError(f"cannot decode image: {error}") from None
+        image = open_image(raw, max_pixels)  # its OSError says what is wrong
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as error:
+            raise OSError(f"cannot decode image: {error}") from None
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = lenient
     if image.mode == "F":
@@ -120,8 +169,8 @@ def decode_image(raw: bytes) -> Image.Image:
     return image
 
 
-def read_image(path: Path) -> tuple[Image.Image, str]:
-    """Read and fully decode an image file.
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, str]:
+    """Read and fully decode an image file (a regular file of at most ``max_pixels``).
 
     Returns:
         The image and the SHA-256 of the file's bytes.
@@ -129,8 +178,10 @@ def read_image(path: Path) -> tuple[Image.Image, str]:
     Raises:
         OSError: The file cannot be read or decoded (the message says why).
     """
+    if path.exists() and not path.is_file():  # a FIFO or device: reading it may never end
+        raise OSError(f"{path.name!r} is not a regular file")
     raw = path.read_bytes()
-    return decode_image(raw), hashlib.sha256(raw).hexdigest()
+    return decode_image(raw, max_pixels), hashlib.sha256(raw).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -182,7 +233,7 @@ class _ImageDataset(TorchDataset[_Item]):
             return _Item(sample.index, None, "", f"cannot read file: {error.strerror or error}")
         sha = hashlib.sha256(raw).hexdigest()
         try:
-            image = decode_image(raw)
+            image = decode_image(raw, self.preprocessing.max_pixels)
         except OSError as error:
             return _Item(sample.index, None, sha, str(error))
         tensor = self.preprocessing.display(image)
@@ -231,9 +282,9 @@ def expected_size(
     sizes: Counter[tuple[int, int]] = Counter()
     for sample in samples:
         try:
-            with Image.open(sample.path) as image:
+            with open_image(sample.path, preprocessing.max_pixels) as image:
                 sizes[(image.height, image.width)] += 1
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        except OSError:
             continue
         if sum(sizes.values()) >= probe:
             break
@@ -265,6 +316,7 @@ def model_preprocessing(
     image_size: int | None,
     mean: tuple[float, ...] | None,
     std: tuple[float, ...] | None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Preprocessing:
     """The preprocessing for a model reading ``channels``-channel images, its size settled.
 
@@ -278,7 +330,7 @@ def model_preprocessing(
                 f"--{option} has {len(values)} values but the model reads {channels}-channel "
                 f"images; give 1 or {channels} values"
             )
-    preprocessing = Preprocessing(channels, image_size, mean, std)
+    preprocessing = Preprocessing(channels, image_size, mean, std, max_pixels=max_pixels)
     # Settle the input size once, so no later loader scans the headers again.
     size = expected_size(dataset.samples, preprocessing)
     if size is None:
@@ -286,4 +338,4 @@ def model_preprocessing(
             f"none of the {len(dataset.samples)} images in {str(dataset.source)!r} can be "
             f"read; check the files"
         )
-    return Preprocessing(channels, image_size, mean, std, size)
+    return Preprocessing(channels, image_size, mean, std, size, max_pixels)

@@ -117,7 +117,7 @@ def _load(config: AuditConfig) -> _Loaded:
     model = load_model(config.model, device)
     dataset = discover(config.data, config.classes)
     preprocessing = model_preprocessing(
-        dataset, model.in_channels, config.image_size, config.mean, config.std
+        dataset, model.in_channels, config.image_size, config.mean, config.std, config.max_pixels
     )
     kind = probe_output_kind(model, dataset, preprocessing)
     height, width = preprocessing.size or (0, 0)  # settled by model_preprocessing

@@ -153,7 +153,8 @@ def test_unknown_key_is_a_config_error_listing_valid_keys(tmp_path: Path) -> Non
     assert "unknown key 'batchsize'" in message
     valid = (
         "batch-size, bootstrap, classes, data, deletion-steps, device, explain-samples, "
-        "ig-baseline, ig-steps, image-size, lime-samples, localisation-top, mean, methods, "
+        "ig-baseline, ig-steps, image-size, lime-samples, localisation-top, max-pixels, mean, "
+        "methods, "
         "model, occlusion-stride, occlusion-window, out, randomisation-steps, "
         "randomisation-threshold, seed, sensitivity-radius, sensitivity-samples, "
         "sensitivity-threshold, shap-samples, shortcut-concentration, shortcut-threshold, "

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,11 @@ from PIL import Image
 from torch import nn
 
 from auditor.aggregate.figures import confusion_figure
+from auditor.config import resolve_config
 from auditor.data import discover
 from auditor.errors import DataError, ModelError
 from auditor.explain.engine import _cases
-from auditor.images import Preprocessing, decode_image, expected_size
+from auditor.images import Preprocessing, decode_image, expected_size, make_loader
 from auditor.load import (
     OutputKind,
     check_output,
@@ -28,6 +30,8 @@ from auditor.load import (
     target_scores,
     to_probabilities,
 )
+from auditor.measure.map_checks import load_masks
+from auditor.measure.records import TrustCase
 from auditor.select import Selection
 from tests.helpers import (
     TinyNet,
@@ -373,3 +377,59 @@ def test_dev_zero_as_the_model_is_refused_without_reading_it(tmp_path: Path) -> 
         "Error: model path '/dev/zero' is not a regular file (a device, FIFO or socket); "
         "pass a TorchScript file"
     ]
+
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims ``width`` x ``height`` (its pixel data is a 2x2 image's)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    header = data[12:29]  # b"IHDR" + width, height, depth, colour, compression...
+    header[4:12] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[12:29] = header
+    data[29:33] = zlib.crc32(bytes(header)).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_decompression_bomb_is_excluded_with_the_reason_not_a_traceback(tmp_path: Path) -> None:
+    for k, name in enumerate(["a", "b"]):
+        for i in range(2):
+            write_png(tmp_path / name / f"{i}.png", seed=10 * k + i)
+    _png_claiming(tmp_path / "a" / "bomb.png", 65535, 65535)
+    dataset = discover(tmp_path)
+    preprocessing = Preprocessing(3)
+
+    assert expected_size(dataset.samples, preprocessing) == (32, 32), "the bomb's header is skipped"
+    batches = list(make_loader(dataset.samples, preprocessing, batch_size=8))
+    (failure,) = [f for b in batches for f in b.failures]
+    assert dataset.samples[failure[0]].relpath == "a/bomb.png"
+    assert "65535x65535 (4,294,836,225 pixels), above max-pixels (100,000,000)" in failure[1]
+
+
+def test_max_pixels_is_the_limit_and_a_setting(tmp_path: Path) -> None:
+    raw = (write_png(tmp_path / "x.png", seed=1)).read_bytes()
+
+    assert decode_image(raw, max_pixels=32 * 32).size == (32, 32)
+    with pytest.raises(OSError, match=r"32x32 \(1,024 pixels\), above max-pixels \(1,023\)"):
+        decode_image(raw, max_pixels=32 * 32 - 1)
+    assert resolve_config(None, {"model": "m", "data": "d", "max_pixels": 5}).max_pixels == 5
+
+
+def test_a_bomb_or_misshapen_mask_leaves_localisation_not_measured_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    image = write_png(tmp_path / "i.png", seed=1)
+    bomb = _png_claiming(tmp_path / "bomb.png", 40000, 40000)
+    wide = tmp_path / "wide.png"
+    Image.new("L", (64, 16), 255).save(wide)
+    half = tmp_path / "half.png"
+    Image.new("L", (16, 16), 255).save(half)
+    cases = [TrustCase(i, "sampled", "predicted", 0, torch.zeros(3, 32, 32)) for i in range(3)]
+    paths = {0: (image, bomb), 1: (image, wide), 2: (image, half)}
+
+    masks = load_masks(cases, paths, Preprocessing(3))
+
+    assert "above max-pixels" in str(masks[0])
+    assert "the mask is 64x16 but its image is 32x32" in str(masks[1])
+    assert isinstance(masks[2], np.ndarray) and masks[2].all(), "same shape, half size: scaled"

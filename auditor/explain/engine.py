@@ -235,7 +235,7 @@ def _load_images(
     errors: dict[int, str] = {}
     for index in dict.fromkeys(case.index for case in cases):
         try:
-            image, _ = read_image(dataset.samples[index].path)
+            image, _ = read_image(dataset.samples[index].path, preprocessing.max_pixels)
         except OSError as error:  # changed or removed since it was evaluated
             errors[index] = first_line(error)
             continue

@@ -25,7 +25,7 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
-from auditor.images import Preprocessing
+from auditor.images import Preprocessing, open_image
 from auditor.measure.check import NOT_MEASURED, Check, Evidence, MapRun, judge
 from auditor.measure.faithfulness import pixel_order
 from auditor.measure.records import Records, TrustCase
@@ -39,7 +39,8 @@ def read_mask(
 ) -> torch.Tensor:
     """``(H, W)`` bool mask, preprocessed as its image (resize, crop) with nearest neighbours.
 
-    A mask stored at another resolution than its image is first resized to the image's.
+    A mask stored at another resolution than its image, with the same shape, is first
+    resized to the image's; a mask of another shape is refused (it would be stretched).
 
     Args:
         path: A binary image (nonzero inside the region).
@@ -47,11 +48,18 @@ def read_mask(
         preprocessing: The images' preprocessing.
 
     Raises:
-        OSError: The file cannot be read as an image.
+        OSError: The file cannot be read as an image, is larger than ``max-pixels``, or
+            has another shape than its image.
     """
-    with Image.open(path) as opened:
+    with open_image(path, preprocessing.max_pixels) as opened:
         mask = opened.convert("L")
     if mask.size != image_size:
+        width, height = image_size
+        if abs(mask.width * height - mask.height * width) > max(width, height):
+            raise OSError(
+                f"the mask is {mask.width}x{mask.height} but its image is {width}x{height}: "
+                f"another shape, so it cannot be scaled onto the image"
+            )
         mask = mask.resize(image_size, Image.Resampling.NEAREST)
     mask = preprocessing.resize_crop(mask, Image.Resampling.NEAREST)
     return torch.from_numpy(np.asarray(mask) > 0)

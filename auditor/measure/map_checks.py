@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from scipy.stats import rankdata
 
-from auditor.images import Preprocessing
+from auditor.images import Preprocessing, open_image
 from auditor.load import first_line
 from auditor.measure.localisation import read_mask
 from auditor.measure.records import TrustCase
@@ -36,7 +35,7 @@ def load_masks(
         if mask_path is None or case.index in masks:
             continue
         try:
-            with Image.open(image_path) as image:
+            with open_image(image_path, preprocessing.max_pixels) as image:
                 size = image.size
             mask = read_mask(mask_path, size, preprocessing).numpy()
         except OSError as error:
