@@ -57,7 +57,7 @@ def open_image(source: Path | bytes, max_pixels: int) -> Image.Image:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except UnidentifiedImageError:
         raise OSError("cannot decode image: not a recognised image format") from None
-    except (SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError) as error:
         raise OSError(f"cannot decode image: {error}") from None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
