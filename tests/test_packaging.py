@@ -27,6 +27,8 @@ def test_wheel_installs_and_finds_its_templates_and_sample_model(tmp_path: Path)
         "auditor/sample_models/sample_cnn.pt",
         "auditor/taps/model.py",
         "auditor/explain/score_cam.py",
+        "auditor/schemas/metrics.schema.json",
+        "auditor/schemas/manifest.schema.json",
     } <= names
     target = tmp_path / "site"
     subprocess.run(
@@ -47,7 +49,8 @@ def test_wheel_installs_and_finds_its_templates_and_sample_model(tmp_path: Path)
     probe = (
         "import auditor.resources as r;"
         "print(r.resource_path('templates', 'report.html.j2'));"
-        "print(r.resource_path('sample_models', 'sample_cnn.pt'))"
+        "print(r.resource_path('sample_models', 'sample_cnn.pt'));"
+        "print(r.resource_path('schemas', 'metrics.schema.json'))"
     )
     found = subprocess.run(
         [sys.executable, "-c", probe],
