@@ -104,8 +104,13 @@ class AuditConfig:
         "auto", help="auto (CUDA when available), cpu, cuda or cuda:N", check=_device, flag=True
     )
     batch_size: int = setting(
-        32, help="Images per forward pass, for evaluation and explanation", minimum=1, flag=True
+        32,
+        help="Images per forward pass, for evaluation and explanation",
+        minimum=1,
+        maximum=4096,
+        flag=True,
     )
+
     explain_samples: int = setting(
         32,
         help="Up to this many sampled and this many misclassified images are explained",
@@ -113,13 +118,18 @@ class AuditConfig:
         flag=True,
     )
     seed: int = setting(
-        0, help="Seed for sampling, bootstrap, profiling and every check", flag=True
+        0,
+        help="Seed for sampling, bootstrap, profiling and every check",
+        minimum=0,
+        maximum=2**32 - 1,
+        flag=True,
     )
     image_size: int | None = setting(
         None,
         help="Resize the shorter side to this and centre-crop a square",
         unit="pixels",
         minimum=8,
+        maximum=8192,
         flag=True,
         default_text="images as they are (all of one size)",
     )

@@ -90,7 +90,10 @@ class Dataset:
 
 
 def _relative(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()
+    """The path below ``root`` with forward slashes; bytes of a file name that are not
+    UTF-8 are shown as U+FFFD (such a file is excluded, see :func:`_not_an_image`)."""
+    text = path.relative_to(root).as_posix()
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _class_order(name: str) -> tuple[int, str]:
@@ -123,6 +126,10 @@ def _check_classes(
 
 def _not_an_image(file: Path) -> str:
     """Why a file in a class folder is not read as an image ("" if it is read)."""
+    try:
+        file.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its file name is not valid UTF-8; rename it"
     if not file.is_file():  # a FIFO, device or socket (reading it may block), or a dead link
         return "not a regular file" if file.exists() else "broken link"
     if file.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -135,7 +142,7 @@ def _discover_folder(root: Path, classes: tuple[str, ...] | None) -> Dataset:
     excluded: list[Exclusion] = []
     for stray in sorted(p for p in root.iterdir() if not p.is_dir() and not p.name.startswith(".")):
         irregular = _not_an_image(stray) if not stray.is_file() else ""
-        excluded.append(Exclusion(stray.name, irregular or "not inside a class folder"))
+        excluded.append(Exclusion(_relative(stray, root), irregular or "not inside a class folder"))
     manifests = sorted(p.name for p in root.glob("*.csv"))
     if manifests:
         raise DataError(
@@ -167,6 +174,11 @@ def _discover_folder(root: Path, classes: tuple[str, ...] | None) -> Dataset:
 
 
 def _resolve_inside(root: Path, value: str, manifest: Path, row: int, column: str) -> Path:
+    if "\x00" in value:
+        raise DataError(
+            f"{manifest.name} row {row}: {column} {value!r} contains a NUL byte, which no file "
+            f"name can hold; fix the manifest"
+        )
     candidate = (root / value).resolve()
     if Path(value).is_absolute() or not candidate.is_relative_to(root.resolve()):
         raise DataError(

@@ -147,10 +147,15 @@ class SettingSpec:
             if not (low is not None and high is not None and low < value <= high):
                 raise self.bad(f"must be in ({low:g}, {high:g}], got {value}")
             return
+        unit = f" {unit}" if unit else ""
         if low is not None and value < low:
-            raise self.bad(f"must be at least {low:g}{' ' + unit if unit else ''}, got {value}")
+            raise self.bad(f"must be at least {self._number(low)}{unit}, got {value}")
         if high is not None and value > high:
-            raise self.bad(f"must be at most {high:g}{' ' + unit if unit else ''}, got {value}")
+            raise self.bad(f"must be at most {self._number(high)}{unit}, got {value}")
+
+    def _number(self, bound: float) -> str:
+        """A bound as messages write it: ``4,096`` for whole-number settings, else ``0.5``."""
+        return f"{int(bound):,}" if self.kind == "int" else f"{bound:g}"
 
 
 _KINDS: dict[object, str] = {

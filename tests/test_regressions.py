@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zlib
@@ -433,3 +434,52 @@ def test_a_bomb_or_misshapen_mask_leaves_localisation_not_measured_with_the_reas
     assert "above max-pixels" in str(masks[0])
     assert "the mask is 64x16 but its image is 32x32" in str(masks[1])
     assert isinstance(masks[2], np.ndarray) and masks[2].all(), "same shape, half size: scaled"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--seed", "99999999999999999999999", "--seed must be at most 4,294,967,295"),
+        ("--seed", "-1", "--seed must be at least 0, got -1"),
+        ("--image-size", "60000", "--image-size must be at most 8,192 pixels, got 60000"),
+        ("--batch-size", "1000000000", "--batch-size must be at most 4,096, got 1000000000"),
+    ],
+)
+def test_out_of_range_numbers_are_refused_before_anything_is_allocated(
+    flag: str, value: str, message: str, tiny_model: Path, manifest: Path
+) -> None:
+    result = invoke("run", "--model", str(tiny_model), "--data", str(manifest), flag, value)
+
+    one_line_error(result, message)
+
+
+def test_a_nul_byte_in_a_manifest_path_is_a_one_line_error(tmp_path: Path) -> None:
+    write_png(tmp_path / "a.png", seed=1)
+    manifest = write_manifest(
+        tmp_path, [{"path": "a.png", "label": "x"}, {"path": "b\x00.png", "label": "y"}]
+    )
+
+    with pytest.raises(DataError, match=re.escape("row 3: path 'b\\x00.png' contains a NUL byte")):
+        discover(manifest)
+
+
+def test_a_file_name_that_is_not_utf8_is_excluded_and_shown_readably(tmp_path: Path) -> None:
+    for k, name in enumerate(["a", "b"]):
+        for i in range(2):
+            write_png(tmp_path / name / f"{i}.png", seed=10 * k + i)
+    odd = os.fsdecode(b"\xff\xfe.png")  # undecodable bytes, as the file system hands them over
+    write_png(tmp_path / "a" / odd, seed=5)
+
+    dataset = discover(tmp_path)
+
+    (exclusion,) = dataset.excluded
+    assert exclusion.relpath == "a/\ufffd\ufffd.png"
+    assert exclusion.relpath.encode("utf-8"), "writable to CSV, HTML and PDF"
+    assert exclusion.reason == "its file name is not valid UTF-8; rename it"
+    assert len(dataset.samples) == 4
+
+
+def test_class_names_are_drawn_literally_not_as_tex() -> None:
+    uri = confusion_figure(((1, 0), (0, 1)), ("$\\frac{x_{$", "b$"))
+
+    assert uri.startswith("data:image/png;base64,")

@@ -54,6 +54,7 @@ _STYLE: dict[str, object] = {
     "ytick.labelsize": 7,
     "font.family": "DejaVu Sans",
     "figure.dpi": 100,
+    "text.parse_math": False,  # class names and labels are drawn literally ("$x$" too)
 }
 
 
