@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from auditor.load import LoadedModel, forward_failed
+from auditor.load import MODEL_ERRORS, LoadedModel, forward_failed
 
 __all__ = [
     "ArchitectureProfile",
@@ -135,7 +135,7 @@ def profile_model(
     """
     try:
         return _profile(model, input_shape, batch_size, seed)
-    except RuntimeError as error:
+    except MODEL_ERRORS as error:
         hint = "pass the image size and channels the model was trained with"
         raise forward_failed(model.path.name, input_shape, error, hint) from None
 

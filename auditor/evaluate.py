@@ -16,9 +16,10 @@ import torch
 from tqdm import tqdm
 
 from auditor.data import Dataset, Exclusion
-from auditor.errors import DataError
+from auditor.errors import DataError, ModelError
 from auditor.images import Preprocessing, make_loader
 from auditor.load import (
+    MODEL_ERRORS,
     LoadedModel,
     OutputKind,
     check_output,
@@ -85,7 +86,7 @@ def run_model(model: LoadedModel, images: torch.Tensor) -> torch.Tensor:
     """
     try:
         return model.module(images.to(model.device, non_blocking=True))
-    except RuntimeError as error:
+    except MODEL_ERRORS as error:
         hint = "check --image-size, --mean/--std and that the images match the model's input"
         raise forward_failed(model.path.name, tuple(images.shape), error, hint) from None
 
@@ -210,6 +211,12 @@ def evaluate(
             f"(e.g. {excluded[0].relpath}: {excluded[0].reason})"
         )
     order = np.concatenate(scores.indices)
+    if not order.size:
+        raise ModelError(
+            f"{model.path.name!r} gave no finite score (its output is NaN or inf) for any of "
+            f"the {len(hashes)} images it ran on; check the model file and its input "
+            f"normalisation (--mean/--std)"
+        )
     probs = np.concatenate(scores.probabilities).astype(np.float32)
     labels = np.array([dataset.samples[i].label for i in order], dtype=np.int64)
     predictions = _predictions_frame(dataset, order, labels, probs, hashes)

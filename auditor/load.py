@@ -75,10 +75,19 @@ class LoadedModel:
     in_channels: int
 
 
+MODEL_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, torch.jit.Error)
+"""What a model's forward pass raises when it fails: PyTorch's errors, and the
+``torch.jit.Error`` of an exception raised inside TorchScript code (not a RuntimeError)."""
+
+
 def first_line(error: BaseException) -> str:
-    """The first line of an exception's message (PyTorch's run to dozens of lines)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    """The line of an exception's message that says what went wrong (PyTorch's run to dozens
+    of lines): the first, or for an exception raised inside TorchScript code, the last (its
+    own message, after the TorchScript traceback)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return lines[-1] if "Traceback of TorchScript" in str(error) else lines[0]
 
 
 def forward_failed(

@@ -483,3 +483,42 @@ def test_class_names_are_drawn_literally_not_as_tex() -> None:
     uri = confusion_figure(((1, 0), (0, 1)), ("$\\frac{x_{$", "b$"))
 
     assert uri.startswith("data:image/png;base64,")
+
+
+class _NaNNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TinyNet()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) * float("nan")
+
+
+class _Refuses(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.conv(x).mean(dim=(2, 3))
+        if bool(scores.sum() != 12345.0):
+            raise RuntimeError("the model refuses this input")
+        return scores
+
+
+@pytest.mark.parametrize(
+    ("module", "fragments"),
+    [
+        (_NaNNet, ("'model.pt' gave no finite score", "for any of the 12 images it ran on")),
+        (_Refuses, ("'model.pt' failed on a", "RuntimeError: the model refuses this input")),
+    ],
+)
+def test_a_model_that_only_gives_nan_or_raises_inside_torchscript_is_one_line(
+    module: type[nn.Module], fragments: tuple[str, ...], tmp_path: Path, manifest: Path
+) -> None:
+    path = tmp_path / "model.pt"
+    torch.jit.script(module().eval()).save(str(path))
+
+    result = invoke("run", "--model", str(path), "--data", str(manifest), "--out", str(tmp_path))
+
+    one_line_error(result, *fragments)

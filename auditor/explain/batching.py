@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from auditor.explain.base import Batch, ExplainContext, Method
-from auditor.load import first_line
+from auditor.load import MODEL_ERRORS, first_line
 
 __all__ = [
     "CANDIDATE_BATCHES",
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CANDIDATE_BATCHES = (8, 16, 32, 64, 128)
+METHOD_ERRORS: tuple[type[BaseException], ...] = (*MODEL_ERRORS, ValueError)
+"""What a failing method raises on a batch: its rows say so, the run goes on."""
 
 
 def is_oom(error: BaseException) -> bool:
@@ -228,7 +230,7 @@ def _shared_passes(
         batch.passes = context.passes(batch.inputs, batch.targets)
         if batch.passes.activations.numel():
             context.layer_channels = int(batch.passes.activations.shape[1])
-    except (RuntimeError, ValueError) as error:
+    except METHOD_ERRORS as error:
         if is_oom(error):
             raise
         log.warning("gradient passes failed: %s", error)
@@ -277,7 +279,7 @@ def attribute_batch(
         start = time.perf_counter()
         try:
             results[method.key] = method.attribute(batch, context).cpu().numpy()
-        except (RuntimeError, ValueError) as error:
+        except METHOD_ERRORS as error:
             if is_oom(error):
                 raise
             log.warning("%s failed on a batch: %s", method.key, error)
