@@ -124,6 +124,9 @@ def _check_classes(
     return classes
 
 
+_OUTSIDE = "a link to a place outside the data folder (as in a manifest, not followed)"
+
+
 def _not_an_image(file: Path) -> str:
     """Why a file in a class folder is not read as an image ("" if it is read)."""
     try:
@@ -138,11 +141,20 @@ def _not_an_image(file: Path) -> str:
 
 
 def _discover_folder(root: Path, classes: tuple[str, ...] | None) -> Dataset:
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    inside = root.resolve()
+    class_dirs = sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.resolve().is_relative_to(inside)
+    )
     excluded: list[Exclusion] = []
-    for stray in sorted(p for p in root.iterdir() if not p.is_dir() and not p.name.startswith(".")):
-        irregular = _not_an_image(stray) if not stray.is_file() else ""
-        excluded.append(Exclusion(_relative(stray, root), irregular or "not inside a class folder"))
+    for stray in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+        if stray.is_dir() and not stray.resolve().is_relative_to(inside):
+            excluded.append(Exclusion(_relative(stray, root), _OUTSIDE))
+        elif not stray.is_dir():
+            irregular = _not_an_image(stray) if not stray.is_file() else ""
+            reason = irregular or "not inside a class folder"
+            excluded.append(Exclusion(_relative(stray, root), reason))
     manifests = sorted(p.name for p in root.glob("*.csv"))
     if manifests:
         raise DataError(
@@ -162,6 +174,8 @@ def _discover_folder(root: Path, classes: tuple[str, ...] | None) -> Dataset:
             if file.is_dir() or any(part.startswith(".") for part in file.relative_to(root).parts):
                 continue
             reason = _not_an_image(file)
+            if not reason and not file.resolve().is_relative_to(inside):
+                reason = _OUTSIDE
             if reason:
                 excluded.append(Exclusion(_relative(file, root), reason))
             else:
@@ -188,6 +202,16 @@ def _resolve_inside(root: Path, value: str, manifest: Path, row: int, column: st
     return candidate
 
 
+def _check_unique(columns: list[str], manifest: Path) -> None:
+    """A column named twice would lose one of its values silently: refuse it."""
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise DataError(
+            f"{manifest.name} has the column {repeated[0]!r} {columns.count(repeated[0])} times "
+            f"(columns: {', '.join(columns)}); give each column its own name"
+        )
+
+
 def _read_manifest(manifest: Path) -> tuple[list[str], list[dict[str, str]]]:
     """The manifest's column names and rows (values stripped).
 
@@ -199,6 +223,7 @@ def _read_manifest(manifest: Path) -> tuple[list[str], list[dict[str, str]]]:
         with manifest.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in (reader.fieldnames or [])]
+            _check_unique(columns, manifest)
             rows = []
             for number, record in enumerate(reader, start=2):
                 if None in record:

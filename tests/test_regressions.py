@@ -522,3 +522,40 @@ def test_a_model_that_only_gives_nan_or_raises_inside_torchscript_is_one_line(
     result = invoke("run", "--model", str(path), "--data", str(manifest), "--out", str(tmp_path))
 
     one_line_error(result, *fragments)
+
+
+@pytest.mark.parametrize("column", ["site", "label"])
+def test_a_column_named_twice_in_a_manifest_is_a_one_line_error(
+    tmp_path: Path, column: str
+) -> None:
+    write_png(tmp_path / "a.png", seed=1)
+    header = "path,label,site" + f",{column}"
+    (tmp_path / "m.csv").write_text(f"{header}\na.png,x,A,B\n", encoding="utf-8")
+
+    with pytest.raises(DataError, match=f"has the column '{column}' 2 times"):
+        discover(tmp_path / "m.csv")
+
+
+def test_links_out_of_a_class_folder_directory_are_excluded_as_in_a_manifest(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "data"
+    for k, name in enumerate(["a", "b"]):
+        for i in range(2):
+            write_png(root / name / f"{i}.png", seed=10 * k + i)
+    outside = tmp_path / "elsewhere"
+    write_png(outside / "secret.png", seed=9)
+    (root / "a" / "link.png").symlink_to(outside / "secret.png")
+    (root / "c").symlink_to(outside, target_is_directory=True)
+
+    dataset = discover(root)
+
+    assert sorted((e.relpath, e.reason) for e in dataset.excluded) == [
+        (
+            "a/link.png",
+            "a link to a place outside the data folder (as in a manifest, not followed)",
+        ),
+        ("c", "a link to a place outside the data folder (as in a manifest, not followed)"),
+    ]
+    assert dataset.classes == ("a", "b")
+    assert all(s.path.resolve().is_relative_to(root.resolve()) for s in dataset.samples)
