@@ -26,6 +26,7 @@ from PIL import Image
 
 from auditor.explain.postprocess import minmax
 from auditor.metrics import CalibrationBin
+from auditor.report.format import shorten
 
 __all__ = [
     "COLORMAP",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 COLORMAP = "inferno"
+_LABEL_CHARACTERS = 24  # a class name on a figure's axis; the tables show more
 MAX_FILTERS = 64
 """First-convolution filters shown at most in the filter grid."""
 _LABELLED_CELLS = 30
@@ -94,8 +96,9 @@ def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str]) ->
                 axes.text(col, row, f"{int(count)}", ha="center", va="center", color=colour)
         if n <= _LABELLED_TICKS:
             ticks = range(n)
-            axes.set_xticks(ticks, labels=list(classes), rotation=45, ha="right")
-            axes.set_yticks(ticks, labels=list(classes))
+            labels = [shorten(name, _LABEL_CHARACTERS) for name in classes]
+            axes.set_xticks(ticks, labels=labels, rotation=45, ha="right")
+            axes.set_yticks(ticks, labels=labels)
         axes.set_xlabel("predicted class")
         axes.set_ylabel("true class")
         figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of true class")

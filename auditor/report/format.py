@@ -16,6 +16,7 @@ __all__ = [
     "fixed",
     "hundredths",
     "percent",
+    "shorten",
     "si",
     "tenths",
     "thousands",
@@ -81,7 +82,20 @@ def binary_size(value: int | None) -> str:
     return f"{number:.0f} B"
 
 
+SHORT_TEXT = 120
+"""Characters of user-supplied text (a label, a metadata value) shown in a table or figure."""
+
+
+def shorten(text: str, limit: int = SHORT_TEXT) -> str:
+    """``text`` up to ``limit`` characters; a longer one ends in ``… (N characters)``, so a
+    10,000-character label does not fill pages (the files hold it whole)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"
+
+
 FILTERS: dict[str, Callable[..., str]] = {
+    "shorten": shorten,
     "percent": percent,
     "whole_percent": whole_percent,
     "fixed": fixed,
@@ -91,4 +105,4 @@ FILTERS: dict[str, Callable[..., str]] = {
     "si": si,
     "binary_size": binary_size,
 }
-"""The report templates' number filters, by name."""
+"""The report templates' filters (numbers, and long text shortened), by name."""
