@@ -19,7 +19,7 @@ stage::
     methods = ["saliency", "grad-cam", "occlusion"]   # flat: any stage's key
     ig-steps = 32
 
-    [trust]                     # or in its stage's table: [evaluation], [explain], [trust]
+    [trust]        # or its stage's table: [evaluation], [explain], [trust], [clinical]
     trust-images = 8
 """
 
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from auditor.clinical.settings import ClinicalSettings
 from auditor.errors import ConfigError, UsageError
 from auditor.evaluate import EvaluationSettings
 from auditor.explain import ExplainSettings
@@ -167,9 +168,20 @@ class AuditConfig:
         minimum=1,
         flag=True,
     )
+    report_classes: int = setting(
+        20,
+        help="Most classes the report lists one by one (per-class table, confusion matrix, "
+        "class list); above it the report lists the weakest classes and the most frequent "
+        "confusions, and metrics.json keeps every class",
+        unit="classes",
+        minimum=2,
+        maximum=500,
+        flag=True,
+    )
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     explain: ExplainSettings = field(default_factory=ExplainSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
+    clinical: ClinicalSettings = field(default_factory=ClinicalSettings)
     source: dict[str, str] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, Any]:

@@ -25,13 +25,17 @@ from typing import Any
 import pandas as pd
 
 from auditor import __version__
+from auditor.clinical import Dependence
 from auditor.evaluate import Evaluation
 from auditor.load import file_sha256
 from auditor.measure import Trust
 from auditor.resources import resource_path
 
 __all__ = [
+    "MANIFEST_SCHEMA_VERSION",
     "METRICS_SCHEMA_VERSION",
+    "dependence_document",
+    "dependence_frame",
     "manifest_document",
     "metrics_document",
     "schema",
@@ -41,7 +45,8 @@ __all__ = [
     "write_json",
 ]
 
-METRICS_SCHEMA_VERSION = 2  # 2: the "trust" section
+METRICS_SCHEMA_VERSION = 3  # 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence"
+MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -67,6 +72,7 @@ def _shortcuts_document(trust: Trust) -> dict[str, Any] | None:
         return None
     return {
         "methods": list(shortcuts.methods),
+        "min_images": shortcuts.min_images,
         "groups": [
             {
                 "kind": g.kind,
@@ -79,6 +85,7 @@ def _shortcuts_document(trust: Trust) -> dict[str, Any] | None:
                 "region_share": g.region_share,
                 "region_area": g.region_area,
                 "flagged": g.flagged,
+                "too_few": g.too_few,
                 "finding": g.sentence() if g.flagged else None,
             }
             for g in shortcuts.groups
@@ -100,8 +107,37 @@ def trust_document(trust: Trust) -> dict[str, Any]:
     }
 
 
+def dependence_frame(dependence: Dependence) -> pd.DataFrame:
+    """``dependence.csv``: one row per (column, true class, value) group."""
+    return pd.DataFrame([asdict(rate) for rate in dependence.rates])
+
+
+def dependence_document(dependence: Dependence | None) -> dict[str, Any] | None:
+    """``metrics.json``'s ``metadata_dependence`` (``None``: not computed)."""
+    if dependence is None:
+        return None
+    settings = dependence.settings
+    return {
+        "positive_class": dependence.positive_class,
+        "settings": {
+            "min_group_size": settings.min_group_size,
+            "max_groups": settings.max_groups,
+            "difference": settings.dependence_difference,
+            "alpha": settings.dependence_alpha,
+            "permutations": settings.permutations,
+            "seed": settings.seed,
+        },
+        "columns": [asdict(column) for column in dependence.columns],
+        "binned": list(dependence.binned),
+        "skipped": [{"column": c, "reason": r} for c, r in dependence.skipped],
+    }
+
+
 def metrics_document(
-    evaluation: Evaluation, classes: tuple[str, ...], trust: Trust
+    evaluation: Evaluation,
+    classes: tuple[str, ...],
+    trust: Trust,
+    dependence: Dependence | None = None,
 ) -> dict[str, Any]:
     """The content of ``metrics.json`` (layout: ``metrics.schema.json``)."""
     m = evaluation.metrics
@@ -122,9 +158,13 @@ def metrics_document(
             "macro_auc": m.macro_auc,
             "ece": m.ece,
             "per_class": per_class,
-            "confusion_matrix": m.confusion_matrix,
+            "confusion": [
+                {"true": classes[c.true], "predicted": classes[c.predicted], "images": c.count}
+                for c in m.confusion
+            ],
             "calibration": [asdict(b) for b in m.calibration],
             "trust": trust_document(trust),
+            "metadata_dependence": dependence_document(dependence),
         }
     )
 
@@ -133,8 +173,8 @@ def manifest_document(
     folder: Path,
     model: tuple[Path, str],
     data: tuple[Path, str],
-    started: datetime,
-    finished: datetime,
+    run: tuple[str, dict[str, Any]],
+    times: tuple[datetime, datetime],
 ) -> dict[str, Any]:
     """The content of ``manifest.json``: what was audited and the hash of every file written.
 
@@ -142,16 +182,19 @@ def manifest_document(
         folder: The run folder, with every other file already written.
         model: The model file and its SHA-256.
         data: The data source and the data SHA-256.
-        started: When the run started (aware).
-        finished: When the stages finished (aware).
+        run: The command line, whole, and the resolved configuration
+            (:meth:`~auditor.config.AuditConfig.as_dict`).
+        times: When the run started and when its stages finished (aware).
     """
     return {
-        "schema_version": METRICS_SCHEMA_VERSION,
+        "schema_version": MANIFEST_SCHEMA_VERSION,
         "auditor_version": __version__,
         "model": {"path": str(model[0]), "sha256": model[1]},
         "data": {"source": str(data[0]), "sha256": data[1]},
-        "started": started.isoformat(),
-        "finished": finished.isoformat(),
+        "command": run[0],
+        "config": run[1],
+        "started": times[0].isoformat(),
+        "finished": times[1].isoformat(),
         "files": {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file()},
     }
 

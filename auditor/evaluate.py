@@ -239,21 +239,20 @@ def _predictions_frame(
     classes = dataset.classes
     preds = probs.argmax(axis=1)
     samples = [dataset.samples[i] for i in order.tolist()]
-    frame = pd.DataFrame(
-        {
-            "index": pd.Series(order, dtype="int64"),
-            "path": pd.Series([s.relpath for s in samples], dtype="string"),
-            "label": pd.Series([classes[k] for k in labels], dtype="string"),
-            "prediction": pd.Series([classes[k] for k in preds], dtype="string"),
-            "confidence": pd.Series(probs.max(axis=1), dtype="float64"),
-            "correct": pd.Series(preds == labels, dtype="bool"),
-        }
-    )
-    for k, name in enumerate(classes):
-        frame[f"p_{name}"] = pd.Series(probs[:, k], dtype="float64")
-    for column in dataset.metadata_columns:
-        frame[column] = pd.Series(
-            [dict(s.metadata).get(column, "") for s in samples], dtype="string"
-        )
-    frame["sha256"] = pd.Series([hashes[s.index] for s in samples], dtype="string")
-    return frame
+    columns: dict[str, pd.Series] = {
+        "index": pd.Series(order, dtype="int64"),
+        "path": pd.Series([s.relpath for s in samples], dtype="string"),
+        "label": pd.Series([classes[k] for k in labels], dtype="string"),
+        "prediction": pd.Series([classes[k] for k in preds], dtype="string"),
+        "confidence": pd.Series(probs.max(axis=1), dtype="float64"),
+        "correct": pd.Series(preds == labels, dtype="bool"),
+    }
+    # One frame from every column at once: inserting K probability columns one by one
+    # copies the frame K times (and pandas warns about it for thousands of classes).
+    probabilities = pd.DataFrame(probs.astype("float64"), columns=[f"p_{name}" for name in classes])
+    metadata = {
+        column: pd.Series([dict(s.metadata).get(column, "") for s in samples], dtype="string")
+        for column in dataset.metadata_columns
+    }
+    sha256 = pd.Series([hashes[s.index] for s in samples], dtype="string", name="sha256")
+    return pd.concat([pd.DataFrame(columns), probabilities, pd.DataFrame(metadata), sha256], axis=1)

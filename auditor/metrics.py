@@ -1,9 +1,11 @@
 """Classification and calibration metrics from per-image predictions.
 
 scikit-learn computes every metric it has (accuracy, balanced accuracy, precision,
-recall, F1, ROC AUC, confusion matrix); what it lacks is written here: specificity,
-the expected calibration error with its reliability bins, and a vectorised seeded
-bootstrap for the confidence intervals.
+recall, F1, ROC AUC); what it lacks is written here: specificity, the expected
+calibration error with its reliability bins, a vectorised seeded bootstrap for the
+confidence intervals, and the confusion matrix kept sparse (its non-zero cells, at most
+one per image), so that a model with 10,000 classes costs what its images cost, not a
+10,000 x 10,000 array.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from sklearn import metrics as skm
 __all__ = [
     "CalibrationBin",
     "ClassMetrics",
+    "Confusion",
     "Estimate",
     "Metrics",
     "bootstrap_ci",
     "calibration_bins",
     "compute_metrics",
+    "confusions",
+    "dense_confusion",
     "expected_calibration_error",
 ]
 
@@ -52,6 +57,16 @@ class ClassMetrics:
 
 
 @dataclass(frozen=True)
+class Confusion:
+    """One non-zero cell of the confusion matrix: ``count`` images of class ``true``
+    predicted as ``predicted`` (indices into the class list)."""
+
+    true: int
+    predicted: int
+    count: int
+
+
+@dataclass(frozen=True)
 class CalibrationBin:
     """One confidence bin of the reliability diagram."""
 
@@ -71,7 +86,7 @@ class Metrics:
     balanced_accuracy: Estimate
     macro_auc: float | None
     per_class: tuple[ClassMetrics, ...]
-    confusion_matrix: tuple[tuple[int, ...], ...]
+    confusion: tuple[Confusion, ...]
     ece: float
     calibration: tuple[CalibrationBin, ...]
 
@@ -199,7 +214,6 @@ def compute_metrics(
     n_classes = len(classes)
     preds = probabilities.argmax(axis=1).astype(np.int64)
     confidence = probabilities.max(axis=1)
-    confusion = skm.confusion_matrix(labels, preds, labels=list(range(n_classes)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         balanced = float(skm.balanced_accuracy_score(labels, preds))
@@ -213,8 +227,8 @@ def compute_metrics(
         accuracy=Estimate(float(skm.accuracy_score(labels, preds)), acc_low, acc_high),
         balanced_accuracy=Estimate(balanced, bal_low, bal_high),
         macro_auc=None if np.isnan(macro_auc) else macro_auc,
-        per_class=_per_class(labels, preds, probabilities, classes, confusion),
-        confusion_matrix=tuple(tuple(int(v) for v in row) for row in confusion),
+        per_class=_per_class(labels, preds, probabilities, classes),
+        confusion=confusions(labels, preds),
         ece=expected_calibration_error(calibration),
         calibration=calibration,
     )
@@ -225,23 +239,23 @@ def _per_class(
     preds: NDArray[np.int64],
     probabilities: NDArray[np.float32],
     classes: tuple[str, ...],
-    confusion: NDArray[np.int64],
 ) -> tuple[ClassMetrics, ...]:
-    """One-vs-rest metrics of every class (NaN where undefined)."""
+    """One-vs-rest metrics of every class (NaN where undefined); O(N + K), no K x K array."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         precision, recall, f1, support = skm.precision_recall_fscore_support(
             labels, preds, labels=list(range(len(classes))), zero_division=np.nan
         )
-    total = confusion.sum()
+    n_classes, total = len(classes), labels.shape[0]
+    predicted = np.bincount(preds, minlength=n_classes)
+    hits = np.bincount(labels[labels == preds], minlength=n_classes)
     per_class = []
     for k, name in enumerate(classes):
-        true_negative = total - confusion[k, :].sum() - confusion[:, k].sum() + confusion[k, k]
-        negatives = total - confusion[k, :].sum()
-        is_k = labels == k
+        negatives = total - support[k]
+        true_negative = negatives - (predicted[k] - hits[k])
         auc = (
-            float(skm.roc_auc_score(is_k, probabilities[:, k]))
-            if is_k.any() and (~is_k).any()
+            float(skm.roc_auc_score(labels == k, probabilities[:, k]))
+            if 0 < support[k] < total
             else float("nan")
         )
         per_class.append(
@@ -256,3 +270,22 @@ def _per_class(
             )
         )
     return tuple(per_class)
+
+
+def confusions(labels: NDArray[np.int64], preds: NDArray[np.int64]) -> tuple[Confusion, ...]:
+    """The non-zero cells of the confusion matrix, by true class then predicted class."""
+    if labels.size == 0:
+        return ()
+    cells, counts = np.unique(np.stack([labels, preds], axis=1), axis=0, return_counts=True)
+    return tuple(
+        Confusion(int(true), int(predicted), int(count))
+        for (true, predicted), count in zip(cells, counts, strict=True)
+    )
+
+
+def dense_confusion(cells: tuple[Confusion, ...], n_classes: int) -> NDArray[np.int64]:
+    """The ``(K, K)`` matrix of ``cells`` (rows: true class); for a figure of few classes."""
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    for cell in cells:
+        matrix[cell.true, cell.predicted] = cell.count
+    return matrix

@@ -26,9 +26,16 @@ import torch
 from auditor import __version__
 from auditor.aggregate import AuditInputs, ReportData, build_report_data
 from auditor.architecture import ArchitectureProfile, layers_frame, profile_model
+from auditor.clinical import Dependence, metadata_dependence, positive_class
 from auditor.config import AuditConfig
 from auditor.data import Dataset, discover
-from auditor.documents import manifest_document, metrics_document, write_csv, write_json
+from auditor.documents import (
+    dependence_frame,
+    manifest_document,
+    metrics_document,
+    write_csv,
+    write_json,
+)
 from auditor.errors import OutputError
 from auditor.evaluate import Evaluation, evaluate, probe_output_kind
 from auditor.explain.engine import Explanations, explain_cases
@@ -109,6 +116,7 @@ class _Results:
     selection: Selection
     explanations: Explanations
     trust: Trust
+    dependence: Dependence | None
 
 
 def _load(config: AuditConfig) -> _Loaded:
@@ -116,6 +124,7 @@ def _load(config: AuditConfig) -> _Loaded:
     device = resolve_device(config.device)
     model = load_model(config.model, device)
     dataset = discover(config.data, config.classes)
+    positive_class(dataset.classes, config.clinical)  # a wrong name fails before any stage
     preprocessing = model_preprocessing(
         dataset, model.in_channels, config.image_size, config.mean, config.std, config.max_pixels
     )
@@ -159,7 +168,10 @@ def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
         loaded.profile.layers,
         config.batch_size,
     )
-    return _Results(evaluation, selection, explanations, trust)
+    dependence = metadata_dependence(
+        evaluation.predictions, dataset.metadata_columns, dataset.classes, config.clinical
+    )
+    return _Results(evaluation, selection, explanations, trust, dependence)
 
 
 def _write_files(
@@ -168,19 +180,27 @@ def _write_files(
     loaded: _Loaded,
     results: _Results,
     report: ReportData,
-    times: tuple[datetime, datetime],
+    run: tuple[str, tuple[datetime, datetime]],
 ) -> None:
-    """Write every file into ``folder`` (which exists and is empty); manifest.json last."""
+    """Write every file into ``folder`` (which exists and is empty); manifest.json last.
+
+    ``run`` is the command line and the run's start and end times.
+    """
     evaluation, explanations, trust = results.evaluation, results.explanations, results.trust
     write_csv(evaluation.predictions, folder / "predictions.csv")
     write_csv(layers_frame(loaded.profile), folder / "layers.csv")
     write_csv(evaluation.excluded, folder / "excluded.csv")
-    write_json(folder / "metrics.json", metrics_document(evaluation, loaded.dataset.classes, trust))
+    write_json(
+        folder / "metrics.json",
+        metrics_document(evaluation, loaded.dataset.classes, trust, results.dependence),
+    )
     save_maps(explanations, folder / "explanations.npz")
     save_features(explanations, folder / "features.npz")
     write_csv(explanations.records, folder / "explanations.csv")
     write_csv(trust.verdicts, folder / "trust.csv")
     write_csv(trust.records, folder / "trust_records.csv")
+    if results.dependence is not None:
+        write_csv(dependence_frame(results.dependence), folder / "dependence.csv")
     html = render_html(report)
     (folder / "report.html").write_text(html, encoding="utf-8")
     write_pdf(html, folder, folder / "report.pdf")
@@ -188,7 +208,8 @@ def _write_files(
         folder,
         (config.model, loaded.profile.sha256),
         (loaded.dataset.source, evaluation.data_sha256),
-        *times,
+        (run[0], config.as_dict()),
+        run[1],
     )
     write_json(folder / "manifest.json", manifest)
 
@@ -197,7 +218,7 @@ def _report(
     config: AuditConfig,
     loaded: _Loaded,
     results: _Results,
-    command: str | None,
+    command: str,
     times: tuple[datetime, datetime],
 ) -> ReportData:
     """The report's views of everything computed."""
@@ -210,8 +231,9 @@ def _report(
             architecture=loaded.profile,
             explanations=results.explanations,
             trust=results.trust,
+            dependence=results.dependence,
             selection=results.selection,
-            command=command if command is not None else " ".join(sys.argv),
+            command=command,
             versions=_versions(),
             device_name=_device_name(loaded.device),
             started=times[0].strftime("%Y-%m-%d %H:%M:%S"),
@@ -284,6 +306,7 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
         AuditError: A problem with the model, data or configuration (nothing written).
     """
     started = _now()
+    command = command if command is not None else " ".join(sys.argv)
     _check_writable(config.out)
     loaded = _load(config)
     results = _analyse(config, loaded)
@@ -293,5 +316,7 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
         config.out,
         config.model.stem,
         started,
-        lambda folder: _write_files(folder, config, loaded, results, report, (started, finished)),
+        lambda folder: _write_files(
+            folder, config, loaded, results, report, (command, (started, finished))
+        ),
     )

@@ -254,12 +254,20 @@ def coerce(spec: SettingSpec, value: Any) -> Any:
     return value
 
 
+LISTED_ITEMS = 12
+"""Items of a list-valued setting (class names) written out in a table; the rest counted."""
+
+
 def display(value: Any) -> str:
-    """A setting's value as the tables show it ("" for none)."""
+    """A setting's value as the tables show it ("" for none); a list of more than
+    :data:`LISTED_ITEMS` items shows its first ones and its length."""
     if value is None or value is dataclasses.MISSING:
         return ""
     if isinstance(value, tuple):
-        return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+        items = [f"{v:g}" if isinstance(v, float) else str(v) for v in value]
+        if len(items) > LISTED_ITEMS:
+            return ", ".join(items[: LISTED_ITEMS - 2]) + f", … ({len(items):,} in all)"
+        return ", ".join(items)
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

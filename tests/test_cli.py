@@ -38,6 +38,7 @@ RUN_FILES = {
     "explanations.csv",
     "features.npz",
     "trust.csv",
+    "dependence.csv",  # the manifest has a metadata column and two classes
     "trust_records.csv",
 }
 
@@ -65,7 +66,7 @@ def test_metrics_json_matches_the_predictions(audit: tuple[Result, Path]) -> Non
     _, folder = audit
     metrics = json.loads((folder / "metrics.json").read_text())
     predictions = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
-    assert metrics["schema_version"] == 2
+    assert metrics["schema_version"] == 3
     assert metrics["n_images"] == len(predictions) == 12
     assert metrics["n_excluded"] == 1
     assert metrics["accuracy"]["value"] == pytest.approx(predictions["correct"].mean())
@@ -79,7 +80,10 @@ def test_metrics_json_matches_the_predictions(audit: tuple[Result, Path]) -> Non
     assert {"precision", "sensitivity", "specificity", "f1", "support"} <= set(
         metrics["per_class"][0]
     )
-    assert sum(map(sum, metrics["confusion_matrix"])) == 12
+    cells = predictions.groupby(["label", "prediction"]).size()
+    assert {(c["true"], c["predicted"]): c["images"] for c in metrics["confusion"]} == {
+        pair: int(count) for pair, count in cells.items()
+    }
     assert 0 <= metrics["ece"] <= 1
 
 
@@ -382,3 +386,23 @@ def test_methods_and_profile_do_not_import_the_pdf_renderer(tiny_model: Path) ->
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_dependence_csv_is_recomputed_from_the_predictions(audit: tuple[Result, Path]) -> None:
+    _, folder = audit
+    predictions = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
+    rates = pd.read_csv(folder / "dependence.csv", keep_default_na=False)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    positive = metrics["metadata_dependence"]["positive_class"]
+
+    assert positive == metrics["classes"][1]
+    recount = predictions.groupby(["label", "site"])["prediction"].agg(
+        n="size", positive=lambda p: int((p == positive).sum())
+    )
+    assert {(r.label, r.value): (r.n, r.positive) for r in rates.itertuples()} == {
+        key: tuple(row) for key, row in recount.iterrows()
+    }
+    [site] = metrics["metadata_dependence"]["columns"]
+    assert not site["finding"] and "too few to judge" in site["reason"], "6 images a class"
+    html = (folder / "report.html").read_text()
+    assert 'id="dependence"' in html and "too few to judge" in html

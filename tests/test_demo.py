@@ -17,7 +17,6 @@ def test_demo_writes_its_data_with_masks_and_metadata_and_audits_the_sample_mode
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AUDITOR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(auditor.demo, "DEMO_IMAGES", 64)
     monkeypatch.setattr(auditor.demo, "DEMO_EXPLAIN_SAMPLES", 4)
     # LIME and KernelSHAP with fewer samples: their maps are recomputed for every trust
     # check and dominate the run; the finding read below comes from the CAM family.
@@ -36,7 +35,7 @@ def test_demo_writes_its_data_with_masks_and_metadata_and_audits_the_sample_mode
     assert {"path", "label", "mask", "site", "sex", "age", "marker"} <= set(manifest.columns)
     assert all((tmp_path / "cache" / "demo-val" / m).is_file() for m in manifest["mask"])
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["n_images"] == 64 and metrics["n_excluded"] == 0
+    assert metrics["n_images"] == auditor.demo.DEMO_IMAGES and metrics["n_excluded"] == 0
     assert [c["class"] for c in metrics["per_class"]] == ["benign", "malignant"]
     assert metrics["accuracy"]["value"] > 0.7, "the bundled model is trained, not random"
     predictions = pd.read_csv(folder / "predictions.csv")
@@ -50,3 +49,27 @@ def test_demo_writes_its_data_with_masks_and_metadata_and_audits_the_sample_mode
     assert "of the evidence for predicting malignant" in finding["finding"]
     assert "lies outside the region of interest" in finding["finding"]
     assert "sits in the top-left corner" in finding["finding"], "where the marker is drawn"
+
+    _the_summary_names_the_marker_with_rates_recomputed_from_predictions(
+        summary.replace("&amp;", "&"), metrics, predictions
+    )
+
+
+def _the_summary_names_the_marker_with_rates_recomputed_from_predictions(
+    summary: str, metrics: dict, predictions: pd.DataFrame
+) -> None:
+    [marker] = [c for c in metrics["metadata_dependence"]["columns"] if c["finding"]]
+    assert (marker["column"], marker["label"], marker["high"], marker["low"]) == (
+        "marker", "benign", "True", "False",
+    )  # fmt: skip
+    benign = predictions[predictions["label"] == "benign"]
+    calls = {
+        value: benign[benign["marker"].astype(str) == value]["prediction"] == "malignant"
+        for value in ("True", "False")
+    }
+    assert "Predictions depend on marker" in summary
+    for value, called in calls.items():
+        words = f"{called.mean():.1%} with marker = {value} (95% CI"
+        assert words in summary and f"; {called.sum()} of {len(called)})" in summary, value
+    assert marker["difference"] == pytest.approx(calls["True"].mean() - calls["False"].mean())
+    assert calls["True"].mean() > 4 * calls["False"].mean(), "the marker the model learned"

@@ -64,6 +64,19 @@ def test_the_html_escapes_every_hostile_string(hostile_run: tuple[Result, Path])
     assert LONG not in html and "A… (10,000 characters)" in html, "shown shortened"
 
 
+def test_the_html_shows_control_and_bidirectional_characters_as_code_points(
+    hostile_run: tuple[Result, Path],
+) -> None:
+    _, folder = hostile_run
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    predictions = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
+
+    assert "\u202e" not in html and "\x1b" not in html
+    assert "⟨U+202E⟩gnp.exe" in html, "the override cannot turn the name around"
+    assert "⟨U+001B⟩[31mred⟨U+001B⟩[0m" in html
+    assert "\u202egnp.exe" in set(predictions["'=cmd|' -C calc'!A0"]), "the CSV keeps it exact"
+
+
 def test_the_json_keeps_the_strings_as_they_are_and_the_pdf_is_written(
     hostile_run: tuple[Result, Path],
 ) -> None:

@@ -376,3 +376,28 @@ def test_the_registry_gives_trust_csv_its_columns_without_overlap() -> None:
     assert len(names) == len(set(names))
     assert list(VERDICT_COLUMNS) == ["method", *names, "verdict", "level"]
     assert all(check.key in check.columns for check in CHECKS), "each judgement is a column"
+
+
+def test_a_group_of_too_few_images_is_shown_not_flagged_and_its_interval_is_over_images() -> None:
+    # Two images with every map in a corner once made a "finding" with a tight interval
+    # computed over their maps; a finding needs shortcut-min-images images.
+    cases = _group_cases(2, "benign", "malignant", 0)
+    maps = MapStore()
+    for i, case in enumerate(cases):
+        for method, weight in (("grad-cam", 1.0), ("saliency", 0.5)):
+            values = np.zeros((48, 48))
+            values[2:9, 2:9] = 1.0  # the corner
+            values[20:28, 20:28] = 0.1 * weight * (i + 1)  # the lesion, more in the second
+            if (i, method) == (0, "saliency"):
+                values = -np.ones((48, 48))  # no positive evidence: this map is left out
+            maps.put(case.case, method, values)
+
+    (group, *_) = find_shortcuts(cases, maps, ("grad-cam", "saliency"), min_images=3).groups
+
+    assert group.too_few and not group.flagged and group.n == 2
+    corner, lesion = 49.0, 64.0  # pixels of each square
+    shares = [[corner / (corner + 0.1 * w * (i + 1) * lesion) for w in (1.0, 0.5)] for i in (0, 1)]
+    per_image = [shares[0][0], np.mean(shares[1])]  # image 0 has one usable map, image 1 two
+    assert group.outside[0] == pytest.approx(np.mean(per_image)), "images, not maps, averaged"
+    (enough, *_) = find_shortcuts(cases, maps, ("grad-cam", "saliency"), min_images=2).groups
+    assert enough.flagged and not enough.too_few, "the same evidence, judged with enough images"

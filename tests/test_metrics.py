@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix, roc_auc_score
 
 from auditor.aggregate import SubgroupRow, subgroup_table, wilson_interval
 from auditor.metrics import (
@@ -17,6 +17,7 @@ from auditor.metrics import (
     bootstrap_ci,
     calibration_bins,
     compute_metrics,
+    dense_confusion,
     expected_calibration_error,
 )
 
@@ -64,7 +65,8 @@ def test_headline_metrics_match_hand_computation(hand: Metrics) -> None:
     # Recalls 3/4, 2/3, 2/3.
     assert hand.balanced_accuracy.value == pytest.approx((3 / 4 + 2 / 3 + 2 / 3) / 3)
     # Rows are true classes, columns predictions.
-    assert hand.confusion_matrix == ((3, 1, 0), (0, 2, 1), (1, 0, 2))
+    assert dense_confusion(hand.confusion, 3).tolist() == [[3, 1, 0], [0, 2, 1], [1, 0, 2]]
+    assert sum(cell.count for cell in hand.confusion) == 10
 
 
 def test_per_class_metrics_match_hand_computation(hand: Metrics) -> None:
@@ -135,7 +137,13 @@ def test_class_with_zero_support_gives_nan_sensitivity_not_a_crash() -> None:
     assert metrics.accuracy.value == pytest.approx(3 / 4)
     # Balanced accuracy averages over the classes present: (1/2 + 1) / 2.
     assert metrics.balanced_accuracy.value == pytest.approx(3 / 4)
-    assert metrics.confusion_matrix == ((1, 0, 1), (0, 2, 0), (0, 0, 0))
+    assert dense_confusion(metrics.confusion, 3).tolist() == [[1, 0, 1], [0, 2, 0], [0, 0, 0]]
+    # Only the non-zero cells are kept, by true class then prediction.
+    assert [(c.true, c.predicted, c.count) for c in metrics.confusion] == [
+        (0, 0, 1),
+        (0, 2, 1),
+        (1, 1, 2),
+    ]
     assert metrics.macro_auc is not None
 
 
@@ -282,3 +290,23 @@ def test_subgroup_table_counts_accuracy_and_wilson_interval_per_value() -> None:
     assert rows[1] == SubgroupRow("site", "A", 3, pytest.approx(2 / 3), *wilson_interval(2, 3))
     # A column with more than 20 distinct values is left out.
     assert [r.column for r in skipped] == ["site"]
+
+
+def test_sparse_confusion_and_specificity_equal_sklearns_dense_ones_for_many_classes() -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 40, size=300)
+    probs = rng.dirichlet(np.full(60, 0.3), size=300).astype(np.float32)
+    classes = tuple(f"c{k}" for k in range(60))
+
+    metrics = compute_metrics(labels, probs, classes, bootstrap=100, seed=0)
+
+    preds = probs.argmax(axis=1)
+    expected = confusion_matrix(labels, preds, labels=list(range(60)))
+    assert (dense_confusion(metrics.confusion, 60) == expected).all()
+    assert len(metrics.confusion) == np.count_nonzero(expected)
+    # Specificity TN / (TN + FP) from sklearn's one-vs-rest matrices [[TN, FP], [FN, TP]].
+    (tn, fp), _ = multilabel_confusion_matrix(labels, preds, labels=list(range(60))).transpose(
+        1, 2, 0
+    )
+    for k, c in enumerate(metrics.per_class):
+        assert c.specificity == pytest.approx(tn[k] / (tn[k] + fp[k])), c.name

@@ -232,7 +232,7 @@ def test_an_image_both_misclassified_and_sampled_is_explained_once() -> None:
 
 
 def test_the_confusion_figure_stays_small_for_a_thousand_classes() -> None:
-    matrix = np.random.default_rng(0).integers(0, 5, (1000, 1000)).tolist()
+    matrix = np.random.default_rng(0).integers(0, 5, (1000, 1000))
     uri = confusion_figure(matrix, [str(i) for i in range(1000)])
     assert uri.startswith("data:image/png;base64,") and len(uri) < 200_000
 
@@ -253,7 +253,7 @@ def test_errors_not_shown_are_not_denied(tmp_path: Path, tiny_model: Path, manif
     folder = Path(result.stdout.splitlines()[-1])
     metrics = json.loads((folder / "metrics.json").read_text())
     html = (folder / "report.html").read_text()
-    errors = sum(metrics["confusion_matrix"][i][j] for i in range(2) for j in range(2) if i != j)
+    errors = sum(c["images"] for c in metrics["confusion"] if c["true"] != c["predicted"])
     assert errors > 0
     assert "made no errors" not in html and "--explain-samples is 0" in html
     assert "so no explanation method was checked" in html
@@ -355,29 +355,87 @@ def test_device_files_and_empty_paths_are_one_line_errors(
     one_line_error(result, fragment)
 
 
-def test_dev_zero_as_the_model_is_refused_without_reading_it(tmp_path: Path) -> None:
-    # Once read until the kernel's OOM killer stopped it; run under an address-space limit
-    # so a regression fails this test instead of the machine.
-    script = (
-        "import resource, sys\n"
-        "resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))\n"
-        "from auditor.cli import main\n"
-        "sys.argv = ['auditor', 'run', '--model', '/dev/zero', '--data', sys.argv[1]]\n"
-        "main()\n"
-    )
+_UNDER_A_LIMIT = """
+import resource, signal, sys
+resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+from auditor.cli import main
+for line in sys.stdin.read().split("\\n"):
+    if line.startswith("file-size-limit\\t"):  # the disk "fills" from here on
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails with EFBIG
+        limit = int(line.split("\\t")[1])
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        continue
+    sys.argv = ["auditor", *line.split("\\t")]
+    try:
+        main()
+    except SystemExit as end:
+        print("exit", end.code, flush=True)
+        print("--", file=sys.stderr, flush=True)
+"""
+
+
+def test_the_dangerous_inputs_end_cleanly_under_an_address_space_limit(tmp_path: Path) -> None:
+    # Each once took the machine down or allocated gigabytes: /dev/zero as the model was
+    # read until the OOM killer came, a 60,000-pixel image size or a huge batch was
+    # allocated, a 65535 x 65535 PNG decoded, 10,000 classes made a 763 MiB confusion
+    # matrix. They run in one process under an 8 GiB address-space limit, so that a
+    # regression fails this test instead of the machine. Last, the disk "fills" (no file
+    # may grow past 256 KiB) while the 10,000-class run writes its files.
+    for k, name in enumerate(["a", "b"]):
+        for i in range(2):
+            write_png(tmp_path / "data" / name / f"{i}.png", seed=10 * k + i)
+    _png_claiming(tmp_path / "data" / "a" / "bomb.png", 65535, 65535)
+    model = save_torchscript(TinyNet(outputs=10_000), tmp_path / "wide.pt")
+    names = ",".join(["a", "b"] + [f"c{k}" for k in range(2, 10_000)])
+    data, out, full = (str(tmp_path / name) for name in ("data", "out", "full"))
+    runs = [
+        ["run", "--model", "/dev/zero", "--data", data, "--out", out],
+        ["run", "--model", str(model), "--data", data, "--image-size", "60000"],
+        ["run", "--model", str(model), "--data", data, "--batch-size", "1000000000"],
+        ["run", "--model", str(model), "--data", data, "--out", out, "--classes", names,
+         "--methods", "saliency", "--explain-samples", "1", "--device", "cpu"],
+        ["file-size-limit", str(256 << 10)],
+        ["run", "--model", str(model), "--data", data, "--out", full, "--classes", names,
+         "--methods", "saliency", "--explain-samples", "1", "--device", "cpu"],
+    ]  # fmt: skip
+
     done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
+        [sys.executable, "-c", _UNDER_A_LIMIT],
+        input="\n".join("\t".join(run) for run in runs),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
     )
 
-    assert done.returncode == 1, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines() == [
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [line for line in done.stdout.splitlines() if line.startswith("exit")] == [
+        "exit 1", "exit 1", "exit 1", "exit 0", "exit 1",
+    ], done.stderr[-2000:]  # fmt: skip
+    errors, run = [], []  # the Error: lines of each run (stderr, "--" after each run)
+    for line in done.stderr.splitlines():
+        if line == "--":
+            errors.append(run[0] if run else "")
+            run = []
+        elif line.startswith("Error:"):
+            run.append(line)
+    assert errors[0] == (
         "Error: model path '/dev/zero' is not a regular file (a device, FIFO or socket); "
         "pass a TorchScript file"
-    ]
+    )
+    assert errors[1].startswith("Error: --image-size must be at most 8,192"), errors[1]
+    assert errors[2].startswith("Error: --batch-size must be at most 4,096"), errors[2]
+    assert errors[4] == (
+        f"Error: writing the run folder in {full!r} failed (File too large); nothing was "
+        f"kept; check free space and permissions, then run again"
+    )
+    assert list(Path(full).iterdir()) == [], "no partial folder is left"
+    printed = done.stdout.splitlines()
+    folder = Path(printed[printed.index("exit 0") - 1])
+    excluded = pd.read_csv(folder / "excluded.csv")
+    assert excluded["path"].tolist() == ["a/bomb.png"]
+    assert "65535" in excluded["reason"].iloc[0].replace(",", "")
+    assert len(json.loads((folder / "metrics.json").read_text())["per_class"]) == 10_000
 
 
 def _png_claiming(path: Path, width: int, height: int) -> Path:
@@ -480,7 +538,7 @@ def test_a_file_name_that_is_not_utf8_is_excluded_and_shown_readably(tmp_path: P
 
 
 def test_class_names_are_drawn_literally_not_as_tex() -> None:
-    uri = confusion_figure(((1, 0), (0, 1)), ("$\\frac{x_{$", "b$"))
+    uri = confusion_figure(np.eye(2, dtype=np.int64), ("$\\frac{x_{$", "b$"))
 
     assert uri.startswith("data:image/png;base64,")
 

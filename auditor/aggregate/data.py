@@ -1,4 +1,8 @@
-"""The data section: where the images came from, how they were read, and the classes."""
+"""The data section: where the images came from, how they were read, and the classes.
+
+Above ``report-classes`` classes the class list names those with most images;
+``metrics.json`` lists every class with its support.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,11 @@ class DataView:
         n_excluded: Files excluded (listed in the excluded-files section).
         n_missing_masks: Mask files the manifest names that do not exist.
         preprocessing: How an image file became the model's input, in words.
-        classes: ``(class, images evaluated)`` in the model's output order.
+        n_classes: Classes of the model's output.
+        n_classes_with_images: Classes with at least one image evaluated.
+        every_class: Whether ``classes`` lists every class.
+        classes: ``(output index, class, images evaluated)``: every class in output
+            order, or, above ``report-classes`` classes, those with most images.
     """
 
     source: str
@@ -34,7 +42,10 @@ class DataView:
     metadata_columns: tuple[str, ...]
     preprocessing: str
     data_sha256: str
-    classes: tuple[tuple[str, int], ...]
+    n_classes: int
+    n_classes_with_images: int
+    every_class: bool
+    classes: tuple[tuple[int, str, int], ...]
 
 
 def preprocessing_words(preprocessing: Preprocessing) -> str:
@@ -57,6 +68,11 @@ def preprocessing_words(preprocessing: Preprocessing) -> str:
 def data_view(inputs: AuditInputs) -> DataView:
     """The data set's source, layout, masks, metadata, preprocessing and class counts."""
     dataset, evaluation = inputs.dataset, inputs.evaluation
+    per_class = evaluation.metrics.per_class
+    listed = list(enumerate(per_class))
+    if len(listed) > inputs.config.report_classes:
+        listed = sorted(listed, key=lambda item: (-item[1].support, item[0]))
+        listed = listed[: inputs.config.report_classes]
     return DataView(
         source=str(dataset.source),
         layout="class folders" if dataset.layout == "folder" else "CSV manifest",
@@ -68,5 +84,8 @@ def data_view(inputs: AuditInputs) -> DataView:
         metadata_columns=dataset.metadata_columns,
         preprocessing=preprocessing_words(inputs.preprocessing),
         data_sha256=evaluation.data_sha256,
-        classes=tuple((c.name, c.support) for c in evaluation.metrics.per_class),
+        n_classes=len(per_class),
+        n_classes_with_images=sum(c.support > 0 for c in per_class),
+        every_class=len(listed) == len(per_class),
+        classes=tuple((k, c.name, c.support) for k, c in listed),
     )

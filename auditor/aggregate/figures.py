@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from numpy.typing import NDArray
 from PIL import Image
 
 from auditor.explain.postprocess import minmax
@@ -76,11 +77,12 @@ def figure_uri(figure: Figure, dpi: int = 150) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
+def confusion_figure(matrix: NDArray[np.int64], classes: Sequence[str]) -> str:
     """Confusion matrix: colour = share of the true class; counts written up to 30 classes.
 
-    The figure's size is capped, so a model with hundreds of classes still renders (as a
-    heat map without cell labels; tick labels only up to 60 classes).
+    The figure's size is capped, so even a few hundred classes render (as a heat map
+    without cell labels; tick labels only up to 60 classes); the report draws it only up
+    to ``report-classes`` classes.
     """
     counts = np.asarray(matrix, dtype=float)
     totals = counts.sum(axis=1, keepdims=True)

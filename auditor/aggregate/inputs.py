@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from auditor.architecture import ArchitectureProfile
+from auditor.clinical import Dependence
 from auditor.config import AuditConfig
 from auditor.data import Dataset
 from auditor.evaluate import Evaluation
@@ -32,6 +33,7 @@ class AuditInputs:
         architecture: The model's structure and cost.
         explanations: The explained cases' maps.
         trust: The trust checks' results.
+        dependence: Metadata dependence (``None``: no positive class or no metadata).
         selection: Which images were explained.
         command: The command line of the run.
         versions: ``(package, version)`` pairs.
@@ -48,6 +50,7 @@ class AuditInputs:
     architecture: ArchitectureProfile
     explanations: Explanations
     trust: Trust
+    dependence: Dependence | None
     selection: Selection
     command: str
     versions: tuple[tuple[str, str], ...]

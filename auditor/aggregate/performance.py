@@ -1,19 +1,47 @@
-"""The performance section: headline metrics with their bootstrap intervals, per class."""
+"""The performance section: headline metrics with their bootstrap intervals, per class.
+
+Up to ``report-classes`` classes the section lists every class and draws the confusion
+matrix. Above it, a K x K figure or a K-row table would be unreadable (and slow to lay
+out), so the section lists the weakest classes and the most frequent confusions instead;
+``metrics.json`` keeps every class and every non-zero cell.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from auditor.aggregate.figures import confusion_figure
 from auditor.aggregate.inputs import AuditInputs
-from auditor.metrics import ClassMetrics, Estimate
+from auditor.metrics import ClassMetrics, Confusion, Estimate, dense_confusion
 
-__all__ = ["PerformanceView", "auc_name", "performance_view"]
+__all__ = [
+    "ConfusionRow",
+    "PerformanceView",
+    "auc_name",
+    "performance_view",
+    "top_confusions",
+    "worst_classes",
+]
 
 
 def auc_name(n_classes: int) -> str:
     """What ``macro_auc`` is for this many classes (lower case)."""
     return "ROC AUC" if n_classes == 2 else "macro one-vs-rest ROC AUC"
+
+
+@dataclass(frozen=True)
+class ConfusionRow:
+    """Images of one true class predicted as one other class.
+
+    Attributes:
+        share: Of the true class's images.
+    """
+
+    true: str
+    predicted: str
+    images: int
+    share: float
 
 
 @dataclass(frozen=True)
@@ -24,7 +52,12 @@ class PerformanceView:
         auc_label: :func:`auc_name`, capitalised for a table row.
         bootstrap: Bootstrap resamples behind the intervals.
         seed: Seed of the resampling.
-        confusion_figure: The confusion matrix (PNG data URI).
+        n_classes: Classes of the model's output.
+        every_class: Whether every class is listed (``n_classes <= report-classes``).
+        per_class: Every class in output order; else the weakest classes with images.
+        confusion_figure: The confusion matrix (PNG data URI); only when ``every_class``.
+        confusions: The most frequent confusions; only when not ``every_class``.
+        n_confused_pairs: Distinct (true, predicted) pairs of different classes.
     """
 
     accuracy: Estimate
@@ -33,15 +66,49 @@ class PerformanceView:
     macro_auc: float | None
     bootstrap: int
     seed: int
+    n_classes: int
+    every_class: bool
     per_class: tuple[ClassMetrics, ...]
-    confusion_figure: str
+    confusion_figure: str | None
+    confusions: tuple[ConfusionRow, ...]
+    n_confused_pairs: int
+
+
+def worst_classes(per_class: tuple[ClassMetrics, ...], count: int) -> tuple[ClassMetrics, ...]:
+    """The ``count`` classes with images of lowest sensitivity (ties by name)."""
+    ranked = sorted(
+        (c for c in per_class if c.support > 0),
+        key=lambda c: (c.sensitivity if not math.isnan(c.sensitivity) else -1.0, c.name),
+    )
+    return tuple(ranked[:count])
+
+
+def top_confusions(
+    cells: tuple[Confusion, ...], per_class: tuple[ClassMetrics, ...], count: int
+) -> tuple[ConfusionRow, ...]:
+    """The ``count`` off-diagonal cells with most images (ties in class order)."""
+    errors = sorted(
+        (c for c in cells if c.true != c.predicted),
+        key=lambda c: (-c.count, c.true, c.predicted),
+    )
+    return tuple(
+        ConfusionRow(
+            true=per_class[c.true].name,
+            predicted=per_class[c.predicted].name,
+            images=c.count,
+            share=c.count / per_class[c.true].support,
+        )
+        for c in errors[:count]
+    )
 
 
 def performance_view(inputs: AuditInputs) -> PerformanceView:
-    """Accuracy, balanced accuracy and AUC with how their intervals were drawn."""
+    """Accuracy, balanced accuracy and AUC with how their intervals were drawn; per class."""
     evaluation = inputs.evaluation
     metrics = evaluation.metrics
-    name = auc_name(len(metrics.per_class))
+    n_classes, limit = len(metrics.per_class), inputs.config.report_classes
+    every_class = n_classes <= limit
+    name = auc_name(n_classes)
     return PerformanceView(
         accuracy=metrics.accuracy,
         balanced_accuracy=metrics.balanced_accuracy,
@@ -49,6 +116,16 @@ def performance_view(inputs: AuditInputs) -> PerformanceView:
         macro_auc=metrics.macro_auc,
         bootstrap=evaluation.settings.bootstrap,
         seed=evaluation.settings.seed,
-        per_class=metrics.per_class,
-        confusion_figure=confusion_figure(metrics.confusion_matrix, inputs.dataset.classes),
+        n_classes=n_classes,
+        every_class=every_class,
+        per_class=metrics.per_class if every_class else worst_classes(metrics.per_class, limit),
+        confusion_figure=(
+            confusion_figure(dense_confusion(metrics.confusion, n_classes), inputs.dataset.classes)
+            if every_class
+            else None
+        ),
+        confusions=()
+        if every_class
+        else top_confusions(metrics.confusion, metrics.per_class, limit),
+        n_confused_pairs=sum(c.true != c.predicted for c in metrics.confusion),
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from auditor.aggregate.calibration import calibration_view
 from auditor.aggregate.cases import misclassified_view, sampled_view
 from auditor.aggregate.data import data_view
+from auditor.aggregate.dependence import dependence_view
 from auditor.aggregate.excluded import excluded_view
 from auditor.aggregate.explanations import explanations_view
 from auditor.aggregate.features import features_view
@@ -70,6 +71,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("performance", "Performance", performance_view),
     Section("calibration", "Calibration", calibration_view),
     Section("subgroups", "Subgroups", subgroups_view),
+    Section("dependence", "Metadata dependence", dependence_view),
     Section("explanations", "Explanation methods", explanations_view),
     Section("trust", "Explanation trust", trust_view),
     Section("features", "Feature visualisation", features_view),

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+from auditor.aggregate.dependence import dependence_findings
 from auditor.aggregate.inputs import AuditInputs
-from auditor.aggregate.performance import auc_name
+from auditor.aggregate.performance import auc_name, worst_classes
 from auditor.aggregate.trust import TrustSummary, trust_summary
 from auditor.metrics import ECE_BINS, ClassMetrics, Estimate
 
@@ -28,6 +28,8 @@ class SummaryView:
         output_kind: How the model's output was read, in words.
         trust: The trust checks in words.
         worst_classes: The classes with the lowest sensitivity, lowest first.
+        dependence: Each metadata column the prediction depends on, in words.
+        dependence_tested: Whether metadata dependence was computed.
     """
 
     accuracy: Estimate
@@ -43,15 +45,8 @@ class SummaryView:
     output_kind: str
     trust: TrustSummary
     worst_classes: tuple[ClassMetrics, ...]
-
-
-def worst_classes(per_class: tuple[ClassMetrics, ...]) -> tuple[ClassMetrics, ...]:
-    """The :data:`WORST_CLASSES` classes with images of lowest sensitivity (ties by name)."""
-    ranked = sorted(
-        (c for c in per_class if c.support > 0),
-        key=lambda c: (c.sensitivity if not math.isnan(c.sensitivity) else -1.0, c.name),
-    )
-    return tuple(ranked[:WORST_CLASSES])
+    dependence: tuple[str, ...]
+    dependence_tested: bool
 
 
 def summary_view(inputs: AuditInputs) -> SummaryView:
@@ -71,5 +66,7 @@ def summary_view(inputs: AuditInputs) -> SummaryView:
         n_errors=inputs.selection.n_errors,
         output_kind=evaluation.output_kind.value,
         trust=trust_summary(inputs.trust),
-        worst_classes=worst_classes(metrics.per_class),
+        worst_classes=worst_classes(metrics.per_class, WORST_CLASSES),
+        dependence=dependence_findings(inputs.dependence),
+        dependence_tested=inputs.dependence is not None,
     )

@@ -82,6 +82,7 @@ class GroupRow:
     area: str  # share of the image outside the region
     region: str  # where the outside evidence concentrates
     flagged: bool
+    judgement: str  # "yes", "no" or "too few to judge"
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,7 @@ def _group_row(group: EvidenceGroup) -> GroupRow:
             f"area ({group.concentration:.1f}×)"
         ),
         flagged=group.flagged,
+        judgement="too few to judge" if group.too_few else ("yes" if group.flagged else "no"),
     )
 
 

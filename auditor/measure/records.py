@@ -105,6 +105,13 @@ class TrustSettings:
         unit="times",
         minimum=1.0,
     )
+    shortcut_min_images: int = setting(
+        5,
+        help="Fewest explained images with a mask a group needs before it can be flagged as a "
+        "shortcut; a smaller group is shown as too few to judge",
+        unit="images",
+        minimum=1,
+    )
     seed: int = inherited("seed", 0)
 
 

@@ -9,6 +9,10 @@ coarse map spills over the region's border): when most of the evidence lies outs
 the mask *and* one cell holds at least ``concentration`` times its share of the
 outside area, the group is flagged with that cell named ("top-left corner"): a model
 looking at a corner marker or a ruler instead of the lesion shows up there.
+
+A finding rests on images, not maps: each image's outside share is the mean over the
+methods read, the interval resamples images, and a group of fewer than ``min_images``
+images is shown as too few to judge, never flagged (two images once made a "finding").
 """
 
 from __future__ import annotations
@@ -63,13 +67,16 @@ class EvidenceGroup:
     Attributes:
         kind: ``class`` (cases predicted as ``name``) or ``error`` (a true → predicted pair).
         name: ``malignant`` or ``benign → malignant``.
-        n: Cases in the group.
-        outside: Mean share of the positive evidence outside the mask, with its 95% CI.
+        n: Images in the group.
+        outside: Mean over images of the share of the positive evidence outside the mask
+            (each image's share averaged over the methods), with its 95% CI over images.
         outside_area: Mean share of the image outside the mask (an even map's share).
         region: The grid cell holding most of the outside evidence.
         region_share: Its share of the outside evidence (away from the mask's border).
         region_area: Its share of that outside area.
-        flagged: Most evidence outside the mask, concentrated in ``region``.
+        flagged: Most evidence outside the mask, concentrated in ``region``, in at least
+            ``min_images`` images.
+        too_few: Fewer images than ``min_images``: shown, not judged.
         mean_maps: Method key → ``(H, W)`` mean min-max scaled map.
         mean_mask: ``(H, W)`` share of the group's masks covering each pixel.
     """
@@ -83,6 +90,7 @@ class EvidenceGroup:
     region_share: float
     region_area: float
     flagged: bool
+    too_few: bool
     mean_maps: dict[str, NDArray[np.float64]] = field(repr=False)
     mean_mask: NDArray[np.float64] = field(repr=False)
 
@@ -122,12 +130,14 @@ class Shortcuts:
         groups: Predicted classes, then error types.
         threshold: Share of evidence outside the mask above which a group can be flagged.
         concentration: How concentrated the outside evidence must be to be flagged.
+        min_images: Fewest images a group needs to be judged.
     """
 
     methods: tuple[str, ...]
     groups: tuple[EvidenceGroup, ...]
     threshold: float
     concentration: float
+    min_images: int
 
     @property
     def flagged(self) -> tuple[EvidenceGroup, ...]:
@@ -151,6 +161,42 @@ def _widened(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     return np.asarray(binary_dilation(mask, iterations=margin), dtype=bool)
 
 
+@dataclass
+class _Evidence:
+    """A group's normalised positive evidence, gathered over the methods read."""
+
+    shares_by_image: dict[int, list[float]] = field(default_factory=dict)
+    outside_maps: list[NDArray[np.float64]] = field(default_factory=list)
+    near_masks: list[NDArray[np.bool_]] = field(default_factory=list)
+    mean_maps: dict[str, NDArray[np.float64]] = field(default_factory=dict)
+
+
+def _evidence(cases: list[GroupCase], maps: MapStore, methods: tuple[str, ...]) -> _Evidence:
+    """Each image's outside share per method, and the evidence away from the masks."""
+    gathered = _Evidence()
+    for method in methods:
+        found = [(c, maps.get(c.case, method)) for c in cases]
+        chosen = [c for c, value in found if value is not None]
+        if not chosen:
+            continue
+        stacked = np.stack([value for _, value in found if value is not None]).astype(np.float64)
+        gathered.mean_maps[method] = min_max(stacked).mean(axis=0)
+        positive = np.clip(stacked, 0, None)
+        total = positive.sum(axis=(1, 2), keepdims=True)
+        keep = total[:, 0, 0] > 0
+        if not keep.any():  # no positive evidence in any of the group's maps
+            continue
+        evidence = positive[keep] / total[keep]
+        masks = np.stack([c.mask for c in chosen])[keep]
+        kept = [c for c, kept in zip(chosen, keep, strict=True) if kept]
+        for c, share in zip(kept, (evidence * ~masks).sum(axis=(1, 2)), strict=True):
+            gathered.shares_by_image.setdefault(c.case.index, []).append(float(share))
+        away = ~np.stack([_widened(mask) for mask in masks])
+        gathered.outside_maps.append(evidence * away)
+        gathered.near_masks.append(~away)
+    return gathered
+
+
 def _group(
     kind: str,
     name: str,
@@ -159,31 +205,15 @@ def _group(
     methods: tuple[str, ...],
     threshold: float,
     concentration: float,
+    min_images: int,
     seed: int,
 ) -> EvidenceGroup | None:
-    outside_shares, outside_maps, masks_used = [], [], []
-    mean_maps: dict[str, NDArray[np.float64]] = {}
-    for method in methods:
-        found = [(c, maps.get(c.case, method)) for c in cases]
-        chosen = [c for c, value in found if value is not None]
-        if not chosen:
-            continue
-        stacked = np.stack([value for _, value in found if value is not None]).astype(np.float64)
-        mean_maps[method] = min_max(stacked).mean(axis=0)
-        positive = np.clip(stacked, 0, None)
-        total = positive.sum(axis=(1, 2), keepdims=True)
-        keep = total[:, 0, 0] > 0
-        if not keep.any():  # no positive evidence in any of the group's maps
-            continue
-        evidence = positive[keep] / total[keep]
-        masks = np.stack([c.mask for c in chosen])[keep]
-        outside_shares.append((evidence * ~masks).sum(axis=(1, 2)))
-        away = ~np.stack([_widened(mask) for mask in masks])
-        outside_maps.append(evidence * away)
-        masks_used.append(~away)
-    if not outside_shares:
+    gathered = _evidence(cases, maps, methods)
+    shares_by_image, mean_maps = gathered.shares_by_image, gathered.mean_maps
+    outside_maps, masks_used = gathered.outside_maps, gathered.near_masks
+    if not shares_by_image:
         return None
-    shares = np.concatenate(outside_shares)
+    shares = np.array([np.mean(values) for values in shares_by_image.values()])
     widened = np.concatenate(masks_used)
     evidence_cells = _cells(np.concatenate(outside_maps)).sum(axis=0)
     area_cells = _cells((~widened).astype(np.float64)).sum(axis=0)
@@ -191,7 +221,8 @@ def _group(
     region_share = float(evidence_cells[row, column] / max(evidence_cells.sum(), 1e-12))
     region_area = float(area_cells[row, column] / max(area_cells.sum(), 1e-12))
     outside = mean_ci(shares, seed)
-    flagged = bool(
+    too_few = len(cases) < min_images
+    flagged = not too_few and bool(
         outside[0] >= threshold and region_area > 0 and region_share / region_area >= concentration
     )
     return EvidenceGroup(
@@ -204,6 +235,7 @@ def _group(
         region_share=region_share,
         region_area=region_area,
         flagged=flagged,
+        too_few=too_few,
         mean_maps=mean_maps,
         mean_mask=np.stack([c.mask for c in cases]).mean(axis=0),
     )
@@ -215,6 +247,7 @@ def find_shortcuts(
     methods: tuple[str, ...],
     threshold: float = 0.5,
     concentration: float = 2.0,
+    min_images: int = 5,
     seed: int = 0,
 ) -> Shortcuts:
     """Group the cases by predicted class and by error type, and find misplaced evidence.
@@ -224,7 +257,9 @@ def find_shortcuts(
         maps: The ``(H, W)`` maps by case and method.
         methods: The trusted methods to read, most faithful first.
         threshold: Flag a group when at least this share of its evidence is outside the mask...
-        concentration: ...and one grid cell holds this many times its share of the outside area.
+        concentration: ...and one grid cell holds this many times its share of the outside area,
+            in at least ``min_images`` images.
+        min_images: Fewest images a group needs to be judged.
         seed: Seed of the bootstrap intervals.
     """
     groups: list[EvidenceGroup] = []
@@ -237,7 +272,9 @@ def find_shortcuts(
             chosen = [c for c in cases if (c.label, c.prediction) == (label, prediction)]
             specs.append(("error", f"{label} → {prediction}", chosen))
         for kind, name, chosen in specs:
-            group = _group(kind, name, chosen, maps, methods, threshold, concentration, seed)
+            group = _group(
+                kind, name, chosen, maps, methods, threshold, concentration, min_images, seed
+            )
             if group is not None:
                 groups.append(group)
-    return Shortcuts(methods, tuple(groups), threshold, concentration)
+    return Shortcuts(methods, tuple(groups), threshold, concentration, min_images)

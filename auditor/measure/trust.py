@@ -319,5 +319,6 @@ def _shortcuts(
         trusted_methods(verdicts),
         settings.shortcut_threshold,
         settings.shortcut_concentration,
+        settings.shortcut_min_images,
         settings.seed,
     )

@@ -7,19 +7,25 @@ a missing value (``None`` or NaN) as ``—``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
 __all__ = [
     "FILTERS",
+    "LONG_TEXT",
+    "SHORT_TEXT",
     "binary_size",
     "fixed",
     "hundredths",
+    "p_value",
     "percent",
     "shorten",
+    "shorten_long",
     "si",
     "tenths",
     "thousands",
+    "visible",
     "whole_percent",
 ]
 
@@ -43,6 +49,11 @@ def whole_percent(value: float | None) -> str:
 def fixed(value: float | None, digits: int = 3) -> str:
     """Fixed-point number, three decimals unless told: 0.12345 → ``0.123``."""
     return MISSING if _missing(value) else f"{value:.{digits}f}"
+
+
+def p_value(value: float | None) -> str:
+    """Two significant digits: 0.000499 → ``0.0005``, 0.0312 → ``0.031``."""
+    return MISSING if _missing(value) else f"{value:.2g}"
 
 
 def hundredths(value: float | None) -> str:
@@ -86,20 +97,52 @@ SHORT_TEXT = 120
 """Characters of user-supplied text (a label, a metadata value) shown in a table or figure."""
 
 
+LONG_TEXT = 400
+"""Characters of a path, a command line or a setting's value shown in a table cell.
+
+WeasyPrint's automatic table layout measures a cell's narrowest width by breaking its
+text at every opportunity, a cost that grows with the square of the text's length
+(about 2 s for 1,000 characters, 78 s for a command line naming 1,000 classes, on this
+project's 2-core machine), so no table cell may hold unbounded text."""
+
+
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]"
+)
+"""Control characters, bidirectional marks, overrides and isolates, and zero-width ones."""
+
+
+def visible(text: str) -> str:
+    """``text`` with every control, bidirectional or zero-width character written as its
+    code point, ``⟨U+202E⟩``: a right-to-left override cannot make ``"\u202egnp.exe"``
+    read as "exe.png", and a terminal escape shows as what it is. (The CSV and JSON files
+    keep the text exactly.)"""
+    return _INVISIBLE.sub(lambda match: f"⟨U+{ord(match.group()):04X}⟩", text)
+
+
 def shorten(text: str, limit: int = SHORT_TEXT) -> str:
-    """``text`` up to ``limit`` characters; a longer one ends in ``… (N characters)``, so a
-    10,000-character label does not fill pages (the files hold it whole)."""
+    """``text`` (:func:`visible`) up to ``limit`` characters; a longer one ends in
+    ``… (N characters)``, so a 10,000-character label does not fill pages (the files hold
+    it whole)."""
+    text = visible(text)
     if len(text) <= limit:
         return text
     return f"{text[:limit]}… ({len(text):,} characters)"
 
 
+def shorten_long(text: str) -> str:
+    """A path, command line or setting's value up to :data:`LONG_TEXT` characters."""
+    return shorten(text, LONG_TEXT)
+
+
 FILTERS: dict[str, Callable[..., str]] = {
     "shorten": shorten,
+    "shorten_long": shorten_long,
     "percent": percent,
     "whole_percent": whole_percent,
     "fixed": fixed,
     "hundredths": hundredths,
+    "p_value": p_value,
     "tenths": tenths,
     "thousands": thousands,
     "si": si,

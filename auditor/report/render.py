@@ -12,18 +12,29 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 from weasyprint import HTML
 from weasyprint.urls import URLFetcher
 
 from auditor.aggregate import ReportData
-from auditor.report.format import FILTERS
+from auditor.report.format import FILTERS, visible
 from auditor.resources import resource_path
 
 __all__ = ["RunFolderFetcher", "render_html", "write_pdf"]
 
 
+def _finalize(value: object) -> object:
+    """Every string a ``{{ }}`` prints passes :func:`~auditor.report.format.visible`
+    (control and bidirectional characters shown as code points); markup the templates
+    mark safe, such as the stylesheet, is left as it is."""
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+        return visible(value)
+    return value
+
+
 def _environment() -> jinja2.Environment:
     environment = jinja2.Environment(
+        finalize=_finalize,
         loader=jinja2.FileSystemLoader(resource_path("templates")),
         autoescape=True,
         undefined=jinja2.StrictUndefined,

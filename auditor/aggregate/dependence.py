@@ -1,0 +1,91 @@
+"""The metadata-dependence section, and its findings in words for the summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from auditor.aggregate.inputs import AuditInputs
+from auditor.clinical import ColumnDependence, Dependence, GroupRate
+from auditor.report.format import p_value, percent
+
+__all__ = ["DependenceView", "dependence_findings", "dependence_view"]
+
+
+@dataclass(frozen=True)
+class DependenceView:
+    """The metadata-dependence section.
+
+    Attributes:
+        positive_class: The class a positive prediction means.
+        findings: Each finding in words (also in the summary).
+        columns: Each column broken down, with its largest difference or the reason.
+        rates: Every (column, true class, value) group.
+        n_judged: Columns with two groups large enough to compare.
+        min_group_size, difference, alpha, permutations, seed: The settings that decide.
+        binned: Columns of numbers binned into quartiles.
+        skipped: ``(column, reason)`` for columns not broken down.
+    """
+
+    positive_class: str
+    findings: tuple[str, ...]
+    columns: tuple[ColumnDependence, ...]
+    rates: tuple[GroupRate, ...]
+    n_judged: int
+    min_group_size: int
+    difference: float
+    alpha: float
+    permutations: int
+    seed: int
+    binned: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]
+
+
+def _group(rate: GroupRate) -> str:
+    return (
+        f"{percent(rate.rate)} with {rate.column} = {rate.value} (95% CI "
+        f"{percent(rate.ci_low)}–{percent(rate.ci_high)}; {rate.positive:,} of {rate.n:,})"
+    )
+
+
+def _sentence(dependence: Dependence, column: ColumnDependence, n_judged: int) -> str:
+    assert column.label is not None and column.high is not None and column.low is not None
+    high = dependence.rate(column.column, column.label, column.high)
+    low = dependence.rate(column.column, column.label, column.low)
+    return (
+        f"Predictions depend on {column.column}: of the images whose true class is "
+        f"{column.label}, {_group(high)} are predicted {dependence.positive_class}, against "
+        f"{_group(low)}. The difference is {100 * column.difference:.1f} points (95% CI "
+        f"{100 * column.ci_low:.1f} to {100 * column.ci_high:.1f}); permutation p = "
+        f"{p_value(column.p_value)}, {p_value(column.p_adjusted)} after Holm's adjustment across "
+        f"{n_judged} column(s)."
+    )
+
+
+def dependence_findings(dependence: Dependence | None) -> tuple[str, ...]:
+    """Each metadata column the prediction depends on, in words with its figures."""
+    if dependence is None:
+        return ()
+    n_judged = sum(c.label is not None for c in dependence.columns)
+    return tuple(_sentence(dependence, c, n_judged) for c in dependence.findings())
+
+
+def dependence_view(inputs: AuditInputs) -> DependenceView | None:
+    """The section, or ``None`` without a positive class or metadata columns."""
+    dependence = inputs.dependence
+    if dependence is None:
+        return None
+    settings = dependence.settings
+    return DependenceView(
+        positive_class=dependence.positive_class,
+        findings=dependence_findings(dependence),
+        columns=dependence.columns,
+        rates=dependence.rates,
+        n_judged=sum(c.label is not None for c in dependence.columns),
+        min_group_size=settings.min_group_size,
+        difference=settings.dependence_difference,
+        alpha=settings.dependence_alpha,
+        permutations=settings.permutations,
+        seed=settings.seed,
+        binned=dependence.binned,
+        skipped=dependence.skipped,
+    )

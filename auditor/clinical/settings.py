@@ -1,0 +1,63 @@
+"""The clinical analyses' settings: one declaration each (see :mod:`auditor.settings`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from auditor.settings import inherited, setting
+
+__all__ = ["ClinicalSettings"]
+
+
+@dataclass(frozen=True)
+class ClinicalSettings:
+    """How predictions are read as a clinical test and judged per metadata value.
+
+    Set in the config file (flat or in its ``[clinical]`` table); ``positive-class`` and
+    ``min-group-size`` also have flags. ``seed`` is the run's.
+    """
+
+    positive_class: str | None = setting(
+        None,
+        help="The class a positive prediction means (the finding a clinician acts on)",
+        flag=True,
+        default_text="the second of two classes; none for more classes",
+    )
+    min_group_size: int = setting(
+        10,
+        help="Fewest images a group (a metadata value at one true label) needs for a "
+        "finding to rest on it; smaller groups are shown as too few to judge",
+        unit="images",
+        minimum=1,
+        flag=True,
+    )
+    max_groups: int = setting(
+        20,
+        help="A metadata column with more values than this (numbers are binned into "
+        "quartiles first) is not broken down, and the report says so",
+        unit="values",
+        minimum=2,
+    )
+    dependence_difference: float = setting(
+        0.10,
+        help="Smallest difference, at one true label, between two values of a metadata "
+        "column in the share of positive predictions that is a finding",
+        unit="share",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    dependence_alpha: float = setting(
+        0.05,
+        help="Largest permutation p-value, Holm-adjusted across the metadata columns, that "
+        "is a finding",
+        minimum=0.0,
+        maximum=1.0,
+        open_minimum=True,
+    )
+    permutations: int = setting(
+        2000,
+        help="Permutations of each metadata column within each true label for its p-value",
+        minimum=100,
+        maximum=100_000,
+    )
+    seed: int = inherited("seed", 0)
