@@ -87,6 +87,8 @@ def test_the_report_lists_the_most_frequent_confusions_recomputed_from_predictio
     assert "<h2>Confusion matrix</h2>" not in page
     assert _table_after(page, "Most frequent confusions") == expected
     assert "The model has 300 classes, 3 of them with images here." in page
+    classes = _table_after(page, "Classes")
+    assert [row[1] for row in classes] == list(NAMES[:3]), "classes without images not listed"
 
 
 def test_the_report_lists_the_weakest_classes_not_all_of_them(many: Path) -> None:

@@ -29,7 +29,8 @@ class DataView:
         n_classes_with_images: Classes with at least one image evaluated.
         every_class: Whether ``classes`` lists every class.
         classes: ``(output index, class, images evaluated)``: every class in output
-            order, or, above ``report-classes`` classes, those with most images.
+            order, or, above ``report-classes`` classes, those with most images (classes
+            without images are counted, not listed).
     """
 
     source: str
@@ -71,7 +72,8 @@ def data_view(inputs: AuditInputs) -> DataView:
     per_class = evaluation.metrics.per_class
     listed = list(enumerate(per_class))
     if len(listed) > inputs.config.report_classes:
-        listed = sorted(listed, key=lambda item: (-item[1].support, item[0]))
+        with_images = [item for item in listed if item[1].support > 0]
+        listed = sorted(with_images, key=lambda item: (-item[1].support, item[0]))
         listed = listed[: inputs.config.report_classes]
     return DataView(
         source=str(dataset.source),
