@@ -25,7 +25,8 @@ from typing import Any
 import pandas as pd
 
 from auditor import __version__
-from auditor.clinical import Dependence
+from auditor.clinical import Clinical, Dependence, Operating, Rate
+from auditor.clinical.operating import FPR_GRID
 from auditor.evaluate import Evaluation
 from auditor.load import file_sha256
 from auditor.measure import Trust
@@ -34,10 +35,12 @@ from auditor.resources import resource_path
 __all__ = [
     "MANIFEST_SCHEMA_VERSION",
     "METRICS_SCHEMA_VERSION",
+    "curves_frame",
     "dependence_document",
     "dependence_frame",
     "manifest_document",
     "metrics_document",
+    "operating_document",
     "schema",
     "spreadsheet_safe",
     "trust_document",
@@ -45,7 +48,8 @@ __all__ = [
     "write_json",
 ]
 
-METRICS_SCHEMA_VERSION = 3  # 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence"
+METRICS_SCHEMA_VERSION = 3
+# 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence", "operating_point"
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
@@ -112,6 +116,48 @@ def dependence_frame(dependence: Dependence) -> pd.DataFrame:
     return pd.DataFrame([asdict(rate) for rate in dependence.rates])
 
 
+def curves_frame(operating: Operating) -> pd.DataFrame:
+    """``curves.csv``: the ROC curve (``fpr``, ``tpr`` at each ``threshold``), its band on a
+    grid of false-positive rates (``band_low``, ``band_high``), and the decision curve
+    (net benefit of the ``model``, of ``treat_all`` and ``treat_none`` per threshold)."""
+    fpr, tpr, cuts = operating.roc
+    roc = pd.DataFrame({"curve": "roc", "threshold": cuts, "fpr": fpr, "tpr": tpr})
+    band = pd.DataFrame(
+        {"curve": "roc_band", "fpr": FPR_GRID, "band_low": operating.band[0],
+         "band_high": operating.band[1]}
+    )  # fmt: skip
+    decision = operating.decision.assign(curve="decision")
+    return pd.concat([roc, band, decision], ignore_index=True)
+
+
+def _rate_document(rate: Rate) -> dict[str, Any]:
+    return asdict(rate)
+
+
+def operating_document(operating: Operating | None) -> dict[str, Any] | None:
+    """``metrics.json``'s ``operating_point`` (``None``: no positive class, or one class)."""
+    if operating is None:
+        return None
+    return {
+        "positive_class": operating.positive_class,
+        "auc": {"value": operating.auc[0], "ci_low": operating.auc[1], "ci_high": operating.auc[2]},
+        "resamples": operating.resamples,
+        "threshold": operating.threshold,
+        "chosen_for": operating.chosen_for or None,
+        "sensitivity": _rate_document(operating.sensitivity),
+        "specificity": _rate_document(operating.specificity),
+        "ppv": _rate_document(operating.ppv),
+        "npv": _rate_document(operating.npv),
+        "prevalence": operating.prevalence,
+        "ppv_at_prevalence": _triple(operating.ppv_at_prevalence),
+        "npv_at_prevalence": _triple(operating.npv_at_prevalence),
+    }
+
+
+def _triple(value: tuple[float, float, float] | None) -> dict[str, float] | None:
+    return None if value is None else dict(zip(("value", "ci_low", "ci_high"), value, strict=True))
+
+
 def dependence_document(dependence: Dependence | None) -> dict[str, Any] | None:
     """``metrics.json``'s ``metadata_dependence`` (``None``: not computed)."""
     if dependence is None:
@@ -137,7 +183,7 @@ def metrics_document(
     evaluation: Evaluation,
     classes: tuple[str, ...],
     trust: Trust,
-    dependence: Dependence | None = None,
+    clinical: Clinical | None = None,
 ) -> dict[str, Any]:
     """The content of ``metrics.json`` (layout: ``metrics.schema.json``)."""
     m = evaluation.metrics
@@ -164,7 +210,8 @@ def metrics_document(
             ],
             "calibration": [asdict(b) for b in m.calibration],
             "trust": trust_document(trust),
-            "metadata_dependence": dependence_document(dependence),
+            "operating_point": operating_document(clinical.operating if clinical else None),
+            "metadata_dependence": dependence_document(clinical.dependence if clinical else None),
         }
     )
 

@@ -26,10 +26,11 @@ import torch
 from auditor import __version__
 from auditor.aggregate import AuditInputs, ReportData, build_report_data
 from auditor.architecture import ArchitectureProfile, layers_frame, profile_model
-from auditor.clinical import Dependence, metadata_dependence, positive_class
+from auditor.clinical import Clinical, analyse_predictions, positive_class
 from auditor.config import AuditConfig
 from auditor.data import Dataset, discover
 from auditor.documents import (
+    curves_frame,
     dependence_frame,
     manifest_document,
     metrics_document,
@@ -116,7 +117,7 @@ class _Results:
     selection: Selection
     explanations: Explanations
     trust: Trust
-    dependence: Dependence | None
+    clinical: Clinical
 
 
 def _load(config: AuditConfig) -> _Loaded:
@@ -168,10 +169,14 @@ def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
         loaded.profile.layers,
         config.batch_size,
     )
-    dependence = metadata_dependence(
-        evaluation.predictions, dataset.metadata_columns, dataset.classes, config.clinical
+    clinical = analyse_predictions(
+        evaluation.predictions,
+        dataset.metadata_columns,
+        dataset.classes,
+        config.clinical,
+        config.evaluation.bootstrap,
     )
-    return _Results(evaluation, selection, explanations, trust, dependence)
+    return _Results(evaluation, selection, explanations, trust, clinical)
 
 
 def _write_files(
@@ -192,15 +197,18 @@ def _write_files(
     write_csv(evaluation.excluded, folder / "excluded.csv")
     write_json(
         folder / "metrics.json",
-        metrics_document(evaluation, loaded.dataset.classes, trust, results.dependence),
+        metrics_document(evaluation, loaded.dataset.classes, trust, results.clinical),
     )
     save_maps(explanations, folder / "explanations.npz")
     save_features(explanations, folder / "features.npz")
     write_csv(explanations.records, folder / "explanations.csv")
     write_csv(trust.verdicts, folder / "trust.csv")
     write_csv(trust.records, folder / "trust_records.csv")
-    if results.dependence is not None:
-        write_csv(dependence_frame(results.dependence), folder / "dependence.csv")
+    clinical = results.clinical
+    if clinical.dependence is not None:
+        write_csv(dependence_frame(clinical.dependence), folder / "dependence.csv")
+    if clinical.operating is not None:
+        write_csv(curves_frame(clinical.operating), folder / "curves.csv")
     html = render_html(report)
     (folder / "report.html").write_text(html, encoding="utf-8")
     write_pdf(html, folder, folder / "report.pdf")
@@ -231,7 +239,7 @@ def _report(
             architecture=loaded.profile,
             explanations=results.explanations,
             trust=results.trust,
-            dependence=results.dependence,
+            clinical=results.clinical,
             selection=results.selection,
             command=command,
             versions=_versions(),

@@ -39,6 +39,7 @@ RUN_FILES = {
     "features.npz",
     "trust.csv",
     "dependence.csv",  # the manifest has a metadata column and two classes
+    "curves.csv",  # two classes: an operating point
     "trust_records.csv",
 }
 
@@ -406,3 +407,25 @@ def test_dependence_csv_is_recomputed_from_the_predictions(audit: tuple[Result, 
     assert not site["finding"] and "too few to judge" in site["reason"], "6 images a class"
     html = (folder / "report.html").read_text()
     assert 'id="dependence"' in html and "too few to judge" in html
+
+
+def test_the_operating_point_is_recomputed_from_the_predictions(
+    audit: tuple[Result, Path],
+) -> None:
+    _, folder = audit
+    predictions = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
+    operating = json.loads((folder / "metrics.json").read_text())["operating_point"]
+    curves = pd.read_csv(folder / "curves.csv")
+    positive = operating["positive_class"]
+
+    is_positive = predictions["label"] == positive
+    called = predictions[f"p_{positive}"] >= operating["threshold"]
+    assert operating["threshold"] == 0.5 and operating["chosen_for"] is None
+    assert (operating["sensitivity"]["hits"], operating["sensitivity"]["n"]) == (
+        int((called & is_positive).sum()), int(is_positive.sum()),
+    )  # fmt: skip
+    assert (operating["specificity"]["hits"], operating["specificity"]["n"]) == (
+        int((~called & ~is_positive).sum()), int((~is_positive).sum()),
+    )  # fmt: skip
+    assert set(curves["curve"]) == {"roc", "roc_band", "decision"}
+    assert operating["auc"]["ci_low"] <= operating["auc"]["value"] <= operating["auc"]["ci_high"]

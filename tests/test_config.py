@@ -156,10 +156,11 @@ def test_unknown_key_is_a_config_error_listing_valid_keys(tmp_path: Path) -> Non
         "dependence-difference, device, explain-samples, ig-baseline, ig-steps, image-size, "
         "lime-samples, localisation-top, max-groups, max-pixels, mean, methods, min-group-size, "
         "model, occlusion-stride, occlusion-window, out, permutations, positive-class, "
-        "randomisation-steps, randomisation-threshold, report-classes, seed, sensitivity-radius, "
-        "sensitivity-samples, sensitivity-threshold, shap-samples, shortcut-concentration, "
-        "shortcut-min-images, shortcut-threshold, smoothgrad-base, smoothgrad-noise, "
-        "smoothgrad-samples, std, superpixels, target-layer, token-prefix, trust-images, workers"
+        "prevalence, randomisation-steps, randomisation-threshold, report-classes, seed, "
+        "sensitivity-radius, sensitivity-samples, sensitivity-threshold, shap-samples, "
+        "shortcut-concentration, shortcut-min-images, shortcut-threshold, smoothgrad-base, "
+        "smoothgrad-noise, smoothgrad-samples, std, superpixels, target-layer, "
+        "target-sensitivity, target-specificity, threshold, token-prefix, trust-images, workers"
     )
     assert f"valid keys: {valid}" in message
 

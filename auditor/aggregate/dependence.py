@@ -71,7 +71,7 @@ def dependence_findings(dependence: Dependence | None) -> tuple[str, ...]:
 
 def dependence_view(inputs: AuditInputs) -> DependenceView | None:
     """The section, or ``None`` without a positive class or metadata columns."""
-    dependence = inputs.dependence
+    dependence = inputs.clinical.dependence
     if dependence is None:
         return None
     settings = dependence.settings

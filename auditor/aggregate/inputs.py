@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from auditor.architecture import ArchitectureProfile
-from auditor.clinical import Dependence
+from auditor.clinical import Clinical
 from auditor.config import AuditConfig
 from auditor.data import Dataset
 from auditor.evaluate import Evaluation
@@ -33,7 +33,7 @@ class AuditInputs:
         architecture: The model's structure and cost.
         explanations: The explained cases' maps.
         trust: The trust checks' results.
-        dependence: Metadata dependence (``None``: no positive class or no metadata).
+        clinical: The operating point and metadata dependence.
         selection: Which images were explained.
         command: The command line of the run.
         versions: ``(package, version)`` pairs.
@@ -50,7 +50,7 @@ class AuditInputs:
     architecture: ArchitectureProfile
     explanations: Explanations
     trust: Trust
-    dependence: Dependence | None
+    clinical: Clinical
     selection: Selection
     command: str
     versions: tuple[tuple[str, str], ...]

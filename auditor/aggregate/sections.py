@@ -21,6 +21,7 @@ from auditor.aggregate.features import features_view
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.limitations import limitations_view
 from auditor.aggregate.model import model_view
+from auditor.aggregate.operating import operating_view
 from auditor.aggregate.performance import performance_view
 from auditor.aggregate.reproducibility import reproducibility_view
 from auditor.aggregate.signoff import signoff_view
@@ -69,6 +70,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("model", "Model identity and architecture", model_view),
     Section("data", "Data", data_view),
     Section("performance", "Performance", performance_view),
+    Section("operating", "Operating point", operating_view),
     Section("calibration", "Calibration", calibration_view),
     Section("subgroups", "Subgroups", subgroups_view),
     Section("dependence", "Metadata dependence", dependence_view),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from auditor.aggregate.dependence import dependence_findings
 from auditor.aggregate.inputs import AuditInputs
+from auditor.aggregate.operating import operating_sentence
 from auditor.aggregate.performance import auc_name, worst_classes
 from auditor.aggregate.trust import TrustSummary, trust_summary
 from auditor.metrics import ECE_BINS, ClassMetrics, Estimate
@@ -28,6 +29,7 @@ class SummaryView:
         output_kind: How the model's output was read, in words.
         trust: The trust checks in words.
         worst_classes: The classes with the lowest sensitivity, lowest first.
+        operating: The operating point in one sentence ("" without one).
         dependence: Each metadata column the prediction depends on, in words.
         dependence_tested: Whether metadata dependence was computed.
     """
@@ -45,6 +47,7 @@ class SummaryView:
     output_kind: str
     trust: TrustSummary
     worst_classes: tuple[ClassMetrics, ...]
+    operating: str
     dependence: tuple[str, ...]
     dependence_tested: bool
 
@@ -67,6 +70,7 @@ def summary_view(inputs: AuditInputs) -> SummaryView:
         output_kind=evaluation.output_kind.value,
         trust=trust_summary(inputs.trust),
         worst_classes=worst_classes(metrics.per_class, WORST_CLASSES),
-        dependence=dependence_findings(inputs.dependence),
-        dependence_tested=inputs.dependence is not None,
+        operating=operating_sentence(inputs.clinical.operating),
+        dependence=dependence_findings(inputs.clinical.dependence),
+        dependence_tested=inputs.clinical.dependence is not None,
     )

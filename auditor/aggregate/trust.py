@@ -98,7 +98,9 @@ class TrustSummary:
         weak: Titles of the methods that are weak evidence only (:attr:`VerdictLevel.WEAK`).
         findings: Shortcut findings, one sentence each, capitalised.
         shortcut_methods: Titles of the methods the shortcut finding reads.
-        has_groups: Whether the shortcut analysis had any group to judge.
+        has_groups: Whether the shortcut analysis had any group of enough images to judge.
+        too_few: Groups shown but not judged (fewer than ``shortcut-min-images`` images).
+        min_images: ``shortcut-min-images``.
     """
 
     explained: bool
@@ -109,6 +111,8 @@ class TrustSummary:
     findings: tuple[str, ...]
     shortcut_methods: tuple[str, ...]
     has_groups: bool
+    too_few: int
+    min_images: int
 
 
 @dataclass(frozen=True)
@@ -191,7 +195,9 @@ def trust_summary(trust: Trust) -> TrustSummary:
         weak=_titles(rows, VerdictLevel.WEAK),
         findings=tuple(_capitalised(g.sentence()) for g in shortcuts.flagged) if shortcuts else (),
         shortcut_methods=_shortcut_methods(trust),
-        has_groups=bool(shortcuts and shortcuts.groups),
+        has_groups=bool(shortcuts and any(not g.too_few for g in shortcuts.groups)),
+        too_few=sum(g.too_few for g in shortcuts.groups) if shortcuts else 0,
+        min_images=trust.settings.shortcut_min_images,
     )
 
 

@@ -48,8 +48,14 @@ def positive_class(classes: tuple[str, ...], settings: ClinicalSettings) -> str 
     """The declared positive class, else the second of two classes, else ``None``.
 
     Raises:
-        ConfigError: The declared class is not one of ``classes``.
+        ConfigError: The declared class is not one of ``classes``, or both threshold
+            targets are set.
     """
+    if settings.target_sensitivity is not None and settings.target_specificity is not None:
+        raise ConfigError(
+            "target-sensitivity and target-specificity are both set; keep one (a threshold "
+            "is chosen for one target)"
+        )
     if settings.positive_class is None:
         return classes[1] if len(classes) == 2 else None
     if settings.positive_class not in classes:

@@ -23,6 +23,43 @@ class ClinicalSettings:
         flag=True,
         default_text="the second of two classes; none for more classes",
     )
+    threshold: float = setting(
+        0.5,
+        help="Probability of the positive class at or above which an image is called positive "
+        "(for the operating point)",
+        minimum=0.0,
+        maximum=1.0,
+        open_minimum=True,
+        flag=True,
+    )
+    target_sensitivity: float | None = setting(
+        None,
+        help="Instead of threshold: choose, on the audited data, the highest threshold whose "
+        "sensitivity reaches this",
+        minimum=0.0,
+        maximum=1.0,
+        open_minimum=True,
+        default_text="none (threshold is used)",
+    )
+    target_specificity: float | None = setting(
+        None,
+        help="Instead of threshold: choose, on the audited data, the lowest threshold whose "
+        "specificity reaches this",
+        minimum=0.0,
+        maximum=1.0,
+        open_minimum=True,
+        default_text="none (threshold is used)",
+    )
+    prevalence: float | None = setting(
+        None,
+        help="Prevalence of the positive class in the intended population; PPV and NPV are "
+        "recomputed for it",
+        unit="share",
+        minimum=0.0,
+        maximum=1.0,
+        open_minimum=True,
+        default_text="none (only the audited data's)",
+    )
     min_group_size: int = setting(
         10,
         help="Fewest images a group (a metadata value at one true label) needs for a "

@@ -1,0 +1,54 @@
+"""Every clinical analysis of one evaluation's predictions, run together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from auditor.clinical.dependence import Dependence, metadata_dependence, positive_class
+from auditor.clinical.operating import Operating, operating_point
+from auditor.clinical.settings import ClinicalSettings
+
+__all__ = ["Clinical", "analyse_predictions"]
+
+
+@dataclass(frozen=True)
+class Clinical:
+    """The clinical analyses (``None`` where they do not apply).
+
+    Attributes:
+        positive_class: The class a positive call means; ``None`` for a model of more
+            than two classes without a declared ``positive-class`` (nothing below runs).
+        operating: The operating point; ``None`` also when the data lack a class.
+        dependence: Metadata dependence; ``None`` also without metadata columns.
+    """
+
+    settings: ClinicalSettings
+    positive_class: str | None
+    operating: Operating | None
+    dependence: Dependence | None
+
+
+def analyse_predictions(
+    predictions: pd.DataFrame,
+    metadata_columns: tuple[str, ...],
+    classes: tuple[str, ...],
+    settings: ClinicalSettings,
+    resamples: int,
+) -> Clinical:
+    """Operating point and metadata dependence of ``predictions.csv``'s frame.
+
+    Args:
+        resamples: Bootstrap resamples for the AUC interval and the ROC band (the
+            evaluation's ``bootstrap``).
+    """
+    positive = positive_class(classes, settings)
+    if positive is None:
+        return Clinical(settings, None, None, None)
+    return Clinical(
+        settings=settings,
+        positive_class=positive,
+        operating=operating_point(predictions, positive, settings, resamples),
+        dependence=metadata_dependence(predictions, metadata_columns, classes, settings),
+    )

@@ -1,0 +1,251 @@
+"""The operating point: the model read as a test for the positive class.
+
+From the probability of the positive class (``p_<positive>`` in ``predictions.csv``):
+
+* ROC curve and AUC (scikit-learn), the AUC with a percentile bootstrap interval over
+  images; the bootstrap is vectorised here (resample counts as weights on the sorted
+  scores, the Mann-Whitney form of the AUC), since scikit-learn's ``roc_auc_score``
+  would be called once per resample. The ROC band is the pointwise 2.5-97.5%
+  percentile of the resamples' true-positive rate on a grid of false-positive rates.
+* A threshold, declared (``threshold``) or chosen on these data for a declared target
+  (``target-sensitivity``: the highest threshold that reaches it, so the most specific;
+  ``target-specificity``: the lowest that reaches it, so the most sensitive; reported as
+  chosen on the audited data, which flatters it); at it, sensitivity, specificity, PPV and
+  NPV with Wilson 95% intervals, and PPV and NPV at a declared ``prevalence`` of the
+  intended population (Bayes' rule; the interval from the ends of the sensitivity and
+  specificity intervals, which bound it because both values rise with each).
+* Decision-curve analysis (Vickers and Elkin, 2006): net benefit
+  ``TP/N - FP/N * pt / (1 - pt)`` against threshold probability ``pt``, with treat-all
+  and treat-none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from sklearn.metrics import roc_auc_score, roc_curve
+from statsmodels.stats.proportion import proportion_confint
+
+from auditor.clinical.settings import ClinicalSettings
+
+__all__ = [
+    "FPR_GRID",
+    "Operating",
+    "Rate",
+    "bootstrap_auc",
+    "net_benefit",
+    "operating_point",
+    "predictive_values",
+]
+
+FPR_GRID = np.linspace(0.0, 1.0, 101)
+"""False-positive rates at which the ROC band is drawn."""
+
+DECISION_THRESHOLDS = np.round(np.arange(0.01, 1.0, 0.01), 2)
+"""Threshold probabilities of the decision curve."""
+
+_CHUNK = 100
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A proportion with its Wilson 95% interval: ``hits`` of ``n``."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    hits: int
+    n: int
+
+
+def _rate(hits: int, n: int) -> Rate:
+    if n == 0:
+        nan = float("nan")
+        return Rate(nan, nan, nan, 0, 0)
+    low, high = proportion_confint(hits, n, method="wilson")
+    return Rate(hits / n, float(low), float(high), hits, n)
+
+
+@dataclass(frozen=True)
+class Operating:
+    """The operating point of the positive class.
+
+    Attributes:
+        positive_class: The class a positive call means.
+        auc: ROC AUC with its bootstrap 95% interval ``(value, low, high)``.
+        threshold: Probability of the positive class at or above which an image is called
+            positive.
+        chosen_for: ``""`` when declared; else what it was chosen on these data to reach,
+            e.g. ``"sensitivity 0.95"``.
+        sensitivity, specificity, ppv, npv: At the threshold, on these data.
+        prevalence: The declared prevalence of the intended population, or ``None``.
+        ppv_at_prevalence, npv_at_prevalence: ``(value, low, high)`` at ``prevalence``.
+        roc: ``(fpr, tpr, thresholds)`` of scikit-learn's ``roc_curve``.
+        band: ``(low, high)`` true-positive rates on :data:`FPR_GRID`.
+        decision: Frame of ``threshold``, ``model``, ``treat_all`` net benefit.
+        resamples: Bootstrap resamples behind the intervals.
+    """
+
+    positive_class: str
+    auc: tuple[float, float, float]
+    threshold: float
+    chosen_for: str
+    sensitivity: Rate
+    specificity: Rate
+    ppv: Rate
+    npv: Rate
+    prevalence: float | None
+    ppv_at_prevalence: tuple[float, float, float] | None
+    npv_at_prevalence: tuple[float, float, float] | None
+    roc: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
+    band: tuple[NDArray[np.float64], NDArray[np.float64]]
+    decision: pd.DataFrame
+    resamples: int
+
+
+def _weighted_curves(
+    scores: NDArray[np.float64], positive: NDArray[np.bool_], weights: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """AUC, and TPR/FPR at each distinct score (descending), per row of ``weights``.
+
+    ``weights`` is ``(R, N)``: how many times each image is drawn in each resample.
+    """
+    values, index = np.unique(-scores, return_inverse=True)  # descending scores
+    rows, levels = weights.shape[0], values.shape[0]
+    offsets = (np.arange(rows) * levels)[:, None]
+    flat = (index[None, :] + offsets).ravel()
+    pos = np.bincount(flat, (weights * positive).ravel(), rows * levels).reshape(rows, levels)
+    neg = np.bincount(flat, (weights * ~positive).ravel(), rows * levels).reshape(rows, levels)
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    # A positive beats every negative of a lower score, and ties count one half.
+    negatives_below = n_neg[:, None] - np.cumsum(neg, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (pos * (negatives_below + 0.5 * neg)).sum(axis=1) / (n_pos * n_neg)
+        tpr = np.cumsum(pos, axis=1) / n_pos[:, None]
+        fpr = np.cumsum(neg, axis=1) / n_neg[:, None]
+    return auc, tpr, fpr
+
+
+def bootstrap_auc(
+    scores: NDArray[np.float64], positive: NDArray[np.bool_], resamples: int, seed: int
+) -> tuple[tuple[float, float], tuple[NDArray[np.float64], NDArray[np.float64]]]:
+    """Percentile 95% interval of the AUC, and the ROC band on :data:`FPR_GRID`.
+
+    Resamples images with replacement (multinomial counts), ``_CHUNK`` at a time.
+    """
+    rng = np.random.default_rng(seed)
+    n = scores.shape[0]
+    aucs, bands = [], []
+    for start in range(0, resamples, _CHUNK):
+        rows = min(_CHUNK, resamples - start)
+        weights = rng.multinomial(n, np.full(n, 1 / n), size=rows).astype(np.float64)
+        auc, tpr, fpr = _weighted_curves(scores, positive, weights)
+        aucs.append(auc)
+        for r in range(rows):
+            if np.isfinite(auc[r]):
+                bands.append(np.interp(FPR_GRID, np.r_[0.0, fpr[r]], np.r_[0.0, tpr[r]]))
+    every = np.concatenate(aucs)
+    low, high = np.nanquantile(every, [0.025, 0.975])
+    stacked = np.stack(bands)
+    return (float(low), float(high)), (
+        np.quantile(stacked, 0.025, axis=0),
+        np.quantile(stacked, 0.975, axis=0),
+    )
+
+
+def net_benefit(
+    scores: NDArray[np.float64], positive: NDArray[np.bool_], thresholds: NDArray[np.float64]
+) -> pd.DataFrame:
+    """Net benefit of the model, of treating all and of treating none, per threshold."""
+    n = scores.shape[0]
+    called = scores[None, :] >= thresholds[:, None]
+    tp = (called & positive[None, :]).sum(axis=1) / n
+    fp = (called & ~positive[None, :]).sum(axis=1) / n
+    odds = thresholds / (1 - thresholds)
+    prevalence = positive.mean()
+    return pd.DataFrame(
+        {
+            "threshold": thresholds,
+            "model": tp - fp * odds,
+            "treat_all": prevalence - (1 - prevalence) * odds,
+            "treat_none": np.zeros_like(thresholds),
+        }
+    )
+
+
+def predictive_values(
+    sensitivity: float, specificity: float, prevalence: float
+) -> tuple[float, float]:
+    """PPV and NPV of a test of this sensitivity and specificity at ``prevalence``."""
+    true_pos = sensitivity * prevalence
+    false_pos = (1 - specificity) * (1 - prevalence)
+    true_neg = specificity * (1 - prevalence)
+    false_neg = (1 - sensitivity) * prevalence
+    return true_pos / (true_pos + false_pos), true_neg / (true_neg + false_neg)
+
+
+def _threshold(
+    fpr: NDArray[np.float64], tpr: NDArray[np.float64], cuts: NDArray[np.float64],
+    settings: ClinicalSettings,
+) -> tuple[float, str]:  # fmt: skip
+    """The declared threshold, or the largest one reaching the declared target."""
+    if settings.target_sensitivity is not None:
+        reached = np.flatnonzero(tpr >= settings.target_sensitivity)
+        return float(min(cuts[reached[0]], 1.0)), f"sensitivity {settings.target_sensitivity:g}"
+    if settings.target_specificity is not None:
+        reached = np.flatnonzero(1 - fpr >= settings.target_specificity)
+        return float(min(cuts[reached[-1]], 1.0)), f"specificity {settings.target_specificity:g}"
+    return settings.threshold, ""
+
+
+def _at_prevalence(
+    sensitivity: Rate, specificity: Rate, prevalence: float | None
+) -> tuple[tuple[float, float, float] | None, tuple[float, float, float] | None]:
+    if prevalence is None:
+        return None, None
+    value = predictive_values(sensitivity.value, specificity.value, prevalence)
+    low = predictive_values(sensitivity.ci_low, specificity.ci_low, prevalence)
+    high = predictive_values(sensitivity.ci_high, specificity.ci_high, prevalence)
+    ppv = (value[0], min(low[0], high[0]), max(low[0], high[0]))
+    npv = (value[1], min(low[1], high[1]), max(low[1], high[1]))
+    return ppv, npv
+
+
+def operating_point(
+    predictions: pd.DataFrame,
+    positive_class: str,
+    settings: ClinicalSettings,
+    resamples: int,
+) -> Operating | None:
+    """The operating point, or ``None`` when the data lack either class."""
+    scores = predictions[f"p_{positive_class}"].to_numpy(dtype=np.float64)
+    positive = (predictions["label"] == positive_class).to_numpy(dtype=bool)
+    if positive.all() or not positive.any():
+        return None
+    fpr, tpr, cuts = roc_curve(positive, scores)
+    threshold, chosen_for = _threshold(fpr, tpr, cuts, settings)
+    called = scores >= threshold
+    sensitivity = _rate(int((called & positive).sum()), int(positive.sum()))
+    specificity = _rate(int((~called & ~positive).sum()), int((~positive).sum()))
+    (auc_low, auc_high), band = bootstrap_auc(scores, positive, resamples, settings.seed)
+    ppv, npv = _at_prevalence(sensitivity, specificity, settings.prevalence)
+    return Operating(
+        positive_class=positive_class,
+        auc=(float(roc_auc_score(positive, scores)), auc_low, auc_high),
+        threshold=threshold,
+        chosen_for=chosen_for,
+        sensitivity=sensitivity,
+        specificity=specificity,
+        ppv=_rate(int((called & positive).sum()), int(called.sum())),
+        npv=_rate(int((~called & ~positive).sum()), int((~called).sum())),
+        prevalence=settings.prevalence,
+        ppv_at_prevalence=ppv,
+        npv_at_prevalence=npv,
+        roc=(fpr, tpr, cuts),
+        band=band,
+        decision=net_benefit(scores, positive, DECISION_THRESHOLDS),
+        resamples=resamples,
+    )

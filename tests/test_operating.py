@@ -1,0 +1,116 @@
+"""The operating point against scikit-learn and hand computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from auditor.clinical import ClinicalSettings, operating_point
+from auditor.clinical.operating import _weighted_curves, net_benefit, predictive_values
+
+
+def _scores(seed: int = 0, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    positive = rng.random(n) < 0.4
+    scores = np.round(np.clip(rng.normal(0.3 + 0.4 * positive, 0.2), 0, 1), 2)  # with ties
+    return scores, positive
+
+
+def _frame(scores: np.ndarray, positive: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"label": np.where(positive, "malignant", "benign"), "p_malignant": scores})
+
+
+def test_each_resamples_auc_equals_sklearns_on_the_drawn_images() -> None:
+    scores, positive = _scores()
+    rng = np.random.default_rng(1)
+    weights = rng.multinomial(len(scores), np.full(len(scores), 1 / len(scores)), size=4)
+
+    auc, _, _ = _weighted_curves(scores, positive, weights.astype(float))
+
+    for row, value in zip(weights, auc, strict=True):
+        drawn = np.repeat(np.arange(len(scores)), row)
+        assert value == pytest.approx(roc_auc_score(positive[drawn], scores[drawn]))
+
+
+def test_auc_roc_and_the_rates_at_the_threshold_equal_sklearn_and_counts() -> None:
+    scores, positive = _scores()
+
+    operating = operating_point(_frame(scores, positive), "malignant", ClinicalSettings(), 500)
+
+    assert operating is not None
+    assert operating.auc[0] == pytest.approx(roc_auc_score(positive, scores))
+    assert operating.auc[1] < operating.auc[0] < operating.auc[2]
+    for ours, theirs in zip(operating.roc, roc_curve(positive, scores), strict=True):
+        np.testing.assert_allclose(ours, theirs)
+    called = scores >= 0.5
+    assert (operating.sensitivity.hits, operating.sensitivity.n) == (
+        (called & positive).sum(), positive.sum(),
+    )  # fmt: skip
+    assert (operating.specificity.hits, operating.specificity.n) == (
+        (~called & ~positive).sum(), (~positive).sum(),
+    )  # fmt: skip
+    assert operating.ppv.value == pytest.approx((called & positive).sum() / called.sum())
+    assert operating.npv.value == pytest.approx((~called & ~positive).sum() / (~called).sum())
+    low, high = operating.band
+    assert (low <= high).all() and low[-1] == pytest.approx(1.0)
+
+
+def test_a_target_sensitivity_picks_the_highest_threshold_that_reaches_it() -> None:
+    scores, positive = _scores()
+    settings = ClinicalSettings(target_sensitivity=0.9)
+
+    operating = operating_point(_frame(scores, positive), "malignant", settings, 200)
+
+    assert operating is not None and operating.chosen_for == "sensitivity 0.9"
+    assert operating.sensitivity.value >= 0.9
+    higher = scores[scores > operating.threshold].min()  # the next distinct score up
+    assert (scores[positive] >= higher).mean() < 0.9
+
+
+def test_a_target_specificity_picks_the_lowest_threshold_that_reaches_it() -> None:
+    scores, positive = _scores()
+    settings = ClinicalSettings(target_specificity=0.8)
+
+    operating = operating_point(_frame(scores, positive), "malignant", settings, 200)
+
+    assert operating is not None and operating.specificity.value >= 0.8
+    lower = scores[scores < operating.threshold].max()
+    assert (scores[~positive] < lower).mean() < 0.8
+
+
+def test_the_decision_curve_and_predictive_values_equal_hand_computations() -> None:
+    scores = np.array([0.9, 0.8, 0.6, 0.4, 0.3, 0.1])
+    positive = np.array([True, True, False, True, False, False])
+
+    curve = net_benefit(scores, positive, np.array([0.5])).iloc[0]
+
+    # At 0.5: called 0.9, 0.8, 0.6 -> TP 2, FP 1 of 6; odds 1.
+    assert curve["model"] == pytest.approx(2 / 6 - 1 / 6)
+    assert curve["treat_all"] == pytest.approx(0.5 - 0.5)
+    assert curve["treat_none"] == 0
+    # Sensitivity 0.9, specificity 0.8 at prevalence 0.1: PPV 0.09 / (0.09 + 0.18).
+    ppv, npv = predictive_values(0.9, 0.8, 0.1)
+    assert ppv == pytest.approx(0.09 / 0.27)
+    assert npv == pytest.approx(0.72 / 0.73)
+
+
+def test_ppv_at_a_declared_prevalence_is_bounded_by_the_rates_intervals() -> None:
+    scores, positive = _scores()
+    settings = ClinicalSettings(prevalence=0.05)
+
+    operating = operating_point(_frame(scores, positive), "malignant", settings, 200)
+
+    assert operating is not None and operating.ppv_at_prevalence is not None
+    value, low, high = operating.ppv_at_prevalence
+    s, p = operating.sensitivity, operating.specificity
+    assert value == pytest.approx(predictive_values(s.value, p.value, 0.05)[0])
+    assert low == pytest.approx(predictive_values(s.ci_low, p.ci_low, 0.05)[0])
+    assert high == pytest.approx(predictive_values(s.ci_high, p.ci_high, 0.05)[0])
+    assert value < operating.ppv.value, "a rarer disease, a lower PPV"
+
+
+def test_data_of_one_class_have_no_operating_point() -> None:
+    frame = _frame(np.array([0.2, 0.7]), np.array([True, True]))
+    assert operating_point(frame, "malignant", ClinicalSettings(), 100) is None
