@@ -26,6 +26,7 @@ import pandas as pd
 
 from auditor import __version__
 from auditor.clinical import Clinical, Dependence, Operating, Rate
+from auditor.clinical.fairness import Fairness
 from auditor.clinical.operating import FPR_GRID
 from auditor.evaluate import Evaluation
 from auditor.load import file_sha256
@@ -38,11 +39,13 @@ __all__ = [
     "curves_frame",
     "dependence_document",
     "dependence_frame",
+    "fairness_document",
     "manifest_document",
     "metrics_document",
     "operating_document",
     "schema",
     "spreadsheet_safe",
+    "subgroups_frame",
     "trust_document",
     "write_csv",
     "write_json",
@@ -134,6 +137,44 @@ def _rate_document(rate: Rate) -> dict[str, Any]:
     return asdict(rate)
 
 
+_GROUP_RATES = ("prevalence", "sensitivity", "specificity", "ppv", "npv", "accuracy")
+
+
+def subgroups_frame(fairness: Fairness) -> pd.DataFrame:
+    """``subgroups.csv``: per column and value, images and each rate with its Wilson CI
+    and counts (``<rate>``, ``<rate>_ci_low``, ``<rate>_ci_high``, ``<rate>_hits``,
+    ``<rate>_n``)."""
+    rows = []
+    for g in fairness.groups:
+        row: dict[str, Any] = {"column": g.column, "value": g.value, "n": g.n,
+                               "too_few": g.too_few}  # fmt: skip
+        for name in _GROUP_RATES:
+            rate = getattr(g, name)
+            row |= {name: rate.value, f"{name}_ci_low": rate.ci_low,
+                    f"{name}_ci_high": rate.ci_high, f"{name}_hits": rate.hits,
+                    f"{name}_n": rate.n}  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fairness_document(fairness: Fairness | None) -> dict[str, Any] | None:
+    """``metrics.json``'s ``fairness``: the disparities and the lowest groups."""
+    if fairness is None:
+        return None
+    return {
+        "positive_class": fairness.positive_class,
+        "min_group_size": fairness.min_group_size,
+        "resamples": fairness.resamples,
+        "disparities": [asdict(d) for d in fairness.disparities],
+        "lowest": [
+            {"column": column, "measure": measure, "value": value}
+            for (column, measure), value in fairness.lowest.items()
+        ],
+        "binned": list(fairness.binned),
+        "skipped": [{"column": c, "reason": r} for c, r in fairness.skipped],
+    }
+
+
 def operating_document(operating: Operating | None) -> dict[str, Any] | None:
     """``metrics.json``'s ``operating_point`` (``None``: no positive class, or one class)."""
     if operating is None:
@@ -212,6 +253,7 @@ def metrics_document(
             "trust": trust_document(trust),
             "operating_point": operating_document(clinical.operating if clinical else None),
             "metadata_dependence": dependence_document(clinical.dependence if clinical else None),
+            "fairness": fairness_document(clinical.fairness if clinical else None),
         }
     )
 

@@ -34,6 +34,7 @@ from auditor.documents import (
     dependence_frame,
     manifest_document,
     metrics_document,
+    subgroups_frame,
     write_csv,
     write_json,
 )
@@ -209,6 +210,8 @@ def _write_files(
         write_csv(dependence_frame(clinical.dependence), folder / "dependence.csv")
     if clinical.operating is not None:
         write_csv(curves_frame(clinical.operating), folder / "curves.csv")
+    if clinical.fairness is not None:
+        write_csv(subgroups_frame(clinical.fairness), folder / "subgroups.csv")
     html = render_html(report)
     (folder / "report.html").write_text(html, encoding="utf-8")
     write_pdf(html, folder, folder / "report.pdf")

@@ -40,6 +40,7 @@ RUN_FILES = {
     "trust.csv",
     "dependence.csv",  # the manifest has a metadata column and two classes
     "curves.csv",  # two classes: an operating point
+    "subgroups.csv",
     "trust_records.csv",
 }
 
@@ -429,3 +430,15 @@ def test_the_operating_point_is_recomputed_from_the_predictions(
     )  # fmt: skip
     assert set(curves["curve"]) == {"roc", "roc_band", "decision"}
     assert operating["auc"]["ci_low"] <= operating["auc"]["value"] <= operating["auc"]["ci_high"]
+
+
+def test_subgroups_csv_is_recounted_from_the_predictions(audit: tuple[Result, Path]) -> None:
+    _, folder = audit
+    predictions = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
+    groups = pd.read_csv(folder / "subgroups.csv", keep_default_na=False)
+    fairness = json.loads((folder / "metrics.json").read_text())["fairness"]
+
+    assert dict(zip(groups["value"], groups["n"], strict=True)) == (
+        predictions["site"].value_counts().to_dict()
+    )
+    assert groups["too_few"].all() and fairness["disparities"] == [], "6 images a site"

@@ -1,4 +1,6 @@
-"""The subgroups section: accuracy per value of each metadata column, with Wilson intervals."""
+"""The subgroups section: the test's rates per value of each metadata column, and their
+disparities (fairlearn's metrics; :mod:`auditor.clinical.fairness`); for a model without
+a positive class, accuracy per value, with Wilson intervals."""
 
 from __future__ import annotations
 
@@ -8,9 +10,13 @@ from dataclasses import dataclass
 import pandas as pd
 
 from auditor.aggregate.inputs import AuditInputs
+from auditor.clinical.fairness import DISPARITIES, Fairness, GroupMetrics
+from auditor.metrics import Estimate
 
 __all__ = [
     "MAX_SUBGROUP_VALUES",
+    "DisparityRow",
+    "FairnessView",
     "SubgroupRow",
     "SubgroupsView",
     "subgroup_table",
@@ -33,11 +39,64 @@ class SubgroupRow:
 
 
 @dataclass(frozen=True)
+class DisparityRow:
+    """One column's disparities (in :data:`DISPARITIES` order) and its lowest groups."""
+
+    column: str
+    values: tuple[Estimate, ...]
+    lowest_sensitivity: str
+    lowest_specificity: str
+
+
+@dataclass(frozen=True)
+class FairnessView:
+    """The test's rates per group and the disparities of each column."""
+
+    positive_class: str
+    groups: tuple[GroupMetrics, ...]
+    disparity_names: tuple[str, ...]
+    disparities: tuple[DisparityRow, ...]
+    min_group_size: int
+    resamples: int
+    binned: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class SubgroupsView:
-    """The subgroups section: its rows and the column limit they obey."""
+    """The subgroups section: with a positive class, ``fairness``; else accuracy ``rows``
+    and the column limit they obey."""
 
     rows: tuple[SubgroupRow, ...]
     max_values: int
+    fairness: FairnessView | None = None
+
+
+def _fairness_view(fairness: Fairness) -> FairnessView:
+    columns = dict.fromkeys(d.column for d in fairness.disparities)
+    rows = tuple(
+        DisparityRow(
+            column=column,
+            values=tuple(
+                Estimate(d.value, d.ci_low, d.ci_high)
+                for d in fairness.disparities
+                if d.column == column
+            ),
+            lowest_sensitivity=fairness.lowest.get((column, "sensitivity"), "—"),
+            lowest_specificity=fairness.lowest.get((column, "specificity"), "—"),
+        )
+        for column in columns
+    )
+    return FairnessView(
+        positive_class=fairness.positive_class,
+        groups=fairness.groups,
+        disparity_names=DISPARITIES,
+        disparities=rows,
+        min_group_size=fairness.min_group_size,
+        resamples=fairness.resamples,
+        binned=fairness.binned,
+        skipped=fairness.skipped,
+    )
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -67,6 +126,9 @@ def subgroup_table(predictions: pd.DataFrame, columns: tuple[str, ...]) -> tuple
 
 
 def subgroups_view(inputs: AuditInputs) -> SubgroupsView | None:
-    """The subgroup table, or ``None`` when the data has no column to break down."""
+    """The subgroup tables, or ``None`` when the data has no column to break down."""
+    fairness = inputs.clinical.fairness
+    if fairness is not None:
+        return SubgroupsView((), MAX_SUBGROUP_VALUES, _fairness_view(fairness))
     rows = subgroup_table(inputs.evaluation.predictions, inputs.dataset.metadata_columns)
     return SubgroupsView(rows, MAX_SUBGROUP_VALUES) if rows else None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from auditor.clinical.dependence import Dependence, metadata_dependence, positive_class
+from auditor.clinical.fairness import Fairness, fairness
 from auditor.clinical.operating import Operating, operating_point
 from auditor.clinical.settings import ClinicalSettings
 
@@ -22,12 +23,14 @@ class Clinical:
             than two classes without a declared ``positive-class`` (nothing below runs).
         operating: The operating point; ``None`` also when the data lack a class.
         dependence: Metadata dependence; ``None`` also without metadata columns.
+        fairness: Rates per metadata value and their disparities; ``None`` likewise.
     """
 
     settings: ClinicalSettings
     positive_class: str | None
     operating: Operating | None
     dependence: Dependence | None
+    fairness: Fairness | None
 
 
 def analyse_predictions(
@@ -37,18 +40,19 @@ def analyse_predictions(
     settings: ClinicalSettings,
     resamples: int,
 ) -> Clinical:
-    """Operating point and metadata dependence of ``predictions.csv``'s frame.
+    """Operating point, metadata dependence and fairness of ``predictions.csv``'s frame.
 
     Args:
-        resamples: Bootstrap resamples for the AUC interval and the ROC band (the
-            evaluation's ``bootstrap``).
+        resamples: Bootstrap resamples for the AUC interval, the ROC band and the
+            disparities' intervals (the evaluation's ``bootstrap``).
     """
     positive = positive_class(classes, settings)
     if positive is None:
-        return Clinical(settings, None, None, None)
+        return Clinical(settings, None, None, None, None)
     return Clinical(
         settings=settings,
         positive_class=positive,
         operating=operating_point(predictions, positive, settings, resamples),
         dependence=metadata_dependence(predictions, metadata_columns, classes, settings),
+        fairness=fairness(predictions, metadata_columns, positive, settings, resamples),
     )
