@@ -254,6 +254,10 @@ def metrics_document(
             "operating_point": operating_document(clinical.operating if clinical else None),
             "metadata_dependence": dependence_document(clinical.dependence if clinical else None),
             "fairness": fairness_document(clinical.fairness if clinical else None),
+            "positive_calibration": (
+                asdict(clinical.calibration) if clinical and clinical.calibration else None
+            ),
+            "class_ece": dict(zip(classes, clinical.class_ece, strict=True)) if clinical else None,
         }
     )
 

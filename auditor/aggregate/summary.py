@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from auditor.aggregate.calibration import calibration_sentence
 from auditor.aggregate.dependence import dependence_findings
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.operating import operating_sentence
@@ -30,6 +31,7 @@ class SummaryView:
         trust: The trust checks in words.
         worst_classes: The classes with the lowest sensitivity, lowest first.
         operating: The operating point in one sentence ("" without one).
+        calibration: The positive class's calibration in one sentence ("" without one).
         dependence: Each metadata column the prediction depends on, in words.
         dependence_tested: Whether metadata dependence was computed.
     """
@@ -48,6 +50,7 @@ class SummaryView:
     trust: TrustSummary
     worst_classes: tuple[ClassMetrics, ...]
     operating: str
+    calibration: str
     dependence: tuple[str, ...]
     dependence_tested: bool
 
@@ -71,6 +74,7 @@ def summary_view(inputs: AuditInputs) -> SummaryView:
         trust=trust_summary(inputs.trust),
         worst_classes=worst_classes(metrics.per_class, WORST_CLASSES),
         operating=operating_sentence(inputs.clinical.operating),
+        calibration=calibration_sentence(inputs.clinical.calibration),
         dependence=dependence_findings(inputs.clinical.dependence),
         dependence_tested=inputs.clinical.dependence is not None,
     )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from auditor.clinical.calibration import PositiveCalibration, class_ece, positive_calibration
 from auditor.clinical.dependence import Dependence, metadata_dependence, positive_class
 from auditor.clinical.fairness import Fairness, fairness
 from auditor.clinical.operating import Operating, operating_point
@@ -24,6 +25,9 @@ class Clinical:
         operating: The operating point; ``None`` also when the data lack a class.
         dependence: Metadata dependence; ``None`` also without metadata columns.
         fairness: Rates per metadata value and their disparities; ``None`` likewise.
+        calibration: The positive class's probability's calibration.
+        class_ece: Every class's one-vs-rest ECE, in class order (with or without a
+            positive class).
     """
 
     settings: ClinicalSettings
@@ -31,6 +35,8 @@ class Clinical:
     operating: Operating | None
     dependence: Dependence | None
     fairness: Fairness | None
+    calibration: PositiveCalibration | None
+    class_ece: tuple[float, ...]
 
 
 def analyse_predictions(
@@ -47,12 +53,15 @@ def analyse_predictions(
             disparities' intervals (the evaluation's ``bootstrap``).
     """
     positive = positive_class(classes, settings)
+    per_class = class_ece(predictions, classes)
     if positive is None:
-        return Clinical(settings, None, None, None, None)
+        return Clinical(settings, None, None, None, None, None, per_class)
     return Clinical(
         settings=settings,
         positive_class=positive,
         operating=operating_point(predictions, positive, settings, resamples),
         dependence=metadata_dependence(predictions, metadata_columns, classes, settings),
         fairness=fairness(predictions, metadata_columns, positive, settings, resamples),
+        calibration=positive_calibration(predictions, positive),
+        class_ece=per_class,
     )
