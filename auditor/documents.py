@@ -258,6 +258,7 @@ def metrics_document(
                 asdict(clinical.calibration) if clinical and clinical.calibration else None
             ),
             "class_ece": dict(zip(classes, clinical.class_ece, strict=True)) if clinical else None,
+            "failure_modes": asdict(clinical.failures) if clinical else None,
         }
     )
 

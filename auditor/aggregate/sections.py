@@ -17,6 +17,7 @@ from auditor.aggregate.data import data_view
 from auditor.aggregate.dependence import dependence_view
 from auditor.aggregate.excluded import excluded_view
 from auditor.aggregate.explanations import explanations_view
+from auditor.aggregate.failures import failures_view
 from auditor.aggregate.features import features_view
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.limitations import limitations_view
@@ -74,6 +75,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("calibration", "Calibration", calibration_view),
     Section("subgroups", "Subgroups", subgroups_view),
     Section("dependence", "Metadata dependence", dependence_view),
+    Section("failures", "Failure modes", failures_view),
     Section("explanations", "Explanation methods", explanations_view),
     Section("trust", "Explanation trust", trust_view),
     Section("features", "Feature visualisation", features_view),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from auditor.aggregate.calibration import calibration_sentence
 from auditor.aggregate.dependence import dependence_findings
+from auditor.aggregate.failures import failures_sentence
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.operating import operating_sentence
 from auditor.aggregate.performance import auc_name, worst_classes
@@ -32,6 +33,7 @@ class SummaryView:
         worst_classes: The classes with the lowest sensitivity, lowest first.
         operating: The operating point in one sentence ("" without one).
         calibration: The positive class's calibration in one sentence ("" without one).
+        failures: The confident errors in one sentence.
         dependence: Each metadata column the prediction depends on, in words.
         dependence_tested: Whether metadata dependence was computed.
     """
@@ -51,6 +53,7 @@ class SummaryView:
     worst_classes: tuple[ClassMetrics, ...]
     operating: str
     calibration: str
+    failures: str
     dependence: tuple[str, ...]
     dependence_tested: bool
 
@@ -75,6 +78,7 @@ def summary_view(inputs: AuditInputs) -> SummaryView:
         worst_classes=worst_classes(metrics.per_class, WORST_CLASSES),
         operating=operating_sentence(inputs.clinical.operating),
         calibration=calibration_sentence(inputs.clinical.calibration),
+        failures=failures_sentence(inputs.clinical.failures),
         dependence=dependence_findings(inputs.clinical.dependence),
         dependence_tested=inputs.clinical.dependence is not None,
     )

@@ -8,6 +8,7 @@ import pandas as pd
 
 from auditor.clinical.calibration import PositiveCalibration, class_ece, positive_calibration
 from auditor.clinical.dependence import Dependence, metadata_dependence, positive_class
+from auditor.clinical.failures import Failures, failure_modes
 from auditor.clinical.fairness import Fairness, fairness
 from auditor.clinical.operating import Operating, operating_point
 from auditor.clinical.settings import ClinicalSettings
@@ -28,6 +29,7 @@ class Clinical:
         calibration: The positive class's probability's calibration.
         class_ece: Every class's one-vs-rest ECE, in class order (with or without a
             positive class).
+        failures: Errors by class and metadata value, and the confident ones.
     """
 
     settings: ClinicalSettings
@@ -37,6 +39,7 @@ class Clinical:
     fairness: Fairness | None
     calibration: PositiveCalibration | None
     class_ece: tuple[float, ...]
+    failures: Failures
 
 
 def analyse_predictions(
@@ -54,8 +57,9 @@ def analyse_predictions(
     """
     positive = positive_class(classes, settings)
     per_class = class_ece(predictions, classes)
+    failures = failure_modes(predictions, metadata_columns, classes, positive, settings)
     if positive is None:
-        return Clinical(settings, None, None, None, None, None, per_class)
+        return Clinical(settings, None, None, None, None, None, per_class, failures)
     return Clinical(
         settings=settings,
         positive_class=positive,
@@ -64,4 +68,5 @@ def analyse_predictions(
         fairness=fairness(predictions, metadata_columns, positive, settings, resamples),
         calibration=positive_calibration(predictions, positive),
         class_ece=per_class,
+        failures=failures,
     )

@@ -97,4 +97,10 @@ class ClinicalSettings:
         minimum=100,
         maximum=100_000,
     )
+    high_confidence: float = setting(
+        0.9,
+        help="Confidence at or above which an error counts as a confident error (failure modes)",
+        minimum=0.0,
+        maximum=1.0,
+    )
     seed: int = inherited("seed", 0)
