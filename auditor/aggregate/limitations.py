@@ -31,6 +31,23 @@ def _trust_caveat(inputs: AuditInputs) -> str:
     )
 
 
+def _clinical_caveats(inputs: AuditInputs) -> list[str]:
+    clinical = inputs.clinical
+    if clinical.positive_class is None:
+        return [
+            "The model has more than two classes and no positive-class was declared, so it "
+            "was not read as a test: no operating point, fairness or metadata-dependence "
+            "analysis. Declare positive-class to have them."
+        ]
+    operating = clinical.operating
+    if operating is not None and operating.chosen_for:
+        return [
+            f"The threshold was chosen on the audited data to reach {operating.chosen_for}; "
+            "the sensitivity and specificity at it are optimistic for new data."
+        ]
+    return []
+
+
 def limitations_view(inputs: AuditInputs) -> LimitationsView:
     """The standing caveats, then those this data and model add."""
     data, evaluation = inputs.dataset, inputs.evaluation
@@ -43,6 +60,7 @@ def limitations_view(inputs: AuditInputs) -> LimitationsView:
     ]
     if not data.metadata_columns:
         items.append("The data has no metadata columns, so no subgroup analysis was possible.")
+    items.extend(_clinical_caveats(inputs))
     if min(c.support for c in evaluation.metrics.per_class) < FEW_IMAGES:
         items.append(
             f"At least one class has fewer than {FEW_IMAGES} images; its metrics are imprecise."

@@ -31,7 +31,7 @@ from fairlearn.metrics import (
 from numpy.typing import NDArray
 
 from auditor.clinical.groups import metadata_groups
-from auditor.clinical.operating import Rate, _rate
+from auditor.clinical.operating import Rate, wilson_rate
 from auditor.clinical.settings import ClinicalSettings
 
 __all__ = ["DISPARITIES", "Disparity", "Fairness", "GroupMetrics", "fairness"]
@@ -122,12 +122,12 @@ def _group_metrics(column: str, counts: pd.DataFrame, minimum: int) -> list[Grou
                 value=str(value),
                 n=n,
                 too_few=n < minimum,
-                prevalence=_rate(int(c.tp + c.fn), n),
-                sensitivity=_rate(int(c.tp), int(c.tp + c.fn)),
-                specificity=_rate(int(c.tn), int(c.tn + c.fp)),
-                ppv=_rate(int(c.tp), int(c.tp + c.fp)),
-                npv=_rate(int(c.tn), int(c.tn + c.fn)),
-                accuracy=_rate(int(c.tp + c.tn), n),
+                prevalence=wilson_rate(int(c.tp + c.fn), n),
+                sensitivity=wilson_rate(int(c.tp), int(c.tp + c.fn)),
+                specificity=wilson_rate(int(c.tn), int(c.tn + c.fp)),
+                ppv=wilson_rate(int(c.tp), int(c.tp + c.fp)),
+                npv=wilson_rate(int(c.tn), int(c.tn + c.fn)),
+                accuracy=wilson_rate(int(c.tp + c.tn), n),
             )
         )
     return rows

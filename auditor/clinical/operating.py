@@ -39,6 +39,7 @@ __all__ = [
     "net_benefit",
     "operating_point",
     "predictive_values",
+    "wilson_rate",
 ]
 
 FPR_GRID = np.linspace(0.0, 1.0, 101)
@@ -61,7 +62,8 @@ class Rate:
     n: int
 
 
-def _rate(hits: int, n: int) -> Rate:
+def wilson_rate(hits: int, n: int) -> Rate:
+    """``hits`` of ``n`` with its Wilson 95% interval (NaN for none)."""
     if n == 0:
         nan = float("nan")
         return Rate(nan, nan, nan, 0, 0)
@@ -228,8 +230,8 @@ def operating_point(
     fpr, tpr, cuts = roc_curve(positive, scores)
     threshold, chosen_for = _threshold(fpr, tpr, cuts, settings)
     called = scores >= threshold
-    sensitivity = _rate(int((called & positive).sum()), int(positive.sum()))
-    specificity = _rate(int((~called & ~positive).sum()), int((~positive).sum()))
+    sensitivity = wilson_rate(int((called & positive).sum()), int(positive.sum()))
+    specificity = wilson_rate(int((~called & ~positive).sum()), int((~positive).sum()))
     (auc_low, auc_high), band = bootstrap_auc(scores, positive, resamples, settings.seed)
     ppv, npv = _at_prevalence(sensitivity, specificity, settings.prevalence)
     return Operating(
@@ -239,8 +241,8 @@ def operating_point(
         chosen_for=chosen_for,
         sensitivity=sensitivity,
         specificity=specificity,
-        ppv=_rate(int((called & positive).sum()), int(called.sum())),
-        npv=_rate(int((~called & ~positive).sum()), int((~called).sum())),
+        ppv=wilson_rate(int((called & positive).sum()), int(called.sum())),
+        npv=wilson_rate(int((~called & ~positive).sum()), int((~called).sum())),
         prevalence=settings.prevalence,
         ppv_at_prevalence=ppv,
         npv_at_prevalence=npv,
