@@ -73,3 +73,9 @@ def _the_summary_names_the_marker_with_rates_recomputed_from_predictions(
         assert words in summary and f"; {called.sum()} of {len(called)})" in summary, value
     assert marker["difference"] == pytest.approx(calls["True"].mean() - calls["False"].mean())
     assert calls["True"].mean() > 4 * calls["False"].mean(), "the marker the model learned"
+    links = (
+        "The shortcut finding points to the same thing",
+        "The shortcut finding does not clearly follow marker",
+        "Too few explained images of each value of marker",
+    )
+    assert sum(link in summary for link in links) == 1, "the two findings are compared"

@@ -32,7 +32,7 @@ from auditor.measure.maps import recompute
 from auditor.measure.randomisation import cascade, randomised_models
 from auditor.measure.records import Records, TrustCase, TrustSettings
 from auditor.measure.registry import CHECKS
-from auditor.measure.shortcuts import GroupCase, find_shortcuts, region_name
+from auditor.measure.shortcuts import GroupCase, find_shortcuts, region_name, region_share
 from auditor.measure.similarity import mean_ci
 from auditor.measure.stability import sensitivity
 from auditor.measure.verdicts import VERDICT_COLUMNS, verdict_columns, verdict_table
@@ -401,3 +401,18 @@ def test_a_group_of_too_few_images_is_shown_not_flagged_and_its_interval_is_over
     assert group.outside[0] == pytest.approx(np.mean(per_image)), "images, not maps, averaged"
     (enough, *_) = find_shortcuts(cases, maps, ("grad-cam", "saliency"), min_images=2).groups
     assert enough.flagged and not enough.too_few, "the same evidence, judged with enough images"
+
+
+def test_region_share_is_each_images_evidence_in_the_named_cell_averaged_over_methods() -> None:
+    cases = [c.case for c in _group_cases(2, "benign", "malignant", 0)]
+    maps = MapStore()
+    corner = np.zeros((48, 48))
+    corner[2:9, 2:9] = 1.0
+    spread = np.ones((48, 48))
+    maps.put(cases[0], "grad-cam", corner)
+    maps.put(cases[0], "saliency", spread)
+    maps.put(cases[1], "grad-cam", -spread)  # no positive evidence: left out
+
+    shares = region_share(cases, maps, ("grad-cam", "saliency"), "top-left corner")
+
+    assert shares == pytest.approx({0: (1.0 + 1 / 9) / 2}), "16 x 16 of 48 x 48 is a ninth"

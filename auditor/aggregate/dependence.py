@@ -4,11 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scipy.stats import mannwhitneyu
+
 from auditor.aggregate.inputs import AuditInputs
 from auditor.clinical import ColumnDependence, Dependence, GroupRate
+from auditor.clinical.groups import metadata_groups
+from auditor.measure.shortcuts import region_share
 from auditor.report.format import p_value, percent
 
-__all__ = ["DependenceView", "dependence_findings", "dependence_view"]
+LINKED_RATIO = 1.5
+"""How many times more evidence in the shortcut's region the images of the dependence's
+high value must hold than those of its low value for the two findings to be linked."""
+LINKED_ALPHA = 0.05
+"""...and a one-sided Mann-Whitney p-value of the per-image shares at most this."""
+
+__all__ = [
+    "LINKED_ALPHA",
+    "LINKED_RATIO",
+    "DependenceView",
+    "dependence_findings",
+    "dependence_view",
+    "linked",
+]
 
 
 @dataclass(frozen=True)
@@ -61,12 +78,55 @@ def _sentence(dependence: Dependence, column: ColumnDependence, n_judged: int) -
     )
 
 
-def dependence_findings(dependence: Dependence | None) -> tuple[str, ...]:
-    """Each metadata column the prediction depends on, in words with its figures."""
+def linked(inputs: AuditInputs, column: ColumnDependence) -> str:
+    """Whether a flagged shortcut's region holds more evidence for images of the
+    dependence's high value than of its low value, in words ("" without a shortcut)."""
+    shortcuts = inputs.trust.shortcuts
+    flagged = shortcuts.flagged if shortcuts else ()
+    if not flagged or column.high is None or shortcuts is None:
+        return ""
+    group = max(flagged, key=lambda g: g.concentration)
+    cases = [c for c in inputs.explanations.cases if c.role == "predicted"]
+    shares = region_share(cases, inputs.explanations.maps, shortcuts.methods, group.region)
+    predictions = inputs.evaluation.predictions
+    values = metadata_groups(predictions, (column.column,), inputs.clinical.settings.max_groups)
+    by_index = dict(zip(predictions["index"], values.groups[column.column], strict=True))
+    high = [v for i, v in shares.items() if by_index.get(i) == column.high]
+    low = [v for i, v in shares.items() if by_index.get(i) == column.low]
+    minimum = shortcuts.min_images
+    if len(high) < minimum or len(low) < minimum:
+        return (
+            f"Too few explained images of each value of {column.column} (fewer than "
+            f"{minimum}) to tell whether the shortcut finding follows it."
+        )
+    h, lo = sum(high) / len(high), sum(low) / len(low)
+    test = mannwhitneyu(high, low, alternative="greater").pvalue
+    verdict = (
+        "The shortcut finding points to the same thing"
+        if h >= LINKED_RATIO * lo and test <= LINKED_ALPHA
+        else f"The shortcut finding does not clearly follow {column.column}"
+    )
+    return (
+        f"{verdict}: in the explained images, {h:.0%} of the evidence lies in the "
+        f"{group.region} with {column.column} = {column.high} (n = {len(high)}) against "
+        f"{lo:.0%} with {column.column} = {column.low} (n = {len(low)}; one-sided "
+        f"Mann-Whitney p = {p_value(test)})."
+    )
+
+
+def dependence_findings(
+    dependence: Dependence | None, inputs: AuditInputs | None = None
+) -> tuple[str, ...]:
+    """Each metadata column the prediction depends on, in words with its figures, and
+    whether a shortcut finding follows the same column (with ``inputs``)."""
     if dependence is None:
         return ()
     n_judged = sum(c.label is not None for c in dependence.columns)
-    return tuple(_sentence(dependence, c, n_judged) for c in dependence.findings())
+    sentences = []
+    for c in dependence.findings():
+        link = linked(inputs, c) if inputs is not None else ""
+        sentences.append(_sentence(dependence, c, n_judged) + (f" {link}" if link else ""))
+    return tuple(sentences)
 
 
 def dependence_view(inputs: AuditInputs) -> DependenceView | None:
@@ -77,7 +137,7 @@ def dependence_view(inputs: AuditInputs) -> DependenceView | None:
     settings = dependence.settings
     return DependenceView(
         positive_class=dependence.positive_class,
-        findings=dependence_findings(dependence),
+        findings=dependence_findings(dependence, inputs),
         columns=dependence.columns,
         rates=dependence.rates,
         n_judged=sum(c.label is not None for c in dependence.columns),

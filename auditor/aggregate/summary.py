@@ -79,6 +79,6 @@ def summary_view(inputs: AuditInputs) -> SummaryView:
         operating=operating_sentence(inputs.clinical.operating),
         calibration=calibration_sentence(inputs.clinical.calibration),
         failures=failures_sentence(inputs.clinical.failures),
-        dependence=dependence_findings(inputs.clinical.dependence),
+        dependence=dependence_findings(inputs.clinical.dependence, inputs),
         dependence_tested=inputs.clinical.dependence is not None,
     )

@@ -26,7 +26,14 @@ from scipy.ndimage import binary_dilation
 from auditor.explain.store import Case, MapStore
 from auditor.measure.similarity import mean_ci, min_max
 
-__all__ = ["EvidenceGroup", "GroupCase", "Shortcuts", "find_shortcuts", "region_name"]
+__all__ = [
+    "EvidenceGroup",
+    "GroupCase",
+    "Shortcuts",
+    "find_shortcuts",
+    "region_name",
+    "region_share",
+]
 
 _ROWS = ("top", "middle", "bottom")
 _COLUMNS = ("left", "centre", "right")
@@ -278,3 +285,25 @@ def find_shortcuts(
             if group is not None:
                 groups.append(group)
     return Shortcuts(methods, tuple(groups), threshold, concentration, min_images)
+
+
+def region_share(
+    cases: list[Case], maps: MapStore, methods: tuple[str, ...], region: str
+) -> dict[int, float]:
+    """Each image's share of its positive evidence in the grid cell named ``region``.
+
+    The share is averaged over ``methods`` (those with positive evidence in the image's
+    map); an image with none is left out. Keys are sample indices.
+    """
+    cell = next((r, c) for r in range(3) for c in range(3) if region_name(r, c) == region)
+    shares: dict[int, list[float]] = {}
+    for case in cases:
+        for method in methods:
+            value = maps.get(case, method)
+            if value is None:
+                continue
+            positive = np.clip(np.asarray(value, dtype=np.float64), 0, None)[None]
+            total = float(positive.sum())
+            if total > 0:
+                shares.setdefault(case.index, []).append(float(_cells(positive)[0][cell]) / total)
+    return {index: float(np.mean(values)) for index, values in shares.items()}
