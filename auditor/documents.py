@@ -22,12 +22,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from auditor import __version__
 from auditor.clinical import Clinical, Dependence, Operating, Rate
 from auditor.clinical.fairness import Fairness
-from auditor.clinical.operating import FPR_GRID
+from auditor.clinical.operating import FPR_GRID, RECALL_GRID
 from auditor.evaluate import Evaluation
 from auditor.load import file_sha256
 from auditor.measure import Trust
@@ -121,7 +122,9 @@ def dependence_frame(dependence: Dependence) -> pd.DataFrame:
 
 def curves_frame(operating: Operating) -> pd.DataFrame:
     """``curves.csv``: the ROC curve (``fpr``, ``tpr`` at each ``threshold``), its band on a
-    grid of false-positive rates (``band_low``, ``band_high``), and the decision curve
+    grid of false-positive rates (``band_low``, ``band_high``), the precision-recall curve
+    (``recall``, ``precision``; its last point has no threshold) and its band on a grid of
+    recalls, and the decision curve
     (net benefit of the ``model``, of ``treat_all`` and ``treat_none`` per threshold)."""
     fpr, tpr, cuts = operating.roc
     roc = pd.DataFrame({"curve": "roc", "threshold": cuts, "fpr": fpr, "tpr": tpr})
@@ -129,8 +132,17 @@ def curves_frame(operating: Operating) -> pd.DataFrame:
         {"curve": "roc_band", "fpr": FPR_GRID, "band_low": operating.band[0],
          "band_high": operating.band[1]}
     )  # fmt: skip
+    precision, recall, pr_cuts = operating.pr
+    pr = pd.DataFrame(
+        {"curve": "pr", "threshold": np.r_[pr_cuts, np.nan], "recall": recall,
+         "precision": precision}
+    )  # fmt: skip
+    pr_band = pd.DataFrame(
+        {"curve": "pr_band", "recall": RECALL_GRID, "band_low": operating.pr_band[0],
+         "band_high": operating.pr_band[1]}
+    )  # fmt: skip
     decision = operating.decision.assign(curve="decision")
-    return pd.concat([roc, band, decision], ignore_index=True)
+    return pd.concat([roc, band, pr, pr_band, decision], ignore_index=True)
 
 
 def _rate_document(rate: Rate) -> dict[str, Any]:
@@ -182,6 +194,7 @@ def operating_document(operating: Operating | None) -> dict[str, Any] | None:
     return {
         "positive_class": operating.positive_class,
         "auc": {"value": operating.auc[0], "ci_low": operating.auc[1], "ci_high": operating.auc[2]},
+        "average_precision": _triple(operating.average_precision),
         "resamples": operating.resamples,
         "threshold": operating.threshold,
         "chosen_for": operating.chosen_for or None,

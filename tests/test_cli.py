@@ -428,7 +428,7 @@ def test_the_operating_point_is_recomputed_from_the_predictions(
     assert (operating["specificity"]["hits"], operating["specificity"]["n"]) == (
         int((~called & ~is_positive).sum()), int((~is_positive).sum()),
     )  # fmt: skip
-    assert set(curves["curve"]) == {"roc", "roc_band", "decision"}
+    assert set(curves["curve"]) == {"roc", "roc_band", "pr", "pr_band", "decision"}
     assert operating["auc"]["ci_low"] <= operating["auc"]["value"] <= operating["auc"]["ci_high"]
 
 

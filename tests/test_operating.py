@@ -5,10 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 from auditor.clinical import ClinicalSettings, operating_point
-from auditor.clinical.operating import _weighted_curves, net_benefit, predictive_values
+from auditor.clinical.operating import (
+    _average_precision,
+    _weighted_curves,
+    net_benefit,
+    predictive_values,
+)
 
 
 def _scores(seed: int = 0, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
@@ -114,3 +124,24 @@ def test_ppv_at_a_declared_prevalence_is_bounded_by_the_rates_intervals() -> Non
 def test_data_of_one_class_have_no_operating_point() -> None:
     frame = _frame(np.array([0.2, 0.7]), np.array([True, True]))
     assert operating_point(frame, "malignant", ClinicalSettings(), 100) is None
+
+
+def test_average_precision_and_the_pr_curve_equal_sklearn_for_each_resample() -> None:
+    scores, positive = _scores()
+    rng = np.random.default_rng(2)
+    weights = rng.multinomial(len(scores), np.full(len(scores), 1 / len(scores)), size=3)
+
+    ap, _, _ = _average_precision(scores, positive, weights.astype(float))
+
+    for row, value in zip(weights, ap, strict=True):
+        drawn = np.repeat(np.arange(len(scores)), row)
+        assert value == pytest.approx(average_precision_score(positive[drawn], scores[drawn]))
+    operating = operating_point(_frame(scores, positive), "malignant", ClinicalSettings(), 300)
+    assert operating is not None
+    assert operating.average_precision[0] == pytest.approx(
+        average_precision_score(positive, scores)
+    )
+    low, high = operating.pr_band
+    assert (low <= high).all()
+    for ours, theirs in zip(operating.pr, precision_recall_curve(positive, scores), strict=True):
+        np.testing.assert_allclose(ours, theirs)

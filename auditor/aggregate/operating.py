@@ -10,7 +10,7 @@ import numpy as np
 from auditor.aggregate.figures import figure_uri, styled_figure
 from auditor.aggregate.inputs import AuditInputs
 from auditor.clinical import Operating, Rate
-from auditor.clinical.operating import FPR_GRID
+from auditor.clinical.operating import FPR_GRID, RECALL_GRID
 from auditor.metrics import Estimate
 from auditor.report.format import percent
 
@@ -25,7 +25,8 @@ class OperatingView:
         rows: ``(measure, rate)`` at the threshold: sensitivity, specificity, PPV, NPV.
         auc: ROC AUC with its bootstrap 95% interval.
         at_prevalence: PPV and NPV at the declared prevalence, with their intervals.
-        roc_figure, decision_figure: PNG data URIs.
+        average_precision: The precision-recall curve's area with its interval.
+        roc_figure, pr_figure, decision_figure: PNG data URIs.
     """
 
     positive_class: str
@@ -37,7 +38,9 @@ class OperatingView:
     rows: tuple[tuple[str, Rate], ...]
     prevalence: float | None
     at_prevalence: tuple[tuple[str, Estimate], ...]
+    average_precision: Estimate
     roc_figure: str
+    pr_figure: str
     decision_figure: str
 
 
@@ -55,6 +58,26 @@ def _roc_figure(operating: Operating) -> str:
         axes.set_xlim(0, 1)
         axes.set_ylim(0, 1.01)
         axes.legend(loc="lower right", frameon=False)
+        return figure_uri(figure)
+
+
+def _pr_figure(operating: Operating) -> str:
+    precision, recall, _ = operating.pr
+    base = operating.sensitivity.n / (operating.sensitivity.n + operating.specificity.n)
+    with styled_figure(3.4, 3.2) as figure:
+        axes = figure.add_subplot()
+        axes.fill_between(RECALL_GRID, *operating.pr_band, color="#55A868", alpha=0.2,
+                          label="95% band")  # fmt: skip
+        axes.step(recall, precision, where="post", color="#55A868",
+                  label=f"PR (AP {operating.average_precision[0]:.3f})")  # fmt: skip
+        axes.axhline(base, linestyle="--", color="#888888", label="prevalence here")
+        axes.plot(operating.sensitivity.value, operating.ppv.value, "o", color="#C44E52",
+                  label=f"threshold {operating.threshold:g}")  # fmt: skip
+        axes.set_xlabel("sensitivity (recall)")
+        axes.set_ylabel("PPV (precision)")
+        axes.set_xlim(0, 1)
+        axes.set_ylim(0, 1.01)
+        axes.legend(loc="lower left", frameon=False)
         return figure_uri(figure)
 
 
@@ -119,6 +142,8 @@ def operating_view(inputs: AuditInputs) -> OperatingView | None:
         rows=rows,
         prevalence=operating.prevalence,
         at_prevalence=at_prevalence,
+        average_precision=Estimate(*operating.average_precision),
         roc_figure=_roc_figure(operating),
+        pr_figure=_pr_figure(operating),
         decision_figure=_decision_figure(operating),
     )

@@ -26,16 +26,22 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 from statsmodels.stats.proportion import proportion_confint
 
 from auditor.clinical.settings import ClinicalSettings
 
 __all__ = [
     "FPR_GRID",
+    "RECALL_GRID",
     "Operating",
     "Rate",
-    "bootstrap_auc",
+    "bootstrap_curves",
     "net_benefit",
     "operating_point",
     "predictive_values",
@@ -44,6 +50,9 @@ __all__ = [
 
 FPR_GRID = np.linspace(0.0, 1.0, 101)
 """False-positive rates at which the ROC band is drawn."""
+
+RECALL_GRID = np.linspace(0.0, 1.0, 101)
+"""Recalls at which the precision-recall band is drawn."""
 
 DECISION_THRESHOLDS = np.round(np.arange(0.01, 1.0, 0.01), 2)
 """Threshold probabilities of the decision curve."""
@@ -87,6 +96,10 @@ class Operating:
         ppv_at_prevalence, npv_at_prevalence: ``(value, low, high)`` at ``prevalence``.
         roc: ``(fpr, tpr, thresholds)`` of scikit-learn's ``roc_curve``.
         band: ``(low, high)`` true-positive rates on :data:`FPR_GRID`.
+        average_precision: Area under the precision-recall curve (scikit-learn's average
+            precision) with its bootstrap 95% interval ``(value, low, high)``.
+        pr: ``(precision, recall, thresholds)`` of ``precision_recall_curve``.
+        pr_band: ``(low, high)`` precisions on :data:`RECALL_GRID`.
         decision: Frame of ``threshold``, ``model``, ``treat_all`` net benefit.
         resamples: Bootstrap resamples behind the intervals.
     """
@@ -104,6 +117,9 @@ class Operating:
     npv_at_prevalence: tuple[float, float, float] | None
     roc: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
     band: tuple[NDArray[np.float64], NDArray[np.float64]]
+    average_precision: tuple[float, float, float]
+    pr: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
+    pr_band: tuple[NDArray[np.float64], NDArray[np.float64]]
     decision: pd.DataFrame
     resamples: int
 
@@ -131,30 +147,56 @@ def _weighted_curves(
     return auc, tpr, fpr
 
 
-def bootstrap_auc(
+def _average_precision(
+    scores: NDArray[np.float64], positive: NDArray[np.bool_], weights: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Average precision (scikit-learn's step-wise definition), and recall and precision
+    at each distinct score (descending), per row of ``weights``."""
+    _, tpr, fpr = _weighted_curves(scores, positive, weights)
+    n_pos = (weights * positive).sum(axis=1, keepdims=True)
+    n_neg = (weights * ~positive).sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = n_pos * tpr / (n_pos * tpr + n_neg * fpr)
+    steps = np.diff(np.concatenate([np.zeros((tpr.shape[0], 1)), tpr], axis=1), axis=1)
+    return np.nansum(steps * precision, axis=1), tpr, precision
+
+
+Band = tuple[NDArray[np.float64], NDArray[np.float64]]
+
+
+def _band(curves: list[NDArray[np.float64]]) -> Band:
+    stacked = np.stack(curves)
+    return np.nanquantile(stacked, 0.025, axis=0), np.nanquantile(stacked, 0.975, axis=0)
+
+
+def bootstrap_curves(
     scores: NDArray[np.float64], positive: NDArray[np.bool_], resamples: int, seed: int
-) -> tuple[tuple[float, float], tuple[NDArray[np.float64], NDArray[np.float64]]]:
-    """Percentile 95% interval of the AUC, and the ROC band on :data:`FPR_GRID`.
+) -> tuple[tuple[float, float], tuple[float, float], Band, Band]:
+    """Percentile 95% intervals of the AUC and the average precision, the ROC band on
+    :data:`FPR_GRID` and the precision-recall band on :data:`RECALL_GRID`.
 
     Resamples images with replacement (multinomial counts), ``_CHUNK`` at a time.
     """
     rng = np.random.default_rng(seed)
     n = scores.shape[0]
-    aucs, bands = [], []
+    aucs, aps, roc, pr = [], [], [], []
     for start in range(0, resamples, _CHUNK):
         rows = min(_CHUNK, resamples - start)
         weights = rng.multinomial(n, np.full(n, 1 / n), size=rows).astype(np.float64)
         auc, tpr, fpr = _weighted_curves(scores, positive, weights)
+        ap, recall, precision = _average_precision(scores, positive, weights)
         aucs.append(auc)
-        for r in range(rows):
-            if np.isfinite(auc[r]):
-                bands.append(np.interp(FPR_GRID, np.r_[0.0, fpr[r]], np.r_[0.0, tpr[r]]))
-    every = np.concatenate(aucs)
-    low, high = np.nanquantile(every, [0.025, 0.975])
-    stacked = np.stack(bands)
-    return (float(low), float(high)), (
-        np.quantile(stacked, 0.025, axis=0),
-        np.quantile(stacked, 0.975, axis=0),
+        for r in np.flatnonzero(np.isfinite(auc)):
+            aps.append(ap[r])
+            roc.append(np.interp(FPR_GRID, np.r_[0.0, fpr[r]], np.r_[0.0, tpr[r]]))
+            pr.append(np.interp(RECALL_GRID, recall[r], np.nan_to_num(precision[r], nan=1.0)))
+    auc_ci = np.nanquantile(np.concatenate(aucs), [0.025, 0.975])
+    ap_ci = np.quantile(np.asarray(aps), [0.025, 0.975])
+    return (
+        (float(auc_ci[0]), float(auc_ci[1])),
+        (float(ap_ci[0]), float(ap_ci[1])),
+        _band(roc),
+        _band(pr),
     )
 
 
@@ -232,7 +274,9 @@ def operating_point(
     called = scores >= threshold
     sensitivity = wilson_rate(int((called & positive).sum()), int(positive.sum()))
     specificity = wilson_rate(int((~called & ~positive).sum()), int((~positive).sum()))
-    (auc_low, auc_high), band = bootstrap_auc(scores, positive, resamples, settings.seed)
+    (auc_low, auc_high), ap_ci, band, pr_band = bootstrap_curves(
+        scores, positive, resamples, settings.seed
+    )
     ppv, npv = _at_prevalence(sensitivity, specificity, settings.prevalence)
     return Operating(
         positive_class=positive_class,
@@ -248,6 +292,9 @@ def operating_point(
         npv_at_prevalence=npv,
         roc=(fpr, tpr, cuts),
         band=band,
+        average_precision=(float(average_precision_score(positive, scores)), *ap_ci),
+        pr=precision_recall_curve(positive, scores),
+        pr_band=pr_band,
         decision=net_benefit(scores, positive, DECISION_THRESHOLDS),
         resamples=resamples,
     )
