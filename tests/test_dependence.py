@@ -11,7 +11,8 @@ import pytest
 from scipy.stats import permutation_test
 from statsmodels.stats.proportion import proportion_confint
 
-from auditor.clinical import ClinicalSettings, metadata_dependence, positive_class
+from auditor.clinical import ClinicalSettings, Dependence, positive_class
+from auditor.clinical import metadata_dependence as dependence_of_groups
 from auditor.clinical.groups import EMPTY, metadata_groups
 from auditor.errors import ConfigError
 
@@ -37,6 +38,17 @@ def _predictions(seed: int, marker_effect: float, n: int = 600) -> pd.DataFrame:
 
 
 COLUMNS = ("site", "age", "marker")
+
+
+def metadata_dependence(
+    predictions: pd.DataFrame,
+    columns: tuple[str, ...],
+    classes: tuple[str, ...],
+    settings: ClinicalSettings,
+) -> Dependence | None:
+    """The dependence of ``columns``, grouped as the audit groups them."""
+    grouping = metadata_groups(predictions, columns, settings.max_groups)
+    return dependence_of_groups(predictions, grouping, classes, settings)
 
 
 def test_a_planted_dependence_is_found_on_its_column_and_no_other() -> None:

@@ -6,6 +6,7 @@ import pandas as pd
 
 from auditor.clinical import ClinicalSettings
 from auditor.clinical.failures import failure_modes
+from auditor.clinical.groups import metadata_groups
 
 
 def test_confident_errors_are_counted_and_missed_positives_listed_first() -> None:
@@ -19,8 +20,9 @@ def test_confident_errors_are_counted_and_missed_positives_listed_first() -> Non
         }
     )
 
+    by_site = metadata_groups(predictions, ("site",), ClinicalSettings().max_groups)
     failures = failure_modes(
-        predictions, ("site",), ("benign", "malignant"), "malignant", ClinicalSettings()
+        predictions, by_site, ("benign", "malignant"), "malignant", ClinicalSettings()
     )
 
     assert [(c.label, c.n, c.errors, c.confident) for c in failures.by_class] == [

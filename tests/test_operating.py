@@ -131,7 +131,9 @@ def test_average_precision_and_the_pr_curve_equal_sklearn_for_each_resample() ->
     rng = np.random.default_rng(2)
     weights = rng.multinomial(len(scores), np.full(len(scores), 1 / len(scores)), size=3)
 
-    ap, _, _ = _average_precision(scores, positive, weights.astype(float))
+    _, tpr, fpr = _weighted_curves(scores, positive, weights.astype(float))
+    counts = [(weights * mask).sum(axis=1, keepdims=True) for mask in (positive, ~positive)]
+    ap, _ = _average_precision(tpr, fpr, *counts)
 
     for row, value in zip(weights, ap, strict=True):
         drawn = np.repeat(np.arange(len(scores)), row)

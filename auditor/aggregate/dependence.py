@@ -8,7 +8,6 @@ from scipy.stats import mannwhitneyu
 
 from auditor.aggregate.inputs import AuditInputs
 from auditor.clinical import ColumnDependence, Dependence, GroupRate
-from auditor.clinical.groups import metadata_groups
 from auditor.measure.shortcuts import region_share
 from auditor.report.format import p_value, percent
 
@@ -89,8 +88,8 @@ def linked(inputs: AuditInputs, column: ColumnDependence) -> str:
     cases = [c for c in inputs.explanations.cases if c.role == "predicted"]
     shares = region_share(cases, inputs.explanations.maps, shortcuts.methods, group.region)
     predictions = inputs.evaluation.predictions
-    values = metadata_groups(predictions, (column.column,), inputs.clinical.settings.max_groups)
-    by_index = dict(zip(predictions["index"], values.groups[column.column], strict=True))
+    values = inputs.clinical.grouping.groups[column.column]
+    by_index = dict(zip(predictions["index"], values, strict=True))
     high = [v for i, v in shares.items() if by_index.get(i) == column.high]
     low = [v for i, v in shares.items() if by_index.get(i) == column.low]
     minimum = shortcuts.min_images

@@ -4,13 +4,13 @@ a positive class, accuracy per value, with Wilson intervals."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pandas as pd
 
 from auditor.aggregate.inputs import AuditInputs
 from auditor.clinical.fairness import DISPARITIES, Fairness, GroupMetrics
+from auditor.clinical.operating import wilson_rate
 from auditor.metrics import Estimate
 
 __all__ = [
@@ -99,14 +99,11 @@ def _fairness_view(fairness: Fairness) -> FairnessView:
     )
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score 95% interval for a proportion (better than the normal one for small n)."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+def wilson_interval(successes: int, n: int) -> tuple[float, float]:
+    """Wilson score 95% interval for a proportion (better than the normal one for small n);
+    NaN for no trials (:func:`auditor.clinical.operating.wilson_rate`)."""
+    rate = wilson_rate(successes, n)
+    return (rate.ci_low, rate.ci_high)
 
 
 def subgroup_table(predictions: pd.DataFrame, columns: tuple[str, ...]) -> tuple[SubgroupRow, ...]:

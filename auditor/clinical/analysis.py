@@ -10,6 +10,7 @@ from auditor.clinical.calibration import PositiveCalibration, class_ece, positiv
 from auditor.clinical.dependence import Dependence, metadata_dependence, positive_class
 from auditor.clinical.failures import Failures, failure_modes
 from auditor.clinical.fairness import Fairness, fairness
+from auditor.clinical.groups import Grouping, metadata_groups
 from auditor.clinical.operating import Operating, operating_point
 from auditor.clinical.settings import ClinicalSettings
 
@@ -30,6 +31,8 @@ class Clinical:
         class_ece: Every class's one-vs-rest ECE, in class order (with or without a
             positive class).
         failures: Errors by class and metadata value, and the confident ones.
+        grouping: The images grouped by each metadata column, as every analysis above
+            (and the report) reads them.
     """
 
     settings: ClinicalSettings
@@ -40,6 +43,7 @@ class Clinical:
     calibration: PositiveCalibration | None
     class_ece: tuple[float, ...]
     failures: Failures
+    grouping: Grouping
 
 
 def analyse_predictions(
@@ -56,17 +60,19 @@ def analyse_predictions(
             disparities' intervals (the evaluation's ``bootstrap``).
     """
     positive = positive_class(classes, settings)
+    grouping = metadata_groups(predictions, metadata_columns, settings.max_groups)
     per_class = class_ece(predictions, classes)
-    failures = failure_modes(predictions, metadata_columns, classes, positive, settings)
+    failures = failure_modes(predictions, grouping, classes, positive, settings)
     if positive is None:
-        return Clinical(settings, None, None, None, None, None, per_class, failures)
+        return Clinical(settings, None, None, None, None, None, per_class, failures, grouping)
     return Clinical(
         settings=settings,
         positive_class=positive,
         operating=operating_point(predictions, positive, settings, resamples),
-        dependence=metadata_dependence(predictions, metadata_columns, classes, settings),
-        fairness=fairness(predictions, metadata_columns, positive, settings, resamples),
+        dependence=metadata_dependence(predictions, grouping, classes, settings),
+        fairness=fairness(predictions, grouping, positive, settings, resamples),
         calibration=positive_calibration(predictions, positive),
         class_ece=per_class,
         failures=failures,
+        grouping=grouping,
     )

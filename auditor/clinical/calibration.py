@@ -20,8 +20,8 @@ import pandas as pd
 import statsmodels.api as sm
 from numpy.typing import NDArray
 from sklearn.metrics import brier_score_loss
-from statsmodels.stats.proportion import proportion_confint
 
+from auditor.clinical.operating import wilson_rate
 from auditor.metrics import ECE_BINS
 
 __all__ = ["CurveBin", "PositiveCalibration", "class_ece", "positive_calibration"]
@@ -95,17 +95,16 @@ def _curve(p: NDArray[np.float64], y: NDArray[np.bool_]) -> tuple[CurveBin, ...]
         members = which == b
         n = int(members.sum())
         if n:
-            hits = int(y[members].sum())
-            low, high = proportion_confint(hits, n, method="wilson")
+            rate = wilson_rate(int(y[members].sum()), n)
             bins.append(
                 CurveBin(
                     float(edges[b]),
                     float(edges[b + 1]),
                     n,
                     float(p[members].mean()),
-                    hits / n,
-                    float(low),
-                    float(high),
+                    rate.value,
+                    rate.ci_low,
+                    rate.ci_high,
                 )
             )
     return tuple(bins)

@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
+from statsmodels.stats.proportion import confint_proportions_2indep
 
-from auditor.clinical.groups import Grouping, metadata_groups
+from auditor.clinical.groups import Grouping
+from auditor.clinical.operating import wilson_rate
 from auditor.clinical.settings import ClinicalSettings
 from auditor.errors import ConfigError
 
@@ -149,7 +150,7 @@ def _rates(
     counts = table.groupby(["label", "value"], sort=True)["called"].agg(["count", "sum"])
     rows = []
     for label, value, n, positive in counts.reset_index().itertuples(index=False):
-        low, high = proportion_confint(int(positive), int(n), method="wilson")
+        rate = wilson_rate(int(positive), int(n))
         rows.append(
             GroupRate(
                 column,
@@ -157,9 +158,9 @@ def _rates(
                 str(value),
                 int(n),
                 int(positive),
-                int(positive) / int(n),
-                float(low),
-                float(high),
+                rate.value,
+                rate.ci_low,
+                rate.ci_high,
                 int(n) >= minimum,
             )
         )
@@ -267,7 +268,7 @@ def _adjusted(
 
 def metadata_dependence(
     predictions: pd.DataFrame,
-    columns: tuple[str, ...],
+    grouping: Grouping,
     classes: tuple[str, ...],
     settings: ClinicalSettings,
 ) -> Dependence | None:
@@ -275,14 +276,13 @@ def metadata_dependence(
 
     Args:
         predictions: ``predictions.csv``'s frame: ``label``, ``prediction``, the columns.
-        columns: The metadata columns.
+        grouping: The images grouped by each metadata column (:func:`metadata_groups`).
         classes: The model's classes.
         settings: Group sizes, thresholds, permutations and seed.
     """
     positive = positive_class(classes, settings)
-    if positive is None or not columns:
+    if positive is None or grouping.empty:
         return None
-    grouping: Grouping = metadata_groups(predictions, columns, settings.max_groups)
     labels = predictions["label"].astype(str).reset_index(drop=True)
     called = (predictions["prediction"] == positive).to_numpy(dtype=bool)
     rates: list[GroupRate] = []

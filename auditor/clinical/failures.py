@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from auditor.clinical.groups import metadata_groups
+from auditor.clinical.groups import Grouping
 from auditor.clinical.settings import ClinicalSettings
 
 __all__ = ["ClassErrors", "ConfidentError", "Failures", "ValueErrors", "failure_modes"]
@@ -75,7 +75,7 @@ class Failures:
 
 def failure_modes(
     predictions: pd.DataFrame,
-    columns: tuple[str, ...],
+    grouping: Grouping,
     classes: tuple[str, ...],
     positive_class: str | None,
     settings: ClinicalSettings,
@@ -107,7 +107,6 @@ def failure_modes(
         ),
         key=lambda e: (not e.missed, -e.confidence, e.path),
     )
-    grouping = metadata_groups(predictions, columns, settings.max_groups)
     by_value = []
     for column, values in grouping.groups.items():
         table = pd.DataFrame({"value": values, "wrong": wrong.to_numpy()})

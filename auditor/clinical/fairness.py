@@ -30,7 +30,7 @@ from fairlearn.metrics import (
 )
 from numpy.typing import NDArray
 
-from auditor.clinical.groups import metadata_groups
+from auditor.clinical.groups import Grouping
 from auditor.clinical.operating import Rate, wilson_rate
 from auditor.clinical.settings import ClinicalSettings
 
@@ -206,15 +206,14 @@ def _lowest(rows: list[GroupMetrics], measure: str) -> str | None:
 
 def fairness(
     predictions: pd.DataFrame,
-    columns: tuple[str, ...],
+    grouping: Grouping,
     positive_class: str,
     settings: ClinicalSettings,
     resamples: int,
 ) -> Fairness | None:
     """Per-group rates and disparities, or ``None`` without metadata columns."""
-    if not columns:
+    if grouping.empty:
         return None
-    grouping = metadata_groups(predictions, columns, settings.max_groups)
     y = (predictions["label"] == positive_class).to_numpy(dtype=bool)
     called = (predictions["prediction"] == positive_class).to_numpy(dtype=bool)
     groups: list[GroupMetrics] = []

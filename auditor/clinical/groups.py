@@ -33,6 +33,11 @@ class Grouping:
     binned: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
 
+    @property
+    def empty(self) -> bool:
+        """Whether there was no metadata column at all."""
+        return not self.groups and not self.skipped
+
 
 def _quartiles(numbers: pd.Series) -> pd.Series:
     """Quartile bins named by their range, ``"20–36"`` (the first includes its lower end)."""

@@ -148,17 +148,16 @@ def _weighted_curves(
 
 
 def _average_precision(
-    scores: NDArray[np.float64], positive: NDArray[np.bool_], weights: NDArray[np.float64]
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """Average precision (scikit-learn's step-wise definition), and recall and precision
-    at each distinct score (descending), per row of ``weights``."""
-    _, tpr, fpr = _weighted_curves(scores, positive, weights)
-    n_pos = (weights * positive).sum(axis=1, keepdims=True)
-    n_neg = (weights * ~positive).sum(axis=1, keepdims=True)
+    tpr: NDArray[np.float64], fpr: NDArray[np.float64], positives: NDArray[np.float64],
+    negatives: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:  # fmt: skip
+    """Average precision (scikit-learn's step-wise definition) and the precision at each
+    distinct score, per row of :func:`_weighted_curves`' rates; ``positives`` and
+    ``negatives`` are each row's ``(R, 1)`` weighted counts."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        precision = n_pos * tpr / (n_pos * tpr + n_neg * fpr)
+        precision = positives * tpr / (positives * tpr + negatives * fpr)
     steps = np.diff(np.concatenate([np.zeros((tpr.shape[0], 1)), tpr], axis=1), axis=1)
-    return np.nansum(steps * precision, axis=1), tpr, precision
+    return np.nansum(steps * precision, axis=1), precision
 
 
 Band = tuple[NDArray[np.float64], NDArray[np.float64]]
@@ -184,12 +183,17 @@ def bootstrap_curves(
         rows = min(_CHUNK, resamples - start)
         weights = rng.multinomial(n, np.full(n, 1 / n), size=rows).astype(np.float64)
         auc, tpr, fpr = _weighted_curves(scores, positive, weights)
-        ap, recall, precision = _average_precision(scores, positive, weights)
+        ap, precision = _average_precision(
+            tpr,
+            fpr,
+            (weights * positive).sum(axis=1, keepdims=True),
+            (weights * ~positive).sum(axis=1, keepdims=True),
+        )
         aucs.append(auc)
         for r in np.flatnonzero(np.isfinite(auc)):
             aps.append(ap[r])
             roc.append(np.interp(FPR_GRID, np.r_[0.0, fpr[r]], np.r_[0.0, tpr[r]]))
-            pr.append(np.interp(RECALL_GRID, recall[r], np.nan_to_num(precision[r], nan=1.0)))
+            pr.append(np.interp(RECALL_GRID, tpr[r], np.nan_to_num(precision[r], nan=1.0)))
     auc_ci = np.nanquantile(np.concatenate(aucs), [0.025, 0.975])
     ap_ci = np.quantile(np.asarray(aps), [0.025, 0.975])
     return (
