@@ -178,6 +178,14 @@ class AuditConfig:
         maximum=500,
         flag=True,
     )
+    patient_column: str | None = setting(
+        None,
+        help="A metadata column whose value groups images of one patient (or any unit "
+        "whose images are not independent): every bootstrap resamples these groups, not "
+        "images, and the column is not broken down as a subgroup",
+        flag=True,
+        default_text="none (images are resampled)",
+    )
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     explain: ExplainSettings = field(default_factory=ExplainSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)

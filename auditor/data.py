@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditor.errors import DataError
+from auditor.errors import ConfigError, DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "RESERVED_COLUMNS", "Dataset", "Exclusion", "Sample", "discover"]
 
@@ -87,6 +87,25 @@ class Dataset:
     @property
     def has_masks(self) -> bool:
         return any(s.mask is not None for s in self.samples)
+
+    def check_metadata_column(self, column: str | None, setting: str) -> None:
+        """Fail unless ``column`` (the value of ``setting``) is ``None`` or one of the
+        manifest's metadata columns.
+
+        Raises:
+            ConfigError: It is not.
+        """
+        if column is None or column in self.metadata_columns:
+            return
+        have = (
+            f"its metadata columns are {', '.join(self.metadata_columns)}"
+            if self.metadata_columns
+            else "it has none (a folder of images, or a manifest of path and label only)"
+        )
+        raise ConfigError(
+            f"{setting} {column!r} is not a column of {str(self.source)!r}: {have}; "
+            f"pass one of them, or add the column to the manifest"
+        )
 
 
 def _relative(path: Path, root: Path) -> str:

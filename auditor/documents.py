@@ -32,6 +32,7 @@ from auditor.clinical.operating import FPR_GRID, RECALL_GRID
 from auditor.evaluate import Evaluation
 from auditor.load import file_sha256
 from auditor.measure import Trust
+from auditor.resample import Resampling
 from auditor.resources import resource_path
 
 __all__ = [
@@ -52,8 +53,9 @@ __all__ = [
     "write_json",
 ]
 
-METRICS_SCHEMA_VERSION = 3
-# 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence", "operating_point"
+METRICS_SCHEMA_VERSION = 4
+# 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence", "operating_point";
+# 4: "resampling" (a declared patient column), "robustness"
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
@@ -233,6 +235,16 @@ def dependence_document(dependence: Dependence | None) -> dict[str, Any] | None:
     }
 
 
+def resampling_document(resampling: Resampling) -> dict[str, Any]:
+    """What the bootstrap resampled (``metrics.json`` ``resampling``)."""
+    return {
+        "unit": "images" if resampling.codes is None else "groups",
+        "column": resampling.column,
+        "groups": resampling.groups,
+        "images_without_value": resampling.unvalued,
+    }
+
+
 def metrics_document(
     evaluation: Evaluation,
     classes: tuple[str, ...],
@@ -272,6 +284,7 @@ def metrics_document(
             ),
             "class_ece": dict(zip(classes, clinical.class_ece, strict=True)) if clinical else None,
             "failure_modes": asdict(clinical.failures) if clinical else None,
+            "resampling": resampling_document(clinical.resampling if clinical else Resampling()),
         }
     )
 

@@ -28,6 +28,7 @@ from auditor.load import (
     to_probabilities,
 )
 from auditor.metrics import Metrics, compute_metrics
+from auditor.resample import Resampling
 from auditor.settings import inherited, setting
 
 __all__ = ["Evaluation", "EvaluationSettings", "data_sha256", "evaluate", "probe_output_kind"]
@@ -51,6 +52,7 @@ class EvaluationSettings:
     batch_size: int = inherited("batch_size", 32)
     workers: int = inherited("workers", 0)
     seed: int = inherited("seed", 0)
+    patient_column: str | None = inherited("patient_column", None)
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,10 @@ def evaluate(
     probs = np.concatenate(scores.probabilities).astype(np.float32)
     labels = np.array([dataset.samples[i].label for i in order], dtype=np.int64)
     predictions = _predictions_frame(dataset, order, labels, probs, hashes)
-    metrics = compute_metrics(labels, probs, dataset.classes, settings.bootstrap, settings.seed)
+    resampling = Resampling.of(predictions, settings.patient_column)
+    metrics = compute_metrics(
+        labels, probs, dataset.classes, settings.bootstrap, settings.seed, resampling
+    )
     entries = [(dataset.samples[i].relpath, hashes[i]) for i in order.tolist()]
     entries += [(dataset.samples[i].relpath, sha) for i, _, sha in failures]
     entries += [(e.relpath, "") for e in dataset.excluded]

@@ -17,6 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn import metrics as skm
 
+from auditor.resample import Resampling, grouped_sums
+
 __all__ = [
     "CalibrationBin",
     "ClassMetrics",
@@ -92,24 +94,14 @@ class Metrics:
 
 
 def _balanced_accuracy_many(
-    labels: NDArray[np.int64], preds: NDArray[np.int64], n_classes: int
-) -> NDArray[np.float64]:
-    """Balanced accuracy of each row of ``(R, N)`` label/prediction resamples."""
-    replicates = labels.shape[0]
-    offsets = (np.arange(replicates) * n_classes)[:, None]
-    support = np.bincount((labels + offsets).ravel(), minlength=replicates * n_classes)
-    hits = np.bincount(
-        (labels + offsets).ravel(),
-        weights=(labels == preds).ravel(),
-        minlength=replicates * n_classes,
-    )
-    support = support.reshape(replicates, n_classes)
-    recall = np.divide(
-        hits.reshape(replicates, n_classes),
-        support,
-        out=np.full(support.shape, np.nan),
-        where=support > 0,
-    )
+    labels: NDArray[np.int64], correct: NDArray[np.bool_], weights: NDArray[np.float64],
+    n_classes: int,
+) -> NDArray[np.float64]:  # fmt: skip
+    """Balanced accuracy of each resample (row of ``weights``): the mean recall over the
+    classes it draws."""
+    support = grouped_sums(labels, weights, n_classes)
+    hits = grouped_sums(labels, weights * correct, n_classes)
+    recall = np.divide(hits, support, out=np.full(support.shape, np.nan), where=support > 0)
     return np.asarray(np.nanmean(recall, axis=1), dtype=np.float64)
 
 
@@ -120,27 +112,27 @@ def bootstrap_ci(
     resamples: int,
     seed: int,
     chunk: int = 200,
+    resampling: Resampling | None = None,
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """Percentile 95% intervals of accuracy and balanced accuracy.
 
-    Resamples images with replacement, ``chunk`` resamples at a time so that memory
-    stays at ``chunk * N`` indices whatever the data set size.
+    Resamples images with replacement (or the groups of ``resampling``), ``chunk``
+    resamples at a time so that memory stays at ``chunk * N`` weights whatever the data
+    set size.
 
     Returns:
         ``((acc_low, acc_high), (bal_low, bal_high))``.
     """
     rng = np.random.default_rng(seed)
     n = labels.shape[0]
+    correct = labels == preds
     accuracy: list[NDArray[np.float64]] = []
     balanced: list[NDArray[np.float64]] = []
-    for start in range(0, resamples, chunk):
-        rows = min(chunk, resamples - start)
-        picks = rng.integers(0, n, size=(rows, n))
-        sampled_labels, sampled_preds = labels[picks], preds[picks]
-        accuracy.append((sampled_labels == sampled_preds).mean(axis=1))
+    for weights in (resampling or Resampling()).chunks(n, resamples, rng, chunk):
+        accuracy.append(weights @ correct / weights.sum(axis=1))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            balanced.append(_balanced_accuracy_many(sampled_labels, sampled_preds, n_classes))
+            balanced.append(_balanced_accuracy_many(labels, correct, weights, n_classes))
     acc = np.concatenate(accuracy)
     bal = np.concatenate(balanced)
     return (
@@ -201,6 +193,7 @@ def compute_metrics(
     classes: tuple[str, ...],
     bootstrap: int = 1000,
     seed: int = 0,
+    resampling: Resampling | None = None,
 ) -> Metrics:
     """All metrics of one evaluation.
 
@@ -210,6 +203,7 @@ def compute_metrics(
         classes: The K class names.
         bootstrap: Number of resamples for the confidence intervals.
         seed: Bootstrap seed.
+        resampling: What a resample draws (images by default; a patient column's groups).
     """
     n_classes = len(classes)
     preds = probabilities.argmax(axis=1).astype(np.int64)
@@ -218,7 +212,7 @@ def compute_metrics(
         warnings.simplefilter("ignore")
         balanced = float(skm.balanced_accuracy_score(labels, preds))
     (acc_low, acc_high), (bal_low, bal_high) = bootstrap_ci(
-        labels, preds, n_classes, bootstrap, seed
+        labels, preds, n_classes, bootstrap, seed, resampling=resampling
     )
     calibration = calibration_bins(confidence, preds == labels)
     macro_auc = _macro_auc(labels, probabilities, n_classes)

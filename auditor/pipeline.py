@@ -127,6 +127,7 @@ def _load(config: AuditConfig) -> _Loaded:
     model = load_model(config.model, device)
     dataset = discover(config.data, config.classes)
     positive_class(dataset.classes, config.clinical)  # a wrong name fails before any stage
+    dataset.check_metadata_column(config.patient_column, "patient-column")
     preprocessing = model_preprocessing(
         dataset, model.in_channels, config.image_size, config.mean, config.std, config.max_pixels
     )

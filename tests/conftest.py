@@ -66,6 +66,7 @@ def audit(
     result = invoke(
         "run", "--model", str(tiny_model), "--data", str(manifest), "--out", str(out),
         "--explain-samples", "3", "--batch-size", "4", "--seed", "1", "--device", "cpu",
+        "--patient-column", "patient",
     )  # fmt: skip
     assert result.exit_code == 0, result.output + (result.stderr or "")
     return result, Path(result.stdout.strip().splitlines()[-1])

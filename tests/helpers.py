@@ -199,7 +199,10 @@ def write_manifest(folder: Path, rows: list[dict[str, str]]) -> Path:
 def make_manifest_dataset(
     folder: Path, per_class: int = 6, classes: tuple[str, ...] = ("benign", XSS_CLASS)
 ) -> Path:
-    """Images, masks and metadata for ``classes``, plus one corrupt PNG; returns the manifest."""
+    """Images, masks and metadata for ``classes``, plus one corrupt PNG; returns the manifest.
+
+    Metadata: ``site`` (A/B alternating) and ``patient`` (two images each).
+    """
     rows = []
     for k, name in enumerate(classes):
         for i in range(per_class):
@@ -215,11 +218,14 @@ def make_manifest_dataset(
                     "label": name,
                     "mask": mask_path.relative_to(folder).as_posix(),
                     "site": "A" if i % 2 else "B",
+                    "patient": f"p{k}-{i // 2}",
                 }
             )
     corrupt = folder / "images" / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
-    rows.append({"path": "images/corrupt.png", "label": classes[0], "mask": "", "site": "A"})
+    rows.append(
+        {"path": "images/corrupt.png", "label": classes[0], "mask": "", "site": "A", "patient": ""}
+    )
     return write_manifest(folder, rows)
 
 

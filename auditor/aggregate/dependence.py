@@ -52,6 +52,9 @@ class DependenceView:
     alpha: float
     permutations: int
     seed: int
+    resampled: str
+    rate_interval: str
+    clustered: bool
     binned: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
 
@@ -145,6 +148,9 @@ def dependence_view(inputs: AuditInputs) -> DependenceView | None:
         alpha=settings.dependence_alpha,
         permutations=settings.permutations,
         seed=settings.seed,
+        resampled=inputs.clinical.resampling.describe(),
+        rate_interval=inputs.clinical.resampling.rate_interval,
+        clustered=inputs.clinical.resampling.codes is not None,
         binned=dependence.binned,
         skipped=dependence.skipped,
     )

@@ -48,6 +48,21 @@ def _clinical_caveats(inputs: AuditInputs) -> list[str]:
     return []
 
 
+def _independence_caveat(inputs: AuditInputs) -> str:
+    resampling = inputs.clinical.resampling
+    if resampling.codes is None:
+        return (
+            "Confidence intervals treat images as independent (percentile bootstrap and "
+            "Wilson intervals over images); several images of one patient make them too "
+            "narrow. Declare patient-column to resample patients instead."
+        )
+    return (
+        f"Confidence intervals resample {resampling.describe()}, not images. The "
+        "metadata-dependence permutation test, the calibration slope's interval and the "
+        "explanation checks' intervals still treat images (or maps) as independent."
+    )
+
+
 def limitations_view(inputs: AuditInputs) -> LimitationsView:
     """The standing caveats, then those this data and model add."""
     data, evaluation = inputs.dataset, inputs.evaluation
@@ -55,8 +70,7 @@ def limitations_view(inputs: AuditInputs) -> LimitationsView:
         _trust_caveat(inputs),
         "Metrics describe this validation set only; they transfer to other sites, devices or "
         "populations only as far as this set represents them.",
-        "Confidence intervals are percentile bootstrap intervals over images; they do not "
-        "account for correlated images (for example several images of one patient).",
+        _independence_caveat(inputs),
     ]
     if not data.metadata_columns:
         items.append("The data has no metadata columns, so no subgroup analysis was possible.")

@@ -32,6 +32,8 @@ class OperatingView:
     positive_class: str
     auc: Estimate
     resamples: int
+    resampled: str
+    rate_interval: str
     seed: int
     threshold: float
     chosen_for: str
@@ -136,6 +138,8 @@ def operating_view(inputs: AuditInputs) -> OperatingView | None:
         positive_class=operating.positive_class,
         auc=Estimate(*operating.auc),
         resamples=operating.resamples,
+        resampled=inputs.clinical.resampling.describe(),
+        rate_interval=inputs.clinical.resampling.rate_interval,
         seed=inputs.clinical.settings.seed,
         threshold=operating.threshold,
         chosen_for=operating.chosen_for,

@@ -65,6 +65,7 @@ class PerformanceView:
     auc_label: str
     macro_auc: float | None
     bootstrap: int
+    resampled: str
     seed: int
     n_classes: int
     every_class: bool
@@ -115,6 +116,7 @@ def performance_view(inputs: AuditInputs) -> PerformanceView:
         auc_label=name[:1].upper() + name[1:],
         macro_auc=metrics.macro_auc,
         bootstrap=evaluation.settings.bootstrap,
+        resampled=inputs.clinical.resampling.describe(),
         seed=evaluation.settings.seed,
         n_classes=n_classes,
         every_class=every_class,

@@ -10,8 +10,9 @@ import pandas as pd
 
 from auditor.aggregate.inputs import AuditInputs
 from auditor.clinical.fairness import DISPARITIES, Fairness, GroupMetrics
-from auditor.clinical.operating import wilson_rate
+from auditor.clinical.rates import wilson_rate
 from auditor.metrics import Estimate
+from auditor.resample import Resampling
 
 __all__ = [
     "MAX_SUBGROUP_VALUES",
@@ -58,6 +59,8 @@ class FairnessView:
     disparities: tuple[DisparityRow, ...]
     min_group_size: int
     resamples: int
+    resampled: str
+    rate_interval: str
     binned: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
 
@@ -72,7 +75,7 @@ class SubgroupsView:
     fairness: FairnessView | None = None
 
 
-def _fairness_view(fairness: Fairness) -> FairnessView:
+def _fairness_view(fairness: Fairness, resampling: Resampling) -> FairnessView:
     columns = dict.fromkeys(d.column for d in fairness.disparities)
     rows = tuple(
         DisparityRow(
@@ -94,6 +97,8 @@ def _fairness_view(fairness: Fairness) -> FairnessView:
         disparities=rows,
         min_group_size=fairness.min_group_size,
         resamples=fairness.resamples,
+        resampled=resampling.describe(),
+        rate_interval=resampling.rate_interval,
         binned=fairness.binned,
         skipped=fairness.skipped,
     )
@@ -101,7 +106,7 @@ def _fairness_view(fairness: Fairness) -> FairnessView:
 
 def wilson_interval(successes: int, n: int) -> tuple[float, float]:
     """Wilson score 95% interval for a proportion (better than the normal one for small n);
-    NaN for no trials (:func:`auditor.clinical.operating.wilson_rate`)."""
+    NaN for no trials (:func:`auditor.clinical.rates.wilson_rate`)."""
     rate = wilson_rate(successes, n)
     return (rate.ci_low, rate.ci_high)
 
@@ -126,6 +131,9 @@ def subgroups_view(inputs: AuditInputs) -> SubgroupsView | None:
     """The subgroup tables, or ``None`` when the data has no column to break down."""
     fairness = inputs.clinical.fairness
     if fairness is not None:
-        return SubgroupsView((), MAX_SUBGROUP_VALUES, _fairness_view(fairness))
-    rows = subgroup_table(inputs.evaluation.predictions, inputs.dataset.metadata_columns)
+        return SubgroupsView(
+            (), MAX_SUBGROUP_VALUES, _fairness_view(fairness, inputs.clinical.resampling)
+        )
+    columns = tuple(c for c in inputs.dataset.metadata_columns if c != inputs.config.patient_column)
+    rows = subgroup_table(inputs.evaluation.predictions, columns)
     return SubgroupsView(rows, MAX_SUBGROUP_VALUES) if rows else None

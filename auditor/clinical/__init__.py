@@ -14,7 +14,8 @@ from auditor.clinical.dependence import (
     metadata_dependence,
     positive_class,
 )
-from auditor.clinical.operating import Operating, Rate, operating_point
+from auditor.clinical.operating import Operating, operating_point
+from auditor.clinical.rates import Rate
 from auditor.clinical.settings import ClinicalSettings
 
 __all__ = [

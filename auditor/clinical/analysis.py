@@ -13,6 +13,7 @@ from auditor.clinical.fairness import Fairness, fairness
 from auditor.clinical.groups import Grouping, metadata_groups
 from auditor.clinical.operating import Operating, operating_point
 from auditor.clinical.settings import ClinicalSettings
+from auditor.resample import Resampling
 
 __all__ = ["Clinical", "analyse_predictions"]
 
@@ -32,7 +33,8 @@ class Clinical:
             positive class).
         failures: Errors by class and metadata value, and the confident ones.
         grouping: The images grouped by each metadata column, as every analysis above
-            (and the report) reads them.
+            (and the report) reads them; the patient column is not among them.
+        resampling: What every bootstrap above resampled: images, or patients.
     """
 
     settings: ClinicalSettings
@@ -44,6 +46,7 @@ class Clinical:
     class_ece: tuple[float, ...]
     failures: Failures
     grouping: Grouping
+    resampling: Resampling
 
 
 def analyse_predictions(
@@ -60,19 +63,26 @@ def analyse_predictions(
             disparities' intervals (the evaluation's ``bootstrap``).
     """
     positive = positive_class(classes, settings)
-    grouping = metadata_groups(predictions, metadata_columns, settings.max_groups)
+    resampling = Resampling.of(predictions, settings.patient_column)
+    broken_down = tuple(c for c in metadata_columns if c != settings.patient_column)
+    grouping = metadata_groups(predictions, broken_down, settings.max_groups)
     per_class = class_ece(predictions, classes)
     failures = failure_modes(predictions, grouping, classes, positive, settings)
     if positive is None:
-        return Clinical(settings, None, None, None, None, None, per_class, failures, grouping)
+        return Clinical(
+            settings, None, None, None, None, None, per_class, failures, grouping, resampling
+        )
     return Clinical(
         settings=settings,
         positive_class=positive,
-        operating=operating_point(predictions, positive, settings, resamples),
-        dependence=metadata_dependence(predictions, grouping, classes, settings),
-        fairness=fairness(predictions, grouping, positive, settings, resamples),
+        operating=operating_point(predictions, positive, settings, resamples, resampling),
+        dependence=metadata_dependence(
+            predictions, grouping, classes, settings, resampling, resamples
+        ),
+        fairness=fairness(predictions, grouping, positive, settings, resamples, resampling),
         calibration=positive_calibration(predictions, positive),
         class_ece=per_class,
         failures=failures,
         grouping=grouping,
+        resampling=resampling,
     )

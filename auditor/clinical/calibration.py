@@ -21,7 +21,7 @@ import statsmodels.api as sm
 from numpy.typing import NDArray
 from sklearn.metrics import brier_score_loss
 
-from auditor.clinical.operating import wilson_rate
+from auditor.clinical.rates import wilson_rate
 from auditor.metrics import ECE_BINS
 
 __all__ = ["CurveBin", "PositiveCalibration", "class_ece", "positive_calibration"]

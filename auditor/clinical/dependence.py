@@ -29,9 +29,10 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep
 
 from auditor.clinical.groups import Grouping
-from auditor.clinical.operating import wilson_rate
+from auditor.clinical.rates import rates, resampled_ratios
 from auditor.clinical.settings import ClinicalSettings
 from auditor.errors import ConfigError
+from auditor.resample import Resampling, grouped_sums
 
 __all__ = [
     "ColumnDependence",
@@ -143,25 +144,39 @@ class Dependence:
         return next(r for r in self.rates if (r.column, r.label, r.value) == (column, label, value))
 
 
+def _members(
+    values: pd.Series, labels: pd.Series, pairs: list[tuple[str, str]]
+) -> NDArray[np.bool_]:
+    """``(N, len(pairs))``: whether each image is of each ``(label, value)`` group."""
+    return np.stack([((labels == a) & (values == b)).to_numpy() for a, b in pairs], axis=1)
+
+
 def _rates(
-    column: str, values: pd.Series, labels: pd.Series, called: NDArray[np.bool_], minimum: int
-) -> list[GroupRate]:
+    column: str, values: pd.Series, labels: pd.Series, called: NDArray[np.bool_],
+    settings: ClinicalSettings, resampling: Resampling, resamples: int,
+) -> list[GroupRate]:  # fmt: skip
+    """Every (label, value) group's positive rate: Wilson intervals, or bootstrap ones
+    over ``resampling``'s groups."""
     table = pd.DataFrame({"label": labels, "value": values, "called": called})
     counts = table.groupby(["label", "value"], sort=True)["called"].agg(["count", "sum"])
+    pairs = [(str(a), str(b)) for a, b in counts.index]
+    of = _members(values, labels, pairs)
+    hits = np.repeat(called[:, None], len(pairs), axis=1)
+    intervals = rates(hits, of, resampling, resamples, [settings.seed, 2])
     rows = []
-    for label, value, n, positive in counts.reset_index().itertuples(index=False):
-        rate = wilson_rate(int(positive), int(n))
+    for (label, value), rate in zip(pairs, intervals, strict=True):
+        n, positive = rate.n, rate.hits
         rows.append(
             GroupRate(
                 column,
                 str(label),
                 str(value),
-                int(n),
-                int(positive),
+                n,
+                positive,
                 rate.value,
                 rate.ci_low,
                 rate.ci_high,
-                int(n) >= minimum,
+                n >= settings.min_group_size,
             )
         )
     return rows
@@ -174,11 +189,10 @@ def _statistic(
 
     ``codes`` is ``(R, n)``: each row assigns the stratum's ``n`` images to groups.
     """
-    rows, groups = codes.shape[0], eligible.shape[0]
-    flat = (codes + (np.arange(rows) * groups)[:, None]).ravel()
-    sizes = np.bincount(flat, minlength=rows * groups).reshape(rows, groups)
-    hits = np.bincount(flat, weights=np.tile(called, rows), minlength=rows * groups)
-    rates = hits.reshape(rows, groups) / np.maximum(sizes, 1)
+    groups = eligible.shape[0]
+    ones = np.ones(codes.shape, dtype=np.float64)
+    sizes = grouped_sums(codes, ones, groups)
+    rates = grouped_sums(codes, ones * called, groups) / np.maximum(sizes, 1)
     return np.asarray(rates[:, eligible].max(axis=1) - rates[:, eligible].min(axis=1))
 
 
@@ -220,10 +234,14 @@ def _column(
     values: pd.Series,
     labels: pd.Series,
     called: NDArray[np.bool_],
-    rates: list[GroupRate],
+    group_rates: list[GroupRate],
     settings: ClinicalSettings,
     rng: np.random.Generator,
+    resampling: tuple[Resampling, int],
 ) -> ColumnDependence:
+    """One column's statistic, p-value and the difference's interval (Newcombe's over
+    images, or the percentile bootstrap over ``resampling``'s groups, with its count of
+    resamples)."""
     strata = _strata(values, labels, called, settings.min_group_size)
     if not strata:
         reason = (
@@ -235,20 +253,36 @@ def _column(
     _, p_value = _p_value([s[1:] for s in strata], settings.permutations, rng)
     best: tuple[float, GroupRate, GroupRate] | None = None
     for label, *_ in strata:
-        judged = [r for r in rates if r.label == label and r.judged]
+        judged = [r for r in group_rates if r.label == label and r.judged]
         high = max(judged, key=lambda r: (r.rate, r.value))
         low = min(judged, key=lambda r: (r.rate, r.value))
         if best is None or high.rate - low.rate > best[0]:
             best = (high.rate - low.rate, high, low)
     assert best is not None
     difference, high, low = best
-    ci = confint_proportions_2indep(
-        high.positive, high.n, low.positive, low.n, method="newcomb", compare="diff"
-    )
+    ci = _difference_interval(values, labels, called, high, low, resampling, rng)
     return ColumnDependence(
         column, high.label, high.value, low.value, difference, float(ci[0]), float(ci[1]),
         p_value, p_value, False, "",
     )  # fmt: skip
+
+
+def _difference_interval(
+    values: pd.Series, labels: pd.Series, called: NDArray[np.bool_], high: GroupRate,
+    low: GroupRate, resampling: tuple[Resampling, int], rng: np.random.Generator,
+) -> tuple[float, float]:  # fmt: skip
+    """95% interval of ``high.rate - low.rate``."""
+    grouping, resamples = resampling
+    if grouping.codes is None:
+        ci = confint_proportions_2indep(
+            high.positive, high.n, low.positive, low.n, method="newcomb", compare="diff"
+        )
+        return float(ci[0]), float(ci[1])
+    of = _members(values, labels, [(high.label, high.value), (low.label, low.value)])
+    drawn = resampled_ratios(np.repeat(called[:, None], 2, axis=1), of, grouping, resamples, rng)
+    difference = drawn[:, 0] - drawn[:, 1]
+    ci = np.quantile(difference[np.isfinite(difference)], [0.025, 0.975])
+    return float(ci[0]), float(ci[1])
 
 
 def _adjusted(
@@ -271,6 +305,8 @@ def metadata_dependence(
     grouping: Grouping,
     classes: tuple[str, ...],
     settings: ClinicalSettings,
+    resampling: Resampling | None = None,
+    resamples: int = 1000,
 ) -> Dependence | None:
     """Each metadata column's dependence, or ``None`` without a positive class or columns.
 
@@ -279,7 +315,10 @@ def metadata_dependence(
         grouping: The images grouped by each metadata column (:func:`metadata_groups`).
         classes: The model's classes.
         settings: Group sizes, thresholds, permutations and seed.
+        resampling: Images (default) or a patient column's groups: with groups, every
+            rate's and difference's interval is a bootstrap over them (``resamples``).
     """
+    resampling = resampling or Resampling()
     positive = positive_class(classes, settings)
     if positive is None or grouping.empty:
         return None
@@ -288,9 +327,20 @@ def metadata_dependence(
     rates: list[GroupRate] = []
     results: list[ColumnDependence] = []
     for index, (column, values) in enumerate(grouping.groups.items()):
-        column_rates = _rates(column, values, labels, called, settings.min_group_size)
+        column_rates = _rates(column, values, labels, called, settings, resampling, resamples)
         rng = np.random.default_rng([settings.seed, index])
-        results.append(_column(column, values, labels, called, column_rates, settings, rng))
+        results.append(
+            _column(
+                column,
+                values,
+                labels,
+                called,
+                column_rates,
+                settings,
+                rng,
+                (resampling, resamples),
+            )
+        )
         rates.extend(column_rates)
     return Dependence(
         settings=settings,

@@ -3,12 +3,13 @@
 For each metadata column (grouped by :func:`~auditor.clinical.groups.metadata_groups`:
 numbers binned into quartiles, a column of too many values listed as skipped) and each
 of its values: images, prevalence, sensitivity, specificity, PPV, NPV and accuracy,
-counted with fairlearn's ``MetricFrame`` and given Wilson 95% intervals. Across the
+counted with fairlearn's ``MetricFrame`` and given Wilson 95% intervals (bootstrap
+intervals over patients when a ``patient-column`` is declared). Across the
 values with at least ``min-group-size`` images (smaller ones are shown as too few to
 judge and left out of every disparity): fairlearn's demographic-parity difference and
 ratio, equalized-odds difference and the equal-opportunity difference (the
 true-positive rates' difference), each with a percentile bootstrap interval over
-images (a largest-minus-smallest gap is biased upward by sampling noise, so near zero
+images or patients (a largest-minus-smallest gap is biased upward by sampling noise, so near zero
 its interval can lie above the estimate: it says how large the gap could be; whether
 a gap is real is the metadata-dependence test's question). fairlearn would be called
 once per resample, so the bootstrap is vectorised here (resample counts as weights,
@@ -31,8 +32,9 @@ from fairlearn.metrics import (
 from numpy.typing import NDArray
 
 from auditor.clinical.groups import Grouping
-from auditor.clinical.operating import Rate, wilson_rate
+from auditor.clinical.rates import Rate, rates, wilson_rate
 from auditor.clinical.settings import ClinicalSettings
+from auditor.resample import Resampling, grouped_sums
 
 __all__ = ["DISPARITIES", "Disparity", "Fairness", "GroupMetrics", "fairness"]
 
@@ -42,8 +44,6 @@ DISPARITIES = (
     "equalized odds difference",
     "equal opportunity difference",
 )
-
-_CHUNK = 200
 
 
 @dataclass(frozen=True)
@@ -112,33 +112,53 @@ def _counts(y: NDArray[np.bool_], called: NDArray[np.bool_], values: pd.Series) 
     return frame.by_group.astype(int)
 
 
-def _group_metrics(column: str, counts: pd.DataFrame, minimum: int) -> list[GroupMetrics]:
+_MEASURES = ("prevalence", "sensitivity", "specificity", "ppv", "npv", "accuracy")
+
+
+def _group_metrics(
+    column: str, counts: pd.DataFrame, minimum: int, intervals: list[Rate] | None
+) -> list[GroupMetrics]:
+    """One row per value from its counts; ``intervals`` (six per value, in the order of
+    :data:`_MEASURES`), when given, are the rates with bootstrap intervals over patients."""
     rows = []
-    for value, c in counts.iterrows():
+    for position, (value, c) in enumerate(counts.iterrows()):
         n = int(c.tp + c.fp + c.tn + c.fn)
-        rows.append(
-            GroupMetrics(
-                column=column,
-                value=str(value),
-                n=n,
-                too_few=n < minimum,
-                prevalence=wilson_rate(int(c.tp + c.fn), n),
-                sensitivity=wilson_rate(int(c.tp), int(c.tp + c.fn)),
-                specificity=wilson_rate(int(c.tn), int(c.tn + c.fp)),
-                ppv=wilson_rate(int(c.tp), int(c.tp + c.fp)),
-                npv=wilson_rate(int(c.tn), int(c.tn + c.fn)),
-                accuracy=wilson_rate(int(c.tp + c.tn), n),
-            )
+        wilson = (
+            wilson_rate(int(c.tp + c.fn), n),
+            wilson_rate(int(c.tp), int(c.tp + c.fn)),
+            wilson_rate(int(c.tn), int(c.tn + c.fp)),
+            wilson_rate(int(c.tp), int(c.tp + c.fp)),
+            wilson_rate(int(c.tn), int(c.tn + c.fn)),
+            wilson_rate(int(c.tp + c.tn), n),
         )
+        measured = wilson if intervals is None else intervals[6 * position : 6 * position + 6]
+        rows.append(GroupMetrics(column, str(value), n, n < minimum, *measured))
     return rows
 
 
-def _spread(rates: NDArray[np.float64]) -> NDArray[np.float64]:
+def _clustered(
+    order: pd.Index, values: pd.Series, y: NDArray[np.bool_], called: NDArray[np.bool_],
+    resampling: Resampling, resamples: int, seed: list[int],
+) -> list[Rate] | None:  # fmt: skip
+    """The six rates of every value (in ``order``) with bootstrap intervals over
+    ``resampling``'s groups; ``None`` when images are resampled."""
+    if resampling.codes is None:
+        return None
+    hits, of = [], []
+    for value in order:
+        member = (values == value).to_numpy()
+        correct = y == called
+        hits += [y, called, ~called, y, ~y, correct]
+        of += [member, member & y, member & ~y, member & called, member & ~called, member]
+    return rates(np.stack(hits, axis=1), np.stack(of, axis=1), resampling, resamples, seed)
+
+
+def _spread(shares: NDArray[np.float64]) -> NDArray[np.float64]:
     """Largest minus smallest finite rate of each row (NaN with fewer than two)."""
     with np.errstate(invalid="ignore"):
-        finite = np.isfinite(rates)
-        high = np.where(finite, rates, -np.inf).max(axis=1)
-        low = np.where(finite, rates, np.inf).min(axis=1)
+        finite = np.isfinite(shares)
+        high = np.where(finite, shares, -np.inf).max(axis=1)
+        low = np.where(finite, shares, np.inf).min(axis=1)
         return np.where(finite.sum(axis=1) >= 2, high - low, np.nan)
 
 
@@ -147,12 +167,10 @@ def _resampled(
     weights: NDArray[np.float64],
 ) -> NDArray[np.float64]:  # fmt: skip
     """``(R, 4)``: the four disparities of each resample (order of :data:`DISPARITIES`)."""
-    rows, groups = weights.shape[0], int(codes.max()) + 1
-    flat = (codes[None, :] + (np.arange(rows) * groups)[:, None]).ravel()
+    groups = int(codes.max()) + 1
 
     def total(mask: NDArray[np.bool_]) -> NDArray[np.float64]:
-        summed = np.bincount(flat, (weights * mask).ravel(), rows * groups)
-        return np.asarray(summed, dtype=np.float64).reshape(rows, groups)
+        return grouped_sums(codes, weights * mask, groups)
 
     n, selected = total(np.ones_like(y)), total(called)
     positives, negatives = total(y), total(~y)
@@ -169,7 +187,7 @@ def _resampled(
 
 def _disparities(
     column: str, values: pd.Series, y: NDArray[np.bool_], called: NDArray[np.bool_],
-    resamples: int, rng: np.random.Generator,
+    resamples: int, rng: np.random.Generator, resampling: Resampling,
 ) -> list[Disparity]:  # fmt: skip
     features = values.to_numpy()
     tpr = MetricFrame(
@@ -182,11 +200,10 @@ def _disparities(
         tpr.difference(),
     )
     codes, _ = pd.factorize(values, sort=True)
-    draws = []
-    for start in range(0, resamples, _CHUNK):
-        rows = min(_CHUNK, resamples - start)
-        weights = rng.multinomial(len(y), np.full(len(y), 1 / len(y)), size=rows)
-        draws.append(_resampled(codes.astype(np.int64), y, called, weights.astype(np.float64)))
+    draws = [
+        _resampled(codes.astype(np.int64), y, called, weights)
+        for weights in resampling.chunks(len(y), resamples, rng)
+    ]
     low, high = np.nanquantile(np.concatenate(draws), [0.025, 0.975], axis=0)
     return [
         Disparity(column, metric, float(value), float(lo), float(hi))
@@ -210,8 +227,15 @@ def fairness(
     positive_class: str,
     settings: ClinicalSettings,
     resamples: int,
+    resampling: Resampling | None = None,
 ) -> Fairness | None:
-    """Per-group rates and disparities, or ``None`` without metadata columns."""
+    """Per-group rates and disparities, or ``None`` without metadata columns.
+
+    Args:
+        resampling: What a bootstrap resample draws (images by default); with groups,
+            the per-value rates get bootstrap intervals over them, not Wilson's.
+    """
+    resampling = resampling or Resampling()
     if grouping.empty:
         return None
     y = (predictions["label"] == positive_class).to_numpy(dtype=bool)
@@ -220,7 +244,11 @@ def fairness(
     disparities: list[Disparity] = []
     lowest: dict[tuple[str, str], str] = {}
     for index, (column, values) in enumerate(grouping.groups.items()):
-        rows = _group_metrics(column, _counts(y, called, values), settings.min_group_size)
+        counts = _counts(y, called, values)
+        clustered = _clustered(
+            counts.index, values, y, called, resampling, resamples, [settings.seed, index, 1]
+        )
+        rows = _group_metrics(column, counts, settings.min_group_size, clustered)
         groups.extend(rows)
         judged = [r.value for r in rows if not r.too_few]
         if len(judged) < 2:
@@ -228,7 +256,15 @@ def fairness(
         keep = values.isin(judged).to_numpy()
         rng = np.random.default_rng([settings.seed, index])
         disparities.extend(
-            _disparities(column, values[keep], y[keep], called[keep], resamples, rng)
+            _disparities(
+                column,
+                values[keep],
+                y[keep],
+                called[keep],
+                resamples,
+                rng,
+                resampling.subset(keep),
+            )
         )
         for measure in ("sensitivity", "specificity"):
             worst = _lowest(rows, measure)

@@ -3,17 +3,19 @@
 From the probability of the positive class (``p_<positive>`` in ``predictions.csv``):
 
 * ROC curve and AUC (scikit-learn), the AUC with a percentile bootstrap interval over
-  images; the bootstrap is vectorised here (resample counts as weights on the sorted
-  scores, the Mann-Whitney form of the AUC), since scikit-learn's ``roc_auc_score``
-  would be called once per resample. The ROC band is the pointwise 2.5-97.5%
-  percentile of the resamples' true-positive rate on a grid of false-positive rates.
+  images (over patients when a ``patient-column`` is declared); the bootstrap is
+  vectorised here (resample counts as weights on the sorted scores, the Mann-Whitney
+  form of the AUC), since scikit-learn's ``roc_auc_score`` would be called once per
+  resample. The ROC band is the pointwise 2.5-97.5% percentile of the resamples'
+  true-positive rate on a grid of false-positive rates.
 * A threshold, declared (``threshold``) or chosen on these data for a declared target
   (``target-sensitivity``: the highest threshold that reaches it, so the most specific;
   ``target-specificity``: the lowest that reaches it, so the most sensitive; reported as
   chosen on the audited data, which flatters it); at it, sensitivity, specificity, PPV and
-  NPV with Wilson 95% intervals, and PPV and NPV at a declared ``prevalence`` of the
-  intended population (Bayes' rule; the interval from the ends of the sensitivity and
-  specificity intervals, which bound it because both values rise with each).
+  NPV with Wilson 95% intervals (a bootstrap over patients when they are declared), and
+  PPV and NPV at a declared ``prevalence`` of the intended population (Bayes' rule; the
+  interval from the ends of the sensitivity and specificity intervals, which bound it
+  because both values rise with each).
 * Decision-curve analysis (Vickers and Elkin, 2006): net benefit
   ``TP/N - FP/N * pt / (1 - pt)`` against threshold probability ``pt``, with treat-all
   and treat-none.
@@ -32,20 +34,19 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
-from statsmodels.stats.proportion import proportion_confint
 
+from auditor.clinical.rates import Rate, rates
 from auditor.clinical.settings import ClinicalSettings
+from auditor.resample import Resampling
 
 __all__ = [
     "FPR_GRID",
     "RECALL_GRID",
     "Operating",
-    "Rate",
     "bootstrap_curves",
     "net_benefit",
     "operating_point",
     "predictive_values",
-    "wilson_rate",
 ]
 
 FPR_GRID = np.linspace(0.0, 1.0, 101)
@@ -58,26 +59,6 @@ DECISION_THRESHOLDS = np.round(np.arange(0.01, 1.0, 0.01), 2)
 """Threshold probabilities of the decision curve."""
 
 _CHUNK = 100
-
-
-@dataclass(frozen=True)
-class Rate:
-    """A proportion with its Wilson 95% interval: ``hits`` of ``n``."""
-
-    value: float
-    ci_low: float
-    ci_high: float
-    hits: int
-    n: int
-
-
-def wilson_rate(hits: int, n: int) -> Rate:
-    """``hits`` of ``n`` with its Wilson 95% interval (NaN for none)."""
-    if n == 0:
-        nan = float("nan")
-        return Rate(nan, nan, nan, 0, 0)
-    low, high = proportion_confint(hits, n, method="wilson")
-    return Rate(hits / n, float(low), float(high), hits, n)
 
 
 @dataclass(frozen=True)
@@ -169,19 +150,18 @@ def _band(curves: list[NDArray[np.float64]]) -> Band:
 
 
 def bootstrap_curves(
-    scores: NDArray[np.float64], positive: NDArray[np.bool_], resamples: int, seed: int
-) -> tuple[tuple[float, float], tuple[float, float], Band, Band]:
+    scores: NDArray[np.float64], positive: NDArray[np.bool_], resamples: int, seed: int,
+    resampling: Resampling | None = None,
+) -> tuple[tuple[float, float], tuple[float, float], Band, Band]:  # fmt: skip
     """Percentile 95% intervals of the AUC and the average precision, the ROC band on
     :data:`FPR_GRID` and the precision-recall band on :data:`RECALL_GRID`.
 
-    Resamples images with replacement (multinomial counts), ``_CHUNK`` at a time.
+    Resamples images with replacement (multinomial counts), or the groups of
+    ``resampling``, ``_CHUNK`` at a time.
     """
     rng = np.random.default_rng(seed)
-    n = scores.shape[0]
     aucs, aps, roc, pr = [], [], [], []
-    for start in range(0, resamples, _CHUNK):
-        rows = min(_CHUNK, resamples - start)
-        weights = rng.multinomial(n, np.full(n, 1 / n), size=rows).astype(np.float64)
+    for weights in (resampling or Resampling()).chunks(scores.shape[0], resamples, rng, _CHUNK):
         auc, tpr, fpr = _weighted_curves(scores, positive, weights)
         ap, precision = _average_precision(
             tpr,
@@ -267,8 +247,15 @@ def operating_point(
     positive_class: str,
     settings: ClinicalSettings,
     resamples: int,
+    resampling: Resampling | None = None,
 ) -> Operating | None:
-    """The operating point, or ``None`` when the data lack either class."""
+    """The operating point, or ``None`` when the data lack either class.
+
+    Args:
+        resampling: What a bootstrap resample draws (images by default); with groups,
+            the rates at the threshold get bootstrap intervals over them, not Wilson's.
+    """
+    resampling = resampling or Resampling()
     scores = predictions[f"p_{positive_class}"].to_numpy(dtype=np.float64)
     positive = (predictions["label"] == positive_class).to_numpy(dtype=bool)
     if positive.all() or not positive.any():
@@ -276,12 +263,14 @@ def operating_point(
     fpr, tpr, cuts = roc_curve(positive, scores)
     threshold, chosen_for = _threshold(fpr, tpr, cuts, settings)
     called = scores >= threshold
-    sensitivity = wilson_rate(int((called & positive).sum()), int(positive.sum()))
-    specificity = wilson_rate(int((~called & ~positive).sum()), int((~positive).sum()))
+    # Sensitivity, specificity, PPV and NPV: what counts, among which images.
+    hits = np.stack([called, ~called, positive, ~positive], axis=1)
+    of = np.stack([positive, ~positive, called, ~called], axis=1)
+    sensitivity, specificity, ppv, npv = rates(hits, of, resampling, resamples, [settings.seed, 1])
     (auc_low, auc_high), ap_ci, band, pr_band = bootstrap_curves(
-        scores, positive, resamples, settings.seed
+        scores, positive, resamples, settings.seed, resampling
     )
-    ppv, npv = _at_prevalence(sensitivity, specificity, settings.prevalence)
+    ppv_prevalence, npv_prevalence = _at_prevalence(sensitivity, specificity, settings.prevalence)
     return Operating(
         positive_class=positive_class,
         auc=(float(roc_auc_score(positive, scores)), auc_low, auc_high),
@@ -289,11 +278,11 @@ def operating_point(
         chosen_for=chosen_for,
         sensitivity=sensitivity,
         specificity=specificity,
-        ppv=wilson_rate(int((called & positive).sum()), int(called.sum())),
-        npv=wilson_rate(int((~called & ~positive).sum()), int((~called).sum())),
+        ppv=ppv,
+        npv=npv,
         prevalence=settings.prevalence,
-        ppv_at_prevalence=ppv,
-        npv_at_prevalence=npv,
+        ppv_at_prevalence=ppv_prevalence,
+        npv_at_prevalence=npv_prevalence,
         roc=(fpr, tpr, cuts),
         band=band,
         average_precision=(float(average_precision_score(positive, scores)), *ap_ci),

@@ -104,3 +104,4 @@ class ClinicalSettings:
         maximum=1.0,
     )
     seed: int = inherited("seed", 0)
+    patient_column: str | None = inherited("patient_column", None)

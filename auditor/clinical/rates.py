@@ -1,0 +1,82 @@
+"""Proportions with their 95% intervals: Wilson's over images, or a bootstrap over groups.
+
+A rate over independent images (a sensitivity, a group's positive rate) gets
+statsmodels' Wilson score interval. When a ``patient-column`` is declared the images
+of one patient are not independent, and the interval is the percentile bootstrap over
+patients instead (:class:`~auditor.resample.Resampling`): every rate of one call is
+resampled together, one matrix product per chunk of resamples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from statsmodels.stats.proportion import proportion_confint
+
+from auditor.resample import Resampling
+
+__all__ = ["Rate", "rates", "resampled_ratios", "wilson_rate"]
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A proportion with its 95% interval: ``hits`` of ``n``."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    hits: int
+    n: int
+
+
+def wilson_rate(hits: int, n: int) -> Rate:
+    """``hits`` of ``n`` with its Wilson 95% interval (NaN for none)."""
+    if n == 0:
+        nan = float("nan")
+        return Rate(nan, nan, nan, 0, 0)
+    low, high = proportion_confint(hits, n, method="wilson")
+    return Rate(hits / n, float(low), float(high), hits, n)
+
+
+def resampled_ratios(
+    hits: NDArray[np.bool_], of: NDArray[np.bool_], resampling: Resampling, resamples: int,
+    rng: np.random.Generator,
+) -> NDArray[np.float64]:  # fmt: skip
+    """``(resamples, M)``: each rate ``hits[:, m] & of[:, m]`` over ``of[:, m]`` in every
+    resample (NaN where a resample draws none of its images).
+
+    Args:
+        hits, of: ``(N, M)`` one column per rate: the images counted, and those counted from.
+    """
+    numerator = (hits & of).astype(np.float64)
+    denominator = of.astype(np.float64)
+    drawn = []
+    for weights in resampling.chunks(of.shape[0], resamples, rng):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            drawn.append((weights @ numerator) / (weights @ denominator))
+    return np.concatenate(drawn)
+
+
+def rates(
+    hits: NDArray[np.bool_], of: NDArray[np.bool_], resampling: Resampling, resamples: int,
+    seed: int | list[int],
+) -> list[Rate]:  # fmt: skip
+    """Each column's rate (see :func:`resampled_ratios`) with its 95% interval: Wilson's
+    when images are independent, the percentile bootstrap over ``resampling``'s groups
+    when they are not."""
+    n = of.sum(axis=0)
+    counted = (hits & of).sum(axis=0)
+    if resampling.codes is None:
+        return [wilson_rate(int(h), int(k)) for h, k in zip(counted, n, strict=True)]
+    drawn = resampled_ratios(hits, of, resampling, resamples, np.random.default_rng(seed))
+    result = []
+    for m, (h, k) in enumerate(zip(counted, n, strict=True)):
+        finite = drawn[:, m][np.isfinite(drawn[:, m])]
+        if k == 0 or not finite.size:
+            result.append(wilson_rate(0, 0))
+            continue
+        low, high = np.quantile(finite, [0.025, 0.975])
+        result.append(Rate(float(h / k), float(low), float(high), int(h), int(k)))
+    return result
