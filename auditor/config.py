@@ -41,6 +41,7 @@ from auditor.evaluate import EvaluationSettings
 from auditor.explain import ExplainSettings
 from auditor.images import DEFAULT_MAX_PIXELS
 from auditor.measure import TrustSettings
+from auditor.robustness import RobustnessSettings
 from auditor.settings import (
     SettingSpec,
     coerce,
@@ -190,6 +191,7 @@ class AuditConfig:
     explain: ExplainSettings = field(default_factory=ExplainSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
     clinical: ClinicalSettings = field(default_factory=ClinicalSettings)
+    robustness: RobustnessSettings = field(default_factory=RobustnessSettings)
     source: dict[str, str] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, Any]:

@@ -34,6 +34,8 @@ from auditor.load import file_sha256
 from auditor.measure import Trust
 from auditor.resample import Resampling
 from auditor.resources import resource_path
+from auditor.robustness import Robustness
+from auditor.robustness.files import robustness_document
 
 __all__ = [
     "MANIFEST_SCHEMA_VERSION",
@@ -250,6 +252,7 @@ def metrics_document(
     classes: tuple[str, ...],
     trust: Trust,
     clinical: Clinical | None = None,
+    robustness: Robustness | None = None,
 ) -> dict[str, Any]:
     """The content of ``metrics.json`` (layout: ``metrics.schema.json``)."""
     m = evaluation.metrics
@@ -285,6 +288,7 @@ def metrics_document(
             "class_ece": dict(zip(classes, clinical.class_ece, strict=True)) if clinical else None,
             "failure_modes": asdict(clinical.failures) if clinical else None,
             "resampling": resampling_document(clinical.resampling if clinical else Resampling()),
+            "robustness": robustness_document(robustness),
         }
     )
 

@@ -48,6 +48,8 @@ from auditor.images import Preprocessing, model_preprocessing
 from auditor.load import LoadedModel, OutputKind, load_model, resolve_device
 from auditor.measure import Trust, measure_trust
 from auditor.report.render import render_html, write_pdf
+from auditor.robustness import Perturbed, Robustness, perturbed_predictions, robustness_summary
+from auditor.robustness.files import robustness_frame
 from auditor.select import Selection, select_cases
 
 __all__ = ["run_audit"]
@@ -119,6 +121,8 @@ class _Results:
     explanations: Explanations
     trust: Trust
     clinical: Clinical
+    perturbed: Perturbed | None
+    robustness: Robustness | None
 
 
 def _load(config: AuditConfig) -> _Loaded:
@@ -145,6 +149,11 @@ def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
     model, dataset, preprocessing = loaded.model, loaded.dataset, loaded.preprocessing
     log.info("evaluating %d images on %s", len(dataset.samples), loaded.device)
     evaluation = evaluate(model, dataset, preprocessing, loaded.kind, config.evaluation)
+    positive = positive_class(dataset.classes, config.clinical)
+    perturbed = perturbed_predictions(
+        model, dataset, preprocessing, loaded.kind, evaluation.predictions, config.robustness,
+        None if positive is None else dataset.classes.index(positive),
+    )  # fmt: skip
     selection = select_cases(
         evaluation.predictions, dataset.classes, config.explain_samples, config.seed
     )
@@ -178,7 +187,26 @@ def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
         config.clinical,
         config.evaluation.bootstrap,
     )
-    return _Results(evaluation, selection, explanations, trust, clinical)
+    robustness = _robustness(perturbed, evaluation, clinical, config)
+    return _Results(evaluation, selection, explanations, trust, clinical, perturbed, robustness)
+
+
+def _robustness(
+    perturbed: Perturbed | None, evaluation: Evaluation, clinical: Clinical, config: AuditConfig
+) -> Robustness | None:
+    """The perturbed predictions against the clean ones, at the operating threshold."""
+    if perturbed is None:
+        return None
+    operating = clinical.operating
+    return robustness_summary(
+        perturbed,
+        evaluation.predictions,
+        clinical.positive_class,
+        operating.threshold if operating is not None else config.clinical.threshold,
+        clinical.resampling,
+        config.evaluation.bootstrap,
+        config.clinical.min_group_size,
+    )
 
 
 def _write_files(
@@ -199,7 +227,9 @@ def _write_files(
     write_csv(evaluation.excluded, folder / "excluded.csv")
     write_json(
         folder / "metrics.json",
-        metrics_document(evaluation, loaded.dataset.classes, trust, results.clinical),
+        metrics_document(
+            evaluation, loaded.dataset.classes, trust, results.clinical, results.robustness
+        ),
     )
     save_maps(explanations, folder / "explanations.npz")
     save_features(explanations, folder / "features.npz")
@@ -213,6 +243,9 @@ def _write_files(
         write_csv(curves_frame(clinical.operating), folder / "curves.csv")
     if clinical.fairness is not None:
         write_csv(subgroups_frame(clinical.fairness), folder / "subgroups.csv")
+    if results.robustness is not None and results.perturbed is not None:
+        write_csv(robustness_frame(results.robustness), folder / "robustness.csv")
+        write_csv(results.perturbed.frame, folder / "robustness_predictions.csv")
     html = render_html(report)
     (folder / "report.html").write_text(html, encoding="utf-8")
     write_pdf(html, folder, folder / "report.pdf")
@@ -244,6 +277,7 @@ def _report(
             explanations=results.explanations,
             trust=results.trust,
             clinical=results.clinical,
+            robustness=results.robustness,
             selection=results.selection,
             command=command,
             versions=_versions(),

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-__all__ = ["Resampling", "grouped_sums"]
+__all__ = ["Resampling", "grouped_sums", "weighted_means"]
 
 CHUNK = 200
 """Resamples drawn at a time: memory stays at ``CHUNK`` x images weights."""
@@ -113,3 +113,24 @@ def grouped_sums(
     flat = (np.broadcast_to(codes, weights.shape) + (np.arange(rows) * groups)[:, None]).ravel()
     summed = np.bincount(flat, weights.ravel(), rows * groups)
     return np.asarray(summed, dtype=np.float64).reshape(rows, groups)
+
+
+def weighted_means(
+    values: NDArray[np.float64], of: NDArray[np.bool_], resampling: Resampling, resamples: int,
+    rng: np.random.Generator,
+) -> NDArray[np.float64]:  # fmt: skip
+    """``(resamples, M)``: the mean of ``values[:, m]`` over the images ``of[:, m]`` marks,
+    in every resample (NaN where a resample draws none of them); one matrix product per
+    chunk of resamples, all ``M`` means from the same draws (so differences are paired).
+
+    Args:
+        values: ``(N, M)`` one column per mean (a 0/1 column makes it a rate).
+        of: ``(N, M)`` the images each mean is over.
+    """
+    numerator = np.where(of, values, 0.0)
+    denominator = of.astype(np.float64)
+    drawn = []
+    for weights in resampling.chunks(of.shape[0], resamples, rng):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            drawn.append((weights @ numerator) / (weights @ denominator))
+    return np.concatenate(drawn)

@@ -25,6 +25,7 @@ from typing import Any
 from auditor.errors import ConfigError
 
 __all__ = [
+    "Check",
     "ConfigRow",
     "Setting",
     "SettingSpec",

@@ -42,6 +42,8 @@ RUN_FILES = {
     "curves.csv",  # two classes: an operating point
     "subgroups.csv",
     "trust_records.csv",
+    "robustness.csv",
+    "robustness_predictions.csv",
 }
 
 

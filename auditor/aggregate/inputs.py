@@ -12,6 +12,7 @@ from auditor.evaluate import Evaluation
 from auditor.explain.engine import Explanations
 from auditor.images import Preprocessing
 from auditor.measure import Trust
+from auditor.robustness import Robustness
 from auditor.select import Selection
 
 __all__ = ["AuditInputs"]
@@ -34,6 +35,7 @@ class AuditInputs:
         explanations: The explained cases' maps.
         trust: The trust checks' results.
         clinical: The operating point and metadata dependence.
+        robustness: The robustness suite, or ``None`` when it was switched off.
         selection: Which images were explained.
         command: The command line of the run.
         versions: ``(package, version)`` pairs.
@@ -51,6 +53,7 @@ class AuditInputs:
     explanations: Explanations
     trust: Trust
     clinical: Clinical
+    robustness: Robustness | None
     selection: Selection
     command: str
     versions: tuple[tuple[str, str], ...]

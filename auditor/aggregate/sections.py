@@ -25,6 +25,7 @@ from auditor.aggregate.model import model_view
 from auditor.aggregate.operating import operating_view
 from auditor.aggregate.performance import performance_view
 from auditor.aggregate.reproducibility import reproducibility_view
+from auditor.aggregate.robustness import robustness_view
 from auditor.aggregate.signoff import signoff_view
 from auditor.aggregate.subgroups import subgroups_view
 from auditor.aggregate.summary import summary_view
@@ -76,6 +77,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("subgroups", "Subgroups", subgroups_view),
     Section("dependence", "Metadata dependence", dependence_view),
     Section("failures", "Failure modes", failures_view),
+    Section("robustness", "Robustness", robustness_view),
     Section("explanations", "Explanation methods", explanations_view),
     Section("trust", "Explanation trust", trust_view),
     Section("features", "Feature visualisation", features_view),

@@ -10,8 +10,10 @@ from auditor.aggregate.failures import failures_sentence
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.operating import operating_sentence
 from auditor.aggregate.performance import auc_name, worst_classes
+from auditor.aggregate.robustness import robustness_findings
 from auditor.aggregate.trust import TrustSummary, trust_summary
 from auditor.metrics import ECE_BINS, ClassMetrics, Estimate
+from auditor.robustness import PERTURBATIONS
 
 __all__ = ["WORST_CLASSES", "SummaryView", "summary_view"]
 
@@ -36,6 +38,9 @@ class SummaryView:
         failures: The confident errors in one sentence.
         dependence: Each metadata column the prediction depends on, in words.
         dependence_tested: Whether metadata dependence was computed.
+        robustness: Each fragile perturbation, in words.
+        robustness_tested: Whether the robustness suite ran.
+        robustness_perturbations: Perturbations it tried.
     """
 
     accuracy: Estimate
@@ -56,6 +61,9 @@ class SummaryView:
     failures: str
     dependence: tuple[str, ...]
     dependence_tested: bool
+    robustness: tuple[str, ...]
+    robustness_tested: bool
+    robustness_perturbations: int
 
 
 def summary_view(inputs: AuditInputs) -> SummaryView:
@@ -81,4 +89,7 @@ def summary_view(inputs: AuditInputs) -> SummaryView:
         failures=failures_sentence(inputs.clinical.failures),
         dependence=dependence_findings(inputs.clinical.dependence, inputs),
         dependence_tested=inputs.clinical.dependence is not None,
+        robustness=robustness_findings(inputs.robustness),
+        robustness_tested=inputs.robustness is not None,
+        robustness_perturbations=len(PERTURBATIONS),
     )

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from statsmodels.stats.proportion import proportion_confint
 
-from auditor.resample import Resampling
+from auditor.resample import Resampling, weighted_means
 
 __all__ = ["Rate", "rates", "resampled_ratios", "wilson_rate"]
 
@@ -44,19 +44,9 @@ def resampled_ratios(
     hits: NDArray[np.bool_], of: NDArray[np.bool_], resampling: Resampling, resamples: int,
     rng: np.random.Generator,
 ) -> NDArray[np.float64]:  # fmt: skip
-    """``(resamples, M)``: each rate ``hits[:, m] & of[:, m]`` over ``of[:, m]`` in every
-    resample (NaN where a resample draws none of its images).
-
-    Args:
-        hits, of: ``(N, M)`` one column per rate: the images counted, and those counted from.
-    """
-    numerator = (hits & of).astype(np.float64)
-    denominator = of.astype(np.float64)
-    drawn = []
-    for weights in resampling.chunks(of.shape[0], resamples, rng):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            drawn.append((weights @ numerator) / (weights @ denominator))
-    return np.concatenate(drawn)
+    """``(resamples, M)``: each rate ``hits[:, m]`` among ``of[:, m]`` in every resample
+    (:func:`~auditor.resample.weighted_means` of 0/1 values)."""
+    return weighted_means(hits.astype(np.float64), of, resampling, resamples, rng)
 
 
 def rates(

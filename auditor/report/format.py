@@ -20,6 +20,7 @@ __all__ = [
     "hundredths",
     "p_value",
     "percent",
+    "points",
     "shorten",
     "shorten_long",
     "si",
@@ -54,6 +55,14 @@ def fixed(value: float | None, digits: int = 3) -> str:
 def p_value(value: float | None) -> str:
     """Two significant digits: 0.000499 → ``0.0005``, 0.0312 → ``0.031``."""
     return MISSING if _missing(value) else f"{value:.2g}"
+
+
+def points(value: float | None) -> str:
+    """A change of a share in percentage points, signed: -0.1234 → ``−12.3``, 0.005 → ``+0.5``."""
+    if _missing(value):
+        return MISSING
+    text = f"{100 * value:+.1f}"  # type: ignore[operator]
+    return "0.0" if text in ("+0.0", "-0.0") else text.replace("-", "−")
 
 
 def hundredths(value: float | None) -> str:
@@ -139,6 +148,7 @@ FILTERS: dict[str, Callable[..., str]] = {
     "shorten": shorten,
     "shorten_long": shorten_long,
     "percent": percent,
+    "points": points,
     "whole_percent": whole_percent,
     "fixed": fixed,
     "hundredths": hundredths,

@@ -1,0 +1,273 @@
+"""How much the model's calls change under each perturbation, with paired intervals.
+
+For each perturbation at each severity, against the clean predictions of the same
+images: the change in accuracy, and for a positive class in sensitivity and
+specificity at the operating threshold; the share of predictions that flip (the
+predicted class changes); the mean change in confidence (the top probability). Every
+interval is a percentile bootstrap that draws the same images (or patients) for the
+clean and the perturbed call, so the change is paired, and all variants share the
+draws (:func:`~auditor.resample.weighted_means`).
+
+A perturbation is **fragile** at a severity when accuracy, sensitivity or specificity
+falls by at least ``fragile-drop`` with the interval's upper end below zero, counted
+only over at least ``min-group-size`` images (positives for sensitivity, negatives for
+specificity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from numpy.typing import NDArray
+
+from auditor.metrics import Estimate
+from auditor.resample import Resampling, weighted_means
+from auditor.robustness.settings import RobustnessSettings
+from auditor.robustness.stage import Perturbed, Variant, variants
+
+__all__ = ["MEASURES", "Robustness", "RobustnessRow", "robustness_summary"]
+
+MEASURES = ("accuracy", "sensitivity", "specificity", "flips", "confidence")
+"""What is measured per variant, in the order of a variant's columns."""
+
+
+@dataclass(frozen=True)
+class RobustnessRow:
+    """One perturbation at one severity against the clean run.
+
+    Attributes:
+        perturbation: Its key (``"jpeg"``); ``title`` and ``level`` as the report writes them.
+        accuracy: The perturbed images' accuracy (the clean one is the robustness's).
+        accuracy_change, sensitivity_change, specificity_change: Perturbed minus clean,
+            with paired 95% intervals (``None`` without a positive class).
+        flips: Share of images whose predicted class changed, with its interval.
+        confidence_change: Mean change of the top probability.
+        fragile: The measures that fell by the fragile criteria (empty: not fragile).
+    """
+
+    perturbation: str
+    title: str
+    severity: float
+    level: str
+    n: int
+    accuracy: float
+    accuracy_change: Estimate
+    sensitivity_change: Estimate | None
+    specificity_change: Estimate | None
+    flips: Estimate
+    confidence_change: Estimate
+    fragile: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Robustness:
+    """The robustness suite's results.
+
+    Attributes:
+        rows: One per variant, in the perturbations' order, mild to severe.
+        images: Images run under every variant; ``unreadable`` chosen ones that were not.
+        clean_accuracy: Accuracy of those images unperturbed.
+        positive_class, threshold: How a call is made for sensitivity and specificity.
+        judged: ``(measure, images it is counted over)``; a measure over fewer than
+            ``min_images`` images is not judged fragile.
+        resampled: What the bootstrap drew, in words.
+        examples: ``(V, C, H, W)`` the first image under every variant, or ``None``.
+    """
+
+    settings: RobustnessSettings
+    rows: tuple[RobustnessRow, ...]
+    images: int
+    unreadable: int
+    clean_accuracy: float
+    positive_class: str | None
+    threshold: float | None
+    judged: tuple[tuple[str, int], ...]
+    min_images: int
+    resamples: int
+    resampled: str
+    seconds: float
+    passes: int
+    examples: torch.Tensor | None
+
+    def fragile(self) -> tuple[RobustnessRow, ...]:
+        """Per fragile perturbation, its mildest fragile severity, in the perturbations' order."""
+        found: dict[str, RobustnessRow] = {}
+        for row in self.rows:
+            if row.fragile and row.perturbation not in found:
+                found[row.perturbation] = row
+        return tuple(found.values())
+
+
+@dataclass(frozen=True)
+class _Clean:
+    """The clean run of the perturbed images, aligned with the variants' rows."""
+
+    index: NDArray[np.int64]
+    label: NDArray[np.object_]
+    prediction: NDArray[np.object_]
+    confidence: NDArray[np.float64]
+    positive: NDArray[np.bool_] | None
+    called: NDArray[np.bool_] | None
+
+
+def _clean(
+    predictions: pd.DataFrame, images: NDArray[np.int64], positive: str | None, threshold: float
+) -> _Clean:
+    clean = predictions.set_index("index").loc[images]
+    truth = clean["label"].to_numpy(dtype=object)
+    return _Clean(
+        index=images,
+        label=truth,
+        prediction=clean["prediction"].to_numpy(dtype=object),
+        confidence=clean["confidence"].to_numpy(dtype=np.float64),
+        positive=None if positive is None else truth == positive,
+        called=None if positive is None else clean[f"p_{positive}"].to_numpy() >= threshold,
+    )
+
+
+def _columns(
+    clean: _Clean, frame: pd.DataFrame, threshold: float
+) -> tuple[list[NDArray[np.float64]], list[NDArray[np.bool_]]]:
+    """The five measures' per-image values and the images each is over, for one variant."""
+    everyone = np.ones(clean.index.shape[0], dtype=bool)
+    prediction = frame["prediction"].to_numpy(dtype=object)
+    confidence = np.nan_to_num(frame["confidence"].to_numpy(dtype=np.float64), nan=0.0)
+    correct = (prediction == clean.label).astype(np.float64)
+    values = [correct - (clean.prediction == clean.label)]
+    of = [everyone]
+    if clean.positive is not None and clean.called is not None:
+        called = frame["p_positive"].to_numpy(dtype=np.float64) >= threshold
+        change = called.astype(np.float64) - clean.called
+        values += [change, -change]
+        of += [clean.positive, ~clean.positive]
+    else:
+        values += [np.zeros_like(correct)] * 2
+        of += [np.zeros_like(everyone)] * 2
+    values += [(prediction != clean.prediction).astype(np.float64), confidence - clean.confidence]
+    of += [everyone, everyone]
+    return values, of
+
+
+def _estimate(point: float, drawn: NDArray[np.float64]) -> Estimate:
+    finite = drawn[np.isfinite(drawn)]
+    low, high = np.quantile(finite, [0.025, 0.975]) if finite.size else (np.nan, np.nan)
+    return Estimate(float(point), float(low), float(high))
+
+
+def _fragile(
+    changes: dict[str, Estimate | None], judged: dict[str, int], settings: RobustnessSettings,
+    minimum: int,
+) -> tuple[str, ...]:  # fmt: skip
+    return tuple(
+        name
+        for name, change in changes.items()
+        if change is not None
+        and judged[name] >= minimum
+        and change.value <= -settings.fragile_drop
+        and change.ci_high < 0
+    )
+
+
+def robustness_summary(
+    perturbed: Perturbed,
+    predictions: pd.DataFrame,
+    positive: str | None,
+    threshold: float,
+    resampling: Resampling,
+    resamples: int,
+    min_images: int,
+) -> Robustness:
+    """Compare every variant with the clean run of the same images.
+
+    Args:
+        perturbed: The robustness stage's predictions.
+        predictions: ``predictions.csv``'s frame (the clean run).
+        positive: The positive class, or ``None`` (no sensitivity or specificity).
+        threshold: Probability of ``positive`` at or above which an image is called so.
+        resampling: What a resample draws, over ``predictions``' rows.
+        resamples: Bootstrap resamples.
+        min_images: Fewest images a measure needs to be judged fragile (``min-group-size``).
+    """
+    settings = perturbed.settings
+    keep = predictions["index"].isin(perturbed.frame["index"]).to_numpy()
+    images = predictions["index"].to_numpy(dtype=np.int64)[keep]
+    clean = _clean(predictions, images, positive, threshold)
+    every = variants(settings)
+    by_variant = {
+        key: group for key, group in perturbed.frame.groupby(["perturbation", "severity"])
+    }
+    values: list[NDArray[np.float64]] = []
+    of: list[NDArray[np.bool_]] = []
+    for variant in every:
+        frame = by_variant[(variant.perturbation.name, variant.severity)]
+        frame = frame.set_index("index").loc[images].reset_index()
+        v, o = _columns(clean, frame, threshold)
+        values += v
+        of += o
+    value_matrix, of_matrix = np.stack(values, axis=1), np.stack(of, axis=1)
+    with np.errstate(invalid="ignore"):
+        points = (value_matrix * of_matrix).sum(axis=0) / of_matrix.sum(axis=0)
+    drawn = weighted_means(
+        value_matrix, of_matrix, resampling.subset(keep), resamples,
+        np.random.default_rng([settings.seed, 11]),
+    )  # fmt: skip
+    judged = {
+        "accuracy": int(images.shape[0]),
+        "sensitivity": int(clean.positive.sum()) if clean.positive is not None else 0,
+        "specificity": int((~clean.positive).sum()) if clean.positive is not None else 0,
+    }
+    correct = clean.prediction == clean.label
+    rows = [
+        _row(variant, v, points, drawn, clean, judged, settings, min_images)
+        for v, variant in enumerate(every)
+    ]
+    return Robustness(
+        settings=settings,
+        rows=tuple(rows),
+        images=int(images.shape[0]),
+        unreadable=perturbed.unreadable,
+        clean_accuracy=float(correct.mean()),
+        positive_class=positive,
+        threshold=threshold if positive is not None else None,
+        judged=tuple(judged.items()),
+        min_images=min_images,
+        resamples=resamples,
+        resampled=resampling.describe(),
+        seconds=perturbed.seconds,
+        passes=perturbed.passes,
+        examples=perturbed.examples,
+    )
+
+
+def _row(
+    variant: Variant, v: int, points: NDArray[np.float64], drawn: NDArray[np.float64],
+    clean: _Clean, judged: dict[str, int], settings: RobustnessSettings, min_images: int,
+) -> RobustnessRow:  # fmt: skip
+    base = v * len(MEASURES)
+    estimates = {
+        name: _estimate(points[base + m], drawn[:, base + m]) for m, name in enumerate(MEASURES)
+    }
+    binary = clean.positive is not None
+    changes = {
+        "accuracy": estimates["accuracy"],
+        "sensitivity": estimates["sensitivity"] if binary else None,
+        "specificity": estimates["specificity"] if binary else None,
+    }
+    clean_accuracy = float((clean.prediction == clean.label).mean())
+    return RobustnessRow(
+        perturbation=variant.perturbation.name,
+        title=variant.perturbation.title,
+        severity=variant.severity,
+        level=variant.level,
+        n=int(clean.index.shape[0]),
+        accuracy=clean_accuracy + estimates["accuracy"].value,
+        accuracy_change=estimates["accuracy"],
+        sensitivity_change=changes["sensitivity"],
+        specificity_change=changes["specificity"],
+        flips=estimates["flips"],
+        confidence_change=estimates["confidence"],
+        fragile=_fragile(changes, judged, settings, min_images),
+    )
