@@ -43,17 +43,20 @@ class RobustnessView:
     seed: int
 
 
-def _points(change: Estimate) -> str:
+_MEASURED = ("accuracy", "sensitivity", "specificity")
+
+
+def _falls(row: RobustnessRow, name: str) -> str:
+    change: Estimate = getattr(row, f"{name}_change")
+    worse = row.worse[_MEASURED.index(name)]
     return (
-        f"{-100 * change.value:.1f} points (95% CI {-100 * change.ci_high:.1f} to "
-        f"{-100 * change.ci_low:.1f})"
+        f"{name} falls {-100 * change.value:.1f} points (95% CI {-100 * change.ci_high:.1f} "
+        f"to {-100 * change.ci_low:.1f}; {worse:,} images turned wrong)"
     )
 
 
 def _sentence(row: RobustnessRow) -> str:
-    falls = "; ".join(
-        f"{name} falls {_points(getattr(row, f'{name}_change'))}" for name in row.fragile
-    )
+    falls = "; ".join(_falls(row, name) for name in row.fragile)
     return (
         f"{row.title}, from {row.level}: {falls}; {percent(row.flips.value)} of predictions "
         f"flip (95% CI {percent(row.flips.ci_low)}–{percent(row.flips.ci_high)})."

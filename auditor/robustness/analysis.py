@@ -9,9 +9,9 @@ clean and the perturbed call, so the change is paired, and all variants share th
 draws (:func:`~auditor.resample.weighted_means`).
 
 A perturbation is **fragile** at a severity when accuracy, sensitivity or specificity
-falls by at least ``fragile-drop`` with the interval's upper end below zero, counted
-only over at least ``min-group-size`` images (positives for sensitivity, negatives for
-specificity).
+falls by at least ``fragile-drop`` with the interval's upper end below zero and at least
+``min-group-size`` images whose call turned wrong behind the fall (a few images near
+the threshold can move a small group's rate by points: that is not a finding).
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class RobustnessRow:
             with paired 95% intervals (``None`` without a positive class).
         flips: Share of images whose predicted class changed, with its interval.
         confidence_change: Mean change of the top probability.
+        worse: Images whose call turned wrong: correct before and not after, positives
+            no longer called, negatives newly called (accuracy, sensitivity, specificity).
         fragile: The measures that fell by the fragile criteria (empty: not fragile).
     """
 
@@ -59,6 +61,7 @@ class RobustnessRow:
     specificity_change: Estimate | None
     flips: Estimate
     confidence_change: Estimate
+    worse: tuple[int, int, int]
     fragile: tuple[str, ...]
 
 
@@ -71,8 +74,7 @@ class Robustness:
         images: Images run under every variant; ``unreadable`` chosen ones that were not.
         clean_accuracy: Accuracy of those images unperturbed.
         positive_class, threshold: How a call is made for sensitivity and specificity.
-        judged: ``(measure, images it is counted over)``; a measure over fewer than
-            ``min_images`` images is not judged fragile.
+        min_images: Fewest images whose call turned wrong behind a fragile measure.
         resampled: What the bootstrap drew, in words.
         examples: ``(V, C, H, W)`` the first image under every variant, or ``None``.
     """
@@ -84,7 +86,6 @@ class Robustness:
     clean_accuracy: float
     positive_class: str | None
     threshold: float | None
-    judged: tuple[tuple[str, int], ...]
     min_images: int
     resamples: int
     resampled: str
@@ -151,6 +152,21 @@ def _columns(
     return values, of
 
 
+def _matrices(
+    frame: pd.DataFrame, every: tuple[Variant, ...], clean: _Clean, threshold: float
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """``(N, V x 5)`` per-image values of every variant's measures, and the images each is over."""
+    by_variant = dict(iter(frame.groupby(["perturbation", "severity"])))
+    values: list[NDArray[np.float64]] = []
+    of: list[NDArray[np.bool_]] = []
+    for variant in every:
+        rows = by_variant[(variant.perturbation.name, variant.severity)]
+        v, o = _columns(clean, rows.set_index("index").loc[clean.index].reset_index(), threshold)
+        values += v
+        of += o
+    return np.stack(values, axis=1), np.stack(of, axis=1)
+
+
 def _estimate(point: float, drawn: NDArray[np.float64]) -> Estimate:
     finite = drawn[np.isfinite(drawn)]
     low, high = np.quantile(finite, [0.025, 0.975]) if finite.size else (np.nan, np.nan)
@@ -158,14 +174,16 @@ def _estimate(point: float, drawn: NDArray[np.float64]) -> Estimate:
 
 
 def _fragile(
-    changes: dict[str, Estimate | None], judged: dict[str, int], settings: RobustnessSettings,
+    changes: dict[str, Estimate | None], turned: dict[str, int], settings: RobustnessSettings,
     minimum: int,
 ) -> tuple[str, ...]:  # fmt: skip
+    """The measures that fell by ``fragile-drop`` or more, with the interval below zero and
+    at least ``minimum`` images whose call turned wrong."""
     return tuple(
         name
         for name, change in changes.items()
         if change is not None
-        and judged[name] >= minimum
+        and turned[name] >= minimum
         and change.value <= -settings.fragile_drop
         and change.ci_high < 0
     )
@@ -189,39 +207,25 @@ def robustness_summary(
         threshold: Probability of ``positive`` at or above which an image is called so.
         resampling: What a resample draws, over ``predictions``' rows.
         resamples: Bootstrap resamples.
-        min_images: Fewest images a measure needs to be judged fragile (``min-group-size``).
+        min_images: Fewest images whose call turned wrong behind a fragile measure
+            (``min-group-size``).
     """
     settings = perturbed.settings
     keep = predictions["index"].isin(perturbed.frame["index"]).to_numpy()
     images = predictions["index"].to_numpy(dtype=np.int64)[keep]
     clean = _clean(predictions, images, positive, threshold)
     every = variants(settings)
-    by_variant = {
-        key: group for key, group in perturbed.frame.groupby(["perturbation", "severity"])
-    }
-    values: list[NDArray[np.float64]] = []
-    of: list[NDArray[np.bool_]] = []
-    for variant in every:
-        frame = by_variant[(variant.perturbation.name, variant.severity)]
-        frame = frame.set_index("index").loc[images].reset_index()
-        v, o = _columns(clean, frame, threshold)
-        values += v
-        of += o
-    value_matrix, of_matrix = np.stack(values, axis=1), np.stack(of, axis=1)
+    value_matrix, of_matrix = _matrices(perturbed.frame, every, clean, threshold)
     with np.errstate(invalid="ignore"):
         points = (value_matrix * of_matrix).sum(axis=0) / of_matrix.sum(axis=0)
     drawn = weighted_means(
         value_matrix, of_matrix, resampling.subset(keep), resamples,
         np.random.default_rng([settings.seed, 11]),
     )  # fmt: skip
-    judged = {
-        "accuracy": int(images.shape[0]),
-        "sensitivity": int(clean.positive.sum()) if clean.positive is not None else 0,
-        "specificity": int((~clean.positive).sum()) if clean.positive is not None else 0,
-    }
+    worse = ((value_matrix < 0) & of_matrix).sum(axis=0)  # images whose call turned wrong
     correct = clean.prediction == clean.label
     rows = [
-        _row(variant, v, points, drawn, clean, judged, settings, min_images)
+        _row(variant, v, (points, drawn, worse), clean, settings, min_images)
         for v, variant in enumerate(every)
     ]
     return Robustness(
@@ -232,7 +236,6 @@ def robustness_summary(
         clean_accuracy=float(correct.mean()),
         positive_class=positive,
         threshold=threshold if positive is not None else None,
-        judged=tuple(judged.items()),
         min_images=min_images,
         resamples=resamples,
         resampled=resampling.describe(),
@@ -243,10 +246,15 @@ def robustness_summary(
 
 
 def _row(
-    variant: Variant, v: int, points: NDArray[np.float64], drawn: NDArray[np.float64],
-    clean: _Clean, judged: dict[str, int], settings: RobustnessSettings, min_images: int,
+    variant: Variant, v: int,
+    measured: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]],
+    clean: _Clean, settings: RobustnessSettings, min_images: int,
 ) -> RobustnessRow:  # fmt: skip
+    """Variant ``v``'s row from every column's point estimate, resampled values and count
+    of images whose call turned wrong (``measured``)."""
+    points, drawn, worse = measured
     base = v * len(MEASURES)
+    turned = {name: int(worse[base + m]) for m, name in enumerate(MEASURES[:3])}
     estimates = {
         name: _estimate(points[base + m], drawn[:, base + m]) for m, name in enumerate(MEASURES)
     }
@@ -269,5 +277,6 @@ def _row(
         specificity_change=changes["specificity"],
         flips=estimates["flips"],
         confidence_change=estimates["confidence"],
-        fragile=_fragile(changes, judged, settings, min_images),
+        worse=(turned["accuracy"], turned["sensitivity"], turned["specificity"]),
+        fragile=_fragile(changes, turned, settings, min_images),
     )

@@ -25,8 +25,9 @@ def _estimate(name: str, value: Estimate | None) -> dict[str, float | None]:
 def robustness_frame(robustness: Robustness) -> pd.DataFrame:
     """``robustness.csv``: one row per perturbation and severity: images, the perturbed
     accuracy, each change with its paired 95% interval (``<name>``, ``<name>_ci_low``,
-    ``<name>_ci_high``; sensitivity and specificity empty without a positive class), and
-    ``fragile`` (the measures that fell, ``;``-separated)."""
+    ``<name>_ci_high``; sensitivity and specificity empty without a positive class), the
+    images whose call turned wrong per measure (``<measure>_worse``) and ``fragile`` (the
+    measures that fell, ``;``-separated)."""
     rows = []
     for row in robustness.rows:
         record: dict[str, Any] = {
@@ -38,6 +39,8 @@ def robustness_frame(robustness: Robustness) -> pd.DataFrame:
         }
         for name in _CHANGES:
             record |= _estimate(name, getattr(row, name))
+        record |= dict(zip(("accuracy_worse", "sensitivity_worse", "specificity_worse"),
+                           row.worse, strict=True))  # fmt: skip
         record["fragile"] = ";".join(row.fragile)
         rows.append(record)
     return pd.DataFrame(rows)

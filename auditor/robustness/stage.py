@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from auditor.data import Dataset
@@ -97,6 +99,59 @@ def _score(
     return predicted, confidence, p_positive
 
 
+def _frame(
+    columns: dict[str, list[np.ndarray]], every: tuple[Variant, ...], classes: tuple[str, ...]
+) -> pd.DataFrame:
+    """``robustness_predictions.csv``'s rows from the per-batch arrays."""
+    which = np.concatenate(columns["variant"])
+    names = np.array([*classes, ""], dtype=object)  # -1: no finite output
+    return pd.DataFrame(
+        {
+            "index": pd.Series(np.concatenate(columns["index"]), dtype="int64"),
+            "perturbation": pd.Series([every[v].perturbation.name for v in which], dtype="string"),
+            "severity": pd.Series([every[v].severity for v in which], dtype="float64"),
+            "prediction": pd.Series(names[np.concatenate(columns["pred"])], dtype="string"),
+            "confidence": pd.Series(np.concatenate(columns["conf"]), dtype="float64"),
+            "p_positive": pd.Series(np.concatenate(columns["p"]), dtype="float64"),
+        }
+    )
+
+
+def _run(
+    model: LoadedModel, loader: DataLoader[Any], preprocessing: Preprocessing, kind: OutputKind,
+    every: tuple[Variant, ...], reading: tuple[int, int | None, int],
+) -> tuple[dict[str, list[np.ndarray]], list[torch.Tensor], int]:  # fmt: skip
+    """Every batch under every variant, one forward pass each: the per-batch arrays, the
+    first image's perturbed versions and the count of unreadable images. ``reading`` is
+    the number of classes, the positive class's index and the seed."""
+    n_classes, positive, seed = reading
+    columns: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("index", "variant", "pred", "conf", "p")
+    }
+    examples: list[torch.Tensor] = []
+    unreadable = 0
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc="robustness", unit="batch", leave=False, disable=None):
+            unreadable += len(batch.failures)
+            if not batch.images.numel():
+                continue
+            for v, variant in enumerate(every):
+                perturbed = variant.perturbation.apply(
+                    batch.images, variant.severity, batch.indices, seed
+                )
+                if len(examples) < len(every):
+                    examples.append(perturbed[0])
+                predicted, confidence, p_positive = _score(
+                    model, preprocessing.normalise(perturbed), kind, n_classes, positive
+                )
+                columns["index"].append(batch.indices.numpy())
+                columns["variant"].append(np.full(len(predicted), v))
+                columns["pred"].append(predicted)
+                columns["conf"].append(confidence)
+                columns["p"].append(p_positive)
+    return columns, examples, unreadable
+
+
 def perturbed_predictions(
     model: LoadedModel,
     dataset: Dataset,
@@ -122,45 +177,12 @@ def perturbed_predictions(
         settings.workers,
     )  # fmt: skip
     every = variants(settings)
-    columns: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("index", "variant", "pred", "conf", "p")
-    }
-    examples: list[torch.Tensor] = []
-    unreadable = 0
-    with torch.inference_mode():
-        for batch in tqdm(loader, desc="robustness", unit="batch", leave=False, disable=None):
-            unreadable += len(batch.failures)
-            if not batch.images.numel():
-                continue
-            for v, variant in enumerate(every):
-                perturbed = variant.perturbation.apply(
-                    batch.images, variant.severity, batch.indices, settings.seed
-                )
-                if len(examples) < len(every):
-                    examples.append(perturbed[0])
-                predicted, confidence, p_positive = _score(
-                    model, preprocessing.normalise(perturbed), kind, len(dataset.classes), positive
-                )
-                columns["index"].append(batch.indices.numpy())
-                columns["variant"].append(np.full(len(predicted), v))
-                columns["pred"].append(predicted)
-                columns["conf"].append(confidence)
-                columns["p"].append(p_positive)
+    columns, examples, unreadable = _run(
+        model, loader, preprocessing, kind, every, (len(dataset.classes), positive, settings.seed)
+    )
     if not columns["index"]:
         return None
-    which = np.concatenate(columns["variant"])
-    predicted = np.concatenate(columns["pred"])
-    names = np.array([*dataset.classes, ""], dtype=object)
-    frame = pd.DataFrame(
-        {
-            "index": pd.Series(np.concatenate(columns["index"]), dtype="int64"),
-            "perturbation": pd.Series([every[v].perturbation.name for v in which], dtype="string"),
-            "severity": pd.Series([every[v].severity for v in which], dtype="float64"),
-            "prediction": pd.Series(names[predicted], dtype="string"),
-            "confidence": pd.Series(np.concatenate(columns["conf"]), dtype="float64"),
-            "p_positive": pd.Series(np.concatenate(columns["p"]), dtype="float64"),
-        }
-    )
+    frame = _frame(columns, every, dataset.classes)
     frame = frame.sort_values(["perturbation", "severity", "index"], kind="stable")
     return Perturbed(
         frame=frame.reset_index(drop=True),
