@@ -157,9 +157,10 @@ _GROUP_RATES = ("prevalence", "sensitivity", "specificity", "ppv", "npv", "accur
 
 
 def subgroups_frame(fairness: Fairness) -> pd.DataFrame:
-    """``subgroups.csv``: per column and value, images and each rate with its Wilson CI
+    """``subgroups.csv``: per column and value, images and each rate with its 95% CI
     and counts (``<rate>``, ``<rate>_ci_low``, ``<rate>_ci_high``, ``<rate>_hits``,
-    ``<rate>_n``)."""
+    ``<rate>_n``); the positive class's ROC ``auc`` and its ``ece`` with bootstrap CIs
+    (empty for groups too few to judge or lacking a class)."""
     rows = []
     for g in fairness.groups:
         row: dict[str, Any] = {"column": g.column, "value": g.value, "n": g.n,
@@ -169,6 +170,11 @@ def subgroups_frame(fairness: Fairness) -> pd.DataFrame:
             row |= {name: rate.value, f"{name}_ci_low": rate.ci_low,
                     f"{name}_ci_high": rate.ci_high, f"{name}_hits": rate.hits,
                     f"{name}_n": rate.n}  # fmt: skip
+        for name in ("auc", "ece"):
+            score = getattr(g, name)
+            row |= {name: score.value if score else None,
+                    f"{name}_ci_low": score.ci_low if score else None,
+                    f"{name}_ci_high": score.ci_high if score else None}  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -27,6 +27,7 @@ from auditor import __version__
 from auditor.aggregate import AuditInputs, ReportData, build_report_data
 from auditor.architecture import ArchitectureProfile, layers_frame, profile_model
 from auditor.clinical import Clinical, analyse_predictions, positive_class
+from auditor.clinical.groups import intersection_columns
 from auditor.config import AuditConfig
 from auditor.data import Dataset, discover
 from auditor.documents import (
@@ -132,6 +133,9 @@ def _load(config: AuditConfig) -> _Loaded:
     dataset = discover(config.data, config.classes)
     positive_class(dataset.classes, config.clinical)  # a wrong name fails before any stage
     dataset.check_metadata_column(config.patient_column, "patient-column")
+    for pair in config.clinical.intersections:
+        for column in intersection_columns(pair):
+            dataset.check_metadata_column(column, f"intersections {pair!r}: column")
     preprocessing = model_preprocessing(
         dataset, model.in_channels, config.image_size, config.mean, config.std, config.max_pixels
     )

@@ -15,6 +15,7 @@ from auditor.clinical import ClinicalSettings, Dependence, positive_class
 from auditor.clinical import metadata_dependence as dependence_of_groups
 from auditor.clinical.groups import EMPTY, metadata_groups
 from auditor.errors import ConfigError
+from tests.helpers import probability
 
 CLASSES = ("benign", "malignant")
 
@@ -25,11 +26,12 @@ def _predictions(seed: int, marker_effect: float, n: int = 600) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     label = rng.choice(CLASSES, n)
     marker = rng.random(n) < 0.3
-    called = np.where(label == "malignant", 0.85, 0.05 + marker_effect * marker)
+    called = rng.random(n) < np.where(label == "malignant", 0.85, 0.05 + marker_effect * marker)
     return pd.DataFrame(
         {
             "label": label,
-            "prediction": np.where(rng.random(n) < called, "malignant", "benign"),
+            "prediction": np.where(called, "malignant", "benign"),
+            "p_malignant": probability(called, rng),
             "site": rng.choice(["A", "B", "C"], n),
             "age": rng.integers(20, 86, n).astype(str),
             "marker": marker.astype(str),
@@ -109,6 +111,7 @@ def test_the_permutation_p_value_agrees_with_scipys_permutation_test() -> None:
         {
             "label": "benign",
             "prediction": np.where(called, "malignant", "benign"),
+            "p_malignant": probability(called, rng),
             "column": value,
         }
     )

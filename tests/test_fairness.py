@@ -17,6 +17,7 @@ from fairlearn.metrics import (
 from auditor.clinical import ClinicalSettings
 from auditor.clinical.fairness import _resampled, fairness
 from auditor.clinical.groups import Grouping, metadata_groups
+from tests.helpers import probability
 
 
 def _predictions(seed: int = 0, n: int = 500) -> pd.DataFrame:
@@ -25,7 +26,12 @@ def _predictions(seed: int = 0, n: int = 500) -> pd.DataFrame:
     site = rng.choice(["A", "B", "C", "D"], n, p=[0.4, 0.3, 0.29, 0.01])
     called = rng.random(n) < np.where(label == "malignant", 0.8, np.where(site == "A", 0.3, 0.1))
     return pd.DataFrame(
-        {"label": label, "prediction": np.where(called, "malignant", "benign"), "site": site}
+        {
+            "label": label,
+            "prediction": np.where(called, "malignant", "benign"),
+            "p_malignant": probability(called, rng),
+            "site": site,
+        }
     )
 
 

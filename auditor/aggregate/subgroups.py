@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
+from auditor.aggregate.figures import figure_uri, styled_figure
 from auditor.aggregate.inputs import AuditInputs
 from auditor.clinical.fairness import DISPARITIES, Fairness, GroupMetrics
 from auditor.clinical.rates import wilson_rate
 from auditor.metrics import Estimate
+from auditor.report.format import shorten
 from auditor.resample import Resampling
 
 __all__ = [
@@ -63,6 +66,8 @@ class FairnessView:
     rate_interval: str
     binned: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
+    intersections: tuple[str, ...]
+    forest: str
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,40 @@ class SubgroupsView:
     fairness: FairnessView | None = None
 
 
-def _fairness_view(fairness: Fairness, resampling: Resampling) -> FairnessView:
+_FOREST_LABEL = 40
+"""Characters of a group's label on the forest plot (the table shows more)."""
+
+
+def forest_figure(groups: tuple[GroupMetrics, ...], overall: tuple[float, float]) -> str:
+    """Sensitivity and specificity of each judged group with 95% intervals, side by side,
+    one row per group (column: value), the overall rates dashed; "" without a group."""
+    judged = [g for g in groups if not g.too_few]
+    if not judged:
+        return ""
+    labels = [shorten(f"{g.column}: {g.value}", _FOREST_LABEL) for g in judged]
+    y = np.arange(len(judged))[::-1]
+    with styled_figure(7.0, 0.9 + 0.2 * len(judged)) as figure:
+        panels = figure.subplots(1, 2, sharey=True)
+        for axes, measure, reference in zip(
+            panels, ("sensitivity", "specificity"), overall, strict=True
+        ):
+            rates = [getattr(g, measure) for g in judged]
+            values = np.array([r.value for r in rates])
+            errors = np.array([[r.value - r.ci_low, r.ci_high - r.value] for r in rates]).T
+            axes.errorbar(values, y, xerr=np.nan_to_num(errors), fmt="o", markersize=3,
+                          color="#4C72B0", capsize=2)  # fmt: skip
+            axes.axvline(reference, color="#888888", linestyle="--", linewidth=0.8)
+            axes.set_xlim(-0.02, 1.02)
+            axes.set_title(measure)
+        panels[0].set_yticks(y, labels)
+        figure.tight_layout()
+        return figure_uri(figure)
+
+
+def _fairness_view(
+    fairness: Fairness, resampling: Resampling, intersections: tuple[str, ...],
+    overall: tuple[float, float],
+) -> FairnessView:  # fmt: skip
     columns = dict.fromkeys(d.column for d in fairness.disparities)
     rows = tuple(
         DisparityRow(
@@ -99,6 +137,8 @@ def _fairness_view(fairness: Fairness, resampling: Resampling) -> FairnessView:
         resamples=fairness.resamples,
         resampled=resampling.describe(),
         rate_interval=resampling.rate_interval,
+        intersections=intersections,
+        forest=forest_figure(fairness.groups, overall),
         binned=fairness.binned,
         skipped=fairness.skipped,
     )
@@ -131,9 +171,17 @@ def subgroups_view(inputs: AuditInputs) -> SubgroupsView | None:
     """The subgroup tables, or ``None`` when the data has no column to break down."""
     fairness = inputs.clinical.fairness
     if fairness is not None:
-        return SubgroupsView(
-            (), MAX_SUBGROUP_VALUES, _fairness_view(fairness, inputs.clinical.resampling)
+        clinical = inputs.clinical
+        operating = clinical.operating
+        overall = (
+            (operating.sensitivity.value, operating.specificity.value)
+            if operating is not None
+            else (float("nan"), float("nan"))
         )
+        view = _fairness_view(
+            fairness, clinical.resampling, clinical.settings.intersections, overall
+        )
+        return SubgroupsView((), MAX_SUBGROUP_VALUES, view)
     columns = tuple(c for c in inputs.dataset.metadata_columns if c != inputs.config.patient_column)
     rows = subgroup_table(inputs.evaluation.predictions, columns)
     return SubgroupsView(rows, MAX_SUBGROUP_VALUES) if rows else None

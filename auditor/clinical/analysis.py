@@ -65,21 +65,27 @@ def analyse_predictions(
     positive = positive_class(classes, settings)
     resampling = Resampling.of(predictions, settings.patient_column)
     broken_down = tuple(c for c in metadata_columns if c != settings.patient_column)
-    grouping = metadata_groups(predictions, broken_down, settings.max_groups)
+    grouping = metadata_groups(
+        predictions, broken_down, settings.max_groups, settings.intersections
+    )
     per_class = class_ece(predictions, classes)
     failures = failure_modes(predictions, grouping, classes, positive, settings)
     if positive is None:
         return Clinical(
             settings, None, None, None, None, None, per_class, failures, grouping, resampling
         )
+    operating = operating_point(predictions, positive, settings, resamples, resampling)
+    threshold = operating.threshold if operating is not None else settings.threshold
     return Clinical(
         settings=settings,
         positive_class=positive,
-        operating=operating_point(predictions, positive, settings, resamples, resampling),
+        operating=operating,
         dependence=metadata_dependence(
-            predictions, grouping, classes, settings, resampling, resamples
+            predictions, grouping, classes, settings, resampling, resamples, threshold
         ),
-        fairness=fairness(predictions, grouping, positive, settings, resamples, resampling),
+        fairness=fairness(
+            predictions, grouping, positive, settings, resamples, resampling, threshold
+        ),
         calibration=positive_calibration(predictions, positive),
         class_ece=per_class,
         failures=failures,

@@ -307,6 +307,7 @@ def metadata_dependence(
     settings: ClinicalSettings,
     resampling: Resampling | None = None,
     resamples: int = 1000,
+    threshold: float = 0.5,
 ) -> Dependence | None:
     """Each metadata column's dependence, or ``None`` without a positive class or columns.
 
@@ -317,13 +318,15 @@ def metadata_dependence(
         settings: Group sizes, thresholds, permutations and seed.
         resampling: Images (default) or a patient column's groups: with groups, every
             rate's and difference's interval is a bootstrap over them (``resamples``).
+        threshold: An image is called positive when the positive class's probability is
+            at least this (the operating point's threshold).
     """
     resampling = resampling or Resampling()
     positive = positive_class(classes, settings)
     if positive is None or grouping.empty:
         return None
     labels = predictions["label"].astype(str).reset_index(drop=True)
-    called = (predictions["prediction"] == positive).to_numpy(dtype=bool)
+    called = predictions[f"p_{positive}"].to_numpy(dtype=np.float64) >= threshold
     rates: list[GroupRate] = []
     results: list[ColumnDependence] = []
     for index, (column, values) in enumerate(grouping.groups.items()):

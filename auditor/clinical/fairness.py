@@ -18,7 +18,7 @@ group rates by ``bincount``); a test checks that the point estimates equal fairl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -31,9 +31,12 @@ from fairlearn.metrics import (
 )
 from numpy.typing import NDArray
 
+from auditor.clinical.calibration import ece_interval
 from auditor.clinical.groups import Grouping
+from auditor.clinical.operating import auc_interval
 from auditor.clinical.rates import Rate, rates, wilson_rate
 from auditor.clinical.settings import ClinicalSettings
+from auditor.metrics import Estimate
 from auditor.resample import Resampling, grouped_sums
 
 __all__ = ["DISPARITIES", "Disparity", "Fairness", "GroupMetrics", "fairness"]
@@ -52,6 +55,9 @@ class GroupMetrics:
 
     Attributes:
         too_few: Fewer than ``min-group-size`` images: shown, not compared.
+        auc: ROC AUC of the positive class's probability among the group's images, with
+            its bootstrap 95% interval (``None`` when too few or lacking a class).
+        ece: The expected calibration error of that probability, likewise.
     """
 
     column: str
@@ -64,6 +70,8 @@ class GroupMetrics:
     ppv: Rate
     npv: Rate
     accuracy: Rate
+    auc: Estimate | None = None
+    ece: Estimate | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +219,27 @@ def _disparities(
     ]
 
 
+def _scored(
+    rows: list[GroupMetrics], values: pd.Series, scores: NDArray[np.float64],
+    y: NDArray[np.bool_], drawing: tuple[Resampling, int, list[int]],
+) -> list[GroupMetrics]:  # fmt: skip
+    """The rows with the AUC and ECE of each group large enough to judge (``drawing``:
+    what a resample draws, how many, and the seed)."""
+    resampling, resamples, seed = drawing
+    rng = np.random.default_rng(seed)
+    scored = []
+    for row in rows:
+        if row.too_few:
+            scored.append(row)
+            continue
+        member = (values == row.value).to_numpy()
+        within = resampling.subset(member)
+        auc = auc_interval(scores[member], y[member], within, resamples, rng)
+        ece = ece_interval(scores[member], y[member], within, resamples, rng)
+        scored.append(replace(row, auc=Estimate(*auc) if auc else None, ece=Estimate(*ece)))
+    return scored
+
+
 def _lowest(rows: list[GroupMetrics], measure: str) -> str | None:
     """The judged group with the lowest ``measure`` (ties by value), if any has one."""
     ranked = [
@@ -228,10 +257,13 @@ def fairness(
     settings: ClinicalSettings,
     resamples: int,
     resampling: Resampling | None = None,
+    threshold: float = 0.5,
 ) -> Fairness | None:
     """Per-group rates and disparities, or ``None`` without metadata columns.
 
     Args:
+        threshold: An image is called positive when the positive class's probability is
+            at least this (the operating point's threshold).
         resampling: What a bootstrap resample draws (images by default); with groups,
             the per-value rates get bootstrap intervals over them, not Wilson's.
     """
@@ -239,7 +271,8 @@ def fairness(
     if grouping.empty:
         return None
     y = (predictions["label"] == positive_class).to_numpy(dtype=bool)
-    called = (predictions["prediction"] == positive_class).to_numpy(dtype=bool)
+    scores = predictions[f"p_{positive_class}"].to_numpy(dtype=np.float64)
+    called = scores >= threshold
     groups: list[GroupMetrics] = []
     disparities: list[Disparity] = []
     lowest: dict[tuple[str, str], str] = {}
@@ -248,7 +281,10 @@ def fairness(
         clustered = _clustered(
             counts.index, values, y, called, resampling, resamples, [settings.seed, index, 1]
         )
-        rows = _group_metrics(column, counts, settings.min_group_size, clustered)
+        rows = _scored(
+            _group_metrics(column, counts, settings.min_group_size, clustered),
+            values, scores, y, (resampling, resamples, [settings.seed, index, 2]),
+        )  # fmt: skip
         groups.extend(rows)
         judged = [r.value for r in rows if not r.too_few]
         if len(judged) < 2:

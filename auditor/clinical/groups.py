@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-__all__ = ["EMPTY", "Grouping", "metadata_groups"]
+from auditor.clinical.settings import INTERSECTION
+
+__all__ = ["EMPTY", "Grouping", "intersection_columns", "intersection_name", "metadata_groups"]
 
 EMPTY = "(empty)"
 """The group of images whose value is missing."""
@@ -48,14 +50,54 @@ def _quartiles(numbers: pd.Series) -> pd.Series:
     return pd.Series(named, index=numbers.index, dtype="string")
 
 
+def intersection_columns(intersection: str) -> tuple[str, str]:
+    """The two columns of a declared intersection (``"site*sex"``)."""
+    first, second = (name.strip() for name in intersection.split(INTERSECTION))
+    return first, second
+
+
+def intersection_name(first: str, second: str) -> str:
+    """How an intersection is named as a column: ``"site × sex"``."""
+    return f"{first} × {second}"
+
+
+def _intersections(
+    groups: dict[str, pd.Series], intersections: tuple[str, ...], max_groups: int
+) -> tuple[dict[str, pd.Series], list[tuple[str, str]]]:
+    """The declared pairs as more columns (values ``"A × F"``), or why one is skipped."""
+    added: dict[str, pd.Series] = {}
+    skipped: list[tuple[str, str]] = []
+    for declared in intersections:
+        first, second = intersection_columns(declared)
+        name = intersection_name(first, second)
+        missing = [c for c in (first, second) if c not in groups]
+        if missing:
+            skipped.append((name, f"{', '.join(missing)} not broken down; nor is the pair"))
+            continue
+        values = groups[first].str.cat(groups[second], sep=" × ")
+        count = values.nunique()
+        if count > max_groups:
+            skipped.append(
+                (name, f"{count:,} values, more than max-groups ({max_groups}); not broken down")
+            )
+        else:
+            added[name] = values
+    return added, skipped
+
+
 def metadata_groups(
-    predictions: pd.DataFrame, columns: tuple[str, ...], max_groups: int
+    predictions: pd.DataFrame,
+    columns: tuple[str, ...],
+    max_groups: int,
+    intersections: tuple[str, ...] = (),
 ) -> Grouping:
-    """Group the images by each metadata column.
+    """Group the images by each metadata column, then by each declared pair of them.
 
     A column whose every non-empty value is a number and which has more than four
     distinct values is binned into quartiles; a column with more than ``max_groups``
-    groups after that is skipped, with the reason.
+    groups after that is skipped, with the reason. An intersection (``"site*sex"``)
+    pairs the two columns' groups (binned ones included) into one more column named
+    ``"site × sex"``.
     """
     groups: dict[str, pd.Series] = {}
     binned: list[str] = []
@@ -76,4 +118,5 @@ def metadata_groups(
             )
         else:
             groups[column] = values.reset_index(drop=True)
-    return Grouping(groups, tuple(binned), tuple(skipped))
+    added, not_added = _intersections(groups, intersections, max_groups)
+    return Grouping(groups | added, tuple(binned), tuple(skipped + not_added))

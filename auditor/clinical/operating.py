@@ -43,6 +43,7 @@ __all__ = [
     "FPR_GRID",
     "RECALL_GRID",
     "Operating",
+    "auc_interval",
     "bootstrap_curves",
     "net_benefit",
     "operating_point",
@@ -182,6 +183,24 @@ def bootstrap_curves(
         _band(roc),
         _band(pr),
     )
+
+
+def auc_interval(
+    scores: NDArray[np.float64], positive: NDArray[np.bool_], resampling: Resampling,
+    resamples: int, rng: np.random.Generator,
+) -> tuple[float, float, float] | None:  # fmt: skip
+    """ROC AUC (scikit-learn) with its percentile bootstrap 95% interval, or ``None``
+    when the images lack either class."""
+    if positive.all() or not positive.any():
+        return None
+    drawn = np.concatenate(
+        [
+            _weighted_curves(scores, positive, weights)[0]
+            for weights in resampling.chunks(scores.shape[0], resamples, rng, _CHUNK)
+        ]
+    )
+    low, high = np.nanquantile(drawn, [0.025, 0.975])
+    return float(roc_auc_score(positive, scores)), float(low), float(high)
 
 
 def net_benefit(

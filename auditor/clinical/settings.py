@@ -6,6 +6,18 @@ from dataclasses import dataclass
 
 from auditor.settings import inherited, setting
 
+INTERSECTION = "*"
+"""Joins the two columns of a declared intersection: ``site*sex``."""
+
+
+def _pairs(items: tuple[str, ...]) -> str | None:
+    for item in items:
+        names = item.split(INTERSECTION)
+        if len(names) != 2 or not all(n.strip() for n in names) or names[0] == names[1]:
+            return f"{item!r} is not two different columns joined by {INTERSECTION}, e.g. site*sex"
+    return None
+
+
 __all__ = ["ClinicalSettings"]
 
 
@@ -67,6 +79,15 @@ class ClinicalSettings:
         unit="images",
         minimum=1,
         flag=True,
+    )
+    intersections: tuple[str, ...] = setting(
+        (),
+        help="Pairs of metadata columns also broken down together, each written a*b (e.g. "
+        "site*sex): subgroups, fairness, metadata dependence and failure modes treat each "
+        "pair as one more column",
+        check=_pairs,
+        items="column pairs",
+        default_text="none",
     )
     max_groups: int = setting(
         20,
