@@ -28,6 +28,7 @@ import pandas as pd
 from auditor import __version__
 from auditor.clinical import Clinical, Dependence, Operating, Rate
 from auditor.clinical.fairness import Fairness
+from auditor.clinical.link import ShortcutLink
 from auditor.clinical.operating import FPR_GRID, RECALL_GRID
 from auditor.evaluate import Evaluation
 from auditor.load import file_sha256
@@ -222,8 +223,11 @@ def _triple(value: tuple[float, float, float] | None) -> dict[str, float] | None
     return None if value is None else dict(zip(("value", "ci_low", "ci_high"), value, strict=True))
 
 
-def dependence_document(dependence: Dependence | None) -> dict[str, Any] | None:
-    """``metrics.json``'s ``metadata_dependence`` (``None``: not computed)."""
+def dependence_document(
+    dependence: Dependence | None, links: tuple[ShortcutLink, ...] = ()
+) -> dict[str, Any] | None:
+    """``metrics.json``'s ``metadata_dependence`` (``None``: not computed), with each
+    finding's link to a flagged shortcut."""
     if dependence is None:
         return None
     settings = dependence.settings
@@ -240,6 +244,7 @@ def dependence_document(dependence: Dependence | None) -> dict[str, Any] | None:
         "columns": [asdict(column) for column in dependence.columns],
         "binned": list(dependence.binned),
         "skipped": [{"column": c, "reason": r} for c, r in dependence.skipped],
+        "shortcut_links": [asdict(link) for link in links],
     }
 
 
@@ -286,7 +291,9 @@ def metrics_document(
             "calibration": [asdict(b) for b in m.calibration],
             "trust": trust_document(trust),
             "operating_point": operating_document(clinical.operating if clinical else None),
-            "metadata_dependence": dependence_document(clinical.dependence if clinical else None),
+            "metadata_dependence": (
+                dependence_document(clinical.dependence, clinical.links) if clinical else None
+            ),
             "fairness": fairness_document(clinical.fairness if clinical else None),
             "positive_calibration": (
                 asdict(clinical.calibration) if clinical and clinical.calibration else None

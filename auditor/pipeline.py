@@ -10,6 +10,7 @@ always complete.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -28,6 +29,7 @@ from auditor.aggregate import AuditInputs, ReportData, build_report_data
 from auditor.architecture import ArchitectureProfile, layers_frame, profile_model
 from auditor.clinical import Clinical, analyse_predictions, positive_class
 from auditor.clinical.groups import intersection_columns
+from auditor.clinical.link import shortcut_links
 from auditor.config import AuditConfig
 from auditor.data import Dataset, discover
 from auditor.documents import (
@@ -191,6 +193,11 @@ def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
         config.clinical,
         config.evaluation.bootstrap,
     )
+    links = shortcut_links(
+        clinical.dependence, trust, explanations, evaluation.predictions["index"].tolist(),
+        clinical.grouping,
+    )  # fmt: skip
+    clinical = dataclasses.replace(clinical, links=links)
     robustness = _robustness(perturbed, evaluation, clinical, config)
     return _Results(evaluation, selection, explanations, trust, clinical, perturbed, robustness)
 

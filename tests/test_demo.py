@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from scipy.stats import mannwhitneyu
 
 import auditor.demo
 from auditor.cli import cli
@@ -53,6 +55,7 @@ def test_demo_writes_its_data_with_masks_and_metadata_and_audits_the_sample_mode
     _the_summary_names_the_marker_with_rates_recomputed_from_predictions(
         summary.replace("&amp;", "&"), metrics, predictions
     )
+    _the_link_equals_a_recomputation_from_the_maps(folder, metrics, predictions)
 
 
 def _the_summary_names_the_marker_with_rates_recomputed_from_predictions(
@@ -79,3 +82,45 @@ def _the_summary_names_the_marker_with_rates_recomputed_from_predictions(
         "Too few explained images of each value of marker",
     )
     assert sum(link in summary for link in links) == 1, "the two findings are compared"
+
+
+def _cell(region: str) -> tuple[int, int]:
+    """The 3x3 grid cell a region names: ``"top-left corner"`` → ``(0, 0)``."""
+    rows, columns = {"top": 0, "bottom": 2}, {"left": 0, "right": 2}
+    if region == "centre":
+        return 1, 1
+    place = region.split()[0]
+    if region.endswith("corner"):
+        row, column = place.split("-")
+        return rows[row], columns[column]
+    return (rows[place], 1) if place in rows else (1, columns[place])
+
+
+def _the_link_equals_a_recomputation_from_the_maps(
+    folder: Path, metrics: dict, predictions: pd.DataFrame
+) -> None:
+    [link] = metrics["metadata_dependence"]["shortcut_links"]
+    methods = metrics["trust"]["shortcuts"]["methods"]
+    stored = np.load(folder / "explanations.npz", allow_pickle=False)
+    r, c = _cell(link["region"])
+    shares: dict[int, list[float]] = {}
+    for index, role, method, heat in zip(
+        stored["index"], stored["role"], stored["method"], stored["maps"], strict=True
+    ):
+        positive = np.clip(heat.astype(np.float64), 0, None)
+        if role != "predicted" or method not in methods or positive.sum() <= 0:
+            continue
+        rows = np.array_split(np.arange(positive.shape[0]), 3)[r]
+        columns = np.array_split(np.arange(positive.shape[1]), 3)[c]
+        share = positive[rows][:, columns].sum() / positive.sum()
+        shares.setdefault(int(index), []).append(float(share))
+    value = dict(zip(predictions["index"], predictions["marker"].astype(str), strict=True))
+    high = [np.mean(v) for i, v in shares.items() if value[i] == link["high"]]
+    low = [np.mean(v) for i, v in shares.items() if value[i] == link["low"]]
+    assert (link["n_high"], link["n_low"]) == (len(high), len(low))
+    assert link["too_few"] == (min(len(high), len(low)) < link["min_images"])
+    if not link["too_few"]:
+        assert link["high_share"] == pytest.approx(np.mean(high))
+        assert link["low_share"] == pytest.approx(np.mean(low))
+        p = mannwhitneyu(high, low, alternative="greater").pvalue
+        assert link["p_value"] == pytest.approx(p)

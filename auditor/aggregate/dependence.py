@@ -4,22 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scipy.stats import mannwhitneyu
-
 from auditor.aggregate.inputs import AuditInputs
 from auditor.clinical import ColumnDependence, Dependence, GroupRate
-from auditor.measure.shortcuts import region_share
+from auditor.clinical.link import ShortcutLink
 from auditor.report.format import p_value, percent
 
-LINKED_RATIO = 1.5
-"""How many times more evidence in the shortcut's region the images of the dependence's
-high value must hold than those of its low value for the two findings to be linked."""
-LINKED_ALPHA = 0.05
-"""...and a one-sided Mann-Whitney p-value of the per-image shares at most this."""
-
 __all__ = [
-    "LINKED_ALPHA",
-    "LINKED_RATIO",
     "DependenceView",
     "dependence_findings",
     "dependence_view",
@@ -80,39 +70,27 @@ def _sentence(dependence: Dependence, column: ColumnDependence, n_judged: int) -
     )
 
 
-def linked(inputs: AuditInputs, column: ColumnDependence) -> str:
+def linked(link: ShortcutLink | None) -> str:
     """Whether a flagged shortcut's region holds more evidence for images of the
     dependence's high value than of its low value, in words ("" without a shortcut)."""
-    shortcuts = inputs.trust.shortcuts
-    flagged = shortcuts.flagged if shortcuts else ()
-    if not flagged or column.high is None or shortcuts is None:
+    if link is None:
         return ""
-    group = max(flagged, key=lambda g: g.concentration)
-    cases = [c for c in inputs.explanations.cases if c.role == "predicted"]
-    shares = region_share(cases, inputs.explanations.maps, shortcuts.methods, group.region)
-    predictions = inputs.evaluation.predictions
-    values = inputs.clinical.grouping.groups[column.column]
-    by_index = dict(zip(predictions["index"], values, strict=True))
-    high = [v for i, v in shares.items() if by_index.get(i) == column.high]
-    low = [v for i, v in shares.items() if by_index.get(i) == column.low]
-    minimum = shortcuts.min_images
-    if len(high) < minimum or len(low) < minimum:
+    column = link.column
+    if link.too_few:
         return (
-            f"Too few explained images of each value of {column.column} (fewer than "
-            f"{minimum}) to tell whether the shortcut finding follows it."
+            f"Too few explained images of each value of {column} (fewer than "
+            f"{link.min_images}) to tell whether the shortcut finding follows it."
         )
-    h, lo = sum(high) / len(high), sum(low) / len(low)
-    test = mannwhitneyu(high, low, alternative="greater").pvalue
     verdict = (
         "The shortcut finding points to the same thing"
-        if h >= LINKED_RATIO * lo and test <= LINKED_ALPHA
-        else f"The shortcut finding does not clearly follow {column.column}"
+        if link.linked
+        else f"The shortcut finding does not clearly follow {column}"
     )
     return (
-        f"{verdict}: in the explained images, {h:.0%} of the evidence lies in the "
-        f"{group.region} with {column.column} = {column.high} (n = {len(high)}) against "
-        f"{lo:.0%} with {column.column} = {column.low} (n = {len(low)}; one-sided "
-        f"Mann-Whitney p = {p_value(test)})."
+        f"{verdict}: in the explained images, {link.high_share:.0%} of the evidence lies in "
+        f"the {link.region} with {column} = {link.high} (n = {link.n_high}) against "
+        f"{link.low_share:.0%} with {column} = {link.low} (n = {link.n_low}; one-sided "
+        f"Mann-Whitney p = {p_value(link.p_value)})."
     )
 
 
@@ -125,8 +103,9 @@ def dependence_findings(
         return ()
     n_judged = sum(c.label is not None for c in dependence.columns)
     sentences = []
+    links = {link.column: link for link in inputs.clinical.links} if inputs is not None else {}
     for c in dependence.findings():
-        link = linked(inputs, c) if inputs is not None else ""
+        link = linked(links.get(c.column))
         sentences.append(_sentence(dependence, c, n_judged) + (f" {link}" if link else ""))
     return tuple(sentences)
 

@@ -11,6 +11,7 @@ from auditor.clinical.dependence import Dependence, metadata_dependence, positiv
 from auditor.clinical.failures import Failures, failure_modes
 from auditor.clinical.fairness import Fairness, fairness
 from auditor.clinical.groups import Grouping, metadata_groups
+from auditor.clinical.link import ShortcutLink
 from auditor.clinical.operating import Operating, operating_point
 from auditor.clinical.settings import ClinicalSettings
 from auditor.resample import Resampling
@@ -35,6 +36,8 @@ class Clinical:
         grouping: The images grouped by each metadata column, as every analysis above
             (and the report) reads them; the patient column is not among them.
         resampling: What every bootstrap above resampled: images, or patients.
+        links: Each dependence finding against a flagged shortcut (set by the pipeline
+            once the trust stage has run: :func:`~auditor.clinical.link.shortcut_links`).
     """
 
     settings: ClinicalSettings
@@ -47,6 +50,7 @@ class Clinical:
     failures: Failures
     grouping: Grouping
     resampling: Resampling
+    links: tuple[ShortcutLink, ...] = ()
 
 
 def analyse_predictions(
