@@ -299,6 +299,7 @@ def metrics_document(
                 asdict(clinical.calibration) if clinical and clinical.calibration else None
             ),
             "class_ece": dict(zip(classes, clinical.class_ece, strict=True)) if clinical else None,
+            "class_auc": {k: _triple(v) for k, v in clinical.class_auc.items()} if clinical else {},
             "failure_modes": asdict(clinical.failures) if clinical else None,
             "resampling": resampling_document(clinical.resampling if clinical else Resampling()),
             "robustness": robustness_document(robustness),

@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 
 from auditor.aggregate.calibration import calibration_sentence
+from auditor.clinical import calibration
 from auditor.clinical.calibration import class_ece, positive_calibration
 from auditor.metrics import calibration_bins, expected_calibration_error
 
@@ -49,7 +50,9 @@ def test_calibrated_data_have_a_slope_interval_around_one() -> None:
     assert "consistent with calibrated" in calibration_sentence(calibration)
 
 
-def test_each_class_ece_is_its_one_vs_rest_ece() -> None:
+@pytest.mark.parametrize("cells", [4_000_000, 7])  # one block; blocks of 2 rows
+def test_each_class_ece_is_its_one_vs_rest_ece(cells: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(calibration, "_CELLS", cells)
     rng = np.random.default_rng(1)
     probs = rng.dirichlet(np.ones(3), 300)
     frame = pd.DataFrame(probs, columns=["p_a", "p_b", "p_c"])

@@ -12,13 +12,15 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from auditor.clinical import ClinicalSettings, operating_point
+from auditor.clinical import ClinicalSettings, analyse_predictions, operating_point
 from auditor.clinical.operating import (
     _average_precision,
     _weighted_curves,
+    class_aucs,
     net_benefit,
     predictive_values,
 )
+from auditor.resample import Resampling
 
 
 def _scores(seed: int = 0, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
@@ -147,3 +149,27 @@ def test_average_precision_and_the_pr_curve_equal_sklearn_for_each_resample() ->
     assert (low <= high).all()
     for ours, theirs in zip(operating.pr, precision_recall_curve(positive, scores), strict=True):
         np.testing.assert_allclose(ours, theirs)
+
+
+def test_every_class_gets_its_one_vs_rest_auc_with_an_interval_for_a_few_classes() -> None:
+    rng = np.random.default_rng(4)
+    classes = ("a", "b", "c")
+    labels = rng.choice(classes, 300)
+    logits = rng.normal(size=(300, 3)) + 1.5 * (labels[:, None] == np.array(classes))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    frame = pd.DataFrame({"label": labels} | {f"p_{c}": probs[:, k] for k, c in enumerate(classes)})
+    frame["prediction"] = np.array(classes)[probs.argmax(axis=1)]
+    frame["confidence"] = probs.max(axis=1)
+    frame["correct"] = frame["prediction"] == frame["label"]
+    frame["path"], frame["index"] = [f"{i}.png" for i in range(300)], np.arange(300)
+
+    aucs = class_aucs(frame, classes, Resampling(), 300, 0)
+    for k, name in enumerate(classes):
+        value, low, high = aucs[name]
+        assert value == pytest.approx(roc_auc_score(labels == name, probs[:, k]))
+        assert low < value < high
+    clinical = analyse_predictions(frame, (), classes, ClinicalSettings(report_classes=2), 100)
+    assert clinical.class_auc == {}, "above report-classes: not computed"
+    assert set(analyse_predictions(frame, (), classes, ClinicalSettings(), 100).class_auc) == set(
+        classes
+    )

@@ -70,6 +70,7 @@ class PerformanceView:
     n_classes: int
     every_class: bool
     per_class: tuple[ClassMetrics, ...]
+    auc_intervals: dict[str, Estimate]
     confusion_figure: str | None
     confusions: tuple[ConfusionRow, ...]
     n_confused_pairs: int
@@ -121,6 +122,7 @@ def performance_view(inputs: AuditInputs) -> PerformanceView:
         n_classes=n_classes,
         every_class=every_class,
         per_class=metrics.per_class if every_class else worst_classes(metrics.per_class, limit),
+        auc_intervals={k: Estimate(*v) for k, v in inputs.clinical.class_auc.items()},
         confusion_figure=(
             confusion_figure(dense_confusion(metrics.confusion, n_classes), inputs.dataset.classes)
             if every_class

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -12,7 +12,7 @@ from auditor.clinical.failures import Failures, failure_modes
 from auditor.clinical.fairness import Fairness, fairness
 from auditor.clinical.groups import Grouping, metadata_groups
 from auditor.clinical.link import ShortcutLink
-from auditor.clinical.operating import Operating, operating_point
+from auditor.clinical.operating import Operating, class_aucs, operating_point
 from auditor.clinical.settings import ClinicalSettings
 from auditor.resample import Resampling
 
@@ -36,6 +36,8 @@ class Clinical:
         grouping: The images grouped by each metadata column, as every analysis above
             (and the report) reads them; the patient column is not among them.
         resampling: What every bootstrap above resampled: images, or patients.
+        class_auc: For more than two and at most ``report-classes`` classes, each
+            class's one-vs-rest ROC AUC with its bootstrap interval.
         links: Each dependence finding against a flagged shortcut (set by the pipeline
             once the trust stage has run: :func:`~auditor.clinical.link.shortcut_links`).
     """
@@ -51,6 +53,7 @@ class Clinical:
     grouping: Grouping
     resampling: Resampling
     links: tuple[ShortcutLink, ...] = ()
+    class_auc: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
 
 def analyse_predictions(
@@ -74,10 +77,16 @@ def analyse_predictions(
     )
     per_class = class_ece(predictions, classes)
     failures = failure_modes(predictions, grouping, classes, positive, settings)
+    aucs = (
+        class_aucs(predictions, classes, resampling, resamples, settings.seed)
+        if 2 < len(classes) <= settings.report_classes
+        else {}
+    )
     if positive is None:
         return Clinical(
-            settings, None, None, None, None, None, per_class, failures, grouping, resampling
-        )
+            settings, None, None, None, None, None, per_class, failures, grouping, resampling,
+            class_auc=aucs,
+        )  # fmt: skip
     operating = operating_point(predictions, positive, settings, resamples, resampling)
     threshold = operating.threshold if operating is not None else settings.threshold
     return Clinical(
@@ -95,4 +104,5 @@ def analyse_predictions(
         failures=failures,
         grouping=grouping,
         resampling=resampling,
+        class_auc=aucs,
     )

@@ -28,6 +28,8 @@ from auditor.resample import Resampling, grouped_sums
 __all__ = ["CurveBin", "PositiveCalibration", "class_ece", "ece_interval", "positive_calibration"]
 
 CURVE_BINS = 10
+_CELLS = 4_000_000
+"""Probabilities binned at a time by :func:`class_ece` (rows x classes)."""
 _EPSILON = 1e-6
 
 
@@ -133,20 +135,33 @@ def class_ece(predictions: pd.DataFrame, classes: tuple[str, ...]) -> tuple[floa
     """Each class's one-vs-rest expected calibration error, in class order.
 
     The same equal-width bins as :func:`auditor.metrics.calibration_bins`, counted for
-    every class at once (``O(N K)``, no loop over classes: 10,000 classes stay cheap).
+    every class at once (``O(N K)``, no loop over classes: 10,000 classes stay cheap),
+    over blocks of rows so that memory stays at about :data:`_CELLS` cells whatever
+    ``N x K`` is.
     """
-    probs = predictions[[f"p_{name}" for name in classes]].to_numpy(dtype=np.float32)
-    labels = predictions["label"].to_numpy()
-    outcome = labels[:, None] == np.asarray(classes, dtype=object)[None, :]
-    edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
-    which = np.clip(np.digitize(probs, edges[1:-1], right=True), 0, ECE_BINS - 1)
-    cells = (which + ECE_BINS * np.arange(len(classes))[None, :]).ravel()
     size = len(classes) * ECE_BINS
-    counts = np.bincount(cells, minlength=size).reshape(len(classes), ECE_BINS)
-    confidence = np.bincount(cells, probs.ravel().astype(np.float64), size)
-    hits = np.bincount(cells, outcome.ravel().astype(np.float64), size)
+    counts = np.zeros(size)
+    confidence = np.zeros(size)
+    hits = np.zeros(size)
+    edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
+    names = np.asarray(classes, dtype=object)[None, :]
+    offsets = ECE_BINS * np.arange(len(classes))[None, :]
+    columns = [f"p_{name}" for name in classes]
+    step = max(1, _CELLS // len(classes))
+    for start in range(0, len(predictions), step):
+        block = predictions.iloc[start : start + step]
+        probs = block[columns].to_numpy(dtype=np.float32)
+        outcome = block["label"].to_numpy()[:, None] == names
+        which = np.clip(np.digitize(probs, edges[1:-1], right=True), 0, ECE_BINS - 1)
+        cells = (which + offsets).ravel()
+        counts += np.bincount(cells, minlength=size)
+        confidence += np.bincount(cells, probs.ravel().astype(np.float64), size)
+        hits += np.bincount(cells, outcome.ravel().astype(np.float64), size)
     gap = np.abs(hits - confidence).reshape(len(classes), ECE_BINS)  # count x |acc - conf|
-    return tuple(float(v) for v in gap.sum(axis=1) / counts.sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tuple(
+            float(v) for v in gap.sum(axis=1) / counts.reshape(len(classes), -1).sum(axis=1)
+        )
 
 
 def _weighted_ece(

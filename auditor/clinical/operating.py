@@ -45,6 +45,7 @@ __all__ = [
     "Operating",
     "auc_interval",
     "bootstrap_curves",
+    "class_aucs",
     "net_benefit",
     "operating_point",
     "predictive_values",
@@ -201,6 +202,24 @@ def auc_interval(
     )
     low, high = np.nanquantile(drawn, [0.025, 0.975])
     return float(roc_auc_score(positive, scores)), float(low), float(high)
+
+
+def class_aucs(
+    predictions: pd.DataFrame, classes: tuple[str, ...], resampling: Resampling,
+    resamples: int, seed: int,
+) -> dict[str, tuple[float, float, float]]:  # fmt: skip
+    """Each class's one-vs-rest ROC AUC (``p_<class>`` against "the image is of that
+    class") with its bootstrap 95% interval; classes the data lack, or have alone, are
+    left out. One resampling stream per class (seeded by the class's position)."""
+    labels = predictions["label"].to_numpy()
+    found = {}
+    for k, name in enumerate(classes):
+        scores = predictions[f"p_{name}"].to_numpy(dtype=np.float64)
+        rng = np.random.default_rng([seed, 3, k])
+        interval = auc_interval(scores, labels == name, resampling, resamples, rng)
+        if interval is not None:
+            found[name] = interval
+    return found
 
 
 def net_benefit(

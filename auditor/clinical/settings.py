@@ -125,4 +125,5 @@ class ClinicalSettings:
         maximum=1.0,
     )
     seed: int = inherited("seed", 0)
+    report_classes: int = inherited("report_classes", 20)
     patient_column: str | None = inherited("patient_column", None)
