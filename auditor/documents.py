@@ -198,6 +198,28 @@ def fairness_document(fairness: Fairness | None) -> dict[str, Any] | None:
     }
 
 
+def curves_document(operating: Operating | None) -> dict[str, Any] | None:
+    """``metrics.json``'s ``curves``: the bands on their fixed grids and the decision curve
+    (each at most 101 points; the full ROC and precision-recall curves, one point per
+    distinct score, are in ``curves.csv``)."""
+    if operating is None:
+        return None
+    decision = operating.decision
+    return {
+        "fpr": FPR_GRID.tolist(),
+        "roc_band_low": operating.band[0].tolist(),
+        "roc_band_high": operating.band[1].tolist(),
+        "recall": RECALL_GRID.tolist(),
+        "pr_band_low": operating.pr_band[0].tolist(),
+        "pr_band_high": operating.pr_band[1].tolist(),
+        "decision": {
+            "threshold": decision["threshold"].tolist(),
+            "model": decision["model"].tolist(),
+            "treat_all": decision["treat_all"].tolist(),
+        },
+    }
+
+
 def operating_document(operating: Operating | None) -> dict[str, Any] | None:
     """``metrics.json``'s ``operating_point`` (``None``: no positive class, or one class)."""
     if operating is None:
@@ -291,6 +313,12 @@ def metrics_document(
             "calibration": [asdict(b) for b in m.calibration],
             "trust": trust_document(trust),
             "operating_point": operating_document(clinical.operating if clinical else None),
+            "curves": curves_document(clinical.operating if clinical else None),
+            "subgroups": (
+                subgroups_frame(clinical.fairness).to_dict(orient="records")
+                if clinical and clinical.fairness
+                else None
+            ),
             "metadata_dependence": (
                 dependence_document(clinical.dependence, clinical.links) if clinical else None
             ),

@@ -444,3 +444,20 @@ def test_subgroups_csv_is_recounted_from_the_predictions(audit: tuple[Result, Pa
         predictions["site"].value_counts().to_dict()
     )
     assert groups["too_few"].all() and fairness["disparities"] == [], "6 images a site"
+
+
+def test_metrics_json_holds_the_subgroups_and_the_curves_bands_of_the_csvs(
+    audit: tuple[Result, Path],
+) -> None:
+    _, folder = audit
+    metrics = json.loads((folder / "metrics.json").read_text())
+    subgroups = pd.read_csv(folder / "subgroups.csv", keep_default_na=False, dtype={"value": str})
+    curves = pd.read_csv(folder / "curves.csv")
+
+    assert [(g["column"], g["value"], g["n"]) for g in metrics["subgroups"]] == list(
+        subgroups[["column", "value", "n"]].itertuples(index=False, name=None)
+    )
+    band = curves[curves["curve"] == "roc_band"]
+    assert metrics["curves"]["roc_band_low"] == pytest.approx(band["band_low"].tolist())
+    decision = curves[curves["curve"] == "decision"]
+    assert metrics["curves"]["decision"]["model"] == pytest.approx(decision["model"].tolist())

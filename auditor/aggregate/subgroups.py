@@ -66,6 +66,7 @@ class FairnessView:
     rate_interval: str
     binned: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
+    worst: tuple[tuple[str, str, str], ...]
     intersections: tuple[str, ...]
     forest: str
 
@@ -79,6 +80,16 @@ class SubgroupsView:
     max_values: int
     fairness: FairnessView | None = None
 
+
+_MEASURE_NAMES = {
+    "sensitivity": "lowest sensitivity",
+    "specificity": "lowest specificity",
+    "ppv": "lowest PPV",
+    "npv": "lowest NPV",
+    "accuracy": "lowest accuracy",
+    "auc": "lowest AUC",
+    "ece": "highest ECE",
+}
 
 _FOREST_LABEL = 40
 """Characters of a group's label on the forest plot (the table shows more)."""
@@ -137,6 +148,10 @@ def _fairness_view(
         resamples=fairness.resamples,
         resampled=resampling.describe(),
         rate_interval=resampling.rate_interval,
+        worst=tuple(
+            (column, _MEASURE_NAMES[measure], value)
+            for (column, measure), value in fairness.lowest.items()
+        ),
         intersections=intersections,
         forest=forest_figure(fairness.groups, overall),
         binned=fairness.binned,

@@ -39,7 +39,7 @@ from auditor.clinical.settings import ClinicalSettings
 from auditor.metrics import Estimate
 from auditor.resample import Resampling, grouped_sums
 
-__all__ = ["DISPARITIES", "Disparity", "Fairness", "GroupMetrics", "fairness"]
+__all__ = ["DISPARITIES", "WORST", "Disparity", "Fairness", "GroupMetrics", "fairness"]
 
 DISPARITIES = (
     "demographic parity difference",
@@ -90,8 +90,8 @@ class Fairness:
     """Per-group rates and the disparities of every metadata column.
 
     Attributes:
-        lowest: ``(column, measure) → value`` of the judged group with the lowest
-            sensitivity and the lowest specificity.
+        lowest: ``(column, measure) → value`` of the judged group worst on each measure
+            of :data:`WORST` (the lowest rate or AUC, the highest ECE).
     """
 
     positive_class: str
@@ -240,12 +240,19 @@ def _scored(
     return scored
 
 
-def _lowest(rows: list[GroupMetrics], measure: str) -> str | None:
-    """The judged group with the lowest ``measure`` (ties by value), if any has one."""
+WORST = ("sensitivity", "specificity", "ppv", "npv", "accuracy", "auc", "ece")
+"""The measures whose worst judged group is named: the lowest, but the highest ECE."""
+
+
+def _worst(rows: list[GroupMetrics], measure: str) -> str | None:
+    """The judged group worst on ``measure`` (ties by value), if any has one."""
+    sign = -1.0 if measure == "ece" else 1.0
     ranked = [
-        (getattr(r, measure).value, r.value)
+        (sign * getattr(r, measure).value, r.value)
         for r in rows
-        if not r.too_few and np.isfinite(getattr(r, measure).value)
+        if not r.too_few
+        and getattr(r, measure) is not None
+        and np.isfinite(getattr(r, measure).value)
     ]
     return min(ranked)[1] if ranked else None
 
@@ -302,8 +309,8 @@ def fairness(
                 resampling.subset(keep),
             )
         )
-        for measure in ("sensitivity", "specificity"):
-            worst = _lowest(rows, measure)
+        for measure in WORST:
+            worst = _worst(rows, measure)
             if worst is not None:
                 lowest[(column, measure)] = worst
     return Fairness(
