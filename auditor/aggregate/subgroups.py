@@ -11,7 +11,7 @@ import pandas as pd
 
 from auditor.aggregate.figures import figure_uri, styled_figure
 from auditor.aggregate.inputs import AuditInputs
-from auditor.clinical.fairness import DISPARITIES, Fairness, GroupMetrics
+from auditor.clinical.fairness import DISPARITIES, WORST, Fairness, GroupMetrics
 from auditor.clinical.rates import wilson_rate
 from auditor.metrics import Estimate
 from auditor.report.format import shorten
@@ -44,12 +44,10 @@ class SubgroupRow:
 
 @dataclass(frozen=True)
 class DisparityRow:
-    """One column's disparities (in :data:`DISPARITIES` order) and its lowest groups."""
+    """One column's disparities (in :data:`DISPARITIES` order)."""
 
     column: str
     values: tuple[Estimate, ...]
-    lowest_sensitivity: str
-    lowest_specificity: str
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,8 @@ class FairnessView:
     rate_interval: str
     binned: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
-    worst: tuple[tuple[str, str, str], ...]
+    worst_names: tuple[str, ...]
+    worst: tuple[tuple[str, tuple[str, ...]], ...]
     intersections: tuple[str, ...]
     forest: str
 
@@ -82,13 +81,13 @@ class SubgroupsView:
 
 
 _MEASURE_NAMES = {
-    "sensitivity": "lowest sensitivity",
-    "specificity": "lowest specificity",
-    "ppv": "lowest PPV",
-    "npv": "lowest NPV",
-    "accuracy": "lowest accuracy",
-    "auc": "lowest AUC",
-    "ece": "highest ECE",
+    "sensitivity": "Sensitivity",
+    "specificity": "Specificity",
+    "ppv": "PPV",
+    "npv": "NPV",
+    "accuracy": "Accuracy",
+    "auc": "AUC",
+    "ece": "ECE (highest)",
 }
 
 _FOREST_LABEL = 40
@@ -134,8 +133,6 @@ def _fairness_view(
                 for d in fairness.disparities
                 if d.column == column
             ),
-            lowest_sensitivity=fairness.lowest.get((column, "sensitivity"), "—"),
-            lowest_specificity=fairness.lowest.get((column, "specificity"), "—"),
         )
         for column in columns
     )
@@ -148,9 +145,10 @@ def _fairness_view(
         resamples=fairness.resamples,
         resampled=resampling.describe(),
         rate_interval=resampling.rate_interval,
+        worst_names=tuple(_MEASURE_NAMES[m] for m in WORST),
         worst=tuple(
-            (column, _MEASURE_NAMES[measure], value)
-            for (column, measure), value in fairness.lowest.items()
+            (column, tuple(fairness.lowest.get((column, m), "—") for m in WORST))
+            for column in dict.fromkeys(column for column, _ in fairness.lowest)
         ),
         intersections=intersections,
         forest=forest_figure(fairness.groups, overall),
