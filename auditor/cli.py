@@ -7,6 +7,7 @@ is printed as one ``Error: …`` line on stderr with exit code 1; usage errors e
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 import sys
@@ -88,6 +89,14 @@ def run(config_file: Path | None, **flags: Any) -> None:
     folder = run_audit(config, command=shlex.join(["auditor", "run", *words]))
     click.echo(f"Report: {folder / 'report.pdf'}")
     click.echo(str(folder))
+    policy = json.loads((folder / "policy.json").read_text(encoding="utf-8"))
+    if not policy["passed"]:
+        click.echo(
+            f"Policy: {policy['failed']} of {policy['declared']} acceptance criteria not met "
+            f"(see {folder / 'policy.json'})",
+            err=True,
+        )
+        sys.exit(policy["exit_code"])
 
 
 @cli.command()

@@ -41,6 +41,7 @@ from auditor.evaluate import EvaluationSettings
 from auditor.explain import ExplainSettings
 from auditor.images import DEFAULT_MAX_PIXELS
 from auditor.measure import TrustSettings
+from auditor.policy import Criterion, parse_policy
 from auditor.robustness import RobustnessSettings
 from auditor.settings import (
     SettingSpec,
@@ -192,6 +193,7 @@ class AuditConfig:
     trust: TrustSettings = field(default_factory=TrustSettings)
     clinical: ClinicalSettings = field(default_factory=ClinicalSettings)
     robustness: RobustnessSettings = field(default_factory=RobustnessSettings)
+    policy: tuple[Criterion, ...] = ()
     source: dict[str, str] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -204,6 +206,10 @@ class AuditConfig:
             elif isinstance(value, tuple):
                 value = list(value)
             result[spec.name] = {"value": value, "source": self.source.get(spec.name, "default")}
+        result["policy"] = {
+            "value": [c.text for c in self.policy],
+            "source": self.source.get("policy", "default"),
+        }
         return result
 
 
@@ -243,8 +249,9 @@ def _spec(key: str, path: Path, group: str | None = None) -> SettingSpec:
     return spec
 
 
-def _load_file(path: Path) -> dict[str, Any]:
-    """Field name → raw value from a TOML file; paths are made relative to its folder."""
+def _load_file(path: Path) -> tuple[dict[str, Any], tuple[Criterion, ...]]:
+    """Field name → raw value from a TOML file (paths made relative to its folder), and
+    the criteria of its ``[policy]`` table."""
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing TOML file")
     try:
@@ -252,6 +259,13 @@ def _load_file(path: Path) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
     entries: list[tuple[SettingSpec, Any]] = []
+    table = raw.pop("policy", {})
+    if not isinstance(table, dict):
+        raise ConfigError(
+            f"config file {str(path)!r}: policy must be a table, e.g. [policy] then "
+            f'"accuracy.ci_low" = ">= 0.85"'
+        )
+    policy = parse_policy(table, f"config file {str(path)!r}")
     for key, value in raw.items():
         if key in _GROUPS and isinstance(value, dict):
             entries += [(_spec(k, path, key), v) for k, v in value.items()]
@@ -262,7 +276,7 @@ def _load_file(path: Path) -> dict[str, Any]:
         if spec.kind == "path" and isinstance(value, str) and not Path(value).is_absolute():
             value = path.parent / value
         values[spec.name] = value
-    return values
+    return values, policy
 
 
 def _build(values: dict[str, Any], source: dict[str, str]) -> AuditConfig:
@@ -290,10 +304,14 @@ def resolve_config(config_file: Path | None, flags: Mapping[str, Any]) -> AuditC
     """
     given: dict[str, Any] = {}
     source: dict[str, str] = {}
+    policy: tuple[Criterion, ...] = ()
     if config_file is not None:
-        for name, value in _load_file(config_file).items():
+        from_file, policy = _load_file(config_file)
+        for name, value in from_file.items():
             given[name] = value
             source[name] = f"file {config_file.name}"
+        if policy:
+            source["policy"] = f"file {config_file.name}"
     for name, value in flags.items():
         if value is not None:
             given[name] = value
@@ -306,7 +324,7 @@ def resolve_config(config_file: Path | None, flags: Mapping[str, Any]) -> AuditC
         SETTINGS[name].validate(value)
     if (values.get("mean") is None) != (values.get("std") is None):
         raise ConfigError("--mean and --std go together: give both or neither")
-    return _build(values, source)
+    return dataclasses.replace(_build(values, source), policy=policy)
 
 
 def _print_table() -> None:  # pragma: no cover - a developer's tool

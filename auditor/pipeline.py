@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -50,6 +51,7 @@ from auditor.explain.store import save_features, save_maps
 from auditor.images import Preprocessing, model_preprocessing
 from auditor.load import LoadedModel, OutputKind, load_model, resolve_device
 from auditor.measure import Trust, measure_trust
+from auditor.policy import PolicyResult, evaluate_policy, junit_xml, policy_document
 from auditor.report.render import render_html, write_pdf
 from auditor.robustness import Perturbed, Robustness, perturbed_predictions, robustness_summary
 from auditor.robustness.files import robustness_frame
@@ -126,6 +128,8 @@ class _Results:
     clinical: Clinical
     perturbed: Perturbed | None
     robustness: Robustness | None
+    metrics: dict[str, Any]
+    policy: PolicyResult
 
 
 def _load(config: AuditConfig) -> _Loaded:
@@ -199,7 +203,11 @@ def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
     )  # fmt: skip
     clinical = dataclasses.replace(clinical, links=links)
     robustness = _robustness(perturbed, evaluation, clinical, config)
-    return _Results(evaluation, selection, explanations, trust, clinical, perturbed, robustness)
+    metrics = metrics_document(evaluation, dataset.classes, trust, clinical, robustness)
+    return _Results(
+        evaluation, selection, explanations, trust, clinical, perturbed, robustness, metrics,
+        evaluate_policy(config.policy, metrics),
+    )  # fmt: skip
 
 
 def _robustness(
@@ -236,11 +244,10 @@ def _write_files(
     write_csv(evaluation.predictions, folder / "predictions.csv")
     write_csv(layers_frame(loaded.profile), folder / "layers.csv")
     write_csv(evaluation.excluded, folder / "excluded.csv")
-    write_json(
-        folder / "metrics.json",
-        metrics_document(
-            evaluation, loaded.dataset.classes, trust, results.clinical, results.robustness
-        ),
+    write_json(folder / "metrics.json", results.metrics)
+    write_json(folder / "policy.json", policy_document(results.policy))
+    (folder / "junit.xml").write_text(
+        junit_xml(results.policy, f"auditor policy: {config.model.name}"), encoding="utf-8"
     )
     save_maps(explanations, folder / "explanations.npz")
     save_features(explanations, folder / "features.npz")
@@ -289,6 +296,7 @@ def _report(
             trust=results.trust,
             clinical=results.clinical,
             robustness=results.robustness,
+            policy=results.policy,
             selection=results.selection,
             command=command,
             versions=_versions(),

@@ -44,6 +44,8 @@ RUN_FILES = {
     "trust_records.csv",
     "robustness.csv",
     "robustness_predictions.csv",
+    "policy.json",
+    "junit.xml",
 }
 
 

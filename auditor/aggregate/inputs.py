@@ -12,6 +12,7 @@ from auditor.evaluate import Evaluation
 from auditor.explain.engine import Explanations
 from auditor.images import Preprocessing
 from auditor.measure import Trust
+from auditor.policy import PolicyResult
 from auditor.robustness import Robustness
 from auditor.select import Selection
 
@@ -36,6 +37,7 @@ class AuditInputs:
         trust: The trust checks' results.
         clinical: The operating point and metadata dependence.
         robustness: The robustness suite, or ``None`` when it was switched off.
+        policy: The acceptance criteria judged on ``metrics.json``.
         selection: Which images were explained.
         command: The command line of the run.
         versions: ``(package, version)`` pairs.
@@ -54,6 +56,7 @@ class AuditInputs:
     trust: Trust
     clinical: Clinical
     robustness: Robustness | None
+    policy: PolicyResult
     selection: Selection
     command: str
     versions: tuple[tuple[str, str], ...]

@@ -24,6 +24,7 @@ from auditor.aggregate.limitations import limitations_view
 from auditor.aggregate.model import model_view
 from auditor.aggregate.operating import operating_view
 from auditor.aggregate.performance import performance_view
+from auditor.aggregate.policy import policy_view
 from auditor.aggregate.reproducibility import reproducibility_view
 from auditor.aggregate.robustness import robustness_view
 from auditor.aggregate.signoff import signoff_view
@@ -69,6 +70,7 @@ class PresentSection:
 
 SECTIONS: tuple[Section, ...] = (
     Section("summary", "Summary", summary_view),
+    Section("policy", "Acceptance criteria", policy_view),
     Section("model", "Model identity and architecture", model_view),
     Section("data", "Data", data_view),
     Section("performance", "Performance", performance_view),

@@ -41,6 +41,8 @@ class SummaryView:
         robustness: Each fragile perturbation, in words.
         robustness_tested: Whether the robustness suite ran.
         robustness_perturbations: Perturbations it tried.
+        policy_declared: Acceptance criteria declared.
+        policy_failed: Each criterion not met, with why.
     """
 
     accuracy: Estimate
@@ -64,6 +66,8 @@ class SummaryView:
     robustness: tuple[str, ...]
     robustness_tested: bool
     robustness_perturbations: int
+    policy_declared: int
+    policy_failed: tuple[str, ...]
 
 
 def summary_view(inputs: AuditInputs) -> SummaryView:
@@ -92,4 +96,6 @@ def summary_view(inputs: AuditInputs) -> SummaryView:
         robustness=robustness_findings(inputs.robustness),
         robustness_tested=inputs.robustness is not None,
         robustness_perturbations=len(PERTURBATIONS),
+        policy_declared=len(inputs.policy.outcomes),
+        policy_failed=tuple(f"{o.criterion.text}: {o.reason}" for o in inputs.policy.failed),
     )
