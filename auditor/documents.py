@@ -52,9 +52,13 @@ __all__ = [
     "spreadsheet_safe",
     "subgroups_frame",
     "trust_document",
+    "write_checksums",
     "write_csv",
     "write_json",
 ]
+
+CHECKSUMS = "SHA256SUMS"
+"""The run folder's last file: the SHA-256 of every other one."""
 
 METRICS_SCHEMA_VERSION = 4
 # 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence", "operating_point";
@@ -333,6 +337,17 @@ def metrics_document(
             "robustness": robustness_document(robustness),
         }
     )
+
+
+def write_checksums(folder: Path) -> None:
+    """``SHA256SUMS``: every other file of ``folder`` as ``sha256sum`` writes it (check with
+    ``sha256sum -c SHA256SUMS`` in the folder)."""
+    lines = [
+        f"{file_sha256(p)}  {p.name}\n"
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != CHECKSUMS
+    ]
+    (folder / CHECKSUMS).write_text("".join(lines), encoding="utf-8")
 
 
 def manifest_document(

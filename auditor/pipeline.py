@@ -39,6 +39,7 @@ from auditor.documents import (
     manifest_document,
     metrics_document,
     subgroups_frame,
+    write_checksums,
     write_csv,
     write_json,
 )
@@ -228,6 +229,10 @@ def _robustness(
     )
 
 
+ATTACHED = ("metrics.json", "policy.json", "predictions.csv", "trust.csv", "manifest.json")
+"""The run folder's files embedded in ``report.pdf``."""
+
+
 def _write_files(
     folder: Path,
     config: AuditConfig,
@@ -236,7 +241,10 @@ def _write_files(
     report: ReportData,
     run: tuple[str, tuple[datetime, datetime]],
 ) -> None:
-    """Write every file into ``folder`` (which exists and is empty); manifest.json last.
+    """Write every file into ``folder`` (which exists and is empty): the data files and the
+    HTML, then ``manifest.json`` (their hashes), then ``report.pdf`` with the evidence
+    (:data:`ATTACHED`, the manifest among it) embedded, then ``SHA256SUMS`` (every file,
+    the PDF included: the PDF cannot hold its own hash).
 
     ``run`` is the command line and the run's start and end times.
     """
@@ -266,7 +274,6 @@ def _write_files(
         write_csv(results.perturbed.frame, folder / "robustness_predictions.csv")
     html = render_html(report)
     (folder / "report.html").write_text(html, encoding="utf-8")
-    write_pdf(html, folder, folder / "report.pdf")
     manifest = manifest_document(
         folder,
         (config.model, loaded.profile.sha256),
@@ -275,6 +282,8 @@ def _write_files(
         run[1],
     )
     write_json(folder / "manifest.json", manifest)
+    write_pdf(html, folder, folder / "report.pdf", tuple(folder / n for n in ATTACHED))
+    write_checksums(folder)
 
 
 def _report(

@@ -35,11 +35,14 @@ class Resampling:
         codes: ``(N,)`` the group of each image, or ``None``. An image without a value
             is a group of its own.
         unvalued: Images without a value in ``column``.
+        valued: Groups with a value: codes below it are valued groups, codes from it on
+            are images without a value.
     """
 
     column: str | None = None
     codes: NDArray[np.int64] | None = None
     unvalued: int = 0
+    valued: int = 0
 
     @classmethod
     def of(cls, frame: pd.DataFrame, column: str | None) -> Resampling:
@@ -52,7 +55,7 @@ class Resampling:
         present, uniques = pd.factorize(values[~missing], sort=True)
         codes[~missing] = present
         codes[missing] = len(uniques) + np.arange(int(missing.sum()))
-        return cls(column, codes, int(missing.sum()))
+        return cls(column, codes, int(missing.sum()), len(uniques))
 
     @property
     def groups(self) -> int | None:
@@ -63,8 +66,11 @@ class Resampling:
         """The same grouping restricted to the images ``keep`` marks."""
         if self.codes is None:
             return self
-        codes = pd.factorize(self.codes[keep])[0].astype(np.int64)
-        return Resampling(self.column, codes, self.unvalued)
+        kept = self.codes[keep]
+        present = np.unique(kept)  # sorted: valued groups first
+        codes = np.searchsorted(present, kept).astype(np.int64)
+        valued = int((present < self.valued).sum())
+        return Resampling(self.column, codes, int((kept >= self.valued).sum()), valued)
 
     def weights(self, n: int, rows: int, rng: np.random.Generator) -> NDArray[np.float64]:
         """``(rows, n)``: how often each of the ``n`` images is drawn in each resample."""
@@ -94,7 +100,8 @@ class Resampling:
             return "images"
         text = f"groups of {self.column} ({self.groups:,} groups"
         if self.unvalued:
-            text += f"; {self.unvalued:,} images without a value, each a group of its own"
+            images = "image" if self.unvalued == 1 else "images"
+            text += f"; {self.unvalued:,} {images} without a value, each a group of its own"
         return text + ")"
 
 

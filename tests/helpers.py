@@ -268,17 +268,21 @@ def varied_tiny_net(seed: int = 0) -> TinyNet:
 
 
 def check_run_folder(folder: Path) -> None:
-    """A run folder's JSON documents follow their shipped schemas and the manifest's hashes
-    are those of the files."""
+    """A run folder's JSON documents follow their shipped schemas, and the manifest's and
+    SHA256SUMS's hashes are those of the files."""
     for name in ("metrics", "manifest"):
         document = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
         validator = Draft202012Validator(schema(name), format_checker=FormatChecker())
         errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
         assert not errors, f"{folder / name}.json breaks its schema: {errors[:3]}"
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    on_disk = {p.name for p in folder.iterdir() if p.is_file()} - {"manifest.json"}
-    assert set(manifest["files"]) == on_disk
+    on_disk = {p.name for p in folder.iterdir() if p.is_file()}
+    assert set(manifest["files"]) == on_disk - {"manifest.json", "report.pdf", "SHA256SUMS"}
     for name, sha in manifest["files"].items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == sha, name
+    sums = [line.split("  ") for line in (folder / "SHA256SUMS").read_text().splitlines()]
+    assert {name for _, name in sums} == on_disk - {"SHA256SUMS"}
+    for sha, name in sums:
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == sha, name
 
 

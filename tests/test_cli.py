@@ -46,6 +46,7 @@ RUN_FILES = {
     "robustness_predictions.csv",
     "policy.json",
     "junit.xml",
+    "SHA256SUMS",
 }
 
 
@@ -61,8 +62,14 @@ def test_run_folder_is_named_after_the_model_and_holds_every_file(
 def test_manifest_hashes_every_written_file(audit: tuple[Result, Path], tiny_model: Path) -> None:
     _, folder = audit
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert set(manifest["files"]) == RUN_FILES - {"manifest.json"}
+    assert set(manifest["files"]) == RUN_FILES - {"manifest.json", "report.pdf", "SHA256SUMS"}
     for name, sha in manifest["files"].items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == sha
+    sums = dict(
+        reversed(line.split("  ")) for line in (folder / "SHA256SUMS").read_text().splitlines()
+    )
+    assert set(sums) == RUN_FILES - {"SHA256SUMS"}
+    for name, sha in sums.items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == sha
     assert manifest["model"]["sha256"] == hashlib.sha256(tiny_model.read_bytes()).hexdigest()
     assert len(manifest["data"]["sha256"]) == 64

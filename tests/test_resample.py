@@ -139,3 +139,30 @@ def test_a_patient_column_the_data_lacks_is_a_one_line_error_before_any_file(
 
     one_line_error(result, "patient-column 'subject' is not a column", "site, patient")
     assert not any(tmp_path.iterdir())
+
+
+def test_few_patients_never_narrow_a_rate_below_wilson_and_undrawn_ones_are_not_judged() -> None:
+    one = pd.DataFrame({"patient": ["p"] * 20})
+    everyone = np.ones((20, 1), bool)
+    (rate,) = rates(everyone, everyone, Resampling.of(one, "patient"), 500, 0)
+    wilson = wilson_rate(20, 20)
+    assert (rate.ci_low, rate.ci_high) == pytest.approx((wilson.ci_low, wilson.ci_high))
+
+    # The positives all belong to one of 200 patients: most resamples miss it.
+    frame = pd.DataFrame({"patient": ["P"] * 5 + [f"n{i}" for i in range(199)]})
+    positive = np.r_[np.ones(5, bool), np.zeros(199, bool)][:, None]
+    (sensitivity,) = rates(positive, positive, Resampling.of(frame, "patient"), 500, 0)
+    assert sensitivity.value == 1.0 and np.isnan(sensitivity.ci_low)
+
+
+def test_a_subset_counts_its_own_groups_and_images_without_a_value() -> None:
+    frame = pd.DataFrame({"patient": ["a", "a", "b", "", "", "c"]})
+    resampling = Resampling.of(frame, "patient")
+
+    kept = resampling.subset(np.array([True, True, False, True, False, False]))
+
+    assert (kept.groups, kept.unvalued, kept.valued) == (2, 1, 1)
+    assert (
+        kept.describe()
+        == "groups of patient (2 groups; 1 image without a value, each a group of its own)"
+    )

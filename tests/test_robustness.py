@@ -55,6 +55,18 @@ class OnePixel(nn.Module):
         return torch.stack([-50 * pixel, 50 * pixel], dim=1)
 
 
+class NanUnderNoise(nn.Module):
+    """The one-pixel reading, but NaN when the image holds a value that is not a whole
+    8-bit level (none does, read from a PNG, until noise is added)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pixel = x[:, 0, 0, 0] - 0.5
+        scores = torch.stack([-50 * pixel, 50 * pixel], dim=1)
+        value = x * 255
+        noisy = (value - torch.round(value)).abs().amax(dim=(1, 2, 3)) > 1e-3
+        return torch.where(noisy[:, None], torch.full_like(scores, float("nan")), scores)
+
+
 def _halves(folder: Path, n: int = 40) -> Path:
     """Images whose left half is brighter or darker than the right; labelled so."""
     rng = np.random.default_rng(0)
@@ -175,7 +187,31 @@ def test_severity_lists_are_checked() -> None:
         SETTINGS["noise_sigma"].validate((0.1, 2.0))
     with pytest.raises(ConfigError, match="repeated"):
         SETTINGS["rotation_degrees"].validate((5.0, 5.0))
+    with pytest.raises(ConfigError, match=r"mild to severe \(each smaller than the last\)"):
+        SETTINGS["brightness_factor"].validate((0.4, 0.6, 0.8))
+    with pytest.raises(ConfigError, match=r"mild to severe \(each larger than the last\)"):
+        SETTINGS["noise_sigma"].validate((0.1, 0.05))
     assert dataclasses.fields(RobustnessSettings)
+
+
+def test_a_wide_blur_on_a_small_image_is_capped_at_the_image() -> None:
+    blur = next(p for p in PERTURBATIONS if p.name == "gaussian-blur")
+    images = torch.rand(2, 1, 12, 12)
+
+    out = blur.apply(images, 10.0, torch.arange(2), 0)
+
+    assert out.shape == images.shape and float(out.std()) < float(images.std())
+
+
+def test_a_non_finite_output_under_a_perturbation_is_a_changed_call(tmp_path: Path) -> None:
+    manifest = _pixels(tmp_path)
+    robustness = _suite(NanUnderNoise(), manifest, ("low", "high"))
+
+    noise = [r for r in robustness.rows if r.perturbation == "gaussian-noise"]
+    for row in noise:
+        assert row.accuracy_change.value == -1.0 and row.flips.value == 1.0
+        assert row.sensitivity_change.value == -1.0  # type: ignore[union-attr]
+        assert row.specificity_change.value == -1.0  # type: ignore[union-attr]
 
 
 def test_the_shared_audit_s_changes_equal_a_recomputation_from_its_files(

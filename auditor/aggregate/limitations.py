@@ -71,9 +71,11 @@ def _independence_caveat(inputs: AuditInputs) -> str:
             "narrow. Declare patient-column to resample patients instead."
         )
     return (
-        f"Confidence intervals resample {resampling.describe()}, not images. The "
-        "metadata-dependence permutation test, the calibration slope's interval and the "
-        "explanation checks' intervals still treat images (or maps) as independent."
+        f"Confidence intervals resample {resampling.describe()}, not images (a rate's "
+        "interval is never narrower than Wilson's over images). The metadata-dependence "
+        "permutation test, the calibration slope's interval and curve, the accuracy per "
+        "value shown without a positive class and the explanation checks' intervals still "
+        "treat images (or maps) as independent."
     )
 
 

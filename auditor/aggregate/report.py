@@ -38,13 +38,17 @@ class ReportData:
 
     Attributes:
         title: The document's title.
-        created: When the report was made (the run's end, UTC).
+        subject: What was audited, in one line (the PDF's subject).
+        created: When the report was made (the run's end, UTC, ``YYYY-MM-DD HH:MM:SS``).
+        created_iso: The same, ISO 8601 (the PDF's creation date).
         title_page: The title page.
         sections: The sections shown, in order, each with its view.
     """
 
     title: str
+    subject: str
     created: str
+    created_iso: str
     title_page: TitlePage
     sections: tuple[PresentSection, ...]
 
@@ -55,7 +59,13 @@ def build_report_data(inputs: AuditInputs) -> ReportData:
     model = inputs.config.model
     return ReportData(
         title=f"Model audit: {model.name}",
+        subject=(
+            f"Audit of the image classifier {model.name} on {evaluation.metrics.n_images:,} "
+            f"validation images: performance, clinical operating point, subgroups, robustness "
+            f"and the trustworthiness of its explanations"
+        ),
         created=inputs.finished,
+        created_iso=inputs.finished.replace(" ", "T") + "Z",
         title_page=TitlePage(
             model_name=model.name,
             model_path=str(model),

@@ -41,6 +41,8 @@ class RobustnessView:
     examples: tuple[ExampleRow, ...]
     severities: tuple[tuple[str, str], ...]
     seed: int
+    evaluated: int
+    sampled: bool
 
 
 _MEASURED = ("accuracy", "sensitivity", "specificity")
@@ -55,10 +57,13 @@ def _falls(row: RobustnessRow, name: str) -> str:
     )
 
 
-def _sentence(row: RobustnessRow) -> str:
+def _sentence(row: RobustnessRow, harsher: list[RobustnessRow]) -> str:
+    """The mildest fragile severity's figures; "from" it when every harsher one is also
+    fragile, else "at" it."""
     falls = "; ".join(_falls(row, name) for name in row.fragile)
+    where = "from" if all(r.fragile for r in harsher) else "at"
     return (
-        f"{row.title}, from {row.level}: {falls}; {percent(row.flips.value)} of predictions "
+        f"{row.title}, {where} {row.level}: {falls}; {percent(row.flips.value)} of predictions "
         f"flip (95% CI {percent(row.flips.ci_low)}–{percent(row.flips.ci_high)})."
     )
 
@@ -67,7 +72,13 @@ def robustness_findings(robustness: Robustness | None) -> tuple[str, ...]:
     """Each fragile perturbation at its mildest fragile severity, in words with its figures."""
     if robustness is None:
         return ()
-    return tuple(_sentence(row) for row in robustness.fragile())
+    rows = list(robustness.rows)
+    return tuple(
+        _sentence(
+            row, [r for r in rows[rows.index(row) + 1 :] if r.perturbation == row.perturbation]
+        )
+        for row in robustness.fragile()
+    )
 
 
 def _figure(robustness: Robustness) -> str:
@@ -134,4 +145,6 @@ def robustness_view(inputs: AuditInputs) -> RobustnessView | None:
             for p in PERTURBATIONS
         ),
         seed=settings.seed,
+        evaluated=inputs.evaluation.metrics.n_images,
+        sampled=robustness.images + robustness.unreadable < inputs.evaluation.metrics.n_images,
     )

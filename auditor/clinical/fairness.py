@@ -246,13 +246,15 @@ WORST = ("sensitivity", "specificity", "ppv", "npv", "accuracy", "auc", "ece")
 
 def _worst(rows: list[GroupMetrics], measure: str) -> str | None:
     """The judged group worst on ``measure`` (ties by value), if any has one."""
-    sign = -1.0 if measure == "ece" else 1.0
+    # ECE is pushed up by noise on few images: rank it by its interval's lower end, so
+    # the smallest group is not named for its noise.
+    part, sign = ("ci_low", -1.0) if measure == "ece" else ("value", 1.0)
     ranked = [
-        (sign * getattr(r, measure).value, r.value)
+        (sign * getattr(getattr(r, measure), part), r.value)
         for r in rows
         if not r.too_few
         and getattr(r, measure) is not None
-        and np.isfinite(getattr(r, measure).value)
+        and np.isfinite(getattr(getattr(r, measure), part))
     ]
     return min(ranked)[1] if ranked else None
 

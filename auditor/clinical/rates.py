@@ -17,7 +17,10 @@ from statsmodels.stats.proportion import proportion_confint
 
 from auditor.resample import Resampling, weighted_means
 
-__all__ = ["Rate", "rates", "resampled_ratios", "wilson_rate"]
+__all__ = ["MAX_UNDRAWN", "Rate", "rates", "resampled_ratios", "wilson_rate"]
+
+MAX_UNDRAWN = 0.05
+"""Largest share of resamples that may draw none of a rate's images for its interval."""
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,11 @@ def rates(
     seed: int | list[int],
 ) -> list[Rate]:  # fmt: skip
     """Each column's rate (see :func:`resampled_ratios`) with its 95% interval: Wilson's
-    when images are independent, the percentile bootstrap over ``resampling``'s groups
-    when they are not."""
+    when images are independent; when they are not, the percentile bootstrap over
+    ``resampling``'s groups, widened to Wilson's where that is wider (with few groups
+    the bootstrap alone is too narrow: one patient gives a zero-width interval), and
+    NaN (not judged) when more than :data:`MAX_UNDRAWN` of the resamples draw none of
+    the rate's images."""
     n = of.sum(axis=0)
     counted = (hits & of).sum(axis=0)
     if resampling.codes is None:
@@ -64,9 +70,15 @@ def rates(
     result = []
     for m, (h, k) in enumerate(zip(counted, n, strict=True)):
         finite = drawn[:, m][np.isfinite(drawn[:, m])]
-        if k == 0 or not finite.size:
+        if k == 0:
             result.append(wilson_rate(0, 0))
             continue
+        if finite.size < (1 - MAX_UNDRAWN) * drawn.shape[0]:
+            nan = float("nan")  # too few groups hold these images to resample them
+            result.append(Rate(float(h / k), nan, nan, int(h), int(k)))
+            continue
         low, high = np.quantile(finite, [0.025, 0.975])
+        wilson = wilson_rate(int(h), int(k))
+        low, high = min(low, wilson.ci_low), max(high, wilson.ci_high)
         result.append(Rate(float(h / k), float(low), float(high), int(h), int(k)))
     return result

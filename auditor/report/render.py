@@ -8,19 +8,20 @@ view. Number formatting is in :mod:`auditor.report.format`.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import markupsafe
-from weasyprint import HTML
+from weasyprint import HTML, Attachment
 from weasyprint.urls import URLFetcher
 
 from auditor.aggregate import ReportData
 from auditor.report.format import FILTERS, visible
 from auditor.resources import resource_path
 
-__all__ = ["RunFolderFetcher", "render_html", "write_pdf"]
+__all__ = ["PDF_VARIANT", "RunFolderFetcher", "render_html", "write_pdf"]
 
 
 def _finalize(value: object) -> object:
@@ -71,9 +72,25 @@ class RunFolderFetcher(URLFetcher):
         return super().fetch(url, headers)
 
 
-def write_pdf(html: str, run_dir: Path, target: Path) -> None:
-    """Render ``html`` to ``target`` with WeasyPrint, resolving relative URLs in ``run_dir``."""
+PDF_VARIANT = "pdf/a-3b"
+"""PDF/A-3b (ISO 19005-3, basic conformance): archival, and it may carry attached files."""
+
+
+def write_pdf(html: str, run_dir: Path, target: Path, attachments: tuple[Path, ...] = ()) -> None:
+    """Render ``html`` to ``target`` with WeasyPrint as PDF/A-3b, resolving relative URLs in
+    ``run_dir``, with ``attachments`` embedded as associated files (the evidence behind the
+    document, byte for byte). Title, author, subject, keywords and creation date come from
+    the HTML's ``<title>`` and ``<meta>`` tags."""
     document = HTML(
         string=html, base_url=str(run_dir.resolve()) + "/", url_fetcher=RunFolderFetcher(run_dir)
     )
-    document.write_pdf(target)
+    files = [
+        Attachment(
+            file_obj=io.BytesIO(path.read_bytes()),
+            name=path.name,
+            description=f"{path.name}: evidence of this audit",
+            relationship="Data",
+        )
+        for path in attachments
+    ]
+    document.write_pdf(target, pdf_variant=PDF_VARIANT, attachments=files)

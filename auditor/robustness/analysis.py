@@ -140,7 +140,9 @@ def _columns(
     values = [correct - (clean.prediction == clean.label)]
     of = [everyone]
     if clean.positive is not None and clean.called is not None:
-        called = frame["p_positive"].to_numpy(dtype=np.float64) >= threshold
+        p_positive = frame["p_positive"].to_numpy(dtype=np.float64)
+        # A non-finite output is no call at all: the clean call counts as changed.
+        called = np.where(np.isfinite(p_positive), p_positive >= threshold, ~clean.called)
         change = called.astype(np.float64) - clean.called
         values += [change, -change]
         of += [clean.positive, ~clean.positive]
@@ -218,10 +220,10 @@ def robustness_summary(
     value_matrix, of_matrix = _matrices(perturbed.frame, every, clean, threshold)
     with np.errstate(invalid="ignore"):
         points = (value_matrix * of_matrix).sum(axis=0) / of_matrix.sum(axis=0)
+    drawn_from = resampling.subset(keep)
     drawn = weighted_means(
-        value_matrix, of_matrix, resampling.subset(keep), resamples,
-        np.random.default_rng([settings.seed, 11]),
-    )  # fmt: skip
+        value_matrix, of_matrix, drawn_from, resamples, np.random.default_rng([settings.seed, 11])
+    )
     worse = ((value_matrix < 0) & of_matrix).sum(axis=0)  # images whose call turned wrong
     correct = clean.prediction == clean.label
     rows = [
@@ -238,7 +240,7 @@ def robustness_summary(
         threshold=threshold if positive is not None else None,
         min_images=min_images,
         resamples=resamples,
-        resampled=resampling.describe(),
+        resampled=drawn_from.describe(),
         seconds=perturbed.seconds,
         passes=perturbed.passes,
         examples=perturbed.examples,

@@ -57,7 +57,8 @@ def _noise(images: torch.Tensor, sigma: float, indices: torch.Tensor, seed: int)
 
 
 def _blur(images: torch.Tensor, sigma: float, _: torch.Tensor, __: int) -> torch.Tensor:
-    kernel = 2 * math.ceil(3 * sigma) + 1
+    # Three standard deviations each side, but no wider than the image (reflect padding).
+    kernel = min(2 * math.ceil(3 * sigma) + 1, 2 * min(images.shape[-2:]) - 1)
     return F.gaussian_blur(images, [kernel, kernel], [sigma, sigma])
 
 

@@ -12,9 +12,10 @@ __all__ = ["RobustnessSettings"]
 MAX_LEVELS = 5
 
 
-def _levels(low: float, high: float, *, whole: bool = False) -> Check:
+def _levels(low: float, high: float, *, harsher: str, whole: bool = False) -> Check:
     """A check that a severity list has 1 to :data:`MAX_LEVELS` distinct values in
-    ``(low, high]`` (whole numbers when ``whole``)."""
+    ``(low, high]`` (whole numbers when ``whole``), listed mild to severe: each value
+    ``"larger"`` or ``"smaller"`` (``harsher``) than the one before."""
 
     def check(values: tuple[float, ...]) -> str | None:
         if not 1 <= len(values) <= MAX_LEVELS:
@@ -26,6 +27,11 @@ def _levels(low: float, high: float, *, whole: bool = False) -> Check:
             return f"severities must be in ({low:g}, {high:g}], got {outside}"
         if whole and any(v != int(v) for v in values):
             return f"severities must be whole numbers, got {list(values)}"
+        ordered = sorted(values, reverse=harsher == "smaller")
+        if list(values) != ordered:
+            return (
+                f"list severities mild to severe (each {harsher} than the last), got {list(values)}"
+            )
         return None
 
     return check
@@ -50,41 +56,41 @@ class RobustnessSettings:
     noise_sigma: tuple[float, ...] = setting(
         (0.02, 0.05, 0.1),
         help="Gaussian noise: standard deviations added to pixels in [0, 1] (then clipped)",
-        check=_levels(0.0, 1.0),
+        check=_levels(0.0, 1.0, harsher="larger"),
     )
     blur_sigma: tuple[float, ...] = setting(
         (0.5, 1.0, 2.0),
         help="Gaussian blur: standard deviations in pixels of the model's input",
         unit="pixels",
-        check=_levels(0.0, 64.0),
+        check=_levels(0.0, 64.0, harsher="larger"),
     )
     brightness_factor: tuple[float, ...] = setting(
         (0.8, 0.6, 0.4),
         help="Brightness: factors the pixels are multiplied by (below 1 darkens)",
-        check=_levels(0.0, 4.0),
+        check=_levels(0.0, 1.0, harsher="smaller"),
     )
     contrast_factor: tuple[float, ...] = setting(
         (0.8, 0.6, 0.4),
         help="Contrast: factors of the blend with the image's mean grey (below 1 flattens)",
-        check=_levels(0.0, 4.0),
+        check=_levels(0.0, 1.0, harsher="smaller"),
     )
     jpeg_quality: tuple[float, ...] = setting(
         (75.0, 50.0, 25.0),
         help="JPEG: qualities the image is encoded at and decoded from (torchvision.io)",
-        check=_levels(0.0, 100.0, whole=True),
+        check=_levels(0.0, 100.0, harsher="smaller", whole=True),
     )
     rotation_degrees: tuple[float, ...] = setting(
         (5.0, 10.0, 15.0),
         help="Rotation: angles in degrees, counter-clockwise about the centre (corners "
         "filled with black)",
         unit="degrees",
-        check=_levels(0.0, 180.0),
+        check=_levels(0.0, 180.0, harsher="larger"),
     )
     downscale_factor: tuple[float, ...] = setting(
         (0.75, 0.5, 0.25),
         help="Down-then-up scaling: the image is shrunk by this factor (antialiased) and "
         "resized back",
-        check=_levels(0.0, 1.0),
+        check=_levels(0.0, 1.0, harsher="smaller"),
     )
     fragile_drop: float = setting(
         0.05,
