@@ -87,7 +87,8 @@ def run(config_file: Path | None, **flags: Any) -> None:
     given = {"config": config_file, **flags}
     words = [f"--{k.replace('_', '-')}={v}" for k, v in given.items() if v is not None]
     folder = run_audit(config, command=shlex.join(["auditor", "run", *words]))
-    click.echo(f"Report: {folder / 'report.pdf'}")
+    documents = ("report.pdf", "report.html", "summary.md")
+    click.echo(f"Report: {next(folder / d for d in documents if (folder / d).is_file())}")
     click.echo(str(folder))
     policy = json.loads((folder / "policy.json").read_text(encoding="utf-8"))
     if not policy["passed"]:

@@ -76,6 +76,17 @@ def _positive(values: tuple[float, ...]) -> str | None:
     return problem
 
 
+FORMATS = ("html", "pdf", "md")
+"""The documents ``format`` chooses from."""
+
+
+def _formats(names: tuple[str, ...]) -> str | None:
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        return f"needs one or more of {', '.join(FORMATS)}, got {list(names)}"
+    return None
+
+
 def _class_names(names: tuple[str, ...]) -> str | None:
     if len(names) < 2:
         return f"needs at least two class names, got {list(names)}"
@@ -179,6 +190,14 @@ class AuditConfig:
         minimum=2,
         maximum=500,
         flag=True,
+    )
+    format: tuple[str, ...] = setting(
+        ("html", "pdf", "md"),
+        help="Which documents to write: html (report.html), pdf (report.pdf), md (summary.md); "
+        "the data files are always written",
+        check=_formats,
+        flag=True,
+        items="formats",
     )
     patient_column: str | None = setting(
         None,

@@ -13,13 +13,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import platform
 import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -53,47 +51,20 @@ from auditor.images import Preprocessing, model_preprocessing
 from auditor.load import LoadedModel, OutputKind, load_model, resolve_device
 from auditor.measure import Trust, measure_trust
 from auditor.policy import PolicyResult, evaluate_policy, junit_xml, policy_document
+from auditor.report.markdown import render_markdown
 from auditor.report.render import render_html, write_pdf
 from auditor.robustness import Perturbed, Robustness, perturbed_predictions, robustness_summary
 from auditor.robustness.files import robustness_frame
 from auditor.select import Selection, select_cases
+from auditor.versions import device_name, versions
 
 __all__ = ["run_audit"]
 
 log = logging.getLogger(__name__)
-_PACKAGES = (
-    "torch",
-    "torchvision",
-    "numpy",
-    "pandas",
-    "scikit-learn",
-    "scikit-image",
-    "scipy",
-    "captum",
-    "matplotlib",
-    "jinja2",
-    "weasyprint",
-)
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _versions() -> tuple[tuple[str, str], ...]:
-    found = [("python", platform.python_version()), ("auditor", __version__)]
-    for package in _PACKAGES:
-        try:
-            found.append((package, metadata.version(package)))
-        except metadata.PackageNotFoundError:
-            found.append((package, "not installed"))
-    return tuple(found)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def _run_folder(out: Path, stem: str, started: datetime) -> Path:
@@ -273,7 +244,11 @@ def _write_files(
         write_csv(robustness_frame(results.robustness), folder / "robustness.csv")
         write_csv(results.perturbed.frame, folder / "robustness_predictions.csv")
     html = render_html(report)
-    (folder / "report.html").write_text(html, encoding="utf-8")
+    if "html" in config.format:
+        (folder / "report.html").write_text(html, encoding="utf-8")
+    if "md" in config.format:
+        markdown = render_markdown(report, loaded.profile.sha256)
+        (folder / "summary.md").write_text(markdown, encoding="utf-8")
     manifest = manifest_document(
         folder,
         (config.model, loaded.profile.sha256),
@@ -282,7 +257,8 @@ def _write_files(
         run[1],
     )
     write_json(folder / "manifest.json", manifest)
-    write_pdf(html, folder, folder / "report.pdf", tuple(folder / n for n in ATTACHED))
+    if "pdf" in config.format:
+        write_pdf(html, folder, folder / "report.pdf", tuple(folder / n for n in ATTACHED))
     write_checksums(folder)
 
 
@@ -308,8 +284,8 @@ def _report(
             policy=results.policy,
             selection=results.selection,
             command=command,
-            versions=_versions(),
-            device_name=_device_name(loaded.device),
+            versions=versions(),
+            device_name=device_name(loaded.device),
             started=times[0].strftime("%Y-%m-%d %H:%M:%S"),
             finished=times[1].strftime("%Y-%m-%d %H:%M:%S"),
             auditor_version=__version__,

@@ -47,6 +47,7 @@ RUN_FILES = {
     "policy.json",
     "junit.xml",
     "SHA256SUMS",
+    "summary.md",
 }
 
 

@@ -154,14 +154,14 @@ def test_unknown_key_is_a_config_error_listing_valid_keys(tmp_path: Path) -> Non
     valid = (
         "batch-size, blur-sigma, bootstrap, brightness-factor, classes, contrast-factor, data, "
         "deletion-steps, dependence-alpha, dependence-difference, device, downscale-factor, "
-        "explain-samples, fragile-drop, high-confidence, ig-baseline, ig-steps, image-size, "
-        "intersections, jpeg-quality, lime-samples, localisation-top, max-groups, max-pixels, "
-        "mean, methods, min-group-size, model, noise-sigma, occlusion-stride, occlusion-window, "
-        "out, patient-column, permutations, positive-class, prevalence, randomisation-steps, "
-        "randomisation-threshold, report-classes, robustness-images, rotation-degrees, seed, "
-        "sensitivity-radius, sensitivity-samples, sensitivity-threshold, shap-samples, "
-        "shortcut-concentration, shortcut-min-images, shortcut-threshold, smoothgrad-base, "
-        "smoothgrad-noise, smoothgrad-samples, std, superpixels, target-layer, "
+        "explain-samples, format, fragile-drop, high-confidence, ig-baseline, ig-steps, "
+        "image-size, intersections, jpeg-quality, lime-samples, localisation-top, max-groups, "
+        "max-pixels, mean, methods, min-group-size, model, noise-sigma, occlusion-stride, "
+        "occlusion-window, out, patient-column, permutations, positive-class, prevalence, "
+        "randomisation-steps, randomisation-threshold, report-classes, robustness-images, "
+        "rotation-degrees, seed, sensitivity-radius, sensitivity-samples, sensitivity-threshold, "
+        "shap-samples, shortcut-concentration, shortcut-min-images, shortcut-threshold, "
+        "smoothgrad-base, smoothgrad-noise, smoothgrad-samples, std, superpixels, target-layer, "
         "target-sensitivity, target-specificity, threshold, token-prefix, trust-images, workers"
     )
     assert f"valid keys: {valid}" in message
