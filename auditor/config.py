@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.clinical.settings import ClinicalSettings
+from auditor.documentation import Documentation, parse_documentation
 from auditor.errors import ConfigError, UsageError
 from auditor.evaluate import EvaluationSettings
 from auditor.explain import ExplainSettings
@@ -213,6 +214,7 @@ class AuditConfig:
     clinical: ClinicalSettings = field(default_factory=ClinicalSettings)
     robustness: RobustnessSettings = field(default_factory=RobustnessSettings)
     policy: tuple[Criterion, ...] = ()
+    documentation: Documentation = field(default_factory=Documentation)
     source: dict[str, str] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -225,6 +227,10 @@ class AuditConfig:
             elif isinstance(value, tuple):
                 value = list(value)
             result[spec.name] = {"value": value, "source": self.source.get(spec.name, "default")}
+        result["documentation"] = {
+            "value": self.documentation.as_dict(),
+            "source": self.source.get("documentation", "default"),
+        }
         result["policy"] = {
             "value": [c.text for c in self.policy],
             "source": self.source.get("policy", "default"),
@@ -268,9 +274,9 @@ def _spec(key: str, path: Path, group: str | None = None) -> SettingSpec:
     return spec
 
 
-def _load_file(path: Path) -> tuple[dict[str, Any], tuple[Criterion, ...]]:
-    """Field name → raw value from a TOML file (paths made relative to its folder), and
-    the criteria of its ``[policy]`` table."""
+def _load_file(path: Path) -> tuple[dict[str, Any], tuple[Criterion, ...], Documentation]:
+    """Field name → raw value from a TOML file (paths made relative to its folder), the
+    criteria of its ``[policy]`` table and its documentation tables."""
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing TOML file")
     try:
@@ -285,6 +291,7 @@ def _load_file(path: Path) -> tuple[dict[str, Any], tuple[Criterion, ...]]:
             f'"accuracy.ci_low" = ">= 0.85"'
         )
     policy = parse_policy(table, f"config file {str(path)!r}")
+    documentation = parse_documentation(raw, path)
     for key, value in raw.items():
         if key in _GROUPS and isinstance(value, dict):
             entries += [(_spec(k, path, key), v) for k, v in value.items()]
@@ -295,7 +302,7 @@ def _load_file(path: Path) -> tuple[dict[str, Any], tuple[Criterion, ...]]:
         if spec.kind == "path" and isinstance(value, str) and not Path(value).is_absolute():
             value = path.parent / value
         values[spec.name] = value
-    return values, policy
+    return values, policy, documentation
 
 
 def _build(values: dict[str, Any], source: dict[str, str]) -> AuditConfig:
@@ -324,13 +331,16 @@ def resolve_config(config_file: Path | None, flags: Mapping[str, Any]) -> AuditC
     given: dict[str, Any] = {}
     source: dict[str, str] = {}
     policy: tuple[Criterion, ...] = ()
+    documentation = Documentation()
     if config_file is not None:
-        from_file, policy = _load_file(config_file)
+        from_file, policy, documentation = _load_file(config_file)
         for name, value in from_file.items():
             given[name] = value
             source[name] = f"file {config_file.name}"
         if policy:
             source["policy"] = f"file {config_file.name}"
+        if documentation.values:
+            source["documentation"] = f"file {config_file.name}"
     for name, value in flags.items():
         if value is not None:
             given[name] = value
@@ -343,7 +353,7 @@ def resolve_config(config_file: Path | None, flags: Mapping[str, Any]) -> AuditC
         SETTINGS[name].validate(value)
     if (values.get("mean") is None) != (values.get("std") is None):
         raise ConfigError("--mean and --std go together: give both or neither")
-    return dataclasses.replace(_build(values, source), policy=policy)
+    return dataclasses.replace(_build(values, source), policy=policy, documentation=documentation)
 
 
 def _print_table() -> None:  # pragma: no cover - a developer's tool

@@ -25,6 +25,7 @@ import torch
 
 from auditor import __version__
 from auditor.aggregate import AuditInputs, ReportData, build_report_data
+from auditor.aggregate.report import with_evidence
 from auditor.architecture import ArchitectureProfile, layers_frame, profile_model
 from auditor.clinical import Clinical, analyse_predictions, positive_class
 from auditor.clinical.groups import intersection_columns
@@ -48,7 +49,7 @@ from auditor.explain.features import stage_layers
 from auditor.explain.layers import target_layer
 from auditor.explain.store import save_features, save_maps
 from auditor.images import Preprocessing, model_preprocessing
-from auditor.load import LoadedModel, OutputKind, load_model, resolve_device
+from auditor.load import LoadedModel, OutputKind, file_sha256, load_model, resolve_device
 from auditor.measure import Trust, measure_trust
 from auditor.policy import PolicyResult, evaluate_policy, junit_xml, policy_document
 from auditor.report.markdown import render_markdown
@@ -243,7 +244,7 @@ def _write_files(
     if results.robustness is not None and results.perturbed is not None:
         write_csv(robustness_frame(results.robustness), folder / "robustness.csv")
         write_csv(results.perturbed.frame, folder / "robustness_predictions.csv")
-    html = render_html(report)
+    html = render_html(_bound(report, folder, config.format))
     if "html" in config.format:
         (folder / "report.html").write_text(html, encoding="utf-8")
     if "md" in config.format:
@@ -260,6 +261,15 @@ def _write_files(
     if "pdf" in config.format:
         write_pdf(html, folder, folder / "report.pdf", tuple(folder / n for n in ATTACHED))
     write_checksums(folder)
+
+
+def _bound(report: ReportData, folder: Path, formats: tuple[str, ...]) -> ReportData:
+    """The report whose sign-off lists the files its PDF embeds, with their SHA-256 (all
+    written by now but the manifest, which comes after the HTML it hashes)."""
+    if "pdf" not in formats:
+        return report
+    written = [n for n in ATTACHED if (folder / n).is_file()]
+    return with_evidence(report, tuple((n, file_sha256(folder / n)) for n in written))
 
 
 def _report(

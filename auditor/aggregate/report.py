@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import cast
 
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.sections import PresentSection, present_sections
+from auditor.aggregate.signoff import SignoffView
+from auditor.documentation import TABLES, Documentation
 
-__all__ = ["ReportData", "TitlePage", "build_report_data"]
+__all__ = ["ReportData", "TitlePage", "build_report_data", "with_evidence"]
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,9 @@ class TitlePage:
         data_source: The data directory or manifest as given.
         n_images: Images evaluated.
         n_excluded: Files excluded.
+        declared: ``(label, value)`` of the declared model name and version, intended
+            purpose and the document's id, revision, status and organisation.
+        document_line: The footer's document identification ("" when none is declared).
     """
 
     model_name: str
@@ -30,6 +36,36 @@ class TitlePage:
     n_images: int
     n_excluded: int
     auditor_version: str
+    declared: tuple[tuple[str, str], ...] = ()
+    document_line: str = ""
+
+
+_TITLE_FIELDS = (
+    ("model-details", "name"),
+    ("model-details", "version"),
+    ("intended-use", "purpose"),
+    ("document", "organisation"),
+    ("document", "id"),
+    ("document", "revision"),
+    ("document", "status"),
+)
+
+
+def _declared(documentation: Documentation) -> tuple[tuple[str, str], ...]:
+    labels = {(t, d.key): d.label for t, fields in TABLES.items() for d in fields}
+    return tuple(
+        (labels[key], value)
+        for key in _TITLE_FIELDS
+        if (value := documentation.get(*key)) is not None
+    )
+
+
+def _document_line(documentation: Documentation) -> str:
+    identifier = documentation.get("document", "id")
+    if identifier is None:
+        return ""
+    revision = documentation.get("document", "revision")
+    return f"{identifier} rev. {revision}" if revision else identifier
 
 
 @dataclass(frozen=True)
@@ -75,6 +111,20 @@ def build_report_data(inputs: AuditInputs) -> ReportData:
             n_images=evaluation.metrics.n_images,
             n_excluded=len(evaluation.excluded),
             auditor_version=inputs.auditor_version,
+            declared=_declared(inputs.config.documentation),
+            document_line=_document_line(inputs.config.documentation),
         ),
         sections=present_sections(inputs),
     )
+
+
+def with_evidence(report: ReportData, evidence: tuple[tuple[str, str], ...]) -> ReportData:
+    """``report`` with its sign-off page listing ``evidence`` (files and their SHA-256),
+    known only once the files are written."""
+    sections = tuple(
+        replace(s, view=replace(cast(SignoffView, s.view), evidence=evidence))
+        if s.id == "signoff"
+        else s
+        for s in report.sections
+    )
+    return replace(report, sections=sections)

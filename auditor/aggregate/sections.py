@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from auditor.aggregate.calibration import calibration_view
 from auditor.aggregate.cases import misclassified_view, sampled_view
+from auditor.aggregate.context import context_view
 from auditor.aggregate.data import data_view
 from auditor.aggregate.dependence import dependence_view
 from auditor.aggregate.excluded import excluded_view
@@ -71,6 +72,7 @@ class PresentSection:
 SECTIONS: tuple[Section, ...] = (
     Section("summary", "Summary", summary_view),
     Section("policy", "Acceptance criteria", policy_view),
+    Section("context", "Intended use, model and data, as declared", context_view),
     Section("model", "Model identity and architecture", model_view),
     Section("data", "Data", data_view),
     Section("performance", "Performance", performance_view),
