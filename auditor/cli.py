@@ -116,6 +116,17 @@ def demo(out: Path, device: str) -> None:
 
 
 @cli.command()
+@click.argument("path", type=_PATH, default=Path("audit.toml"))
+@_user_errors
+def init(path: Path) -> None:
+    """Write a commented audit config (default audit.toml) with every setting's default."""
+    from auditor.template import write_template
+
+    write_template(path)
+    click.echo(str(path))
+
+
+@cli.command()
 def methods() -> None:
     """List the explanation methods (keys for --methods), in report order."""
     from auditor.explain import METHODS
