@@ -34,6 +34,7 @@ __all__ = [
     "declared",
     "inherited",
     "markdown_table",
+    "named_path",
     "setting",
 ]
 
@@ -259,6 +260,13 @@ LISTED_ITEMS = 12
 """Items of a list-valued setting (class names) written out in a table; the rest counted."""
 
 
+def named_path(path: Path) -> str:
+    """A local path as a document names it: its folder and file name, never the machine's
+    absolute location (``/home/a/data/val/manifest.csv`` → ``val/manifest.csv``)."""
+    parts = Path(path).parts
+    return "/".join(p for p in parts[-2:] if p not in ("/", "")) or str(path)
+
+
 def display(value: Any) -> str:
     """A setting's value as the tables show it ("" for none); a list of more than
     :data:`LISTED_ITEMS` items shows its first ones and its length."""
@@ -269,6 +277,8 @@ def display(value: Any) -> str:
         if len(items) > LISTED_ITEMS:
             return ", ".join(items[: LISTED_ITEMS - 2]) + f", … ({len(items):,} in all)"
         return ", ".join(items)
+    if isinstance(value, Path):
+        return named_path(value)
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

@@ -75,3 +75,15 @@ def test_the_report_shows_what_was_declared_its_gaps_and_binds_the_sign_off(
     pages = [page.extract_text() for page in PdfReader(folder / "report.pdf").pages]
     assert "QA-7 rev. 3" not in pages[0].splitlines()[-1], "no footer on the title page"
     assert all("QA-7 rev. 3" in page for page in pages[1:]), "the footer names the document"
+
+
+def test_the_document_names_no_local_absolute_path_but_in_the_command_as_typed(
+    audit: tuple[object, Path],
+) -> None:
+    folder = audit[1]
+    html = (folder / "report.html").read_text()
+    command = html.index("<tr><th>Command</th>")
+    without_command = html[:command] + html[html.index("</tr>", command) :]
+
+    assert "/tmp/" not in without_command and str(Path.home()) + "/" not in without_command
+    assert "data0/manifest.csv" in without_command, "the data named by folder and file"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from auditor.aggregate.inputs import AuditInputs
 from auditor.images import Preprocessing
+from auditor.settings import named_path
 
 __all__ = ["DataView", "data_view", "preprocessing_words"]
 
@@ -76,7 +77,7 @@ def data_view(inputs: AuditInputs) -> DataView:
         listed = sorted(with_images, key=lambda item: (-item[1].support, item[0]))
         listed = listed[: inputs.config.report_classes]
     return DataView(
-        source=str(dataset.source),
+        source=named_path(dataset.source),
         layout="class folders" if dataset.layout == "folder" else "CSV manifest",
         n_listed=len(dataset.samples),
         n_images=evaluation.metrics.n_images,

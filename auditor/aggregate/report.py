@@ -9,6 +9,7 @@ from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.sections import PresentSection, present_sections
 from auditor.aggregate.signoff import SignoffView
 from auditor.documentation import TABLES, Documentation
+from auditor.settings import named_path
 
 __all__ = ["ReportData", "TitlePage", "build_report_data", "with_evidence"]
 
@@ -20,7 +21,8 @@ class TitlePage:
     Attributes:
         model_name: The model file's name.
         model_path: The model file as given.
-        data_source: The data directory or manifest as given.
+        data_source: The data set's declared name, else its folder and file name (the
+            document shows no local absolute path).
         n_images: Images evaluated.
         n_excluded: Files excluded.
         declared: ``(label, value)`` of the declared model name and version, intended
@@ -106,7 +108,10 @@ def build_report_data(inputs: AuditInputs) -> ReportData:
             model_name=model.name,
             model_path=str(model),
             model_sha256=inputs.architecture.sha256,
-            data_source=str(inputs.dataset.source),
+            data_source=(
+                inputs.config.documentation.get("data-details", "name")
+                or named_path(inputs.dataset.source)
+            ),
             data_sha256=evaluation.data_sha256,
             n_images=evaluation.metrics.n_images,
             n_excluded=len(evaluation.excluded),
