@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from auditor.aggregate.calibration import calibration_view
 from auditor.aggregate.cases import misclassified_view, sampled_view
+from auditor.aggregate.checklist import checklist_view
 from auditor.aggregate.context import context_view
 from auditor.aggregate.data import data_view
 from auditor.aggregate.dependence import dependence_view
@@ -46,12 +47,13 @@ class Section:
     Attributes:
         id: The HTML anchor, and the partial's file name.
         title: The heading, and the table of contents' entry.
-        build: Its view builder.
+        build: Its view builder; ``None`` for the checklist map, which is built last
+            from the other sections present (:func:`checklist_view`).
     """
 
     id: str
     title: str
-    build: ViewBuilder
+    build: ViewBuilder | None
 
     @property
     def partial(self) -> str:
@@ -89,6 +91,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("sampled", "Sampled cases", sampled_view),
     Section("excluded", "Excluded files", excluded_view),
     Section("limitations", "Limitations", limitations_view),
+    Section("checklist", "Checklist map", None),
     Section("reproducibility", "Reproducibility", reproducibility_view),
     Section("signoff", "Sign-off", signoff_view),
 )
@@ -99,9 +102,11 @@ def present_sections(
     inputs: AuditInputs, sections: tuple[Section, ...] = SECTIONS
 ) -> tuple[PresentSection, ...]:
     """The sections this audit shows, in order, each with its view."""
+    views = {s.id: s.build(inputs) for s in sections if s.build is not None}
+    shown = tuple((s.id, s.title) for s in sections if views.get(s.id) is not None)
     present = []
     for section in sections:
-        view = section.build(inputs)
+        view = views.get(section.id) if section.build is not None else checklist_view(shown)
         if view is not None:
             present.append(PresentSection(section.id, section.title, section.partial, view))
     return tuple(present)
