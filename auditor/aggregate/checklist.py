@@ -10,9 +10,19 @@ section, from the sections actually present, so it never points at an absent one
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-__all__ = ["CHECKLIST", "ChecklistItem", "ChecklistRow", "ChecklistView", "checklist_view"]
+from auditor.documentation import Documentation
+
+__all__ = [
+    "CHECKLIST",
+    "ChecklistItem",
+    "ChecklistRow",
+    "ChecklistView",
+    "checklist_view",
+    "declared_fields",
+]
 
 
 @dataclass(frozen=True)
@@ -139,16 +149,30 @@ class ChecklistView:
     n_covered: int
 
 
-def checklist_view(present: tuple[tuple[str, str], ...]) -> ChecklistView:
-    """The map over the sections ``present`` (``(id, title)``, in report order)."""
-    titles = dict(present)
-    rows = tuple(
-        ChecklistRow(
-            item.framework,
-            item.item,
-            tuple((s, titles[s]) for s in item.sections if s in titles),
-            item.declare,
-        )
-        for item in CHECKLIST
+_DECLARED = re.compile(r"\[([a-z-]+)\] ([a-z, -]+)")
+
+
+def declared_fields(declare: str) -> tuple[tuple[str, str], ...]:
+    """The documentation fields an item's ``declare`` text names: ``(table, key)``."""
+    return tuple(
+        (table, key.strip())
+        for table, keys in _DECLARED.findall(declare)
+        for key in keys.split(",")
+        if key.strip()
     )
-    return ChecklistView(rows, sum(bool(r.answered_by) for r in rows))
+
+
+def checklist_view(
+    present: tuple[tuple[str, str], ...], documentation: Documentation
+) -> ChecklistView:
+    """The map over the sections ``present`` (``(id, title)``, in report order). The
+    declared-context section answers an item only when its fields are declared."""
+    titles = dict(present)
+    rows = []
+    for item in CHECKLIST:
+        declared = all(documentation.get(*f) is not None for f in declared_fields(item.declare))
+        answered = tuple(
+            (s, titles[s]) for s in item.sections if s in titles and (s != "context" or declared)
+        )
+        rows.append(ChecklistRow(item.framework, item.item, answered, item.declare))
+    return ChecklistView(tuple(rows), sum(bool(r.answered_by) for r in rows))

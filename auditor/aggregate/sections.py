@@ -106,7 +106,11 @@ def present_sections(
     shown = tuple((s.id, s.title) for s in sections if views.get(s.id) is not None)
     present = []
     for section in sections:
-        view = views.get(section.id) if section.build is not None else checklist_view(shown)
+        view = (
+            views.get(section.id)
+            if section.build is not None
+            else checklist_view(shown, inputs.config.documentation)
+        )
         if view is not None:
             present.append(PresentSection(section.id, section.title, section.partial, view))
     return tuple(present)
