@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import re
 
-import jinja2
-
 from auditor.aggregate import ReportData
-from auditor.report.format import FILTERS, visible
-from auditor.resources import resource_path
+from auditor.report.format import visible
+from auditor.report.templates import template_environment
 
 __all__ = ["markdown_text", "render_markdown"]
 
@@ -31,16 +29,8 @@ def markdown_text(value: object) -> object:
 
 def render_markdown(data: ReportData, model_sha256: str) -> str:
     """The content of ``summary.md``."""
-    environment = jinja2.Environment(
-        finalize=markdown_text,
-        loader=jinja2.FileSystemLoader(resource_path("templates")),
-        autoescape=False,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    environment.filters.update(FILTERS)
+    environment = template_environment(markdown_text, autoescape=False)
+    environment.keep_trailing_newline = True
     views = {section.id: section.view for section in data.sections}
     return environment.get_template("summary.md.j2").render(
         title=data.title, created=data.created, views=views, model_sha256=model_sha256

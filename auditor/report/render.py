@@ -12,13 +12,13 @@ import io
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import markupsafe
 from weasyprint import HTML, Attachment
 from weasyprint.urls import URLFetcher
 
 from auditor.aggregate import ReportData
-from auditor.report.format import FILTERS, visible
+from auditor.report.format import visible
+from auditor.report.templates import template_environment
 from auditor.resources import resource_path
 
 __all__ = ["PDF_VARIANT", "RunFolderFetcher", "render_html", "write_pdf"]
@@ -33,22 +33,9 @@ def _finalize(value: object) -> object:
     return value
 
 
-def _environment() -> jinja2.Environment:
-    environment = jinja2.Environment(
-        finalize=_finalize,
-        loader=jinja2.FileSystemLoader(resource_path("templates")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    environment.filters.update(FILTERS)
-    return environment
-
-
 def render_html(data: ReportData) -> str:
     """The self-contained report HTML (CSS inlined, figures as data URIs)."""
-    environment = _environment()
+    environment = template_environment(_finalize, autoescape=True)
     css = resource_path("templates", "report.css").read_text(encoding="utf-8")
     return environment.get_template("report.html.j2").render(report=data, css=css)
 
