@@ -112,6 +112,7 @@ class _Clean:
     confidence: NDArray[np.float64]
     positive: NDArray[np.bool_] | None
     called: NDArray[np.bool_] | None
+    accuracy: float
 
 
 def _clean(
@@ -119,13 +120,15 @@ def _clean(
 ) -> _Clean:
     clean = predictions.set_index("index").loc[images]
     truth = clean["label"].to_numpy(dtype=object)
+    prediction = clean["prediction"].to_numpy(dtype=object)
     return _Clean(
         index=images,
         label=truth,
-        prediction=clean["prediction"].to_numpy(dtype=object),
+        prediction=prediction,
         confidence=clean["confidence"].to_numpy(dtype=np.float64),
         positive=None if positive is None else truth == positive,
         called=None if positive is None else clean[f"p_{positive}"].to_numpy() >= threshold,
+        accuracy=float((prediction == truth).mean()),
     )
 
 
@@ -225,7 +228,6 @@ def robustness_summary(
         value_matrix, of_matrix, drawn_from, resamples, np.random.default_rng([settings.seed, 11])
     )
     worse = ((value_matrix < 0) & of_matrix).sum(axis=0)  # images whose call turned wrong
-    correct = clean.prediction == clean.label
     rows = [
         _row(variant, v, (points, drawn, worse), clean, settings, min_images)
         for v, variant in enumerate(every)
@@ -235,7 +237,7 @@ def robustness_summary(
         rows=tuple(rows),
         images=int(images.shape[0]),
         unreadable=perturbed.unreadable,
-        clean_accuracy=float(correct.mean()),
+        clean_accuracy=clean.accuracy,
         positive_class=positive,
         threshold=threshold if positive is not None else None,
         min_images=min_images,
@@ -266,14 +268,13 @@ def _row(
         "sensitivity": estimates["sensitivity"] if binary else None,
         "specificity": estimates["specificity"] if binary else None,
     }
-    clean_accuracy = float((clean.prediction == clean.label).mean())
     return RobustnessRow(
         perturbation=variant.perturbation.name,
         title=variant.perturbation.title,
         severity=variant.severity,
         level=variant.level,
         n=int(clean.index.shape[0]),
-        accuracy=clean_accuracy + estimates["accuracy"].value,
+        accuracy=clean.accuracy + estimates["accuracy"].value,
         accuracy_change=estimates["accuracy"],
         sensitivity_change=changes["sensitivity"],
         specificity_change=changes["specificity"],
