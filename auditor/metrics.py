@@ -30,6 +30,7 @@ __all__ = [
     "compute_metrics",
     "confusions",
     "dense_confusion",
+    "equal_width_bin",
     "expected_calibration_error",
 ]
 
@@ -155,12 +156,19 @@ def _macro_auc(
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
+def equal_width_bin(values: NDArray[np.floating], bins: int) -> NDArray[np.int64]:
+    """The bin of each value among ``bins`` equal-width bins over [0, 1], each
+    ``(lower, upper]`` and the first also holding 0 (so 1 falls in the last)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.digitize(values, edges[1:-1], right=True), 0, bins - 1).astype(np.int64)
+
+
 def calibration_bins(
     confidence: NDArray[np.float32], correct: NDArray[np.bool_], bins: int = ECE_BINS
 ) -> tuple[CalibrationBin, ...]:
     """Equal-width confidence bins over [0, 1]; a confidence of exactly 1 falls in the last."""
     edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    which = equal_width_bin(confidence, bins)
     result = []
     for b in range(bins):
         members = which == b

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from sklearn.metrics import brier_score_loss
 
 from auditor.clinical.rates import wilson_rate
-from auditor.metrics import ECE_BINS
+from auditor.metrics import ECE_BINS, equal_width_bin
 from auditor.resample import Resampling, grouped_sums
 
 __all__ = ["CurveBin", "PositiveCalibration", "class_ece", "ece_interval", "positive_calibration"]
@@ -92,7 +92,7 @@ def _recalibration(
 
 def _curve(p: NDArray[np.float64], y: NDArray[np.bool_]) -> tuple[CurveBin, ...]:
     edges = np.linspace(0, 1, CURVE_BINS + 1)
-    which = np.clip(np.digitize(p, edges[1:-1], right=True), 0, CURVE_BINS - 1)
+    which = equal_width_bin(p, CURVE_BINS)
     bins = []
     for b in range(CURVE_BINS):
         members = which == b
@@ -143,7 +143,6 @@ def class_ece(predictions: pd.DataFrame, classes: tuple[str, ...]) -> tuple[floa
     counts = np.zeros(size)
     confidence = np.zeros(size)
     hits = np.zeros(size)
-    edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
     names = np.asarray(classes, dtype=object)[None, :]
     offsets = ECE_BINS * np.arange(len(classes))[None, :]
     columns = [f"p_{name}" for name in classes]
@@ -152,7 +151,7 @@ def class_ece(predictions: pd.DataFrame, classes: tuple[str, ...]) -> tuple[floa
         block = predictions.iloc[start : start + step]
         probs = block[columns].to_numpy(dtype=np.float32)
         outcome = block["label"].to_numpy()[:, None] == names
-        which = np.clip(np.digitize(probs, edges[1:-1], right=True), 0, ECE_BINS - 1)
+        which = equal_width_bin(probs, ECE_BINS)
         cells = (which + offsets).ravel()
         counts += np.bincount(cells, minlength=size)
         confidence += np.bincount(cells, probs.ravel().astype(np.float64), size)
@@ -188,8 +187,7 @@ def ece_interval(
     The ECE is biased upward on few images (noise alone leaves gaps in the bins): read
     its interval as how large the miscalibration could be.
     """
-    edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
-    bins = np.clip(np.digitize(p, edges[1:-1], right=True), 0, ECE_BINS - 1).astype(np.int64)
+    bins = equal_width_bin(p, ECE_BINS)
     point = float(_weighted_ece(bins, p, y, np.ones((1, p.shape[0])))[0])
     drawn = np.concatenate(
         [_weighted_ece(bins, p, y, w) for w in resampling.chunks(p.shape[0], resamples, rng)]
