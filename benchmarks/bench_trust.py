@@ -21,15 +21,15 @@ the same maps. Every measured run gets ``--warmup`` untimed runs, then the media
   ``S`` not a multiple of 3; the bench lifts that assert (a check, no computation) when
   it would refuse. **Auditor / floor**: over ``2 M (S - 1) + 3`` bare forward passes per
   image (``module(x)`` under ``no_grad`` on the TorchScript module) at the same batch.
-* **Max-sensitivity** of the saliency map, ``--samples`` noisy copies per image (uniform
+* **Map instability** of the saliency map, ``--samples`` noisy copies per image (uniform
   noise of radius ``--radius``), end to end, each side computing its own maps of the
   noisy images; the maps of the original images are given to both. Auditor:
   ``stability_check`` (``noisy_copies``, ``recompute`` in batches of ``--batch-size``,
-  ``sensitivity``). Quantus: ``MaxSensitivity`` (``normalise=True``, per map), its
+  ``map_instability``). Quantus: ``MaxSensitivity`` (``normalise=True``, per map), its
   default noise of the same radius, its default batch, and an ``explain_func`` running
   Captum's ``Saliency`` on the eager twin as Auditor defines the map (gradient of the
   normalised input, absolute, maximum over channels). The noise draws differ, so the
-  mean max-sensitivity of each side is printed as a check, not expected to be equal.
+  mean map instability of each side is printed as a check, not expected to be equal.
 
 No thresholds: it reports.
 
@@ -258,7 +258,7 @@ def curve_gap(results: dict) -> float:
 
 
 def stability(setup: Setup, args: argparse.Namespace) -> tuple[dict[str, Run], dict]:
-    """The runs of max-sensitivity, and where the results go."""
+    """The runs of map instability, and where the results go."""
     n = len(setup.display)
     seeds = list(range(n))
     found = attribute_batch(setup.context, setup.saliency, setup.display, setup.targets, seeds)
@@ -273,7 +273,7 @@ def stability(setup: Setup, args: argparse.Namespace) -> tuple[dict[str, Run], d
     maps = MapStore()
     for case in cases:
         maps.put(case, "saliency", original[case.index])
-    settings = TrustSettings(sensitivity_samples=args.samples, sensitivity_radius=args.radius)
+    settings = TrustSettings(stability_samples=args.samples, stability_radius=args.radius)
     results: dict[str, Any] = {}
 
     def auditor() -> object:
@@ -307,7 +307,7 @@ def stability(setup: Setup, args: argparse.Namespace) -> tuple[dict[str, Run], d
 
     check = captum_saliency(setup.quantus_model, x, y)
     results["map gap"] = float(np.abs(check - original).max() / np.abs(original).max())
-    return {"auditor sensitivity": auditor, "quantus sensitivity": peer}, results
+    return {"auditor instability": auditor, "quantus instability": peer}, results
 
 
 def metric_line(name: str, auditor: float, peer: float, n: int, floor: float | None) -> str:
@@ -329,8 +329,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     add("--images", type=int, help="synthetic images (8)")
     add("--maps", type=int, default=4, help="maps per image for the curves (4)")
     add("--steps", type=int, help="points of each curve after the first (16)")
-    add("--samples", type=int, help="noisy copies per image for max-sensitivity (5)")
-    add("--radius", type=float, default=TrustSettings().sensitivity_radius, help="noise bound")
+    add("--samples", type=int, help="noisy copies per image for map instability (5)")
+    add("--radius", type=float, default=TrustSettings().stability_radius, help="noise bound")
     add("--batch-size", type=int, default=32, help="images per recompute batch (32)")
     add("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto: cuda if present)")
     add("--repeats", type=int, help="timed runs per measurement; the median is shown (3)")
@@ -368,14 +368,14 @@ def main(argv: list[str] | None = None, model: nn.Module | None = None) -> None:
                 f"{args.warmup} warm-up; times per image"
             )
             print(
-                f"curves: {args.maps} maps per image, {args.steps} steps; max-sensitivity: "
+                f"curves: {args.maps} maps per image, {args.steps} steps; map instability: "
                 f"saliency, {args.samples} samples, radius {args.radius:g}, recompute batch "
                 f"{args.batch_size}" + ("; Quantus's features_in_step assert lifted" * lifted)
             )
             runs, floor_counts, curve_results = deletion(setup, args)
-            sensitivity_runs, sensitivity_results = stability(setup, args)
+            instability_runs, instability_results = stability(setup, args)
             with features_assert_lifted(lifted):
-                times = median_times(runs | sensitivity_runs, args.repeats, args.warmup, device)
+                times = median_times(runs | instability_runs, args.repeats, args.warmup, device)
             auditor, peer = times["auditor curves"], times["quantus curves"]
             floor = n * sum(count * times[key] for key, count in floor_counts.items())
             print(metric_line("deletion+insertion", auditor, peer, n, floor))
@@ -385,17 +385,17 @@ def main(argv: list[str] | None = None, model: nn.Module | None = None) -> None:
                 f"floor {floor / n:.4g} s/image ({passes} forward passes); "
                 f"max |auditor - quantus| over the curves {curve_gap(curve_results):.2g}"
             )
-            s_auditor, s_peer = times["auditor sensitivity"], times["quantus sensitivity"]
-            print(metric_line("max-sensitivity", s_auditor, s_peer, n, None))
-            ours, theirs = sensitivity_results["auditor"], sensitivity_results["quantus"]
+            s_auditor, s_peer = times["auditor instability"], times["quantus instability"]
+            print(metric_line("map instability", s_auditor, s_peer, n, None))
+            ours, theirs = instability_results["auditor"], instability_results["quantus"]
             print(
-                f"  mean max-sensitivity auditor {np.nanmean(ours):.3g}, quantus "
+                f"  mean map instability auditor {np.nanmean(ours):.3g}, quantus "
                 f"{np.nanmean(theirs):.3g} (different noise); saliency maps max |difference| "
-                f"{sensitivity_results['map gap']:.2g} x max"
+                f"{instability_results['map gap']:.2g} x max"
             )
             print(
                 f"summary: quantus/auditor {peer / auditor:.2f} on the curves, "
-                f"{s_peer / s_auditor:.2f} on max-sensitivity; auditor/floor "
+                f"{s_peer / s_auditor:.2f} on map instability; auditor/floor "
                 f"{auditor / floor:.2f} on the curves"
             )
     finally:

@@ -28,8 +28,8 @@ def test_quick_run_prints_both_metrics_with_ratios_and_restores_threads(
     timed = rf"auditor {NUMBER} s/image  quantus {NUMBER} s/image  quantus/auditor \d+\.\d\d"
     curves = rf"deletion\+insertion +{timed}  auditor/floor \d+\.\d\d"
     assert any(re.fullmatch(curves, line) for line in lines), text
-    assert any(re.fullmatch(rf"max-sensitivity +{timed}", line) for line in lines), text
+    assert any(re.fullmatch(rf"map instability +{timed}", line) for line in lines), text
     gap = re.search(rf"max \|auditor - quantus\| over the curves ({NUMBER})", text)
     assert gap and float(gap.group(1)) < 1e-5, "both compute the same curves"
-    summary = r"summary: quantus/auditor \d+\.\d\d on the curves, \d+\.\d\d on max-sensitivity; "
+    summary = r"summary: quantus/auditor \d+\.\d\d on the curves, \d+\.\d\d on map instability; "
     assert re.fullmatch(summary + r"auditor/floor \d+\.\d\d on the curves", lines[-1]), lines[-1]

@@ -34,7 +34,7 @@ from auditor.measure.records import Records, TrustCase, TrustSettings
 from auditor.measure.registry import CHECKS
 from auditor.measure.shortcuts import GroupCase, find_shortcuts, region_name, region_share
 from auditor.measure.similarity import mean_ci
-from auditor.measure.stability import sensitivity
+from auditor.measure.stability import map_instability
 from auditor.measure.verdicts import VERDICT_COLUMNS, verdict_columns, verdict_table
 from tests.helpers import (
     TinyNet,
@@ -170,14 +170,14 @@ def test_a_mask_follows_its_images_resizing_and_cropping(tmp_path: Path) -> None
     assert iou > 0.8 and 80 <= int(mask.sum()) <= 120
 
 
-def test_max_sensitivity_ignores_scale_and_measures_the_largest_move() -> None:
+def test_map_instability_ignores_scale_and_measures_the_largest_move() -> None:
     base = np.arange(16, dtype=float).reshape(4, 4)
-    assert sensitivity(base, np.stack([base * 3, base])) == pytest.approx(0.0)
+    assert map_instability(base, np.stack([base * 3, base])) == pytest.approx(0.0)
     moved = base.copy()
     moved[0, 0] = 15.0
     expected = np.linalg.norm((moved - base) / 15) / np.linalg.norm(base / 15)
-    assert sensitivity(base, np.stack([base, moved])) == pytest.approx(expected)
-    assert np.isnan(sensitivity(np.zeros((4, 4)), np.stack([base])))
+    assert map_instability(base, np.stack([base, moved])) == pytest.approx(expected)
+    assert np.isnan(map_instability(np.zeros((4, 4)), np.stack([base])))
 
 
 class _Picky(Method):
@@ -239,7 +239,7 @@ def test_verdicts_follow_the_stated_criteria() -> None:
             (i, "copycat", "insertion_auc", "", 0.8),
             (i, "flat", "deletion_auc", "", 0.5 + (jitter if i % 2 else -jitter)),
             (i, "flat", "insertion_auc", "", 0.5),
-            (i, "good", "max_sensitivity", "", 0.9),
+            (i, "good", "map_instability", "", 0.9),
             (i, "good", "energy", "", 0.6 + jitter),
             (i, "mask", "mask_area", "", 0.25),
         ]

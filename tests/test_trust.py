@@ -110,7 +110,7 @@ def test_faithful_methods_find_the_region_the_model_reads_and_randomising_breaks
     config = tmp_path / "audit.toml"
     config.write_text(
         'target-layer = "gate"\nexplain-samples = 10\ntrust-images = 4\n'
-        "randomisation-steps = 2\nsensitivity-samples = 2\nlime-samples = 64\n"
+        "randomisation-steps = 2\nstability-samples = 2\nlime-samples = 64\n"
         "shap-samples = 64\nsuperpixels = 24\nig-steps = 16\nsmoothgrad-samples = 4\n"
     )
     result = invoke(

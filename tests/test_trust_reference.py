@@ -29,7 +29,7 @@ from auditor.load import OutputKind, load_model
 from auditor.measure.faithfulness import area, curves, pixel_order
 from auditor.measure.localisation import energy_inside, pointing_hit, top_iou
 from auditor.measure.similarity import gini, rank_correlation, ssim
-from auditor.measure.stability import noisy_copies, sensitivity
+from auditor.measure.stability import map_instability, noisy_copies
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -223,7 +223,9 @@ def grad_x_input(model: nn.Module, inputs: Any, targets: Any, **_: Any) -> NDArr
     return (gradient * x).sum(dim=1).detach().numpy()
 
 
-def test_sensitivity_is_quantus_max_sensitivity(model: tuple[ExplainContext, Normalised]) -> None:
+def test_map_instability_is_quantus_maxsensitivity(
+    model: tuple[ExplainContext, Normalised],
+) -> None:
     """Auditor divides every map by its largest absolute value; Quantus's MaxSensitivity
     does so only with ``normalise=True`` (its default is False, though its docstring says
     True), and map by map only with ``normalise_axes`` leaving out the batch axis. The
@@ -248,7 +250,7 @@ def test_sensitivity_is_quantus_max_sensitivity(model: tuple[ExplainContext, Nor
     x = display.numpy()
     reference = metric(wrapped, x, targets, None, explain_func=grad_x_input, channel_first=True)
     ours = [
-        sensitivity(
+        map_instability(
             grad_x_input(wrapped, x[i : i + 1], targets[i : i + 1])[0],
             grad_x_input(wrapped, x[i] + noise[:, i], np.full(samples, targets[i])),
         )

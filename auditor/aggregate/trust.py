@@ -223,7 +223,7 @@ def trust_view(inputs: AuditInputs) -> TrustView:
     records = trust.records
     return TrustView(
         n_cases=_n_cases(trust),
-        n_images=int(records[records["measure"] == "max_sensitivity"]["index"].nunique()),
+        n_images=int(records[records["measure"] == "map_instability"]["index"].nunique()),
         seconds=sum(trust.seconds.values()),
         columns=tuple(CheckColumn(check.title, check.numeric) for check in CHECKS),
         rows=trust_rows(trust.verdicts),

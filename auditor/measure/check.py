@@ -34,14 +34,14 @@ class Evidence:
         last_step: Label of the randomisation cascade's last step, or ``None`` if it
             did not run.
         randomisation_threshold: Rank correlation at or above which a method fails.
-        sensitivity_threshold: Max-sensitivity above which a method is unstable.
+        instability_threshold: Map instability above which a method is unstable.
         seed: Seed of the bootstrap intervals.
     """
 
     records: pd.DataFrame
     last_step: str | None
     randomisation_threshold: float
-    sensitivity_threshold: float
+    instability_threshold: float
     seed: int
 
     def values(self, method: str, measure: str, step: str = "") -> pd.Series:

@@ -14,7 +14,7 @@ from auditor.measure.maps import MapOrError, recompute
 from auditor.measure.randomisation import CascadeStep, randomised_models
 from auditor.measure.records import Records, TrustCase, TrustSettings
 from auditor.measure.similarity import rank_correlation, ssim
-from auditor.measure.stability import noisy_copies, sensitivity
+from auditor.measure.stability import map_instability, noisy_copies
 
 __all__ = ["randomisation_check", "stability_check"]
 
@@ -85,15 +85,15 @@ def stability_check(
     settings: TrustSettings,
     batch_size: int,
 ) -> pd.DataFrame:
-    """Max-sensitivity of every method's map on each case."""
+    """Map instability of every method's map on each case."""
     records = Records()
-    samples = settings.sensitivity_samples
+    samples = settings.stability_samples
     noisy = torch.cat(
         [
             noisy_copies(
                 c.display,
                 samples,
-                settings.sensitivity_radius,
+                settings.stability_radius,
                 torch.Generator().manual_seed(settings.seed + c.index),
             )
             for c in cases
@@ -115,12 +115,12 @@ def stability_check(
                     case,
                     names[case.target],
                     key,
-                    "max_sensitivity",
+                    "map_instability",
                     np.nan,
                     status="failed",
                     detail=str(errors[0]),
                 )
                 continue
-            value = sensitivity(base, np.stack([np.asarray(r) for r in mine]))
-            records.add(case, names[case.target], key, "max_sensitivity", value)
+            value = map_instability(base, np.stack([np.asarray(r) for r in mine]))
+            records.add(case, names[case.target], key, "map_instability", value)
     return records.frame()

@@ -57,12 +57,12 @@ class TrustSettings:
         minimum=0,
         check=_zero_or_two,
     )
-    sensitivity_samples: int = setting(
-        5, help="Noisy copies per image for max-sensitivity", minimum=1
+    stability_samples: int = setting(
+        5, help="Noisy copies per image for the map-instability check", minimum=1
     )
-    sensitivity_radius: float = setting(
+    stability_radius: float = setting(
         0.02,
-        help="Bound of the uniform noise for max-sensitivity",
+        help="Bound of the uniform noise for the map-instability check",
         unit="pixel value in [0, 1]",
         minimum=0.0,
         maximum=1.0,
@@ -84,9 +84,9 @@ class TrustSettings:
         maximum=1.0,
         open_minimum=True,
     )
-    sensitivity_threshold: float = setting(
+    instability_threshold: float = setting(
         0.5,
-        help="Max-sensitivity above which a method is unstable",
+        help="Map instability above which a method is unstable",
         minimum=0.0,
         maximum=math.inf,
         open_minimum=True,

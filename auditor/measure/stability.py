@@ -1,4 +1,4 @@
-"""Max-sensitivity (Yeh et al., 2019): how far a map moves under small input noise.
+"""Map instability (Yeh et al., 2019): how far a map moves under small input noise.
 
 "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019:
 ``max over δ of ‖Φ(x + δ) − Φ(x)‖ / ‖Φ(x)‖`` for noise ``δ`` drawn uniformly from
@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from auditor.measure.check import NOT_MEASURED, Check, Evidence
 from auditor.measure.similarity import mean_ci
 
-__all__ = ["Stability", "noisy_copies", "sensitivity"]
+__all__ = ["Stability", "map_instability", "noisy_copies"]
 
 
 def noisy_copies(
@@ -41,8 +41,8 @@ def _unit(maps: NDArray[np.floating]) -> NDArray[np.float64]:
     return np.divide(flat, scale, out=np.zeros_like(flat), where=scale > 0)
 
 
-def sensitivity(original: NDArray[np.floating], noisy: NDArray[np.floating]) -> float:
-    """Max-sensitivity of one map: ``original`` ``(H, W)``, ``noisy`` ``(samples, H, W)``.
+def map_instability(original: NDArray[np.floating], noisy: NDArray[np.floating]) -> float:
+    """Map instability of one map: ``original`` ``(H, W)``, ``noisy`` ``(samples, H, W)``.
 
     NaN when the original map is zero everywhere (the ratio has no scale).
     """
@@ -55,26 +55,26 @@ def sensitivity(original: NDArray[np.floating], noisy: NDArray[np.floating]) -> 
 
 
 class Stability(Check):
-    """*Unstable* when the mean max-sensitivity exceeds ``sensitivity-threshold``. Measured
+    """*Unstable* when the mean map instability exceeds ``instability-threshold``. Measured
     by the measure stage's stability step (it recomputes maps of noisy copies)."""
 
     key = "stability"
     title = "Stability"
     columns: ClassVar[dict[str, str]] = {
-        "max_sensitivity": "float64",
-        "max_sensitivity_low": "float64",
-        "max_sensitivity_high": "float64",
+        "map_instability": "float64",
+        "map_instability_low": "float64",
+        "map_instability_high": "float64",
         "stability": "string",
     }
 
     def summarise(self, evidence: Evidence, method: str) -> dict[str, object]:
-        values = evidence.values(method, "max_sensitivity").to_numpy()
+        values = evidence.values(method, "map_instability").to_numpy()
         mean, low, high = mean_ci(values, evidence.seed)
         judged = (
             NOT_MEASURED
             if np.isnan(mean)
             else "unstable"
-            if mean > evidence.sensitivity_threshold
+            if mean > evidence.instability_threshold
             else "stable"
         )
         return dict(zip(self.columns, (mean, low, high, judged), strict=True))
@@ -82,4 +82,4 @@ class Stability(Check):
     def describe(self, row: pd.Series) -> str:
         if row["stability"] == NOT_MEASURED:
             return NOT_MEASURED
-        return f"{row['stability']} ({row['max_sensitivity']:.2f})"
+        return f"{row['stability']} ({row['map_instability']:.2f})"

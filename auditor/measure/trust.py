@@ -195,7 +195,7 @@ def _randomisation(
 
 
 def _stability(run: _Run, chosen: list[TrustCase]) -> None:
-    """Max-sensitivity of the maps of ``chosen`` under small noise."""
+    """Map instability of the maps of ``chosen`` under small noise."""
     explanations = run.explanations
     clock = time.perf_counter()
     run.frames.append(
@@ -266,7 +266,7 @@ def measure_trust(
         explanations.ran,
         steps[-1].label if steps else None,
         settings.randomisation_threshold,
-        settings.sensitivity_threshold,
+        settings.instability_threshold,
         settings.seed,
     )
     return Trust(

@@ -77,7 +77,7 @@ def _verdict(row: dict[str, object], threshold: float) -> tuple[str, VerdictLeve
     if reasons:
         text += ": it " + " and ".join(reasons)
     if row["stability"] == "unstable":
-        text += f"; but small noise moves its map by {row['max_sensitivity']:.0%}"
+        text += f"; but small noise moves its map by {row['map_instability']:.0%}"
     if row["localisation"] == "misses":
         text += "; its evidence lies mostly outside the region of interest (see shortcuts)"
     return text + ".", VerdictLevel.GOOD
@@ -88,7 +88,7 @@ def verdict_table(
     methods: tuple[str, ...],
     last_step: str | None,
     randomisation_threshold: float,
-    sensitivity_threshold: float,
+    instability_threshold: float,
     seed: int = 0,
     checks: tuple[Check, ...] = CHECKS,
 ) -> pd.DataFrame:
@@ -102,7 +102,7 @@ def verdict_table(
         last_step: Label of the cascade's last step (the whole model randomised), or
             ``None`` if randomisation was not measured.
         randomisation_threshold: Rank correlation at or above which a method fails.
-        sensitivity_threshold: Max-sensitivity above which a method is unstable.
+        instability_threshold: Map instability above which a method is unstable.
         seed: Seed of the bootstrap intervals.
         checks: The checks that summarise the records (default: every registered one).
     """
@@ -110,7 +110,7 @@ def verdict_table(
         records[records["status"] == "ok"],
         last_step,
         randomisation_threshold,
-        sensitivity_threshold,
+        instability_threshold,
         seed,
     )
     rows = []
