@@ -81,6 +81,19 @@ FORMATS = ("html", "pdf", "md")
 """The documents ``format`` chooses from."""
 
 
+def _stylesheet(path: Path | None) -> str | None:
+    """Why ``path`` is not a readable UTF-8 stylesheet (``None`` when it is, or unset)."""
+    if path is None:
+        return None
+    try:
+        path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        return (
+            f"cannot be read as a UTF-8 stylesheet ({error.__class__.__name__}); give a .css file"
+        )
+    return None
+
+
 def _formats(names: tuple[str, ...]) -> str | None:
     unknown = [n for n in names if n not in FORMATS]
     if unknown or not names:
@@ -208,6 +221,14 @@ class AuditConfig:
         flag=True,
         default_text="none (images are resampled)",
     )
+    brand_css: Path | None = setting(
+        None,
+        help="A brand stylesheet applied after the report's own (fonts, colours, page "
+        "one's head); see templates/report.css for the classes it can restyle",
+        check=_stylesheet,
+        flag=True,
+        default_text="none",
+    )
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     explain: ExplainSettings = field(default_factory=ExplainSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
@@ -263,8 +284,21 @@ def parse_names(text: str) -> tuple[str, ...]:
     return typing.cast(tuple[str, ...], coerce(SETTINGS["classes"], text))
 
 
+_RENAMED: dict[str, str] = {
+    "sensitivity-samples": "stability-samples",
+    "sensitivity-radius": "stability-radius",
+    "sensitivity-threshold": "instability-threshold",
+}
+"""Old key → new key, for settings renamed since a config file may have been written."""
+
+
 def _spec(key: str, path: Path, group: str | None = None) -> SettingSpec:
     spec = SETTINGS.get(key.replace("-", "_"))
+    renamed = _RENAMED.get(key.replace("_", "-"))
+    if spec is None and renamed is not None:
+        raise ConfigError(
+            f"{key!r} was renamed {renamed!r}; rename it in config file {str(path)!r}"
+        )
     if spec is None or (group is not None and spec.group != group):
         valid = ", ".join(
             sorted(s.key for s in SETTINGS.values() if group is None or s.group == group)

@@ -152,17 +152,18 @@ def test_unknown_key_is_a_config_error_listing_valid_keys(tmp_path: Path) -> Non
     message = str(raised.value)
     assert "unknown key 'batchsize'" in message
     valid = (
-        "batch-size, blur-sigma, bootstrap, brightness-factor, classes, contrast-factor, data, "
-        "deletion-steps, dependence-alpha, dependence-difference, device, downscale-factor, "
-        "explain-samples, format, fragile-drop, high-confidence, ig-baseline, ig-steps, "
-        "image-size, intersections, jpeg-quality, lime-samples, localisation-top, max-groups, "
-        "max-pixels, mean, methods, min-group-size, model, noise-sigma, occlusion-stride, "
-        "occlusion-window, out, patient-column, permutations, positive-class, prevalence, "
-        "randomisation-steps, randomisation-threshold, report-classes, robustness-images, "
-        "rotation-degrees, seed, sensitivity-radius, sensitivity-samples, sensitivity-threshold, "
-        "shap-samples, shortcut-concentration, shortcut-min-images, shortcut-threshold, "
-        "smoothgrad-base, smoothgrad-noise, smoothgrad-samples, std, superpixels, target-layer, "
-        "target-sensitivity, target-specificity, threshold, token-prefix, trust-images, workers"
+        "batch-size, blur-sigma, bootstrap, brand-css, brightness-factor, classes, "
+        "contrast-factor, data, deletion-steps, dependence-alpha, dependence-difference, device, "
+        "downscale-factor, explain-samples, format, fragile-drop, high-confidence, ig-baseline, "
+        "ig-steps, image-size, instability-threshold, intersections, jpeg-quality, lime-samples, "
+        "localisation-top, max-groups, max-pixels, mean, methods, min-group-size, model, "
+        "noise-sigma, occlusion-stride, occlusion-window, out, patient-column, permutations, "
+        "positive-class, prevalence, randomisation-steps, randomisation-threshold, "
+        "report-classes, robustness-images, rotation-degrees, seed, shap-samples, "
+        "shortcut-concentration, shortcut-min-images, shortcut-threshold, smoothgrad-base, "
+        "smoothgrad-noise, smoothgrad-samples, stability-radius, stability-samples, std, "
+        "superpixels, target-layer, target-sensitivity, target-specificity, threshold, "
+        "token-prefix, trust-images, workers"
     )
     assert f"valid keys: {valid}" in message
 
@@ -172,6 +173,27 @@ def test_source_is_not_a_valid_file_key(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="unknown key 'source'"):
         resolve_config(path, {})
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("sensitivity-samples", "stability-samples"),
+        ("sensitivity-radius", "stability-radius"),
+        ("sensitivity-threshold", "instability-threshold"),
+    ],
+)
+@pytest.mark.parametrize("table", ["", "[trust]\n"])
+def test_a_renamed_key_is_a_one_line_error_naming_its_new_key(
+    tmp_path: Path, old: str, new: str, table: str
+) -> None:
+    path = _toml(tmp_path, f'model = "m.pt"\ndata = "d"\n{table}{old} = 1\n')
+
+    with pytest.raises(ConfigError) as raised:
+        resolve_config(path, {})
+
+    message = str(raised.value)
+    assert message == f"{old!r} was renamed {new!r}; rename it in config file {str(path)!r}"
 
 
 def test_missing_and_invalid_toml_files_are_config_errors(tmp_path: Path) -> None:
@@ -363,18 +385,18 @@ def test_bad_method_settings_are_one_line_errors(tmp_path: Path, line: str, frag
 def test_trust_settings_come_from_the_file_flat_or_in_their_table(tmp_path: Path) -> None:
     flat = _toml(
         tmp_path,
-        'model = "m.pt"\ndata = "d"\ntrust-images = 3\nsensitivity-radius = 0.05\n'
+        'model = "m.pt"\ndata = "d"\ntrust-images = 3\nstability-radius = 0.05\n'
         "deletion-steps = 0\nseed = 7\n",
     )
     table = _toml(
         tmp_path,
         'model = "m.pt"\ndata = "d"\nseed = 7\n[trust]\ntrust-images = 3\n'
-        "sensitivity-radius = 0.05\ndeletion-steps = 0\n",
+        "stability-radius = 0.05\ndeletion-steps = 0\n",
         folder="table",
     )
     for path in (flat, table):
         settings = resolve_config(path, {}).trust
-        assert (settings.trust_images, settings.sensitivity_radius) == (3, 0.05)
+        assert (settings.trust_images, settings.stability_radius) == (3, 0.05)
         assert (settings.deletion_steps, settings.seed) == (0, 7)
 
 
@@ -395,7 +417,7 @@ def test_a_key_in_the_wrong_table_is_a_config_error_listing_that_tables_keys(
 
     message = str(raised.value)
     assert "unknown key 'ig-steps' in [trust]" in message
-    assert "valid keys: deletion-steps, localisation-top" in message
+    assert "valid keys: deletion-steps, instability-threshold, localisation-top" in message
 
 
 def test_an_empty_method_list_is_a_config_error_not_every_method(tmp_path: Path) -> None:
@@ -419,8 +441,8 @@ def test_no_methods_setting_means_every_method_in_registry_order() -> None:
         ("trust-images = -1", "trust-images must be at least 0, got -1"),
         ("randomisation-steps = 0", "randomisation-steps must be at least 1"),
         ("deletion-steps = 1", "deletion-steps must be 0 (skip) or at least 2, got 1"),
-        ("sensitivity-samples = 0", "sensitivity-samples must be at least 1"),
-        ("sensitivity-radius = 0", "sensitivity-radius must be in (0, 1], got 0.0"),
+        ("stability-samples = 0", "stability-samples must be at least 1"),
+        ("stability-radius = 0", "stability-radius must be in (0, 1], got 0.0"),
         ("localisation-top = 1.5", "localisation-top must be in (0, 1], got 1.5"),
         ("randomisation-threshold = -0.2", "randomisation-threshold must be in (0, 1]"),
         ("shortcut-concentration = 0.5", "shortcut-concentration must be at least 1"),
@@ -435,6 +457,6 @@ def test_bad_trust_settings_are_one_line_errors(tmp_path: Path, line: str, fragm
 
 
 def test_a_trust_threshold_of_the_wrong_type_is_a_one_line_error(tmp_path: Path) -> None:
-    path = _toml(tmp_path, 'model = "m.pt"\ndata = "d"\nsensitivity-threshold = "high"\n')
-    with pytest.raises(ConfigError, match="sensitivity-threshold must be a number, got 'high'"):
+    path = _toml(tmp_path, 'model = "m.pt"\ndata = "d"\ninstability-threshold = "high"\n')
+    with pytest.raises(ConfigError, match="instability-threshold must be a number, got 'high'"):
         resolve_config(path, {})
