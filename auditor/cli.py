@@ -111,7 +111,12 @@ def demo(out: Path, device: str) -> None:
     from auditor.demo import run_demo
 
     folder = run_demo(out, device)
+    policy = json.loads((folder / "policy.json").read_text(encoding="utf-8"))
     click.echo(f"Report: {folder / 'report.pdf'}")
+    click.echo(
+        f"Policy: {policy['failed']} of {policy['declared']} acceptance criteria not met (the "
+        "demo model is flawed on purpose; `auditor run` would exit 3 on it)"
+    )
     click.echo(str(folder))
 
 

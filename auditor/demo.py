@@ -14,10 +14,11 @@ from pathlib import Path
 from auditor.config import resolve_config
 from auditor.documentation import Documentation
 from auditor.pipeline import run_audit
+from auditor.policy import parse_policy
 from auditor.resources import resource_path
 from auditor.synthetic import write_dataset
 
-__all__ = ["DEMO_IMAGES", "cache_dir", "run_demo"]
+__all__ = ["DEMO_DOCUMENTATION", "DEMO_IMAGES", "DEMO_POLICY", "cache_dir", "run_demo"]
 
 DEMO_IMAGES = 400
 DEMO_SEED = 0
@@ -46,6 +47,19 @@ DEMO_DOCUMENTATION = Documentation(
 """What the demo declares about its model and data (a user declares it in the config)."""
 
 
+DEMO_POLICY = parse_policy(
+    {
+        "accuracy.ci_low": ">= 0.80",
+        "operating_point.sensitivity.ci_low": ">= 0.80",
+        "findings.metadata_dependence": "== 0",
+        "findings.shortcuts": "== 0",
+        "explanations.failed_randomisation": "== 0",
+    },
+    "the demo's policy",
+)
+"""The demo's acceptance criteria (a user declares them in the config's ``[policy]``)."""
+
+
 def cache_dir() -> Path:
     """Where the demo data is written."""
     if "AUDITOR_CACHE_DIR" in os.environ:
@@ -69,5 +83,7 @@ def run_demo(out: Path, device: str = "auto") -> Path:
         "device": device,
         "explain_samples": DEMO_EXPLAIN_SAMPLES,
     }
-    config = dataclasses.replace(resolve_config(None, flags), documentation=DEMO_DOCUMENTATION)
+    config = dataclasses.replace(
+        resolve_config(None, flags), documentation=DEMO_DOCUMENTATION, policy=DEMO_POLICY
+    )
     return run_audit(config, command=f"auditor demo --out {out} --device {device}")

@@ -11,11 +11,13 @@ a documentation gap, never left out silently.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from auditor.errors import ConfigError
+from auditor.settings import named_path
 
 __all__ = ["TABLES", "Declared", "Documentation", "Gap", "parse_documentation"]
 
@@ -67,6 +69,7 @@ TABLES: dict[str, tuple[Declared, ...]] = {
         Declared("authors", "Authors", "who prepared it"),
         Declared("approvers", "Approvers", "who signs it (listed on the sign-off page)"),
         Declared("organisation", "Organisation", "whose document it is"),
+        Declared("logo", "Logo file", "an image shown on page one (PNG, JPEG or SVG)"),
     ),
 }
 """Every documentation table and its fields, in the report's order."""
@@ -93,6 +96,14 @@ class Documentation:
 
     values: dict[tuple[str, str], str] = field(default_factory=dict)
     lists: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    logo: Path | None = None
+
+    def logo_uri(self) -> str:
+        """The declared logo as a data URI ("" when none is declared)."""
+        if self.logo is None:
+            return ""
+        data = self.logo.read_bytes()
+        return f"data:{_media_type(data)};base64,{base64.b64encode(data).decode('ascii')}"
 
     def get(self, table: str, key: str) -> str | None:
         """A declared value, or ``None``."""
@@ -127,6 +138,41 @@ class Documentation:
         return result
 
 
+LOGO_BYTES = 2 * 1024 * 1024
+"""Largest logo file read."""
+
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
+
+
+def _media_type(data: bytes) -> str | None:
+    """PNG, JPEG or SVG by content (not by the file's extension), else ``None``."""
+    for signature, media_type in _SIGNATURES:
+        if data.startswith(signature):
+            return media_type
+    head = data[:1024].lstrip().lower()
+    return "image/svg+xml" if head.startswith((b"<svg", b"<?xml")) and b"<svg" in head else None
+
+
+def _logo(value: str, source: Path) -> Path:
+    """The logo file named in ``source``'s [document] table, relative to the file.
+
+    Raises:
+        ConfigError: It does not exist, is larger than :data:`LOGO_BYTES` or is not a PNG,
+            JPEG or SVG image.
+    """
+    path = (source.parent / value).expanduser()
+    where = f"config file {str(source)!r} [document] logo {value!r}"
+    if not path.is_file():
+        raise ConfigError(
+            f"{where} is not a file; give a PNG, JPEG or SVG path relative to the config"
+        )
+    if path.stat().st_size > LOGO_BYTES:
+        raise ConfigError(f"{where} is larger than 2 MiB; use a smaller image")
+    if _media_type(path.read_bytes()) is None:
+        raise ConfigError(f"{where} is not a PNG, JPEG or SVG image; convert it to one of these")
+    return path
+
+
 def parse_documentation(raw: dict[str, Any], source: Path) -> Documentation:
     """The documentation tables found in a parsed config file (removed from ``raw``).
 
@@ -157,4 +203,9 @@ def parse_documentation(raw: dict[str, Any], source: Path) -> Documentation:
                 values[(table, key)] = value.strip()
             else:
                 raise ConfigError(f"{where} {key} must be a text or a list of texts, got {value!r}")
-    return Documentation(values, lists)
+    logo = values.get(("document", "logo"))
+    if logo is None:
+        return Documentation(values, lists)
+    path = _logo(logo, source)
+    values[("document", "logo")] = named_path(path)
+    return Documentation(values, lists, path)

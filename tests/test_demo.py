@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from pypdf import PdfReader
 from scipy.stats import mannwhitneyu
 
 import auditor.demo
@@ -43,8 +44,8 @@ def test_demo_writes_its_data_with_masks_and_metadata_and_audits_the_sample_mode
     predictions = pd.read_csv(folder / "predictions.csv")
     assert {"site", "sex", "age", "marker"} <= set(predictions.columns)
     html = (folder / "report.html").read_text(encoding="utf-8")
-    summary = html[html.index('id="summary"') : html.index('id="model"')]
-    assert "Shortcut finding" in summary
+    summary = html[html.index('id="summary"') : html.index('id="contents"')]
+    assert "<strong>Shortcut.</strong>" in summary
     finding = next(g for g in metrics["trust"]["shortcuts"]["groups"] if g["name"] == "malignant")
     assert finding["flagged"] and finding["region"] == "top-left corner"
     assert finding["finding"] in summary.replace("&amp;", "&")
@@ -56,6 +57,34 @@ def test_demo_writes_its_data_with_masks_and_metadata_and_audits_the_sample_mode
         summary.replace("&amp;", "&"), metrics, predictions
     )
     _the_link_equals_a_recomputation_from_the_maps(folder, metrics, predictions)
+    _page_one_is_the_answer_and_the_main_body_fits_in_15_pages(folder, metrics, result.stdout)
+
+
+def _page_one_is_the_answer_and_the_main_body_fits_in_15_pages(
+    folder: Path, metrics: dict, stdout: str
+) -> None:
+    pages = [" ".join(p.extract_text().split()) for p in PdfReader(folder / "report.pdf").pages]
+    one = pages[0]
+    assert "Sample lesion CNN, version demo" in one
+    assert "Intended use: Demonstration of Auditor only" in one
+    assert "AUD-DEMO-001 rev. 1 · Demonstration · " in one and " UTC" in one
+    policy = json.loads((folder / "policy.json").read_text())
+    failed = policy["failed"]
+    assert failed >= 2 and f"{failed} of {policy['declared']} fail" in one, "dependence, shortcut"
+    assert f"Policy: {failed} of {policy['declared']} acceptance criteria not met" in stdout
+    operating = metrics["operating_point"]
+    sensitivity = f"{100 * operating['sensitivity']['value']:.1f}%"
+    assert f"{sensitivity} sensitivity for malignant at threshold" in one
+    for finding in ("Metadata dependence.", "Failed subgroup. Specificity falls to", "Shortcut.",
+                    "Robustness. Fragile under", "Explanations that can be read."):  # fmt: skip
+        assert finding in one, finding
+    unreadable = policy["criteria"][-1]
+    assert unreadable["metric"] == "explanations.failed_randomisation"
+    assert ("Explanations not to read." in one) == (unreadable["value"] > 0)
+    assert "Page 1 of" in one and "AUD-DEMO-001 rev. 1" in one.split("Page 1 of")[1]
+    appendix = next(i for i, p in enumerate(pages) if p.startswith("Appendix A. "))
+    assert appendix <= 15, f"the main body is {appendix} pages"
+    assert any(p.startswith("Appendix F. Glossary") for p in pages[appendix:])
 
 
 def _the_summary_names_the_marker_with_rates_recomputed_from_predictions(

@@ -50,8 +50,8 @@ def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _table_after(page: str, heading: str) -> list[list[str]]:
-    """The text of each data row of the first table after ``<h2>heading</h2>``."""
-    table = page.split(f"<h2>{heading}</h2>", 1)[1].split("</table>", 1)[0]
+    """The text of each data row of the first table after ``<h3>heading</h3>``."""
+    table = page.split(f"<h3>{heading}</h3>", 1)[1].split("</table>", 1)[0]
     rows = re.findall(r"<tr>(.*?)</tr>", table, flags=re.S)
     cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S) for row in rows]
     return [[html.unescape(c) for c in row] for row in cells if row]
@@ -84,7 +84,7 @@ def test_the_report_lists_the_most_frequent_confusions_recomputed_from_predictio
     ][:REPORT_CLASSES]
 
     assert expected, "the random 300-class model confuses classes"
-    assert "<h2>Confusion matrix</h2>" not in page
+    assert "<h3>Confusion matrix</h3>" not in page
     assert _table_after(page, "Most frequent confusions") == expected
     assert "The model has 300 classes, 3 of them with images here." in page
     classes = _table_after(page, "Classes")
@@ -98,7 +98,7 @@ def test_the_report_lists_the_weakest_classes_not_all_of_them(many: Path) -> Non
     rows = _table_after(page, "Weakest classes")
     with_images = {c["class"] for c in metrics["per_class"] if c["support"] > 0}
     assert [row[0] for row in rows] and {row[0] for row in rows} <= with_images
-    assert "<h2>Per class</h2>" not in page
+    assert "<h3>Per class</h3>" not in page
 
 
 def test_no_table_cell_holds_unbounded_text(many: Path) -> None:

@@ -104,7 +104,8 @@ def test_a_failed_criterion_exits_3_with_its_folder_written(
     junit = (folder / "junit.xml").read_text()
     assert 'name="accuracy.value &gt; 1"' in junit and junit.count("<failure") == 1
     html = (folder / "report.html").read_text()
-    assert "Acceptance criteria not met: 1 of 2" in html and "accuracy.value &gt; 1" in html
+    assert "Verdict: acceptance criteria not met</strong>\n    (1 of 2 fail;" in html
+    assert "accuracy.value &gt; 1" in html
 
 
 def test_criteria_all_met_exit_0_and_an_unknown_metric_exits_1_before_any_file(
@@ -113,7 +114,7 @@ def test_criteria_all_met_exit_0_and_an_unknown_metric_exits_1_before_any_file(
     result, folder = _policy_run(tmp_path / "a", tiny_model, manifest, '"n_images" = ">= 10"\n')
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     assert json.loads((folder / "policy.json").read_text())["passed"] is True
-    assert "All 1 acceptance criteria are met" in (folder / "report.html").read_text()
+    assert "Verdict: all 1 acceptance criteria are met" in (folder / "report.html").read_text()
 
     (tmp_path / "b").mkdir()
     config = tmp_path / "b" / "audit.toml"

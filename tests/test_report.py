@@ -4,6 +4,7 @@ section registry and the rule that templates only lay out what the views compute
 from __future__ import annotations
 
 import hashlib
+import html as html_module
 import re
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from click.testing import Result
 from pypdf import PdfReader
 
 from auditor.aggregate import SECTIONS, AuditInputs, Section, present_sections
+from auditor.aggregate.sections import Chapter
 from auditor.aggregate.trust import trust_rows
 from auditor.measure import RECORD_DTYPES
 from auditor.measure.verdicts import VERDICT_COLUMNS, VerdictLevel, verdict_table
@@ -36,21 +38,29 @@ from tests.helpers import XSS_CLASS
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 HEADINGS = [
+    "Model audit report",
+    "Findings",
     "Contents",
-    "Summary",
-    "Model identity and architecture",
-    "Data",
-    "Performance",
-    "Calibration",
-    "Subgroups",
-    "Explanation methods",
+    "1. Intended use and model",
+    "Model identity",
+    "2. Data",
+    "Composition",
+    "Duplicates",
+    "3. Performance at the operating point",
+    "4. Subgroups and fairness",
+    "5. Calibration",
+    "6. Robustness",
+    "7. Explanations",
     "Explanation trust",
-    "Can the explanations be trusted?",
+    "Maps of the methods that can be read",
+    "8. Limitations",
+    "Appendix A. Every method's maps",
     "Misclassified cases",
     "Sampled cases",
+    "Appendix B. Detailed tables and checks",
     "Excluded files",
-    "Limitations",
     "Reproducibility",
+    "Glossary",
     "Sign-off",
 ]
 
@@ -127,10 +137,10 @@ def test_the_reports_accuracy_and_errors_are_recomputed_from_predictions_csv(
     n_errors = int(wrong.sum())
     accuracy = 1 - n_errors / len(predictions)
     whole = "\n".join(pdf_text)
-    summary = squash(whole[whole.index("Summary\n", whole.index("Contents") + 1) :])
-    assert f"{100 * accuracy:.1f}%accuracy," in summary
-    assert f"Itmade{n_errors}errors." in summary
-    assert f"evaluatedon{len(predictions)}images" in summary
+    summary = squash(pdf_text[0])
+    assert f"{100 * accuracy:.1f}%accuracy95%CI" in summary
+    assert f";{n_errors}errors." in summary
+    assert f"Evaluatedon{len(predictions)}images" in summary
     performance = squash(whole[whole.index("Performance\n", whole.index("Contents") + 1) :])
     assert f"Accuracy{100 * accuracy:.1f}%" in performance
 
@@ -140,26 +150,46 @@ def test_the_contents_list_the_registrys_present_sections_in_order(
 ) -> None:
     _, folder = audit
     html = (folder / "report.html").read_text()
-    start = html.index('<section class="toc">')
-    toc = html[start : html.index("</section>", start)]
-    entries = re.findall(r'<a href="#([^"]+)">([^<]+)</a>', toc)
+    start = html.index('<nav class="toc"')
+    toc = html[start : html.index("</nav>", start)]
+    entries = [
+        (a, html_module.unescape(t)) for a, t in re.findall(r'<a href="#([^"]+)">([^<]+)</a>', toc)
+    ]
     # This audit has metadata, masks and a convolution: every registered section is present
-    # but the acceptance criteria, which it does not declare.
-    assert entries == [(s.id, s.title) for s in SECTIONS if s.id != "policy"]
-    for section_id, title in entries:
-        assert html.count(f'id="{section_id}"') == 1, section_id
-        assert f'<h1 id="{section_id}">{title}</h1>' in html
+    # but the acceptance criteria, which it does not declare; each chapter is listed, then
+    # its sections when it has several (or one titled otherwise).
+    present = [s for s in SECTIONS if s.id not in ("policy", "summary")]
+    expected = []
+    labels = {"main": 0, "appendix": 0}
+    for chapter in dict.fromkeys(s.chapter for s in present):
+        sections = [s for s in present if s.chapter == chapter]
+        part = "appendix" if chapter.appendix else "main"
+        labels[part] += 1
+        label = (
+            "" if chapter.id == "signoff-chapter"
+            else f"Appendix {chr(64 + labels[part])}. " if chapter.appendix
+            else f"{labels[part]}. "
+        )  # fmt: skip
+        expected.append((chapter.id, f"{label}{chapter.title}"))
+        if len(sections) > 1 or sections[0].title != chapter.title:
+            expected += [(s.id, s.title) for s in sections]
+    assert entries == expected
+    for anchor, _ in entries:
+        assert html.count(f'id="{anchor}"') == 1, anchor
 
 
 def test_an_absent_section_is_left_out_of_the_report_and_the_order_kept() -> None:
+    chapter = Chapter("part", "Part")
     sections = (
-        Section("first", "First", lambda inputs: "one"),
-        Section("absent", "Absent", lambda inputs: None),
-        Section("last", "Last", lambda inputs: "two"),
+        Section("first", "First", lambda inputs: "one", chapter),
+        Section("absent", "Absent", lambda inputs: None, chapter),
+        Section("again", "Again", None, chapter, view_of="first"),
+        Section("last", "Last", lambda inputs: "two", chapter),
     )
     present = present_sections(cast(AuditInputs, object()), sections)  # builders ignore it
     assert [(s.id, s.title, s.partial, s.view) for s in present] == [
         ("first", "First", "sections/first.html.j2", "one"),
+        ("again", "Again", "sections/again.html.j2", "one"),
         ("last", "Last", "sections/last.html.j2", "two"),
     ]
 
@@ -201,11 +231,12 @@ def test_pdf_pages_are_numbered_and_the_contents_give_pages(pdf_text: list[str])
     total = len(pdf_text)
     assert f"Page 2 of {total}" in pdf_text[1]
     assert f"Page {total} of {total}" in pdf_text[-1]
-    contents = squash(pdf_text[1])
-    summary_page = next(
-        i + 1 for i, text in enumerate(pdf_text) if text.lstrip().startswith("Summary")
-    )
-    assert f"Summary{summary_page}" in contents.replace(".", "")
+    contents = squash(pdf_text[1]).replace(".", "")
+    assert contents.startswith("Contents")
+    for appendix in ("Appendix A. Every method", "Appendix B. Detailed tables and checks"):
+        page = next(i + 1 for i, text in enumerate(pdf_text) if text.lstrip().startswith(appendix))
+        assert f"{squash(appendix).replace('.', '')}" in contents, appendix
+        assert re.search(f"{squash(appendix).replace('.', '')}[^0-9]*{page}(?![0-9])", contents)
 
 
 def test_reproducibility_records_versions_seed_and_data_hash(
@@ -214,7 +245,7 @@ def test_reproducibility_records_versions_seed_and_data_hash(
     import json
 
     _, folder = audit
-    start = next(i for i, t in enumerate(pdf_text) if t.lstrip().startswith("Reproducibility"))
+    start = next(i for i, t in enumerate(pdf_text) if "Settings and reproducibility\n" in t[:60])
     end = next(i for i, t in enumerate(pdf_text) if t.lstrip().startswith("Sign-off"))
     appendix = "\n".join(pdf_text[start:end])
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -240,7 +271,7 @@ def test_html_is_self_contained(audit: tuple[Result, Path]) -> None:
 
 
 def test_the_excluded_file_is_in_the_report(pdf_text: list[str]) -> None:
-    excluded = next(t for t in pdf_text if t.lstrip().startswith("Excluded files"))
+    excluded = next(t for t in pdf_text[2:] if "Excluded files\n" in t)
     assert "images/corrupt.png" in excluded and "cannot decode image" in excluded
 
 

@@ -18,6 +18,7 @@ from auditor.explain.engine import Explanations
 from auditor.explain.postprocess import minmax
 
 __all__ = [
+    "CaseHead",
     "CaseView",
     "MisclassifiedView",
     "Panel",
@@ -26,6 +27,7 @@ __all__ = [
     "case_views",
     "misclassified_view",
     "sampled_view",
+    "scaled",
 ]
 
 TILES_PER_ROW = 7
@@ -67,16 +69,22 @@ class PanelGroup:
 
 
 @dataclass(frozen=True)
-class CaseView:
-    """One explained image: its tile, its maps per target class and what went wrong."""
+class CaseHead:
+    """An explained image as a case's heading shows it: file, label, call and its tile."""
 
-    index: int
     path: str
     label: str
     prediction: str
     confidence: float
     wrong: bool
     image: str
+
+
+@dataclass(frozen=True)
+class CaseView(CaseHead):
+    """One explained image: its tile, its maps per target class and what went wrong."""
+
+    index: int
     groups: tuple[PanelGroup, ...]
     note: str
 
@@ -116,7 +124,7 @@ def _groups(
         case = explanations.case(index, role)
         found = explanations.maps.of(case, titles) if case is not None else {}
         panels = [
-            Panel(titles[key], overlay_tile(explanations.images[index], _scaled(values)))
+            Panel(titles[key], overlay_tile(explanations.images[index], scaled(values)))
             for key, values in found.items()
         ]
         if panels:
@@ -126,7 +134,7 @@ def _groups(
     return tuple(groups)
 
 
-def _scaled(values: np.ndarray) -> np.ndarray:
+def scaled(values: np.ndarray) -> np.ndarray:
     """An ``(H, W)`` map min-max scaled to [0, 1] for display."""
     return minmax(torch.from_numpy(values)[None])[0].numpy()
 

@@ -10,10 +10,9 @@ from auditor.documentation import Gap
 
 __all__ = ["ContextView", "context_view"]
 
-_TITLES = {
+_TITLES = {  # [data-details] is shown in the data section
     "model-details": "Model",
     "intended-use": "Intended use",
-    "data-details": "Data",
     "document": "Document",
 }
 

@@ -8,6 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from auditor.aggregate.datasheet import (
+    DUPLICATES_LISTED,
+    Composition,
+    Duplicate,
+    composition,
+    duplicates,
+)
 from auditor.aggregate.inputs import AuditInputs
 from auditor.images import Preprocessing
 from auditor.settings import named_path
@@ -29,9 +36,16 @@ class DataView:
         n_classes: Classes of the model's output.
         n_classes_with_images: Classes with at least one image evaluated.
         every_class: Whether ``classes`` lists every class.
-        classes: ``(output index, class, images evaluated)``: every class in output
-            order, or, above ``report-classes`` classes, those with most images (classes
-            without images are counted, not listed).
+        classes: ``(output index, class, images evaluated, share of the images)``: every
+            class in output order, or, above ``report-classes`` classes, those with most
+            images (classes without images are counted, not listed).
+        declared: ``(label, value)`` of the declared ``[data-details]``.
+        composition: Label × value counts per metadata column (the datasheet).
+        not_tabulated: ``(column, reason)`` for columns with too many values.
+        duplicates: Groups of identical files (at most :data:`DUPLICATES_LISTED`).
+        n_duplicate_groups: All such groups.
+        n_duplicate_images: Images in them.
+        n_conflicting: Groups whose files carry different labels.
     """
 
     source: str
@@ -47,7 +61,14 @@ class DataView:
     n_classes: int
     n_classes_with_images: int
     every_class: bool
-    classes: tuple[tuple[int, str, int], ...]
+    classes: tuple[tuple[int, str, int, float], ...]
+    declared: tuple[tuple[str, str], ...]
+    composition: tuple[Composition, ...]
+    not_tabulated: tuple[tuple[str, str], ...]
+    duplicates: tuple[Duplicate, ...]
+    n_duplicate_groups: int
+    n_duplicate_images: int
+    n_conflicting: int
 
 
 def preprocessing_words(preprocessing: Preprocessing) -> str:
@@ -76,6 +97,14 @@ def data_view(inputs: AuditInputs) -> DataView:
         with_images = [item for item in listed if item[1].support > 0]
         listed = sorted(with_images, key=lambda item: (-item[1].support, item[0]))
         listed = listed[: inputs.config.report_classes]
+    predictions = evaluation.predictions
+    names = tuple(c.name for c in per_class)
+    columns = tuple(c for c in dataset.metadata_columns if c != inputs.config.patient_column)
+    tables, not_tabulated = composition(
+        predictions, columns, names, inputs.config.clinical.max_groups
+    )
+    copies = duplicates(predictions)
+    n_images = max(evaluation.metrics.n_images, 1)
     return DataView(
         source=named_path(dataset.source),
         layout="class folders" if dataset.layout == "folder" else "CSV manifest",
@@ -90,5 +119,12 @@ def data_view(inputs: AuditInputs) -> DataView:
         n_classes=len(per_class),
         n_classes_with_images=sum(c.support > 0 for c in per_class),
         every_class=len(listed) == len(per_class),
-        classes=tuple((k, c.name, c.support) for k, c in listed),
+        classes=tuple((k, c.name, c.support, c.support / n_images) for k, c in listed),
+        declared=inputs.config.documentation.rows("data-details"),
+        composition=tables,
+        not_tabulated=not_tabulated,
+        duplicates=copies[:DUPLICATES_LISTED],
+        n_duplicate_groups=len(copies),
+        n_duplicate_images=sum(len(d.paths) for d in copies),
+        n_conflicting=sum(d.conflicting for d in copies),
     )

@@ -14,6 +14,7 @@ __all__ = [
     "dependence_findings",
     "dependence_view",
     "linked",
+    "subgroup_failures",
 ]
 
 
@@ -107,6 +108,39 @@ def dependence_findings(
     for c in dependence.findings():
         link = linked(links.get(c.column))
         sentences.append(_sentence(dependence, c, n_judged) + (f" {link}" if link else ""))
+    return tuple(sentences)
+
+
+def _clinical_rate(rate: GroupRate, positive: bool) -> str:
+    """The group's sensitivity (``positive``) or specificity, with its interval and counts."""
+    if positive:
+        value, low, high, hits = rate.rate, rate.ci_low, rate.ci_high, rate.positive
+    else:
+        value, low, high = 1 - rate.rate, 1 - rate.ci_high, 1 - rate.ci_low
+        hits = rate.n - rate.positive
+    return (
+        f"{percent(value)} with {rate.column} = {rate.value} (95% CI {percent(low)}–"
+        f"{percent(high)}; {hits:,} of {rate.n:,})"
+    )
+
+
+def subgroup_failures(dependence: Dependence | None) -> tuple[str, ...]:
+    """Each dependence finding as the subgroup it fails: the value with the lower
+    sensitivity (when the true class is the positive class) or specificity (otherwise)."""
+    if dependence is None:
+        return ()
+    sentences = []
+    for c in dependence.findings():
+        assert c.label is not None and c.high is not None and c.low is not None
+        positive = c.label == dependence.positive_class
+        worse, better = (c.low, c.high) if positive else (c.high, c.low)
+        measure = "Sensitivity" if positive else "Specificity"
+        sentences.append(
+            f"{measure} falls to "
+            f"{_clinical_rate(dependence.rate(c.column, c.label, worse), positive)}, against "
+            f"{_clinical_rate(dependence.rate(c.column, c.label, better), positive)} "
+            f"({c.label} images)."
+        )
     return tuple(sentences)
 
 

@@ -1,22 +1,38 @@
-"""The limitations section: what this audit cannot say, given its settings and data."""
+"""The limitations section: what this audit's findings and its settings and data limit,
+each with a mitigation. The findings' limitations come first."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from auditor.aggregate.inputs import AuditInputs
+from auditor.aggregate.trust import trust_summary
 
-__all__ = ["FEW_IMAGES", "LimitationsView", "limitations_view"]
+__all__ = ["FEW_IMAGES", "Limitation", "LimitationsView", "limitations_view"]
 
 FEW_IMAGES = 30
 """A class with fewer images than this is called imprecise."""
 
 
 @dataclass(frozen=True)
-class LimitationsView:
-    """One sentence per limitation."""
+class Limitation:
+    """What limits the model or the audit, and what to do about it.
 
-    items: tuple[str, ...]
+    Attributes:
+        finding: Whether it comes from one of this audit's findings (else a standing
+            caveat of the method or of this data).
+    """
+
+    text: str
+    mitigation: str
+    finding: bool = False
+
+
+@dataclass(frozen=True)
+class LimitationsView:
+    """The findings' limitations, then the caveats."""
+
+    items: tuple[Limitation, ...]
 
 
 def _trust_caveat(inputs: AuditInputs) -> str:
@@ -25,25 +41,32 @@ def _trust_caveat(inputs: AuditInputs) -> str:
         "The trust checks judge each method on this model and these images only; the "
         f"randomisation and stability checks use {settings.trust_images} images at most, and "
         "their pass marks (rank correlation "
-        f"{settings.randomisation_threshold:g}, max-sensitivity "
-        f"{settings.sensitivity_threshold:g}) are conventions, not guarantees. A map that "
-        "passes shows where the score is sensitive, not why."
+        f"{settings.randomisation_threshold:g}, map instability "
+        f"{settings.instability_threshold:g}) are conventions, not guarantees. A map that "
+        "passes shows where the score responds to the pixels, not why."
     )
 
 
-def _clinical_caveats(inputs: AuditInputs) -> list[str]:
+def _clinical_caveats(inputs: AuditInputs) -> list[Limitation]:
     clinical = inputs.clinical
     if clinical.positive_class is None:
         return [
-            "The model has more than two classes and no positive-class was declared, so it "
-            "was not read as a test: no operating point, fairness or metadata-dependence "
-            "analysis. Declare positive-class to have them."
+            Limitation(
+                "The model has more than two classes and no positive-class was declared, so "
+                "it was not read as a test: no operating point, fairness or "
+                "metadata-dependence analysis.",
+                "Declare positive-class to have them.",
+            )
         ]
     operating = clinical.operating
     if operating is not None and operating.chosen_for:
         return [
-            f"The threshold was chosen on the audited data to reach {operating.chosen_for}; "
-            "the sensitivity and specificity at it are optimistic for new data."
+            Limitation(
+                f"The threshold was chosen on the audited data to reach "
+                f"{operating.chosen_for}; the sensitivity and specificity at it are "
+                "optimistic for new data.",
+                "Fix the threshold before the audit (threshold) and confirm it on new data.",
+            )
         ]
     return []
 
@@ -79,32 +102,149 @@ def _independence_caveat(inputs: AuditInputs) -> str:
     )
 
 
-def limitations_view(inputs: AuditInputs) -> LimitationsView:
-    """The standing caveats, then those this data and model add."""
+def _found(text: str, mitigation: str) -> Limitation:
+    return Limitation(text, mitigation, finding=True)
+
+
+def _model_findings(inputs: AuditInputs) -> list[Limitation]:
+    """What the model relies on or breaks under: dependence, shortcut, fragility."""
+    found = []
+    dependence = inputs.clinical.dependence
+    for c in dependence.findings() if dependence is not None else ():
+        found.append(
+            _found(
+                f"The model's calls depend on {c.column} at the same true class "
+                f"({100 * c.difference:.1f} points; see Metadata dependence).",
+                f"State images whose {c.column} differs from the training data's as out of scope, "
+                f"or retrain on data where {c.column} is balanced across the classes (or the "
+                "artefact is removed), then audit again.",
+            )
+        )
+    if (shortcuts := inputs.trust.shortcuts) is not None and shortcuts.flagged:
+        found.append(
+            _found(
+                "The model's evidence lies outside the region of interest for "
+                f"{', '.join(g.label for g in shortcuts.flagged)} (see Explanation trust): it may "
+                "rely on an artefact.",
+                "Look for markers, rulers, text or borders in that part of the images; crop or "
+                "mask them in preprocessing, or retrain without them, then audit again.",
+            )
+        )
+    if inputs.robustness is not None and (fragile := inputs.robustness.fragile()):
+        found.append(
+            _found(
+                f"The calls change when images are degraded: {len(fragile)} perturbation(s) are "
+                "fragile (see Robustness).",
+                "Gate image quality at acquisition (reject noisy, blurred or heavily compressed "
+                "images), or retrain with these perturbations as augmentation; declare the "
+                "severities seen in practice in [robustness] and audit again.",
+            )
+        )
+    return found  # fmt: skip
+
+
+def _use_findings(inputs: AuditInputs) -> list[Limitation]:
+    """What limits the use of its outputs: unreadable maps, calibration, the policy."""
+    found = []
+    if flagged := trust_summary(inputs.trust).flagged:
+        found.append(
+            _found(
+                f"The maps of {', '.join(flagged)} do not depend on the model's weights "
+                "(randomisation check).",
+                "Do not use these maps to explain or justify the model's calls; use the methods "
+                "that can be read.",
+            )
+        )
+    calibration = inputs.clinical.calibration
+    if calibration is not None and calibration.slope[2] < 1:
+        found.append(
+            _found(
+                f"The probability of {calibration.positive_class} is over-confident (calibration "
+                f"slope {calibration.slope[0]:.2f}).",
+                "Do not show the probabilities to users as risks; recalibrate them (logistic or "
+                "temperature scaling) on held-out data first.",
+            )
+        )
+    if inputs.policy.failed:
+        found.append(
+            _found(
+                f"{len(inputs.policy.failed)} acceptance criteria are not met (see Acceptance "
+                "criteria).",
+                "Under the declared policy the model is not to be released until they are met.",
+            )
+        )
+    return found  # fmt: skip
+
+
+def _caveats(inputs: AuditInputs) -> list[Limitation]:
+    """The standing caveats of the method, with their mitigations."""
+    return [
+        Limitation(_trust_caveat(inputs), "Read a map as where the score responds; confirm "
+                   "a suspected cause by changing the image (robustness, counterfactuals)."),
+        Limitation("Metrics describe this validation set only; they transfer to other sites, "
+                   "devices or populations only as far as this set represents them.",
+                   "Audit the model again on data from each site and device it is used at."),
+        Limitation(_independence_caveat(inputs), "Declare patient-column when a patient "
+                   "contributes several images."),
+        Limitation(_false_findings(inputs), "Confirm a finding on new data before acting on "
+                   "it alone."),
+    ]  # fmt: skip
+
+
+def _data_caveats(inputs: AuditInputs) -> list[Limitation]:
+    """What this data set and model leave unmeasured."""
     data, evaluation = inputs.dataset, inputs.evaluation
-    items = [
-        _trust_caveat(inputs),
-        "Metrics describe this validation set only; they transfer to other sites, devices or "
-        "populations only as far as this set represents them.",
-        _independence_caveat(inputs),
-        _false_findings(inputs),
-    ]
+    items = []
     if not data.metadata_columns:
-        items.append("The data has no metadata columns, so no subgroup analysis was possible.")
+        items.append(
+            Limitation(
+                "The data has no metadata columns, so no subgroup analysis was possible.",
+                "Add the patients' and acquisition's "
+                "attributes (sex, age, site, device) as manifest columns.",
+            )
+        )
     items.extend(_clinical_caveats(inputs))
     if min(c.support for c in evaluation.metrics.per_class) < FEW_IMAGES:
         items.append(
-            f"At least one class has fewer than {FEW_IMAGES} images; its metrics are imprecise."
+            Limitation(
+                f"At least one class has fewer than {FEW_IMAGES} images; its "
+                "metrics are imprecise.",
+                "Add images of that class.",
+            )
         )
     if not data.has_masks:
         items.append(
-            "The data has no region-of-interest masks, so the explanations' localisation and "
-            "the shortcut finding could not be measured."
+            Limitation(
+                "The data has no region-of-interest masks, so the "
+                "explanations' localisation and the shortcut finding could "
+                "not be measured.",
+                "Add a mask column to the manifest.",
+            )
         )
     if inputs.explanations.layer is None:
         items.append(
-            "The model has no 4-D layer output with spatial extent, so Grad-CAM could not run."
+            Limitation(
+                "The model has no 4-D layer output with spatial extent, so Grad-CAM could not run.",
+                "Use the gradient methods.",
+            )
         )
     if len(evaluation.excluded):
-        items.append(f"{len(evaluation.excluded)} file(s) were excluded and are not in any metric.")
-    return LimitationsView(tuple(items))
+        items.append(
+            Limitation(
+                f"{len(evaluation.excluded)} file(s) were excluded and are not in any metric.",
+                "Repair or remove them (see Excluded files) and audit again.",
+            )
+        )
+    return items  # fmt: skip
+
+
+def limitations_view(inputs: AuditInputs) -> LimitationsView:
+    """The findings' limitations, then the standing caveats and those of this data."""
+    return LimitationsView(
+        tuple(
+            _model_findings(inputs)
+            + _use_findings(inputs)
+            + _caveats(inputs)
+            + _data_caveats(inputs)
+        )
+    )

@@ -52,7 +52,7 @@ def _roc_figure(operating: Operating) -> str:
     with styled_figure(3.4, 3.2) as figure:
         axes = figure.add_subplot()
         axes.fill_between(FPR_GRID, *operating.band, color="#4C72B0", alpha=0.2, label="95% band")
-        axes.plot(fpr, tpr, color="#4C72B0", label=f"ROC (AUC {operating.auc[0]:.3f})")
+        axes.plot(fpr, tpr, color="#4C72B0", label=f"ROC AUC {operating.auc[0]:.3f}")
         axes.plot([0, 1], [0, 1], linestyle="--", color="#888888", label="chance")
         axes.plot(*at, "o", color="#C44E52", label=f"threshold {operating.threshold:g}")
         axes.set_xlabel("1 − specificity (false-positive rate)")
@@ -106,7 +106,7 @@ def operating_sentence(operating: Operating | None) -> str:
     chosen = f", chosen on these data for {operating.chosen_for}" if operating.chosen_for else ""
     s, p = operating.sensitivity, operating.specificity
     return (
-        f"Read as a test for {operating.positive_class} (AUC {operating.auc[0]:.3f}, 95% CI "
+        f"Read as a test for {operating.positive_class} (ROC AUC {operating.auc[0]:.3f}, 95% CI "
         f"{operating.auc[1]:.3f}–{operating.auc[2]:.3f}), at threshold {operating.threshold:g}"
         f"{chosen} it finds {percent(s.value)} of {operating.positive_class} images "
         f"(sensitivity, 95% CI {percent(s.ci_low)}–{percent(s.ci_high)}; {s.hits:,} of {s.n:,}) "

@@ -1,4 +1,4 @@
-"""The report as views: its title page and its present sections (see :mod:`.sections`)."""
+"""The report as views: page one's head and its present sections, by chapter (:mod:`.sections`)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ from dataclasses import dataclass, replace
 from typing import cast
 
 from auditor.aggregate.inputs import AuditInputs
-from auditor.aggregate.sections import PresentSection, present_sections
+from auditor.aggregate.sections import (
+    PresentChapter,
+    PresentSection,
+    present_chapters,
+    present_sections,
+)
 from auditor.aggregate.signoff import SignoffView
-from auditor.documentation import TABLES, Documentation
+from auditor.documentation import Documentation
 from auditor.settings import named_path
 
 __all__ = ["ReportData", "TitlePage", "build_report_data", "with_evidence"]
@@ -16,7 +21,8 @@ __all__ = ["ReportData", "TitlePage", "build_report_data", "with_evidence"]
 
 @dataclass(frozen=True)
 class TitlePage:
-    """What identifies the audited model and data (also written to ``manifest.json``).
+    """What identifies the document, the audited model and the data (page one's head and
+    foot; also written to ``manifest.json``).
 
     Attributes:
         model_name: The model file's name.
@@ -25,9 +31,11 @@ class TitlePage:
             document shows no local absolute path).
         n_images: Images evaluated.
         n_excluded: Files excluded.
-        declared: ``(label, value)`` of the declared model name and version, intended
-            purpose and the document's id, revision, status and organisation.
-        document_line: The footer's document identification ("" when none is declared).
+        model_title: The declared model name and version, else the file's name.
+        purpose: The declared intended purpose ("" when not declared).
+        organisation: The declared organisation ("").
+        logo: The declared logo as a data URI ("").
+        document_line: The document's id, revision and status ("" when no id is declared).
     """
 
     model_name: str
@@ -38,28 +46,17 @@ class TitlePage:
     n_images: int
     n_excluded: int
     auditor_version: str
-    declared: tuple[tuple[str, str], ...] = ()
+    model_title: str = ""
+    purpose: str = ""
+    organisation: str = ""
+    logo: str = ""
     document_line: str = ""
 
 
-_TITLE_FIELDS = (
-    ("model-details", "name"),
-    ("model-details", "version"),
-    ("intended-use", "purpose"),
-    ("document", "organisation"),
-    ("document", "id"),
-    ("document", "revision"),
-    ("document", "status"),
-)
-
-
-def _declared(documentation: Documentation) -> tuple[tuple[str, str], ...]:
-    labels = {(t, d.key): d.label for t, fields in TABLES.items() for d in fields}
-    return tuple(
-        (labels[key], value)
-        for key in _TITLE_FIELDS
-        if (value := documentation.get(*key)) is not None
-    )
+def _model_title(documentation: Documentation, file_name: str) -> str:
+    name = documentation.get("model-details", "name") or file_name
+    version = documentation.get("model-details", "version")
+    return f"{name}, version {version}" if version else name
 
 
 def _document_line(documentation: Documentation) -> str:
@@ -67,7 +64,31 @@ def _document_line(documentation: Documentation) -> str:
     if identifier is None:
         return ""
     revision = documentation.get("document", "revision")
-    return f"{identifier} rev. {revision}" if revision else identifier
+    status = documentation.get("document", "status")
+    line = f"{identifier} rev. {revision}" if revision else identifier
+    return f"{line} · {status}" if status else line
+
+
+def _title_page(inputs: AuditInputs) -> TitlePage:
+    evaluation, model = inputs.evaluation, inputs.config.model
+    documentation = inputs.config.documentation
+    return TitlePage(
+        model_name=model.name,
+        model_path=str(model),
+        model_sha256=inputs.architecture.sha256,
+        data_source=(
+            documentation.get("data-details", "name") or named_path(inputs.dataset.source)
+        ),
+        data_sha256=evaluation.data_sha256,
+        n_images=evaluation.metrics.n_images,
+        n_excluded=len(evaluation.excluded),
+        auditor_version=inputs.auditor_version,
+        model_title=_model_title(documentation, model.name),
+        purpose=documentation.get("intended-use", "purpose") or "",
+        organisation=documentation.get("document", "organisation") or "",
+        logo=documentation.logo_uri(),
+        document_line=_document_line(documentation),
+    )
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,7 @@ class ReportData:
         created_iso: The same, ISO 8601 (the PDF's creation date).
         title_page: The title page.
         sections: The sections shown, in order, each with its view.
+        brand_css: A brand stylesheet, applied after the report's own ("" for none).
     """
 
     title: str
@@ -89,12 +111,19 @@ class ReportData:
     created_iso: str
     title_page: TitlePage
     sections: tuple[PresentSection, ...]
+    brand_css: str = ""
+
+    @property
+    def chapters(self) -> tuple[PresentChapter, ...]:
+        """The sections grouped by chapter, labelled (1, 2, … then appendices A, B, …)."""
+        return present_chapters(self.sections)
 
 
 def build_report_data(inputs: AuditInputs) -> ReportData:
     """Build every view of one report (drawing its figures)."""
     evaluation = inputs.evaluation
     model = inputs.config.model
+    brand = inputs.config.brand_css
     return ReportData(
         title=f"Model audit: {model.name}",
         subject=(
@@ -104,22 +133,9 @@ def build_report_data(inputs: AuditInputs) -> ReportData:
         ),
         created=inputs.finished,
         created_iso=inputs.finished.replace(" ", "T") + "Z",
-        title_page=TitlePage(
-            model_name=model.name,
-            model_path=str(model),
-            model_sha256=inputs.architecture.sha256,
-            data_source=(
-                inputs.config.documentation.get("data-details", "name")
-                or named_path(inputs.dataset.source)
-            ),
-            data_sha256=evaluation.data_sha256,
-            n_images=evaluation.metrics.n_images,
-            n_excluded=len(evaluation.excluded),
-            auditor_version=inputs.auditor_version,
-            declared=_declared(inputs.config.documentation),
-            document_line=_document_line(inputs.config.documentation),
-        ),
+        title_page=_title_page(inputs),
         sections=present_sections(inputs),
+        brand_css=brand.read_text(encoding="utf-8") if brand is not None else "",
     )
 
 

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 from auditor.aggregate.inputs import AuditInputs
-from auditor.settings import ConfigRow, config_rows
+from auditor.settings import ConfigRow, config_rows, named_path
 
-__all__ = ["ReproducibilityView", "reproducibility_view"]
+__all__ = ["ReproducibilityView", "document_command", "reproducibility_view"]
+
+_ABSOLUTE = re.compile(r"(?<![\w.~])/[^\s=,;:]+")
+_PLAIN = re.compile(r"[\w@%+=:,./…-]+")
+
+
+def document_command(command: str) -> str:
+    """The command line as the document shows it: every absolute path named by its folder
+    and file (:func:`~auditor.settings.named_path`); ``manifest.json`` keeps it whole."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    shown = [_ABSOLUTE.sub(lambda m: "…/" + named_path(Path(m.group(0))), w) for w in words]
+    return " ".join(w if _PLAIN.fullmatch(w) else shlex.quote(w) for w in shown)
 
 
 @dataclass(frozen=True)
@@ -15,6 +32,7 @@ class ReproducibilityView:
     """The reproducibility section.
 
     Attributes:
+        command: The command line, absolute paths shortened (:func:`document_command`).
         started: Start time, UTC.
         finished: End time, UTC.
         config_rows: The resolved configuration, one row per setting.
@@ -35,7 +53,7 @@ class ReproducibilityView:
 def reproducibility_view(inputs: AuditInputs) -> ReproducibilityView:
     """Everything needed to run this audit again and check it is the same model and data."""
     return ReproducibilityView(
-        command=inputs.command,
+        command=document_command(inputs.command),
         seed=inputs.config.seed,
         device_name=inputs.device_name,
         model_sha256=inputs.architecture.sha256,

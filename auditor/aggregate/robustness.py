@@ -12,7 +12,7 @@ from auditor.metrics import Estimate
 from auditor.report.format import percent
 from auditor.robustness import PERTURBATIONS, Robustness, RobustnessRow
 
-__all__ = ["RobustnessView", "robustness_findings", "robustness_view"]
+__all__ = ["RobustnessView", "fragile_sentence", "robustness_findings", "robustness_view"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,23 @@ def robustness_findings(robustness: Robustness | None) -> tuple[str, ...]:
             row, [r for r in rows[rows.index(row) + 1 :] if r.perturbation == row.perturbation]
         )
         for row in robustness.fragile()
+    )
+
+
+def fragile_sentence(robustness: Robustness | None) -> str:
+    """The fragile perturbations in one sentence, each at its mildest fragile severity
+    with its largest fall ("" when none is fragile)."""
+    if robustness is None or not (fragile := robustness.fragile()):
+        return ""
+    titles = dict.fromkeys(row.title for row in robustness.rows)
+    parts = []
+    for row in fragile:
+        name = min(row.fragile, key=lambda n: getattr(row, f"{n}_change").value)
+        fall = -100 * getattr(row, f"{name}_change").value
+        parts.append(f"{row.title.lower()} {row.level} ({name} −{fall:.1f} points)")
+    return (
+        f"Fragile under {len(fragile)} of the {len(titles)} perturbations tried, each at its "
+        f"mildest fragile severity: {'; '.join(parts)}."
     )
 
 

@@ -86,7 +86,7 @@ _MEASURE_NAMES = {
     "ppv": "PPV",
     "npv": "NPV",
     "accuracy": "Accuracy",
-    "auc": "AUC",
+    "auc": "ROC AUC",
     "ece": "ECE (highest)",
 }
 

@@ -1,24 +1,41 @@
-"""The summary section: headline metrics, whether the explanations can be read, weakest classes."""
+"""Page one, the answer: the verdict, the headline figures and every finding in words.
+
+Each finding is one sentence with its figures, linked to the section that shows how it
+was reached; the same sentences are in ``summary.md``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from auditor.aggregate.calibration import calibration_sentence
-from auditor.aggregate.dependence import dependence_findings
+from auditor.aggregate.dependence import dependence_findings, subgroup_failures
 from auditor.aggregate.failures import failures_sentence
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.operating import operating_sentence
 from auditor.aggregate.performance import auc_name, worst_classes
-from auditor.aggregate.robustness import robustness_findings
+from auditor.aggregate.robustness import fragile_sentence, robustness_findings
 from auditor.aggregate.trust import TrustSummary, trust_summary
 from auditor.metrics import ECE_BINS, ClassMetrics, Estimate
 from auditor.robustness import PERTURBATIONS
 
-__all__ = ["WORST_CLASSES", "SummaryView", "summary_view"]
+__all__ = ["WORST_CLASSES", "Headline", "SummaryView", "summary_view"]
 
 WORST_CLASSES = 3
 """Classes shown in the summary's weakest-classes table."""
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One headline figure with its 95% interval.
+
+    Attributes:
+        percent: Whether it is a proportion (shown as a percentage), else a number.
+    """
+
+    label: str
+    estimate: Estimate
+    percent: bool
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,11 @@ class SummaryView:
         robustness_perturbations: Perturbations it tried.
         policy_declared: Acceptance criteria declared.
         policy_failed: Each criterion not met, with why.
+        headline: The operating point's sensitivity and specificity and the ROC AUC (for
+            a model read as a test), then accuracy, each with its 95% interval.
+        subgroups: Each subgroup whose sensitivity or specificity is below the rest's,
+            from the metadata-dependence findings, in words with its figures.
+        fragile: The fragile perturbations in one sentence ("" when none).
     """
 
     accuracy: Estimate
@@ -68,6 +90,26 @@ class SummaryView:
     robustness_perturbations: int
     policy_declared: int
     policy_failed: tuple[str, ...]
+    headline: tuple[Headline, ...]
+    subgroups: tuple[str, ...]
+    fragile: str
+
+
+def _headline(inputs: AuditInputs) -> tuple[Headline, ...]:
+    metrics = inputs.evaluation.metrics
+    accuracy = Headline("accuracy", metrics.accuracy, percent=True)
+    operating = inputs.clinical.operating
+    if operating is None:
+        balanced = Headline("balanced accuracy", metrics.balanced_accuracy, percent=True)
+        return (accuracy, balanced)
+    s, p = operating.sensitivity, operating.specificity
+    at = f"for {operating.positive_class} at threshold {operating.threshold:g}"
+    return (
+        Headline(f"sensitivity {at}", Estimate(s.value, s.ci_low, s.ci_high), percent=True),
+        Headline(f"specificity {at}", Estimate(p.value, p.ci_low, p.ci_high), percent=True),
+        Headline("ROC AUC", Estimate(*operating.auc), percent=False),
+        accuracy,
+    )
 
 
 def summary_view(inputs: AuditInputs) -> SummaryView:
@@ -98,4 +140,7 @@ def summary_view(inputs: AuditInputs) -> SummaryView:
         robustness_perturbations=len(PERTURBATIONS),
         policy_declared=len(inputs.policy.outcomes),
         policy_failed=tuple(f"{o.criterion.text}: {o.reason}" for o in inputs.policy.failed),
+        headline=_headline(inputs),
+        subgroups=subgroup_failures(inputs.clinical.dependence),
+        fragile=fragile_sentence(inputs.robustness),
     )

@@ -27,7 +27,7 @@ class GuidedGradCam(GradientMethod):
     implementation = "Auditor (shared passes); reference: Captum GuidedGradCam"
     reading = "Fine structure (guided backpropagation) inside the regions Grad-CAM marks."
     caveat = (
-        "Inherits guided backpropagation's insensitivity to the model; the class "
+        "Inherits guided backpropagation's blindness to the model's weights; the class "
         "dependence comes from the Grad-CAM factor only."
     )
 

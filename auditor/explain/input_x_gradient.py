@@ -19,7 +19,7 @@ class InputXGradient(GradientMethod):
     paper = "Shrikumar et al., 2016, Not Just a Black Box (arXiv:1605.01713)"
     postprocessing = ("sum-over-channels", "relu")
     implementation = "Auditor (shared backward pass); reference: Captum InputXGradient"
-    reading = "Pixels whose value, times the score's sensitivity to it, supports the class."
+    reading = "Pixels whose value, times the score's gradient for it, supports the class."
     caveat = (
         "Depends on how the input is normalised: pixels equal to the normalisation mean "
         "get no attribution whatever the model does with them."

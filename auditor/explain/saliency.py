@@ -21,8 +21,8 @@ class Saliency(GradientMethod):
     implementation = "Auditor (shared backward pass); reference: Captum Saliency"
     reading = "How much a small change of each pixel would move the class score."
     caveat = (
-        "Noisy and edge-like; shows sensitivity, not evidence, and often looks alike for "
-        "every class."
+        "Noisy and edge-like; shows where the score responds, not evidence, and often looks "
+        "alike for every class."
     )
 
     def from_passes(self, passes: GradientPasses, context: ExplainContext) -> torch.Tensor:
