@@ -1,0 +1,137 @@
+"""Network dissection on stored activations: the IoU equals a direct computation, a planted
+unit is labelled with its concept, random units are not, a saturated unit keeps a mask."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from auditor.concepts import Batch, dissect, upsampled
+
+SIZE = (16, 16)
+
+
+def _batches(
+    activations: torch.Tensor, concepts: torch.Tensor, annotated: torch.Tensor, size: int = 3
+):
+    def start() -> Iterator[Batch]:
+        for i in range(0, len(activations), size):
+            yield Batch(activations[i : i + size], concepts[i : i + size], annotated[i : i + size])
+
+    return start
+
+
+def _direct(activations, concepts, annotated, quantile):
+    """IoU per unit and concept, computed the obvious way from the whole arrays."""
+    up = F.interpolate(activations, size=SIZE, mode="bilinear", align_corners=False).numpy()
+    n, units = up.shape[:2]
+    k = math.ceil(quantile * n * SIZE[0] * SIZE[1])
+    iou = np.zeros((units, concepts.shape[1]))
+    for u in range(units):
+        threshold = np.sort(up[:, u].ravel())[::-1][k - 1]
+        fires = up[:, u] >= threshold
+        for c in range(concepts.shape[1]):
+            rows = annotated[:, c].numpy()
+            mask = concepts[:, c].numpy()[rows]
+            inter = (fires[rows] & mask).sum()
+            union = (fires[rows] | mask).sum()
+            iou[u, c] = inter / union if union else 0.0
+    return iou
+
+
+def _blobs(n: int, rng: np.random.Generator, side: int = 16) -> torch.Tensor:
+    """``(n, side, side)`` bool: one random rectangle per image."""
+    masks = np.zeros((n, side, side), dtype=bool)
+    for mask in masks:
+        top, left = rng.integers(0, side - 4, size=2)
+        height, width = rng.integers(2, 6, size=2)
+        mask[top : top + height, left : left + width] = True
+    return torch.from_numpy(masks)
+
+
+def test_the_iou_equals_a_direct_computation_from_stored_activations_and_masks() -> None:
+    rng = np.random.default_rng(0)
+    activations = torch.from_numpy(rng.normal(size=(10, 5, 4, 4)).astype(np.float32))
+    concepts = torch.stack([_blobs(10, rng), _blobs(10, rng)], dim=1)
+    annotated = torch.ones(10, 2, dtype=torch.bool)
+    annotated[3, 1] = False  # one image lacks the second concept's mask
+
+    result = dissect(_batches(activations, concepts, annotated), SIZE, quantile=0.05)
+
+    assert result.thresholds.exact.all()
+    np.testing.assert_allclose(
+        result.iou, _direct(activations, concepts, annotated, 0.05), atol=1e-6
+    )
+
+
+def test_a_planted_unit_is_labelled_with_its_concept_and_random_units_are_not() -> None:
+    rng = np.random.default_rng(1)
+    n = 60
+    concepts = torch.stack([_blobs(n, rng), _blobs(n, rng)], dim=1)
+    planted = F.avg_pool2d(concepts[:, 1:2].float(), 4)  # the second concept, at 4x4
+    noise = torch.from_numpy(rng.normal(scale=0.01, size=(n, 1, 4, 4)).astype(np.float32))
+    random = torch.from_numpy(rng.normal(size=(n, 6, 4, 4)).astype(np.float32))
+    activations = torch.cat([planted + noise, random], dim=1)
+
+    result = dissect(
+        _batches(activations, concepts, torch.ones(n, 2, dtype=torch.bool), 8), SIZE, 0.005
+    )
+
+    labels = result.labels(0.04)
+    assert labels[0] == 1 and result.iou[0, 1] > 0.04
+    assert (labels[1:] == -1).all() and result.iou[1:].max() < 0.04
+
+
+def test_the_threshold_is_taken_after_upsampling_not_before() -> None:
+    """NetDissect-Lite thresholds the raw maps: a unit that peaks on a small concept then
+    has an empty mask after upsampling; here its mask covers the concept."""
+    rng = np.random.default_rng(2)
+    n = 40
+    small = np.zeros((n, 16, 16), dtype=bool)
+    small[:, 5:7, 5:7] = True  # a 2x2 concept, inside one 4x4 cell of the unit's map
+    concepts = torch.from_numpy(small)[:, None]
+    unit = F.avg_pool2d(concepts.float(), 4) + torch.from_numpy(
+        rng.normal(scale=0.001, size=(n, 1, 4, 4)).astype(np.float32)
+    )
+
+    result = dissect(_batches(unit, concepts, torch.ones(n, 1, dtype=torch.bool)), SIZE, 0.005)
+
+    raw = np.sort(unit.numpy().ravel())[::-1][math.ceil(0.005 * unit.numel()) - 1]
+    lite = (upsampled(unit, SIZE).numpy() >= raw).sum()
+    assert lite == 0, "the low-resolution threshold lies above every upsampled value"
+    assert result.iou[0, 0] > 0.04
+
+
+def test_a_saturated_unit_keeps_a_mask_and_ties_all_reach_the_threshold() -> None:
+    rng = np.random.default_rng(3)
+    n = 12
+    concepts = _blobs(n, rng)[:, None]
+    activations = torch.ones(n, 1, 4, 4)
+
+    result = dissect(
+        _batches(activations, concepts, torch.ones(n, 1, dtype=torch.bool)), SIZE, 0.01
+    )
+
+    assert result.thresholds.values[0] == 1.0
+    share = concepts.float().mean().item()
+    assert result.iou[0, 0] == pytest.approx(share), "every pixel is in the unit's mask"
+
+
+def test_beyond_the_cap_the_threshold_is_marked_approximate_and_close() -> None:
+    rng = np.random.default_rng(4)
+    activations = torch.from_numpy(rng.normal(size=(10, 3, 4, 4)).astype(np.float32))
+    concepts = _blobs(10, rng)[:, None]
+    annotated = torch.ones(10, 1, dtype=torch.bool)
+
+    exact = dissect(_batches(activations, concepts, annotated), SIZE, 0.05)
+    capped = dissect(_batches(activations, concepts, annotated), SIZE, 0.05, cap=1)
+
+    assert exact.thresholds.exact.all() and not capped.thresholds.exact.any()
+    spread = activations.amax((0, 2, 3)) - activations.amin((0, 2, 3))
+    gap = np.abs(capped.thresholds.values - exact.thresholds.values)
+    assert (gap <= spread.double().numpy() / 2048 + 1e-9).all(), "within one histogram bin"
