@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.clinical.settings import ClinicalSettings
+from auditor.concepts.settings import ConceptSettings
 from auditor.documentation import Documentation, parse_documentation
 from auditor.errors import ConfigError, UsageError
 from auditor.evaluate import EvaluationSettings
@@ -234,6 +235,7 @@ class AuditConfig:
     trust: TrustSettings = field(default_factory=TrustSettings)
     clinical: ClinicalSettings = field(default_factory=ClinicalSettings)
     robustness: RobustnessSettings = field(default_factory=RobustnessSettings)
+    dissection: ConceptSettings = field(default_factory=ConceptSettings)
     policy: tuple[Criterion, ...] = ()
     documentation: Documentation = field(default_factory=Documentation)
     source: dict[str, str] = field(default_factory=dict, compare=False)

@@ -20,7 +20,15 @@ from pathlib import Path
 
 from auditor.errors import ConfigError, DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "RESERVED_COLUMNS", "Dataset", "Exclusion", "Sample", "discover"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "RESERVED_COLUMNS",
+    "Dataset",
+    "Exclusion",
+    "Sample",
+    "discover",
+    "resolve_inside",
+]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 _REQUIRED_COLUMNS = ("path", "label")
@@ -206,7 +214,12 @@ def _discover_folder(root: Path, classes: tuple[str, ...] | None) -> Dataset:
     return Dataset(root, root, "folder", names, samples, tuple(excluded), ())
 
 
-def _resolve_inside(root: Path, value: str, manifest: Path, row: int, column: str) -> Path:
+def resolve_inside(root: Path, value: str, manifest: Path, row: int, column: str) -> Path:
+    """``value`` (a manifest cell) as a path inside ``root``.
+
+    Raises:
+        DataError: It holds a NUL byte, is absolute or leaves ``root``.
+    """
     if "\x00" in value:
         raise DataError(
             f"{manifest.name} row {row}: {column} {value!r} contains a NUL byte, which no file "
@@ -288,13 +301,13 @@ def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Datas
     seen: dict[Path, tuple[int, str]] = {}
     missing_masks: list[str] = []
     for row_number, row in enumerate(rows, start=2):
-        path = _resolve_inside(manifest.parent, row["path"], manifest, row_number, "path")
+        path = resolve_inside(manifest.parent, row["path"], manifest, row_number, "path")
         reason = _row_problem(row, row_number, path, seen, manifest)
         if reason:
             excluded.append(Exclusion(row["path"], reason))
             continue
         mask = (
-            _resolve_inside(manifest.parent, row["mask"], manifest, row_number, "mask")
+            resolve_inside(manifest.parent, row["mask"], manifest, row_number, "mask")
             if row.get("mask")
             else None
         )

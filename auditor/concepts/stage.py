@@ -1,0 +1,221 @@
+"""The dissection stage: one tapped forward pass per image, the activations kept on disk,
+then each layer dissected from them (:func:`~auditor.concepts.dissection.dissect`).
+
+Memory is bounded by one batch: each layer's activations and the concept masks go to
+memory-mapped files in a temporary folder, deleted at the end.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from auditor.concepts.data import ConceptData, computed_masks
+from auditor.concepts.dissection import Batch, Dissection, dissect
+from auditor.concepts.settings import ConceptSettings
+from auditor.data import Dataset
+from auditor.explain.features import Stage
+from auditor.images import Preprocessing, make_loader, open_image
+from auditor.load import LoadedModel
+from auditor.measure.localisation import read_mask
+
+__all__ = ["LayerDissection", "NetworkDissection", "dissect_network"]
+
+TOP_IMAGES = 3
+"""Images shown per labelled unit: those where it is most active."""
+
+CHUNK = 64
+"""Images per batch when reading the stored activations back."""
+
+
+@dataclass(frozen=True)
+class LayerDissection:
+    """One layer's units against every concept.
+
+    Attributes:
+        labels: ``(C,)`` each unit's concept index, or -1 when unlabelled.
+        top_images: ``(C, TOP_IMAGES)`` sample indices where each unit is most active.
+    """
+
+    path: str
+    shape: tuple[int, int, int]
+    dissection: Dissection
+    labels: np.ndarray
+    top_images: np.ndarray
+
+
+@dataclass(frozen=True)
+class NetworkDissection:
+    """Every dissected layer, the concepts and what it cost.
+
+    Attributes:
+        concepts: The concepts' names (declared, then computed).
+        indices: The dissected sample indices, in order.
+        annotated: ``(K,)`` images annotated with each concept.
+        present: ``(K,)`` images in which each concept is present.
+        unreadable: Images (or their concept masks) that could not be read.
+        passes: Forward passes (one per image).
+    """
+
+    layers: tuple[LayerDissection, ...]
+    data: ConceptData
+    indices: tuple[int, ...]
+    annotated: np.ndarray
+    present: np.ndarray
+    unreadable: int
+    passes: int
+    seconds: float
+    size: tuple[int, int]
+    settings: ConceptSettings
+
+    @property
+    def concepts(self) -> tuple[str, ...]:
+        return self.data.names
+
+
+def _chosen(predictions: pd.DataFrame, limit: int, seed: int) -> list[int]:
+    indices = predictions["index"].to_numpy()
+    if len(indices) > limit:
+        indices = np.sort(np.random.default_rng(seed).choice(indices, limit, replace=False))
+    return [int(i) for i in indices]
+
+
+def _declared_masks(
+    dataset: Dataset, data: ConceptData, indices: torch.Tensor, preprocessing: Preprocessing,
+    size: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """``(B, K, H, W)`` masks of the declared concepts and ``(B, K)`` whether each was read."""
+    masks = torch.zeros(len(indices), len(data.declared), *size, dtype=torch.bool)
+    annotated = torch.ones(len(indices), len(data.declared), dtype=torch.bool)
+    for row, index in enumerate(indices.tolist()):
+        for k, path in enumerate(data.paths[index]):
+            if path is None:
+                continue
+            try:
+                with open_image(dataset.samples[index].path, preprocessing.max_pixels) as image:
+                    original = image.size
+                mask = read_mask(path, original, preprocessing)
+            except OSError:
+                annotated[row, k] = False
+                continue
+            if tuple(mask.shape) != size:
+                annotated[row, k] = False
+            else:
+                masks[row, k] = mask
+    return masks, annotated
+
+
+class _Store:
+    """Memory-mapped arrays in a temporary folder: each layer's activations, the masks."""
+
+    def __init__(self, folder: Path, n: int, shapes: list[tuple[int, int, int]],
+                 concepts: int, size: tuple[int, int]) -> None:  # fmt: skip
+        self.layers = [
+            np.lib.format.open_memmap(folder / f"layer{i}.npy", "w+", np.float32, (n, *shape))
+            for i, shape in enumerate(shapes)
+        ]
+        self.masks = np.lib.format.open_memmap(
+            folder / "masks.npy", "w+", np.bool_, (n, concepts, *size)
+        )
+        self.annotated = np.zeros((n, concepts), dtype=bool)
+        self.indices = np.zeros(n, dtype=np.int64)
+        self.filled = 0
+
+    def add(self, activations: list[torch.Tensor], masks: torch.Tensor, annotated: torch.Tensor,
+            indices: torch.Tensor) -> None:  # fmt: skip
+        rows = slice(self.filled, self.filled + len(indices))
+        for array, tensor in zip(self.layers, activations, strict=True):
+            array[rows] = tensor.detach().float().cpu().numpy()
+        self.masks[rows] = masks.numpy()
+        self.annotated[rows] = annotated.numpy()
+        self.indices[rows] = indices.numpy()
+        self.filled += len(indices)
+
+    def batches(self, layer: int) -> Iterator[Batch]:
+        for start in range(0, self.filled, CHUNK):
+            rows = slice(start, min(start + CHUNK, self.filled))
+            yield Batch(
+                torch.from_numpy(np.asarray(self.layers[layer][rows])),
+                torch.from_numpy(np.asarray(self.masks[rows])),
+                torch.from_numpy(self.annotated[rows]),
+            )
+
+    def top_images(self, layer: int) -> np.ndarray:
+        """``(C, TOP_IMAGES)`` sample indices of each unit's largest activations."""
+        peaks = np.concatenate(
+            [np.asarray(self.layers[layer][s : s + CHUNK]).max(axis=(2, 3))
+             for s in range(0, self.filled, CHUNK)]
+        )  # fmt: skip
+        order = np.argsort(-peaks, axis=0, kind="stable")[:TOP_IMAGES].T
+        return self.indices[: self.filled][order]
+
+
+def _forward(
+    model: LoadedModel, dataset: Dataset, data: ConceptData, preprocessing: Preprocessing,
+    indices: list[int], layers: tuple[Stage, ...], store: _Store, settings: ConceptSettings,
+) -> int:  # fmt: skip
+    """One tapped forward pass per image into ``store``; the images that could not be read."""
+    display = replace(preprocessing, mean=None, std=None)
+    loader = make_loader(
+        [dataset.samples[i] for i in indices], display, settings.batch_size, settings.workers
+    )
+    size = store.masks.shape[-2:]
+    unreadable = 0
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc="dissection", unit="batch", leave=False, disable=None):
+            unreadable += len(batch.failures)
+            if not batch.images.numel():
+                continue
+            inputs = preprocessing.normalise(batch.images).to(model.device)
+            _, taps = model.tapped(inputs, [layer.path for layer in layers])
+            declared, annotated = _declared_masks(
+                dataset, data, batch.indices, preprocessing, tuple(size)
+            )
+            computed = computed_masks(batch.images, data.computed)
+            masks = torch.cat([declared, computed], dim=1)
+            every = torch.cat([annotated, torch.ones_like(computed[:, :, 0, 0])], dim=1)
+            store.add(taps, masks, every, batch.indices)
+    return unreadable
+
+
+def dissect_network(
+    model: LoadedModel, dataset: Dataset, data: ConceptData, preprocessing: Preprocessing,
+    predictions: pd.DataFrame, layers: tuple[Stage, ...], settings: ConceptSettings,
+) -> NetworkDissection | None:  # fmt: skip
+    """Dissect ``layers`` on the evaluated images, or ``None`` when switched off (no
+    image, layer or concept)."""
+    if settings.dissection_images == 0 or not layers or not data.names:
+        return None
+    started = time.perf_counter()
+    indices = _chosen(predictions, settings.dissection_images, settings.seed)
+    size = preprocessing.size
+    assert size is not None, "settled by model_preprocessing"
+    with tempfile.TemporaryDirectory(prefix="auditor-dissection-") as folder:
+        store = _Store(Path(folder), len(indices), [layer.shape for layer in layers],
+                       len(data.names), size)  # fmt: skip
+        unreadable = _forward(model, dataset, data, preprocessing, indices, layers, store, settings)
+        if store.filled == 0:
+            return None
+        results = []
+        for i, layer in enumerate(layers):
+            dissection = dissect(partial(store.batches, i), size, settings.dissection_quantile)
+            results.append(LayerDissection(
+                layer.path, layer.shape, dissection,
+                dissection.labels(settings.dissection_iou), store.top_images(i),
+            ))  # fmt: skip
+        annotated = store.annotated[: store.filled]
+        present = np.asarray(store.masks[: store.filled]).any(axis=(2, 3))
+    return NetworkDissection(
+        tuple(results), data, tuple(int(i) for i in store.indices[: store.filled]),
+        annotated.sum(axis=0), (present & annotated).sum(axis=0), unreadable, store.filled,
+        time.perf_counter() - started, size, settings,
+    )  # fmt: skip
