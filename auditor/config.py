@@ -87,11 +87,10 @@ def _stylesheet(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        path.read_text(encoding="utf-8")
+        if "</style" in path.read_text(encoding="utf-8").lower():
+            return "holds '</style', which would end the report's stylesheet; remove it"
     except (OSError, UnicodeDecodeError) as error:
-        return (
-            f"cannot be read as a UTF-8 stylesheet ({error.__class__.__name__}); give a .css file"
-        )
+        return f"cannot be read as UTF-8 ({error.__class__.__name__}); give a .css file"
     return None
 
 

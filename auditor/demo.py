@@ -83,7 +83,11 @@ def run_demo(out: Path, device: str = "auto") -> Path:
         "device": device,
         "explain_samples": DEMO_EXPLAIN_SAMPLES,
     }
+    config = resolve_config(None, flags)
+    concepts = dataclasses.replace(
+        config.dissection, concepts=("mask", "marker_mask"), artifact_concepts=("marker_mask",)
+    )
     config = dataclasses.replace(
-        resolve_config(None, flags), documentation=DEMO_DOCUMENTATION, policy=DEMO_POLICY
+        config, documentation=DEMO_DOCUMENTATION, policy=DEMO_POLICY, dissection=concepts
     )
     return run_audit(config, command=f"auditor demo --out {out} --device {device}")

@@ -160,7 +160,7 @@ def _logo(value: str, source: Path) -> Path:
         ConfigError: It does not exist, is larger than :data:`LOGO_BYTES` or is not a PNG,
             JPEG or SVG image.
     """
-    path = (source.parent / value).expanduser()
+    path = source.parent / Path(value).expanduser()
     where = f"config file {str(source)!r} [document] logo {value!r}"
     if not path.is_file():
         raise ConfigError(

@@ -30,6 +30,9 @@ from auditor.architecture import ArchitectureProfile, layers_frame, profile_mode
 from auditor.clinical import Clinical, analyse_predictions, positive_class
 from auditor.clinical.groups import intersection_columns
 from auditor.clinical.link import shortcut_links
+from auditor.concepts.data import ConceptData, split_concepts
+from auditor.concepts.files import dissection_frame
+from auditor.concepts.stage import NetworkDissection, dissect_network
 from auditor.config import AuditConfig
 from auditor.data import Dataset, discover
 from auditor.documents import (
@@ -88,6 +91,7 @@ class _Loaded:
     kind: OutputKind
     profile: ArchitectureProfile
     layer: str | None
+    concepts: ConceptData
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class _Results:
     clinical: Clinical
     perturbed: Perturbed | None
     robustness: Robustness | None
+    dissection: NetworkDissection | None
     metrics: dict[str, Any]
     policy: PolicyResult
 
@@ -109,7 +114,7 @@ def _load(config: AuditConfig) -> _Loaded:
     """Load the model and data, settle the preprocessing, profile and pick the target layer."""
     device = resolve_device(config.device)
     model = load_model(config.model, device)
-    dataset = discover(config.data, config.classes)
+    dataset, concepts = split_concepts(discover(config.data, config.classes), config.dissection)
     positive_class(dataset.classes, config.clinical)  # a wrong name fails before any stage
     dataset.check_metadata_column(config.patient_column, "patient-column")
     for pair in config.clinical.intersections:
@@ -124,7 +129,7 @@ def _load(config: AuditConfig) -> _Loaded:
         model, (model.in_channels, height, width), config.batch_size, config.seed
     )
     layer = target_layer(model, profile, config.explain, kind, config.seed)
-    return _Loaded(device, model, dataset, preprocessing, kind, profile, layer)
+    return _Loaded(device, model, dataset, preprocessing, kind, profile, layer, concepts)
 
 
 def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
@@ -136,6 +141,10 @@ def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
     perturbed = perturbed_predictions(
         model, dataset, preprocessing, loaded.kind, evaluation.predictions, config.robustness,
         None if positive is None else dataset.classes.index(positive),
+    )  # fmt: skip
+    dissection = dissect_network(
+        model, dataset, loaded.concepts, preprocessing, evaluation.predictions,
+        stage_layers(loaded.profile.layers), config.dissection,
     )  # fmt: skip
     selection = select_cases(
         evaluation.predictions, dataset.classes, config.explain_samples, config.seed
@@ -176,10 +185,10 @@ def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
     )  # fmt: skip
     clinical = dataclasses.replace(clinical, links=links)
     robustness = _robustness(perturbed, evaluation, clinical, config)
-    metrics = metrics_document(evaluation, dataset.classes, trust, clinical, robustness)
+    metrics = metrics_document(evaluation, dataset.classes, trust, clinical, robustness, dissection)
     return _Results(
-        evaluation, selection, explanations, trust, clinical, perturbed, robustness, metrics,
-        evaluate_policy(config.policy, metrics),
+        evaluation, selection, explanations, trust, clinical, perturbed, robustness, dissection,
+        metrics, evaluate_policy(config.policy, metrics),
     )  # fmt: skip
 
 
@@ -244,6 +253,8 @@ def _write_files(
     if results.robustness is not None and results.perturbed is not None:
         write_csv(robustness_frame(results.robustness), folder / "robustness.csv")
         write_csv(results.perturbed.frame, folder / "robustness_predictions.csv")
+    if results.dissection is not None:
+        write_csv(dissection_frame(results.dissection), folder / "dissection.csv")
     html = render_html(_bound(report, folder, config.format))
     if "html" in config.format:
         (folder / "report.html").write_text(html, encoding="utf-8")
@@ -291,6 +302,7 @@ def _report(
             trust=results.trust,
             clinical=results.clinical,
             robustness=results.robustness,
+            dissection=results.dissection,
             policy=results.policy,
             selection=results.selection,
             command=command,

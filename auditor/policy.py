@@ -62,10 +62,11 @@ _DISPARITIES = (
 DERIVED: dict[str, str] = {
     "explanations.failed_randomisation": "methods whose maps survive randomising the model",
     "explanations.untrustworthy": "methods the report says not to read",
-    "explanations.readable": "methods that passed every check",
+    "explanations.readable": "methods that can be read (randomisation and faithfulness)",
     "findings.metadata_dependence": "metadata columns the predictions depend on",
     "findings.shortcuts": "flagged shortcut findings",
     "findings.fragile_perturbations": "perturbations the model is fragile under",
+    "findings.artifact_units": "units network dissection labels with an artefact concept",
     **{
         f"fairness.{name}.{part}": f"the worst column's {name.replace('_', ' ')} ({part})"
         for name in _DISPARITIES
@@ -195,6 +196,9 @@ def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
         ),
         "findings.shortcuts": sum(g["flagged"] for g in shortcuts["groups"]) if shortcuts else None,
         "findings.fragile_perturbations": len(robustness["fragile"]) if robustness else None,
+        "findings.artifact_units": (
+            metrics["dissection"]["artifact_units"] if metrics.get("dissection") else None
+        ),
     }
     for name in _DISPARITIES:
         worst = _worst_disparity(metrics["fairness"], name)

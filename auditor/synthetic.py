@@ -1,10 +1,9 @@
 """Deterministic generator of a small synthetic dermoscopy-like data set.
 
-Each image is a 64x64 RGB picture of skin with one pigmented lesion in it, labelled
-``"benign"`` or ``"malignant"``. Every lesion is drawn from a hidden *atypia* score in
-``[0, 1]`` (larger for malignant lesions on average, with the two classes overlapping):
-the score drives the lesion's size, the irregularity of its border and how many colours
-it has, so a small CNN can learn the class from the lesion but not perfectly.
+Each image is a 64x64 RGB picture of skin with one pigmented lesion, ``"benign"`` or
+``"malignant"``, drawn from a hidden *atypia* score in ``[0, 1]`` (larger for malignant
+lesions on average, the classes overlapping) that drives the lesion's size, border and
+colours: a small CNN can learn the class from the lesion, but not perfectly.
 
 The data set also carries a planted shortcut, for the audit to find: a small ink-blue or
 purple marker in the top-left corner (like a ruler mark or an ink dot). In the ``"train"``
@@ -12,9 +11,8 @@ split it is drawn on most malignant and few benign images; in the ``"val"`` spli
 independent of the class. A model that learned the marker misclassifies benign validation
 images that carry it.
 
-Everything is deterministic given ``(split, n, seed)``: image ``i`` of a split is drawn
-from its own random stream, seeded from ``(seed, split, i)``, so the first ``k`` images of
-``generate(split, n, seed)`` are the same for every ``n >= k``.
+Everything is deterministic given ``(split, n, seed)``: image ``i`` of a split has its own
+random stream, seeded from ``(seed, split, i)``.
 """
 
 from __future__ import annotations
@@ -53,7 +51,7 @@ IMAGE_SIZE = 64
 SITES: tuple[str, ...] = ("site-A", "site-B", "site-C")
 """Synthetic acquisition sites."""
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bumped whenever the generated pixels change, so cached data sets are rewritten."""
 
 MARKER_RATES: dict[str, dict[str, float]] = {
@@ -62,7 +60,9 @@ MARKER_RATES: dict[str, dict[str, float]] = {
 }
 """Probability that the corner marker is drawn, per split and class."""
 
-MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "mask", "site", "sex", "age", "marker")
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "path", "label", "mask", "site", "sex", "age", "marker", "marker_mask",
+)  # fmt: skip
 """Columns of the CSV manifest written by :func:`write_dataset`."""
 
 Split = Literal["train", "val"]
@@ -105,6 +105,7 @@ class SyntheticImage:
         sex: ``"female"`` or ``"male"``.
         age: Age in years, 20 to 85.
         marker: Whether the corner marker artifact is drawn.
+        marker_mask: ``(64, 64)`` bool, where the marker is drawn (all false without one).
     """
 
     image: NDArray[np.uint8]
@@ -114,6 +115,7 @@ class SyntheticImage:
     sex: str
     age: int
     marker: bool
+    marker_mask: NDArray[np.bool_]
 
 
 def _smooth_noise(rng: np.random.Generator, cells: int) -> FloatImage:
@@ -246,8 +248,8 @@ def _lesion_colour(
     return colour
 
 
-def _marker(rng: np.random.Generator, img: FloatImage) -> None:
-    """Draw the corner marker (a 6-8 px ink square or dot, top-left) into ``img``."""
+def _marker(rng: np.random.Generator, img: FloatImage) -> NDArray[np.bool_]:
+    """Draw the corner marker (a 6-8 px ink square or dot, top-left) into ``img``; where."""
     size = int(rng.integers(6, 9))
     x0 = int(rng.integers(1, 10 - size + 1))
     y0 = int(rng.integers(1, 10 - size + 1))
@@ -261,6 +263,9 @@ def _marker(rng: np.random.Generator, img: FloatImage) -> None:
         shape = np.ones((size, size), dtype=bool)
     patch = img[y0 : y0 + size, x0 : x0 + size]
     patch[shape] = 0.1 * patch[shape] + 0.9 * colour
+    drawn = np.zeros(img.shape[:2], dtype=bool)
+    drawn[y0 : y0 + size, x0 : x0 + size] = shape
+    return drawn
 
 
 def _one(split: Split, index: int, seed: int) -> SyntheticImage:
@@ -283,12 +288,9 @@ def _one(split: Split, index: int, seed: int) -> SyntheticImage:
     if hairy:
         _hairs(rng, img)
     mask = _lesion(rng, atypia, img)
-    if marker:
-        _marker(rng, img)
+    drawn = _marker(rng, img) if marker else np.zeros(mask.shape, dtype=bool)
     pixels = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    return SyntheticImage(
-        image=pixels, mask=mask, label=label, site=site, sex=sex, age=age, marker=marker
-    )
+    return SyntheticImage(pixels, mask, label, site, sex, age, marker, drawn)
 
 
 def _check_args(split: str, n: int, seed: int) -> None:
@@ -331,23 +333,18 @@ def write_dataset(folder: Path, split: Split, n: int, seed: int = 0) -> Path:
     Images go to ``folder/images/``, masks (binary ``"L"`` PNGs, 0 and 255) to
     ``folder/masks/`` and the manifest to ``folder/manifest.csv``, with the columns
     :data:`MANIFEST_COLUMNS`; ``path`` and ``mask`` are relative to ``folder`` with forward
-    slashes, ``marker`` is ``True`` or ``False``.
+    slashes, ``marker`` is ``True`` or ``False`` and ``marker_mask`` names the marker's mask
+    (empty without a marker).
 
     The call is idempotent: when the manifest exists and the stamp file next to it records
     the same ``(split, n, seed)`` and generator version, the manifest is returned without
     rewriting anything. The stamp is written last, so an interrupted write is redone.
 
-    Args:
-        folder: Output folder; created when missing.
-        split: ``"train"`` or ``"val"``.
-        n: Number of images.
-        seed: Non-negative seed.
-
-    Returns:
-        Path of the manifest.
+    Returns the manifest's path (``folder`` is created when missing).
 
     Raises:
-        ValueError: For an unknown split or a negative ``n`` or ``seed``.
+        ValueError: For a ``split`` other than ``"train"`` and ``"val"``, or a negative
+            ``n`` or ``seed``.
     """
     _check_args(split, n, seed)
     folder = Path(folder)
@@ -384,6 +381,10 @@ def _write_samples(folder: Path, split: Split, n: int, seed: int) -> list[dict[s
         name = f"{split}_{i:05d}.png"
         Image.fromarray(sample.image).save(images_dir / name)
         Image.fromarray(sample.mask.astype(np.uint8) * 255).save(masks_dir / name)
+        if sample.marker:
+            Image.fromarray(sample.marker_mask.astype(np.uint8) * 255).save(
+                masks_dir / f"marker_{name}"
+            )
         rows.append(
             {
                 "path": f"images/{name}",
@@ -393,6 +394,7 @@ def _write_samples(folder: Path, split: Split, n: int, seed: int) -> list[dict[s
                 "sex": sample.sex,
                 "age": str(sample.age),
                 "marker": str(sample.marker),
+                "marker_mask": f"masks/marker_{name}" if sample.marker else "",
             }
         )
     return rows

@@ -44,6 +44,7 @@ RUN_FILES = {
     "trust_records.csv",
     "robustness.csv",
     "robustness_predictions.csv",
+    "dissection.csv",  # the computed concepts, on the spatial stages
     "policy.json",
     "junit.xml",
     "SHA256SUMS",
@@ -80,7 +81,7 @@ def test_metrics_json_matches_the_predictions(audit: tuple[Result, Path]) -> Non
     _, folder = audit
     metrics = json.loads((folder / "metrics.json").read_text())
     predictions = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
-    assert metrics["schema_version"] == 4
+    assert metrics["schema_version"] == 5
     assert metrics["n_images"] == len(predictions) == 12
     assert metrics["n_excluded"] == 1
     assert metrics["accuracy"]["value"] == pytest.approx(predictions["correct"].mean())

@@ -58,6 +58,27 @@ def test_demo_writes_its_data_with_masks_and_metadata_and_audits_the_sample_mode
     )
     _the_link_equals_a_recomputation_from_the_maps(folder, metrics, predictions)
     _page_one_is_the_answer_and_the_main_body_fits_in_15_pages(folder, metrics, result.stdout)
+    _dissection_says_whether_units_detect_the_marker(folder, metrics, manifest, summary)
+
+
+def _dissection_says_whether_units_detect_the_marker(
+    folder: Path, metrics: dict, manifest: pd.DataFrame, summary: str
+) -> None:
+    dissection = metrics["dissection"]
+    concepts = {c["name"]: c for c in dissection["concepts"]}
+    assert concepts["marker_mask"]["artifact"] and concepts["marker_mask"]["annotated"] == 400
+    assert concepts["marker_mask"]["present"] == int((manifest["marker"]).sum())
+    frame = pd.read_csv(folder / "dissection.csv")
+    marker = frame[frame["label"] & (frame["concept"] == "marker_mask")]
+    assert dissection["artifact_units"] == len(marker)
+    if len(marker):
+        for layer, units in marker.groupby("layer"):
+            total = frame[frame["layer"] == layer]["unit"].nunique()
+            best = units["iou"].max()
+            words = f"{len(units)} of {total} units of {layer} detect the artefact concept"
+            assert words in summary and f"IoU {best:.3f}" in summary, layer
+    else:
+        assert "Artefact units." not in summary
 
 
 def _page_one_is_the_answer_and_the_main_body_fits_in_15_pages(
@@ -82,6 +103,7 @@ def _page_one_is_the_answer_and_the_main_body_fits_in_15_pages(
     assert unreadable["metric"] == "explanations.failed_randomisation"
     assert ("Explanations not to read." in one) == (unreadable["value"] > 0)
     assert "Page 1 of" in one and "AUD-DEMO-001 rev. 1" in one.split("Page 1 of")[1]
+    assert pages[1].startswith("Contents"), "page one holds the answer and nothing spills"
     appendix = next(i for i, p in enumerate(pages) if p.startswith("Appendix A. "))
     assert appendix <= 15, f"the main body is {appendix} pages"
     assert any(p.startswith("Appendix F. Glossary") for p in pages[appendix:])

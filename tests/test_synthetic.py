@@ -111,8 +111,10 @@ def test_marker_flag_matches_the_pixels(val: list[SyntheticImage]) -> None:
     for s in val[:100]:
         if s.marker:
             assert _marker_pixels(s.image) >= 20
+            assert s.marker_mask.sum() >= 20 and not s.marker_mask[12:].any()
+            assert not s.marker_mask[:, 12:].any(), "the marker is in the top-left corner"
         else:
-            assert _marker_pixels(s.image) == 0
+            assert _marker_pixels(s.image) == 0 and not s.marker_mask.any()
 
 
 def test_mask_is_a_lesion_that_differs_from_the_skin(train: list[SyntheticImage]) -> None:
@@ -167,6 +169,11 @@ def test_write_dataset_writes_a_consistent_manifest(tmp_path: Path) -> None:
         assert row["label"] == s.label and row["site"] == s.site and row["sex"] == s.sex
         assert int(row["age"]) == s.age
         assert row["marker"] == str(s.marker)
+        if s.marker:
+            with Image.open(folder / row["marker_mask"]) as im:
+                assert np.array_equal(np.asarray(im) == 255, s.marker_mask)
+        else:
+            assert row["marker_mask"] == ""
 
 
 def test_write_dataset_is_idempotent(tmp_path: Path) -> None:

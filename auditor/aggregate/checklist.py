@@ -62,7 +62,7 @@ CHECKLIST: tuple[ChecklistItem, ...] = (
     ChecklistItem(_CLAIM, "Model description", ("model",)),
     ChecklistItem(_CLAIM, "Performance metrics", ("performance", "operating")),
     ChecklistItem(_CLAIM, "Uncertainty of the performance estimates", ("performance", "operating")),
-    ChecklistItem(_CLAIM, "Robustness or sensitivity analysis", ("robustness",)),
+    ChecklistItem(_CLAIM, "Robustness analysis", ("robustness",)),
     ChecklistItem(
         _CLAIM, "Methods for explainability, and their validation", ("explanations", "trust")
     ),

@@ -15,7 +15,14 @@ import pandas as pd
 
 from auditor.clinical.groups import EMPTY, metadata_groups
 
-__all__ = ["DUPLICATES_LISTED", "Composition", "Duplicate", "composition", "duplicates"]
+__all__ = [
+    "DUPLICATES_LISTED",
+    "Composition",
+    "Duplicate",
+    "composition",
+    "duplicates",
+    "duplicates_sentence",
+]
 
 DUPLICATES_LISTED = 10
 """Groups of identical files listed (all are counted)."""
@@ -88,3 +95,17 @@ def duplicates(predictions: pd.DataFrame) -> tuple[Duplicate, ...]:
         if len(group) > 1
     ]
     return tuple(sorted(found, key=lambda d: (-len(d.paths), d.paths)))
+
+
+def duplicates_sentence(predictions: pd.DataFrame) -> str:
+    """The byte-identical evaluated images in one sentence ("" when there are none)."""
+    found = duplicates(predictions)
+    if not found:
+        return ""
+    images = sum(len(d.paths) for d in found)
+    conflicting = sum(d.conflicting for d in found)
+    labels = f", {conflicting} of them with different labels" if conflicting else ""
+    return (
+        f"{images:,} evaluated images are byte-identical copies in {len(found):,} group(s)"
+        f"{labels}: each copy counts again in every figure."
+    )

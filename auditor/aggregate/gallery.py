@@ -1,12 +1,13 @@
 """The main body's gallery: the maps of the methods that can be read, for a few cases.
 
-Only methods whose trust verdict is *good* (they pass randomisation, beat a random
-order and are stable) are shown here; every method's maps of every explained case are
-in the appendix (:mod:`.cases`).
+Only methods whose trust verdict is *good* (they pass randomisation and beat a random
+order; an unstable one is named as such) are shown here; every method's maps of every
+explained case are in the appendix (:mod:`.cases`).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from auditor.aggregate.cases import CaseHead, scaled
@@ -44,7 +45,19 @@ class GalleryView:
     n_errors_shown: int
     n_sampled_shown: int
     n_explained: int
+    unstable: tuple[str, ...]
     colorbar: str
+
+
+def _one_per_class(indices: list[int], inputs: AuditInputs, limit: int) -> tuple[int, ...]:
+    """Up to ``limit`` of ``indices``, each true class in turn (the sample is grouped by
+    class, so its first ones would all be of one class)."""
+    labels = inputs.evaluation.predictions.set_index("index")["label"]
+    by_class: dict[str, list[int]] = {}
+    for index in indices:
+        by_class.setdefault(str(labels.at[index]), []).append(index)
+    turns = [i for turn in itertools.zip_longest(*by_class.values()) for i in turn]
+    return tuple(i for i in turns if i is not None)[:limit]
 
 
 def gallery_view(inputs: AuditInputs) -> GalleryView | None:
@@ -54,9 +67,10 @@ def gallery_view(inputs: AuditInputs) -> GalleryView | None:
     verdicts = inputs.trust.verdicts
     readable = set(verdicts.loc[verdicts["level"] == VerdictLevel.GOOD.value, "method"])
     methods = {d.key: d.title for d in explanations.methods if d.key in readable}
+    shaky = set(verdicts.loc[verdicts["stability"] == "unstable", "method"])
     errors = inputs.selection.misclassified[:GALLERY_ERRORS]
-    indices = (
-        errors + tuple(i for i in inputs.selection.sampled if i not in errors)[:GALLERY_SAMPLES]
+    indices = errors + _one_per_class(
+        [i for i in inputs.selection.sampled if i not in errors], inputs, GALLERY_SAMPLES
     )
     shown = [i for i in indices if explanations.case(i, "predicted") is not None]
     if not methods or not shown:
@@ -90,5 +104,6 @@ def gallery_view(inputs: AuditInputs) -> GalleryView | None:
         n_errors_shown=sum(1 for i in shown if i in errors),
         n_sampled_shown=sum(1 for i in shown if i not in errors),
         n_explained=len(set(inputs.selection.misclassified) | set(inputs.selection.sampled)),
+        unstable=tuple(title for key, title in methods.items() if key in shaky),
         colorbar=colorbar_figure(),
     )

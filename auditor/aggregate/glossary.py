@@ -93,8 +93,10 @@ GLOSSARY: tuple[Term, ...] = (
          "the image, for a class or error type: the model may rely on an artefact (a marker, "
          "a ruler, a border)."),
     Term("Readable; weak evidence; do not read", "The trust verdicts: a readable method "
-         "passes every check on this model; weak evidence fails faithfulness or stability; "
-         "do not read fails the randomisation check."),
+         "passes the randomisation check and ranks pixels better than a random order on this "
+         "model (its stability and localisation are reported beside it, and an unstable "
+         "one is said to be); weak evidence passes randomisation but does not beat a random "
+         "order; do not read fails the randomisation check."),
     Term("SHA-256", "A fingerprint of a file's bytes: any change to the file changes it."),
 )  # fmt: skip
 """Every term, in the order a reader meets them."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from auditor.architecture import ArchitectureProfile
 from auditor.clinical import Clinical
+from auditor.concepts.stage import NetworkDissection
 from auditor.config import AuditConfig
 from auditor.data import Dataset
 from auditor.evaluate import Evaluation
@@ -37,6 +38,7 @@ class AuditInputs:
         trust: The trust checks' results.
         clinical: The operating point and metadata dependence.
         robustness: The robustness suite, or ``None`` when it was switched off.
+        dissection: Network dissection, or ``None`` when it did not run.
         policy: The acceptance criteria judged on ``metrics.json``.
         selection: Which images were explained.
         command: The command line of the run.
@@ -56,6 +58,7 @@ class AuditInputs:
     trust: Trust
     clinical: Clinical
     robustness: Robustness | None
+    dissection: NetworkDissection | None
     policy: PolicyResult
     selection: Selection
     command: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from auditor.aggregate.datasheet import duplicates_sentence
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.trust import trust_summary
 
@@ -163,6 +164,13 @@ def _use_findings(inputs: AuditInputs) -> list[Limitation]:
                 f"slope {calibration.slope[0]:.2f}).",
                 "Do not show the probabilities to users as risks; recalibrate them (logistic or "
                 "temperature scaling) on held-out data first.",
+            )
+        )
+    if copies := duplicates_sentence(inputs.evaluation.predictions):
+        found.append(
+            _found(
+                f"{copies} (see Data set)",
+                "Remove the copies (keep one per group, with its correct label), then audit again.",
             )
         )
     if inputs.policy.failed:

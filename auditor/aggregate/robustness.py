@@ -91,7 +91,7 @@ def fragile_sentence(robustness: Robustness | None) -> str:
     for row in fragile:
         name = min(row.fragile, key=lambda n: getattr(row, f"{n}_change").value)
         fall = -100 * getattr(row, f"{name}_change").value
-        parts.append(f"{row.title.lower()} {row.level} ({name} −{fall:.1f} points)")
+        parts.append(f"{row.title} {row.level} ({name} −{fall:.1f} points)")
     return (
         f"Fragile under {len(fragile)} of the {len(titles)} perturbations tried, each at its "
         f"mildest fragile severity: {'; '.join(parts)}."

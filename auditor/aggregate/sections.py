@@ -17,6 +17,7 @@ from auditor.aggregate.checklist import checklist_view
 from auditor.aggregate.context import context_view
 from auditor.aggregate.data import data_view
 from auditor.aggregate.dependence import dependence_view
+from auditor.aggregate.dissection import dissection_view
 from auditor.aggregate.excluded import excluded_view
 from auditor.aggregate.explanations import explanations_view
 from auditor.aggregate.failures import failures_view
@@ -148,6 +149,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("robustness", "Robustness", robustness_view, ROBUSTNESS),
     Section("trust", "Explanation trust", trust_view, EXPLANATIONS),
     Section("gallery", "Maps of the methods that can be read", gallery_view, EXPLANATIONS),
+    Section("dissection", "Concepts inside the network", dissection_view, EXPLANATIONS),
     Section("limitations", "Limitations", limitations_view, LIMITATIONS),
     Section("explanations", "Explanation methods", explanations_view, GALLERIES),
     Section("misclassified", "Misclassified cases", misclassified_view, GALLERIES),
@@ -159,6 +161,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("calibration-detail", "Confidence bins", None, DETAILS, view_of="calibration"),
     Section("robustness-detail", "Every perturbation", None, DETAILS, view_of="robustness"),
     Section("trust-checks", "How each check came out", None, DETAILS, view_of="trust"),
+    Section("dissection-units", "Units on their top images", None, DETAILS, view_of="dissection"),
     Section("architecture", "Modules", None, ARCHITECTURE, view_of="model"),
     Section("features", "Feature visualisation", features_view, ARCHITECTURE),
     Section("reproducibility", "Reproducibility", reproducibility_view, SETTINGS),

@@ -9,15 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from auditor.aggregate.calibration import calibration_sentence
+from auditor.aggregate.datasheet import duplicates_sentence
 from auditor.aggregate.dependence import dependence_findings, subgroup_failures
+from auditor.aggregate.dissection import dissection_findings
 from auditor.aggregate.failures import failures_sentence
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.operating import operating_sentence
 from auditor.aggregate.performance import auc_name, worst_classes
 from auditor.aggregate.robustness import fragile_sentence, robustness_findings
 from auditor.aggregate.trust import TrustSummary, trust_summary
-from auditor.metrics import ECE_BINS, ClassMetrics, Estimate
-from auditor.robustness import PERTURBATIONS
+from auditor.metrics import ClassMetrics, Estimate
 
 __all__ = ["WORST_CLASSES", "Headline", "SummaryView", "summary_view"]
 
@@ -44,7 +45,6 @@ class SummaryView:
 
     Attributes:
         auc_label: What ``macro_auc`` is (:func:`~auditor.aggregate.performance.auc_name`).
-        ece_bins: Confidence bins behind ``ece``.
         n_classes: Classes of the model's output.
         n_errors: Misclassified images.
         output_kind: How the model's output was read, in words.
@@ -65,6 +65,8 @@ class SummaryView:
         subgroups: Each subgroup whose sensitivity or specificity is below the rest's,
             from the metadata-dependence findings, in words with its figures.
         fragile: The fragile perturbations in one sentence ("" when none).
+        duplicates: The byte-identical images in one sentence ("" when none).
+        artifact_units: Each layer whose units detect an artefact concept, in words.
     """
 
     accuracy: Estimate
@@ -72,7 +74,6 @@ class SummaryView:
     macro_auc: float | None
     auc_label: str
     ece: float
-    ece_bins: int
     n_images: int
     n_classes: int
     n_excluded: int
@@ -93,6 +94,8 @@ class SummaryView:
     headline: tuple[Headline, ...]
     subgroups: tuple[str, ...]
     fragile: str
+    duplicates: str
+    artifact_units: tuple[str, ...]
 
 
 def _headline(inputs: AuditInputs) -> tuple[Headline, ...]:
@@ -122,7 +125,6 @@ def summary_view(inputs: AuditInputs) -> SummaryView:
         macro_auc=metrics.macro_auc,
         auc_label=auc_name(len(metrics.per_class)),
         ece=metrics.ece,
-        ece_bins=ECE_BINS,
         n_images=metrics.n_images,
         n_classes=len(metrics.per_class),
         n_excluded=len(evaluation.excluded),
@@ -137,7 +139,11 @@ def summary_view(inputs: AuditInputs) -> SummaryView:
         dependence_tested=inputs.clinical.dependence is not None,
         robustness=robustness_findings(inputs.robustness),
         robustness_tested=inputs.robustness is not None,
-        robustness_perturbations=len(PERTURBATIONS),
+        robustness_perturbations=(
+            len({row.perturbation for row in inputs.robustness.rows}) if inputs.robustness else 0
+        ),
+        duplicates=duplicates_sentence(inputs.evaluation.predictions),
+        artifact_units=dissection_findings(inputs.dissection),
         policy_declared=len(inputs.policy.outcomes),
         policy_failed=tuple(f"{o.criterion.text}: {o.reason}" for o in inputs.policy.failed),
         headline=_headline(inputs),

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from auditor.concepts.data import ConceptData, computed_masks
-from auditor.concepts.dissection import Batch, Dissection, dissect
+from auditor.concepts.dissection import Batch, Dissection, dissect, upsampled
 from auditor.concepts.settings import ConceptSettings
 from auditor.data import Dataset
 from auditor.explain.features import Stage
@@ -28,13 +28,38 @@ from auditor.images import Preprocessing, make_loader, open_image
 from auditor.load import LoadedModel
 from auditor.measure.localisation import read_mask
 
-__all__ = ["LayerDissection", "NetworkDissection", "dissect_network"]
+__all__ = ["LayerDissection", "NetworkDissection", "UnitExample", "dissect_network"]
 
 TOP_IMAGES = 3
 """Images shown per labelled unit: those where it is most active."""
 
 CHUNK = 64
 """Images per batch when reading the stored activations back."""
+
+EXAMPLE_UNITS = 6
+"""Units shown with their top images: those labelled with an artefact, then the best unit
+of each declared concept."""
+
+
+@dataclass(frozen=True)
+class UnitExample:
+    """A unit shown on its top images.
+
+    Attributes:
+        concept: Index of the concept it is shown with (its label).
+        images: ``(n, H, W, C)`` float in [0, 1], the images where it is most active.
+        unit_masks: ``(n, H, W)`` bool, where it reaches its threshold.
+        concept_masks: ``(n, H, W)`` bool, the concept's masks.
+    """
+
+    layer: str
+    unit: int
+    concept: int
+    iou: float
+    indices: tuple[int, ...]
+    images: np.ndarray
+    unit_masks: np.ndarray
+    concept_masks: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -67,6 +92,7 @@ class NetworkDissection:
     """
 
     layers: tuple[LayerDissection, ...]
+    examples: tuple[UnitExample, ...]
     data: ConceptData
     indices: tuple[int, ...]
     annotated: np.ndarray
@@ -159,6 +185,49 @@ class _Store:
         return self.indices[: self.filled][order]
 
 
+def _shown(layers: list[LayerDissection], data: ConceptData) -> list[tuple[int, int, int]]:
+    """``(layer, unit, concept)`` of the units to show (:data:`EXAMPLE_UNITS`)."""
+    labelled = [
+        (float(layer.dissection.iou[unit, k]), i, unit, k)
+        for i, layer in enumerate(layers)
+        for unit, k in enumerate(layer.labels.tolist())
+        if k >= 0
+    ]
+    names = data.names
+    artifacts = sorted((t for t in labelled if names[t[3]] in data.artifacts), reverse=True)
+    best: dict[int, tuple[float, int, int, int]] = {}
+    for entry in sorted(labelled, reverse=True):
+        if names[entry[3]] in data.declared and names[entry[3]] not in data.artifacts:
+            best.setdefault(entry[3], entry)
+    chosen = (artifacts[:3] + list(best.values()))[:EXAMPLE_UNITS]
+    return [(i, unit, k) for _, i, unit, k in chosen]
+
+
+def _examples(
+    store: _Store, layers: list[LayerDissection], dataset: Dataset, data: ConceptData,
+    preprocessing: Preprocessing, size: tuple[int, int],
+) -> tuple[UnitExample, ...]:  # fmt: skip
+    """The shown units on their top images: the images read again, the masks from the store."""
+    display = replace(preprocessing, mean=None, std=None)
+    examples = []
+    for i, unit, k in _shown(layers, data):
+        layer = layers[i]
+        indices = tuple(int(x) for x in layer.top_images[unit])
+        rows = [int(np.flatnonzero(store.indices[: store.filled] == x)[0]) for x in indices]
+        batch = next(iter(make_loader([dataset.samples[x] for x in indices], display, len(rows))))
+        if len(batch.failures):
+            continue
+        activations = torch.from_numpy(np.asarray(store.layers[i][rows])[:, unit : unit + 1])
+        threshold = float(layer.dissection.thresholds.values[unit])
+        fires = upsampled(activations, size)[:, 0] >= threshold
+        examples.append(UnitExample(
+            layer.path, unit, k, float(layer.dissection.iou[unit, k]), indices,
+            batch.images.permute(0, 2, 3, 1).numpy(), fires.view(-1, *size).numpy(),
+            np.asarray(store.masks[rows, k]),
+        ))  # fmt: skip
+    return tuple(examples)
+
+
 def _forward(
     model: LoadedModel, dataset: Dataset, data: ConceptData, preprocessing: Preprocessing,
     indices: list[int], layers: tuple[Stage, ...], store: _Store, settings: ConceptSettings,
@@ -212,10 +281,11 @@ def dissect_network(
                 layer.path, layer.shape, dissection,
                 dissection.labels(settings.dissection_iou), store.top_images(i),
             ))  # fmt: skip
+        examples = _examples(store, results, dataset, data, preprocessing, size)
         annotated = store.annotated[: store.filled]
         present = np.asarray(store.masks[: store.filled]).any(axis=(2, 3))
     return NetworkDissection(
-        tuple(results), data, tuple(int(i) for i in store.indices[: store.filled]),
+        tuple(results), examples, data, tuple(int(i) for i in store.indices[: store.filled]),
         annotated.sum(axis=0), (present & annotated).sum(axis=0), unreadable, store.filled,
         time.perf_counter() - started, size, settings,
     )  # fmt: skip
