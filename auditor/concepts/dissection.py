@@ -52,6 +52,9 @@ BINS = 2048
 CAP = 1 << 24
 """Most boundary-bin values kept, over all units, for the exact quantile."""
 
+BLOCK = 1 << 24
+"""Most upsampled values held at once (64 MiB of float32)."""
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -93,26 +96,29 @@ class UnitThresholds:
 
 
 class _Quantile:
-    """The streaming top-``k`` threshold of ``units`` value streams (see the module)."""
+    """The streaming top-``k`` threshold of ``units`` value streams (see the module).
+
+    Every method takes the values of a slice of the units, ``(B, len(units), P)``.
+    """
 
     def __init__(self, low: torch.Tensor, high: torch.Tensor, k: int, cap: int) -> None:
-        self.low, self.high, self.k, self.cap = low.double(), high.double(), k, cap
-        self.width = ((self.high - self.low) / BINS).clamp(min=1e-300)
+        self.low, self.high, self.k, self.cap = low.float(), high.float(), k, cap
+        self.width = ((self.high - self.low) / BINS).clamp(min=1e-30)
         self.counts = torch.zeros(len(low), BINS, dtype=torch.long)
         self.boundary = torch.zeros(len(low), dtype=torch.long)
         self.rank = torch.zeros(len(low), dtype=torch.long)
-        self.kept: list[list[torch.Tensor]] = [[] for _ in range(len(low))]
+        self.kept: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def _bins(self, values: torch.Tensor) -> torch.Tensor:
-        """``(B, C, P)`` bin index of each value within its unit's range."""
-        scaled = (values.double() - self.low[None, :, None]) / self.width[None, :, None]
-        return scaled.floor().long().clamp(0, BINS - 1)
+    def _bins(self, values: torch.Tensor, units: slice) -> torch.Tensor:
+        """``(B, U, P)`` bin index of each value within its unit's range."""
+        low, width = self.low[units][None, :, None], self.width[units][None, :, None]
+        return ((values - low) / width).floor_().long().clamp_(0, BINS - 1)
 
-    def count(self, values: torch.Tensor) -> None:
-        units = values.shape[1]
-        offsets = (torch.arange(units) * BINS)[None, :, None]
-        flat = (self._bins(values) + offsets).flatten()
-        self.counts += torch.bincount(flat, minlength=units * BINS).view(units, BINS)
+    def count(self, values: torch.Tensor, units: slice) -> None:
+        n = values.shape[1]
+        offsets = (torch.arange(n) * BINS)[None, :, None]
+        flat = (self._bins(values, units) + offsets).flatten()
+        self.counts[units] += torch.bincount(flat, minlength=n * BINS).view(n, BINS)
 
     def locate(self) -> bool:
         """Find each unit's boundary bin; whether its values fit under the cap."""
@@ -127,23 +133,31 @@ class _Quantile:
         held = self.counts.gather(1, self.boundary[:, None])[:, 0]
         return int(held.sum()) <= self.cap
 
-    def collect(self, values: torch.Tensor) -> None:
-        inside = self._bins(values) == self.boundary[None, :, None]
-        for unit in range(values.shape[1]):
-            self.kept[unit].append(values[:, unit][inside[:, unit]].double())
+    def collect(self, values: torch.Tensor, units: slice) -> None:
+        inside = self._bins(values, units) == self.boundary[units][None, :, None]
+        which = inside.nonzero()[:, 1] + (units.start or 0)
+        self.kept.append((which, values[inside]))
 
     def thresholds(self, exact: bool) -> UnitThresholds:
-        values = np.empty(len(self.low))
-        for unit in range(len(self.low)):
-            if float(self.high[unit]) == float(self.low[unit]):
-                values[unit] = float(self.low[unit])
-            elif exact:
-                kept = torch.cat(self.kept[unit])
-                values[unit] = float(kept.topk(int(self.rank[unit])).values[-1])
-            else:
-                values[unit] = float(self.low[unit] + self.boundary[unit] * self.width[unit])
+        values = (self.low + self.boundary * self.width).double().numpy()
+        if exact and self.kept:
+            which = torch.cat([w for w, _ in self.kept])
+            kept = torch.cat([v for _, v in self.kept])
+            order = torch.argsort(which, stable=True)
+            which, kept = which[order], kept[order]
+            starts = torch.searchsorted(which, torch.arange(len(self.low) + 1))
+            for unit in range(len(self.low)):
+                mine = kept[starts[unit] : starts[unit + 1]]
+                values[unit] = float(mine.topk(int(self.rank[unit])).values[-1])
         constant = (self.high == self.low).numpy()
+        values[constant] = self.low.double().numpy()[constant]
         return UnitThresholds(values, np.full(len(values), exact) | constant, self.k)
+
+
+def _unit_slices(units: int, batch: int, pixels: int) -> list[slice]:
+    """Slices of the units such that one upsampled block holds at most :data:`BLOCK` values."""
+    step = max(1, BLOCK // max(1, batch * pixels))
+    return [slice(start, min(start + step, units)) for start in range(0, units, step)]
 
 
 @dataclass(frozen=True)
@@ -177,15 +191,27 @@ def _tally(
     inter = np.zeros((units, n_concepts))
     union = np.zeros((units, n_concepts))
     for batch in batches:
-        fires = (upsampled(batch.activations, size) >= thresholds[None, :, None]).float()
         annotated = batch.annotated.float()
         concepts = (batch.concepts.flatten(2) & batch.annotated[..., None]).float()
-        both = torch.einsum("bcp,bkp->ck", fires, concepts)
-        unit_area = torch.einsum("bc,bk->ck", fires.sum(2), annotated)
         concept_area = concepts.sum((0, 2))
-        inter += both.double().numpy()
-        union += (unit_area + concept_area[None, :] - both).double().numpy()
+        for part in _unit_slices(units, len(annotated), size[0] * size[1]):
+            maps = upsampled(batch.activations[:, part], size)
+            fires = (maps >= thresholds[part][None, :, None]).float()
+            both = torch.einsum("bcp,bkp->ck", fires, concepts)
+            unit_area = torch.einsum("bc,bk->ck", fires.sum(2), annotated)
+            inter[part] += both.double().numpy()
+            union[part] += (unit_area + concept_area[None, :] - both).double().numpy()
     return inter, union
+
+
+def _passes(
+    batches: Callable[[], Iterator[Batch]], units: int, size: tuple[int, int],
+    step: Callable[[torch.Tensor, slice], None],
+) -> None:  # fmt: skip
+    """One pass: ``step`` on every batch's upsampled maps, a block of units at a time."""
+    for batch in batches():
+        for part in _unit_slices(units, len(batch.activations), size[0] * size[1]):
+            step(upsampled(batch.activations[:, part], size), part)
 
 
 def dissect(
@@ -217,12 +243,10 @@ def dissect(
     if low is None or high is None:
         raise ValueError("dissect needs at least one batch")
     stream = _Quantile(low, high, max(1, math.ceil(quantile * total)), cap)
-    for batch in batches():
-        stream.count(upsampled(batch.activations, size))
+    _passes(batches, len(low), size, stream.count)
     exact = stream.locate()
     if exact:
-        for batch in batches():
-            stream.collect(upsampled(batch.activations, size))
+        _passes(batches, len(low), size, stream.collect)
     thresholds = stream.thresholds(exact)
     inter, union = _tally(batches(), torch.from_numpy(thresholds.values).float(), size, n_concepts)
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
