@@ -123,12 +123,14 @@ def _declared_masks(
     masks = torch.zeros(len(indices), len(data.declared), *size, dtype=torch.bool)
     annotated = torch.ones(len(indices), len(data.declared), dtype=torch.bool)
     for row, index in enumerate(indices.tolist()):
+        original: tuple[int, int] | None = None
         for k, path in enumerate(data.paths[index]):
             if path is None:
                 continue
             try:
-                with open_image(dataset.samples[index].path, preprocessing.max_pixels) as image:
-                    original = image.size
+                if original is None:
+                    with open_image(dataset.samples[index].path, preprocessing.max_pixels) as image:
+                        original = image.size
                 mask = read_mask(path, original, preprocessing)
             except OSError:
                 annotated[row, k] = False
