@@ -1,0 +1,102 @@
+"""TCAV on the tap layer: a class whose score is one channel's mean moves along that
+channel's concept and against the opposite one, and the sign counts equal Captum's TCAV
+on the eager twin with the same CAV.
+
+Not tested, because it does not hold yet: that a random concept is not significant. With
+a fixed concept set the t-test over runs is anti-conservative; measured on this model, a
+random concept was significant at 0.05 in 6 of 20 seeds (see ``auditor.concepts.tcav``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from auditor.concepts.tcav import concept_vector, layer_activations, layer_gradients, tcav
+from tests.helpers import loaded_model, torchscript_twin
+
+SIZE = 8
+
+
+class ChannelMean(nn.Module):
+    """``mix`` makes channel 0 the red excess and channel 1 the green excess; class k's
+    score is the mean of channel k where it is positive (so the gradient differs from one
+    image to the next)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix = nn.Conv2d(3, 2, 1)
+        with torch.no_grad():
+            self.mix.weight.copy_(
+                torch.tensor([[1.0, -0.5, -0.5], [-0.5, 1.0, -0.5]])[..., None, None]
+            )
+            self.mix.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.mix(x)).mean(dim=(2, 3))
+
+
+def _images(n: int, rng: np.random.Generator, red: bool = False) -> torch.Tensor:
+    images = rng.uniform(0, 1, size=(n, 3, SIZE, SIZE)).astype(np.float32)
+    if red:
+        images[:, 0] = rng.uniform(0.8, 1.0, size=(n, SIZE, SIZE))
+        images[:, 1:] *= 0.3
+    return torch.from_numpy(images)
+
+
+@pytest.mark.parametrize("kind", ["script", "trace"])
+def test_a_class_that_is_a_channel_mean_moves_along_that_channels_concept(kind: str) -> None:
+    rng = np.random.default_rng(0)
+    model = loaded_model(torchscript_twin(ChannelMean(), kind, SIZE))
+    images = _images(20, rng)
+    gradients = layer_gradients(model.tapped, images, "mix", 0, 8)
+    concept = layer_activations(model.tapped, _images(30, rng, red=True), "mix", 8)
+    randoms = [layer_activations(model.tapped, _images(30, rng), "mix", 8) for _ in range(10)]
+
+    result = tcav(gradients, concept, randoms, seed=0)
+
+    assert result.score >= 0.95 and result.p_value < 0.05 and result.magnitude > 0
+    assert result.significant(0.05)
+    green = layer_activations(model.tapped, _images(30, rng, red=True)[:, [1, 0, 2]], "mix", 8)
+    against = tcav(gradients, green, randoms, seed=0)
+    assert against.score <= 0.05 and against.significant(0.05), "green lowers class 0"
+
+
+def test_the_sign_counts_equal_captums_tcav_with_the_same_cav(tmp_path: Path) -> None:
+    from captum.concept import TCAV, Classifier, Concept
+
+    rng = np.random.default_rng(1)
+    eager = ChannelMean().eval()
+    model = loaded_model(torchscript_twin(eager, "script", SIZE))
+    images = _images(16, rng)
+    concept_acts = layer_activations(model.tapped, _images(20, rng, red=True), "mix", 8)
+    random_acts = layer_activations(model.tapped, _images(20, rng), "mix", 8)
+    cav = concept_vector(concept_acts, random_acts, seed=0)
+    ours = float((layer_gradients(model.tapped, images, "mix", 1, 8) @ cav > 0).mean())
+
+    class Fixed(Classifier):
+        def __init__(self) -> None:
+            pass
+
+        def train_and_eval(self, dataloader, **kwargs):  # type: ignore[no-untyped-def]
+            return {"accs": torch.tensor(1.0)}
+
+        def weights(self) -> torch.Tensor:
+            vector = torch.from_numpy(cav).float()
+            return torch.stack([vector, -vector])
+
+        def classes(self) -> list[int]:
+            return [0, 1]
+
+    def concept(identifier: int, name: str) -> Concept:
+        data = torch.utils.data.DataLoader(_images(4, rng), batch_size=4)
+        return Concept(identifier, name, iter(data))
+
+    captum = TCAV(eager, ["mix"], classifier=Fixed(), save_path=str(tmp_path) + "/")
+    scores = captum.interpret(images, [[concept(0, "red"), concept(1, "random")]], target=1)
+    [by_layer] = scores.values()
+    assert by_layer["mix"]["sign_count"][0].item() == pytest.approx(ours)
