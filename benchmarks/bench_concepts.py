@@ -18,13 +18,12 @@ No thresholds: it reports.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 import torch
-from timing import machine, median_times, subject  # benchmarks/, next to this file
+from timing import machine, median_times, stage_arguments, subject  # benchmarks/
 from torch import nn
 
 from auditor.architecture import profile_model
@@ -38,19 +37,7 @@ from auditor.synthetic import write_dataset
 
 
 def main(argv: list[str] | None = None, model: nn.Module | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--arch", default="resnet18")
-    parser.add_argument("--image-size", type=int, default=112)
-    parser.add_argument("--images", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="8 images at 32 px, one repeat")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.images, args.image_size, args.repeats = 8, 32, 1
+    args = stage_arguments(argv, __doc__)
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -22,6 +23,26 @@ from auditor.synthetic import generate
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 Run = Callable[[], object]
+
+
+def stage_arguments(argv: list[str] | None, doc: str | None) -> argparse.Namespace:
+    """The options of a benchmark that times a stage against its pass floor: ``--arch``,
+    ``--image-size``, ``--images``, ``--batch-size``, ``--device``, ``--repeats`` and
+    ``--quick`` (8 images at 32 px, one repeat)."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="8 images at 32 px, one repeat")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.image_size, args.repeats = 8, 32, 1
+    return args
 
 
 def machine(device: torch.device) -> str:
