@@ -50,10 +50,17 @@ class DependenceView:
     skipped: tuple[tuple[str, str], ...]
 
 
-def _group(rate: GroupRate) -> str:
+def _group_rate(rate: GroupRate, positive: bool) -> str:
+    """The group's share called positive (``positive``), else its share not called positive
+    (a specificity at a negative true class), with its interval and counts."""
+    if positive:
+        value, low, high, hits = rate.rate, rate.ci_low, rate.ci_high, rate.positive
+    else:
+        value, low, high = 1 - rate.rate, 1 - rate.ci_high, 1 - rate.ci_low
+        hits = rate.n - rate.positive
     return (
-        f"{percent(rate.rate)} with {rate.column} = {rate.value} (95% CI "
-        f"{percent(rate.ci_low)}–{percent(rate.ci_high)}; {rate.positive:,} of {rate.n:,})"
+        f"{percent(value)} with {rate.column} = {rate.value} (95% CI {percent(low)}–"
+        f"{percent(high)}; {hits:,} of {rate.n:,})"
     )
 
 
@@ -63,8 +70,9 @@ def _sentence(dependence: Dependence, column: ColumnDependence, n_judged: int) -
     low = dependence.rate(column.column, column.label, column.low)
     return (
         f"Predictions depend on {column.column}: of the images whose true class is "
-        f"{column.label}, {_group(high)} are predicted {dependence.positive_class}, against "
-        f"{_group(low)}. The difference is {100 * column.difference:.1f} points (95% CI "
+        f"{column.label}, {_group_rate(high, True)} are predicted "
+        f"{dependence.positive_class}, against {_group_rate(low, True)}. The difference is "
+        f"{100 * column.difference:.1f} points (95% CI "
         f"{100 * column.ci_low:.1f} to {100 * column.ci_high:.1f}); permutation p = "
         f"{p_value(column.p_value)}, {p_value(column.p_adjusted)} after Holm's adjustment across "
         f"{n_judged} column(s)."
@@ -111,19 +119,6 @@ def dependence_findings(
     return tuple(sentences)
 
 
-def _clinical_rate(rate: GroupRate, positive: bool) -> str:
-    """The group's sensitivity (``positive``) or specificity, with its interval and counts."""
-    if positive:
-        value, low, high, hits = rate.rate, rate.ci_low, rate.ci_high, rate.positive
-    else:
-        value, low, high = 1 - rate.rate, 1 - rate.ci_high, 1 - rate.ci_low
-        hits = rate.n - rate.positive
-    return (
-        f"{percent(value)} with {rate.column} = {rate.value} (95% CI {percent(low)}–"
-        f"{percent(high)}; {hits:,} of {rate.n:,})"
-    )
-
-
 def subgroup_failures(dependence: Dependence | None) -> tuple[str, ...]:
     """Each dependence finding as the subgroup it fails: the value with the lower
     sensitivity (when the true class is the positive class) or specificity (otherwise)."""
@@ -137,8 +132,8 @@ def subgroup_failures(dependence: Dependence | None) -> tuple[str, ...]:
         measure = "Sensitivity" if positive else "Specificity"
         sentences.append(
             f"{measure} falls to "
-            f"{_clinical_rate(dependence.rate(c.column, c.label, worse), positive)}, against "
-            f"{_clinical_rate(dependence.rate(c.column, c.label, better), positive)} "
+            f"{_group_rate(dependence.rate(c.column, c.label, worse), positive)}, against "
+            f"{_group_rate(dependence.rate(c.column, c.label, better), positive)} "
             f"({c.label} images)."
         )
     return tuple(sentences)
