@@ -135,3 +135,32 @@ def test_beyond_the_cap_the_threshold_is_marked_approximate_and_close() -> None:
     spread = activations.amax((0, 2, 3)) - activations.amin((0, 2, 3))
     gap = np.abs(capped.thresholds.values - exact.thresholds.values)
     assert (gap <= spread.double().numpy() / 2048 + 1e-9).all(), "within one histogram bin"
+
+
+def test_the_patchwise_pass_equals_the_dense_one_with_ties_flat_patches_and_odd_sizes() -> None:
+    """Thresholds and tallies from upsampling only the patches that can reach them equal
+    those from every upsampled value (:func:`upsampled`), exactly: ReLU zeros (flat
+    patches, ties at the threshold), a dead unit, a constant one, a non-integer scale."""
+    rng = np.random.default_rng(6)
+    n, size = 9, (15, 13)
+    activations = torch.relu(torch.from_numpy(rng.normal(size=(n, 5, 4, 3)).astype(np.float32)))
+    activations[:, 3] = 0  # dead
+    activations[:, 4] = 2.5  # constant
+    activations[:, 2] = torch.where(activations[:, 2] > 1.5, activations[:, 2], 0)  # sparse
+    concepts = torch.from_numpy(rng.uniform(size=(n, 2, *size)) < 0.3)
+    annotated = torch.ones(n, 2, dtype=torch.bool)
+    annotated[0, 1] = False
+
+    result = dissect(_batches(activations, concepts, annotated), size, quantile=0.05)
+
+    up = upsampled(activations, size).numpy()
+    k = math.ceil(0.05 * n * size[0] * size[1])
+    for u in range(5):
+        threshold = np.sort(up[:, u].ravel())[::-1][k - 1]
+        assert result.thresholds.values[u] == threshold
+        fires = up[:, u] >= threshold
+        for c in range(2):
+            rows = annotated[:, c].numpy()
+            mask = concepts[:, c].flatten(1).numpy()[rows]
+            assert result.intersection[u, c] == (fires[rows] & mask).sum()
+            assert result.union[u, c] == (fires[rows] | mask).sum()

@@ -72,11 +72,65 @@ class Batch:
     annotated: torch.Tensor
 
 
+@dataclass(frozen=True)
+class _Axis:
+    """Bilinear geometry along one axis, as ``F.interpolate`` computes it (no corner
+    alignment): output ``i`` reads source ``low[i]`` with weight ``w0[i]`` and ``high[i]``
+    with ``w1[i]``; the outputs whose ``low`` is source ``j`` are ``start[j]`` to
+    ``start[j] + count[j]`` (``low`` never decreases)."""
+
+    low: torch.Tensor
+    high: torch.Tensor
+    w0: torch.Tensor
+    w1: torch.Tensor
+    start: torch.Tensor
+    count: torch.Tensor
+    after: torch.Tensor  # (n_in,) the source after each one (the last repeats)
+
+
+def _axis(n_in: int, n_out: int) -> _Axis:
+    scale = torch.tensor(n_in / n_out, dtype=torch.float32)
+    real = (scale * (torch.arange(n_out, dtype=torch.float32) + 0.5) - 0.5).clamp_min(0)
+    low = real.long()
+    w1 = real - low.float()
+    count = torch.bincount(low, minlength=n_in)
+    return _Axis(
+        low, (low + 1).clamp_max(n_in - 1), 1 - w1, w1, count.cumsum(0) - count, count,
+        (torch.arange(n_in) + 1).clamp_max(n_in - 1),
+    )  # fmt: skip
+
+
+def _grid(source: tuple[int, int], size: tuple[int, int]) -> tuple[_Axis, _Axis]:
+    return _axis(source[0], size[0]), _axis(source[1], size[1])
+
+
+def _corners(maps: torch.Tensor, rows: _Axis, cols: _Axis) -> tuple[torch.Tensor, ...]:
+    """The four source values of every patch ``(i, j)``: ``(i, j)``, ``(i, j+1)``,
+    ``(i+1, j)``, ``(i+1, j+1)`` (clamped at the edges), each shaped as ``maps``."""
+    below = maps[..., rows.after, :]
+    return maps, maps[..., cols.after], below, below[..., cols.after]
+
+
 def upsampled(activations: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``(B, C, H*W)`` float32: each map bilinearly upsampled to ``size`` (no corner
-    alignment, as ``torch.nn.functional.interpolate`` and NetDissect)."""
-    maps = F.interpolate(activations.float(), size=size, mode="bilinear", align_corners=False)
-    return maps.flatten(2)
+    alignment, as ``torch.nn.functional.interpolate`` and NetDissect), computed as
+    :func:`dissect` computes it pixel by pixel, so a value compares with a threshold
+    alike. Where a cell's four sources are equal (a flat patch) the value is that
+    source, exactly."""
+    rows, cols = _grid((activations.shape[2], activations.shape[3]), size)
+    maps = activations.float()
+
+    def across(t: torch.Tensor) -> torch.Tensor:
+        return cols.w0 * t[..., cols.low] + cols.w1 * t[..., cols.high]
+
+    values = rows.w0[:, None] * across(maps[:, :, rows.low]) + rows.w1[:, None] * across(
+        maps[:, :, rows.high]
+    )
+    corners = _corners(maps, rows, cols)
+    flat = (corners[0] == corners[1]) & (corners[0] == corners[2]) & (corners[0] == corners[3])
+    pick = flat[:, :, rows.low][..., cols.low]
+    values = torch.where(pick, maps[:, :, rows.low][..., cols.low], values)
+    return values.flatten(2)
 
 
 @dataclass(frozen=True)
@@ -95,69 +149,191 @@ class UnitThresholds:
     k: int
 
 
-class _Quantile:
-    """The streaming top-``k`` threshold of ``units`` value streams (see the module).
+@dataclass(frozen=True)
+class _Patches:
+    """One batch's maps cut into bilinear patches: patch ``(i, j)`` holds the outputs
+    whose first sources are ``(i, j)``; its values lie between its four sources' least
+    (``low``) and greatest (``high``), and ``pixels`` outputs have it."""
 
-    Every method takes the values of a slice of the units, ``(B, len(units), P)``.
-    """
+    maps: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+    flat: torch.Tensor
+    pixels: torch.Tensor
 
-    def __init__(self, low: torch.Tensor, high: torch.Tensor, k: int, cap: int) -> None:
-        self.low, self.high, self.k, self.cap = low.float(), high.float(), k, cap
+
+def _patches(activations: torch.Tensor, rows: _Axis, cols: _Axis) -> _Patches:
+    maps = activations.float()
+    corners = _corners(maps, rows, cols)
+    low = torch.minimum(torch.minimum(corners[0], corners[1]), torch.minimum(*corners[2:]))
+    high = torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(*corners[2:]))
+    pixels = rows.count[:, None] * cols.count[None, :]
+    return _Patches(maps, low, high, low == high, pixels.expand_as(low))
+
+
+def _values(
+    patches: _Patches, where: torch.Tensor, rows: _Axis, cols: _Axis
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The upsampled values of the patches at ``where`` (``(n, 4)`` indices ``b, u, i, j``),
+    a chunk at a time: ``(where, values, y, x)``, values ``(n, R, S)`` (NaN outside the
+    patch), output rows ``(n, R)`` and columns ``(n, S)``. Same arithmetic as
+    :func:`upsampled`, so the values are equal bit for bit."""
+    span_r, span_c = int(rows.count.max()), int(cols.count.max())
+    step = max(1, BLOCK // (span_r * span_c))
+    maps = patches.maps
+    for chunk in where.split(step):
+        b, u, i, j = chunk.unbind(1)
+        y = rows.start[i][:, None] + torch.arange(span_r)
+        x = cols.start[j][:, None] + torch.arange(span_c)
+        inside_y = y < (rows.start[i] + rows.count[i])[:, None]
+        inside_x = x < (cols.start[j] + cols.count[j])[:, None]
+        y, x = y.clamp_max(len(rows.low) - 1), x.clamp_max(len(cols.low) - 1)
+        ia, ja = rows.after[i], cols.after[j]
+        c00, c01 = maps[b, u, i, j][:, None], maps[b, u, i, ja][:, None]
+        c10, c11 = maps[b, u, ia, j][:, None], maps[b, u, ia, ja][:, None]
+        w0x, w1x = cols.w0[x], cols.w1[x]
+        top = (w0x * c00 + w1x * c01)[:, None, :]
+        bottom = (w0x * c10 + w1x * c11)[:, None, :]
+        values = rows.w0[y][:, :, None] * top + rows.w1[y][:, :, None] * bottom
+        inside = inside_y[:, :, None] & inside_x[:, None, :]
+        yield chunk, values.masked_fill(~inside, math.nan), y, x
+
+
+class _Histogram:
+    """Per-unit histogram over each unit's ``[low, high]`` of values with multiplicities."""
+
+    def __init__(self, low: torch.Tensor, high: torch.Tensor) -> None:
+        self.low, self.high = low.float(), high.float()
         self.width = ((self.high - self.low) / BINS).clamp(min=1e-30)
-        self.counts = torch.zeros(len(low), BINS, dtype=torch.long)
-        self.boundary = torch.zeros(len(low), dtype=torch.long)
-        self.rank = torch.zeros(len(low), dtype=torch.long)
-        self.kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.counts = torch.zeros(len(low), BINS, dtype=torch.float64)
 
-    def _bins(self, values: torch.Tensor, units: slice) -> torch.Tensor:
-        """``(B, U, P)`` bin index of each value within its unit's range."""
-        low, width = self.low[units][None, :, None], self.width[units][None, :, None]
-        return ((values - low) / width).floor_().long().clamp_(0, BINS - 1)
+    def bins(self, units: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        found = ((values - self.low[units]) / self.width[units]).floor_().long()
+        return found.clamp_(0, BINS - 1)
 
-    def count(self, values: torch.Tensor, units: slice) -> None:
-        n = values.shape[1]
-        offsets = (torch.arange(n) * BINS)[None, :, None]
-        flat = (self._bins(values, units) + offsets).flatten()
-        self.counts[units] += torch.bincount(flat, minlength=n * BINS).view(n, BINS)
+    def add(self, units: torch.Tensor, values: torch.Tensor, weights: torch.Tensor) -> None:
+        flat = units * BINS + self.bins(units, values)
+        self.counts += torch.bincount(
+            flat, weights=weights.double(), minlength=len(self.low) * BINS
+        ).view(-1, BINS)
 
-    def locate(self) -> bool:
-        """Find each unit's boundary bin; whether its values fit under the cap."""
+    def top_bin(self, k: int) -> torch.Tensor:
+        """``(U,)``: each unit's highest bin at which the weight from the top reaches ``k``."""
         from_top = self.counts.flip(1).cumsum(1)
-        top_bin = (from_top >= self.k).long().argmax(1)
-        self.boundary = BINS - 1 - top_bin
-        above = (
-            from_top.gather(1, top_bin[:, None])[:, 0]
-            - self.counts.gather(1, self.boundary[:, None])[:, 0]
-        )
-        self.rank = self.k - above
-        held = self.counts.gather(1, self.boundary[:, None])[:, 0]
-        return int(held.sum()) <= self.cap
-
-    def collect(self, values: torch.Tensor, units: slice) -> None:
-        inside = self._bins(values, units) == self.boundary[units][None, :, None]
-        which = inside.nonzero()[:, 1] + (units.start or 0)
-        self.kept.append((which, values[inside]))
-
-    def thresholds(self, exact: bool) -> UnitThresholds:
-        values = (self.low + self.boundary * self.width).double().numpy()
-        if exact and self.kept:
-            which = torch.cat([w for w, _ in self.kept])
-            kept = torch.cat([v for _, v in self.kept])
-            order = torch.argsort(which, stable=True)
-            which, kept = which[order], kept[order]
-            starts = torch.searchsorted(which, torch.arange(len(self.low) + 1))
-            for unit in range(len(self.low)):
-                mine = kept[starts[unit] : starts[unit + 1]]
-                values[unit] = float(mine.topk(int(self.rank[unit])).values[-1])
-        constant = (self.high == self.low).numpy()
-        values[constant] = self.low.double().numpy()[constant]
-        return UnitThresholds(values, np.full(len(values), exact) | constant, self.k)
+        return BINS - 1 - (from_top >= k).long().argmax(1)
 
 
-def _unit_slices(units: int, batch: int, pixels: int) -> list[slice]:
-    """Slices of the units such that one upsampled block holds at most :data:`BLOCK` values."""
-    step = max(1, BLOCK // max(1, batch * pixels))
-    return [slice(start, min(start + step, units)) for start in range(0, units, step)]
+def _bound(
+    batches: Callable[[], Iterator[Batch]], grid: tuple[_Axis, _Axis], low: torch.Tensor,
+    high: torch.Tensor, k: int,
+) -> torch.Tensor:  # fmt: skip
+    """``(U,)`` a lower bound of each unit's threshold, from the sources alone: the least
+    patch floor among the patches with the highest floors that hold ``k`` outputs (every
+    value of a patch is at least its floor, so at least ``k`` values reach the bound)."""
+    histogram = _Histogram(low, high)
+    least = torch.full((len(low), BINS), math.inf)
+    for batch in batches():
+        patches = _patches(batch.activations, *grid)
+        units = torch.arange(len(low))[None, :, None, None].expand_as(patches.low)
+        keep = patches.pixels > 0
+        units, floors = units[keep], patches.low[keep]
+        histogram.add(units, floors, patches.pixels[keep])
+        index = units * BINS + histogram.bins(units, floors)
+        least.view(-1).scatter_reduce_(0, index, floors, "amin")
+    return least.gather(1, histogram.top_bin(k)[:, None])[:, 0]
+
+
+def _scan(
+    batches: Callable[[], Iterator[Batch]], grid: tuple[_Axis, _Axis], floor: torch.Tensor,
+    visit: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None],
+) -> None:  # fmt: skip
+    """``visit(units, values, weights)`` for every upsampled value at or above its unit's
+    ``floor``: a flat patch once, with its pixels as weight; other patches value by value,
+    computed only where the patch's greatest source reaches the floor."""
+    for batch in batches():
+        patches = _patches(batch.activations, *grid)
+        reach = floor[None, :, None, None]
+        flat = patches.flat & (patches.low >= reach) & (patches.pixels > 0)
+        where = flat.nonzero()
+        visit(where[:, 1], patches.low[flat], patches.pixels[flat].double())
+        open_ = (~patches.flat & (patches.high >= reach)).nonzero()
+        for chunk, values, _, _ in _values(patches, open_, *grid):
+            units = chunk[:, 1][:, None, None].expand_as(values)
+            keep = values >= floor[units]  # NaN (outside the patch) is never kept
+            visit(units[keep], values[keep], torch.ones(int(keep.sum()), dtype=torch.float64))
+
+
+def _threshold(
+    batches: Callable[[], Iterator[Batch]], grid: tuple[_Axis, _Axis], low: torch.Tensor,
+    high: torch.Tensor, k: int, cap: int,
+) -> UnitThresholds:  # fmt: skip
+    """The ``k``-th largest upsampled value of each unit, from the values above a lower
+    bound (:func:`_bound`): ranked directly when they fit under ``cap``; else a histogram
+    of them, then the values in the bin that holds the threshold (when those fit)."""
+    floor = _bound(batches, grid, low, high, k)
+    histogram = _Histogram(floor, high)
+    kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    held = [0]
+
+    def first(units: torch.Tensor, found: torch.Tensor, weights: torch.Tensor) -> None:
+        histogram.add(units, found, weights)
+        if held[0] <= cap:
+            kept.append((units.int(), found, weights.float()))
+            held[0] += len(found)
+
+    _scan(batches, grid, floor, first)
+    constant = (high == low).numpy()
+    if held[0] <= cap:
+        values = _ranked(kept, torch.full((len(low),), float(k)), len(low))
+        exact = np.ones(len(values), dtype=bool)
+    else:
+        kept.clear()
+        values, exact = _boundary(batches, grid, floor, histogram, k, cap)
+    values[constant] = low.double().numpy()[constant]
+    return UnitThresholds(values, exact | constant, k)
+
+
+def _boundary(
+    batches: Callable[[], Iterator[Batch]], grid: tuple[_Axis, _Axis], floor: torch.Tensor,
+    histogram: _Histogram, k: int, cap: int,
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:  # fmt: skip
+    """The thresholds from the histogram's bin that holds each: exact from the bin's
+    values when they fit under ``cap``, else the bin's lower edge (marked approximate)."""
+    boundary = histogram.top_bin(k)
+    above = histogram.counts.flip(1).cumsum(1).gather(1, (BINS - 1 - boundary)[:, None])[:, 0]
+    held = histogram.counts.gather(1, boundary[:, None])[:, 0]
+    edges = (histogram.low + boundary * histogram.width).double().numpy()
+    if int(held.sum()) > cap:
+        return edges, np.zeros(len(edges), dtype=bool)
+    kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def collect(units: torch.Tensor, found: torch.Tensor, weights: torch.Tensor) -> None:
+        inside = histogram.bins(units, found) == boundary[units]
+        kept.append((units[inside].int(), found[inside], weights[inside].float()))
+
+    _scan(batches, grid, floor, collect)
+    rank = k - (above - held)  # the threshold's rank inside its bin
+    return _ranked(kept, rank, len(edges)), np.ones(len(edges), dtype=bool)
+
+
+def _ranked(
+    kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], rank: torch.Tensor, n: int
+) -> NDArray[np.float64]:
+    """Each unit's ``rank``-th largest kept value, counting each with its weight."""
+    units = torch.cat([u for u, _, _ in kept]).long()
+    values = torch.cat([v for _, v, _ in kept]).double()
+    weights = torch.cat([w for _, _, w in kept]).double()
+    order = torch.argsort(-values, stable=True)  # by value, descending
+    order = order[torch.argsort(units[order], stable=True)]  # then by unit
+    units, values, weights = units[order], values[order], weights[order]
+    starts = torch.searchsorted(units, torch.arange(n + 1))
+    result = np.zeros(n)
+    for unit in range(n):
+        mine = slice(int(starts[unit]), int(starts[unit + 1]))
+        reached = torch.nonzero(weights[mine].cumsum(0) >= float(rank[unit]) - 1e-9)
+        if len(reached):
+            result[unit] = float(values[mine][int(reached[0])])
+    return result
 
 
 @dataclass(frozen=True)
@@ -185,33 +361,43 @@ class Dissection:
 
 
 def _tally(
-    batches: Iterable[Batch], thresholds: torch.Tensor, size: tuple[int, int], n_concepts: int
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    batches: Iterable[Batch], grid: tuple[_Axis, _Axis], thresholds: torch.Tensor,
+    n_concepts: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:  # fmt: skip
+    """Each unit's intersection and union with each concept, summed over the images
+    annotated with it. A flat patch reaching the threshold counts whole (its overlap
+    with a concept from the concept's summed-area table); other patches whose greatest
+    source reaches it, pixel by pixel."""
     units = len(thresholds)
-    inter = np.zeros((units, n_concepts))
-    union = np.zeros((units, n_concepts))
+    inter = torch.zeros(units, n_concepts, dtype=torch.float64)
+    union = torch.zeros(units, n_concepts, dtype=torch.float64)
+    rows, cols = grid
     for batch in batches:
-        annotated = batch.annotated.float()
-        concepts = (batch.concepts.flatten(2) & batch.annotated[..., None]).float()
-        concept_area = concepts.sum((0, 2))
-        for part in _unit_slices(units, len(annotated), size[0] * size[1]):
-            maps = upsampled(batch.activations[:, part], size)
-            fires = (maps >= thresholds[part][None, :, None]).float()
-            both = torch.einsum("bcp,bkp->ck", fires, concepts)
-            unit_area = torch.einsum("bc,bk->ck", fires.sum(2), annotated)
-            inter[part] += both.double().numpy()
-            union[part] += (unit_area + concept_area[None, :] - both).double().numpy()
-    return inter, union
-
-
-def _passes(
-    batches: Callable[[], Iterator[Batch]], units: int, size: tuple[int, int],
-    step: Callable[[torch.Tensor, slice], None],
-) -> None:  # fmt: skip
-    """One pass: ``step`` on every batch's upsampled maps, a block of units at a time."""
-    for batch in batches():
-        for part in _unit_slices(units, len(batch.activations), size[0] * size[1]):
-            step(upsampled(batch.activations[:, part], size), part)
+        annotated = batch.annotated.double()
+        concepts = batch.concepts & batch.annotated[..., None, None]
+        table = F.pad(concepts.double().cumsum(2).cumsum(3), (1, 0, 1, 0))
+        patches = _patches(batch.activations, rows, cols)
+        reach = thresholds[None, :, None, None]
+        area = torch.zeros(len(annotated), units, dtype=torch.float64)
+        flat = (patches.flat & (patches.low >= reach) & (patches.pixels > 0)).nonzero()
+        b, u, i, j = flat.unbind(1)
+        top, left = rows.start[i], cols.start[j]
+        bottom, right = top + rows.count[i], left + cols.count[j]
+        overlap = (table[b, :, bottom, right] - table[b, :, top, right]
+                   - table[b, :, bottom, left] + table[b, :, top, left])  # fmt: skip
+        inter.index_add_(0, u, overlap)
+        area.index_put_((b, u), patches.pixels[b, u, i, j].double(), accumulate=True)
+        open_ = (~patches.flat & (patches.high >= reach)).nonzero()
+        for chunk, values, y, x in _values(patches, open_, rows, cols):
+            fires = values >= thresholds[chunk[:, 1]][:, None, None]
+            n, r, c = fires.nonzero().unbind(1)
+            cb, cu = chunk[n, 0], chunk[n, 1]
+            inter.index_add_(0, cu, concepts[cb, :, y[n, r], x[n, c]].double())
+            area.index_put_((cb, cu), torch.ones(len(n), dtype=torch.float64), accumulate=True)
+        concept_area = concepts.flatten(2).sum(2).double().sum(0)
+        union += area.T @ annotated + concept_area[None, :]
+    union -= inter
+    return inter.numpy(), union.numpy()
 
 
 def dissect(
@@ -223,7 +409,7 @@ def dissect(
     """Dissect one layer.
 
     Args:
-        batches: Starts a new pass over the data set (called four times: range,
+        batches: Starts a new pass over the data set (called five times: range, bound,
             histogram, boundary values, tally); every pass yields the same batches.
         size: ``(H, W)`` of the concept masks, which the maps are upsampled to.
         quantile: The top share of each unit's upsampled values that makes its mask.
@@ -233,6 +419,7 @@ def dissect(
     high: torch.Tensor | None = None
     total = 0
     n_concepts = 0
+    source = (0, 0)
     for batch in batches():
         values = batch.activations.float().flatten(2)
         batch_low, batch_high = values.amin((0, 2)), values.amax((0, 2))
@@ -240,14 +427,11 @@ def dissect(
         high = batch_high if high is None else torch.maximum(high, batch_high)
         total += len(values) * size[0] * size[1]
         n_concepts = batch.concepts.shape[1]
+        source = (batch.activations.shape[2], batch.activations.shape[3])
     if low is None or high is None:
         raise ValueError("dissect needs at least one batch")
-    stream = _Quantile(low, high, max(1, math.ceil(quantile * total)), cap)
-    _passes(batches, len(low), size, stream.count)
-    exact = stream.locate()
-    if exact:
-        _passes(batches, len(low), size, stream.collect)
-    thresholds = stream.thresholds(exact)
-    inter, union = _tally(batches(), torch.from_numpy(thresholds.values).float(), size, n_concepts)
+    grid = _grid(source, size)
+    thresholds = _threshold(batches, grid, low, high, max(1, math.ceil(quantile * total)), cap)
+    inter, union = _tally(batches(), grid, torch.from_numpy(thresholds.values).float(), n_concepts)
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     return Dissection(thresholds, iou, inter, union)
