@@ -36,8 +36,7 @@ from auditor.clinical.files import (
     subgroups_frame,
     triple,
 )
-from auditor.concepts.files import dissection_document
-from auditor.concepts.stage import NetworkDissection
+from auditor.concepts.analysis import ConceptAnalysis, concept_documents
 from auditor.evaluate import Evaluation
 from auditor.load import file_sha256
 from auditor.measure import Trust
@@ -68,9 +67,10 @@ __all__ = [
 CHECKSUMS = "SHA256SUMS"
 """The run folder's last file: the SHA-256 of every other one."""
 
-METRICS_SCHEMA_VERSION = 5
+METRICS_SCHEMA_VERSION = 6
 # 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence", "operating_point";
 # 4: "resampling" (a declared patient column), "robustness"
+# 5: "dissection"; 6: "tcav"
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
@@ -148,7 +148,7 @@ def metrics_document(
     trust: Trust,
     clinical: Clinical | None = None,
     robustness: Robustness | None = None,
-    dissection: NetworkDissection | None = None,
+    concepts: ConceptAnalysis | None = None,
 ) -> dict[str, Any]:
     """The content of ``metrics.json`` (layout: ``metrics.schema.json``)."""
     m = evaluation.metrics
@@ -194,7 +194,7 @@ def metrics_document(
             "failure_modes": asdict(clinical.failures) if clinical else None,
             "resampling": resampling_document(clinical.resampling if clinical else Resampling()),
             "robustness": robustness_document(robustness),
-            "dissection": dissection_document(dissection),
+            **concept_documents(concepts or ConceptAnalysis()),
         }
     )
 

@@ -30,9 +30,8 @@ from auditor.architecture import ArchitectureProfile, layers_frame, profile_mode
 from auditor.clinical import Clinical, analyse_predictions, positive_class
 from auditor.clinical.groups import intersection_columns
 from auditor.clinical.link import shortcut_links
+from auditor.concepts.analysis import ConceptAnalysis, analyse_concepts, concept_frames
 from auditor.concepts.data import ConceptData, split_concepts
-from auditor.concepts.files import dissection_frame
-from auditor.concepts.stage import NetworkDissection, dissect_network
 from auditor.config import AuditConfig
 from auditor.data import Dataset, discover
 from auditor.documents import (
@@ -105,7 +104,7 @@ class _Results:
     clinical: Clinical
     perturbed: Perturbed | None
     robustness: Robustness | None
-    dissection: NetworkDissection | None
+    concepts: ConceptAnalysis
     metrics: dict[str, Any]
     policy: PolicyResult
 
@@ -142,9 +141,9 @@ def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
         model, dataset, preprocessing, loaded.kind, evaluation.predictions, config.robustness,
         None if positive is None else dataset.classes.index(positive),
     )  # fmt: skip
-    dissection = dissect_network(
+    concepts = analyse_concepts(
         model, dataset, loaded.concepts, preprocessing, evaluation.predictions,
-        stage_layers(loaded.profile.layers), config.dissection,
+        (stage_layers(loaded.profile.layers), loaded.layer), config.dissection, loaded.kind,
     )  # fmt: skip
     selection = select_cases(
         evaluation.predictions, dataset.classes, config.explain_samples, config.seed
@@ -185,9 +184,9 @@ def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
     )  # fmt: skip
     clinical = dataclasses.replace(clinical, links=links)
     robustness = _robustness(perturbed, evaluation, clinical, config)
-    metrics = metrics_document(evaluation, dataset.classes, trust, clinical, robustness, dissection)
+    metrics = metrics_document(evaluation, dataset.classes, trust, clinical, robustness, concepts)
     return _Results(
-        evaluation, selection, explanations, trust, clinical, perturbed, robustness, dissection,
+        evaluation, selection, explanations, trust, clinical, perturbed, robustness, concepts,
         metrics, evaluate_policy(config.policy, metrics),
     )  # fmt: skip
 
@@ -239,7 +238,7 @@ def _write_files(
         junit_xml(results.policy, f"auditor policy: {config.model.name}"), encoding="utf-8"
     )
     save_maps(explanations, folder / "explanations.npz")
-    save_features(explanations, folder / "features.npz")
+    save_features(explanations, folder / "features.npz", results.concepts.maximised)
     write_csv(explanations.records, folder / "explanations.csv")
     write_csv(trust.verdicts, folder / "trust.csv")
     write_csv(trust.records, folder / "trust_records.csv")
@@ -253,8 +252,8 @@ def _write_files(
     if results.robustness is not None and results.perturbed is not None:
         write_csv(robustness_frame(results.robustness), folder / "robustness.csv")
         write_csv(results.perturbed.frame, folder / "robustness_predictions.csv")
-    if results.dissection is not None:
-        write_csv(dissection_frame(results.dissection), folder / "dissection.csv")
+    for name, frame in concept_frames(results.concepts).items():
+        write_csv(frame, folder / name)
     html = render_html(_bound(report, folder, config.format))
     if "html" in config.format:
         (folder / "report.html").write_text(html, encoding="utf-8")
@@ -302,7 +301,7 @@ def _report(
             trust=results.trust,
             clinical=results.clinical,
             robustness=results.robustness,
-            dissection=results.dissection,
+            concepts=results.concepts,
             policy=results.policy,
             selection=results.selection,
             command=command,

@@ -37,6 +37,7 @@ RUN_FILES = {
     "explanations.npz",
     "explanations.csv",
     "features.npz",
+    "tcav.csv",  # the computed concepts (dark, bright, border)
     "trust.csv",
     "dependence.csv",  # the manifest has a metadata column and two classes
     "curves.csv",  # two classes: an operating point
@@ -81,7 +82,7 @@ def test_metrics_json_matches_the_predictions(audit: tuple[Result, Path]) -> Non
     _, folder = audit
     metrics = json.loads((folder / "metrics.json").read_text())
     predictions = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
-    assert metrics["schema_version"] == 5
+    assert metrics["schema_version"] == 6
     assert metrics["n_images"] == len(predictions) == 12
     assert metrics["n_excluded"] == 1
     assert metrics["accuracy"]["value"] == pytest.approx(predictions["correct"].mean())

@@ -152,19 +152,22 @@ def test_unknown_key_is_a_config_error_listing_valid_keys(tmp_path: Path) -> Non
     message = str(raised.value)
     assert "unknown key 'batchsize'" in message
     valid = (
-        "artifact-concepts, batch-size, blur-sigma, bootstrap, brand-css, brightness-factor, "
-        "classes, computed-concepts, concepts, contrast-factor, data, deletion-steps, "
-        "dependence-alpha, dependence-difference, device, dissection-images, dissection-iou, "
-        "dissection-quantile, downscale-factor, explain-samples, format, fragile-drop, "
-        "high-confidence, ig-baseline, ig-steps, image-size, instability-threshold, "
-        "intersections, jpeg-quality, lime-samples, localisation-top, max-groups, max-pixels, "
-        "mean, methods, min-group-size, model, noise-sigma, occlusion-stride, occlusion-window, "
-        "out, patient-column, permutations, positive-class, prevalence, randomisation-steps, "
-        "randomisation-threshold, report-classes, robustness-images, rotation-degrees, seed, "
-        "shap-samples, shortcut-concentration, shortcut-min-images, shortcut-threshold, "
-        "smoothgrad-base, smoothgrad-noise, smoothgrad-samples, stability-radius, "
-        "stability-samples, std, superpixels, target-layer, target-sensitivity, "
-        "target-specificity, threshold, token-prefix, trust-images, workers"
+        "artifact-concepts, batch-size, blur-sigma, bootstrap, brand-css, "
+        "brightness-factor, classes, computed-concepts, concepts, contrast-factor, "
+        "data, deletion-steps, dependence-alpha, dependence-difference, device, "
+        "dissection-images, dissection-iou, dissection-quantile, downscale-factor, "
+        "explain-samples, format, fragile-drop, high-confidence, ig-baseline, ig-steps, "
+        "image-size, instability-threshold, intersections, jpeg-quality, lime-samples, "
+        "localisation-top, max-groups, max-pixels, maximise-classes, maximise-lr, "
+        "maximise-size, maximise-steps, mean, methods, min-group-size, model, "
+        "noise-sigma, occlusion-stride, occlusion-window, out, patient-column, "
+        "permutations, positive-class, prevalence, randomisation-steps, "
+        "randomisation-threshold, report-classes, robustness-images, rotation-degrees, "
+        "seed, shap-samples, shortcut-concentration, shortcut-min-images, "
+        "shortcut-threshold, smoothgrad-base, smoothgrad-noise, smoothgrad-samples, "
+        "stability-radius, stability-samples, std, superpixels, target-layer, "
+        "target-sensitivity, target-specificity, tcav-alpha, tcav-images, tcav-pseudo, "
+        "tcav-runs, threshold, token-prefix, trust-images, workers"
     )
     assert f"valid keys: {valid}" in message
 

@@ -59,6 +59,46 @@ def test_demo_writes_its_data_with_masks_and_metadata_and_audits_the_sample_mode
     _the_link_equals_a_recomputation_from_the_maps(folder, metrics, predictions)
     _page_one_is_the_answer_and_the_main_body_fits_in_15_pages(folder, metrics, result.stdout)
     _dissection_says_whether_units_detect_the_marker(folder, metrics, manifest, summary)
+    _tcav_says_whether_the_malignant_score_moves_along_the_marker(folder, metrics, html, summary)
+    _the_maximised_images_are_shown_and_kept(folder)
+
+
+def _tcav_says_whether_the_malignant_score_moves_along_the_marker(
+    folder: Path, metrics: dict, html: str, summary: str
+) -> None:
+    tcav = metrics["tcav"]
+    frame = pd.read_csv(folder / "tcav.csv")
+    assert len(frame) == len(tcav["rows"]) == 2 * 5, "two classes, five concepts"
+    [row] = frame[
+        (frame["class"] == "malignant") & (frame["concept"] == "marker_mask")
+    ].itertuples()
+    figures = (
+        f"TCAV score {row.score:.2f} (runs {row.score_low:.2f}–{row.score_high:.2f}), "
+        f"p = {row.p_value:.3f} against {tcav['pseudo_concepts']} random pseudo-concepts"
+    )
+    assert row.significant == (row.p_value < tcav["alpha"])
+    if row.significant:
+        way = "rises" if row.score > 0.5 else "falls"
+        sentence = f"The malignant score {way} along the artefact concept marker_mask"
+        assert sentence in summary and figures in summary
+    else:
+        sentence = "TCAV does not show that the malignant score moves along the artefact concept"
+        assert sentence in html and figures in html and "marker_mask" in html
+        assert sentence not in summary, "not a finding: it is said in its section only"
+
+
+def _the_maximised_images_are_shown_and_kept(folder: Path) -> None:
+    with np.load(folder / "features.npz") as features:
+        names = features["maximised_names"].tolist()
+        images = features["maximised"]
+        layers = features["maximised_layers"].tolist()
+    assert names[:2] == ["class benign", "class malignant"] and layers[:2] == ["", ""]
+    marker_units = [n for n in names[2:] if n.endswith("(marker_mask)")]
+    assert marker_units, "the dissection's marker units are maximised"
+    assert images.shape[:2] == (len(names), 3) and images.min() >= 0 and images.max() <= 1
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    assert "What raises each class and unit most" in html
+    assert all(name in html for name in names)
 
 
 def _dissection_says_whether_units_detect_the_marker(

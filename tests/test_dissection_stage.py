@@ -4,23 +4,26 @@ with the spot's concept, through the tap layer, from manifest mask columns."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from click.testing import Result
 from PIL import Image
 from torch import nn
 
 from auditor.concepts.data import computed_masks, split_concepts
 from auditor.concepts.settings import ConceptSettings
 from auditor.concepts.stage import dissect_network
+from auditor.concepts.tcav_stage import concept_tests
 from auditor.data import discover
 from auditor.errors import ConfigError
 from auditor.explain.features import Stage
 from auditor.images import model_preprocessing
-from tests.helpers import loaded_model, torchscript_twin, write_manifest
+from tests.helpers import invoke, loaded_model, one_line_error, torchscript_twin, write_manifest
 
 SIZE = 32
 
@@ -37,6 +40,8 @@ class SpotNet(nn.Module):
             weights = [[2.0, -1.0, -1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [-1.0, 0.5, 0.5]]
             self.features[0].weight.copy_(torch.tensor(weights).view(4, 3, 1, 1))
             self.features[0].bias.zero_()
+            self.head.weight.copy_(torch.eye(2, 4))  # class k: the mean of unit k
+            self.head.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).mean(dim=(2, 3)))
@@ -113,3 +118,128 @@ def test_the_computed_concepts_cover_what_their_names_say() -> None:
     dark, bright, border = computed_masks(images, ("dark", "bright", "border"))[0]
     assert dark.sum() == 1 and dark[0, 0] and bright.sum() == 1 and bright[8, 8]
     assert border.sum() == 16 * 16 - 12 * 12 and not border[2:14, 2:14].any()
+
+
+def test_tcav_finds_that_the_spot_raises_the_class_that_reads_red_over_green(
+    tmp_path: Path,
+) -> None:
+    dataset = discover(_spot_data(tmp_path, 40))
+    settings = ConceptSettings(
+        concepts=("spot", "other"), computed_concepts=("bright",), tcav_runs=5,
+        tcav_images=20, tcav_pseudo=19,
+    )  # fmt: skip
+    stripped, data = split_concepts(dataset, settings)
+    net = SpotNet()
+    with torch.no_grad():  # a: red excess minus green; b: green
+        net.head.weight.copy_(torch.tensor([[1.0, -1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]))
+    model = loaded_model(torchscript_twin(net, "script", SIZE))
+    preprocessing = model_preprocessing(stripped, 3, None, None, None)
+    predictions = pd.DataFrame({
+        "index": [s.index for s in stripped.samples],
+        "label": [stripped.classes[s.label] for s in stripped.samples],
+    })  # fmt: skip
+
+    # At the convolution, before its ReLU, the gradient differs from one image to the next.
+    tests = concept_tests(model, stripped, data, preprocessing, predictions, "features.0", settings)
+
+    assert tests is not None and tests.concept_images == {"spot": 20, "other": 20}
+    assert tests.notes == (("bright", "0 image(s) with a region of it, fewer than 5: not tested"),)
+    rows = {(row.target, row.concept): row for row in tests.rows}
+    assert rows["a", "spot"].score >= 0.95, "the spot is red, not green: a rises"
+    assert rows["b", "spot"].score <= 0.05, "the spot has no green: b falls"
+    assert all(1 / 20 <= row.p_value <= 1 for row in tests.rows)
+    assert tests.passes == 24 * 20 + 2 * 20 + 2 * 20 and tests.backward == 40
+
+
+def test_concept_folders_are_tested_against_whole_images_and_bad_files_are_named(
+    tmp_path: Path,
+) -> None:
+    dataset = discover(_spot_data(tmp_path / "data", 40))
+    rng = np.random.default_rng(5)
+    for name, n in (("red", 12), ("few", 3)):
+        (tmp_path / "concepts" / name).mkdir(parents=True)
+        for i in range(n):
+            pixels = rng.uniform(0.0, 0.2, size=(20, 24, 3))  # another size than the model's
+            pixels[..., 0] = rng.uniform(0.8, 1.0, size=(20, 24)) if name == "red" else 0.5
+            Image.fromarray((pixels * 255).astype(np.uint8)).save(
+                tmp_path / "concepts" / name / f"{i}.png"
+            )
+    (tmp_path / "concepts" / "few" / "broken.png").write_bytes(b"not an image")
+    settings = ConceptSettings(
+        computed_concepts=(), concept_dir=tmp_path / "concepts", artifact_concepts=("red",),
+        tcav_runs=5, tcav_images=20, tcav_pseudo=19,
+    )  # fmt: skip
+    stripped, data = split_concepts(dataset, settings)
+    net = SpotNet()
+    with torch.no_grad():  # a: red excess minus green; b: green
+        net.head.weight.copy_(torch.tensor([[1.0, -1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]))
+    model = loaded_model(torchscript_twin(net, "trace", SIZE))
+    preprocessing = model_preprocessing(stripped, 3, None, None, None)
+    predictions = pd.DataFrame({
+        "index": [s.index for s in stripped.samples],
+        "label": [stripped.classes[s.label] for s in stripped.samples],
+    })  # fmt: skip
+
+    tests = concept_tests(model, stripped, data, preprocessing, predictions, "features.0", settings)
+
+    assert tests is not None and tests.folders == ("few", "red")
+    assert tests.concept_images == {"red": 12}
+    assert tests.notes == (
+        ("few", "1 unreadable file(s) left out"),
+        ("few", "3 image(s) readable in its folder, fewer than 5: not tested"),
+    )
+    rows = {(row.target, row.concept): row for row in tests.rows}
+    assert rows["a", "red"].score >= 0.95 and rows["b", "red"].score <= 0.05
+
+
+def test_a_concept_folder_named_as_another_concept_is_a_one_line_error(tmp_path: Path) -> None:
+    dataset = discover(_spot_data(tmp_path / "data", 2))
+    (tmp_path / "concepts" / "spot").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"has folders \['spot'\] named as declared or "
+                       r"computed concepts; rename the folders"):  # fmt: skip
+        split_concepts(
+            dataset, ConceptSettings(concepts=("spot",), concept_dir=tmp_path / "concepts")
+        )
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: root / "missing", "is not a folder; give a folder with one sub-folder"),
+        (lambda root: root, "has no sub-folder; put each concept's images in a sub-folder"),
+    ],
+)
+def test_a_concept_dir_that_is_no_folder_of_folders_is_a_one_line_error(
+    tmp_path: Path,
+    make,
+    message: str,  # type: ignore[no-untyped-def]
+) -> None:
+    (tmp_path / "a.png").write_bytes(b"")
+    result = invoke("run", "--model", "m.pt", "--data", "d", "--concept-dir", str(make(tmp_path)))
+    one_line_error(result, "concept-dir", message)
+
+
+def test_the_shared_audits_tcav_rows_and_maximised_images_are_its_files(
+    audit: tuple[Result, Path],
+) -> None:
+    _, folder = audit
+    metrics = json.loads((folder / "metrics.json").read_text())
+    frame = pd.read_csv(folder / "tcav.csv", keep_default_na=False)
+    tcav = metrics["tcav"]
+    assert set(frame["layer"]) == {tcav["layer"]}
+    records = frame.drop(columns="layer").to_dict(orient="records")
+    assert len(records) == len(tcav["rows"])
+    for record, row in zip(records, tcav["rows"], strict=True):
+        assert record.keys() == row.keys()
+        assert all(
+            record[k] == (row[k] if isinstance(row[k], str) else pytest.approx(row[k])) for k in row
+        ), row
+    assert (frame["significant"] == (frame["p_value"] < tcav["alpha"])).all()
+    assert frame["p_value"].min() >= 1 / (tcav["pseudo_concepts"] + 1)
+    with np.load(folder / "features.npz") as features:
+        names = features["maximised_names"].tolist()
+        values = features["maximised_values"]
+        assert features["maximised"].shape[0] == len(names) == len(values)
+    assert names[: len(metrics["classes"])] == [f"class {c}" for c in metrics["classes"]]
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    assert "Concepts that move the score" in html and "What raises each class and unit most" in html

@@ -90,6 +90,7 @@ def _findings(folder: Path, model: Path, seed: int) -> tuple[str, ...]:
             "classes": ("green", "red"), "seed": seed, "device": "cpu",
             "explain_samples": 6, "methods": ("saliency", "grad-cam"), "bootstrap": 300,
             "permutations": 500, "trust_images": 4, "randomisation_steps": 2,
+            "dissection_images": 0, "tcav_runs": 0, "maximise_steps": 0,  # no finding here
         },
     )  # fmt: skip
     results = _analyse(config, _load(config))

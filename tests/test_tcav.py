@@ -45,6 +45,18 @@ class ChannelMean(nn.Module):
         return torch.relu(self.mix(x)).mean(dim=(2, 3))
 
 
+class Pooled(nn.Module):
+    """``ChannelMean``'s channels averaged over 4x4 cells (a 2x2 grid at 8 px)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix = ChannelMean().mix
+        self.pool = nn.AvgPool2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.mix(x)).mean(dim=(2, 3))
+
+
 def _images(n: int, rng: np.random.Generator, red: bool = False) -> torch.Tensor:
     images = rng.uniform(0, 1, size=(n, 3, SIZE, SIZE)).astype(np.float32)
     if red:
@@ -89,17 +101,9 @@ def test_random_concepts_are_significant_no_more_often_than_the_level() -> None:
     assert significant <= 3, f"{significant} of 20 random concepts significant at 0.05"
 
 
-def test_the_sign_counts_equal_captums_tcav_with_the_same_cav(tmp_path: Path) -> None:
-    from captum.concept import TCAV, Classifier, Concept
-
-    rng = np.random.default_rng(1)
-    eager = ChannelMean().eval()
-    model = loaded_model(torchscript_twin(eager, "script", SIZE))
-    images = _images(16, rng)
-    concept_acts = layer_activations(model.tapped, _images(20, rng, red=True), "mix", 8)
-    random_acts = layer_activations(model.tapped, _images(20, rng), "mix", 8)
-    cav = concept_vector(concept_acts, random_acts, seed=0)
-    ours = float((layer_gradients(model.tapped, images, "mix", 1, 8) @ cav > 0).mean())
+def _fixed(cav: np.ndarray):  # type: ignore[no-untyped-def]
+    """A Captum concept classifier whose CAV is ``cav`` (injected, not trained)."""
+    from captum.concept import Classifier
 
     class Fixed(Classifier):
         def __init__(self) -> None:
@@ -115,11 +119,72 @@ def test_the_sign_counts_equal_captums_tcav_with_the_same_cav(tmp_path: Path) ->
         def classes(self) -> list[int]:
             return [0, 1]
 
-    def concept(identifier: int, name: str) -> Concept:
-        data = torch.utils.data.DataLoader(_images(4, rng), batch_size=4)
-        return Concept(identifier, name, iter(data))
+    return Fixed()
 
-    captum = TCAV(eager, ["mix"], classifier=Fixed(), save_path=str(tmp_path) + "/")
-    scores = captum.interpret(images, [[concept(0, "red"), concept(1, "random")]], target=1)
+
+def _concept(identifier: int, name: str, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+    from captum.concept import Concept
+
+    data = torch.utils.data.DataLoader(_images(4, rng), batch_size=4)
+    return Concept(identifier, name, iter(data))
+
+
+def test_the_sign_counts_equal_captums_tcav_with_the_same_cav(tmp_path: Path) -> None:
+    from captum.concept import TCAV
+
+    rng = np.random.default_rng(1)
+    eager = ChannelMean().eval()
+    model = loaded_model(torchscript_twin(eager, "script", SIZE))
+    images = _images(16, rng)
+    concept_acts = layer_activations(model.tapped, _images(20, rng, red=True), "mix", 8)
+    random_acts = layer_activations(model.tapped, _images(20, rng), "mix", 8)
+    cav = concept_vector(concept_acts, random_acts, seed=0)
+    ours = float((layer_gradients(model.tapped, images, "mix", 1, 8) @ cav > 0).mean())
+
+    captum = TCAV(eager, ["mix"], classifier=_fixed(cav), save_path=str(tmp_path) + "/")
+    scores = captum.interpret(images, [[_concept(0, "red", rng), _concept(1, "random", rng)]],
+                              target=1)  # fmt: skip
+    [by_layer] = scores.values()
+    assert by_layer["mix"]["sign_count"][0].item() == pytest.approx(ours)
+
+
+def test_a_regions_activation_is_its_masked_mean_at_the_layers_grid() -> None:
+    rng = np.random.default_rng(2)
+    eager = Pooled().eval()
+    model = loaded_model(torchscript_twin(eager, "trace", SIZE))
+    images = _images(3, rng)
+    regions = torch.zeros(3, 1, SIZE, SIZE)
+    regions[0, 0, :4, :4] = 1  # one cell of the 2x2 grid
+    regions[1, 0, :, :2] = 1  # half of two cells
+    regions[2] = 1
+    ours = layer_activations(model.tapped, images, "pool", 2, regions)
+
+    with torch.no_grad():
+        grid = eager.pool(eager.mix(images))  # (3, 2, 2, 2)
+    weights = torch.tensor([[1.0, 0, 0, 0], [0.5, 0, 0.5, 0], [1, 1, 1, 1]])  # row-major cells
+    direct = (grid.flatten(2) * weights[:, None]).sum(2) / weights.sum(1, keepdim=True)
+    np.testing.assert_allclose(ours, direct.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_pooled_sign_counts_equal_captums_with_the_cav_repeated_over_space(
+    tmp_path: Path,
+) -> None:
+    from captum.concept import TCAV
+
+    rng = np.random.default_rng(3)
+    eager = ChannelMean().eval()
+    model = loaded_model(torchscript_twin(eager, "trace", SIZE))
+    images = _images(16, rng)
+    whole = torch.ones(20, 1, SIZE, SIZE)
+    concept_acts = layer_activations(model.tapped, _images(20, rng, red=True), "mix", 8, whole)
+    random_acts = layer_activations(model.tapped, _images(20, rng), "mix", 8, whole)
+    cav = concept_vector(concept_acts, random_acts, seed=0)
+    gradients = layer_gradients(model.tapped, images, "mix", 0, 8, pool=True)
+    ours = float((gradients @ cav > 0).mean())
+
+    captum = TCAV(eager, ["mix"], classifier=_fixed(np.repeat(cav, SIZE * SIZE)),
+                  save_path=str(tmp_path) + "/")  # fmt: skip
+    scores = captum.interpret(images, [[_concept(0, "red", rng), _concept(1, "random", rng)]],
+                              target=0)  # fmt: skip
     [by_layer] = scores.values()
     assert by_layer["mix"]["sign_count"][0].item() == pytest.approx(ours)

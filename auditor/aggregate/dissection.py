@@ -128,7 +128,7 @@ def _figure(examples: tuple[UnitExample, ...], concepts: tuple[str, ...]) -> str
 
 def dissection_view(inputs: AuditInputs) -> DissectionView | None:
     """The section, or ``None`` when network dissection did not run."""
-    result = inputs.dissection
+    result = inputs.concepts.dissection
     if result is None:
         return None
     data = result.data

@@ -1,4 +1,5 @@
-"""The feature-visualisation section: first-layer filters and the strongest activations."""
+"""The feature-visualisation section: first-layer filters, the strongest activations and
+the images that maximise each class and the dissection's top units."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import numpy as np
 
 from auditor.aggregate.figures import MAX_FILTERS, activation_tile, filter_grid, image_tile
 from auditor.aggregate.inputs import AuditInputs
+from auditor.concepts.maximise import Maximised
 from auditor.explain.engine import Explanations
 
 __all__ = [
     "ActivationTile",
     "FeatureRow",
     "FeaturesView",
+    "MaximisedTile",
     "StageTiles",
     "feature_rows",
     "features_view",
@@ -47,6 +50,15 @@ class FeatureRow:
 
 
 @dataclass(frozen=True)
+class MaximisedTile:
+    """The image that maximises one objective, and the objective's value on it."""
+
+    name: str
+    image: str
+    value: float
+
+
+@dataclass(frozen=True)
 class FeaturesView:
     """The feature-visualisation section.
 
@@ -56,6 +68,8 @@ class FeaturesView:
         n_shown: Filters in the grid (at most :data:`MAX_FILTERS`).
         grayscale: Whether the filters are shown as their channel mean, in gray.
         rows: Per explained image, the strongest activations per stage.
+        maximised: Activation maximisation's result, or ``None`` when it did not run;
+            ``tiles`` its images.
     """
 
     filters_figure: str
@@ -63,6 +77,8 @@ class FeaturesView:
     n_shown: int
     grayscale: bool
     rows: tuple[FeatureRow, ...]
+    maximised: Maximised | None
+    tiles: tuple[MaximisedTile, ...]
 
 
 def _stage_tiles(stage: str, channels: np.ndarray, maps: np.ndarray) -> StageTiles:
@@ -95,12 +111,21 @@ def features_view(inputs: AuditInputs) -> FeaturesView | None:
     """The filters and activations, or ``None`` when the model has neither to show."""
     filters = inputs.explanations.filters
     rows = feature_rows(inputs.explanations)
-    if filters is None and not rows:
+    maximised = inputs.concepts.maximised
+    if filters is None and not rows and maximised is None:
         return None
+    tiles = () if maximised is None else tuple(
+        MaximisedTile(o.name, image_tile(image.transpose(1, 2, 0)), float(value))
+        for o, image, value in zip(
+            maximised.objectives, maximised.images, maximised.values, strict=True
+        )
+    )  # fmt: skip
     return FeaturesView(
         filters_figure="" if filters is None else filter_grid(filters),
         n_filters=0 if filters is None else len(filters),
         n_shown=0 if filters is None else min(len(filters), MAX_FILTERS),
         grayscale=inputs.preprocessing.channels != 3,
         rows=rows,
+        maximised=maximised,
+        tiles=tiles,
     )

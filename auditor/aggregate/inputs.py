@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from auditor.architecture import ArchitectureProfile
 from auditor.clinical import Clinical
-from auditor.concepts.stage import NetworkDissection
+from auditor.concepts.analysis import ConceptAnalysis
 from auditor.config import AuditConfig
 from auditor.data import Dataset
 from auditor.evaluate import Evaluation
@@ -38,7 +38,7 @@ class AuditInputs:
         trust: The trust checks' results.
         clinical: The operating point and metadata dependence.
         robustness: The robustness suite, or ``None`` when it was switched off.
-        dissection: Network dissection, or ``None`` when it did not run.
+        concepts: Network dissection and TCAV (each ``None`` when it did not run).
         policy: The acceptance criteria judged on ``metrics.json``.
         selection: Which images were explained.
         command: The command line of the run.
@@ -58,7 +58,7 @@ class AuditInputs:
     trust: Trust
     clinical: Clinical
     robustness: Robustness | None
-    dissection: NetworkDissection | None
+    concepts: ConceptAnalysis
     policy: PolicyResult
     selection: Selection
     command: str

@@ -35,6 +35,7 @@ from auditor.aggregate.robustness import robustness_view
 from auditor.aggregate.signoff import signoff_view
 from auditor.aggregate.subgroups import subgroups_view
 from auditor.aggregate.summary import summary_view
+from auditor.aggregate.tcav import tcav_view
 from auditor.aggregate.trust import trust_view
 
 __all__ = [
@@ -150,6 +151,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("trust", "Explanation trust", trust_view, EXPLANATIONS),
     Section("gallery", "Maps of the methods that can be read", gallery_view, EXPLANATIONS),
     Section("dissection", "Concepts inside the network", dissection_view, EXPLANATIONS),
+    Section("tcav", "Concepts that move the score", tcav_view, EXPLANATIONS),
     Section("limitations", "Limitations", limitations_view, LIMITATIONS),
     Section("explanations", "Explanation methods", explanations_view, GALLERIES),
     Section("misclassified", "Misclassified cases", misclassified_view, GALLERIES),
@@ -161,7 +163,10 @@ SECTIONS: tuple[Section, ...] = (
     Section("calibration-detail", "Confidence bins", None, DETAILS, view_of="calibration"),
     Section("robustness-detail", "Every perturbation", None, DETAILS, view_of="robustness"),
     Section("trust-checks", "How each check came out", None, DETAILS, view_of="trust"),
-    Section("dissection-units", "Units on their top images", None, DETAILS, view_of="dissection"),
+    Section(
+        "dissection-units", "Concepts and their best units", None, DETAILS, view_of="dissection"
+    ),
+    Section("tcav-rows", "Every class and concept (TCAV)", None, DETAILS, view_of="tcav"),
     Section("architecture", "Modules", None, ARCHITECTURE, view_of="model"),
     Section("features", "Feature visualisation", features_view, ARCHITECTURE),
     Section("reproducibility", "Reproducibility", reproducibility_view, SETTINGS),

@@ -17,6 +17,7 @@ from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.operating import operating_sentence
 from auditor.aggregate.performance import auc_name, worst_classes
 from auditor.aggregate.robustness import fragile_sentence, robustness_findings
+from auditor.aggregate.tcav import tcav_findings
 from auditor.aggregate.trust import TrustSummary, trust_summary
 from auditor.metrics import ClassMetrics, Estimate
 
@@ -67,6 +68,7 @@ class SummaryView:
         fragile: The fragile perturbations in one sentence ("" when none).
         duplicates: The byte-identical images in one sentence ("" when none).
         artifact_units: Each layer whose units detect an artefact concept, in words.
+        artifact_tcav: Each class whose score moves along an artefact concept (TCAV).
     """
 
     accuracy: Estimate
@@ -96,6 +98,7 @@ class SummaryView:
     fragile: str
     duplicates: str
     artifact_units: tuple[str, ...]
+    artifact_tcav: tuple[str, ...]
 
 
 def _headline(inputs: AuditInputs) -> tuple[Headline, ...]:
@@ -113,6 +116,10 @@ def _headline(inputs: AuditInputs) -> tuple[Headline, ...]:
         Headline("ROC AUC", Estimate(*operating.auc), percent=False),
         accuracy,
     )
+
+
+def _artifact_tcav(inputs: AuditInputs) -> tuple[str, ...]:
+    return tuple(finding.text for finding in tcav_findings(inputs) if finding.flag)
 
 
 def summary_view(inputs: AuditInputs) -> SummaryView:
@@ -143,7 +150,8 @@ def summary_view(inputs: AuditInputs) -> SummaryView:
             len({row.perturbation for row in inputs.robustness.rows}) if inputs.robustness else 0
         ),
         duplicates=duplicates_sentence(inputs.evaluation.predictions),
-        artifact_units=dissection_findings(inputs.dissection),
+        artifact_units=dissection_findings(inputs.concepts.dissection),
+        artifact_tcav=_artifact_tcav(inputs),
         policy_declared=len(inputs.policy.outcomes),
         policy_failed=tuple(f"{o.criterion.text}: {o.reason}" for o in inputs.policy.failed),
         headline=_headline(inputs),

@@ -1,10 +1,12 @@
-"""Concept data without Broden: mask columns of the manifest declared as concepts, and
-concepts computed from the image itself.
+"""Concept data without Broden: mask columns of the manifest declared as concepts,
+concepts computed from the image itself, and folders of concept images (for TCAV).
 
 A declared column holds, per image, the path of a binary mask (relative to the
 manifest, like ``mask``); an empty cell means the concept is absent from that image (an
 all-zero mask). The declared columns are taken out of the metadata, so they are not
-broken down as subgroups. The computed concepts are named as such in the report.
+broken down as subgroups. The computed concepts are named as such in the report. A
+``concept-dir`` holds one sub-folder of images per concept, named as the sub-folder;
+those concepts have no masks, so only TCAV tests them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import torch
 
 from auditor.concepts.settings import COMPUTED_CONCEPTS, ConceptSettings
-from auditor.data import Dataset, resolve_inside
+from auditor.data import IMAGE_EXTENSIONS, Dataset, resolve_inside
 from auditor.errors import ConfigError
 
 __all__ = ["ConceptData", "computed_masks", "split_concepts"]
@@ -27,24 +29,31 @@ DARK, BRIGHT = 0.2, 0.8
 
 @dataclass(frozen=True)
 class ConceptData:
-    """The concepts a dissection compares units with.
+    """The concepts a dissection compares units with, and the ones TCAV tests.
 
     Attributes:
         declared: Manifest columns declared as concepts, in declaration order.
         computed: Concepts computed from the image (:data:`COMPUTED_CONCEPTS`).
-        artifacts: The declared or computed concepts that are artefacts.
+        artifacts: The declared, computed or folder concepts that are artefacts.
         paths: Sample index → one mask path per declared concept (``None``: absent).
+        folders: Concept name → its images, from ``concept-dir`` (TCAV only).
     """
 
     declared: tuple[str, ...]
     computed: tuple[str, ...]
     artifacts: tuple[str, ...]
     paths: dict[int, tuple[Path | None, ...]]
+    folders: dict[str, tuple[Path, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Every concept: the declared ones, then the computed ones."""
+        """The concepts with masks (dissection's): the declared ones, then the computed."""
         return self.declared + self.computed
+
+    @property
+    def tested(self) -> tuple[str, ...]:
+        """TCAV's concepts: those with masks, then the folders."""
+        return self.names + tuple(self.folders)
 
 
 def _column_paths(dataset: Dataset, column: str) -> dict[int, Path | None]:
@@ -65,8 +74,8 @@ def split_concepts(dataset: Dataset, settings: ConceptSettings) -> tuple[Dataset
     """The data set without its concept columns, and the concepts' masks.
 
     Raises:
-        ConfigError: A declared concept is no column of the manifest, or an artefact
-            concept is no concept.
+        ConfigError: A declared concept is no column of the manifest, a concept folder is
+            named as another concept, or an artefact concept is no concept.
     """
     declared = settings.concepts
     missing = [c for c in declared if c != "mask" and c not in dataset.metadata_columns]
@@ -79,13 +88,20 @@ def split_concepts(dataset: Dataset, settings: ConceptSettings) -> tuple[Dataset
             + (f" (its columns: {have})" if have else " (a folder of images has none)")
             + "; add each as a column of mask paths, or leave it out of concepts"
         )
-    unknown = [
-        a for a in settings.artifact_concepts if a not in declared + settings.computed_concepts
-    ]
+    folders = concept_folders(settings.concept_dir)
+    clash = [name for name in folders if name in declared + settings.computed_concepts]
+    if clash:
+        raise ConfigError(
+            f"concept-dir {str(settings.concept_dir)!r} has folders {clash} named as declared "
+            "or computed concepts; rename the folders"
+        )
+    every = declared + settings.computed_concepts + tuple(folders)
+    unknown = [a for a in settings.artifact_concepts if a not in every]
     if unknown:
         raise ConfigError(
-            f"artifact-concepts {unknown} are not concepts; name some of {list(declared)} or "
-            f"of the computed {list(settings.computed_concepts)}"
+            f"artifact-concepts {unknown} are not concepts; name some of {list(declared)}, "
+            f"of the computed {list(settings.computed_concepts)} or of the concept-dir "
+            f"folders {list(folders)}"
         )
     columns = [_column_paths(dataset, c) for c in declared]
     paths = {s.index: tuple(c[s.index] for c in columns) for s in dataset.samples}
@@ -95,8 +111,25 @@ def split_concepts(dataset: Dataset, settings: ConceptSettings) -> tuple[Dataset
         for s in dataset.samples
     )
     stripped = dataclasses.replace(dataset, samples=samples, metadata_columns=kept)
-    data = ConceptData(declared, settings.computed_concepts, settings.artifact_concepts, paths)
+    data = ConceptData(
+        declared, settings.computed_concepts, settings.artifact_concepts, paths, folders
+    )
     return stripped, data
+
+
+def concept_folders(root: Path | None) -> dict[str, tuple[Path, ...]]:
+    """Each sub-folder of ``root`` (not hidden), by name: its image files at any depth,
+    sorted. Files that are no image by their suffix are not concept images."""
+    if root is None:
+        return {}
+    return {
+        folder.name: tuple(
+            sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+                   and p.is_file() and not p.name.startswith("."))
+        )
+        for folder in sorted(root.iterdir())
+        if folder.is_dir() and not folder.name.startswith(".")
+    }  # fmt: skip
 
 
 def computed_masks(images: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:

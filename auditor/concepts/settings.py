@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from auditor.settings import inherited, setting
 
@@ -19,6 +20,16 @@ COMPUTED_CONCEPTS = {
 def _computed(names: tuple[str, ...]) -> str | None:
     unknown = [n for n in names if n not in COMPUTED_CONCEPTS]
     return f"knows {', '.join(COMPUTED_CONCEPTS)}, got {unknown}" if unknown else None
+
+
+def _concept_dir(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    if not path.is_dir():
+        return "is not a folder; give a folder with one sub-folder of images per concept"
+    if not any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir()):
+        return "has no sub-folder; put each concept's images in a sub-folder named after it"
+    return None
 
 
 def _quantile(value: float) -> str | None:
@@ -74,6 +85,68 @@ class ConceptSettings:
         minimum=0.0,
         maximum=1.0,
         open_minimum=True,
+    )
+    concept_dir: Path | None = setting(
+        None,
+        help="TCAV: a folder with one sub-folder of images per concept, named as the concept "
+        "(whole images, tested against whole validation images)",
+        check=_concept_dir,
+        flag=True,
+        default_text="none",
+    )
+    tcav_runs: int = setting(
+        10,
+        help="TCAV: CAVs per concept, each against another set of random validation images",
+        minimum=0,
+        maximum=100,
+        default_text="10 (0 skips TCAV)",
+    )
+    tcav_images: int = setting(
+        50,
+        help="TCAV: images per concept set, random set and class",
+        unit="images",
+        minimum=5,
+    )
+    tcav_pseudo: int = setting(
+        39,
+        help="TCAV: random pseudo-concepts scored as a concept is (the null); the smallest "
+        "p-value is 1 / (tcav-pseudo + 1)",
+        minimum=1,
+    )
+    tcav_alpha: float = setting(
+        0.05,
+        help="TCAV: p-value below which a concept moves a class's score",
+        minimum=0.0,
+        maximum=1.0,
+        open_minimum=True,
+    )
+    maximise_steps: int | None = setting(
+        None,
+        help="Activation maximisation: Adam steps per image (one forward and one backward pass "
+        "of the batch each); 0 skips it",
+        minimum=0,
+        default_text="256 on a CPU, 1024 on a GPU",
+    )
+    maximise_size: int | None = setting(
+        None,
+        help="Activation maximisation: side of the optimised image, resized to the model's "
+        "input after the transforms",
+        unit="pixels",
+        minimum=8,
+        maximum=1024,
+        default_text="the model's input side",
+    )
+    maximise_lr: float = setting(
+        0.05,
+        help="Activation maximisation: Adam's learning rate (Lucent's)",
+        minimum=0.0,
+        maximum=10.0,
+        open_minimum=True,
+    )
+    maximise_classes: int = setting(
+        10,
+        help="Activation maximisation: classes whose score is maximised (the first ones)",
+        minimum=0,
     )
     batch_size: int = inherited("batch_size", 32)
     workers: int = inherited("workers", 0)

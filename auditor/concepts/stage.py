@@ -28,7 +28,13 @@ from auditor.images import Preprocessing, make_loader, open_image
 from auditor.load import LoadedModel
 from auditor.measure.localisation import read_mask
 
-__all__ = ["LayerDissection", "NetworkDissection", "UnitExample", "dissect_network"]
+__all__ = [
+    "LayerDissection",
+    "NetworkDissection",
+    "UnitExample",
+    "declared_masks",
+    "dissect_network",
+]
 
 TOP_IMAGES = 3
 """Images shown per labelled unit: those where it is most active."""
@@ -115,7 +121,7 @@ def _chosen(predictions: pd.DataFrame, limit: int, seed: int) -> list[int]:
     return [int(i) for i in indices]
 
 
-def _declared_masks(
+def declared_masks(
     dataset: Dataset, data: ConceptData, indices: torch.Tensor, preprocessing: Preprocessing,
     size: tuple[int, int],
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
@@ -248,7 +254,7 @@ def _forward(
                 continue
             inputs = preprocessing.normalise(batch.images).to(model.device)
             _, taps = model.tapped(inputs, [layer.path for layer in layers])
-            declared, annotated = _declared_masks(
+            declared, annotated = declared_masks(
                 dataset, data, batch.indices, preprocessing, tuple(size)
             )
             computed = computed_masks(batch.images, data.computed)

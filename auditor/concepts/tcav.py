@@ -22,6 +22,16 @@ The gradients come from the tap layer (Captum's ``TCAV`` refuses a ScriptModule)
 computed once per image: every CAV reuses them (one forward and one backward pass per
 image, per layer and class). Sign counts equal Captum's ``TCAV`` with the same CAV on the
 eager twin (``tests/test_tcav.py``).
+
+The audit's CAVs live in channel space: a concept's activation is the layer's output
+averaged over the concept's region (``regions``), and its direction is the CAV added at
+every position, whose derivative is the gradient summed over space (``pool``). A
+flattened CAV learns *where* a concept sits in its images as much as what it is: a spot
+cropped from wherever it was said little about class images with the spot elsewhere
+(score 0.42 on a class that reads the spot; pooled, 1.00). A pooled CAV is the flattened
+one repeated over the positions, so Captum's sign counts still equal ours. When the
+summed gradients of a class's images point one way (a near-linear head), a pooled score
+is 0 or 1 for most directions, random ones included: the p-value says so.
 """
 
 from __future__ import annotations
@@ -30,9 +40,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from numpy.typing import NDArray
 from sklearn.linear_model import SGDClassifier
 
+from auditor.load import OutputKind, class_scores
 from auditor.taps import TappedModel
 
 __all__ = [
@@ -46,28 +58,46 @@ __all__ = [
 
 
 def layer_activations(
-    tapped: TappedModel, images: torch.Tensor, layer: str, batch_size: int
+    tapped: TappedModel,
+    images: torch.Tensor,
+    layer: str,
+    batch_size: int,
+    regions: torch.Tensor | None = None,
 ) -> NDArray[np.float32]:
-    """``(N, D)``: the layer's output for each image, flattened (``images`` normalised as
-    the model expects)."""
+    """``(N, D)``: the layer's output for each image (``images`` normalised as the model
+    expects), flattened; or, given ``regions`` (``(N, 1, H, W)`` weights at the input's
+    size), each channel's mean over its image's region (the region averaged down to the
+    layer's grid, as weights)."""
     parts = []
     with torch.inference_mode():
-        for batch in images.split(batch_size):
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
             _, (activation,) = tapped(batch, [layer])
-            parts.append(activation.flatten(1).float().cpu().numpy())
+            if regions is None or activation.ndim != 4:
+                parts.append(activation.flatten(1).float().cpu().numpy())
+                continue
+            grid = (int(activation.shape[2]), int(activation.shape[3]))
+            region = regions[start : start + batch_size].to(activation.device, torch.float32)
+            weights = F.adaptive_avg_pool2d(region, grid).flatten(2)  # (B, 1, h*w)
+            pooled = (activation.flatten(2).float() * weights).sum(2)
+            parts.append((pooled / weights.sum(2).clamp_min(1e-12)).cpu().numpy())
     return np.concatenate(parts)
 
 
 def layer_gradients(
-    tapped: TappedModel, images: torch.Tensor, layer: str, target: int, batch_size: int
-) -> NDArray[np.float32]:
-    """``(N, D)``: the gradient of the ``target`` score with respect to the layer's output,
-    flattened, for each image."""
+    tapped: TappedModel, images: torch.Tensor, layer: str, target: int, batch_size: int,
+    pool: bool = False, kind: OutputKind = OutputKind.LOGITS,
+) -> NDArray[np.float32]:  # fmt: skip
+    """``(N, D)``: the gradient of the ``target`` score with respect to the layer's output
+    for each image, flattened, or with ``pool`` summed over space: the derivative along a
+    pooled CAV ``v`` added at every position, ``sum_hw g(h, w) . v``."""
     parts = []
     for batch in images.split(batch_size):
         output, (activation,) = tapped(batch, [layer])
-        (gradient,) = torch.autograd.grad(output[:, target].sum(), activation)
-        parts.append(gradient.flatten(1).float().cpu().numpy())
+        score = class_scores(output, kind)[:, target]  # a single logit z: (-z, z)
+        (gradient,) = torch.autograd.grad(score.sum(), activation)
+        summed = gradient.flatten(2).sum(2) if pool and gradient.ndim == 4 else gradient.flatten(1)
+        parts.append(summed.float().cpu().numpy())
     return np.concatenate(parts)
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # the engine builds Explanations from the types here
+    from auditor.concepts.maximise import Maximised
     from auditor.explain.engine import Explanations
 
 __all__ = ["Case", "MapStore", "save_features", "save_maps"]
@@ -91,13 +92,19 @@ def save_maps(explanations: Explanations, path: Path) -> None:
     )
 
 
-def save_features(explanations: Explanations, path: Path) -> None:
+def save_features(
+    explanations: Explanations, path: Path, maximised: Maximised | None = None
+) -> None:
     """Write the feature visualisation to ``path`` (``.npz``).
 
     Layout: ``filters`` ``(N, k, k, C)`` first-convolution filters scaled to [0, 1] (absent
     if the model has no convolution); ``stages`` the module paths; for each shown image
     (``images``, sample indices) and stage ``s``: ``channels_<index>_<s>`` ``(k,)`` and
     ``maps_<index>_<s>`` ``(k, H, W)`` float32 activations of the strongest channels.
+    With activation maximisation: ``maximised`` ``(N, C, S, S)`` float32 images in [0, 1],
+    ``maximised_names`` what each raises, ``maximised_layers`` (``""`` for a class's
+    score), ``maximised_indices`` (the class or unit) and ``maximised_values`` (the
+    objective on the final image).
     """
     arrays: dict[str, np.ndarray] = {
         "stages": np.array([stage.path for stage in explanations.features.stages], dtype=str),
@@ -109,4 +116,11 @@ def save_features(explanations: Explanations, path: Path) -> None:
         for s, (channels, maps) in enumerate(per_stage):
             arrays[f"channels_{index}_{s}"] = channels.astype(np.int64)
             arrays[f"maps_{index}_{s}"] = maps.astype(np.float32)
+    if maximised is not None:
+        objectives = maximised.objectives
+        arrays["maximised"] = maximised.images
+        arrays["maximised_names"] = np.array([o.name for o in objectives], dtype=str)
+        arrays["maximised_layers"] = np.array([o.layer or "" for o in objectives], dtype=str)
+        arrays["maximised_indices"] = np.array([o.index for o in objectives], dtype=np.int64)
+        arrays["maximised_values"] = maximised.values.astype(np.float32)
     np.savez_compressed(path, **arrays)  # type: ignore[arg-type]

@@ -1,0 +1,87 @@
+"""The TCAV section: which concepts move which class's score (see
+:mod:`auditor.concepts.tcav`), and what it says about the artefact concepts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from auditor.aggregate.inputs import AuditInputs
+from auditor.concepts.tcav_stage import ConceptTests, TcavRow
+
+__all__ = ["TcavFinding", "TcavView", "tcav_findings", "tcav_view"]
+
+
+@dataclass(frozen=True)
+class TcavFinding:
+    """One sentence about an artefact concept; ``flag`` when it moves a class's score."""
+
+    text: str
+    flag: bool
+
+
+@dataclass(frozen=True)
+class TcavView:
+    """The section: the rows, the settings behind them, and the findings in words.
+
+    Attributes:
+        rows: Every class and concept (the appendix's table).
+        shown: The rows of the main body: artefact concepts and concepts that move a
+            score.
+    """
+
+    tests: ConceptTests
+    rows: tuple[TcavRow, ...]
+    shown: tuple[TcavRow, ...]
+    findings: tuple[TcavFinding, ...]
+    computed: tuple[str, ...]
+    smallest_p: float
+
+
+def _sentence(row: TcavRow, tests: ConceptTests) -> str:
+    figures = (
+        f"TCAV score {row.score:.2f} (runs {row.score_low:.2f}–{row.score_high:.2f}), "
+        f"p = {row.p_value:.3f} against {tests.settings.tcav_pseudo} random pseudo-concepts"
+    )
+    where = f"along the artefact concept {row.concept} at {tests.layer}"
+    if row.significant:
+        way = "rises" if row.score > 0.5 else "falls"
+        return f"The {row.target} score {way} {where}: {figures}."
+    return (
+        f"TCAV does not show that the {row.target} score moves {where}: {figures}, "
+        "not below the level of random directions."
+    )
+
+
+def tcav_findings(inputs: AuditInputs) -> tuple[TcavFinding, ...]:
+    """A sentence for each artefact concept and class (the positive class only, when
+    there is one): flagged when the concept moves the class's score."""
+    tests = inputs.concepts.tcav
+    if tests is None:
+        return ()
+    artifacts = inputs.config.dissection.artifact_concepts
+    operating = inputs.clinical.operating
+    positive = operating.positive_class if operating is not None else None
+    return tuple(
+        TcavFinding(_sentence(row, tests), row.significant)
+        for row in tests.rows
+        if row.concept in artifacts and positive in (None, row.target)
+    )
+
+
+def tcav_view(inputs: AuditInputs) -> TcavView | None:
+    """The section, or ``None`` when TCAV did not run."""
+    tests = inputs.concepts.tcav
+    if tests is None:
+        return None
+    return TcavView(
+        tests=tests,
+        rows=tests.rows,
+        shown=tuple(
+            row
+            for row in tests.rows
+            if row.significant or row.concept in inputs.config.dissection.artifact_concepts
+        ),
+        findings=tcav_findings(inputs),
+        computed=tests.settings.computed_concepts,
+        smallest_p=1 / (tests.settings.tcav_pseudo + 1),
+    )
