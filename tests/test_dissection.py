@@ -137,13 +137,21 @@ def test_beyond_the_cap_the_threshold_is_marked_approximate_and_close() -> None:
     assert (gap <= spread.double().numpy() / 2048 + 1e-9).all(), "within one histogram bin"
 
 
-def test_the_patchwise_pass_equals_the_dense_one_with_ties_flat_patches_and_odd_sizes() -> None:
-    """Thresholds and tallies from upsampling only the patches that can reach them equal
+@pytest.mark.parametrize(
+    ("source", "size"), [((4, 3), (15, 13)), ((3, 4), (41, 50)), ((6, 6), (4, 5))]
+)
+def test_the_patchwise_pass_equals_the_dense_one_with_ties_flat_patches_and_odd_sizes(
+    source: tuple[int, int], size: tuple[int, int]
+) -> None:
+    """Thresholds and tallies from upsampling only the blocks that can reach them equal
     those from every upsampled value (:func:`upsampled`), exactly: ReLU zeros (flat
-    patches, ties at the threshold), a dead unit, a constant one, a non-integer scale."""
+    patches, ties at the threshold), a dead unit, a constant one, non-integer scales,
+    sources with more outputs than a block holds (bounded by corner pixels), and maps
+    larger than the masks."""
     rng = np.random.default_rng(6)
-    n, size = 9, (15, 13)
-    activations = torch.relu(torch.from_numpy(rng.normal(size=(n, 5, 4, 3)).astype(np.float32)))
+    n = 9
+    shape = (n, 5, *source)
+    activations = torch.relu(torch.from_numpy(rng.normal(size=shape).astype(np.float32)))
     activations[:, 3] = 0  # dead
     activations[:, 4] = 2.5  # constant
     activations[:, 2] = torch.where(activations[:, 2] > 1.5, activations[:, 2], 0)  # sparse

@@ -16,12 +16,15 @@ Two departures from NetDissect-Lite, each deliberate:
 * A unit reaches its threshold when its value is **at least** the threshold, so a
   saturated unit (many pixels at its maximum) has a mask, not an empty one.
 
-Memory stays bounded by the number of units, not of images: the threshold is an exact
-streaming quantile, found by a per-unit histogram over the unit's range, then the values
-in the bin holding the quantile (at most ``cap`` of them in all; beyond that the bin's
-lower edge is used and the threshold is marked approximate). The caller streams the
-activations (from disk, see :mod:`auditor.concepts.stage`) once per pass: range,
-histogram, boundary values, tally.
+Only the values that can reach a threshold are upsampled (see
+:mod:`auditor.concepts.blocks`): the blocks' lower bounds give a lower bound of each
+unit's threshold (at least ``k`` outputs lie in blocks whose floor reaches it), and only
+blocks whose upper bound reaches it are upsampled. The values above the bound are ranked
+exactly when at most ``cap`` of them are held; beyond, a per-unit histogram of them, then
+the values of the bin holding the threshold (beyond ``cap`` again, the bin's lower edge,
+marked approximate). Memory stays bounded by the number of units, not of images: the
+caller streams the activations (from disk, see :mod:`auditor.concepts.stage`) once per
+pass: range, bound, values (and the boundary bin's, if needed), tally.
 
 Own code: NetDissect and NetDissect-Lite read layers through module hooks, which a
 TorchScript file does not have; the activations come from the tap layer.
@@ -38,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
+from auditor.concepts.blocks import Axis, block_values, blocks, geometry, upsampled
+
 __all__ = [
     "Batch",
     "Dissection",
@@ -51,9 +56,6 @@ BINS = 2048
 
 CAP = 1 << 24
 """Most boundary-bin values kept, over all units, for the exact quantile."""
-
-BLOCK = 1 << 24
-"""Most upsampled values held at once (64 MiB of float32)."""
 
 
 @dataclass(frozen=True)
@@ -73,67 +75,6 @@ class Batch:
 
 
 @dataclass(frozen=True)
-class _Axis:
-    """Bilinear geometry along one axis, as ``F.interpolate`` computes it (no corner
-    alignment): output ``i`` reads source ``low[i]`` with weight ``w0[i]`` and ``high[i]``
-    with ``w1[i]``; the outputs whose ``low`` is source ``j`` are ``start[j]`` to
-    ``start[j] + count[j]`` (``low`` never decreases)."""
-
-    low: torch.Tensor
-    high: torch.Tensor
-    w0: torch.Tensor
-    w1: torch.Tensor
-    start: torch.Tensor
-    count: torch.Tensor
-    after: torch.Tensor  # (n_in,) the source after each one (the last repeats)
-
-
-def _axis(n_in: int, n_out: int) -> _Axis:
-    scale = torch.tensor(n_in / n_out, dtype=torch.float32)
-    real = (scale * (torch.arange(n_out, dtype=torch.float32) + 0.5) - 0.5).clamp_min(0)
-    low = real.long()
-    w1 = real - low.float()
-    count = torch.bincount(low, minlength=n_in)
-    return _Axis(
-        low, (low + 1).clamp_max(n_in - 1), 1 - w1, w1, count.cumsum(0) - count, count,
-        (torch.arange(n_in) + 1).clamp_max(n_in - 1),
-    )  # fmt: skip
-
-
-def _grid(source: tuple[int, int], size: tuple[int, int]) -> tuple[_Axis, _Axis]:
-    return _axis(source[0], size[0]), _axis(source[1], size[1])
-
-
-def _corners(maps: torch.Tensor, rows: _Axis, cols: _Axis) -> tuple[torch.Tensor, ...]:
-    """The four source values of every patch ``(i, j)``: ``(i, j)``, ``(i, j+1)``,
-    ``(i+1, j)``, ``(i+1, j+1)`` (clamped at the edges), each shaped as ``maps``."""
-    below = maps[..., rows.after, :]
-    return maps, maps[..., cols.after], below, below[..., cols.after]
-
-
-def upsampled(activations: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(B, C, H*W)`` float32: each map bilinearly upsampled to ``size`` (no corner
-    alignment, as ``torch.nn.functional.interpolate`` and NetDissect), computed as
-    :func:`dissect` computes it pixel by pixel, so a value compares with a threshold
-    alike. Where a cell's four sources are equal (a flat patch) the value is that
-    source, exactly."""
-    rows, cols = _grid((activations.shape[2], activations.shape[3]), size)
-    maps = activations.float()
-
-    def across(t: torch.Tensor) -> torch.Tensor:
-        return cols.w0 * t[..., cols.low] + cols.w1 * t[..., cols.high]
-
-    values = rows.w0[:, None] * across(maps[:, :, rows.low]) + rows.w1[:, None] * across(
-        maps[:, :, rows.high]
-    )
-    corners = _corners(maps, rows, cols)
-    flat = (corners[0] == corners[1]) & (corners[0] == corners[2]) & (corners[0] == corners[3])
-    pick = flat[:, :, rows.low][..., cols.low]
-    values = torch.where(pick, maps[:, :, rows.low][..., cols.low], values)
-    return values.flatten(2)
-
-
-@dataclass(frozen=True)
 class UnitThresholds:
     """Each unit's threshold: the ``k``-th largest upsampled value over the data set.
 
@@ -147,56 +88,6 @@ class UnitThresholds:
     values: NDArray[np.float64]
     exact: NDArray[np.bool_]
     k: int
-
-
-@dataclass(frozen=True)
-class _Patches:
-    """One batch's maps cut into bilinear patches: patch ``(i, j)`` holds the outputs
-    whose first sources are ``(i, j)``; its values lie between its four sources' least
-    (``low``) and greatest (``high``), and ``pixels`` outputs have it."""
-
-    maps: torch.Tensor
-    low: torch.Tensor
-    high: torch.Tensor
-    flat: torch.Tensor
-    pixels: torch.Tensor
-
-
-def _patches(activations: torch.Tensor, rows: _Axis, cols: _Axis) -> _Patches:
-    maps = activations.float()
-    corners = _corners(maps, rows, cols)
-    low = torch.minimum(torch.minimum(corners[0], corners[1]), torch.minimum(*corners[2:]))
-    high = torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(*corners[2:]))
-    pixels = rows.count[:, None] * cols.count[None, :]
-    return _Patches(maps, low, high, low == high, pixels.expand_as(low))
-
-
-def _values(
-    patches: _Patches, where: torch.Tensor, rows: _Axis, cols: _Axis
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """The upsampled values of the patches at ``where`` (``(n, 4)`` indices ``b, u, i, j``),
-    a chunk at a time: ``(where, values, y, x)``, values ``(n, R, S)`` (NaN outside the
-    patch), output rows ``(n, R)`` and columns ``(n, S)``. Same arithmetic as
-    :func:`upsampled`, so the values are equal bit for bit."""
-    span_r, span_c = int(rows.count.max()), int(cols.count.max())
-    step = max(1, BLOCK // (span_r * span_c))
-    maps = patches.maps
-    for chunk in where.split(step):
-        b, u, i, j = chunk.unbind(1)
-        y = rows.start[i][:, None] + torch.arange(span_r)
-        x = cols.start[j][:, None] + torch.arange(span_c)
-        inside_y = y < (rows.start[i] + rows.count[i])[:, None]
-        inside_x = x < (cols.start[j] + cols.count[j])[:, None]
-        y, x = y.clamp_max(len(rows.low) - 1), x.clamp_max(len(cols.low) - 1)
-        ia, ja = rows.after[i], cols.after[j]
-        c00, c01 = maps[b, u, i, j][:, None], maps[b, u, i, ja][:, None]
-        c10, c11 = maps[b, u, ia, j][:, None], maps[b, u, ia, ja][:, None]
-        w0x, w1x = cols.w0[x], cols.w1[x]
-        top = (w0x * c00 + w1x * c01)[:, None, :]
-        bottom = (w0x * c10 + w1x * c11)[:, None, :]
-        values = rows.w0[y][:, :, None] * top + rows.w1[y][:, :, None] * bottom
-        inside = inside_y[:, :, None] & inside_x[:, None, :]
-        yield chunk, values.masked_fill(~inside, math.nan), y, x
 
 
 class _Histogram:
@@ -224,7 +115,7 @@ class _Histogram:
 
 
 def _bound(
-    batches: Callable[[], Iterator[Batch]], grid: tuple[_Axis, _Axis], low: torch.Tensor,
+    batches: Callable[[], Iterator[Batch]], grid: tuple[Axis, Axis], low: torch.Tensor,
     high: torch.Tensor, k: int,
 ) -> torch.Tensor:  # fmt: skip
     """``(U,)`` a lower bound of each unit's threshold, from the sources alone: the least
@@ -233,7 +124,7 @@ def _bound(
     histogram = _Histogram(low, high)
     least = torch.full((len(low), BINS), math.inf)
     for batch in batches():
-        patches = _patches(batch.activations, *grid)
+        patches = blocks(batch.activations, *grid)
         units = torch.arange(len(low))[None, :, None, None].expand_as(patches.low)
         keep = patches.pixels > 0
         units, floors = units[keep], patches.low[keep]
@@ -244,27 +135,27 @@ def _bound(
 
 
 def _scan(
-    batches: Callable[[], Iterator[Batch]], grid: tuple[_Axis, _Axis], floor: torch.Tensor,
+    batches: Callable[[], Iterator[Batch]], grid: tuple[Axis, Axis], floor: torch.Tensor,
     visit: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None],
 ) -> None:  # fmt: skip
     """``visit(units, values, weights)`` for every upsampled value at or above its unit's
     ``floor``: a flat patch once, with its pixels as weight; other patches value by value,
     computed only where the patch's greatest source reaches the floor."""
     for batch in batches():
-        patches = _patches(batch.activations, *grid)
+        patches = blocks(batch.activations, *grid)
         reach = floor[None, :, None, None]
         flat = patches.flat & (patches.low >= reach) & (patches.pixels > 0)
         where = flat.nonzero()
         visit(where[:, 1], patches.low[flat], patches.pixels[flat].double())
         open_ = (~patches.flat & (patches.high >= reach)).nonzero()
-        for chunk, values, _, _ in _values(patches, open_, *grid):
+        for chunk, values, _, _ in block_values(patches, open_, *grid):
             units = chunk[:, 1][:, None, None].expand_as(values)
             keep = values >= floor[units]  # NaN (outside the patch) is never kept
             visit(units[keep], values[keep], torch.ones(int(keep.sum()), dtype=torch.float64))
 
 
 def _threshold(
-    batches: Callable[[], Iterator[Batch]], grid: tuple[_Axis, _Axis], low: torch.Tensor,
+    batches: Callable[[], Iterator[Batch]], grid: tuple[Axis, Axis], low: torch.Tensor,
     high: torch.Tensor, k: int, cap: int,
 ) -> UnitThresholds:  # fmt: skip
     """The ``k``-th largest upsampled value of each unit, from the values above a lower
@@ -294,7 +185,7 @@ def _threshold(
 
 
 def _boundary(
-    batches: Callable[[], Iterator[Batch]], grid: tuple[_Axis, _Axis], floor: torch.Tensor,
+    batches: Callable[[], Iterator[Batch]], grid: tuple[Axis, Axis], floor: torch.Tensor,
     histogram: _Histogram, k: int, cap: int,
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:  # fmt: skip
     """The thresholds from the histogram's bin that holds each: exact from the bin's
@@ -361,7 +252,7 @@ class Dissection:
 
 
 def _tally(
-    batches: Iterable[Batch], grid: tuple[_Axis, _Axis], thresholds: torch.Tensor,
+    batches: Iterable[Batch], grid: tuple[Axis, Axis], thresholds: torch.Tensor,
     n_concepts: int,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:  # fmt: skip
     """Each unit's intersection and union with each concept, summed over the images
@@ -376,19 +267,19 @@ def _tally(
         annotated = batch.annotated.double()
         concepts = batch.concepts & batch.annotated[..., None, None]
         table = F.pad(concepts.double().cumsum(2).cumsum(3), (1, 0, 1, 0))
-        patches = _patches(batch.activations, rows, cols)
+        patches = blocks(batch.activations, rows, cols)
         reach = thresholds[None, :, None, None]
         area = torch.zeros(len(annotated), units, dtype=torch.float64)
         flat = (patches.flat & (patches.low >= reach) & (patches.pixels > 0)).nonzero()
         b, u, i, j = flat.unbind(1)
-        top, left = rows.start[i], cols.start[j]
-        bottom, right = top + rows.count[i], left + cols.count[j]
+        top, left = rows.blocks[1][i], cols.blocks[1][j]
+        bottom, right = top + rows.blocks[2][i], left + cols.blocks[2][j]
         overlap = (table[b, :, bottom, right] - table[b, :, top, right]
                    - table[b, :, bottom, left] + table[b, :, top, left])  # fmt: skip
         inter.index_add_(0, u, overlap)
         area.index_put_((b, u), patches.pixels[b, u, i, j].double(), accumulate=True)
         open_ = (~patches.flat & (patches.high >= reach)).nonzero()
-        for chunk, values, y, x in _values(patches, open_, rows, cols):
+        for chunk, values, y, x in block_values(patches, open_, rows, cols):
             fires = values >= thresholds[chunk[:, 1]][:, None, None]
             n, r, c = fires.nonzero().unbind(1)
             cb, cu = chunk[n, 0], chunk[n, 1]
@@ -430,7 +321,7 @@ def dissect(
         source = (batch.activations.shape[2], batch.activations.shape[3])
     if low is None or high is None:
         raise ValueError("dissect needs at least one batch")
-    grid = _grid(source, size)
+    grid = geometry(source, size)
     thresholds = _threshold(batches, grid, low, high, max(1, math.ceil(quantile * total)), cap)
     inter, union = _tally(batches(), grid, torch.from_numpy(thresholds.values).float(), n_concepts)
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
