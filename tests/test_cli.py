@@ -37,7 +37,6 @@ RUN_FILES = {
     "explanations.npz",
     "explanations.csv",
     "features.npz",
-    "tcav.csv",  # the computed concepts (dark, bright, border)
     "trust.csv",
     "dependence.csv",  # the manifest has a metadata column and two classes
     "curves.csv",  # two classes: an operating point

@@ -68,18 +68,29 @@ def _tcav_says_whether_the_malignant_score_moves_along_the_marker(
 ) -> None:
     tcav = metrics["tcav"]
     frame = pd.read_csv(folder / "tcav.csv")
-    assert len(frame) == len(tcav["rows"]) == 2 * 5, "two classes, five concepts"
+    assert len(frame) == len(tcav["rows"]) == 2 * 2, "two classes, the two declared concepts"
+    records = frame.drop(columns="layer").to_dict(orient="records")
+    for record, row in zip(records, tcav["rows"], strict=True):
+        assert record.keys() == row.keys()
+        assert all(
+            record[k] == (row[k] if isinstance(row[k], str) else pytest.approx(row[k])) for k in row
+        ), row
+    assert (frame["significant"] == (frame["p_value"] < tcav["alpha"])).all()
     [row] = frame[
         (frame["class"] == "malignant") & (frame["concept"] == "marker_mask")
     ].itertuples()
     figures = (
-        f"TCAV score {row.score:.2f} (runs {row.score_low:.2f}–{row.score_high:.2f}), "
-        f"p = {row.p_value:.3f} against {tcav['pseudo_concepts']} random pseudo-concepts"
+        f"TCAV score {row.score:.2f} (runs {row.score_low:.2f}–{row.score_high:.2f}) against "
+        f"{row.null_score:.2f} for random images seen through its regions, p = "
+        f"{row.p_value:.3f} ({tcav['pseudo_concepts']} pseudo-concepts)"
     )
     assert row.significant == (row.p_value < tcav["alpha"])
     if row.significant:
-        way = "rises" if row.score > 0.5 else "falls"
-        sentence = f"The malignant score {way} along the artefact concept marker_mask"
+        way = "more" if row.score > row.null_score else "less"
+        sentence = (
+            f"The malignant score rises along the artefact concept marker_mask at {row.layer} "
+            f"{way} often than by chance"
+        )
         assert sentence in summary and figures in summary
     else:
         sentence = "TCAV does not show that the malignant score moves along the artefact concept"

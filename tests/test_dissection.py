@@ -172,3 +172,21 @@ def test_the_patchwise_pass_equals_the_dense_one_with_ties_flat_patches_and_odd_
             mask = concepts[:, c].flatten(1).numpy()[rows]
             assert result.intersection[u, c] == (fires[rows] & mask).sum()
             assert result.union[u, c] == (fires[rows] | mask).sum()
+
+
+def test_a_unit_with_a_nan_or_an_infinity_has_no_threshold_and_leaves_the_others_alone() -> None:
+    rng = np.random.default_rng(7)
+    activations = torch.from_numpy(rng.normal(size=(6, 4, 4, 4)).astype(np.float32))
+    concepts = _blobs(6, rng)[:, None]
+    annotated = torch.ones(6, 1, dtype=torch.bool)
+    clean = dissect(_batches(activations, concepts, annotated), SIZE, 0.05)
+    broken = activations.clone()
+    broken[2, 0, 1, 1] = math.nan
+    broken[4, 1, 0, 3] = math.inf
+
+    result = dissect(_batches(broken, concepts, annotated), SIZE, 0.05)
+
+    assert np.isnan(result.thresholds.values[:2]).all() and not result.thresholds.exact[:2].any()
+    assert (result.iou[:2] == 0).all() and (result.intersection[:2] == 0).all()
+    np.testing.assert_array_equal(result.thresholds.values[2:], clean.thresholds.values[2:])
+    np.testing.assert_array_equal(result.iou[2:], clean.iou[2:])

@@ -39,16 +39,17 @@ class TcavView:
 
 def _sentence(row: TcavRow, tests: ConceptTests) -> str:
     figures = (
-        f"TCAV score {row.score:.2f} (runs {row.score_low:.2f}–{row.score_high:.2f}), "
-        f"p = {row.p_value:.3f} against {tests.settings.tcav_pseudo} random pseudo-concepts"
+        f"TCAV score {row.score:.2f} (runs {row.score_low:.2f}–{row.score_high:.2f}) against "
+        f"{row.null_score:.2f} for random images seen through its regions, p = "
+        f"{row.p_value:.3f} ({tests.settings.tcav_pseudo} pseudo-concepts)"
     )
     where = f"along the artefact concept {row.concept} at {tests.layer}"
     if row.significant:
-        way = "rises" if row.score > 0.5 else "falls"
-        return f"The {row.target} score {way} {where}: {figures}."
+        way = "more" if row.score > row.null_score else "less"
+        return f"The {row.target} score rises {where} {way} often than by chance: {figures}."
     return (
-        f"TCAV does not show that the {row.target} score moves {where}: {figures}, "
-        "not below the level of random directions."
+        f"TCAV does not show that the {row.target} score moves {where}: {figures}, not "
+        f"below {tests.settings.tcav_alpha:g}."
     )
 
 

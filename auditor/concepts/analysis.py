@@ -84,6 +84,7 @@ TCAV_COLUMNS: dict[str, str] = {
     "score_low": "float64",
     "score_high": "float64",
     "magnitude": "float64",
+    "null_score": "float64",
     "p_value": "float64",
     "significant": "bool",
 }
@@ -93,6 +94,7 @@ TCAV_COLUMNS: dict[str, str] = {
 def _tcav_frame(tests: ConceptTests) -> pd.DataFrame:
     rows = [
         (tests.layer, r.target, r.concept, r.score, r.score_low, r.score_high, r.magnitude,
+         r.null_score,
          r.p_value, r.significant)
         for r in tests.rows
     ]  # fmt: skip

@@ -32,9 +32,9 @@ SPAN = 8
 blocks, bounded by the values at their corner pixels (the values of a bilinear patch lie
 between those at the corners of any rectangle of it)."""
 
-SLACK = 4e-7
-"""Relative widening of a block's bounds from its corner pixels (a few float32 ulps), so
-that rounding in an inner pixel never puts it outside."""
+SLACK = 1e-6
+"""Widening of a block's bounds, relative to its largest source (about eight float32
+ulps), so that the rounding of a value's four terms never puts it outside them."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,8 @@ def blocks(activations: torch.Tensor, rows: Axis, cols: Axis) -> Blocks:
     low = torch.minimum(torch.minimum(corners[0], corners[1]), torch.minimum(*corners[2:]))
     high = torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(*corners[2:]))
     flat = low == high
+    slack = SLACK * torch.maximum(low.abs(), high.abs()) + 1e-30  # rounding of 4 terms
+    least, most = low, high
     if int(rows.count.max()) > SPAN or int(cols.count.max()) > SPAN:
         y, x = torch.cat([rf, rf + rn - 1]), torch.cat([cf, cf + cn - 1])
         grid = _pixels_at(maps, rows, cols, y, x)
@@ -144,8 +146,8 @@ def blocks(activations: torch.Tensor, rows: Axis, cols: Axis) -> Blocks:
         pixel = [grid[..., a : a + nr, b : b + nc] for a in (0, nr) for b in (0, nc)]
         least = torch.minimum(torch.minimum(pixel[0], pixel[1]), torch.minimum(*pixel[2:]))
         most = torch.maximum(torch.maximum(pixel[0], pixel[1]), torch.maximum(*pixel[2:]))
-        low = torch.where(flat, low, least - SLACK * least.abs() - 1e-30)
-        high = torch.where(flat, high, most + SLACK * most.abs() + 1e-30)
+    low = torch.where(flat, low, least - slack)
+    high = torch.where(flat, high, most + slack)
     pixels = rn[:, None] * cn[None, :]
     return Blocks(maps, low, high, flat, pixels.expand_as(low))
 

@@ -52,8 +52,11 @@ class ConceptData:
 
     @property
     def tested(self) -> tuple[str, ...]:
-        """TCAV's concepts: those with masks, then the folders."""
-        return self.names + tuple(self.folders)
+        """TCAV's concepts: the declared ones, the computed artefacts, then the folders (the
+        other computed concepts are for dissection only: each concept tested costs a null
+        of its own)."""
+        artefacts = tuple(c for c in self.computed if c in self.artifacts)
+        return self.declared + artefacts + tuple(self.folders)
 
 
 def _column_paths(dataset: Dataset, column: str) -> dict[int, Path | None]:
@@ -87,6 +90,13 @@ def split_concepts(dataset: Dataset, settings: ConceptSettings) -> tuple[Dataset
             f"concepts {missing} are not columns of {str(dataset.source)!r}"
             + (f" (its columns: {have})" if have else " (a folder of images has none)")
             + "; add each as a column of mask paths, or leave it out of concepts"
+        )
+    smallest = 1 / (settings.tcav_pseudo + 1)
+    if settings.tcav_runs and smallest >= settings.tcav_alpha:
+        raise ConfigError(
+            f"tcav-pseudo {settings.tcav_pseudo} cannot give a p-value below tcav-alpha "
+            f"{settings.tcav_alpha:g} (the smallest is 1/{settings.tcav_pseudo + 1}); raise "
+            f"tcav-pseudo to at least {int(1 / settings.tcav_alpha)}"
         )
     folders = concept_folders(settings.concept_dir)
     clash = [name for name in folders if name in declared + settings.computed_concepts]

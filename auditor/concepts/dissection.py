@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from auditor.concepts.blocks import Axis, block_values, blocks, geometry, upsampled
+from auditor.concepts.blocks import BLOCK, Axis, block_values, blocks, geometry, upsampled
 
 __all__ = [
     "Batch",
@@ -176,7 +176,8 @@ def _threshold(
     constant = (high == low).numpy()
     if held[0] <= cap:
         values = _ranked(kept, torch.full((len(low),), float(k)), len(low))
-        exact = np.ones(len(values), dtype=bool)
+        exact = ~np.isnan(values)
+        values = np.where(exact, values, floor.double().numpy())
     else:
         kept.clear()
         values, exact = _boundary(batches, grid, floor, histogram, k, cap)
@@ -204,13 +205,17 @@ def _boundary(
 
     _scan(batches, grid, floor, collect)
     rank = k - (above - held)  # the threshold's rank inside its bin
-    return _ranked(kept, rank, len(edges)), np.ones(len(edges), dtype=bool)
+    values = _ranked(kept, rank, len(edges))
+    exact = ~np.isnan(values)
+    return np.where(exact, values, edges), exact
 
 
 def _ranked(
     kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], rank: torch.Tensor, n: int
 ) -> NDArray[np.float64]:
-    """Each unit's ``rank``-th largest kept value, counting each with its weight."""
+    """Each unit's ``rank``-th largest kept value, counting each with its weight; NaN
+    where the kept values weigh less than the rank (the bound was wrong: never seen, but
+    the threshold is then not taken as exact)."""
     units = torch.cat([u for u, _, _ in kept]).long()
     values = torch.cat([v for _, v, _ in kept]).double()
     weights = torch.cat([w for _, _, w in kept]).double()
@@ -218,7 +223,7 @@ def _ranked(
     order = order[torch.argsort(units[order], stable=True)]  # then by unit
     units, values, weights = units[order], values[order], weights[order]
     starts = torch.searchsorted(units, torch.arange(n + 1))
-    result = np.zeros(n)
+    result = np.full(n, np.nan)
     for unit in range(n):
         mine = slice(int(starts[unit]), int(starts[unit + 1]))
         reached = torch.nonzero(weights[mine].cumsum(0) >= float(rank[unit]) - 1e-9)
@@ -256,39 +261,63 @@ def _tally(
     n_concepts: int,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:  # fmt: skip
     """Each unit's intersection and union with each concept, summed over the images
-    annotated with it. A flat patch reaching the threshold counts whole (its overlap
-    with a concept from the concept's summed-area table); other patches whose greatest
-    source reaches it, pixel by pixel."""
+    annotated with it. A unit whose threshold is its least value fires everywhere; a
+    flat block reaching the threshold counts whole (its overlap with a concept from the
+    concept's summed-area table); other blocks whose bound reaches it, pixel by pixel.
+    Everything held at once is bounded by :data:`BLOCK` values."""
     units = len(thresholds)
     inter = torch.zeros(units, n_concepts, dtype=torch.float64)
     union = torch.zeros(units, n_concepts, dtype=torch.float64)
     rows, cols = grid
+    pixels = len(rows.low) * len(cols.low)
+    step = max(1, BLOCK // (4 * max(1, n_concepts)))
     for batch in batches:
         annotated = batch.annotated.double()
         concepts = batch.concepts & batch.annotated[..., None, None]
+        concept_area = concepts.flatten(2).sum(2).double()  # (B, K)
         table = F.pad(concepts.double().cumsum(2).cumsum(3), (1, 0, 1, 0))
         patches = blocks(batch.activations, rows, cols)
-        reach = thresholds[None, :, None, None]
+        everywhere = thresholds <= patches.low.amin((0, 2, 3))
+        inter[everywhere] += concept_area.sum(0)
         area = torch.zeros(len(annotated), units, dtype=torch.float64)
+        area[:, everywhere] = float(pixels)
+        reach = torch.where(everywhere, math.inf, thresholds)[None, :, None, None]
         flat = (patches.flat & (patches.low >= reach) & (patches.pixels > 0)).nonzero()
-        b, u, i, j = flat.unbind(1)
-        top, left = rows.blocks[1][i], cols.blocks[1][j]
-        bottom, right = top + rows.blocks[2][i], left + cols.blocks[2][j]
-        overlap = (table[b, :, bottom, right] - table[b, :, top, right]
-                   - table[b, :, bottom, left] + table[b, :, top, left])  # fmt: skip
-        inter.index_add_(0, u, overlap)
-        area.index_put_((b, u), patches.pixels[b, u, i, j].double(), accumulate=True)
+        for part in flat.split(step):
+            b, u, i, j = part.unbind(1)
+            top, left = rows.blocks[1][i], cols.blocks[1][j]
+            bottom, right = top + rows.blocks[2][i], left + cols.blocks[2][j]
+            overlap = (table[b, :, bottom, right] - table[b, :, top, right]
+                       - table[b, :, bottom, left] + table[b, :, top, left])  # fmt: skip
+            inter.index_add_(0, u, overlap)
+            area.index_put_((b, u), patches.pixels[b, u, i, j].double(), accumulate=True)
         open_ = (~patches.flat & (patches.high >= reach)).nonzero()
         for chunk, values, y, x in block_values(patches, open_, rows, cols):
-            fires = values >= thresholds[chunk[:, 1]][:, None, None]
-            n, r, c = fires.nonzero().unbind(1)
-            cb, cu = chunk[n, 0], chunk[n, 1]
-            inter.index_add_(0, cu, concepts[cb, :, y[n, r], x[n, c]].double())
-            area.index_put_((cb, cu), torch.ones(len(n), dtype=torch.float64), accumulate=True)
-        concept_area = concepts.flatten(2).sum(2).double().sum(0)
-        union += area.T @ annotated + concept_area[None, :]
+            fires = (values >= thresholds[chunk[:, 1]][:, None, None]).nonzero()
+            for n, r, c in (part.unbind(1) for part in fires.split(step)):
+                cb, cu = chunk[n, 0], chunk[n, 1]
+                inter.index_add_(0, cu, concepts[cb, :, y[n, r], x[n, c]].double())
+                area.index_put_((cb, cu), torch.ones(len(n), dtype=torch.float64), accumulate=True)
+        union += area.T @ annotated + concept_area.sum(0)[None, :]
     union -= inter
     return inter.numpy(), union.numpy()
+
+
+def _finite(
+    batches: Callable[[], Iterator[Batch]], bad: torch.Tensor
+) -> Callable[[], Iterator[Batch]]:
+    """The same batches with the maps of the ``bad`` units (NaN or infinite somewhere)
+    set to zero, so that they cannot disturb the others' passes."""
+    if not bool(bad.any()):
+        return batches
+
+    def start() -> Iterator[Batch]:
+        for batch in batches():
+            activations = batch.activations.clone()
+            activations[:, bad] = 0
+            yield Batch(activations, batch.concepts, batch.annotated)
+
+    return start
 
 
 def dissect(
@@ -297,32 +326,47 @@ def dissect(
     quantile: float,
     cap: int = CAP,
 ) -> Dissection:
-    """Dissect one layer.
+    """Dissect one layer. A unit with a NaN or infinite activation anywhere has no
+    threshold (NaN, not exact) and no overlap with any concept.
 
     Args:
-        batches: Starts a new pass over the data set (called five times: range, bound,
-            histogram, boundary values, tally); every pass yields the same batches.
+        batches: Starts a new pass over the data set (called four or five times: range,
+            bound, values, perhaps the boundary bin's, tally); every pass yields the same
+            batches.
         size: ``(H, W)`` of the concept masks, which the maps are upsampled to.
         quantile: The top share of each unit's upsampled values that makes its mask.
-        cap: Most boundary values kept for the exact threshold.
+        cap: Most values held at once for an exact threshold.
     """
     low: torch.Tensor | None = None
     high: torch.Tensor | None = None
+    bad: torch.Tensor | None = None
     total = 0
     n_concepts = 0
     source = (0, 0)
     for batch in batches():
         values = batch.activations.float().flatten(2)
+        finite = torch.isfinite(values)
+        batch_bad = ~finite.all(2).all(0)
+        values = torch.where(finite, values, 0.0)
         batch_low, batch_high = values.amin((0, 2)), values.amax((0, 2))
         low = batch_low if low is None else torch.minimum(low, batch_low)
         high = batch_high if high is None else torch.maximum(high, batch_high)
+        bad = batch_bad if bad is None else bad | batch_bad
         total += len(values) * size[0] * size[1]
         n_concepts = batch.concepts.shape[1]
         source = (batch.activations.shape[2], batch.activations.shape[3])
-    if low is None or high is None:
+    if low is None or high is None or bad is None:
         raise ValueError("dissect needs at least one batch")
+    low, high = torch.where(bad, 0.0, low), torch.where(bad, 0.0, high)
+    batches = _finite(batches, bad)
     grid = geometry(source, size)
     thresholds = _threshold(batches, grid, low, high, max(1, math.ceil(quantile * total)), cap)
-    inter, union = _tally(batches(), grid, torch.from_numpy(thresholds.values).float(), n_concepts)
+    values_, exact = thresholds.values.copy(), thresholds.exact.copy()
+    values_[bad.numpy()], exact[bad.numpy()] = np.nan, False
+    thresholds = UnitThresholds(values_, exact, thresholds.k)
+    inter, union = _tally(
+        batches(), grid, torch.from_numpy(np.nan_to_num(values_, nan=np.inf)).float(),
+        n_concepts,
+    )  # fmt: skip
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     return Dissection(thresholds, iou, inter, union)

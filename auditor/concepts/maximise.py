@@ -17,11 +17,13 @@ which a scripted model does not have):
   pixel grid;
 * Adam at the declared learning rate, all objectives in one batch (an image's objective
   reads only its own image: the model is in eval mode), seeded: the same seed gives the
-  same bytes on the same machine.
+  same bytes on the same machine and CPU (CUDA's backward passes of bilinear resizing and
+  ``grid_sample`` are not deterministic, and a GPU takes more steps by default).
 
-An objective is a class's score (the model's output before any softmax the file holds)
-(as the explanation methods read it: a single binary logit ``z`` is ``-z`` for the first
-class) or a unit's activation averaged over its map.
+An objective is a class's score as the explanation methods read it (logits before the
+softmax; a single binary logit ``z`` is ``-z`` for the first class; a model that outputs
+probabilities is maximised on the probability, which saturates) or a unit's activation
+averaged over its map.
 """
 
 from __future__ import annotations
@@ -164,10 +166,10 @@ def maximise(
         return _values(model, kind, normalise(resized), objectives)
 
     for _ in range(steps):
-        optimiser.zero_grad()
         pixels = image.pixels()
         loss = -forward(_transform(pixels, rng) if robust else pixels).sum()
-        loss.backward()
+        # The image's gradient only: the model's weights get none, accumulated or kept.
+        (image.parameters.grad,) = torch.autograd.grad(loss, [image.parameters])
         optimiser.step()
     with torch.no_grad():
         pixels = image.pixels()

@@ -32,6 +32,10 @@ def _concept_dir(path: Path | None) -> str | None:
     return None
 
 
+def _runs(value: int) -> str | None:
+    return None if value == 0 or value >= 2 else f"must be 0 (no TCAV) or at least 2, got {value}"
+
+
 def _quantile(value: float) -> str | None:
     return None if 0 < value <= 0.5 else f"must be in (0, 0.5], got {value:g}"
 
@@ -98,6 +102,7 @@ class ConceptSettings:
         10,
         help="TCAV: CAVs per concept, each against another set of random validation images",
         minimum=0,
+        check=_runs,
         maximum=100,
         default_text="10 (0 skips TCAV)",
     )
