@@ -143,7 +143,7 @@ def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
     )  # fmt: skip
     concepts = analyse_concepts(
         model, dataset, loaded.concepts, preprocessing, evaluation.predictions,
-        (stage_layers(loaded.profile.layers), loaded.layer), config.dissection, loaded.kind,
+        stage_layers(loaded.profile.layers), config.dissection, loaded.kind,
     )  # fmt: skip
     selection = select_cases(
         evaluation.predictions, dataset.classes, config.explain_samples, config.seed

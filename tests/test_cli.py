@@ -368,6 +368,8 @@ def test_grayscale_single_logit_model_on_a_class_folder_with_resizing(tmp_path: 
         "0.25",
         "--explain-samples",
         "2",
+        "--maximise-steps",
+        "8",
     )
     assert result.exit_code == 0, result.output
     folder = Path(result.stdout.strip().splitlines()[-1])

@@ -149,7 +149,7 @@ def test_a_vision_transformer_audit_runs_every_applicable_method(
     model = save_torchscript(binary, tmp_path / "vit.pt")
     result = invoke(
         "run", "--model", str(model), "--data", str(manifest), "--out", str(tmp_path / "out"),
-        "--explain-samples", "1", "--device", "cpu",
+        "--explain-samples", "1", "--device", "cpu", "--maximise-steps", "8",
         "--methods", "grad-cam,score-cam,cam,guided-backprop,saliency",
     )  # fmt: skip
     assert result.exit_code == 0, result.output

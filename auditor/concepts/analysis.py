@@ -33,14 +33,13 @@ class ConceptAnalysis:
 
 def analyse_concepts(
     model: LoadedModel, dataset: Dataset, data: ConceptData, preprocessing: Preprocessing,
-    predictions: pd.DataFrame, layers: tuple[tuple[Stage, ...], str | None],
-    settings: ConceptSettings, kind: OutputKind,
+    predictions: pd.DataFrame, stages: tuple[Stage, ...], settings: ConceptSettings,
+    kind: OutputKind,
 ) -> ConceptAnalysis:  # fmt: skip
-    """Dissect the spatial stages (``layers[0]``), test the concepts with TCAV at the stage
-    before the last (the only stage when there is one) and maximise the classes' scores
-    and the dissection's top units. At the last stage before a pooled linear head, a
-    class's summed gradient is the same for every image, so TCAV scores are all 0 or 1."""
-    stages, _ = layers
+    """Dissect the spatial ``stages``, test the concepts with TCAV at the stage before the
+    last (the only stage when there is one) and maximise the classes' scores and the
+    dissection's top units. At the last stage before a pooled linear head, a class's
+    summed gradient is the same for every image, so TCAV scores are all 0 or 1."""
     layer = stages[max(0, len(stages) - 2)].path if stages else None
     dissection = dissect_network(model, dataset, data, preprocessing, predictions, stages, settings)
     return ConceptAnalysis(

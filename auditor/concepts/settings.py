@@ -130,6 +130,7 @@ class ConceptSettings:
         help="Activation maximisation: Adam steps per image (one forward and one backward pass "
         "of the batch each); 0 skips it",
         minimum=0,
+        flag=True,
         default_text="256 on a CPU, 1024 on a GPU",
     )
     maximise_size: int | None = setting(
