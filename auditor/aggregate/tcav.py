@@ -24,13 +24,11 @@ class TcavView:
     """The section: the rows, the settings behind them, and the findings in words.
 
     Attributes:
-        rows: Every class and concept (the appendix's table).
         shown: The rows of the main body: artefact concepts and concepts that move a
-            score.
+            score (every row, for the appendix, is ``tests.rows``).
     """
 
     tests: ConceptTests
-    rows: tuple[TcavRow, ...]
     shown: tuple[TcavRow, ...]
     findings: tuple[TcavFinding, ...]
     computed: tuple[str, ...]
@@ -76,7 +74,6 @@ def tcav_view(inputs: AuditInputs) -> TcavView | None:
         return None
     return TcavView(
         tests=tests,
-        rows=tests.rows,
         shown=tuple(
             row
             for row in tests.rows

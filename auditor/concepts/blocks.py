@@ -95,13 +95,7 @@ def upsampled(activations: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     source, exactly."""
     rows, cols = geometry((activations.shape[2], activations.shape[3]), size)
     maps = activations.float()
-
-    def across(t: torch.Tensor) -> torch.Tensor:
-        return cols.w0 * t[..., cols.low] + cols.w1 * t[..., cols.high]
-
-    values = rows.w0[:, None] * across(maps[:, :, rows.low]) + rows.w1[:, None] * across(
-        maps[:, :, rows.high]
-    )
+    values = _pixels_at(maps, rows, cols, torch.arange(size[0]), torch.arange(size[1]))
     corners = _corners(maps, rows, cols)
     flat = (corners[0] == corners[1]) & (corners[0] == corners[2]) & (corners[0] == corners[3])
     pick = flat[:, :, rows.low][..., cols.low]
