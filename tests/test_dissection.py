@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from auditor.concepts import Batch, dissect, upsampled
+from auditor.concepts.tally import Highest, ranked
 
 SIZE = (16, 16)
 
@@ -137,17 +138,19 @@ def test_beyond_the_cap_the_threshold_is_marked_approximate_and_close() -> None:
     assert (gap <= spread.double().numpy() / 2048 + 1e-9).all(), "within one histogram bin"
 
 
+@pytest.mark.parametrize("cap", [1 << 23, 40], ids=["records", "tally-pass"])
 @pytest.mark.parametrize(
     ("source", "size"), [((4, 3), (15, 13)), ((3, 4), (41, 50)), ((6, 6), (4, 5))]
 )
 def test_the_patchwise_pass_equals_the_dense_one_with_ties_flat_patches_and_odd_sizes(
-    source: tuple[int, int], size: tuple[int, int]
+    source: tuple[int, int], size: tuple[int, int], cap: int
 ) -> None:
     """Thresholds and tallies from upsampling only the blocks that can reach them equal
     those from every upsampled value (:func:`upsampled`), exactly: ReLU zeros (flat
     patches, ties at the threshold), a dead unit, a constant one, non-integer scales,
-    sources with more outputs than a block holds (bounded by corner pixels), and maps
-    larger than the masks."""
+    sources with more outputs than a sub-block holds (bounded by corner pixels), and
+    maps larger than the masks; read from the records, and (a cap too small for them)
+    from the boundary bin and a tally pass."""
     rng = np.random.default_rng(6)
     n = 9
     shape = (n, 5, *source)
@@ -159,7 +162,7 @@ def test_the_patchwise_pass_equals_the_dense_one_with_ties_flat_patches_and_odd_
     annotated = torch.ones(n, 2, dtype=torch.bool)
     annotated[0, 1] = False
 
-    result = dissect(_batches(activations, concepts, annotated), size, quantile=0.05)
+    result = dissect(_batches(activations, concepts, annotated), size, quantile=0.05, cap=cap)
 
     up = upsampled(activations, size).numpy()
     k = math.ceil(0.05 * n * size[0] * size[1])
@@ -190,3 +193,31 @@ def test_a_unit_with_a_nan_or_an_infinity_has_no_threshold_and_leaves_the_others
     assert (result.iou[:2] == 0).all() and (result.intersection[:2] == 0).all()
     np.testing.assert_array_equal(result.thresholds.values[2:], clean.thresholds.values[2:])
     np.testing.assert_array_equal(result.iou[2:], clean.iou[2:])
+
+
+def test_the_streaming_weighted_top_k_and_the_ranking_equal_a_sort() -> None:
+    """:class:`Highest` (fed in parts) and :func:`ranked` give each unit's value where the
+    weights from the top reach ``k``, as a full sort does: negative values, ties, weights,
+    and a unit whose weights never reach ``k``."""
+    rng = np.random.default_rng(8)
+    units = torch.from_numpy(rng.integers(0, 4, size=300))
+    values = torch.from_numpy(rng.normal(size=300).round(1).astype(np.float32))
+    weights = torch.from_numpy(rng.integers(1, 5, size=300).astype(np.float64))
+    units[units == 3] = 2  # unit 3 has no value at all
+    k = 40
+    highest = Highest(4, k)
+    for part in torch.arange(300).split(70):
+        highest.add(units[part], values[part], weights[part])
+
+    expected = []
+    for unit in range(4):
+        mine = units == unit
+        order = torch.argsort(-values[mine].double(), stable=True)
+        reach = weights[mine][order].cumsum(0)
+        at = torch.nonzero(reach >= k)
+        expected.append(float(values[mine][order][at[0]]) if len(at) else -math.inf)
+    np.testing.assert_array_equal(highest.reached().double().numpy(), expected)
+    rank = torch.full((4,), float(k))
+    found = ranked(units, values, weights, rank, 4)
+    np.testing.assert_array_equal(found[:3], expected[:3])
+    assert np.isnan(found[3])

@@ -5,11 +5,16 @@ Each output pixel of a bilinear upsampling (no corner alignment, as
 ``torch.nn.functional.interpolate``) is a convex combination of the four sources around
 it; the outputs sharing their four sources make a patch, and within a patch the value is
 bilinear in the output's position, so over any rectangle of outputs it lies between the
-values at the rectangle's corners. Outputs are cut into blocks (a patch, or a part of at
-most :data:`SPAN` outputs a side); a block's bounds come from its sources (cheap) or,
-where a source has many outputs, from its corner pixels. :func:`upsampled` and
-:func:`block_values` compute a value with the same arithmetic, so a threshold taken on
-one and applied to the other agrees bit for bit.
+values at the rectangle's corners. Two levels of bounds, so that the costly one is paid
+only where a threshold can be reached:
+
+* a **patch** is bounded by its four sources (:func:`blocks`: cheap, every patch);
+* a patch with more than :data:`SPAN` outputs a side is cut into **sub-blocks** of at
+  most :data:`SPAN` a side, each bounded by its corner pixels (:func:`refine`: only
+  for the patches asked for).
+
+:func:`upsampled` and :func:`block_values` compute a value with the same arithmetic, so
+a threshold taken on one and applied to the other agrees bit for bit.
 
 Own code: ``F.interpolate`` has no way to upsample a chosen set of pixels.
 """
@@ -22,15 +27,25 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["BLOCK", "Axis", "Blocks", "block_values", "blocks", "geometry", "upsampled"]
+__all__ = [
+    "BLOCK",
+    "Axis",
+    "Blocks",
+    "Refined",
+    "block_values",
+    "blocks",
+    "geometry",
+    "refine",
+    "upsampled",
+]
 
 BLOCK = 1 << 24
 """Most upsampled values held at once (64 MiB of float32)."""
 
 SPAN = 8
-"""Most outputs along each axis of a block: a source's outputs beyond this are cut into
-blocks, bounded by the values at their corner pixels (the values of a bilinear patch lie
-between those at the corners of any rectangle of it)."""
+"""Most outputs along each axis of a sub-block: a source's outputs beyond this are cut
+into sub-blocks, bounded by the values at their corner pixels (the values of a bilinear
+patch lie between those at the corners of any rectangle of it)."""
 
 SLACK = 1e-6
 """Widening of a block's bounds, relative to its largest source (about eight float32
@@ -42,7 +57,11 @@ class Axis:
     """Bilinear geometry along one axis, as ``F.interpolate`` computes it (no corner
     alignment): output ``i`` reads source ``low[i]`` with weight ``w0[i]`` and ``high[i]``
     with ``w1[i]``; the outputs whose ``low`` is source ``j`` are ``start[j]`` to
-    ``start[j] + count[j]`` (``low`` never decreases)."""
+    ``start[j] + count[j]`` (``low`` never decreases).
+
+    ``patches`` and ``blocks`` (the sub-blocks) are ``(source, first output, size)``, one
+    patch per source with outputs; the sub-blocks of patch ``p`` are ``subs[0][p]`` to
+    ``subs[0][p] + subs[1][p]``."""
 
     low: torch.Tensor
     high: torch.Tensor
@@ -51,7 +70,9 @@ class Axis:
     start: torch.Tensor
     count: torch.Tensor
     after: torch.Tensor  # (n_in,) the source after each one (the last repeats)
-    blocks: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # source, first output, size
+    blocks: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    patches: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    subs: tuple[torch.Tensor, torch.Tensor]
 
 
 def _axis(n_in: int, n_out: int) -> Axis:
@@ -70,9 +91,12 @@ def _axis(n_in: int, n_out: int) -> Axis:
     source, first, size = (
         torch.tensor(column, dtype=torch.long) for column in zip(*blocks, strict=True)
     )
+    has = torch.nonzero(count).flatten()
+    pieces = torch.bincount(source, minlength=n_in)[has]
     return Axis(
         low, (low + 1).clamp_max(n_in - 1), 1 - w1, w1, start, count,
         (torch.arange(n_in) + 1).clamp_max(n_in - 1), (source, first, size),
+        (has, start[has], count[has]), (pieces.cumsum(0) - pieces, pieces),
     )  # fmt: skip
 
 
@@ -105,12 +129,11 @@ def upsampled(activations: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Blocks:
-    """One batch's maps cut into blocks of outputs (``(B, U, nr, nc)`` per block): a block
-    lies in one bilinear patch (its outputs share their four sources); its values lie
-    between ``low`` and ``high``: its sources' least and greatest, or, where sources
-    have many outputs, the least and greatest of its corner pixels, widened by
-    :data:`SLACK`. A ``flat`` block's four sources are equal and all its values are that
-    source (``low``); ``pixels`` outputs are in each block."""
+    """One batch's maps cut into patches (``(B, U, nr, nc)`` per patch: the outputs
+    sharing their four sources). A patch's values lie between ``low`` and ``high``, its
+    sources' least and greatest, widened by :data:`SLACK` (the rounding of a value's
+    four terms); a ``flat`` patch's four sources are equal and all its values are that
+    source (``low``, exactly); ``pixels`` outputs are in each patch."""
 
     maps: torch.Tensor
     low: torch.Tensor
@@ -121,29 +144,77 @@ class Blocks:
 
 def blocks(activations: torch.Tensor, rows: Axis, cols: Axis) -> Blocks:
     maps = activations.float()
-    (rs, rf, rn), (cs, cf, cn) = rows.blocks, cols.blocks
+    rs, cs = rows.patches[0], cols.patches[0]
     corners = _corners(maps, rows, cols)
-    whole = torch.equal(rs, torch.arange(maps.shape[2])) and torch.equal(
-        cs, torch.arange(maps.shape[3])
-    )
-    if not whole:  # some source has no output, or more than one block
+    if len(rs) < maps.shape[2] or len(cs) < maps.shape[3]:  # some source has no output
         corners = tuple(c[:, :, rs][..., cs] for c in corners)
     low = torch.minimum(torch.minimum(corners[0], corners[1]), torch.minimum(*corners[2:]))
     high = torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(*corners[2:]))
     flat = low == high
-    slack = SLACK * torch.maximum(low.abs(), high.abs()) + 1e-30  # rounding of 4 terms
-    least, most = low, high
-    if int(rows.count.max()) > SPAN or int(cols.count.max()) > SPAN:
-        y, x = torch.cat([rf, rf + rn - 1]), torch.cat([cf, cf + cn - 1])
-        grid = _pixels_at(maps, rows, cols, y, x)
-        nr, nc = len(rf), len(cf)
-        pixel = [grid[..., a : a + nr, b : b + nc] for a in (0, nr) for b in (0, nc)]
-        least = torch.minimum(torch.minimum(pixel[0], pixel[1]), torch.minimum(*pixel[2:]))
-        most = torch.maximum(torch.maximum(pixel[0], pixel[1]), torch.maximum(*pixel[2:]))
-    low = torch.where(flat, low, least - slack)
-    high = torch.where(flat, high, most + slack)
-    pixels = rn[:, None] * cn[None, :]
+    slack = _slack(low, high)
+    low, high = torch.where(flat, low, low - slack), torch.where(flat, high, high + slack)
+    pixels = rows.patches[2][:, None] * cols.patches[2][None, :]
     return Blocks(maps, low, high, flat, pixels.expand_as(low))
+
+
+def _slack(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    return SLACK * torch.maximum(low.abs(), high.abs()) + 1e-30
+
+
+@dataclass(frozen=True)
+class Refined:
+    """Sub-blocks of some patches: ``where`` ``(m, 4)`` indices ``b, u, i, j`` of each
+    (``i, j`` into the axes' ``blocks``) and its bounds ``low`` and ``high`` ``(m,)``."""
+
+    where: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+
+
+def refine(patches: Blocks, where: torch.Tensor, rows: Axis, cols: Axis) -> Refined:
+    """The sub-blocks of the (non-flat) patches at ``where`` (``(n, 4)`` indices ``b, u,
+    i, j`` into the patches), bounded by their corner pixels where a patch is cut (and
+    never beyond the patch's own bounds), by the patch's bounds where it is one
+    sub-block."""
+    b, u, pi, pj = where.unbind(1)
+    nr, nc = rows.subs[1][pi], cols.subs[1][pj]
+    owner = torch.repeat_interleave(torch.arange(len(where)), nr * nc)
+    offset = torch.arange(len(owner)) - torch.repeat_interleave(
+        (nr * nc).cumsum(0) - nr * nc, nr * nc
+    )
+    si = rows.subs[0][pi][owner] + offset // nc[owner]
+    sj = cols.subs[0][pj][owner] + offset % nc[owner]
+    low, high = patches.low[b, u, pi, pj][owner], patches.high[b, u, pi, pj][owner]
+    found = torch.stack([b[owner], u[owner], si, sj], 1)
+    cut = ((nr > 1) | (nc > 1))[owner]
+    if bool(cut.any()):
+        (_, rf, rn), (_, cf, cn) = rows.blocks, cols.blocks
+        i, j = si[cut], sj[cut]
+        y = torch.stack([rf[i], rf[i] + rn[i] - 1], 1)
+        x = torch.stack([cf[j], cf[j] + cn[j] - 1], 1)
+        corners = _values(patches.maps, rows, cols, found[cut], y, x).flatten(1)
+        slack = _slack(low[cut], high[cut])  # the patch's, already widened: wider still
+        low[cut] = torch.maximum(low[cut], corners.amin(1) - slack)
+        high[cut] = torch.minimum(high[cut], corners.amax(1) + slack)
+    return Refined(found, low, high)
+
+
+def _values(
+    maps: torch.Tensor, rows: Axis, cols: Axis, where: torch.Tensor, y: torch.Tensor,
+    x: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    """``(n, R, S)``: the upsampled values at output rows ``y`` ``(n, R)`` and columns
+    ``x`` ``(n, S)`` of the sub-blocks at ``where`` (``(n, 4)``: ``b, u, i, j``), with the
+    arithmetic of :func:`upsampled`."""
+    b, u, i, j = where.unbind(1)
+    si, sj = rows.blocks[0][i], cols.blocks[0][j]
+    ia, ja = rows.after[si], cols.after[sj]
+    c00, c01 = maps[b, u, si, sj][:, None], maps[b, u, si, ja][:, None]
+    c10, c11 = maps[b, u, ia, sj][:, None], maps[b, u, ia, ja][:, None]
+    w0x, w1x = cols.w0[x], cols.w1[x]
+    top = (w0x * c00 + w1x * c01)[:, None, :]
+    bottom = (w0x * c10 + w1x * c11)[:, None, :]
+    return rows.w0[y][:, :, None] * top + rows.w1[y][:, :, None] * bottom
 
 
 def _pixels_at(
@@ -163,28 +234,20 @@ def _pixels_at(
 def block_values(
     patches: Blocks, where: torch.Tensor, rows: Axis, cols: Axis
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """The upsampled values of the blocks at ``where`` (``(n, 4)`` indices ``b, u, i, j``),
-    a chunk at a time: ``(where, values, y, x)``, values ``(n, R, S)`` (NaN outside the
-    block), output rows ``(n, R)`` and columns ``(n, S)``. Same arithmetic as
+    """The upsampled values of the sub-blocks at ``where`` (``(n, 4)`` indices ``b, u, i,
+    j``), a chunk at a time: ``(where, values, y, x)``, values ``(n, R, S)`` (NaN outside
+    the sub-block), output rows ``(n, R)`` and columns ``(n, S)``. Same arithmetic as
     :func:`upsampled`, so the values are equal bit for bit."""
-    (rs, rf, rn), (cs, cf, cn) = rows.blocks, cols.blocks
+    (_, rf, rn), (_, cf, cn) = rows.blocks, cols.blocks
     span_r, span_c = int(rn.max()), int(cn.max())
     step = max(1, BLOCK // (span_r * span_c))
-    maps = patches.maps
     for chunk in where.split(step):
-        b, u, bi, bj = chunk.unbind(1)
+        bi, bj = chunk[:, 2], chunk[:, 3]
         y = rf[bi][:, None] + torch.arange(span_r)
         x = cf[bj][:, None] + torch.arange(span_c)
         inside_y = y < (rf[bi] + rn[bi])[:, None]
         inside_x = x < (cf[bj] + cn[bj])[:, None]
         y, x = y.clamp_max(len(rows.low) - 1), x.clamp_max(len(cols.low) - 1)
-        i, j = rs[bi], cs[bj]
-        ia, ja = rows.after[i], cols.after[j]
-        c00, c01 = maps[b, u, i, j][:, None], maps[b, u, i, ja][:, None]
-        c10, c11 = maps[b, u, ia, j][:, None], maps[b, u, ia, ja][:, None]
-        w0x, w1x = cols.w0[x], cols.w1[x]
-        top = (w0x * c00 + w1x * c01)[:, None, :]
-        bottom = (w0x * c10 + w1x * c11)[:, None, :]
-        values = rows.w0[y][:, :, None] * top + rows.w1[y][:, :, None] * bottom
+        values = _values(patches.maps, rows, cols, chunk, y, x)
         inside = inside_y[:, :, None] & inside_x[:, None, :]
         yield chunk, values.masked_fill(~inside, math.nan), y, x

@@ -38,10 +38,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from auditor.concepts.blocks import BLOCK, Axis, block_values, blocks, geometry, upsampled
+from auditor.concepts.blocks import BLOCK, Axis, geometry, upsampled
+from auditor.concepts.tally import (
+    BINS,
+    Batch,
+    Highest,
+    Histogram,
+    Passes,
+    Records,
+    ranked,
+    reaching,
+    scan,
+    tally,
+)
 
 __all__ = [
     "Batch",
@@ -51,27 +62,9 @@ __all__ = [
     "upsampled",
 ]
 
-BINS = 2048
-"""Histogram bins per unit for the streaming quantile."""
-
-CAP = 1 << 24
-"""Most boundary-bin values kept, over all units, for the exact quantile."""
-
-
-@dataclass(frozen=True)
-class Batch:
-    """A batch of one layer's activations and the images' concept masks.
-
-    Attributes:
-        activations: ``(B, C, h, w)`` float, the layer's output.
-        concepts: ``(B, K, H, W)`` bool, each concept's mask at the masks' size.
-        annotated: ``(B, K)`` bool, whether each image is annotated with each concept
-            (an image without a mask for a concept counts in none of its tallies).
-    """
-
-    activations: torch.Tensor
-    concepts: torch.Tensor
-    annotated: torch.Tensor
+CAP = 1 << 23
+"""Most values recorded at once, over all units, for the exact quantile and the tally
+(each with its unit, weight, image and overlaps: 16 bytes and one per concept)."""
 
 
 @dataclass(frozen=True)
@@ -90,146 +83,146 @@ class UnitThresholds:
     k: int
 
 
-class _Histogram:
-    """Per-unit histogram over each unit's ``[low, high]`` of values with multiplicities."""
-
-    def __init__(self, low: torch.Tensor, high: torch.Tensor) -> None:
-        self.low, self.high = low.float(), high.float()
-        self.width = ((self.high - self.low) / BINS).clamp(min=1e-30)
-        self.counts = torch.zeros(len(low), BINS, dtype=torch.float64)
-
-    def bins(self, units: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        found = ((values - self.low[units]) / self.width[units]).floor_().long()
-        return found.clamp_(0, BINS - 1)
-
-    def add(self, units: torch.Tensor, values: torch.Tensor, weights: torch.Tensor) -> None:
-        flat = units * BINS + self.bins(units, values)
-        self.counts += torch.bincount(
-            flat, weights=weights.double(), minlength=len(self.low) * BINS
-        ).view(-1, BINS)
-
-    def top_bin(self, k: int) -> torch.Tensor:
-        """``(U,)``: each unit's highest bin at which the weight from the top reaches ``k``."""
-        from_top = self.counts.flip(1).cumsum(1)
-        return BINS - 1 - (from_top >= k).long().argmax(1)
-
-
 def _bound(
-    batches: Callable[[], Iterator[Batch]], grid: tuple[Axis, Axis], low: torch.Tensor,
+    passes: Passes, grid: tuple[Axis, Axis], low: torch.Tensor, high: torch.Tensor, k: int
+) -> torch.Tensor:
+    """``(U,)`` a lower bound of each unit's threshold: at least ``k`` outputs lie in
+    blocks whose floor reaches it. First from the patches' floors; then from the floors
+    of the sub-blocks of the patches that reach that bound (tighter, and only those
+    patches are cut)."""
+    fits = len(low) * k <= BLOCK  # else a histogram of the floors
+    if fits:
+        first = _highest_patches(passes, k)
+    else:
+        first = _histogram_bound(_floors(passes, grid, None), low, high, k)
+    finer = _floors(passes, grid, first)
+    second = _highest(finer, len(low), k) if fits else _histogram_bound(finer, first, high, k)
+    return torch.maximum(first, second)
+
+
+def _floors(
+    passes: Passes, grid: tuple[Axis, Axis], floor: torch.Tensor | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(units, floors, pixels)`` of every patch (no ``floor``), or of the flat patches
+    and the sub-blocks that reach ``floor``."""
+    rows, cols = grid
+    for seen in passes():
+        patches = seen.blocks
+        if floor is None:
+            units = torch.arange(patches.low.shape[1])[None, :, None, None]
+            yield (
+                units.expand_as(patches.low).flatten(),
+                patches.low.flatten(),
+                patches.pixels.flatten(),
+            )
+            continue
+        flat = (patches.flat & (patches.low >= floor[None, :, None, None])).nonzero()
+        b, u, i, j = flat.unbind(1)
+        yield u, patches.low[b, u, i, j], patches.pixels[b, u, i, j]
+        refined = reaching(patches, grid, floor)
+        _, u, i, j = refined.where.unbind(1)
+        yield u, refined.low, rows.blocks[2][i] * cols.blocks[2][j]
+
+
+def _highest_patches(passes: Passes, k: int) -> torch.Tensor:
+    """The patch-level bound from each unit's ``k`` highest patch floors (dense)."""
+    floors = pixels = None
+    for seen in passes():
+        units = seen.blocks.low.shape[1]
+        batch_floors = seen.blocks.low.transpose(0, 1).reshape(units, -1)
+        batch_pixels = seen.blocks.pixels.transpose(0, 1).reshape(units, -1)
+        floors = batch_floors if floors is None else torch.cat([floors, batch_floors], 1)
+        pixels = batch_pixels if pixels is None else torch.cat([pixels, batch_pixels], 1)
+        top = floors.topk(min(k, floors.shape[1]), dim=1)  # sorted, descending
+        floors, pixels = top.values, pixels.gather(1, top.indices)
+    assert floors is not None and pixels is not None, "dissect checks for a batch"
+    reached = (pixels.cumsum(1) >= k).long().argmax(1)
+    return floors.gather(1, reached[:, None])[:, 0]
+
+
+def _highest(
+    found: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], n: int, k: int
+) -> torch.Tensor:
+    highest = Highest(n, k)
+    for units, floors, pixels in found:
+        highest.add(units, floors, pixels)
+    return highest.reached()
+
+
+def _histogram_bound(
+    found: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], low: torch.Tensor,
     high: torch.Tensor, k: int,
 ) -> torch.Tensor:  # fmt: skip
-    """``(U,)`` a lower bound of each unit's threshold, from the sources alone: the least
-    patch floor among the patches with the highest floors that hold ``k`` outputs (every
-    value of a patch is at least its floor, so at least ``k`` values reach the bound)."""
-    histogram = _Histogram(low, high)
+    """The least floor in the histogram bin of floors whose weight from the top reaches
+    ``k`` (``-inf`` where none does)."""
+    histogram = Histogram(low, high)
     least = torch.full((len(low), BINS), math.inf)
-    for batch in batches():
-        patches = blocks(batch.activations, *grid)
-        units = torch.arange(len(low))[None, :, None, None].expand_as(patches.low)
-        keep = patches.pixels > 0
-        units, floors = units[keep], patches.low[keep]
-        histogram.add(units, floors, patches.pixels[keep])
+    for units, floors, pixels in found:
+        histogram.add(units, floors, pixels)
         index = units * BINS + histogram.bins(units, floors)
         least.view(-1).scatter_reduce_(0, index, floors, "amin")
-    return least.gather(1, histogram.top_bin(k)[:, None])[:, 0]
+    reached = histogram.counts.sum(1) >= k
+    bound = least.gather(1, histogram.top_bin(k)[:, None])[:, 0]
+    return torch.where(reached, bound, -math.inf)
 
 
-def _scan(
-    batches: Callable[[], Iterator[Batch]], grid: tuple[Axis, Axis], floor: torch.Tensor,
-    visit: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None],
-) -> None:  # fmt: skip
-    """``visit(units, values, weights)`` for every upsampled value at or above its unit's
-    ``floor``: a flat patch once, with its pixels as weight; other patches value by value,
-    computed only where the patch's greatest source reaches the floor."""
-    for batch in batches():
-        patches = blocks(batch.activations, *grid)
-        reach = floor[None, :, None, None]
-        flat = patches.flat & (patches.low >= reach) & (patches.pixels > 0)
-        where = flat.nonzero()
-        visit(where[:, 1], patches.low[flat], patches.pixels[flat].double())
-        open_ = (~patches.flat & (patches.high >= reach)).nonzero()
-        for chunk, values, _, _ in block_values(patches, open_, *grid):
-            units = chunk[:, 1][:, None, None].expand_as(values)
-            keep = values >= floor[units]  # NaN (outside the patch) is never kept
-            visit(units[keep], values[keep], torch.ones(int(keep.sum()), dtype=torch.float64))
-
-
-def _threshold(
-    batches: Callable[[], Iterator[Batch]], grid: tuple[Axis, Axis], low: torch.Tensor,
-    high: torch.Tensor, k: int, cap: int,
-) -> UnitThresholds:  # fmt: skip
-    """The ``k``-th largest upsampled value of each unit, from the values above a lower
-    bound (:func:`_bound`): ranked directly when they fit under ``cap``; else a histogram
-    of them, then the values in the bin that holds the threshold (when those fit)."""
-    floor = _bound(batches, grid, low, high, k)
-    histogram = _Histogram(floor, high)
-    kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    held = [0]
-
-    def first(units: torch.Tensor, found: torch.Tensor, weights: torch.Tensor) -> None:
-        histogram.add(units, found, weights)
-        if held[0] <= cap:
-            kept.append((units.int(), found, weights.float()))
-            held[0] += len(found)
-
-    _scan(batches, grid, floor, first)
-    constant = (high == low).numpy()
-    if held[0] <= cap:
-        values = _ranked(kept, torch.full((len(low),), float(k)), len(low))
-        exact = ~np.isnan(values)
-        values = np.where(exact, values, floor.double().numpy())
+def _measured(
+    passes: Passes, grid: tuple[Axis, Axis], low: torch.Tensor, high: torch.Tensor, k: int,
+    cap: int, n_concepts: int, bad: torch.Tensor,
+) -> tuple[UnitThresholds, NDArray[np.float64], NDArray[np.float64]]:  # fmt: skip
+    """Each unit's threshold (the ``k``-th largest upsampled value) and its intersections
+    and unions with the concepts, from the values above a lower bound (:func:`_bound`):
+    ranked and tallied from their records when they fit under ``cap``; else a histogram
+    of them, the values in the bin that holds the threshold (when those fit), and a
+    tally pass. The ``bad`` units get no threshold and fire nowhere."""
+    floor = _bound(passes, grid, low, high, k)
+    histogram = Histogram(floor, high)
+    records = Records(grid, cap)
+    for found in scan(passes, grid, floor):
+        histogram.add(found.units, found.values, found.weights)
+        records.add(found)
+    flat = high == low  # the threshold is that value: nothing to rank
+    if records.complete:
+        units, recorded, weights, _, _ = records.columns()
+        values, exact = _boundary(histogram, k, cap, flat, [(units, recorded, weights)])
     else:
-        kept.clear()
-        values, exact = _boundary(batches, grid, floor, histogram, k, cap)
+        again = ((f.units, f.values, f.weights) for f in scan(passes, grid, floor))
+        values, exact = _boundary(histogram, k, cap, flat, again)
+    constant = flat.numpy()
     values[constant] = low.double().numpy()[constant]
-    return UnitThresholds(values, exact | constant, k)
+    values[bad.numpy()], exact[bad.numpy()] = np.nan, False
+    at = torch.from_numpy(np.nan_to_num(values, nan=np.inf)).float()
+    if records.complete:
+        inter, union = records.tally(at)
+    else:
+        inter, union = tally(passes, grid, at, n_concepts)
+    return UnitThresholds(values, exact | (constant & ~bad.numpy()), k), inter, union
 
 
 def _boundary(
-    batches: Callable[[], Iterator[Batch]], grid: tuple[Axis, Axis], floor: torch.Tensor,
-    histogram: _Histogram, k: int, cap: int,
+    histogram: Histogram, k: int, cap: int, skip: torch.Tensor,
+    found: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:  # fmt: skip
     """The thresholds from the histogram's bin that holds each: exact from the bin's
-    values when they fit under ``cap``, else the bin's lower edge (marked approximate)."""
+    values among the ``found`` ones (units, values, weights: the records, or a pass)
+    when they fit under ``cap``, else the bin's lower edge (marked approximate). The
+    ``skip`` units are not ranked."""
     boundary = histogram.top_bin(k)
     above = histogram.counts.flip(1).cumsum(1).gather(1, (BINS - 1 - boundary)[:, None])[:, 0]
-    held = histogram.counts.gather(1, boundary[:, None])[:, 0]
+    held = torch.where(skip, 0.0, histogram.counts.gather(1, boundary[:, None])[:, 0])
     edges = (histogram.low + boundary * histogram.width).double().numpy()
     if int(held.sum()) > cap:
         return edges, np.zeros(len(edges), dtype=bool)
     kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-
-    def collect(units: torch.Tensor, found: torch.Tensor, weights: torch.Tensor) -> None:
-        inside = histogram.bins(units, found) == boundary[units]
-        kept.append((units[inside].int(), found[inside], weights[inside].float()))
-
-    _scan(batches, grid, floor, collect)
+    for units, found_values, weights in found:
+        units = units.long()
+        inside = (histogram.bins(units, found_values) == boundary[units]) & ~skip[units]
+        kept.append((units[inside], found_values[inside], weights[inside]))
     rank = k - (above - held)  # the threshold's rank inside its bin
-    values = _ranked(kept, rank, len(edges))
+    columns = [torch.cat(column) for column in zip(*kept, strict=True)]
+    values = ranked(columns[0], columns[1], columns[2], rank, len(edges))
     exact = ~np.isnan(values)
     return np.where(exact, values, edges), exact
-
-
-def _ranked(
-    kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], rank: torch.Tensor, n: int
-) -> NDArray[np.float64]:
-    """Each unit's ``rank``-th largest kept value, counting each with its weight; NaN
-    where the kept values weigh less than the rank (the bound was wrong: never seen, but
-    the threshold is then not taken as exact)."""
-    units = torch.cat([u for u, _, _ in kept]).long()
-    values = torch.cat([v for _, v, _ in kept]).double()
-    weights = torch.cat([w for _, _, w in kept]).double()
-    order = torch.argsort(-values, stable=True)  # by value, descending
-    order = order[torch.argsort(units[order], stable=True)]  # then by unit
-    units, values, weights = units[order], values[order], weights[order]
-    starts = torch.searchsorted(units, torch.arange(n + 1))
-    result = np.full(n, np.nan)
-    for unit in range(n):
-        mine = slice(int(starts[unit]), int(starts[unit + 1]))
-        reached = torch.nonzero(weights[mine].cumsum(0) >= float(rank[unit]) - 1e-9)
-        if len(reached):
-            result[unit] = float(values[mine][int(reached[0])])
-    return result
 
 
 @dataclass(frozen=True)
@@ -254,53 +247,6 @@ class Dissection:
         best = self.iou.argmax(axis=1)
         reached = self.iou[np.arange(len(best)), best] >= minimum_iou
         return np.where(reached, best, -1)
-
-
-def _tally(
-    batches: Iterable[Batch], grid: tuple[Axis, Axis], thresholds: torch.Tensor,
-    n_concepts: int,
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:  # fmt: skip
-    """Each unit's intersection and union with each concept, summed over the images
-    annotated with it. A unit whose threshold is its least value fires everywhere; a
-    flat block reaching the threshold counts whole (its overlap with a concept from the
-    concept's summed-area table); other blocks whose bound reaches it, pixel by pixel.
-    Everything held at once is bounded by :data:`BLOCK` values."""
-    units = len(thresholds)
-    inter = torch.zeros(units, n_concepts, dtype=torch.float64)
-    union = torch.zeros(units, n_concepts, dtype=torch.float64)
-    rows, cols = grid
-    pixels = len(rows.low) * len(cols.low)
-    step = max(1, BLOCK // (4 * max(1, n_concepts)))
-    for batch in batches:
-        annotated = batch.annotated.double()
-        concepts = batch.concepts & batch.annotated[..., None, None]
-        concept_area = concepts.flatten(2).sum(2).double()  # (B, K)
-        table = F.pad(concepts.double().cumsum(2).cumsum(3), (1, 0, 1, 0))
-        patches = blocks(batch.activations, rows, cols)
-        everywhere = thresholds <= patches.low.amin((0, 2, 3))
-        inter[everywhere] += concept_area.sum(0)
-        area = torch.zeros(len(annotated), units, dtype=torch.float64)
-        area[:, everywhere] = float(pixels)
-        reach = torch.where(everywhere, math.inf, thresholds)[None, :, None, None]
-        flat = (patches.flat & (patches.low >= reach) & (patches.pixels > 0)).nonzero()
-        for part in flat.split(step):
-            b, u, i, j = part.unbind(1)
-            top, left = rows.blocks[1][i], cols.blocks[1][j]
-            bottom, right = top + rows.blocks[2][i], left + cols.blocks[2][j]
-            overlap = (table[b, :, bottom, right] - table[b, :, top, right]
-                       - table[b, :, bottom, left] + table[b, :, top, left])  # fmt: skip
-            inter.index_add_(0, u, overlap)
-            area.index_put_((b, u), patches.pixels[b, u, i, j].double(), accumulate=True)
-        open_ = (~patches.flat & (patches.high >= reach)).nonzero()
-        for chunk, values, y, x in block_values(patches, open_, rows, cols):
-            fires = (values >= thresholds[chunk[:, 1]][:, None, None]).nonzero()
-            for n, r, c in (part.unbind(1) for part in fires.split(step)):
-                cb, cu = chunk[n, 0], chunk[n, 1]
-                inter.index_add_(0, cu, concepts[cb, :, y[n, r], x[n, c]].double())
-                area.index_put_((cb, cu), torch.ones(len(n), dtype=torch.float64), accumulate=True)
-        union += area.T @ annotated + concept_area.sum(0)[None, :]
-    union -= inter
-    return inter.numpy(), union.numpy()
 
 
 def _finite(
@@ -330,12 +276,13 @@ def dissect(
     threshold (NaN, not exact) and no overlap with any concept.
 
     Args:
-        batches: Starts a new pass over the data set (called four or five times: range,
-            bound, values, perhaps the boundary bin's, tally); every pass yields the same
-            batches.
+        batches: Starts a new pass over the data set (called twice, range and blocks,
+            when the blocks fit in memory; else up to five times: range, bound, values,
+            perhaps the boundary bin's, tally); every pass yields the same batches.
         size: ``(H, W)`` of the concept masks, which the maps are upsampled to.
         quantile: The top share of each unit's upsampled values that makes its mask.
-        cap: Most values held at once for an exact threshold.
+        cap: Most values recorded at once for an exact threshold and a tally
+            without another pass.
     """
     low: torch.Tensor | None = None
     high: torch.Tensor | None = None
@@ -358,15 +305,9 @@ def dissect(
     if low is None or high is None or bad is None:
         raise ValueError("dissect needs at least one batch")
     low, high = torch.where(bad, 0.0, low), torch.where(bad, 0.0, high)
-    batches = _finite(batches, bad)
     grid = geometry(source, size)
-    thresholds = _threshold(batches, grid, low, high, max(1, math.ceil(quantile * total)), cap)
-    values_, exact = thresholds.values.copy(), thresholds.exact.copy()
-    values_[bad.numpy()], exact[bad.numpy()] = np.nan, False
-    thresholds = UnitThresholds(values_, exact, thresholds.k)
-    inter, union = _tally(
-        batches(), grid, torch.from_numpy(np.nan_to_num(values_, nan=np.inf)).float(),
-        n_concepts,
-    )  # fmt: skip
+    passes = Passes(_finite(batches, bad), grid)
+    k = max(1, math.ceil(quantile * total))
+    thresholds, inter, union = _measured(passes, grid, low, high, k, cap, n_concepts, bad)
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     return Dissection(thresholds, iou, inter, union)

@@ -1,0 +1,351 @@
+"""What network dissection counts, once the candidate values are known: the passes over
+a layer's batches with their blocks (computed once and kept when they fit), the values
+that can reach a threshold, each unit's ``k``-th largest of them, and the intersections
+and unions of the units' masks with the concepts.
+
+Two ways to the tally, both exact:
+
+* **Records** (while they fit under a cap): every value at or above its unit's lower
+  bound is recorded with its image and its overlap with each concept (a flat patch
+  once, with its pixels as weight). The threshold is ranked from the records and the
+  tally is read from them: no further pass.
+* **A tally pass** otherwise: the blocks that can reach a threshold are upsampled again
+  and counted (:func:`tally`).
+
+Own code, as :mod:`auditor.concepts.blocks`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+
+from auditor.concepts.blocks import BLOCK, Axis, Blocks, Refined, block_values, blocks, refine
+
+__all__ = [
+    "Batch",
+    "Found",
+    "Highest",
+    "Histogram",
+    "Passes",
+    "Records",
+    "Seen",
+    "by_unit_descending",
+    "ranked",
+    "reaching",
+    "scan",
+    "tally",
+]
+
+BINS = 2048
+"""Histogram bins per unit for the streaming quantile."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch of one layer's activations and the images' concept masks.
+
+    Attributes:
+        activations: ``(B, C, h, w)`` float, the layer's output.
+        concepts: ``(B, K, H, W)`` bool, each concept's mask at the masks' size.
+        annotated: ``(B, K)`` bool, whether each image is annotated with each concept
+            (an image without a mask for a concept counts in none of its tallies).
+    """
+
+    activations: torch.Tensor
+    concepts: torch.Tensor
+    annotated: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A batch as a pass sees it: with its blocks and the index of its first image."""
+
+    batch: Batch
+    blocks: Blocks
+    first: int
+
+
+class Passes:
+    """Starts a pass over the batches with their blocks. The blocks of the first pass are
+    kept for the next ones while they hold at most ``budget`` blocks in all (their low
+    and high bounds: 9 bytes a block); beyond, every pass computes them again."""
+
+    def __init__(
+        self, batches: Callable[[], Iterator[Batch]], grid: tuple[Axis, Axis], budget: int = BLOCK
+    ) -> None:
+        self.batches, self.grid, self.budget = batches, grid, budget
+        self.kept: list[Seen] | None = None
+
+    def __call__(self) -> Iterator[Seen]:
+        if self.kept is not None:
+            yield from self.kept
+            return
+        kept: list[Seen] | None = []
+        held = first = 0
+        for batch in self.batches():
+            seen = Seen(batch, blocks(batch.activations, *self.grid), first)
+            first += len(batch.activations)
+            held += seen.blocks.low.numel()
+            kept = kept if kept is not None and held <= self.budget else None
+            if kept is not None:
+                kept.append(seen)
+            yield seen
+        self.kept = kept
+
+
+@dataclass(frozen=True)
+class Found:
+    """Values found at or above their units' bounds in one batch, with where they lie:
+    patches (``b, i, j``: a flat patch, one value with its pixels as weight) or pixels
+    (``b, y, x``: one value each)."""
+
+    seen: Seen
+    units: torch.Tensor
+    values: torch.Tensor
+    weights: torch.Tensor
+    where: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    whole_patches: bool
+
+
+def reaching(patches: Blocks, grid: tuple[Axis, Axis], floor: torch.Tensor) -> Refined:
+    """The sub-blocks of the non-flat patches whose bounds reach ``floor`` (per unit)."""
+    reach = floor[None, :, None, None]
+    refined = refine(patches, (~patches.flat & (patches.high >= reach)).nonzero(), *grid)
+    keep = refined.high >= floor[refined.where[:, 1]]
+    return Refined(refined.where[keep], refined.low[keep], refined.high[keep])
+
+
+def scan(passes: Passes, grid: tuple[Axis, Axis], floor: torch.Tensor) -> Iterator[Found]:
+    """Every upsampled value at or above its unit's ``floor``: a flat patch once, other
+    patches value by value, computed only in the sub-blocks whose bounds reach the
+    floor."""
+    rows, cols = grid
+    for seen in passes():
+        patches = seen.blocks
+        flat = (patches.flat & (patches.low >= floor[None, :, None, None])).nonzero()
+        b, u, i, j = flat.unbind(1)
+        pixels = patches.pixels[b, u, i, j].double()
+        yield Found(seen, u, patches.low[b, u, i, j], pixels, (b, i, j), True)
+        open_ = reaching(patches, grid, floor).where
+        for chunk, values, y, x in block_values(patches, open_, rows, cols):
+            n, r, c = (values >= floor[chunk[:, 1]][:, None, None]).nonzero().unbind(1)
+            ones = torch.ones(len(n), dtype=torch.float64)  # NaN (outside) never reaches
+            yield Found(seen, chunk[n, 1], values[n, r, c], ones, (chunk[n, 0], y[n, r], x[n, c]),
+                        False)  # fmt: skip
+
+
+class Histogram:
+    """Per-unit histogram over each unit's ``[low, high]`` of values with multiplicities."""
+
+    def __init__(self, low: torch.Tensor, high: torch.Tensor) -> None:
+        self.low, self.high = low.float(), high.float()
+        self.width = ((self.high - self.low) / BINS).clamp(min=1e-30)
+        self.counts = torch.zeros(len(low), BINS, dtype=torch.float64)
+
+    def bins(self, units: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        found = ((values - self.low[units]) / self.width[units]).floor_().long()
+        return found.clamp_(0, BINS - 1)
+
+    def add(self, units: torch.Tensor, values: torch.Tensor, weights: torch.Tensor) -> None:
+        flat = units * BINS + self.bins(units, values)
+        self.counts += torch.bincount(
+            flat, weights=weights.double(), minlength=len(self.low) * BINS
+        ).view(-1, BINS)
+
+    def top_bin(self, k: int) -> torch.Tensor:
+        """``(U,)``: each unit's highest bin at which the weight from the top reaches ``k``."""
+        from_top = self.counts.flip(1).cumsum(1)
+        return BINS - 1 - (from_top >= k).long().argmax(1)
+
+
+def by_unit_descending(units: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The order that sorts by unit, then by value from the largest (float32 values:
+    their bits, made to sort as the numbers do, below the unit in one int64 key)."""
+    bits = values.float().view(torch.int32).long() & 0xFFFFFFFF
+    ascending = torch.where(bits >= 1 << 31, 0xFFFFFFFF - bits, bits | 1 << 31)
+    return torch.argsort((units.long() << 32) | (0xFFFFFFFF - ascending))
+
+
+def ranked(
+    units: torch.Tensor, values: torch.Tensor, weights: torch.Tensor, rank: torch.Tensor, n: int
+) -> NDArray[np.float64]:
+    """Each unit's ``rank``-th largest value, counting each with its weight; NaN where the
+    values weigh less than the rank (a lower bound was wrong: never seen, but the
+    threshold is then not taken as exact)."""
+    order = by_unit_descending(units, values)
+    units, values = units[order].long(), values[order].double()
+    reach = weights[order].double().cumsum(0)  # never decreases: weights are positive
+    starts = torch.searchsorted(units, torch.arange(n + 1))
+    before = torch.cat([torch.zeros(1, dtype=torch.float64), reach])[starts]
+    at = torch.searchsorted(reach, before[:-1] + rank.double() - 1e-9)
+    inside = at < starts[1:]
+    result = torch.full((n,), math.nan, dtype=torch.float64)
+    result[inside] = values[at[inside]]
+    return result.numpy()
+
+
+class Highest:
+    """Each unit's highest values, with their weights, while their weights do not reach
+    ``k`` (those and the one that reaches it): a streaming, weighted top-``k``."""
+
+    def __init__(self, n: int, k: int) -> None:
+        self.n, self.k = n, k
+        self.units = torch.zeros(0, dtype=torch.long)
+        self.values = torch.zeros(0)
+        self.weights = torch.zeros(0, dtype=torch.float64)
+
+    def add(self, units: torch.Tensor, values: torch.Tensor, weights: torch.Tensor) -> None:
+        units = torch.cat([self.units, units.long()])
+        values = torch.cat([self.values, values.float()])
+        weights = torch.cat([self.weights, weights.double()])
+        order = by_unit_descending(units, values)
+        units, values, weights = units[order], values[order], weights[order]
+        reach = weights.cumsum(0)
+        starts = torch.searchsorted(units, torch.arange(self.n + 1))
+        before = torch.cat([torch.zeros(1, dtype=torch.float64), reach])[starts][units]
+        keep = reach - weights - before < self.k  # the weight above it is short of k
+        self.units, self.values, self.weights = units[keep], values[keep], weights[keep]
+
+    def reached(self) -> torch.Tensor:
+        """``(n,)`` each unit's least kept value, where the kept weights reach ``k``;
+        ``-inf`` where they do not."""
+        least = torch.full((self.n,), math.inf)
+        reach = torch.zeros(self.n, dtype=torch.float64).index_add_(0, self.units, self.weights)
+        least.scatter_reduce_(0, self.units, self.values, "amin")
+        return torch.where(reach >= self.k, least, -math.inf)
+
+
+def _areas(concepts: torch.Tensor) -> torch.Tensor:
+    """``(B, K, H+1, W+1)`` summed-area tables of the masks (a zero row and column first)."""
+    return F.pad(concepts.double().cumsum(2).cumsum(3), (1, 0, 1, 0))
+
+
+def _patch_overlap(
+    table: torch.Tensor, grid: tuple[Axis, Axis], b: torch.Tensor, i: torch.Tensor,
+    j: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    """``(n, K)``: each patch's pixels inside each concept, from the summed-area tables."""
+    rows, cols = grid
+    top, left = rows.patches[1][i], cols.patches[1][j]
+    bottom, right = top + rows.patches[2][i], left + cols.patches[2][j]
+    return (table[b, :, bottom, right] - table[b, :, top, right]
+            - table[b, :, bottom, left] + table[b, :, top, left])  # fmt: skip
+
+
+def _masked(batch: Batch) -> torch.Tensor:
+    """The masks, emptied where an image is not annotated with the concept."""
+    return batch.concepts & batch.annotated[..., None, None]
+
+
+class Records:
+    """The values found at or above the bounds, with their images and overlaps, while
+    there are at most ``cap`` of them (then dropped: :attr:`complete` is ``False``)."""
+
+    def __init__(self, grid: tuple[Axis, Axis], cap: int) -> None:
+        self.grid, self.cap, self.held = grid, cap, 0
+        self.parts: list[tuple[torch.Tensor, ...]] | None = []
+        self.annotated: list[torch.Tensor] = []
+        self.concept_area = torch.zeros(0, dtype=torch.float64)
+        self._batch = -1
+
+    @property
+    def complete(self) -> bool:
+        return self.parts is not None
+
+    def _start(self, seen: Seen) -> None:
+        """Count a batch's annotations and concept areas, once per batch."""
+        self._batch = seen.first
+        area = _masked(seen.batch).flatten(2).sum(2).double().sum(0)
+        self.concept_area = area if not len(self.concept_area) else self.concept_area + area
+        self.annotated.append(seen.batch.annotated)
+
+    def add(self, found: Found) -> None:
+        if found.seen.first != self._batch:
+            self._start(found.seen)
+        self.held += len(found.values)
+        if self.parts is None or self.held > self.cap:
+            self.parts = None
+            return
+        b, p, q = found.where
+        if found.whole_patches:
+            table = _areas(_masked(found.seen.batch))
+            overlap = _patch_overlap(table, self.grid, b, p, q).to(torch.int32)
+        else:
+            overlap = _masked(found.seen.batch)[b, :, p, q].to(torch.int32)
+        images = (b + found.seen.first).int()
+        self.parts.append((found.units.int(), found.values, found.weights.float(), images, overlap))
+
+    def columns(self) -> tuple[torch.Tensor, ...]:
+        assert self.parts is not None, "only complete records are read"
+        k = len(self.concept_area)
+        empty = (
+            torch.zeros(0, dtype=torch.int32),
+            torch.zeros(0),
+            torch.zeros(0),
+            torch.zeros(0, dtype=torch.int32),
+            torch.zeros(0, k, dtype=torch.int32),
+        )
+        return tuple(torch.cat([p[c] for p in self.parts] or [empty[c]]) for c in range(5))
+
+    def tally(self, thresholds: torch.Tensor) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Each unit's intersection and union with each concept at ``thresholds``, summed
+        over the annotated images (every value reaching a threshold is recorded, since a
+        threshold is at least its unit's bound)."""
+        units, values, weights, images, overlap = self.columns()
+        fire = values >= thresholds[units.long()]
+        units, weights, images = units[fire].long(), weights[fire].double(), images[fire].long()
+        annotated = torch.cat(self.annotated).double()
+        n = len(thresholds)
+        inter = torch.zeros(n, len(self.concept_area), dtype=torch.float64)
+        inter.index_add_(0, units, overlap[fire].double())
+        area = torch.zeros_like(inter).index_add_(0, units, weights[:, None] * annotated[images])
+        union = area + self.concept_area[None, :] - inter
+        return inter.numpy(), union.numpy()
+
+
+def tally(
+    passes: Passes, grid: tuple[Axis, Axis], thresholds: torch.Tensor, n_concepts: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """As :meth:`Records.tally`, by a pass over the batches, for when the records did
+    not fit: a unit whose threshold is its least value fires everywhere; a flat patch
+    reaching the threshold counts whole; other sub-blocks whose bound reaches it, pixel
+    by pixel. Everything held at once is bounded by :data:`BLOCK` values."""
+    units = len(thresholds)
+    inter = torch.zeros(units, n_concepts, dtype=torch.float64)
+    union = torch.zeros(units, n_concepts, dtype=torch.float64)
+    rows, cols = grid
+    pixels = len(rows.low) * len(cols.low)
+    step = max(1, BLOCK // (4 * max(1, n_concepts)))
+    for seen in passes():
+        batch, patches = seen.batch, seen.blocks
+        annotated = batch.annotated.double()
+        concepts = _masked(batch)
+        concept_area = concepts.flatten(2).sum(2).double()  # (B, K)
+        table = _areas(concepts)
+        everywhere = thresholds <= patches.low.amin((0, 2, 3))
+        inter[everywhere] += concept_area.sum(0)
+        area = torch.zeros(len(annotated), units, dtype=torch.float64)
+        area[:, everywhere] = float(pixels)
+        reach = torch.where(everywhere, math.inf, thresholds)[None, :, None, None]
+        flat = (patches.flat & (patches.low >= reach)).nonzero()
+        for part in flat.split(step):
+            b, u, i, j = part.unbind(1)
+            inter.index_add_(0, u, _patch_overlap(table, grid, b, i, j))
+            area.index_put_((b, u), patches.pixels[b, u, i, j].double(), accumulate=True)
+        open_ = reaching(patches, grid, reach[0, :, 0, 0]).where
+        for chunk, values, y, x in block_values(patches, open_, rows, cols):
+            fires = (values >= thresholds[chunk[:, 1]][:, None, None]).nonzero()
+            for n, r, c in (part.unbind(1) for part in fires.split(step)):
+                cb, cu = chunk[n, 0], chunk[n, 1]
+                inter.index_add_(0, cu, concepts[cb, :, y[n, r], x[n, c]].double())
+                area.index_put_((cb, cu), torch.ones(len(n), dtype=torch.float64), accumulate=True)
+        union += area.T @ annotated + concept_area.sum(0)[None, :]
+    union -= inter
+    return inter.numpy(), union.numpy()
