@@ -68,6 +68,7 @@ class DissectionView:
     quantile: float
     iou_threshold: float
     seconds: float
+    forward_seconds: float
 
 
 def dissection_findings(result: NetworkDissection | None) -> tuple[str, ...]:
@@ -163,4 +164,5 @@ def dissection_view(inputs: AuditInputs) -> DissectionView | None:
         quantile=result.settings.dissection_quantile,
         iou_threshold=result.settings.dissection_iou,
         seconds=result.seconds,
+        forward_seconds=result.forward_seconds,
     )

@@ -95,6 +95,9 @@ class NetworkDissection:
         present: ``(K,)`` images in which each concept is present.
         unreadable: Images (or their concept masks) that could not be read.
         passes: Forward passes (one per image).
+        seconds: The whole stage's wall time.
+        forward_seconds: Of which reading the images and masks, the forward passes
+            and storing the activations; the rest is the thresholds and the tally.
     """
 
     layers: tuple[LayerDissection, ...]
@@ -106,6 +109,7 @@ class NetworkDissection:
     unreadable: int
     passes: int
     seconds: float
+    forward_seconds: float
     size: tuple[int, int]
     settings: ConceptSettings
 
@@ -280,6 +284,7 @@ def dissect_network(
         store = _Store(Path(folder), len(indices), [layer.shape for layer in layers],
                        len(data.names), size)  # fmt: skip
         unreadable = _forward(model, dataset, data, preprocessing, indices, layers, store, settings)
+        forward_seconds = time.perf_counter() - started
         if store.filled == 0:
             return None
         results = []
@@ -295,5 +300,5 @@ def dissect_network(
     return NetworkDissection(
         tuple(results), examples, data, tuple(int(i) for i in store.indices[: store.filled]),
         annotated.sum(axis=0), (present & annotated).sum(axis=0), unreadable, store.filled,
-        time.perf_counter() - started, size, settings,
+        time.perf_counter() - started, forward_seconds, size, settings,
     )  # fmt: skip
