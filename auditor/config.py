@@ -53,6 +53,7 @@ from auditor.settings import (
     markdown_table,
     setting,
 )
+from auditor.similarity.settings import SimilaritySettings
 
 __all__ = ["SETTINGS", "AuditConfig", "parse_floats", "parse_names", "resolve_config"]
 
@@ -235,6 +236,7 @@ class AuditConfig:
     clinical: ClinicalSettings = field(default_factory=ClinicalSettings)
     robustness: RobustnessSettings = field(default_factory=RobustnessSettings)
     dissection: ConceptSettings = field(default_factory=ConceptSettings)
+    similarity: SimilaritySettings = field(default_factory=SimilaritySettings)
     policy: tuple[Criterion, ...] = ()
     documentation: Documentation = field(default_factory=Documentation)
     source: dict[str, str] = field(default_factory=dict, compare=False)
@@ -391,9 +393,5 @@ def resolve_config(config_file: Path | None, flags: Mapping[str, Any]) -> AuditC
     return dataclasses.replace(_build(values, source), policy=policy, documentation=documentation)
 
 
-def _print_table() -> None:  # pragma: no cover - a developer's tool
+if __name__ == "__main__":  # pragma: no cover - a developer's tool
     print(markdown_table(AuditConfig))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _print_table()

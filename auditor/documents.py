@@ -44,6 +44,8 @@ from auditor.resample import Resampling
 from auditor.resources import resource_path
 from auditor.robustness import Robustness
 from auditor.robustness.files import robustness_document
+from auditor.similarity.analysis import Similarity
+from auditor.similarity.files import similarity_document
 
 __all__ = [
     "MANIFEST_SCHEMA_VERSION",
@@ -67,10 +69,10 @@ __all__ = [
 CHECKSUMS = "SHA256SUMS"
 """The run folder's last file: the SHA-256 of every other one."""
 
-METRICS_SCHEMA_VERSION = 6
+METRICS_SCHEMA_VERSION = 7
 # 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence", "operating_point";
 # 4: "resampling" (a declared patient column), "robustness"
-# 5: "dissection"; 6: "tcav"
+# 5: "dissection"; 6: "tcav"; 7: "similarity"
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
@@ -149,6 +151,7 @@ def metrics_document(
     clinical: Clinical | None = None,
     robustness: Robustness | None = None,
     concepts: ConceptAnalysis | None = None,
+    similarity: Similarity | None = None,
 ) -> dict[str, Any]:
     """The content of ``metrics.json`` (layout: ``metrics.schema.json``)."""
     m = evaluation.metrics
@@ -195,6 +198,7 @@ def metrics_document(
             "resampling": resampling_document(clinical.resampling if clinical else Resampling()),
             "robustness": robustness_document(robustness),
             **concept_documents(concepts or ConceptAnalysis()),
+            "similarity": similarity_document(similarity),
         }
     )
 

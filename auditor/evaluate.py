@@ -30,6 +30,7 @@ from auditor.load import (
 from auditor.metrics import Metrics, compute_metrics
 from auditor.resample import Resampling
 from auditor.settings import inherited, setting
+from auditor.similarity.embeddings import EmbeddingSite, EmbeddingStore
 
 __all__ = ["Evaluation", "EvaluationSettings", "data_sha256", "evaluate", "probe_output_kind"]
 
@@ -68,6 +69,8 @@ class Evaluation:
         data_sha256: SHA-256 over the sorted ``relative path, file SHA-256`` lines.
         seconds: Wall time of the pass over the data.
         settings: How it ran.
+        embeddings: Each scored image's embedding, in the order of ``predictions`` (when
+            an embedding site was given).
     """
 
     predictions: pd.DataFrame
@@ -77,17 +80,25 @@ class Evaluation:
     data_sha256: str
     seconds: float
     settings: EvaluationSettings
+    embeddings: EmbeddingStore | None = None
 
 
-def run_model(model: LoadedModel, images: torch.Tensor) -> torch.Tensor:
-    """The model's raw output for a batch; a failing forward pass becomes a ModelError.
+def run_model(
+    model: LoadedModel, images: torch.Tensor, site: EmbeddingSite | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's raw output for a batch and, with a ``site``, the ``(B, D)`` embeddings
+    tapped in the same pass; a failing forward pass becomes a ModelError.
 
     Raises:
         ModelError: The model raised, typically because the input size or channels do
             not fit it; the message gives the model's first line and what to try.
     """
+    inputs = images.to(model.device, non_blocking=True)
     try:
-        return model.module(images.to(model.device, non_blocking=True))
+        if site is None:
+            return model.module(inputs), None
+        output, (tapped,) = model.tapped(inputs, site.paths, site.addresses)
+        return output, site.reduce(tapped)
     except MODEL_ERRORS as error:
         hint = "check --image-size, --mean/--std and that the images match the model's input"
         raise forward_failed(model.path.name, tuple(images.shape), error, hint) from None
@@ -117,7 +128,7 @@ def probe_output_kind(
             f"(e.g. {dataset.samples[0].relpath}); check the files"
         )
     with torch.inference_mode():
-        output = run_model(model, torch.stack(readable[:8]))
+        output, _ = run_model(model, torch.stack(readable[:8]))
     return detect_output_kind(output, dataset.classes, model.path.name)
 
 
@@ -145,8 +156,11 @@ def _score(
     preprocessing: Preprocessing,
     kind: OutputKind,
     settings: EvaluationSettings,
+    site: EmbeddingSite | None,
+    store: EmbeddingStore | None,
 ) -> _Scores:
-    """Stream the data set through the model once; non-finite outputs become failures."""
+    """Stream the data set through the model once; non-finite outputs become failures.
+    With a ``site``, each scored image's embedding goes to ``store``."""
     loader = make_loader(
         dataset.samples,
         preprocessing,
@@ -163,10 +177,12 @@ def _score(
             )
             if not batch.images.numel():
                 continue
-            output = run_model(model, batch.images)
+            output, vectors = run_model(model, batch.images, site)
             finite = check_output(
                 output, kind, len(dataset.classes), len(batch.indices), model.path.name
             ).cpu()
+            if store is not None and vectors is not None:
+                store.add(vectors[finite.to(vectors.device)])
             scores.probabilities.append(
                 to_probabilities(output, kind)[finite.to(output.device)].cpu().numpy()
             )
@@ -189,14 +205,17 @@ def evaluate(
     preprocessing: Preprocessing,
     kind: OutputKind,
     settings: EvaluationSettings,
+    site: EmbeddingSite | None = None,
 ) -> Evaluation:
-    """Score every image once, in batches, and compute the metrics.
+    """Score every image once, in batches, and compute the metrics; with a ``site``, keep
+    each scored image's embedding (tapped in the same pass).
 
     Raises:
         DataError: No image of the data set could be read.
     """
     started = time.perf_counter()
-    scores = _score(model, dataset, preprocessing, kind, settings)
+    store = EmbeddingStore(len(dataset.samples)) if site is not None else None
+    scores = _score(model, dataset, preprocessing, kind, settings, site, store)
     seconds = time.perf_counter() - started
     failures, hashes = scores.failures, scores.hashes
     excluded = [
@@ -230,8 +249,9 @@ def evaluate(
     entries += [(dataset.samples[i].relpath, sha) for i, _, sha in failures]
     entries += [(e.relpath, "") for e in dataset.excluded]
     return Evaluation(
-        predictions, excluded_frame, kind, metrics, data_sha256(entries), seconds, settings
-    )
+        predictions, excluded_frame, kind, metrics, data_sha256(entries), seconds, settings,
+        store if store is not None and store.rows else None,
+    )  # fmt: skip
 
 
 def _predictions_frame(

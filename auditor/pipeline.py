@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import shutil
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +41,6 @@ from auditor.documents import (
     write_csv,
     write_json,
 )
-from auditor.errors import OutputError
 from auditor.evaluate import Evaluation, evaluate, probe_output_kind
 from auditor.explain.engine import Explanations, explain_cases
 from auditor.explain.features import stage_layers
@@ -58,7 +54,11 @@ from auditor.report.markdown import render_markdown
 from auditor.report.render import render_html, write_pdf
 from auditor.robustness import Perturbed, Robustness, perturbed_predictions, robustness_summary
 from auditor.robustness.files import robustness_frame
+from auditor.runfolder import assemble, check_writable
 from auditor.select import Selection, select_cases
+from auditor.similarity.analysis import Similarity, analyse_similarity
+from auditor.similarity.embeddings import EmbeddingSite, embedding_site
+from auditor.similarity.files import similarity_frames, write_embeddings
 from auditor.versions import device_name, versions
 
 __all__ = ["run_audit"]
@@ -68,15 +68,6 @@ log = logging.getLogger(__name__)
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _run_folder(out: Path, stem: str, started: datetime) -> Path:
-    base = f"{stem}-{started.strftime('%Y%m%dT%H%M%SZ')}"
-    candidate, n = out / base, 1
-    while candidate.exists() or (out / f".{candidate.name}.partial").exists():
-        n += 1
-        candidate = out / f"{base}-{n}"
-    return candidate
 
 
 @dataclass(frozen=True)
@@ -91,6 +82,8 @@ class _Loaded:
     profile: ArchitectureProfile
     layer: str | None
     concepts: ConceptData
+    site: EmbeddingSite | None
+    train: Dataset | None
 
 
 @dataclass(frozen=True)
@@ -105,6 +98,7 @@ class _Results:
     perturbed: Perturbed | None
     robustness: Robustness | None
     concepts: ConceptAnalysis
+    similarity: Similarity | None
     metrics: dict[str, Any]
     policy: PolicyResult
 
@@ -128,14 +122,21 @@ def _load(config: AuditConfig) -> _Loaded:
         model, (model.in_channels, height, width), config.batch_size, config.seed
     )
     layer = target_layer(model, profile, config.explain, kind, config.seed)
-    return _Loaded(device, model, dataset, preprocessing, kind, profile, layer, concepts)
+    site = embedding_site(model, config.similarity.embedding_layer)
+    train = config.similarity.train_data
+    train_set = discover(train, dataset.classes) if train is not None else None
+    return _Loaded(
+        device, model, dataset, preprocessing, kind, profile, layer, concepts, site, train_set
+    )
 
 
 def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
     """Evaluate, select, explain and measure: every stage that runs the model."""
     model, dataset, preprocessing = loaded.model, loaded.dataset, loaded.preprocessing
     log.info("evaluating %d images on %s", len(dataset.samples), loaded.device)
-    evaluation = evaluate(model, dataset, preprocessing, loaded.kind, config.evaluation)
+    evaluation = evaluate(
+        model, dataset, preprocessing, loaded.kind, config.evaluation, loaded.site
+    )
     positive = positive_class(dataset.classes, config.clinical)
     perturbed = perturbed_predictions(
         model, dataset, preprocessing, loaded.kind, evaluation.predictions, config.robustness,
@@ -184,10 +185,16 @@ def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
     )  # fmt: skip
     clinical = dataclasses.replace(clinical, links=links)
     robustness = _robustness(perturbed, evaluation, clinical, config)
-    metrics = metrics_document(evaluation, dataset.classes, trust, clinical, robustness, concepts)
+    similarity = analyse_similarity(
+        model, preprocessing, evaluation, loaded.site, loaded.train, clinical.grouping,
+        selection, config.similarity,
+    )  # fmt: skip
+    metrics = metrics_document(
+        evaluation, dataset.classes, trust, clinical, robustness, concepts, similarity
+    )
     return _Results(
         evaluation, selection, explanations, trust, clinical, perturbed, robustness, concepts,
-        metrics, evaluate_policy(config.policy, metrics),
+        similarity, metrics, evaluate_policy(config.policy, metrics),
     )  # fmt: skip
 
 
@@ -252,8 +259,11 @@ def _write_files(
     if results.robustness is not None and results.perturbed is not None:
         write_csv(robustness_frame(results.robustness), folder / "robustness.csv")
         write_csv(results.perturbed.frame, folder / "robustness_predictions.csv")
-    for name, frame in concept_frames(results.concepts).items():
+    frames = concept_frames(results.concepts)
+    frames |= similarity_frames(results.similarity, evaluation.predictions)
+    for name, frame in frames.items():
         write_csv(frame, folder / name)
+    write_embeddings(results.similarity, evaluation.embeddings, folder)
     html = render_html(_bound(report, folder, config.format))
     if "html" in config.format:
         (folder / "report.html").write_text(html, encoding="utf-8")
@@ -302,6 +312,7 @@ def _report(
             clinical=results.clinical,
             robustness=results.robustness,
             concepts=results.concepts,
+            similarity=results.similarity,
             policy=results.policy,
             selection=results.selection,
             command=command,
@@ -312,55 +323,6 @@ def _report(
             auditor_version=__version__,
         )
     )
-
-
-def _cannot_create(out: Path, error: OSError) -> OutputError:
-    return OutputError(
-        f"cannot create a run folder in {str(out)!r} ({error.strerror or error}); "
-        f"pass --out with a writable folder"
-    )
-
-
-def _check_writable(out: Path) -> None:
-    """Fail before any stage runs when ``out`` cannot hold a run folder (nothing is created:
-    ``out`` or its nearest existing parent must be a folder this process can write to).
-
-    Raises:
-        OutputError: ``out`` is not a folder, or cannot be written into.
-    """
-    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
-    if not existing.is_dir():
-        raise _cannot_create(out, NotADirectoryError(f"{str(existing)!r} is not a folder"))
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise _cannot_create(out, PermissionError(f"{str(existing)!r} is not writable"))
-
-
-def _assemble(out: Path, stem: str, started: datetime, write: Callable[[Path], None]) -> Path:
-    """Create the run folder as a hidden ``.partial`` folder, ``write`` into it, rename it.
-
-    Raises:
-        OutputError: The folder cannot be created or written (nothing is kept).
-    """
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        folder = _run_folder(out, stem, started)
-        partial = out / f".{folder.name}.partial"
-        partial.mkdir()
-    except OSError as error:
-        raise _cannot_create(out, error) from None
-    try:
-        write(partial)
-        os.replace(partial, folder)
-    except OSError as error:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise OutputError(
-            f"writing the run folder in {str(out)!r} failed ({error.strerror or error}); "
-            f"nothing was kept; check free space and permissions, then run again"
-        ) from None
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return folder
 
 
 def run_audit(config: AuditConfig, command: str | None = None) -> Path:
@@ -378,12 +340,12 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
     """
     started = _now()
     command = command if command is not None else " ".join(sys.argv)
-    _check_writable(config.out)
+    check_writable(config.out)
     loaded = _load(config)
     results = _analyse(config, loaded)
     finished = _now()
     report = _report(config, loaded, results, command, (started, finished))
-    return _assemble(
+    return assemble(
         config.out,
         config.model.stem,
         started,

@@ -67,6 +67,9 @@ DERIVED: dict[str, str] = {
     "findings.shortcuts": "flagged shortcut findings",
     "findings.fragile_perturbations": "perturbations the model is fragile under",
     "findings.artifact_units": "units network dissection labels with an artefact concept",
+    "findings.embedding_organised_by": "variables that organise the embedding beyond the class",
+    "findings.near_duplicates": "validation pairs that are near-duplicates or byte-identical",
+    "findings.leakage": "training images that nearly duplicate validation images",
     **{
         f"fairness.{name}.{part}": f"the worst column's {name.replace('_', ' ')} ({part})"
         for name in _DISPARITIES
@@ -181,6 +184,15 @@ def _worst_disparity(fairness: dict[str, Any] | None, name: str) -> dict[str, An
     return pick(rows, key=lambda d: d["value"])
 
 
+def _similarity_findings(similarity: dict[str, Any] | None) -> dict[str, float | None]:
+    leakage = similarity["leakage"] if similarity else None
+    return {
+        "findings.embedding_organised_by": len(similarity["organised_by"]) if similarity else None,
+        "findings.near_duplicates": similarity["near_duplicates"] if similarity else None,
+        "findings.leakage": leakage["pairs"] if leakage else None,
+    }
+
+
 def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
     trust = metrics["trust"]
     methods = trust["methods"]
@@ -199,6 +211,7 @@ def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
         "findings.artifact_units": (
             metrics["dissection"]["artifact_units"] if metrics.get("dissection") else None
         ),
+        **_similarity_findings(metrics.get("similarity")),
     }
     for name in _DISPARITIES:
         worst = _worst_disparity(metrics["fairness"], name)

@@ -45,6 +45,11 @@ RUN_FILES = {
     "robustness.csv",
     "robustness_predictions.csv",
     "dissection.csv",  # the computed concepts, on the spatial stages
+    "embeddings.npy",  # the input of the linear head, one row per prediction
+    "projections.csv",
+    "agreement.csv",
+    "neighbours.csv",
+    "duplicates.csv",
     "policy.json",
     "junit.xml",
     "SHA256SUMS",
@@ -81,7 +86,7 @@ def test_metrics_json_matches_the_predictions(audit: tuple[Result, Path]) -> Non
     _, folder = audit
     metrics = json.loads((folder / "metrics.json").read_text())
     predictions = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
-    assert metrics["schema_version"] == 6
+    assert metrics["schema_version"] == 7
     assert metrics["n_images"] == len(predictions) == 12
     assert metrics["n_excluded"] == 1
     assert metrics["accuracy"]["value"] == pytest.approx(predictions["correct"].mean())

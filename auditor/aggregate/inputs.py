@@ -16,6 +16,7 @@ from auditor.measure import Trust
 from auditor.policy import PolicyResult
 from auditor.robustness import Robustness
 from auditor.select import Selection
+from auditor.similarity.analysis import Similarity
 
 __all__ = ["AuditInputs"]
 
@@ -39,6 +40,8 @@ class AuditInputs:
         clinical: The operating point and metadata dependence.
         robustness: The robustness suite, or ``None`` when it was switched off.
         concepts: Network dissection and TCAV (each ``None`` when it did not run).
+        similarity: The embedding's projections, neighbours and duplicates, or ``None``
+            when no embedding was kept.
         policy: The acceptance criteria judged on ``metrics.json``.
         selection: Which images were explained.
         command: The command line of the run.
@@ -59,6 +62,7 @@ class AuditInputs:
     clinical: Clinical
     robustness: Robustness | None
     concepts: ConceptAnalysis
+    similarity: Similarity | None
     policy: PolicyResult
     selection: Selection
     command: str

@@ -86,7 +86,7 @@ def _score(
     positive: int | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Predicted class (-1 where not finite), confidence and the positive class's probability."""
-    output = run_model(model, images)
+    output, _ = run_model(model, images)
     finite = check_output(output, kind, n_classes, images.shape[0], model.path.name).cpu()
     probabilities = to_probabilities(output, kind).cpu()
     predicted = torch.where(finite, probabilities.argmax(dim=1), -1).numpy()

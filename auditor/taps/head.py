@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from auditor.taps.graph import attribute_tensor
+from auditor.taps.graph import attribute_tensor, module_frames
 
-__all__ = ["LinearHead", "find_linear_head"]
+__all__ = ["HeadInput", "LinearHead", "find_head_input", "find_linear_head"]
 
 _SHAPE_ONLY = frozenset(
     {
@@ -33,6 +33,9 @@ _SHAPE_ONLY = frozenset(
 )
 _SHAPE_ONLY = _SHAPE_ONLY | {kind + "_" for kind in _SHAPE_ONLY if "dropout" in kind}
 _SPATIAL_DIMS = ({2, 3}, {-1, -2})
+_OUTPUT_ACTIVATIONS = frozenset(
+    {"aten::softmax", "aten::log_softmax", "aten::sigmoid", "aten::sigmoid_", "aten::_softmax"}
+)
 
 
 @dataclass(frozen=True)
@@ -106,3 +109,38 @@ def find_linear_head(
     if features.unique() not in address:
         return None, "the pooled feature map is computed inside a branch and cannot be tapped"
     return LinearHead(weight=weight.detach(), address=address[features.unique()]), ""
+
+
+@dataclass(frozen=True)
+class HeadInput:
+    """The input of the classifier's last linear layer: the model's embedding.
+
+    Attributes:
+        address: Its position among the graph's addressable values.
+        module: The dotted path of the linear layer (``"fc"``, ``"heads.head"``), or ""
+            when it is not inside a module.
+    """
+
+    address: int
+    module: str
+
+
+def find_head_input(graph: Any, address: dict[int, int]) -> tuple[HeadInput | None, str]:
+    """The value the last linear layer reads (through shape-only operations and a final
+    softmax or sigmoid from the output), or ``None`` and why there is none. For a global
+    average pooling head it is the pooled ``(B, D)`` vector; for a vision transformer,
+    the class token before the head."""
+    value = _skip_shape_ops(next(graph.outputs()))
+    while value.node().kind() in _OUTPUT_ACTIVATIONS:
+        value = _skip_shape_ops(value.node().inputsAt(0))
+    last = value.node()
+    if last.kind() not in ("aten::linear", "aten::addmm", "aten::matmul"):
+        return None, (
+            f"the output is not produced by a linear layer (the last operation is "
+            f"{last.kind().split('::')[-1]}); declare embedding-layer"
+        )
+    read = last.inputsAt(1 if last.kind() == "aten::addmm" else 0)
+    if read.unique() not in address:
+        return None, "the head's input is computed inside a branch; declare embedding-layer"
+    module = ".".join(name for name, _ in module_frames(last))
+    return HeadInput(address[read.unique()], module), ""

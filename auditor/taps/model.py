@@ -43,7 +43,7 @@ from auditor.taps.graph import (
     is_transposed,
     module_frames,
 )
-from auditor.taps.head import LinearHead, find_linear_head
+from auditor.taps.head import HeadInput, LinearHead, find_head_input, find_linear_head
 
 __all__ = ["ModuleSite", "TappedModel"]
 
@@ -88,11 +88,17 @@ class TappedModel:
         self._address = {v.unique(): i for i, v in enumerate(addressable(self._graph))}
         self._find_sites()
         self._head = find_linear_head(self._graph, module, self._address)
+        self._head_input = find_head_input(self._graph, self._address)
 
     @property
     def linear_head(self) -> tuple[LinearHead | None, str]:
         """The global-average-pooling + linear head, or ``None`` and why there is none."""
         return self._head
+
+    @property
+    def head_input(self) -> tuple[HeadInput | None, str]:
+        """The last linear layer's input (the embedding), or ``None`` and why there is none."""
+        return self._head_input
 
     def relu_addresses(self) -> tuple[int, ...]:
         """Addresses of every ReLU's output (``aten::relu``/``relu_``), module or functional.

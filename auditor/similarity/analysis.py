@@ -1,0 +1,173 @@
+"""The similarity stage: projections of the embedding, what organises it, each explained
+case's nearest neighbours, near-duplicates and (with a training set) possible leakage.
+
+Everything is computed from the embeddings the evaluation pass kept
+(:mod:`auditor.similarity.embeddings`); only a declared training set is run through
+the model again, for its embeddings alone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from statsmodels.stats.multitest import multipletests
+
+from auditor.clinical.groups import Grouping
+from auditor.data import Dataset
+from auditor.evaluate import Evaluation
+from auditor.images import Preprocessing
+from auditor.load import LoadedModel
+from auditor.select import Selection
+from auditor.similarity.embeddings import EmbeddingSite
+from auditor.similarity.leakage import Leakage, training_leakage
+from auditor.similarity.neighbours import Neighbours, nearest, unit_rows
+from auditor.similarity.projection import (
+    Agreement,
+    Projection,
+    agreement,
+    pca,
+    stratified_sample,
+    tsne,
+)
+from auditor.similarity.settings import SimilaritySettings
+
+__all__ = ["ALPHA", "Duplicates", "Similarity", "analyse_similarity"]
+
+ALPHA = 0.05
+"""Holm-adjusted p-value below which a variable organises the embedding (a finding)."""
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """What the embedding shows.
+
+    Attributes:
+        site: Where the embedding was read.
+        dimensions: Its length.
+        projections: PCA, then t-SNE (when it ran).
+        agreements: Class, correct, then each metadata column, with ``holm`` their
+            Holm-adjusted p-values (class excluded: its own test).
+        neighbours: Every image's nearest others and the near-duplicate pairs (rows of
+            ``predictions.csv``).
+        cases: The explained cases' rows of ``predictions.csv``.
+        duplicates: Pairs of rows that are near-duplicates or byte-identical.
+        leakage: Training images against validation images, when a training set was given.
+    """
+
+    site: EmbeddingSite
+    dimensions: int
+    projections: tuple[Projection, ...]
+    agreements: tuple[Agreement, ...]
+    holm: tuple[float, ...]
+    neighbours: Neighbours
+    cases: tuple[int, ...]
+    duplicates: Duplicates
+    leakage: Leakage | None
+    seconds: float
+    settings: SimilaritySettings
+
+    def organised_by(self) -> tuple[tuple[Agreement, float], ...]:
+        """The metadata columns (and ``correct``) that organise the embedding beyond the
+        class, with their Holm-adjusted p-values: below :data:`ALPHA`, and above chance."""
+        return tuple(
+            (a, p)
+            for a, p in zip(self.agreements[1:], self.holm, strict=True)
+            if p < ALPHA and a.observed > a.expected
+        )
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """Pairs of validation images (rows of ``predictions.csv``, ``i < j``) whose
+    embeddings have cosine similarity at least ``duplicate-cosine``, or whose files are
+    byte-identical (the same SHA-256).
+
+    Attributes:
+        rows: ``(P, 2)``, sorted.
+        cosine: ``(P,)`` their embeddings' cosine similarity.
+        identical: ``(P,)`` whether the files are byte-identical.
+    """
+
+    rows: np.ndarray
+    cosine: np.ndarray
+    identical: np.ndarray
+
+
+def _duplicates(
+    predictions: pd.DataFrame, vectors: torch.Tensor, neighbours: Neighbours
+) -> Duplicates:
+    found = {(int(a), int(b)) for a, b in neighbours.pairs}
+    identical: set[tuple[int, int]] = set()
+    for rows in predictions.reset_index(drop=True).groupby("sha256", sort=False).groups.values():
+        members = sorted(int(r) for r in rows)
+        identical.update((a, b) for i, a in enumerate(members) for b in members[i + 1 :])
+    pairs = np.array(sorted(found | identical), dtype=np.int64).reshape(-1, 2)
+    cosine = (vectors[pairs[:, 0]] * vectors[pairs[:, 1]]).sum(1).numpy()
+    return Duplicates(pairs, cosine, np.array([tuple(p) in identical for p in pairs.tolist()]))
+
+
+def _agreements(
+    predictions: pd.DataFrame,
+    grouping: Grouping,
+    neighbours: Neighbours,
+    settings: SimilaritySettings,
+) -> tuple[tuple[Agreement, ...], tuple[float, ...]]:
+    """Class (values permuted freely), then correct and each metadata column (permuted
+    within each class), with the Holm-adjusted p-values of all but class."""
+    index = neighbours.index[:, : settings.agreement_neighbours]
+    labels = pd.factorize(predictions["label"])[0].astype(np.int64)
+    seed, runs = settings.seed, settings.agreement_permutations
+    found = [agreement("class", predictions["label"], index, None, runs, seed)]
+    variables = {"correct": predictions["correct"].map({True: "correct", False: "error"})}
+    variables |= {column: values for column, values in grouping.groups.items()}
+    for offset, (name, values) in enumerate(variables.items(), start=1):
+        if values.nunique() > 1:
+            found.append(
+                agreement(name, values.reset_index(drop=True), index, labels, runs, seed + offset)
+            )
+    tested = [a.p_value for a in found[1:]]
+    holm = tuple(float(p) for p in multipletests(tested, method="holm")[1]) if tested else ()
+    return tuple(found), holm
+
+
+def analyse_similarity(
+    model: LoadedModel, preprocessing: Preprocessing, evaluation: Evaluation,
+    site: EmbeddingSite | None, train: Dataset | None, grouping: Grouping,
+    selection: Selection, settings: SimilaritySettings,
+) -> Similarity | None:  # fmt: skip
+    """The embedding's projections, agreements, neighbours and duplicates, and with a
+    ``train`` set its leakage; ``None`` when no embedding was kept (the model's output is
+    not made by a linear layer and no ``embedding-layer`` was declared)."""
+    store = evaluation.embeddings
+    if site is None or store is None or store.rows < 3:
+        return None
+    started = time.perf_counter()
+    leakage = None
+    if train is not None:
+        leakage = training_leakage(
+            model, train, preprocessing, site, store.all(), evaluation.predictions, settings
+        )
+    predictions = evaluation.predictions
+    vectors = unit_rows(store.all())
+    k = max(settings.neighbours, settings.agreement_neighbours)
+    neighbours = nearest(vectors, k, settings.duplicate_cosine)
+    labels = pd.factorize(predictions["label"])[0].astype(np.int64)
+    all_rows = np.arange(store.rows)
+    projections = [pca(vectors.numpy(), all_rows, settings.seed)]
+    if settings.tsne_points:
+        rows = stratified_sample(labels, settings.tsne_points, settings.seed)
+        projections.append(
+            tsne(vectors.numpy()[rows], rows, settings.tsne_perplexity, settings.seed)
+        )
+    agreements, holm = _agreements(predictions, grouping, neighbours, settings)
+    row_of = {int(index): row for row, index in enumerate(predictions["index"].tolist())}
+    cases = tuple(row_of[i] for i in (*selection.misclassified, *selection.sampled) if i in row_of)
+    duplicates = _duplicates(predictions, vectors, neighbours)
+    return Similarity(
+        site, store.dimensions, tuple(projections), agreements, holm, neighbours, cases,
+        duplicates, leakage, time.perf_counter() - started, settings,
+    )  # fmt: skip
