@@ -37,6 +37,7 @@ from typing import Any
 
 from auditor.clinical.settings import ClinicalSettings
 from auditor.concepts.settings import ConceptSettings
+from auditor.counterfactual.settings import CounterfactualSettings
 from auditor.documentation import Documentation, parse_documentation
 from auditor.errors import ConfigError, UsageError
 from auditor.evaluate import EvaluationSettings
@@ -237,6 +238,7 @@ class AuditConfig:
     robustness: RobustnessSettings = field(default_factory=RobustnessSettings)
     dissection: ConceptSettings = field(default_factory=ConceptSettings)
     similarity: SimilaritySettings = field(default_factory=SimilaritySettings)
+    counterfactuals: CounterfactualSettings = field(default_factory=CounterfactualSettings)
     policy: tuple[Criterion, ...] = ()
     documentation: Documentation = field(default_factory=Documentation)
     source: dict[str, str] = field(default_factory=dict, compare=False)

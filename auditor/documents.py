@@ -37,6 +37,8 @@ from auditor.clinical.files import (
     triple,
 )
 from auditor.concepts.analysis import ConceptAnalysis, concept_documents
+from auditor.counterfactual.files import counterfactual_document
+from auditor.counterfactual.stage import Counterfactuals
 from auditor.evaluate import Evaluation
 from auditor.load import file_sha256
 from auditor.measure import Trust
@@ -72,7 +74,7 @@ CHECKSUMS = "SHA256SUMS"
 METRICS_SCHEMA_VERSION = 7
 # 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence", "operating_point";
 # 4: "resampling" (a declared patient column), "robustness"
-# 5: "dissection"; 6: "tcav"; 7: "similarity"
+# 5: "dissection"; 6: "tcav"; 7: "similarity", "counterfactuals"
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
@@ -152,6 +154,7 @@ def metrics_document(
     robustness: Robustness | None = None,
     concepts: ConceptAnalysis | None = None,
     similarity: Similarity | None = None,
+    counterfactuals: Counterfactuals | None = None,
 ) -> dict[str, Any]:
     """The content of ``metrics.json`` (layout: ``metrics.schema.json``)."""
     m = evaluation.metrics
@@ -199,6 +202,7 @@ def metrics_document(
             "robustness": robustness_document(robustness),
             **concept_documents(concepts or ConceptAnalysis()),
             "similarity": similarity_document(similarity),
+            "counterfactuals": counterfactual_document(counterfactuals),
         }
     )
 

@@ -30,6 +30,7 @@ from auditor.clinical.link import shortcut_links
 from auditor.concepts.analysis import ConceptAnalysis, analyse_concepts, concept_frames
 from auditor.concepts.data import ConceptData, split_concepts
 from auditor.config import AuditConfig
+from auditor.counterfactual.stage import Counterfactuals, counterfactuals
 from auditor.data import Dataset, discover
 from auditor.documents import (
     curves_frame,
@@ -99,6 +100,7 @@ class _Results:
     robustness: Robustness | None
     concepts: ConceptAnalysis
     similarity: Similarity | None
+    counterfactuals: Counterfactuals | None
     metrics: dict[str, Any]
     policy: PolicyResult
 
@@ -189,12 +191,16 @@ def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
         model, preprocessing, evaluation, loaded.site, loaded.train, clinical.grouping,
         selection, config.similarity,
     )  # fmt: skip
+    changed = counterfactuals(
+        model, dataset, preprocessing, evaluation.predictions, selection, loaded.kind,
+        loaded.concepts, config.counterfactuals, config.explain.superpixels,
+    )  # fmt: skip
     metrics = metrics_document(
-        evaluation, dataset.classes, trust, clinical, robustness, concepts, similarity
+        evaluation, dataset.classes, trust, clinical, robustness, concepts, similarity, changed
     )
     return _Results(
         evaluation, selection, explanations, trust, clinical, perturbed, robustness, concepts,
-        similarity, metrics, evaluate_policy(config.policy, metrics),
+        similarity, changed, metrics, evaluate_policy(config.policy, metrics),
     )  # fmt: skip
 
 
@@ -261,6 +267,8 @@ def _write_files(
         write_csv(results.perturbed.frame, folder / "robustness_predictions.csv")
     frames = concept_frames(results.concepts)
     frames |= similarity_frames(results.similarity, evaluation.predictions)
+    if results.counterfactuals is not None:
+        frames["counterfactuals.csv"] = results.counterfactuals.frame
     for name, frame in frames.items():
         write_csv(frame, folder / name)
     write_embeddings(results.similarity, evaluation.embeddings, folder)
@@ -313,6 +321,7 @@ def _report(
             robustness=results.robustness,
             concepts=results.concepts,
             similarity=results.similarity,
+            counterfactuals=results.counterfactuals,
             policy=results.policy,
             selection=results.selection,
             command=command,

@@ -70,6 +70,8 @@ DERIVED: dict[str, str] = {
     "findings.embedding_organised_by": "variables that organise the embedding beyond the class",
     "findings.near_duplicates": "validation pairs that are near-duplicates or byte-identical",
     "findings.leakage": "training images that nearly duplicate validation images",
+    "findings.counterfactual_artifacts": "misclassified images whose call changes when an "
+    "artefact concept is removed (segment counterfactuals)",
     **{
         f"fairness.{name}.{part}": f"the worst column's {name.replace('_', ' ')} ({part})"
         for name in _DISPARITIES
@@ -193,6 +195,14 @@ def _similarity_findings(similarity: dict[str, Any] | None) -> dict[str, float |
     }
 
 
+def _counterfactual_artifacts(metrics: dict[str, Any]) -> float | None:
+    found = metrics.get("counterfactuals")
+    if not found:
+        return None
+    rows = found["artifacts"]
+    return sum(a["misclassified_removed"] for a in rows if a["kind"] == "segments")
+
+
 def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
     trust = metrics["trust"]
     methods = trust["methods"]
@@ -212,6 +222,7 @@ def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
             metrics["dissection"]["artifact_units"] if metrics.get("dissection") else None
         ),
         **_similarity_findings(metrics.get("similarity")),
+        "findings.counterfactual_artifacts": _counterfactual_artifacts(metrics),
     }
     for name in _DISPARITIES:
         worst = _worst_disparity(metrics["fairness"], name)

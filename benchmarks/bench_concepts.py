@@ -8,9 +8,10 @@ files, then per layer the streaming threshold and the IoU tally) is timed agains
 **pass floor**: the same tapped forward passes alone (``model.tapped`` under
 ``inference_mode`` on the same layers, at the same batch size, on the same images made
 beforehand: decoded, resized and normalised). Runs interleave; the median of
-``--repeats`` after one warm-up run each. Goal: stage / floor <= 1.3. It also prints the
-stage's own split (its median share, applied to its median time): reading the images and masks, the forward passes
-and storing, against the rest (the thresholds and the tally).
+``--repeats`` after one warm-up run each. Goal: stage / floor <= 1.3. It also prints
+the stage's own split (its median share, applied to its median time): reading the
+images and masks, the forward passes and storing, against the rest (the thresholds
+and the tally).
 
 No thresholds: it reports.
 

@@ -23,7 +23,8 @@ def test_quick_run_prints_the_stage_its_floor_and_their_ratio(
     assert re.fullmatch(r"ratio stage / pass floor: \d+\.\d\d \(goal <= 1\.3\)", lines[-3])
     split = re.fullmatch(
         r"of the stage: reading, forward passes and storing (\d+\.\d{3}) s \(\d+\.\d\d x the "
-        r"floor\), thresholds and tally (\d+\.\d{3}) s \(\d+\.\d\d x the floor\)", lines[-2]
+        r"floor\), thresholds and tally (\d+\.\d{3}) s \(\d+\.\d\d x the floor\)",
+        lines[-2],
     )
     stage = float(lines[-4].split()[2])
     assert split and abs(float(split[1]) + float(split[2]) - stage) <= 0.002, "the split adds up"

@@ -50,6 +50,7 @@ RUN_FILES = {
     "agreement.csv",
     "neighbours.csv",
     "duplicates.csv",
+    "counterfactuals.csv",  # the explained cases' counterfactuals
     "policy.json",
     "junit.xml",
     "SHA256SUMS",

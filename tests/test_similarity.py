@@ -4,6 +4,7 @@ that organises the embedding is found and a random one is not."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,10 @@ from auditor.data import discover
 from auditor.evaluate import EvaluationSettings, evaluate, run_model
 from auditor.images import Preprocessing, make_loader
 from auditor.load import OutputKind, load_model
+from auditor.similarity.analysis import duplicate_threshold
 from auditor.similarity.embeddings import embedding_site
 from auditor.similarity.leakage import training_leakage
-from auditor.similarity.neighbours import nearest, unit_rows
+from auditor.similarity.neighbours import nearest, pairs_within, unit_rows
 from auditor.similarity.projection import agreement, pca, stratified_sample, tsne
 from auditor.similarity.settings import SimilaritySettings
 from tests.helpers import (
@@ -107,7 +109,7 @@ def _clusters(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
 
 
 def test_projections_keep_the_clusters_neighbourhoods() -> None:
-    vectors, labels = _clusters(300, np.random.default_rng(0))
+    vectors, _ = _clusters(300, np.random.default_rng(0))
     rows = np.arange(300)
     for projection in (pca(vectors, rows, 0), tsne(vectors, rows, 30.0, 0)):
         assert projection.trustworthiness >= 0.9, projection.method
@@ -117,17 +119,19 @@ def test_projections_keep_the_clusters_neighbourhoods() -> None:
 def test_a_planted_duplicate_pair_are_mutual_first_neighbours_and_no_point_is_its_own() -> None:
     vectors, _ = _clusters(200, np.random.default_rng(1))
     vectors[57] = vectors[140] * 2.0  # same direction: cosine 1
-    found = nearest(unit_rows(vectors), 5, threshold=0.9999)
+    unit = unit_rows(vectors)
+    found = nearest(unit, 5)
+    threshold = duplicate_threshold(found, 0.02)
+    pairs, similarity = pairs_within(unit, threshold)
 
     assert found.index[57, 0] == 140 and found.index[140, 0] == 57
     assert not (found.index == np.arange(200)[:, None]).any()
-    assert found.pairs.tolist() == [[57, 140]]
-    assert found.pair_similarity[0] == pytest.approx(1.0, abs=1e-6)
+    assert pairs.tolist() == [[57, 140]], "only the planted pair is that close"
+    assert similarity[0] == pytest.approx(1.0, abs=1e-6)
+    assert 0.9 < threshold < 1.0
 
 
-def test_a_variable_that_organises_the_embedding_beyond_the_class_is_found_a_random_one_is_not() -> (
-    None
-):
+def test_a_variable_organising_the_embedding_beyond_the_class_is_found_a_random_one_not() -> None:
     rng = np.random.default_rng(2)
     n = 300
     labels = rng.integers(0, 2, size=n)
@@ -136,7 +140,7 @@ def test_a_variable_that_organises_the_embedding_beyond_the_class_is_found_a_ran
     vectors[:, 0] = labels * 4.0
     vectors[:, 1] = site * 4.0  # the embedding is organised by site as well
     vectors += rng.normal(size=(n, 8)).astype(np.float32)
-    index = nearest(unit_rows(vectors - vectors.mean(0)), 10, 1.0).index
+    index = nearest(unit_rows(vectors - vectors.mean(0)), 10).index
     noise = pd.Series(rng.integers(0, 2, size=n).astype(str))
 
     organised = agreement("site", pd.Series(site.astype(str)), index, labels, 199, 0)
@@ -173,7 +177,7 @@ def test_training_images_that_duplicate_validation_ones_and_shared_patients_are_
 
     leakage = training_leakage(
         model, train, preprocessing, site, result.embeddings.rows_at(np.arange(8)),
-        result.predictions, settings,
+        result.predictions, settings, threshold=1.0,
     )  # fmt: skip
 
     assert leakage.images == 6 and leakage.unreadable == 1
@@ -183,3 +187,46 @@ def test_training_images_that_duplicate_validation_ones_and_shared_patients_are_
     assert set(identical["train_path"]) == set(identical["path"])
     assert identical["same_patient"].all()
     assert leakage.shared_patients == ("p0-0", "p0-1", "p1-0", "p1-1")
+
+
+def test_the_run_folder_s_similarity_files_equal_a_recomputation_from_embeddings_npy(
+    audit: tuple[object, Path],
+) -> None:
+    _, folder = audit
+    predictions = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
+    embeddings = np.load(folder / "embeddings.npy")
+    assert embeddings.shape[0] == len(predictions) and embeddings.dtype == np.float32
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    cosine = unit @ unit.T
+    np.fill_diagonal(cosine, -np.inf)
+    k = 10
+    nearest_rows = np.argsort(-cosine, axis=1, kind="stable")[:, :k]
+    labels = predictions["label"].to_numpy()
+    shared = (labels[nearest_rows] == labels[:, None]).mean()
+
+    agreement_csv = pd.read_csv(folder / "agreement.csv")
+    by_variable = agreement_csv.set_index("variable")
+    assert by_variable.loc["class", "observed"] == pytest.approx(shared, abs=1e-9)
+    assert set(by_variable.index) >= {"class", "correct"}
+    metrics = json.loads((folder / "metrics.json").read_text())["similarity"]
+    assert [a["variable"] for a in metrics["agreement"]] == list(agreement_csv["variable"])
+    assert metrics["dimensions"] == embeddings.shape[1]
+
+    duplicates = pd.read_csv(folder / "duplicates.csv")
+    threshold = 1 - 0.02 * np.median(1 - cosine.max(axis=1).astype(np.float64))
+    assert metrics["duplicate_cosine"] == pytest.approx(threshold, abs=1e-6)
+    i, j = np.nonzero(np.triu(cosine >= threshold, 1))
+    same_file = predictions["sha256"].to_numpy()
+    identical = {
+        (a, b) for a in range(len(predictions)) for b in range(a + 1, len(predictions))
+        if same_file[a] == same_file[b]
+    }  # fmt: skip
+    expected = sorted(set(zip(i.tolist(), j.tolist(), strict=True)) | identical)
+    assert list(zip(duplicates["row_a"], duplicates["row_b"], strict=True)) == expected
+    assert metrics["near_duplicates"] == len(expected)
+
+    neighbours = pd.read_csv(folder / "neighbours.csv")
+    first = neighbours[neighbours["rank"] == 1]
+    assert len(first) > 0
+    for case, row, value in zip(first["case_row"], first["row"], first["cosine"], strict=True):
+        assert case != row and value == pytest.approx(cosine[case].max(), abs=1e-5)

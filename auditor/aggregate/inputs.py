@@ -8,6 +8,7 @@ from auditor.architecture import ArchitectureProfile
 from auditor.clinical import Clinical
 from auditor.concepts.analysis import ConceptAnalysis
 from auditor.config import AuditConfig
+from auditor.counterfactual.stage import Counterfactuals
 from auditor.data import Dataset
 from auditor.evaluate import Evaluation
 from auditor.explain.engine import Explanations
@@ -42,6 +43,7 @@ class AuditInputs:
         concepts: Network dissection and TCAV (each ``None`` when it did not run).
         similarity: The embedding's projections, neighbours and duplicates, or ``None``
             when no embedding was kept.
+        counterfactuals: The explained cases' counterfactuals, or ``None`` when none ran.
         policy: The acceptance criteria judged on ``metrics.json``.
         selection: Which images were explained.
         command: The command line of the run.
@@ -63,6 +65,7 @@ class AuditInputs:
     robustness: Robustness | None
     concepts: ConceptAnalysis
     similarity: Similarity | None
+    counterfactuals: Counterfactuals | None
     policy: PolicyResult
     selection: Selection
     command: str

@@ -15,6 +15,7 @@ from auditor.aggregate.calibration import calibration_view
 from auditor.aggregate.cases import misclassified_view, sampled_view
 from auditor.aggregate.checklist import checklist_view
 from auditor.aggregate.context import context_view
+from auditor.aggregate.counterfactuals import counterfactual_view
 from auditor.aggregate.data import data_view
 from auditor.aggregate.dependence import dependence_view
 from auditor.aggregate.dissection import dissection_view
@@ -33,6 +34,7 @@ from auditor.aggregate.policy import policy_view
 from auditor.aggregate.reproducibility import reproducibility_view
 from auditor.aggregate.robustness import robustness_view
 from auditor.aggregate.signoff import signoff_view
+from auditor.aggregate.similarity import similarity_view
 from auditor.aggregate.subgroups import subgroups_view
 from auditor.aggregate.summary import summary_view
 from auditor.aggregate.tcav import tcav_view
@@ -152,10 +154,22 @@ SECTIONS: tuple[Section, ...] = (
     Section("gallery", "Maps of the methods that can be read", gallery_view, EXPLANATIONS),
     Section("dissection", "Concepts inside the network", dissection_view, EXPLANATIONS),
     Section("tcav", "Concepts that move the score", tcav_view, EXPLANATIONS),
+    Section("similarity", "What the model sees as similar", similarity_view, EXPLANATIONS),
+    Section("counterfactuals", "What would change the call", counterfactual_view, EXPLANATIONS),
     Section("limitations", "Limitations", limitations_view, LIMITATIONS),
     Section("explanations", "Explanation methods", explanations_view, GALLERIES),
     Section("misclassified", "Misclassified cases", misclassified_view, GALLERIES),
     Section("sampled", "Sampled cases", sampled_view, GALLERIES),
+    Section(
+        "counterfactual-images", "Counterfactual images", None, GALLERIES, view_of="counterfactuals"
+    ),
+    Section(
+        "neighbours",
+        "Nearest neighbours of the explained cases",
+        None,
+        GALLERIES,
+        view_of="similarity",
+    ),
     Section(
         "dependence-detail", "Share called positive, per value", None, DETAILS, view_of="dependence"
     ),
@@ -167,6 +181,13 @@ SECTIONS: tuple[Section, ...] = (
         "dissection-units", "Concepts and their best units", None, DETAILS, view_of="dissection"
     ),
     Section("tcav-rows", "Every class and concept (TCAV)", None, DETAILS, view_of="tcav"),
+    Section(
+        "similarity-detail",
+        "Projections and near-duplicates",
+        None,
+        DETAILS,
+        view_of="similarity",
+    ),
     Section("architecture", "Modules", None, ARCHITECTURE, view_of="model"),
     Section("features", "Feature visualisation", features_view, ARCHITECTURE),
     Section("reproducibility", "Reproducibility", reproducibility_view, SETTINGS),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from auditor.aggregate.calibration import calibration_sentence
+from auditor.aggregate.counterfactuals import counterfactual_findings
 from auditor.aggregate.datasheet import duplicates_sentence
 from auditor.aggregate.dependence import dependence_findings, subgroup_failures
 from auditor.aggregate.dissection import dissection_findings
@@ -17,6 +18,7 @@ from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.operating import operating_sentence
 from auditor.aggregate.performance import auc_name, worst_classes
 from auditor.aggregate.robustness import fragile_sentence, robustness_findings
+from auditor.aggregate.similarity import similarity_findings
 from auditor.aggregate.tcav import tcav_findings
 from auditor.aggregate.trust import TrustSummary, trust_summary
 from auditor.metrics import ClassMetrics, Estimate
@@ -69,6 +71,9 @@ class SummaryView:
         duplicates: The byte-identical images in one sentence ("" when none).
         artifact_units: Each layer whose units detect an artefact concept, in words.
         artifact_tcav: Each class whose score moves along an artefact concept (TCAV).
+        similarity: What organises the embedding beyond the class, near-duplicates and
+            leakage, in words.
+        counterfactuals: Artefact concepts whose removal changes misclassified calls.
     """
 
     accuracy: Estimate
@@ -99,6 +104,8 @@ class SummaryView:
     duplicates: str
     artifact_units: tuple[str, ...]
     artifact_tcav: tuple[str, ...]
+    similarity: tuple[str, ...]
+    counterfactuals: tuple[str, ...]
 
 
 def _headline(inputs: AuditInputs) -> tuple[Headline, ...]:
@@ -152,6 +159,8 @@ def summary_view(inputs: AuditInputs) -> SummaryView:
         duplicates=duplicates_sentence(inputs.evaluation.predictions),
         artifact_units=dissection_findings(inputs.concepts.dissection),
         artifact_tcav=_artifact_tcav(inputs),
+        similarity=similarity_findings(inputs.similarity),
+        counterfactuals=counterfactual_findings(inputs.counterfactuals),
         policy_declared=len(inputs.policy.outcomes),
         policy_failed=tuple(f"{o.criterion.text}: {o.reason}" for o in inputs.policy.failed),
         headline=_headline(inputs),

@@ -24,7 +24,7 @@ from auditor.load import LoadedModel
 from auditor.select import Selection
 from auditor.similarity.embeddings import EmbeddingSite
 from auditor.similarity.leakage import Leakage, training_leakage
-from auditor.similarity.neighbours import Neighbours, nearest, unit_rows
+from auditor.similarity.neighbours import Neighbours, nearest, pairs_within, unit_rows
 from auditor.similarity.projection import (
     Agreement,
     Projection,
@@ -35,7 +35,7 @@ from auditor.similarity.projection import (
 )
 from auditor.similarity.settings import SimilaritySettings
 
-__all__ = ["ALPHA", "Duplicates", "Similarity", "analyse_similarity"]
+__all__ = ["ALPHA", "Duplicates", "Similarity", "analyse_similarity", "duplicate_threshold"]
 
 ALPHA = 0.05
 """Holm-adjusted p-value below which a variable organises the embedding (a finding)."""
@@ -83,31 +83,43 @@ class Similarity:
 @dataclass(frozen=True)
 class Duplicates:
     """Pairs of validation images (rows of ``predictions.csv``, ``i < j``) whose
-    embeddings have cosine similarity at least ``duplicate-cosine``, or whose files are
-    byte-identical (the same SHA-256).
+    embeddings are near-duplicates (cosine similarity at least ``threshold``), or whose
+    files are byte-identical (the same SHA-256).
 
     Attributes:
+        threshold: ``1 - duplicate-distance × the median cosine distance from an image to
+            its nearest neighbour``.
         rows: ``(P, 2)``, sorted.
         cosine: ``(P,)`` their embeddings' cosine similarity.
         identical: ``(P,)`` whether the files are byte-identical.
+        same_label: ``(P,)`` whether the two images have the same label.
     """
 
+    threshold: float
     rows: np.ndarray
     cosine: np.ndarray
     identical: np.ndarray
+    same_label: np.ndarray
 
 
-def _duplicates(
-    predictions: pd.DataFrame, vectors: torch.Tensor, neighbours: Neighbours
-) -> Duplicates:
-    found = {(int(a), int(b)) for a, b in neighbours.pairs}
+def duplicate_threshold(neighbours: Neighbours, share: float) -> float:
+    """The cosine similarity from which two images are near-duplicates: their distance is
+    at most ``share`` of the median distance from an image to its nearest neighbour."""
+    return float(1 - share * np.median(1 - neighbours.similarity[:, 0].astype(np.float64)))
+
+
+def _duplicates(predictions: pd.DataFrame, vectors: torch.Tensor, threshold: float) -> Duplicates:
+    found = {(int(a), int(b)) for a, b in pairs_within(vectors, threshold)[0]}
     identical: set[tuple[int, int]] = set()
     for rows in predictions.reset_index(drop=True).groupby("sha256", sort=False).groups.values():
         members = sorted(int(r) for r in rows)
         identical.update((a, b) for i, a in enumerate(members) for b in members[i + 1 :])
     pairs = np.array(sorted(found | identical), dtype=np.int64).reshape(-1, 2)
     cosine = (vectors[pairs[:, 0]] * vectors[pairs[:, 1]]).sum(1).numpy()
-    return Duplicates(pairs, cosine, np.array([tuple(p) in identical for p in pairs.tolist()]))
+    labels = predictions["label"].to_numpy()
+    same_file = np.array([tuple(p) in identical for p in pairs.tolist()], dtype=bool)
+    same_label = labels[pairs[:, 0]] == labels[pairs[:, 1]]
+    return Duplicates(threshold, pairs, cosine, same_file, same_label)
 
 
 def _agreements(
@@ -146,15 +158,16 @@ def analyse_similarity(
     if site is None or store is None or store.rows < 3:
         return None
     started = time.perf_counter()
-    leakage = None
-    if train is not None:
-        leakage = training_leakage(
-            model, train, preprocessing, site, store.all(), evaluation.predictions, settings
-        )
     predictions = evaluation.predictions
     vectors = unit_rows(store.all())
     k = max(settings.neighbours, settings.agreement_neighbours)
-    neighbours = nearest(vectors, k, settings.duplicate_cosine)
+    neighbours = nearest(vectors, k)
+    threshold = duplicate_threshold(neighbours, settings.duplicate_distance)
+    leakage = None
+    if train is not None:
+        leakage = training_leakage(
+            model, train, preprocessing, site, store.all(), predictions, settings, threshold
+        )
     labels = pd.factorize(predictions["label"])[0].astype(np.int64)
     all_rows = np.arange(store.rows)
     projections = [pca(vectors.numpy(), all_rows, settings.seed)]
@@ -166,7 +179,7 @@ def analyse_similarity(
     agreements, holm = _agreements(predictions, grouping, neighbours, settings)
     row_of = {int(index): row for row, index in enumerate(predictions["index"].tolist())}
     cases = tuple(row_of[i] for i in (*selection.misclassified, *selection.sampled) if i in row_of)
-    duplicates = _duplicates(predictions, vectors, neighbours)
+    duplicates = _duplicates(predictions, vectors, threshold)
     return Similarity(
         site, store.dimensions, tuple(projections), agreements, holm, neighbours, cases,
         duplicates, leakage, time.perf_counter() - started, settings,

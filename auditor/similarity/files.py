@@ -21,9 +21,9 @@ def _paths(predictions: pd.DataFrame, rows: np.ndarray) -> pd.Series:
 
 
 def duplicates_frame(similarity: Similarity, predictions: pd.DataFrame) -> pd.DataFrame:
-    """Each pair of validation images that are near-duplicates (cosine at or above
-    ``duplicate-cosine``) or byte-identical: ``row_a, row_b, path_a, path_b, label_a,
-    label_b, cosine, identical`` (rows of ``predictions.csv``)."""
+    """Each pair of validation images that are near-duplicates (see
+    :class:`~auditor.similarity.analysis.Duplicates`) or byte-identical: ``row_a, row_b,
+    path_a, path_b, label_a, label_b, cosine, identical`` (rows of ``predictions.csv``)."""
     pairs = similarity.duplicates
     first, second = pairs.rows[:, 0], pairs.rows[:, 1]
     labels = predictions["label"].reset_index(drop=True)
@@ -155,6 +155,7 @@ def similarity_document(similarity: Similarity | None) -> dict[str, Any] | None:
             for a, p in zip(similarity.agreements, (None, *similarity.holm), strict=True)
         ],
         "organised_by": [a.variable for a, _ in similarity.organised_by()],
+        "duplicate_cosine": duplicates.threshold,
         "near_duplicates": len(duplicates.rows),
         "identical": int(duplicates.identical.sum()),
         "leakage": None

@@ -79,9 +79,11 @@ def _embed(
 def training_leakage(
     model: LoadedModel, train: Dataset, preprocessing: Preprocessing, site: EmbeddingSite,
     validation: np.ndarray, predictions: pd.DataFrame, settings: SimilaritySettings,
+    threshold: float,
 ) -> Leakage:  # fmt: skip
     """Compare the training set with the validation set's ``validation`` embeddings (one
-    row per row of ``predictions``)."""
+    row per row of ``predictions``): pairs with cosine similarity at least ``threshold``
+    (the validation set's near-duplicate threshold), or byte-identical."""
     started = time.perf_counter()
     store, indices, hashes, unreadable = _embed(model, train, preprocessing, site, settings)
     column = settings.patient_column
@@ -89,7 +91,7 @@ def training_leakage(
     rows: dict[tuple[int, int], float] = {}
     if store.rows:
         ours, theirs = unit_rows(validation), unit_rows(store.all())
-        pairs, values, _, _ = cross_pairs(ours, theirs, settings.duplicate_cosine)
+        pairs, values, _, _ = cross_pairs(ours, theirs, threshold)
         rows = {(int(v), int(t)): float(c) for (v, t), c in zip(pairs, values, strict=True)}
         sha_rows = predictions.reset_index(drop=True).groupby("sha256").groups
         for t, sha in enumerate(hashes):

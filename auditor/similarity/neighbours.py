@@ -10,13 +10,14 @@ point itself.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-__all__ = ["Neighbours", "cross_pairs", "nearest", "unit_rows"]
+__all__ = ["Neighbours", "cross_pairs", "nearest", "pairs_within", "unit_rows"]
 
 VALUES = 1 << 24
 """Most similarities held at once (64 MiB): rows are compared with every other row in
@@ -31,45 +32,55 @@ def unit_rows(vectors: NDArray[np.floating]) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Neighbours:
-    """Each point's nearest others and the pairs above a similarity.
+    """Each point's nearest others.
 
     Attributes:
         index: ``(N, k)`` the nearest other points, nearest first.
         similarity: ``(N, k)`` their cosine similarities.
-        pairs: ``(P, 2)`` index pairs ``i < j`` with cosine similarity at or above the
-            threshold, and ``pair_similarity`` ``(P,)`` theirs.
     """
 
     index: NDArray[np.int64]
     similarity: NDArray[np.float32]
-    pairs: NDArray[np.int64]
-    pair_similarity: NDArray[np.float32]
 
 
-def nearest(vectors: torch.Tensor, k: int, threshold: float) -> Neighbours:
-    """The ``k`` nearest other rows of each row of unit-length ``vectors`` (fewer when
-    there are not ``k`` others) and every pair with similarity at least ``threshold``."""
+def _blocks(vectors: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, similarities)`` of blocks of rows against every row, a row's own
+    similarity set to ``-inf``."""
     n = len(vectors)
-    k = min(k, n - 1)
-    index, similarity, pairs, values = [], [], [], []
     step = max(1, VALUES // max(n, 1))
     for start in range(0, n, step):
         block = vectors[start : start + step] @ vectors.T
         rows = torch.arange(start, start + len(block))
         block[rows - start, rows] = -torch.inf  # never one's own neighbour
-        top = block.topk(k, dim=1) if k > 0 else None
-        if top is not None:
-            index.append(top.indices)
-            similarity.append(top.values)
+        yield start, block
+
+
+def nearest(vectors: torch.Tensor, k: int) -> Neighbours:
+    """The ``k`` nearest other rows of each row of unit-length ``vectors`` (fewer when
+    there are not ``k`` others)."""
+    n = len(vectors)
+    k = min(k, n - 1)
+    if k <= 0:
+        return Neighbours(np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.float32))
+    tops = [block.topk(k, dim=1) for _, block in _blocks(vectors)]
+    return Neighbours(
+        torch.cat([t.indices for t in tops]).numpy(), torch.cat([t.values for t in tops]).numpy()
+    )
+
+
+def pairs_within(
+    vectors: torch.Tensor, threshold: float
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """``(P, 2)`` index pairs ``i < j`` of unit-length ``vectors`` with cosine similarity at
+    least ``threshold``, and ``(P,)`` their similarities."""
+    pairs, values = [], []
+    for start, block in _blocks(vectors):
         i, j = torch.nonzero(block >= threshold).unbind(1)
         later = j > i + start
         pairs.append(torch.stack([i[later] + start, j[later]], 1))
         values.append(block[i[later], j[later]])
-    empty = torch.zeros(0, 2, dtype=torch.long)
-    return Neighbours(
-        torch.cat(index).numpy() if index else np.zeros((n, 0), dtype=np.int64),
-        torch.cat(similarity).numpy() if similarity else np.zeros((n, 0), dtype=np.float32),
-        torch.cat(pairs or [empty]).numpy(),
+    return (
+        torch.cat(pairs or [torch.zeros(0, 2, dtype=torch.long)]).numpy(),
         torch.cat(values or [torch.zeros(0)]).numpy(),
     )
 

@@ -61,10 +61,12 @@ class SimilaritySettings:
         minimum=1,
         maximum=20,
     )
-    duplicate_cosine: float = setting(
-        0.995,
-        help="Cosine similarity of two embeddings at or above which the images are listed as "
-        "near-duplicates (byte-identical files always are)",
+    duplicate_distance: float = setting(
+        0.02,
+        help="Two images are near-duplicates when the cosine distance of their embeddings (1 "
+        "minus the cosine similarity) is at most this share of the median distance from an "
+        "image to its nearest neighbour (byte-identical files always are)",
+        unit="share",
         minimum=0.0,
         maximum=1.0,
         open_minimum=True,

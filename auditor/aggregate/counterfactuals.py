@@ -1,0 +1,155 @@
+"""Counterfactual explanations, for the report: how often each kind changes the call,
+whether the changes remove an artefact concept, and the images. The sentences' figures
+are counts over ``counterfactuals.csv`` (:mod:`auditor.counterfactual.files`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from auditor.aggregate.figures import image_tile, overlay_tile
+from auditor.aggregate.inputs import AuditInputs
+from auditor.counterfactual.files import (
+    REMOVED,
+    ArtifactCount,
+    KindCount,
+    artifact_counts,
+    kind_counts,
+)
+from auditor.counterfactual.stage import Counterfactuals, Shown
+from auditor.report.format import whole_percent
+
+__all__ = ["CounterfactualView", "counterfactual_findings", "counterfactual_view"]
+
+SHOWN = 8
+"""Cases shown with their counterfactual images."""
+
+
+@dataclass(frozen=True)
+class CounterfactualTile:
+    image: str
+    caption: str
+
+
+@dataclass(frozen=True)
+class CounterfactualCase:
+    path: str
+    call: str
+    tiles: tuple[CounterfactualTile, ...]
+
+
+@dataclass(frozen=True)
+class CounterfactualView:
+    """The counterfactual sections (main body and the appendix of images).
+
+    Attributes:
+        sentences: How each kind came out, in words.
+        findings: Artefact concepts whose removal changes misclassified calls (page one).
+        kinds, artifacts: The counts behind them.
+        cases: The first cases' images: the case, the segment counterfactual, the removed
+            segments, the gradient counterfactual, its change.
+    """
+
+    fill: str
+    settings: str
+    sentences: tuple[str, ...]
+    findings: tuple[str, ...]
+    kinds: tuple[KindCount, ...]
+    artifacts: tuple[ArtifactCount, ...]
+    removed_share: float
+    cases: tuple[CounterfactualCase, ...]
+    passes: int
+    seconds: float
+
+
+def _sentence(k: KindCount) -> str:
+    name = "Segment" if k.kind == "segments" else "Gradient"
+    size = f"a mean of {k.segments:.1f} segments, " if k.kind == "segments" and k.valid else ""
+    changed = f"{size}{whole_percent(k.pixels)} of the pixels changed, " if k.valid else ""
+    return (
+        f"{name} counterfactuals change the call of {k.valid} of the {k.searched} cases "
+        f"({k.misclassified_valid} of the {k.misclassified} misclassified; {changed}"
+        f"{k.passes:.0f} forward passes per case)."
+    )
+
+
+def counterfactual_findings(result: Counterfactuals | None) -> tuple[str, ...]:
+    """For each artefact concept: how many misclassified images that show it have a
+    segment counterfactual that removes it (when any has)."""
+    if result is None:
+        return ()
+    return tuple(
+        f"Removing the artefact concept {a.concept} changes the call of "
+        f"{a.misclassified_removed} of the {a.misclassified_shown} misclassified images that "
+        f"show it and have a segment counterfactual: the smallest change found covers at "
+        f"least {whole_percent(REMOVED)} of it."
+        for a in artifact_counts(result)
+        if a.kind == "segments" and a.misclassified_removed
+    )
+
+
+def _outcome(
+    kind: str, valid: bool, new_class: int, probability: float, classes: tuple[str, ...]
+) -> str:
+    return f"{kind}: → {classes[new_class]} {probability:.2f}" if valid else f"{kind}: none found"
+
+
+def _tiles(shown: Shown, classes: tuple[str, ...]) -> tuple[CounterfactualTile, ...]:
+    """The case, then per kind the counterfactual and where it changed the image."""
+    image = shown.image.numpy()
+    tiles = [CounterfactualTile(image_tile(image), "the case")]
+    if (s := shown.segments) is not None:
+        removed = s.mask.numpy().astype(np.float32)
+        tiles += [
+            CounterfactualTile(image_tile(s.image.permute(1, 2, 0).numpy()),
+                               _outcome("segments", s.valid, s.new_class, s.probability, classes)),
+            CounterfactualTile(overlay_tile(image, removed),
+                               f"{len(s.segments)} removed, {s.passes} passes"),
+        ]  # fmt: skip
+    if (g := shown.gradient) is not None:
+        change = (g.image - shown.image.permute(2, 0, 1)).abs().amax(0).numpy()
+        tiles += [
+            CounterfactualTile(image_tile(g.image.permute(1, 2, 0).numpy()),
+                               _outcome("gradient", g.valid, g.new_class, g.probability, classes)),
+            CounterfactualTile(overlay_tile(image, change / max(float(change.max()), 1e-6)),
+                               f"largest change {g.largest:.3f}"),
+        ]  # fmt: skip
+    return tuple(tiles)
+
+
+def _cases(inputs: AuditInputs, result: Counterfactuals) -> tuple[CounterfactualCase, ...]:
+    rows = inputs.evaluation.predictions.set_index("index")
+    return tuple(
+        CounterfactualCase(
+            str(rows.at[shown.index, "path"]),
+            f"{rows.at[shown.index, 'label']!s} → {rows.at[shown.index, 'prediction']!s}",
+            _tiles(shown, inputs.dataset.classes),
+        )
+        for shown in result.shown[:SHOWN]
+    )
+
+
+def counterfactual_view(inputs: AuditInputs) -> CounterfactualView | None:
+    result = inputs.counterfactuals
+    if result is None:
+        return None
+    s = result.settings
+    settings = (
+        f"at most {s.counterfactual_segments} segments and {s.counterfactual_passes:,} passes "
+        f"per case; gradient: {s.wachter_steps} Adam steps at {s.wachter_lr:g}, L1 weight "
+        f"{s.wachter_l1:g}, total-variation weight {s.wachter_tv:g}"
+    )
+    kinds = kind_counts(result.frame)
+    return CounterfactualView(
+        fill=result.fill,
+        settings=settings,
+        sentences=tuple(_sentence(k) for k in kinds),
+        findings=counterfactual_findings(result),
+        kinds=kinds,
+        artifacts=artifact_counts(result),
+        removed_share=REMOVED,
+        cases=_cases(inputs, result),
+        passes=result.passes,
+        seconds=result.seconds,
+    )

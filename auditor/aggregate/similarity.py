@@ -1,0 +1,260 @@
+"""What the model sees as similar, for the report: which variables organise the
+embedding, its projections, near-duplicates, leakage and the explained cases' nearest
+neighbours. Every figure in a sentence is read from the stage's records, which the
+run folder's CSVs hold (``agreement.csv``, ``duplicates.csv``, ``leakage.csv``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import matplotlib
+import pandas as pd
+from matplotlib.axes import Axes
+
+from auditor.aggregate.figures import figure_uri, image_tile, styled_figure
+from auditor.aggregate.inputs import AuditInputs
+from auditor.images import make_loader
+from auditor.report.format import p_value, shorten, whole_percent
+from auditor.similarity.analysis import Similarity
+from auditor.similarity.files import duplicates_frame
+from auditor.similarity.projection import Projection
+
+__all__ = ["SimilarityView", "similarity_findings", "similarity_view"]
+
+SHOWN_CASES = 6
+"""Explained cases shown with their nearest neighbours."""
+
+SHOWN_PAIRS = 20
+"""Near-duplicate or leakage pairs listed (the CSV has them all)."""
+
+
+@dataclass(frozen=True)
+class AgreementRow:
+    variable: str
+    values: int
+    observed: float
+    expected: float
+    p_value: float
+    p_holm: float | None
+    within_class: bool
+
+
+@dataclass(frozen=True)
+class NeighbourTile:
+    image: str
+    caption: str
+
+
+@dataclass(frozen=True)
+class CaseNeighbours:
+    """An explained case and its nearest validation images."""
+
+    path: str
+    caption: str
+    image: str
+    neighbours: tuple[NeighbourTile, ...]
+
+
+Pair = tuple[str, str, str, float, bool]
+"""A listed pair: two paths, their labels, cosine similarity, byte-identical."""
+
+
+@dataclass(frozen=True)
+class SimilarityView:
+    """The similarity sections (main body and appendices).
+
+    Attributes:
+        embedding: Where the embedding was read, in words.
+        findings: The sentences of the findings (also on page one).
+        rows: Each variable's neighbour agreement.
+        projections: ``(method, detail, trustworthiness, explained variance of the two
+            components shown)``; the last is -1 for t-SNE.
+        figure: Every projection by every variable (class, correct, metadata columns).
+        duplicates: The first near-duplicate pairs ``(path, path, labels, cosine, identical)``.
+        leakage: The first training-validation pairs, as ``duplicates``.
+        cases: The explained cases with their nearest neighbours.
+    """
+
+    embedding: str
+    dimensions: int
+    images: int
+    neighbours: int
+    permutations: int
+    findings: tuple[str, ...]
+    rows: tuple[AgreementRow, ...]
+    projections: tuple[tuple[str, str, float, float], ...]
+    figure: str
+    duplicate_cosine: float
+    duplicate_distance: float
+    duplicates: tuple[Pair, ...]
+    n_duplicates: int
+    leakage: tuple[Pair, ...]
+    n_leakage: int
+    training_images: int
+    shared_patients: int
+    cases: tuple[CaseNeighbours, ...]
+    shown_neighbours: int
+    seconds: float
+
+
+def _variable(name: str) -> str:
+    return "whether the call is correct" if name == "correct" else name
+
+
+def similarity_findings(similarity: Similarity | None) -> tuple[str, ...]:
+    """The sentences of the findings: each variable that organises the embedding beyond
+    the class, the near-duplicate pairs that are not byte-identical, and leakage."""
+    if similarity is None:
+        return ()
+    found = []
+    k = similarity.settings.agreement_neighbours
+    tested = len(similarity.holm)
+    for a, p in similarity.organised_by():
+        found.append(
+            f"The embedding groups images by {_variable(a.variable)} beyond their class: "
+            f"{whole_percent(a.observed)} of an image's {k} nearest neighbours share its value, "
+            f"against {whole_percent(a.expected)} with the values permuted within each class "
+            f"(p = {p_value(p)}, Holm over {tested} variables)."
+        )
+    near = similarity.duplicates
+    similar = int((~near.identical).sum())
+    if similar:
+        disagree = int((~near.identical & ~near.same_label).sum())
+        found.append(
+            f"{similar} pairs of validation images are near-duplicates in the embedding "
+            f"(cosine similarity at least {near.threshold:.6f}) without being "
+            f"byte-identical; {disagree} of them have different labels."
+        )
+    leakage = similarity.leakage
+    if leakage is not None and (len(leakage.pairs) or leakage.shared_patients):
+        identical = int(leakage.pairs["identical"].sum())
+        patients = (
+            f"; {len(leakage.shared_patients)} patients ({leakage.patient_column}) are in both sets"
+            if leakage.shared_patients
+            else ""
+        )
+        found.append(
+            f"Possible leakage: {leakage.pairs['train_path'].nunique()} of the "
+            f"{leakage.images:,} training images nearly duplicate a validation image "
+            f"({len(leakage.pairs)} pairs, {identical} byte-identical){patients}."
+        )
+    return tuple(found)
+
+
+def _colourings(inputs: AuditInputs, similarity: Similarity) -> dict[str, pd.Series]:
+    predictions = inputs.evaluation.predictions.reset_index(drop=True)
+    colourings = {
+        "class": predictions["label"].astype(str),
+        "correct": predictions["correct"].map({True: "correct", False: "error"}).astype(str),
+    }
+    for name, values in inputs.clinical.grouping.groups.items():
+        colourings[name] = values.reset_index(drop=True).astype(str)
+    return colourings
+
+
+def _panel(axes: Axes, projection: Projection, values: pd.Series, title: str) -> None:
+    names = sorted(values.unique())
+    palette = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    shown = values.iloc[projection.rows].to_numpy()
+    for i, name in enumerate(names[:20]):
+        mine = shown == name
+        x, y = projection.points[mine, 0], projection.points[mine, 1]
+        colour = palette(i % palette.N)
+        axes.scatter(x, y, s=6, color=colour, label=shorten(name, 18), linewidths=0)
+    axes.set_title(title)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.legend(fontsize=6, markerscale=1.5, frameon=False, loc="best")
+
+
+def _figure(
+    projections: tuple[Projection, ...], colourings: dict[str, pd.Series], columns: int = 3
+) -> str:
+    """Each projection coloured by each variable, ``columns`` panels a row."""
+    panels = [(p, name) for p in projections for name in colourings]
+    columns = min(columns, len(panels))
+    rows = -(-len(panels) // columns)
+    with styled_figure(7.0, 2.3 * rows) as figure:
+        grid = figure.subplots(rows, columns, squeeze=False)
+        for axes, (projection, name) in zip(grid.flat, panels, strict=False):
+            title = f"{projection.method}: {shorten(name, 20)}"
+            _panel(axes, projection, colourings[name], title)
+        for axes in grid.flat[len(panels) :]:
+            axes.set_axis_off()
+        figure.tight_layout()
+        return figure_uri(figure)
+
+
+def _cases(inputs: AuditInputs, similarity: Similarity) -> tuple[CaseNeighbours, ...]:
+    predictions = inputs.evaluation.predictions.reset_index(drop=True)
+    k = similarity.settings.neighbours
+    display = replace(inputs.preprocessing, mean=None, std=None)
+    shown = []
+    for case in similarity.cases[:SHOWN_CASES]:
+        rows = [case, *similarity.neighbours.index[case, :k].tolist()]
+        samples = [inputs.dataset.samples[int(predictions["index"].iloc[r])] for r in rows]
+        batch = next(iter(make_loader(samples, display, len(samples))))
+        if len(batch.failures):
+            continue
+        tiles = [image_tile(image.permute(1, 2, 0).numpy()) for image in batch.images]
+        cosines = similarity.neighbours.similarity[case, :k]
+        neighbours = tuple(
+            NeighbourTile(tile, f"{_call(predictions, r)}, cosine {c:.3f}")
+            for tile, r, c in zip(tiles[1:], rows[1:], cosines, strict=True)
+        )
+        path = str(predictions["path"].iloc[case])
+        shown.append(CaseNeighbours(path, _call(predictions, case), tiles[0], neighbours))
+    return tuple(shown)
+
+
+def _call(predictions: pd.DataFrame, row: int) -> str:
+    """``"benign → malignant"``: the label and the model's call."""
+    return f"{predictions['label'].iloc[row]} → {predictions['prediction'].iloc[row]}"
+
+
+def _pairs(frame: pd.DataFrame, first: str, second: str, labels: str) -> tuple[Pair, ...]:
+    return tuple(
+        (str(r[first]), str(r[second]), str(r[labels]), float(r["cosine"]), bool(r["identical"]))
+        for _, r in frame.head(SHOWN_PAIRS).iterrows()
+    )
+
+
+def similarity_view(inputs: AuditInputs) -> SimilarityView | None:
+    similarity = inputs.similarity
+    if similarity is None:
+        return None
+    colourings = _colourings(inputs, similarity)
+    duplicates = duplicates_frame(similarity, inputs.evaluation.predictions)
+    duplicates["labels"] = duplicates["label_a"] + " / " + duplicates["label_b"]
+    leakage = similarity.leakage
+    leaked = pd.DataFrame(columns=["train_path", "path", "labels", "cosine", "identical"])
+    if leakage is not None:
+        leaked = leakage.pairs.assign(labels="")
+    return SimilarityView(
+        embedding=similarity.site.description,
+        dimensions=similarity.dimensions,
+        images=len(inputs.evaluation.predictions),
+        neighbours=similarity.settings.agreement_neighbours,
+        permutations=similarity.settings.agreement_permutations,
+        findings=similarity_findings(similarity),
+        rows=tuple(
+            AgreementRow(a.variable, a.values, a.observed, a.expected, a.p_value, p, a.within_class)
+            for a, p in zip(similarity.agreements, (None, *similarity.holm), strict=True)
+        ),
+        projections=tuple(
+            (p.method, p.detail, p.trustworthiness, sum(p.explained[:2]) if p.explained else -1.0)
+            for p in similarity.projections
+        ),
+        figure=_figure(similarity.projections, colourings),
+        duplicate_cosine=similarity.duplicates.threshold,
+        duplicate_distance=similarity.settings.duplicate_distance,
+        duplicates=_pairs(duplicates, "path_a", "path_b", "labels"),
+        n_duplicates=len(duplicates),
+        leakage=_pairs(leaked, "train_path", "path", "labels"),
+        n_leakage=len(leaked),
+        training_images=leakage.images if leakage else 0,
+        shared_patients=len(leakage.shared_patients) if leakage else 0,
+        cases=_cases(inputs, similarity),
+        shown_neighbours=similarity.settings.neighbours,
+        seconds=similarity.seconds,
+    )

@@ -1,0 +1,1 @@
+"""What would change the model's mind: counterfactual explanations of explained cases."""

@@ -1,0 +1,135 @@
+"""The counterfactual stage's file (``counterfactuals.csv``), its part of
+``metrics.json``, and the counts the report's sentences read (from the same frame)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from auditor.counterfactual.stage import Counterfactuals
+
+__all__ = [
+    "REMOVED",
+    "ArtifactCount",
+    "KindCount",
+    "artifact_counts",
+    "counterfactual_document",
+    "kind_counts",
+]
+
+REMOVED = 0.5
+"""Share of a concept's mask a counterfactual's change must cover to remove it."""
+
+
+@dataclass(frozen=True)
+class KindCount:
+    """How one kind of counterfactual came out over the cases.
+
+    Attributes:
+        kind: ``"segments"`` or ``"gradient"``.
+        searched: Cases searched.
+        valid: Cases whose counterfactual changes the call (re-checked by a fresh pass).
+        misclassified, misclassified_valid: The same for the misclassified cases.
+        segments: Mean segments removed, over the valid ones (NaN for gradient).
+        pixels: Mean share of the pixels changed, over the valid ones.
+        passes: Mean forward passes per case.
+    """
+
+    kind: str
+    searched: int
+    valid: int
+    misclassified: int
+    misclassified_valid: int
+    segments: float
+    pixels: float
+    passes: float
+
+
+@dataclass(frozen=True)
+class ArtifactCount:
+    """Counterfactuals against an artefact concept, for one kind.
+
+    Attributes:
+        shown: Valid counterfactuals of images that show the concept.
+        removed: Of them, those whose change covers at least :data:`REMOVED` of it.
+        misclassified_shown, misclassified_removed: The same for misclassified images.
+    """
+
+    concept: str
+    kind: str
+    shown: int
+    removed: int
+    misclassified_shown: int
+    misclassified_removed: int
+
+
+def kind_counts(frame: pd.DataFrame) -> tuple[KindCount, ...]:
+    counts = []
+    for kind, rows in frame.groupby("kind", sort=False):
+        valid = rows[rows["valid"].astype(bool)]
+        wrong = rows[rows["role"] == "misclassified"]
+        wrong_valid = int(wrong["valid"].astype(bool).sum())
+        counts.append(
+            KindCount(
+                str(kind), len(rows), len(valid), len(wrong), wrong_valid,
+                float(valid["segments"].mean()) if kind == "segments" else float("nan"),
+                float(valid["pixels"].mean()), float(rows["passes"].mean()),
+            )
+        )  # fmt: skip
+    return tuple(counts)
+
+
+def artifact_counts(result: Counterfactuals) -> tuple[ArtifactCount, ...]:
+    """For each artefact concept and kind: valid counterfactuals of images that show the
+    concept, and how many remove it (cover at least :data:`REMOVED` of it)."""
+    counts = []
+    frame = result.frame
+    for concept in result.artifacts:
+        column = f"covers_{concept}"
+        for kind, rows in frame.groupby("kind", sort=False):
+            shown = rows[rows["valid"].astype(bool) & rows[column].notna()]
+            removed = shown[shown[column] >= REMOVED]
+            wrong = shown["role"] == "misclassified"
+            counts.append(
+                ArtifactCount(
+                    concept, str(kind), len(shown), len(removed), int(wrong.sum()),
+                    int((removed["role"] == "misclassified").sum()),
+                )
+            )  # fmt: skip
+    return tuple(counts)
+
+
+def counterfactual_document(result: Counterfactuals | None) -> dict[str, Any] | None:
+    """The ``counterfactuals`` part of ``metrics.json``."""
+    if result is None:
+        return None
+    return {
+        "fill": result.fill,
+        "removed_share": REMOVED,
+        "kinds": [
+            {
+                "kind": k.kind,
+                "searched": k.searched,
+                "valid": k.valid,
+                "misclassified": k.misclassified,
+                "misclassified_valid": k.misclassified_valid,
+                "mean_segments": None if k.segments != k.segments else k.segments,
+                "mean_pixels": None if k.pixels != k.pixels else k.pixels,
+                "mean_passes": k.passes,
+            }
+            for k in kind_counts(result.frame)
+        ],
+        "artifacts": [
+            {
+                "concept": a.concept,
+                "kind": a.kind,
+                "shown": a.shown,
+                "removed": a.removed,
+                "misclassified_shown": a.misclassified_shown,
+                "misclassified_removed": a.misclassified_removed,
+            }
+            for a in artifact_counts(result)
+        ],
+    }

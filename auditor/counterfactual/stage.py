@@ -1,0 +1,248 @@
+"""The counterfactual stage: for the explained cases (misclassified first), the smallest
+set of segments whose removal changes the call (:mod:`.segments`) and the smallest
+gradient change that does (:mod:`.gradient`), each re-checked by a fresh forward pass,
+with how much of each declared concept the change covers."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import pandas as pd
+import torch
+from torchvision.transforms.functional import gaussian_blur
+
+from auditor.concepts.data import ConceptData
+from auditor.concepts.stage import declared_masks
+from auditor.counterfactual.gradient import GradientCounterfactual, gradient_counterfactuals
+from auditor.counterfactual.segments import SegmentCounterfactual, segment_counterfactual
+from auditor.counterfactual.settings import CounterfactualSettings
+from auditor.data import Dataset
+from auditor.explain.superpixels import slic_segments
+from auditor.images import Preprocessing, make_loader
+from auditor.load import LoadedModel, OutputKind, class_scores, to_probabilities
+from auditor.select import Selection
+
+__all__ = ["Counterfactuals", "Shown", "counterfactuals", "fill_image"]
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One case's counterfactuals, for the report's images.
+
+    Attributes:
+        image: ``(H, W, C)`` the case in [0, 1].
+        segments: Its segment counterfactual, or ``None``.
+        gradient: Its gradient counterfactual, or ``None``.
+    """
+
+    index: int
+    image: torch.Tensor
+    segments: SegmentCounterfactual | None
+    gradient: GradientCounterfactual | None
+
+
+@dataclass(frozen=True)
+class Counterfactuals:
+    """Every counterfactual searched.
+
+    Attributes:
+        frame: One row per case and kind (``counterfactuals.csv``): ``index, path, role,
+            label, prediction, kind, valid, new_class, probability, segments, pixels,
+            l1, passes, irreducible, steps`` and ``covers_<concept>`` (the share of the
+            concept's mask the change covers; empty where the image does not show it).
+        shown: Each case's images and counterfactuals, in the frame's order.
+        fill: What replaced a removed segment.
+    """
+
+    frame: pd.DataFrame
+    shown: tuple[Shown, ...]
+    fill: str
+    concepts: tuple[str, ...]
+    artifacts: tuple[str, ...]
+    passes: int
+    seconds: float
+    settings: CounterfactualSettings
+
+
+def fill_image(image: torch.Tensor, fill: str) -> torch.Tensor:
+    """``(C, H, W)`` what a removed segment shows: the image blurred (Gaussian, sigma a
+    tenth of its side), its mean colour, black or white."""
+    if fill == "blur":
+        sigma = max(image.shape[1:]) / 10
+        kernel = min(2 * math.ceil(3 * sigma) + 1, 2 * (min(image.shape[1:]) // 2) - 1)
+        return gaussian_blur(image[None], [max(kernel, 1)] * 2, [sigma, sigma])[0]
+    if fill == "mean":
+        return image.mean(dim=(1, 2), keepdim=True).expand_as(image).clone()
+    return torch.full_like(image, 0.0 if fill == "black" else 1.0)
+
+
+def _cases(predictions: pd.DataFrame, selection: Selection, limit: int) -> list[tuple[int, str]]:
+    evaluated = set(predictions["index"].tolist())
+    roles = [(i, "misclassified") for i in selection.misclassified]
+    roles += [(i, "sampled") for i in selection.sampled]
+    return [(i, role) for i, role in roles if i in evaluated][:limit]
+
+
+def _covers(change: torch.Tensor, masks: torch.Tensor, annotated: torch.Tensor) -> list[float]:
+    """The share of each concept's mask (``(K, H, W)``) that ``change`` covers; NaN where
+    the image is not annotated with the concept or does not show it."""
+    covered = []
+    for mask, known in zip(masks, annotated, strict=True):
+        area = int(mask.sum())
+        covered.append(float((change & mask).sum()) / area if known and area else math.nan)
+    return covered
+
+
+def counterfactuals(
+    model: LoadedModel, dataset: Dataset, preprocessing: Preprocessing,
+    predictions: pd.DataFrame, selection: Selection, kind: OutputKind, concepts: ConceptData,
+    settings: CounterfactualSettings, superpixels: int,
+) -> Counterfactuals | None:  # fmt: skip
+    """Both kinds of counterfactual for up to ``counterfactual-images`` explained cases;
+    ``None`` when switched off or no case could be read."""
+    cases = _cases(predictions, selection, settings.counterfactual_images)
+    if not cases:
+        return None
+    started = time.perf_counter()
+    display = replace(preprocessing, mean=None, std=None)
+    samples = [dataset.samples[i] for i, _ in cases]
+    batches = list(make_loader(samples, display, max(1, settings.batch_size)))
+    images = {int(i): x for b in batches for i, x in zip(b.indices, b.images, strict=True)}
+    readable = [(i, role) for i, role in cases if i in images]
+    if not readable:
+        return None
+
+    def probabilities(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            output = model.module(preprocessing.normalise(x).to(model.device))
+            return to_probabilities(output, kind).cpu()
+
+    def scores(x: torch.Tensor) -> torch.Tensor:
+        output, _ = model.tapped(preprocessing.normalise(x).to(model.device))
+        return class_scores(output, kind).cpu()
+
+    return _search(readable, images, predictions, probabilities, scores, dataset, concepts,
+                   preprocessing, settings, superpixels, started)  # fmt: skip
+
+
+Probabilities = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class _Cases:
+    """The cases searched: their images, calls and concept masks."""
+
+    cases: list[tuple[int, str]]
+    images: dict[int, torch.Tensor]
+    original: dict[int, int]
+    base: dict[int, dict[str, object]]
+    masks: torch.Tensor
+    annotated: torch.Tensor
+    concepts: tuple[str, ...]
+
+    def row(self, position: int, change: torch.Tensor, **values: object) -> dict[str, object]:
+        """A row of ``counterfactuals.csv``: the case, ``values``, the concepts covered."""
+        covers = _covers(change, self.masks[position], self.annotated[position])
+        index = self.cases[position][0]
+        return self.base[index] | values | {
+            f"covers_{c}": v for c, v in zip(self.concepts, covers, strict=True)
+        }  # fmt: skip
+
+
+def _prepared(
+    cases: list[tuple[int, str]], images: dict[int, torch.Tensor], predictions: pd.DataFrame,
+    dataset: Dataset, concepts: ConceptData, preprocessing: Preprocessing,
+) -> _Cases:  # fmt: skip
+    first = images[cases[0][0]]
+    size = (int(first.shape[1]), int(first.shape[2]))
+    indices = torch.tensor([i for i, _ in cases])
+    masks, annotated = declared_masks(dataset, concepts, indices, preprocessing, size)
+    rows = predictions.set_index("index")
+    base: dict[int, dict[str, object]] = {
+        i: {"index": i, "path": rows.at[i, "path"], "role": role, "label": rows.at[i, "label"],
+            "prediction": rows.at[i, "prediction"]}
+        for i, role in cases
+    }  # fmt: skip
+    original = {i: dataset.classes.index(str(rows.at[i, "prediction"])) for i, _ in cases}
+    return _Cases(cases, images, original, base, masks, annotated, concepts.declared)
+
+
+def _segments(
+    prepared: _Cases, probabilities: Probabilities, classes: tuple[str, ...],
+    settings: CounterfactualSettings, superpixels: int,
+) -> tuple[list[dict[str, object]], list[SegmentCounterfactual]]:  # fmt: skip
+    rows, found = [], []
+    for position, (index, _) in enumerate(prepared.cases):
+        image = prepared.images[index]
+        fill = fill_image(image, settings.counterfactual_fill)
+        result = segment_counterfactual(
+            image, slic_segments(image, superpixels), fill, probabilities,
+            prepared.original[index], settings.counterfactual_segments,
+            settings.counterfactual_passes, settings.batch_size,
+        )  # fmt: skip
+        new = classes[result.new_class] if result.new_class >= 0 else ""
+        rows.append(prepared.row(
+            position, result.mask, kind="segments", valid=result.valid, new_class=new,
+            probability=result.probability if new else math.nan,
+            segments=len(result.segments), pixels=float(result.mask.float().mean()),
+            l1=float((result.image - image).abs().mean()), passes=result.passes,
+            irreducible=result.irreducible, steps=math.nan,
+        ))  # fmt: skip
+        found.append(result)
+    return rows, found
+
+
+def _gradients(
+    prepared: _Cases, probabilities: Probabilities, scores: Probabilities,
+    classes: tuple[str, ...], settings: CounterfactualSettings,
+) -> tuple[list[dict[str, object]], list[GradientCounterfactual]]:  # fmt: skip
+    """Towards the most probable class other than the call, a batch of images at a time."""
+    stacked = torch.stack([prepared.images[i] for i, _ in prepared.cases])
+    ranked = probabilities(stacked).argsort(dim=1, descending=True)
+    calls = torch.tensor([prepared.original[i] for i, _ in prepared.cases])
+    targets = torch.where(ranked[:, 0] == calls, ranked[:, 1], ranked[:, 0])
+    found: list[GradientCounterfactual] = []
+    for part in torch.arange(len(stacked)).split(max(1, settings.batch_size)):
+        results, _ = gradient_counterfactuals(
+            stacked[part], targets[part], scores, probabilities, settings.wachter_steps,
+            settings.wachter_lr, settings.wachter_l1, settings.wachter_tv,
+        )  # fmt: skip
+        found.extend(results)
+    rows = [
+        prepared.row(
+            position, g.changed, kind="gradient", valid=g.valid, new_class=classes[g.new_class],
+            probability=g.probability, segments=math.nan, pixels=float(g.changed.float().mean()),
+            l1=g.l1, passes=g.passes, irreducible=math.nan,
+            steps=g.steps,
+        )
+        for position, g in enumerate(found)
+    ]  # fmt: skip
+    return rows, found
+
+
+def _search(
+    cases: list[tuple[int, str]], images: dict[int, torch.Tensor], predictions: pd.DataFrame,
+    probabilities: Probabilities, scores: Probabilities, dataset: Dataset,
+    concepts: ConceptData, preprocessing: Preprocessing, settings: CounterfactualSettings,
+    superpixels: int, started: float,
+) -> Counterfactuals:  # fmt: skip
+    prepared = _prepared(cases, images, predictions, dataset, concepts, preprocessing)
+    rows, segments = _segments(prepared, probabilities, dataset.classes, settings, superpixels)
+    gradients: list[GradientCounterfactual | None] = [None] * len(cases)
+    if settings.wachter_steps:
+        more, found = _gradients(prepared, probabilities, scores, dataset.classes, settings)
+        rows += more
+        gradients = list(found)
+    shown = tuple(
+        Shown(i, images[i].permute(1, 2, 0), s, g)
+        for (i, _), s, g in zip(cases, segments, gradients, strict=True)
+    )
+    frame = pd.DataFrame(rows)
+    return Counterfactuals(
+        frame, shown, settings.counterfactual_fill, concepts.declared,
+        tuple(c for c in concepts.declared if c in concepts.artifacts),
+        int(frame["passes"].sum()), time.perf_counter() - started, settings,
+    )  # fmt: skip
