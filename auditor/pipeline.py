@@ -193,7 +193,7 @@ def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
     )  # fmt: skip
     changed = counterfactuals(
         model, dataset, preprocessing, evaluation.predictions, selection, loaded.kind,
-        loaded.concepts, config.counterfactuals, config.explain.superpixels,
+        loaded.concepts, config.counterfactuals, config.explain.superpixels, trust.shortcuts,
     )  # fmt: skip
     metrics = metrics_document(
         evaluation, dataset.classes, trust, clinical, robustness, concepts, similarity, changed

@@ -22,10 +22,11 @@ from auditor.similarity.analysis import duplicate_threshold
 from auditor.similarity.embeddings import embedding_site
 from auditor.similarity.leakage import training_leakage
 from auditor.similarity.neighbours import nearest, pairs_within, unit_rows
-from auditor.similarity.projection import agreement, pca, stratified_sample, tsne
+from auditor.similarity.projection import agreement, pca, stratified_sample, tsne, umap_projection
 from auditor.similarity.settings import SimilaritySettings
 from tests.helpers import (
     TinyNet,
+    invoke,
     loaded_model,
     make_manifest_dataset,
     save_torchscript,
@@ -230,3 +231,65 @@ def test_the_run_folder_s_similarity_files_equal_a_recomputation_from_embeddings
     assert len(first) > 0
     for case, row, value in zip(first["case_row"], first["row"], first["cosine"], strict=True):
         assert case != row and value == pytest.approx(cosine[case].max(), abs=1e-5)
+
+
+def test_umap_joins_the_projections_when_umap_learn_is_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With ``umap-learn`` importable (here a stand-in that records how it was called and
+    places points by PCA), UMAP is one more projection with its trustworthiness; without
+    it, none."""
+    import importlib.util
+    import sys
+    import types
+
+    vectors, _ = _clusters(120, np.random.default_rng(3))
+    rows = np.arange(120)
+    if importlib.util.find_spec("umap") is None:
+        assert umap_projection(vectors, rows, 0) is None
+    calls: list[dict[str, object]] = []
+
+    class StandIn:
+        def __init__(self, **options: object) -> None:
+            calls.append(options)
+
+        def fit_transform(self, x: np.ndarray) -> np.ndarray:
+            return pca(x, np.arange(len(x)), 0).points
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=StandIn))
+    found = umap_projection(vectors, rows, 7)
+
+    assert found is not None and found.method == "UMAP" and found.trustworthiness >= 0.9
+    assert calls == [{"n_components": 2, "n_neighbors": 15, "metric": "cosine", "random_state": 7}]
+
+
+def test_a_training_set_given_on_the_command_line_is_checked_for_leakage(
+    tiny_model: Path, manifest: Path, tmp_path: Path
+) -> None:
+    """--train-data (here the validation manifest itself): every training image is a
+    byte-identical copy of a validation image, each patient is in both sets, and the
+    summary says so with the figures of leakage.csv."""
+    config = tmp_path / "audit.toml"
+    config.write_text(
+        "robustness-images = 0\nbootstrap = 100\ndissection-images = 0\ncounterfactual-images = 0\n"
+    )
+    result = invoke(
+        "run", "--model", str(tiny_model), "--data", str(manifest), "--out", str(tmp_path / "o"),
+        "--config", str(config), "--explain-samples", "0", "--format", "md",
+        "--train-data", str(manifest), "--patient-column", "patient",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    leakage = pd.read_csv(folder / "leakage.csv", keep_default_na=False)
+    identical = leakage[leakage["identical"]]
+    assert len(identical) == 12 and (identical["train_path"] == identical["path"]).all()
+    assert identical["same_patient"].all()
+    metrics = json.loads((folder / "metrics.json").read_text())["similarity"]["leakage"]
+    assert metrics == {
+        "training_images": 12, "pairs": len(leakage), "identical": 12, "shared_patients": 6,
+    }  # fmt: skip
+    summary = (folder / "summary.md").read_text(encoding="utf-8")
+    trained = leakage["train_path"].nunique()
+    assert f"Possible leakage: {trained} of the 12 training images nearly duplicate" in summary
+    assert "6 patients (patient) are in both sets" in summary

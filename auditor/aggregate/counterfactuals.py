@@ -14,13 +14,20 @@ from auditor.counterfactual.files import (
     REMOVED,
     ArtifactCount,
     KindCount,
+    RegionCount,
     artifact_counts,
     kind_counts,
+    region_counts,
 )
 from auditor.counterfactual.stage import Counterfactuals, Shown
 from auditor.report.format import whole_percent
 
-__all__ = ["CounterfactualView", "counterfactual_findings", "counterfactual_view"]
+__all__ = [
+    "CounterfactualView",
+    "counterfactual_artifacts",
+    "counterfactual_findings",
+    "counterfactual_view",
+]
 
 SHOWN = 8
 """Cases shown with their counterfactual images."""
@@ -74,6 +81,15 @@ def _sentence(k: KindCount) -> str:
     )
 
 
+def _region_sentence(r: RegionCount) -> str:
+    name = "segment" if r.kind == "segments" else "gradient"
+    return (
+        f"{r.inside} of the {r.valid} valid {name} counterfactuals of cases in a flagged "
+        f"shortcut group change mostly ({whole_percent(REMOVED)} or more) the region where "
+        f"the evidence concentrates ({', '.join(r.regions)})."
+    )
+
+
 def counterfactual_findings(result: Counterfactuals | None) -> tuple[str, ...]:
     """For each artefact concept: how many misclassified images that show it have a
     segment counterfactual that removes it (when any has)."""
@@ -118,6 +134,17 @@ def _tiles(shown: Shown, classes: tuple[str, ...]) -> tuple[CounterfactualTile, 
     return tuple(tiles)
 
 
+def counterfactual_artifacts(result: Counterfactuals | None) -> tuple[tuple[str, int, int], ...]:
+    """``(concept, removed, shown)`` for the misclassified images behind each finding."""
+    if result is None:
+        return ()
+    return tuple(
+        (a.concept, a.misclassified_removed, a.misclassified_shown)
+        for a in artifact_counts(result)
+        if a.kind == "segments" and a.misclassified_removed
+    )
+
+
 def _cases(inputs: AuditInputs, result: Counterfactuals) -> tuple[CounterfactualCase, ...]:
     rows = inputs.evaluation.predictions.set_index("index")
     return tuple(
@@ -144,7 +171,8 @@ def counterfactual_view(inputs: AuditInputs) -> CounterfactualView | None:
     return CounterfactualView(
         fill=result.fill,
         settings=settings,
-        sentences=tuple(_sentence(k) for k in kinds),
+        sentences=tuple(_sentence(k) for k in kinds)
+        + tuple(_region_sentence(r) for r in region_counts(result.frame)),
         findings=counterfactual_findings(result),
         kinds=kinds,
         artifacts=artifact_counts(result),

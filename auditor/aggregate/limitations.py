@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from auditor.aggregate.counterfactuals import counterfactual_findings
+from auditor.aggregate.counterfactuals import counterfactual_artifacts
 from auditor.aggregate.datasheet import duplicates_sentence
 from auditor.aggregate.inputs import AuditInputs
-from auditor.aggregate.similarity import similarity_findings
+from auditor.aggregate.similarity import similarity_limitation
 from auditor.aggregate.trust import trust_summary
 
 __all__ = ["FEW_IMAGES", "Limitation", "LimitationsView", "limitations_view"]
@@ -175,18 +175,19 @@ def _use_findings(inputs: AuditInputs) -> list[Limitation]:
                 "Remove the copies (keep one per group, with its correct label), then audit again.",
             )
         )
-    for finding in counterfactual_findings(inputs.counterfactuals):
+    for concept, removed, shown in counterfactual_artifacts(inputs.counterfactuals):
         found.append(
             _found(
-                f"{finding} (see What would change the call)",
+                f"Removing {concept} changes the call of {removed} of {shown} misclassified "
+                "images that show it (see What would change the call).",
                 "Remove or mask the artefact in preprocessing, or retrain on images where it "
                 "is balanced across the classes, then audit again.",
             )
         )
-    if similar := similarity_findings(inputs.similarity):
+    if similar := similarity_limitation(inputs.similarity):
         found.append(
             _found(
-                f"{' '.join(similar)} (see What the model sees as similar)",
+                f"{similar} (see What the model sees as similar)",
                 "Check the pairs and groups named in duplicates.csv, leakage.csv and "
                 "agreement.csv; remove duplicates and leaked images, and balance or remove what "
                 "the embedding groups by, then audit again.",

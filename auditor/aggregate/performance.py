@@ -30,6 +30,10 @@ def auc_name(n_classes: int) -> str:
     return "ROC AUC" if n_classes == 2 else "macro one-vs-rest ROC AUC"
 
 
+SMALL_CONFUSION = 3
+"""Classes up to which the confusion matrix is drawn small."""
+
+
 @dataclass(frozen=True)
 class ConfusionRow:
     """Images of one true class predicted as one other class.
@@ -56,6 +60,7 @@ class PerformanceView:
         every_class: Whether every class is listed (``n_classes <= report-classes``).
         per_class: Every class in output order; else the weakest classes with images.
         confusion_figure: The confusion matrix (PNG data URI); only when ``every_class``.
+        small_confusion: Whether it is drawn small (at most :data:`SMALL_CONFUSION` classes).
         confusions: The most frequent confusions; only when not ``every_class``.
         n_confused_pairs: Distinct (true, predicted) pairs of different classes.
     """
@@ -72,6 +77,7 @@ class PerformanceView:
     per_class: tuple[ClassMetrics, ...]
     auc_intervals: dict[str, Estimate]
     confusion_figure: str | None
+    small_confusion: bool
     confusions: tuple[ConfusionRow, ...]
     n_confused_pairs: int
 
@@ -121,6 +127,7 @@ def performance_view(inputs: AuditInputs) -> PerformanceView:
         seed=evaluation.settings.seed,
         n_classes=n_classes,
         every_class=every_class,
+        small_confusion=n_classes <= SMALL_CONFUSION,
         per_class=metrics.per_class if every_class else worst_classes(metrics.per_class, limit),
         auc_intervals={k: Estimate(*v) for k, v in inputs.clinical.class_auc.items()},
         confusion_figure=(

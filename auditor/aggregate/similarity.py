@@ -19,7 +19,7 @@ from auditor.similarity.analysis import Similarity
 from auditor.similarity.files import duplicates_frame
 from auditor.similarity.projection import Projection
 
-__all__ = ["SimilarityView", "similarity_findings", "similarity_view"]
+__all__ = ["SimilarityView", "similarity_findings", "similarity_limitation", "similarity_view"]
 
 SHOWN_CASES = 6
 """Explained cases shown with their nearest neighbours."""
@@ -139,6 +139,28 @@ def similarity_findings(similarity: Similarity | None) -> tuple[str, ...]:
             f"({len(leakage.pairs)} pairs, {identical} byte-identical){patients}."
         )
     return tuple(found)
+
+
+def similarity_limitation(similarity: Similarity | None) -> str:
+    """The findings in one short sentence for the limitations ("" when there is none)."""
+    if similarity is None:
+        return ""
+    parts = []
+    if organised := [_variable(a.variable) for a, _ in similarity.organised_by()]:
+        parts.append(
+            f"the embedding groups images by {' and by '.join(organised)} beyond their class"
+        )
+    near = similarity.duplicates
+    if similar := int((~near.identical).sum()):
+        parts.append(f"{similar} validation pairs are near-duplicates")
+    leakage = similarity.leakage
+    if leakage is not None and len(leakage.pairs):
+        leaked = leakage.pairs["train_path"].nunique()
+        parts.append(f"{leaked} training images nearly duplicate validation ones")
+    if leakage is not None and leakage.shared_patients:
+        parts.append(f"{len(leakage.shared_patients)} patients are in both sets")
+    text = "; ".join(parts)
+    return f"{text[:1].upper()}{text[1:]}." if text else ""
 
 
 def _colourings(inputs: AuditInputs, similarity: Similarity) -> dict[str, pd.Series]:

@@ -24,8 +24,8 @@ class TcavView:
     """The section: the rows, the settings behind them, and the findings in words.
 
     Attributes:
-        shown: The rows of the main body: artefact concepts and concepts that move a
-            score (every row, for the appendix, is ``tests.rows``).
+        shown: The rows of the main body: the concepts that move a score (the artefact
+            concepts have a sentence each; every row, for the appendix, is ``tests.rows``).
     """
 
     tests: ConceptTests
@@ -74,11 +74,7 @@ def tcav_view(inputs: AuditInputs) -> TcavView | None:
         return None
     return TcavView(
         tests=tests,
-        shown=tuple(
-            row
-            for row in tests.rows
-            if row.significant or row.concept in inputs.config.dissection.artifact_concepts
-        ),
+        shown=tuple(row for row in tests.rows if row.significant),
         findings=tcav_findings(inputs),
         computed=tests.settings.computed_concepts,
         smallest_p=1 / (tests.settings.tcav_pseudo + 1),

@@ -17,6 +17,7 @@ __all__ = [
     "artifact_counts",
     "counterfactual_document",
     "kind_counts",
+    "region_counts",
 ]
 
 REMOVED = 0.5
@@ -63,6 +64,33 @@ class ArtifactCount:
     removed: int
     misclassified_shown: int
     misclassified_removed: int
+
+
+@dataclass(frozen=True)
+class RegionCount:
+    """Valid counterfactuals of one kind whose case's group has a flagged shortcut region.
+
+    Attributes:
+        regions: The regions named (``"top-left corner"``).
+        valid: Such counterfactuals.
+        inside: Of them, those with at least :data:`REMOVED` of the change in the region.
+    """
+
+    kind: str
+    regions: tuple[str, ...]
+    valid: int
+    inside: int
+
+
+def region_counts(frame: pd.DataFrame) -> tuple[RegionCount, ...]:
+    counts = []
+    for kind, rows in frame.groupby("kind", sort=False):
+        valid = rows[rows["valid"].astype(bool) & (rows["shortcut_region"] != "")]
+        if len(valid):
+            inside = int((valid["in_shortcut_region"] >= REMOVED).sum())
+            regions = tuple(sorted(set(valid["shortcut_region"])))
+            counts.append(RegionCount(str(kind), regions, len(valid), inside))
+    return tuple(counts)
 
 
 def kind_counts(frame: pd.DataFrame) -> tuple[KindCount, ...]:
@@ -131,5 +159,9 @@ def counterfactual_document(result: Counterfactuals | None) -> dict[str, Any] | 
                 "misclassified_removed": a.misclassified_removed,
             }
             for a in artifact_counts(result)
+        ],
+        "shortcut_regions": [
+            {"kind": r.kind, "regions": list(r.regions), "valid": r.valid, "inside": r.inside}
+            for r in region_counts(result.frame)
         ],
     }

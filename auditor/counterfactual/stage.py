@@ -23,6 +23,7 @@ from auditor.data import Dataset
 from auditor.explain.superpixels import slic_segments
 from auditor.images import Preprocessing, make_loader
 from auditor.load import LoadedModel, OutputKind, class_scores, to_probabilities
+from auditor.measure.shortcuts import Shortcuts, share_in_region
 from auditor.select import Selection
 
 __all__ = ["Counterfactuals", "Shown", "counterfactuals", "fill_image"]
@@ -51,8 +52,11 @@ class Counterfactuals:
     Attributes:
         frame: One row per case and kind (``counterfactuals.csv``): ``index, path, role,
             label, prediction, kind, valid, new_class, probability, segments, pixels,
-            l1, passes, irreducible, steps`` and ``covers_<concept>`` (the share of the
-            concept's mask the change covers; empty where the image does not show it).
+            l1, passes, irreducible, steps``, ``shortcut_region`` and
+            ``in_shortcut_region`` (the flagged shortcut region of the case's group and
+            the share of the change inside it; empty when its group is not flagged), and
+            ``covers_<concept>`` (the share of the concept's mask the change covers;
+            empty where the image does not show it).
         shown: Each case's images and counterfactuals, in the frame's order.
         fill: What replaced a removed segment.
     """
@@ -99,7 +103,7 @@ def _covers(change: torch.Tensor, masks: torch.Tensor, annotated: torch.Tensor) 
 def counterfactuals(
     model: LoadedModel, dataset: Dataset, preprocessing: Preprocessing,
     predictions: pd.DataFrame, selection: Selection, kind: OutputKind, concepts: ConceptData,
-    settings: CounterfactualSettings, superpixels: int,
+    settings: CounterfactualSettings, superpixels: int, shortcuts: Shortcuts | None = None,
 ) -> Counterfactuals | None:  # fmt: skip
     """Both kinds of counterfactual for up to ``counterfactual-images`` explained cases;
     ``None`` when switched off or no case could be read."""
@@ -125,7 +129,7 @@ def counterfactuals(
         return class_scores(output, kind).cpu()
 
     return _search(readable, images, predictions, probabilities, scores, dataset, concepts,
-                   preprocessing, settings, superpixels, started)  # fmt: skip
+                   preprocessing, settings, superpixels, started, shortcuts)  # fmt: skip
 
 
 Probabilities = Callable[[torch.Tensor], torch.Tensor]
@@ -142,19 +146,24 @@ class _Cases:
     masks: torch.Tensor
     annotated: torch.Tensor
     concepts: tuple[str, ...]
+    regions: dict[int, str]
 
     def row(self, position: int, change: torch.Tensor, **values: object) -> dict[str, object]:
-        """A row of ``counterfactuals.csv``: the case, ``values``, the concepts covered."""
+        """A row of ``counterfactuals.csv``: the case, ``values``, the shortcut region and
+        the concepts covered."""
         covers = _covers(change, self.masks[position], self.annotated[position])
         index = self.cases[position][0]
+        region = self.regions.get(index, "")
+        inside = share_in_region(change.numpy(), region) if region else math.nan
         return self.base[index] | values | {
-            f"covers_{c}": v for c, v in zip(self.concepts, covers, strict=True)
-        }  # fmt: skip
+            "shortcut_region": region, "in_shortcut_region": inside,
+        } | {f"covers_{c}": v for c, v in zip(self.concepts, covers, strict=True)}  # fmt: skip
 
 
 def _prepared(
     cases: list[tuple[int, str]], images: dict[int, torch.Tensor], predictions: pd.DataFrame,
     dataset: Dataset, concepts: ConceptData, preprocessing: Preprocessing,
+    shortcuts: Shortcuts | None,
 ) -> _Cases:  # fmt: skip
     first = images[cases[0][0]]
     size = (int(first.shape[1]), int(first.shape[2]))
@@ -167,7 +176,25 @@ def _prepared(
         for i, role in cases
     }  # fmt: skip
     original = {i: dataset.classes.index(str(rows.at[i, "prediction"])) for i, _ in cases}
-    return _Cases(cases, images, original, base, masks, annotated, concepts.declared)
+    regions = {i: _region(shortcuts, str(rows.at[i, "label"]), str(rows.at[i, "prediction"]))
+               for i, _ in cases}  # fmt: skip
+    return _Cases(
+        cases, images, original, base, masks, annotated, concepts.declared,
+        {i: r for i, r in regions.items() if r},
+    )  # fmt: skip
+
+
+def _region(shortcuts: Shortcuts | None, label: str, prediction: str) -> str:
+    """The flagged shortcut region of a case's group: its error type's, else its
+    predicted class's ("" when neither is flagged)."""
+    if shortcuts is None:
+        return ""
+    error = f"{label} → {prediction}"
+    for kind, name in (("error", error), ("class", prediction)):
+        for group in shortcuts.flagged:
+            if group.kind == kind and group.name == name:
+                return group.region
+    return ""
 
 
 def _segments(
@@ -227,9 +254,9 @@ def _search(
     cases: list[tuple[int, str]], images: dict[int, torch.Tensor], predictions: pd.DataFrame,
     probabilities: Probabilities, scores: Probabilities, dataset: Dataset,
     concepts: ConceptData, preprocessing: Preprocessing, settings: CounterfactualSettings,
-    superpixels: int, started: float,
+    superpixels: int, started: float, shortcuts: Shortcuts | None,
 ) -> Counterfactuals:  # fmt: skip
-    prepared = _prepared(cases, images, predictions, dataset, concepts, preprocessing)
+    prepared = _prepared(cases, images, predictions, dataset, concepts, preprocessing, shortcuts)
     rows, segments = _segments(prepared, probabilities, dataset.classes, settings, superpixels)
     gradients: list[GradientCounterfactual | None] = [None] * len(cases)
     if settings.wachter_steps:

@@ -33,6 +33,7 @@ __all__ = [
     "find_shortcuts",
     "region_name",
     "region_share",
+    "share_in_region",
 ]
 
 _ROWS = ("top", "middle", "bottom")
@@ -285,6 +286,15 @@ def find_shortcuts(
             if group is not None:
                 groups.append(group)
     return Shortcuts(methods, tuple(groups), threshold, concentration, min_images)
+
+
+def share_in_region(mask: NDArray[np.bool_], region: str) -> float:
+    """The share of ``mask``'s ``(H, W)`` pixels in the grid cell named ``region`` (NaN
+    for an empty mask)."""
+    cell = next((r, c) for r in range(3) for c in range(3) if region_name(r, c) == region)
+    cells = _cells(np.asarray(mask, dtype=np.float64)[None])[0]
+    total = float(cells.sum())
+    return float(cells[cell]) / total if total > 0 else float("nan")
 
 
 def region_share(

@@ -32,6 +32,7 @@ from auditor.similarity.projection import (
     pca,
     stratified_sample,
     tsne,
+    umap_projection,
 )
 from auditor.similarity.settings import SimilaritySettings
 
@@ -173,9 +174,10 @@ def analyse_similarity(
     projections = [pca(vectors.numpy(), all_rows, settings.seed)]
     if settings.tsne_points:
         rows = stratified_sample(labels, settings.tsne_points, settings.seed)
-        projections.append(
-            tsne(vectors.numpy()[rows], rows, settings.tsne_perplexity, settings.seed)
-        )
+        chosen = vectors.numpy()[rows]
+        projections.append(tsne(chosen, rows, settings.tsne_perplexity, settings.seed))
+        if (found := umap_projection(chosen, rows, settings.seed)) is not None:
+            projections.append(found)
     agreements, holm = _agreements(predictions, grouping, neighbours, settings)
     row_of = {int(index): row for row, index in enumerate(predictions["index"].tolist())}
     cases = tuple(row_of[i] for i in (*selection.misclassified, *selection.sampled) if i in row_of)

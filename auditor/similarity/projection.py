@@ -24,7 +24,15 @@ from numpy.typing import NDArray
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE, trustworthiness
 
-__all__ = ["Agreement", "Projection", "agreement", "pca", "stratified_sample", "tsne"]
+__all__ = [
+    "Agreement",
+    "Projection",
+    "agreement",
+    "pca",
+    "stratified_sample",
+    "tsne",
+    "umap_projection",
+]
 
 TRUST_NEIGHBOURS = 10
 """``k`` of the projections' trustworthiness."""
@@ -101,6 +109,25 @@ def tsne(
     points = placed.astype(np.float32)
     detail = f"scikit-learn t-SNE on {len(rows):,} images, perplexity {used:g}, seed {seed}"
     return Projection("t-SNE", rows, points, (), _trust(vectors, points), detail)
+
+
+def umap_projection(
+    vectors: NDArray[np.float32], rows: NDArray[np.int64], seed: int
+) -> Projection | None:
+    """UMAP (McInnes, Healy and Melville, 2018; ``umap-learn``, the optional extra
+    ``auditor[umap]``) of ``vectors`` on the cosine distance, seeded; ``None`` when
+    ``umap-learn`` is not installed."""
+    try:
+        import umap  # an optional extra: auditor[umap]
+    except ImportError:
+        return None
+    neighbours = max(2, min(15, len(vectors) - 1))
+    placed = umap.UMAP(
+        n_components=2, n_neighbors=neighbours, metric="cosine", random_state=seed
+    ).fit_transform(vectors)
+    points = np.asarray(placed, dtype=np.float32)
+    detail = f"umap-learn UMAP on {len(rows):,} images, {neighbours} neighbours, seed {seed}"
+    return Projection("UMAP", rows, points, (), _trust(vectors, points), detail)
 
 
 @dataclass(frozen=True)
