@@ -151,36 +151,11 @@ def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
     selection = select_cases(
         evaluation.predictions, dataset.classes, config.explain_samples, config.seed
     )
-    explanations = explain_cases(
-        model,
-        dataset,
-        preprocessing,
-        evaluation.predictions,
-        selection,
-        loaded.kind,
-        loaded.layer,
-        config.explain,
-        config.batch_size,
-        stages=stage_layers(loaded.profile.layers),
-    )
-    trust = measure_trust(
-        model,
-        dataset,
-        preprocessing,
-        evaluation.predictions,
-        explanations,
-        loaded.kind,
-        config.trust,
-        loaded.profile.layers,
-        config.batch_size,
-    )
+    explanations, trust = _explained(config, loaded, evaluation, selection)
     clinical = analyse_predictions(
-        evaluation.predictions,
-        dataset.metadata_columns,
-        dataset.classes,
-        config.clinical,
+        evaluation.predictions, dataset.metadata_columns, dataset.classes, config.clinical,
         config.evaluation.bootstrap,
-    )
+    )  # fmt: skip
     links = shortcut_links(
         clinical.dependence, trust, explanations, evaluation.predictions["index"].tolist(),
         clinical.grouping,
@@ -202,6 +177,23 @@ def _analyse(config: AuditConfig, loaded: _Loaded) -> _Results:
         evaluation, selection, explanations, trust, clinical, perturbed, robustness, concepts,
         similarity, changed, metrics, evaluate_policy(config.policy, metrics),
     )  # fmt: skip
+
+
+def _explained(
+    config: AuditConfig, loaded: _Loaded, evaluation: Evaluation, selection: Selection
+) -> tuple[Explanations, Trust]:
+    """Explain the selected cases with every method, then measure the methods' trust."""
+    model, dataset, preprocessing = loaded.model, loaded.dataset, loaded.preprocessing
+    explanations = explain_cases(
+        model, dataset, preprocessing, evaluation.predictions, selection, loaded.kind,
+        loaded.layer, config.explain, config.batch_size,
+        stages=stage_layers(loaded.profile.layers),
+    )  # fmt: skip
+    trust = measure_trust(
+        model, dataset, preprocessing, evaluation.predictions, explanations, loaded.kind,
+        config.trust, loaded.profile.layers, config.batch_size,
+    )  # fmt: skip
+    return explanations, trust
 
 
 def _robustness(
@@ -241,6 +233,26 @@ def _write_files(
 
     ``run`` is the command line and the run's start and end times.
     """
+    _write_data(folder, config, loaded, results)
+    evaluation = results.evaluation
+    html = render_html(_bound(report, folder, config.format))
+    if "html" in config.format:
+        (folder / "report.html").write_text(html, encoding="utf-8")
+    if "md" in config.format:
+        markdown = render_markdown(report, loaded.profile.sha256)
+        (folder / "summary.md").write_text(markdown, encoding="utf-8")
+    manifest = manifest_document(
+        folder, (config.model, loaded.profile.sha256),
+        (loaded.dataset.source, evaluation.data_sha256), (run[0], config.as_dict()), run[1],
+    )  # fmt: skip
+    write_json(folder / "manifest.json", manifest)
+    if "pdf" in config.format:
+        write_pdf(html, folder, folder / "report.pdf", tuple(folder / n for n in ATTACHED))
+    write_checksums(folder)
+
+
+def _write_data(folder: Path, config: AuditConfig, loaded: _Loaded, results: _Results) -> None:
+    """The data files: every CSV, JSON and array the stages produced."""
     evaluation, explanations, trust = results.evaluation, results.explanations, results.trust
     write_csv(evaluation.predictions, folder / "predictions.csv")
     write_csv(layers_frame(loaded.profile), folder / "layers.csv")
@@ -272,23 +284,6 @@ def _write_files(
     for name, frame in frames.items():
         write_csv(frame, folder / name)
     write_embeddings(results.similarity, evaluation.embeddings, folder)
-    html = render_html(_bound(report, folder, config.format))
-    if "html" in config.format:
-        (folder / "report.html").write_text(html, encoding="utf-8")
-    if "md" in config.format:
-        markdown = render_markdown(report, loaded.profile.sha256)
-        (folder / "summary.md").write_text(markdown, encoding="utf-8")
-    manifest = manifest_document(
-        folder,
-        (config.model, loaded.profile.sha256),
-        (loaded.dataset.source, evaluation.data_sha256),
-        (run[0], config.as_dict()),
-        run[1],
-    )
-    write_json(folder / "manifest.json", manifest)
-    if "pdf" in config.format:
-        write_pdf(html, folder, folder / "report.pdf", tuple(folder / n for n in ATTACHED))
-    write_checksums(folder)
 
 
 def _bound(report: ReportData, folder: Path, formats: tuple[str, ...]) -> ReportData:

@@ -68,7 +68,7 @@ class SimilarityView:
         findings: The sentences of the findings (also on page one).
         rows: Each variable's neighbour agreement.
         projections: ``(method, detail, trustworthiness, explained variance of the two
-            components shown)``; the last is -1 for t-SNE.
+            components shown)``; the last is ``None`` but for PCA.
         figure: Every projection by every variable (class, correct, metadata columns).
         duplicates: The first near-duplicate pairs ``(path, path, labels, cosine, identical)``.
         leakage: The first training-validation pairs, as ``duplicates``.
@@ -82,9 +82,9 @@ class SimilarityView:
     permutations: int
     findings: tuple[str, ...]
     rows: tuple[AgreementRow, ...]
-    projections: tuple[tuple[str, str, float, float], ...]
+    projections: tuple[tuple[str, str, float, float | None], ...]
     figure: str
-    duplicate_cosine: float
+    duplicate_cosine: str
     duplicate_distance: float
     duplicates: tuple[Pair, ...]
     n_duplicates: int
@@ -264,11 +264,11 @@ def similarity_view(inputs: AuditInputs) -> SimilarityView | None:
             for a, p in zip(similarity.agreements, (None, *similarity.holm), strict=True)
         ),
         projections=tuple(
-            (p.method, p.detail, p.trustworthiness, sum(p.explained[:2]) if p.explained else -1.0)
+            (p.method, p.detail, p.trustworthiness, sum(p.explained[:2]) if p.explained else None)
             for p in similarity.projections
         ),
         figure=_figure(similarity.projections, colourings),
-        duplicate_cosine=similarity.duplicates.threshold,
+        duplicate_cosine=f"{similarity.duplicates.threshold:.6f}",
         duplicate_distance=similarity.settings.duplicate_distance,
         duplicates=_pairs(duplicates, "path_a", "path_b", "labels"),
         n_duplicates=len(duplicates),

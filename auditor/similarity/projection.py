@@ -99,12 +99,17 @@ def tsne(
     vectors: NDArray[np.float32], rows: NDArray[np.int64], perplexity: float, seed: int
 ) -> Projection:
     """t-SNE of ``vectors`` (the embedding's ``rows``) on the cosine distance, initialised
-    by PCA; the perplexity is lowered to a third of the points when it must be."""
+    by PCA (randomly for a one-dimensional embedding); the perplexity is lowered to a
+    third of the points when it must be."""
     used = min(perplexity, max(1.0, (len(vectors) - 1) / 3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         placed = TSNE(
-            n_components=2, perplexity=used, metric="cosine", init="pca", random_state=seed
+            n_components=2,
+            perplexity=used,
+            metric="cosine",
+            random_state=seed,
+            init="pca" if vectors.shape[1] >= 2 else "random",  # PCA needs two dimensions
         ).fit_transform(vectors.astype(np.float64))
     points = placed.astype(np.float32)
     detail = f"scikit-learn t-SNE on {len(rows):,} images, perplexity {used:g}, seed {seed}"
