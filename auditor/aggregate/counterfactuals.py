@@ -51,7 +51,8 @@ class CounterfactualView:
     """The counterfactual sections (main body and the appendix of images).
 
     Attributes:
-        sentences: How each kind came out, in words.
+        sentences: How the segment counterfactuals came out, in words (main body).
+        details: How the gradient ones came out and the shortcut regions (appendix).
         findings: Artefact concepts whose removal changes misclassified calls (page one).
         kinds, artifacts: The counts behind them.
         cases: The first cases' images: the case, the segment counterfactual, the removed
@@ -61,6 +62,7 @@ class CounterfactualView:
     fill: str
     settings: str
     sentences: tuple[str, ...]
+    details: tuple[str, ...]
     findings: tuple[str, ...]
     kinds: tuple[KindCount, ...]
     artifacts: tuple[ArtifactCount, ...]
@@ -72,8 +74,11 @@ class CounterfactualView:
 
 def _sentence(k: KindCount) -> str:
     name = "Segment" if k.kind == "segments" else "Gradient"
-    size = f"a mean of {k.segments:.1f} segments, " if k.kind == "segments" and k.valid else ""
-    changed = f"{size}{whole_percent(k.pixels)} of the pixels changed, " if k.valid else ""
+    if k.kind == "segments":
+        size = f"a mean of {k.segments:.1f} segments, {whole_percent(k.pixels)} of the pixels"
+    else:
+        size = f"a mean absolute change of {k.l1:.4f} of the pixel range"
+    changed = f"{size}, " if k.valid else ""
     return (
         f"{name} counterfactuals change the call of {k.valid} of the {k.searched} cases "
         f"({k.misclassified_valid} of the {k.misclassified} misclassified; {changed}"
@@ -171,7 +176,8 @@ def counterfactual_view(inputs: AuditInputs) -> CounterfactualView | None:
     return CounterfactualView(
         fill=result.fill,
         settings=settings,
-        sentences=tuple(_sentence(k) for k in kinds)
+        sentences=tuple(_sentence(k) for k in kinds if k.kind == "segments"),
+        details=tuple(_sentence(k) for k in kinds if k.kind != "segments")
         + tuple(_region_sentence(r) for r in region_counts(result.frame)),
         findings=counterfactual_findings(result),
         kinds=kinds,

@@ -17,7 +17,7 @@ from auditor.measure.verdicts import VerdictLevel
 
 __all__ = ["GALLERY_ERRORS", "GALLERY_SAMPLES", "GalleryRow", "GalleryView", "gallery_view"]
 
-GALLERY_ERRORS = 4
+GALLERY_ERRORS = 3
 """Most confident errors shown (of those explained)."""
 
 GALLERY_SAMPLES = 2

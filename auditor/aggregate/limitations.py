@@ -41,12 +41,11 @@ class LimitationsView:
 def _trust_caveat(inputs: AuditInputs) -> str:
     settings = inputs.trust.settings
     return (
-        "The trust checks judge each method on this model and these images only; the "
-        f"randomisation and stability checks use {settings.trust_images} images at most, and "
-        "their pass marks (rank correlation "
-        f"{settings.randomisation_threshold:g}, map instability "
-        f"{settings.instability_threshold:g}) are conventions, not guarantees. A map that "
-        "passes shows where the score responds to the pixels, not why."
+        "The trust checks judge each method on this model and these images only (at most "
+        f"{settings.trust_images} images for randomisation and stability, whose pass marks, "
+        f"rank correlation {settings.randomisation_threshold:g} and map instability "
+        f"{settings.instability_threshold:g}, are conventions). A map that passes shows where "
+        "the score responds to the pixels, not why."
     )
 
 
@@ -77,14 +76,12 @@ def _clinical_caveats(inputs: AuditInputs) -> list[Limitation]:
 def _false_findings(inputs: AuditInputs) -> str:
     clinical, trust = inputs.clinical.settings, inputs.trust.settings
     return (
-        "Findings can be false alarms. Each needs a minimum of images behind it "
-        f"({clinical.min_group_size} per group for metadata dependence and for the images "
-        f"whose call a perturbation turned wrong, min-group-size; {trust.shortcut_min_images} "
-        "explained images for a shortcut, shortcut-min-images), and its interval resamples "
-        "images (or patients), never maps. The metadata-dependence test bounds its chance of "
-        f"any false finding at {clinical.dependence_alpha:g} (Holm). In Auditor's test suite, "
-        "a clean model on data with no planted flaw gave no finding of any kind (dependence, "
-        "shortcut, fragility) in at least 19 of 20 seeded audits."
+        f"Findings can be false alarms. Each needs {clinical.min_group_size} images per group "
+        f"(min-group-size) or {trust.shortcut_min_images} explained images for a shortcut "
+        "(shortcut-min-images), its interval resamples images (or patients), and metadata "
+        f"dependence bounds its chance of any false finding at {clinical.dependence_alpha:g} "
+        "(Holm). In Auditor's test suite a clean model on unflawed data gave no finding "
+        "(dependence, shortcut, fragility) in at least 19 of 20 seeded audits."
     )
 
 
@@ -92,9 +89,8 @@ def _independence_caveat(inputs: AuditInputs) -> str:
     resampling = inputs.clinical.resampling
     if resampling.codes is None:
         return (
-            "Confidence intervals treat images as independent (percentile bootstrap and "
-            "Wilson intervals over images); several images of one patient make them too "
-            "narrow. Declare patient-column to resample patients instead."
+            "Confidence intervals treat images as independent; several images of one "
+            "patient make them too narrow."
         )
     return (
         f"Confidence intervals resample {resampling.describe()}, not images (a rate's "
@@ -180,17 +176,15 @@ def _use_findings(inputs: AuditInputs) -> list[Limitation]:
             _found(
                 f"Removing {concept} changes the call of {removed} of {shown} misclassified "
                 "images that show it (see What would change the call).",
-                "Remove or mask the artefact in preprocessing, or retrain on images where it "
-                "is balanced across the classes, then audit again.",
+                "Mask the artefact in preprocessing, or retrain without it, and audit again.",
             )
         )
     if similar := similarity_limitation(inputs.similarity):
         found.append(
             _found(
                 f"{similar} (see What the model sees as similar)",
-                "Check the pairs and groups named in duplicates.csv, leakage.csv and "
-                "agreement.csv; remove duplicates and leaked images, and balance or remove what "
-                "the embedding groups by, then audit again.",
+                "Remove duplicates and leaked images, balance what the embedding groups by, and "
+                "audit again.",
             )
         )
     if inputs.policy.failed:

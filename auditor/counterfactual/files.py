@@ -35,6 +35,7 @@ class KindCount:
         misclassified, misclassified_valid: The same for the misclassified cases.
         segments: Mean segments removed, over the valid ones (NaN for gradient).
         pixels: Mean share of the pixels changed, over the valid ones.
+        l1: Mean absolute change per pixel and channel, over the valid ones.
         passes: Mean forward passes per case.
     """
 
@@ -45,6 +46,7 @@ class KindCount:
     misclassified_valid: int
     segments: float
     pixels: float
+    l1: float
     passes: float
 
 
@@ -103,7 +105,8 @@ def kind_counts(frame: pd.DataFrame) -> tuple[KindCount, ...]:
             KindCount(
                 str(kind), len(rows), len(valid), len(wrong), wrong_valid,
                 float(valid["segments"].mean()) if kind == "segments" else float("nan"),
-                float(valid["pixels"].mean()), float(rows["passes"].mean()),
+                float(valid["pixels"].mean()), float(valid["l1"].mean()),
+                float(rows["passes"].mean()),
             )
         )  # fmt: skip
     return tuple(counts)
