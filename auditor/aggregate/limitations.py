@@ -81,7 +81,7 @@ def _false_findings(inputs: AuditInputs) -> str:
         "(shortcut-min-images), its interval resamples images (or patients), and metadata "
         f"dependence bounds its chance of any false finding at {clinical.dependence_alpha:g} "
         "(Holm). In Auditor's test suite a clean model on unflawed data gave no finding "
-        "(dependence, shortcut, fragility) in at least 19 of 20 seeded audits."
+        "(dependence, shortcut, fragility, embedding) in at least 19 of 20 seeded audits."
     )
 
 

@@ -5,6 +5,7 @@ run folder's CSVs hold (``agreement.csv``, ``duplicates.csv``, ``leakage.csv``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import matplotlib
@@ -84,8 +85,7 @@ class SimilarityView:
     rows: tuple[AgreementRow, ...]
     projections: tuple[tuple[str, str, float, float | None], ...]
     figure: str
-    duplicate_cosine: str
-    duplicate_distance: float
+    duplicate_rule: str
     duplicates: tuple[Pair, ...]
     n_duplicates: int
     leakage: tuple[Pair, ...]
@@ -161,6 +161,21 @@ def similarity_limitation(similarity: Similarity | None) -> str:
         parts.append(f"{len(leakage.shared_patients)} patients are in both sets")
     text = "; ".join(parts)
     return f"{text[:1].upper()}{text[1:]}." if text else ""
+
+
+def _duplicate_rule(threshold: float, share: float) -> str:
+    """Which pairs are near-duplicates, in words."""
+    if math.isinf(threshold):
+        return (
+            "pairs of validation images whose files are byte-identical (most images lie at "
+            "distance 0 from their nearest neighbour in this embedding, which cannot tell "
+            "near-duplicates apart)"
+        )
+    return (
+        f"pairs of validation images whose embeddings are closer than {share:g} "
+        "(duplicate-distance) of the median distance from an image to its nearest neighbour "
+        f"(cosine similarity at least {threshold:.6f}), or whose files are byte-identical"
+    )
 
 
 def _colourings(inputs: AuditInputs, similarity: Similarity) -> dict[str, pd.Series]:
@@ -261,15 +276,16 @@ def similarity_view(inputs: AuditInputs) -> SimilarityView | None:
         findings=similarity_findings(similarity),
         rows=tuple(
             AgreementRow(a.variable, a.values, a.observed, a.expected, a.p_value, p, a.within_class)
-            for a, p in zip(similarity.agreements, (None, *similarity.holm), strict=True)
+            for a, p in zip(similarity.agreements, (None, None, *similarity.holm), strict=True)
         ),
         projections=tuple(
             (p.method, p.detail, p.trustworthiness, sum(p.explained[:2]) if p.explained else None)
             for p in similarity.projections
         ),
         figure=_figure(similarity.projections, colourings),
-        duplicate_cosine=f"{similarity.duplicates.threshold:.6f}",
-        duplicate_distance=similarity.settings.duplicate_distance,
+        duplicate_rule=_duplicate_rule(
+            similarity.duplicates.threshold, similarity.settings.duplicate_distance
+        ),
         duplicates=_pairs(duplicates, "path_a", "path_b", "labels"),
         n_duplicates=len(duplicates),
         leakage=_pairs(leaked, "train_path", "path", "labels"),

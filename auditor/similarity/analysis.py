@@ -8,6 +8,7 @@ the model again, for its embeddings alone.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -50,8 +51,10 @@ class Similarity:
         site: Where the embedding was read.
         dimensions: Its length.
         projections: PCA, then t-SNE (when it ran).
-        agreements: Class, correct, then each metadata column, with ``holm`` their
-            Holm-adjusted p-values (class excluded: its own test).
+        agreements: Class, correct, then each metadata column.
+        holm: The metadata columns' Holm-adjusted p-values (over the columns only; class
+            and correct are described, not findings: errors gather near any model's
+            boundary).
         neighbours: Every image's nearest others and the near-duplicate pairs (rows of
             ``predictions.csv``).
         cases: The explained cases' rows of ``predictions.csv``.
@@ -71,12 +74,17 @@ class Similarity:
     seconds: float
     settings: SimilaritySettings
 
+    @property
+    def columns(self) -> tuple[Agreement, ...]:
+        """The metadata columns' agreements (after class and correct)."""
+        return self.agreements[2:]
+
     def organised_by(self) -> tuple[tuple[Agreement, float], ...]:
-        """The metadata columns (and ``correct``) that organise the embedding beyond the
-        class, with their Holm-adjusted p-values: below :data:`ALPHA`, and above chance."""
+        """The metadata columns that organise the embedding beyond the class, with their
+        Holm-adjusted p-values: below :data:`ALPHA`, and above chance."""
         return tuple(
             (a, p)
-            for a, p in zip(self.agreements[1:], self.holm, strict=True)
+            for a, p in zip(self.columns, self.holm, strict=True)
             if p < ALPHA and a.observed > a.expected
         )
 
@@ -105,8 +113,12 @@ class Duplicates:
 
 def duplicate_threshold(neighbours: Neighbours, share: float) -> float:
     """The cosine similarity from which two images are near-duplicates: their distance is
-    at most ``share`` of the median distance from an image to its nearest neighbour."""
-    return float(1 - share * np.median(1 - neighbours.similarity[:, 0].astype(np.float64)))
+    at most ``share`` of the median distance from an image to its nearest neighbour;
+    ``inf`` (none is) when that median is 0: the embedding does not tell most images
+    from their neighbours (a one-dimensional one, for instance), so only byte-identical
+    files are listed."""
+    median = float(np.median(1 - neighbours.similarity[:, 0].astype(np.float64)))
+    return 1 - share * median if median > 0 else math.inf
 
 
 def _duplicates(predictions: pd.DataFrame, vectors: torch.Tensor, threshold: float) -> Duplicates:
@@ -130,19 +142,21 @@ def _agreements(
     settings: SimilaritySettings,
 ) -> tuple[tuple[Agreement, ...], tuple[float, ...]]:
     """Class (values permuted freely), then correct and each metadata column (permuted
-    within each class), with the Holm-adjusted p-values of all but class."""
+    within each class), with the metadata columns' Holm-adjusted p-values."""
     index = neighbours.index[:, : settings.agreement_neighbours]
     labels = pd.factorize(predictions["label"])[0].astype(np.int64)
     seed, runs = settings.seed, settings.agreement_permutations
-    found = [agreement("class", predictions["label"], index, None, runs, seed)]
-    variables = {"correct": predictions["correct"].map({True: "correct", False: "error"})}
-    variables |= {column: values for column, values in grouping.groups.items()}
-    for offset, (name, values) in enumerate(variables.items(), start=1):
+    correct = predictions["correct"].map({True: "correct", False: "error"})
+    found = [
+        agreement("class", predictions["label"], index, None, runs, seed),
+        agreement("correct", correct, index, labels, runs, seed + 1),
+    ]
+    for offset, (name, values) in enumerate(grouping.groups.items(), start=2):
         if values.nunique() > 1:
             found.append(
                 agreement(name, values.reset_index(drop=True), index, labels, runs, seed + offset)
             )
-    tested = [a.p_value for a in found[1:]]
+    tested = [a.p_value for a in found[2:]]
     holm = tuple(float(p) for p in multipletests(tested, method="holm")[1]) if tested else ()
     return tuple(found), holm
 

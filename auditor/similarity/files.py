@@ -92,7 +92,7 @@ def similarity_frames(
         ],
         ignore_index=True,
     )
-    holm = (math.nan, *similarity.holm)
+    holm = (math.nan, math.nan, *similarity.holm)  # class and correct: described only
     agreement = pd.DataFrame(
         [
             {
@@ -152,10 +152,10 @@ def similarity_document(similarity: Similarity | None) -> dict[str, Any] | None:
                 "p_holm": p,
                 "within_class": a.within_class,
             }
-            for a, p in zip(similarity.agreements, (None, *similarity.holm), strict=True)
+            for a, p in zip(similarity.agreements, (None, None, *similarity.holm), strict=True)
         ],
         "organised_by": [a.variable for a, _ in similarity.organised_by()],
-        "duplicate_cosine": duplicates.threshold,
+        "duplicate_cosine": None if math.isinf(duplicates.threshold) else duplicates.threshold,
         "near_duplicates": len(duplicates.rows),
         "identical": int(duplicates.identical.sum()),
         "leakage": None
