@@ -32,7 +32,7 @@ from auditor.similarity.embeddings import embedding_site
 from auditor.synthetic import write_dataset
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     scratch = tempfile.TemporaryDirectory()
     model_path = args.model or resource_path("sample_models", "sample_cnn.pt")
@@ -76,12 +76,12 @@ def main() -> None:
     site = embedding_site(model, None)
 
     def stage() -> None:
-        evaluate(model, dataset, preprocessing, kind, config, site)
+        evaluate(model, dataset, preprocessing, kind, config.evaluation, site)
         if model.device.type == "cuda":
             torch.cuda.synchronize(model.device)
 
     def plain() -> None:
-        evaluate(model, dataset, preprocessing, kind, config)
+        evaluate(model, dataset, preprocessing, kind, config.evaluation)
         if model.device.type == "cuda":
             torch.cuda.synchronize(model.device)
 
