@@ -61,6 +61,7 @@ def test_demo_writes_its_data_with_masks_and_metadata_and_audits_the_sample_mode
     _dissection_says_whether_units_detect_the_marker(folder, metrics, manifest, summary)
     _tcav_says_whether_the_malignant_score_moves_along_the_marker(folder, metrics, html, summary)
     _the_maximised_images_are_shown_and_kept(folder)
+    _the_embedding_and_counterfactual_findings_equal_their_csvs(folder, summary)
 
 
 def _tcav_says_whether_the_malignant_score_moves_along_the_marker(
@@ -96,6 +97,28 @@ def _tcav_says_whether_the_malignant_score_moves_along_the_marker(
         sentence = "TCAV does not show that the malignant score moves along the artefact concept"
         assert sentence in html and figures in html and "marker_mask" in html
         assert sentence not in summary, "not a finding: it is said in its section only"
+
+
+def _the_embedding_and_counterfactual_findings_equal_their_csvs(folder: Path, summary: str) -> None:
+    """Page one says the embedding groups images by the marker and that removing the marker
+    changes misclassified calls, with the figures of agreement.csv and counterfactuals.csv."""
+    text = " ".join(summary.replace("&#39;", "'").split())
+    marker = pd.read_csv(folder / "agreement.csv").set_index("variable").loc["marker"]
+    assert marker["p_holm"] < 0.05 and marker["observed"] > marker["expected"]
+    assert (
+        f"The embedding groups images by marker beyond their class: "
+        f"{marker['observed']:.0%} of an image's 10 nearest neighbours share its value, against "
+        f"{marker['expected']:.0%}"
+    ) in text
+    rows = pd.read_csv(folder / "counterfactuals.csv", keep_default_na=False)
+    valid = rows["valid"].astype(str).eq("True") & (rows["covers_marker_mask"] != "")
+    shown = rows[(rows["kind"] == "segments") & (rows["role"] == "misclassified") & valid]
+    removed = (shown["covers_marker_mask"].astype(float) >= 0.5).sum()
+    assert removed >= 1, "removing the marker changes a misclassified call"
+    assert (
+        f"Removing the artefact concept marker_mask changes the call of {removed} of the "
+        f"{len(shown)} misclassified images that show it"
+    ) in text
 
 
 def _the_maximised_images_are_shown_and_kept(folder: Path) -> None:

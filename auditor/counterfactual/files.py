@@ -84,9 +84,16 @@ class RegionCount:
     inside: int
 
 
+COUNTED = ("segments",)
+"""The kinds whose changed region is counted against concepts and shortcut regions. A
+gradient counterfactual's change is spread over the whole image (Adam's first steps move
+every pixel with a gradient by about the learning rate), so its region says little; its
+coverage stays in ``counterfactuals.csv``."""
+
+
 def region_counts(frame: pd.DataFrame) -> tuple[RegionCount, ...]:
     counts = []
-    for kind, rows in frame.groupby("kind", sort=False):
+    for kind, rows in frame[frame["kind"].isin(COUNTED)].groupby("kind", sort=False):
         valid = rows[rows["valid"].astype(bool) & (rows["shortcut_region"] != "")]
         if len(valid):
             inside = int((valid["in_shortcut_region"] >= REMOVED).sum())
@@ -116,7 +123,7 @@ def artifact_counts(result: Counterfactuals) -> tuple[ArtifactCount, ...]:
     """For each artefact concept and kind: valid counterfactuals of images that show the
     concept, and how many remove it (cover at least :data:`REMOVED` of it)."""
     counts = []
-    frame = result.frame
+    frame = result.frame[result.frame["kind"].isin(COUNTED)]
     for concept in result.artifacts:
         column = f"covers_{concept}"
         for kind, rows in frame.groupby("kind", sort=False):
