@@ -98,15 +98,11 @@ def _region_sentence(r: RegionCount) -> str:
 def counterfactual_findings(result: Counterfactuals | None) -> tuple[str, ...]:
     """For each artefact concept: how many misclassified images that show it have a
     segment counterfactual that removes it (when any has)."""
-    if result is None:
-        return ()
     return tuple(
-        f"Removing the artefact concept {a.concept} changes the call of "
-        f"{a.misclassified_removed} of the {a.misclassified_shown} misclassified images that "
-        f"show it and have a segment counterfactual: the smallest change found covers at "
-        f"least {whole_percent(REMOVED)} of it."
-        for a in artifact_counts(result)
-        if a.kind == "segments" and a.misclassified_removed
+        f"Removing the artefact concept {concept} changes the call of {removed} of the "
+        f"{shown} misclassified images that show it and have a segment counterfactual: the "
+        f"smallest change found covers at least {whole_percent(REMOVED)} of it."
+        for concept, removed, shown in counterfactual_artifacts(result)
     )
 
 

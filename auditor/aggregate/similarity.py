@@ -97,10 +97,6 @@ class SimilarityView:
     seconds: float
 
 
-def _variable(name: str) -> str:
-    return "whether the call is correct" if name == "correct" else name
-
-
 def similarity_findings(similarity: Similarity | None) -> tuple[str, ...]:
     """The sentences of the findings: each variable that organises the embedding beyond
     the class, the near-duplicate pairs that are not byte-identical, and leakage."""
@@ -111,7 +107,7 @@ def similarity_findings(similarity: Similarity | None) -> tuple[str, ...]:
     tested = len(similarity.holm)
     for a, p in similarity.organised_by():
         found.append(
-            f"The embedding groups images by {_variable(a.variable)} beyond their class: "
+            f"The embedding groups images by {a.variable} beyond their class: "
             f"{whole_percent(a.observed)} of an image's {k} nearest neighbours share its value, "
             f"against {whole_percent(a.expected)} with the values permuted within each class "
             f"(p = {p_value(p)}, Holm over {tested} variables)."
@@ -146,7 +142,7 @@ def similarity_limitation(similarity: Similarity | None) -> str:
     if similarity is None:
         return ""
     parts = []
-    if organised := [_variable(a.variable) for a, _ in similarity.organised_by()]:
+    if organised := [a.variable for a, _ in similarity.organised_by()]:
         parts.append(
             f"the embedding groups images by {' and by '.join(organised)} beyond their class"
         )
