@@ -74,21 +74,28 @@ def _setting_flags(function: F) -> F:
     return function
 
 
-@cli.command()
-@click.option("--config", "config_file", type=_PATH, help="TOML config file; flags override it.")
-@_setting_flags
-@_user_errors
-def run(config_file: Path | None, **flags: Any) -> None:
-    """Audit MODEL on DATA and write a report folder."""
-    from auditor.config import resolve_config
-    from auditor.pipeline import run_audit
+def _unchanged(config: Any) -> bool:
+    """Print and exit with an earlier run's policy result when it audited the same model,
+    data and configuration; ``False`` when there is none."""
+    from auditor.history.runs import unchanged_run
 
-    config = resolve_config(config_file, flags)
-    given = {"config": config_file, **flags}
-    words = [f"--{k.replace('_', '-')}={v}" for k, v in given.items() if v is not None]
-    folder = run_audit(config, command=shlex.join(["auditor", "run", *words]))
+    same = unchanged_run(config)
+    if same is None:
+        return False
+    click.echo(
+        f"Unchanged: run {same.id} of {same.started[:16]} audited the same model, data and "
+        f"configuration; no new run",
+        err=True,
+    )
+    _finish(Path(same.folder))
+    return True
+
+
+def _finish(folder: Path) -> None:
+    """Print the report and the run folder (last line); exit 3 when its policy failed."""
     documents = ("report.pdf", "report.html", "summary.md")
-    click.echo(f"Report: {next(folder / d for d in documents if (folder / d).is_file())}")
+    report = next((folder / d for d in documents if (folder / d).is_file()), folder)
+    click.echo(f"Report: {report}")
     click.echo(str(folder))
     policy = json.loads((folder / "policy.json").read_text(encoding="utf-8"))
     if not policy["passed"]:
@@ -101,6 +108,42 @@ def run(config_file: Path | None, **flags: Any) -> None:
 
 
 @cli.command()
+@click.option("--config", "config_file", type=_PATH, help="TOML config file; flags override it.")
+@click.option(
+    "--skip-if-unchanged",
+    is_flag=True,
+    help="Run nothing when the history has a run of the same model file, data and "
+    "configuration: print its folder and exit with its policy result.",
+)
+@click.option(
+    "--log-json",
+    metavar="FILE",
+    help="Append each stage's start and end as JSON lines to FILE (- for stderr).",
+)
+@_setting_flags
+@_user_errors
+def run(
+    config_file: Path | None, skip_if_unchanged: bool, log_json: str | None, **flags: Any
+) -> None:
+    """Audit MODEL on DATA and write a report folder."""
+    from auditor.config import resolve_config
+    from auditor.events import close_events, configure_events
+    from auditor.pipeline import run_audit
+
+    config = resolve_config(config_file, flags)
+    if skip_if_unchanged and _unchanged(config):
+        return
+    given = {"config": config_file, **flags}
+    words = [f"--{k.replace('_', '-')}={v}" for k, v in given.items() if v is not None]
+    configure_events(json_path=log_json)
+    try:
+        folder = run_audit(config, command=shlex.join(["auditor", "run", *words]))
+    finally:
+        close_events()
+    _finish(folder)
+
+
+@cli.command()
 @click.option(
     "--out", type=_PATH, default=Path("reports"), show_default=True, help="Folder for run folders."
 )
@@ -109,14 +152,131 @@ def run(config_file: Path | None, **flags: Any) -> None:
 def demo(out: Path, device: str) -> None:
     """Audit the bundled sample model on its synthetic dermoscopy validation set."""
     from auditor.demo import run_demo
+    from auditor.events import close_events, configure_events
 
-    folder = run_demo(out, device)
+    configure_events()
+    try:
+        folder = run_demo(out, device)
+    finally:
+        close_events()
     policy = json.loads((folder / "policy.json").read_text(encoding="utf-8"))
     click.echo(f"Report: {folder / 'report.pdf'}")
     click.echo(
         f"Policy: {policy['failed']} of {policy['declared']} acceptance criteria not met (the "
         "demo model is flawed on purpose; `auditor run` would exit 3 on it)"
     )
+    click.echo(str(folder))
+
+
+def _history_rows(runs: list[Any]) -> list[str]:
+    """``auditor history``'s table: one line per run, oldest first."""
+    header = f"{'id':>4}  {'model':<20} {'version':<10} {'started':<16}  {'accuracy':<22} policy"
+    lines = [header]
+    for run in runs:
+        value, low, high = run.metrics.get("accuracy", (None, None, None))
+        accuracy = "" if value is None else f"{value:.3f}"
+        if value is not None and low is not None and high is not None:
+            accuracy += f" ({low:.3f}-{high:.3f})"
+        policy = "passed" if run.policy_passed else f"{run.policy_failed} failed"
+        folder = f"missing: {run.folder}" if run.missing else run.folder
+        lines.append(
+            f"{run.id:>4}  {run.model_name[:20]:<20} {run.model_version[:10]:<10} "
+            f"{run.started[:16]:<16}  {accuracy:<22} {policy:<9} {folder}"
+        )
+    return lines
+
+
+@cli.command()
+@click.option("--history", "location", help="SQLite file or SQLAlchemy URL of the history.")
+@click.option(
+    "--out", type=_PATH, default=Path("reports"), show_default=True,
+    help="Run folders' folder, whose history.sqlite is read when --history is not given.",
+)  # fmt: skip
+@click.option("--model", "model_name", help="Only the runs of this model name.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+@click.option("--add", type=_PATH, help="Record this complete run folder first.")
+@click.option(
+    "--html", type=_PATH, help="Write the history page here (default: beside a SQLite history)."
+)
+@_user_errors
+def history(
+    location: str | None,
+    out: Path,
+    model_name: str | None,
+    as_json: bool,
+    add: Path | None,
+    html: Path | None,
+) -> None:
+    """List the recorded runs, oldest first (a deleted run folder shows as missing); with
+    --add or --html, rewrite the history page."""
+    from auditor.errors import ConfigError
+    from auditor.history.page import write_history_page
+    from auditor.history.runs import page_path
+    from auditor.history.store import open_history
+
+    found = open_history(location, out, create=add is not None)
+    if found is None:
+        raise ConfigError(
+            f"no history at {location or str(out / 'history.sqlite')!r}; run an audit with "
+            f"--out {out} first, or pass --history"
+        )
+    if add is not None:
+        found.record(add)
+    page = html or (page_path(found) if add is not None else None)
+    if page is not None:
+        write_history_page(found, page)
+    runs = found.runs(model_name)
+    if as_json:
+        click.echo(json.dumps([run.as_dict() for run in runs], indent=2))
+        return
+    for line in _history_rows(runs):
+        click.echo(line)
+
+
+def _audit_at(which: str, location: str | None, out: Path) -> Any:
+    """A run folder, or the run with that id in the history."""
+    from auditor.compare import read_audit
+    from auditor.errors import ConfigError
+    from auditor.history.store import open_history
+
+    if not which.isdigit():
+        return read_audit(Path(which))
+    found = open_history(location, out, create=False)
+    if found is None:
+        raise ConfigError(
+            f"{which!r} is a history id, but there is no history at "
+            f"{location or str(out / 'history.sqlite')!r}; pass run folders or --history"
+        )
+    run = found.get(int(which))
+    if run.missing:
+        raise ConfigError(f"run {run.id}'s folder {run.folder!r} is missing; it was deleted")
+    return read_audit(Path(run.folder), f"run {run.id}")
+
+
+@cli.command()
+@click.argument("old")
+@click.argument("new")
+@click.option(
+    "--out", type=_PATH, default=Path("reports"), show_default=True,
+    help="Folder for the comparison folder (and whose history.sqlite resolves ids).",
+)  # fmt: skip
+@click.option("--history", "location", help="SQLite file or SQLAlchemy URL of the history.")
+@click.option("--bootstrap", type=click.IntRange(100), default=1000, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@_user_errors
+def compare(old: str, new: str, out: Path, location: str | None, bootstrap: int, seed: int) -> None:
+    """Compare the audit NEW with OLD (run folders or history ids): metrics with the
+    interval of their change (paired on the same images), McNemar's test and drift."""
+    from auditor.compare.report import write_comparison
+    from auditor.history.settings import PeriodicSettings
+
+    before, after = _audit_at(old, location, out), _audit_at(new, location, out)
+    settings = PeriodicSettings(seed=seed)
+    folder = write_comparison(before, after, out, settings, bootstrap)
+    document = json.loads((folder / "comparison.json").read_text(encoding="utf-8"))
+    for finding in document["findings"]:
+        click.echo(f"Finding: {finding}", err=True)
+    click.echo(f"Report: {folder / 'comparison.pdf'}")
     click.echo(str(folder))
 
 

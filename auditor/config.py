@@ -19,7 +19,7 @@ stage::
     methods = ["saliency", "grad-cam", "occlusion"]   # flat: any stage's key
     ig-steps = 32
 
-    [trust]        # or its stage's table: [evaluation], [explain], [trust], [clinical]
+    [trust]        # or its stage's table: [evaluation], [explain], [trust], [clinical]…
     trust-images = 8
 """
 
@@ -42,6 +42,7 @@ from auditor.documentation import Documentation, parse_documentation
 from auditor.errors import ConfigError, UsageError
 from auditor.evaluate import EvaluationSettings
 from auditor.explain import ExplainSettings
+from auditor.history.settings import PeriodicSettings
 from auditor.images import DEFAULT_MAX_PIXELS
 from auditor.measure import TrustSettings
 from auditor.policy import Criterion, parse_policy
@@ -239,6 +240,7 @@ class AuditConfig:
     dissection: ConceptSettings = field(default_factory=ConceptSettings)
     similarity: SimilaritySettings = field(default_factory=SimilaritySettings)
     counterfactuals: CounterfactualSettings = field(default_factory=CounterfactualSettings)
+    periodic: PeriodicSettings = field(default_factory=PeriodicSettings)
     policy: tuple[Criterion, ...] = ()
     documentation: Documentation = field(default_factory=Documentation)
     source: dict[str, str] = field(default_factory=dict, compare=False)
@@ -373,9 +375,8 @@ def resolve_config(config_file: Path | None, flags: Mapping[str, Any]) -> AuditC
     documentation = Documentation()
     if config_file is not None:
         from_file, policy, documentation = _load_file(config_file)
-        for name, value in from_file.items():
-            given[name] = value
-            source[name] = f"file {config_file.name}"
+        given |= from_file
+        source |= {name: f"file {config_file.name}" for name in from_file}
         if policy:
             source["policy"] = f"file {config_file.name}"
         if documentation.values:

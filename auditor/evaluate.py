@@ -71,6 +71,9 @@ class Evaluation:
         settings: How it ran.
         embeddings: Each scored image's embedding, in the order of ``predictions`` (when
             an embedding site was given).
+        intensities: ``(N, 2C)`` float32, each scored image's per-channel mean then
+            standard deviation of its pixels in [0, 1] (before the normalisation), in the
+            order of ``predictions``: what the comparison of two audits' inputs reads.
     """
 
     predictions: pd.DataFrame
@@ -81,6 +84,21 @@ class Evaluation:
     seconds: float
     settings: EvaluationSettings
     embeddings: EmbeddingStore | None = None
+    intensities: np.ndarray | None = None
+
+
+def channel_statistics(images: torch.Tensor, preprocessing: Preprocessing) -> np.ndarray:
+    """``(B, 2C)`` float32: each image's per-channel pixel mean, then standard deviation,
+    in [0, 1] units (the model's normalisation undone)."""
+    flat = images.flatten(2).double()
+    means, stds = flat.mean(dim=2), flat.std(dim=2, correction=0)
+    if preprocessing.mean is not None and preprocessing.std is not None:
+        scale = torch.tensor(preprocessing.std, dtype=torch.float64)
+        means, stds = (
+            means * scale + torch.tensor(preprocessing.mean, dtype=torch.float64),
+            stds * scale,
+        )
+    return torch.cat([means, stds], dim=1).float().numpy()
 
 
 def run_model(
@@ -146,6 +164,7 @@ class _Scores:
 
     indices: list[np.ndarray]
     probabilities: list[np.ndarray]
+    intensities: list[np.ndarray]
     hashes: dict[int, str]
     failures: list[tuple[int, str, str]]  # (index, reason, file SHA-256)
 
@@ -168,7 +187,7 @@ def _score(
         settings.workers,
         pin_memory=model.device.type == "cuda",
     )
-    scores = _Scores([], [], {}, [])
+    scores = _Scores([], [], [], {}, [])
     with torch.inference_mode():
         for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False, disable=None):
             scores.failures.extend(
@@ -187,6 +206,9 @@ def _score(
                 to_probabilities(output, kind)[finite.to(output.device)].cpu().numpy()
             )
             scores.indices.append(batch.indices[finite].numpy())
+            scores.intensities.append(
+                channel_statistics(batch.images, preprocessing)[finite.numpy()]
+            )
             scores.hashes.update(zip(batch.indices.tolist(), batch.hashes, strict=True))
             scores.failures.extend(
                 (
@@ -250,7 +272,7 @@ def evaluate(
     entries += [(e.relpath, "") for e in dataset.excluded]
     return Evaluation(
         predictions, excluded_frame, kind, metrics, data_sha256(entries), seconds, settings,
-        store if store is not None and store.rows else None,
+        store if store is not None and store.rows else None, np.concatenate(scores.intensities),
     )  # fmt: skip
 
 

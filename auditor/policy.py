@@ -28,6 +28,7 @@ from auditor.resources import resource_path
 __all__ = [
     "DERIVED",
     "EXIT_POLICY_FAILED",
+    "NO_PREVIOUS",
     "Criterion",
     "Outcome",
     "PolicyResult",
@@ -144,10 +145,13 @@ def _numbers(node: dict[str, Any], defs: dict[str, Any], path: str) -> Iterator[
 
 @functools.cache
 def valid_metrics() -> tuple[str, ...]:
-    """Every metric a criterion may name: ``metrics.json``'s numbers and :data:`DERIVED`."""
+    """Every metric a criterion may name: ``metrics.json``'s numbers, :data:`DERIVED` and
+    the comparison with the previous audit's (:data:`~auditor.compare.COMPARED`)."""
+    from auditor.compare.comparison import COMPARED
+
     schema = json.loads(resource_path("schemas", "metrics.schema.json").read_text("utf-8"))
     found = set(_numbers(schema, schema.get("$defs", {}), "")) - {"schema_version"}
-    return tuple(sorted(found | set(DERIVED)))
+    return tuple(sorted(found | set(DERIVED) | set(COMPARED)))
 
 
 def parse_policy(table: dict[str, Any], source: str) -> tuple[Criterion, ...]:
@@ -251,21 +255,38 @@ def _lookup(metrics: dict[str, Any], path: str) -> float | None:
     return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
 
 
-def gate_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
-    """Every valid metric's value in this ``metrics.json`` document (``None``: not measured)."""
-    derived = _derived(metrics)
+def gate_metrics(
+    metrics: dict[str, Any], compared: dict[str, float | None] | None = None
+) -> dict[str, float | None]:
+    """Every valid metric's value in this ``metrics.json`` document and the comparison
+    with the previous audit (``compared``; see :func:`auditor.compare.gate_values`);
+    ``None``: not measured."""
+    derived = _derived(metrics) | (compared or {})
     return {
         path: derived[path] if path in derived else _lookup(metrics, path)
         for path in valid_metrics()
     }
 
 
-def evaluate_policy(criteria: tuple[Criterion, ...], metrics: dict[str, Any]) -> PolicyResult:
-    """Judge each criterion on the ``metrics.json`` document ``metrics``."""
-    values = gate_metrics(metrics)
+NO_PREVIOUS = "no previous audit of this model to compare with"
+"""Why a ``compare.*`` criterion passes on a model's first audit."""
+
+
+def evaluate_policy(
+    criteria: tuple[Criterion, ...],
+    metrics: dict[str, Any],
+    compared: dict[str, float | None] | None = None,
+) -> PolicyResult:
+    """Judge each criterion on the ``metrics.json`` document ``metrics`` and the comparison
+    with the previous audit (``compared``; ``None``: there is none, and its criteria
+    pass: a model's first audit has nothing to regress from)."""
+    values = gate_metrics(metrics, compared)
     outcomes = []
     for criterion in criteria:
         value = values[criterion.metric]
+        if compared is None and criterion.metric.startswith("compare."):
+            outcomes.append(Outcome(criterion, None, True, NO_PREVIOUS))
+            continue
         if value is None or math.isnan(value):
             outcomes.append(Outcome(criterion, None, False, "not measured in this audit"))
             continue
@@ -305,7 +326,7 @@ def junit_xml(result: PolicyResult, name: str) -> str:
         tests=str(len(result.outcomes)),
         failures=str(len(result.failed)),
         errors="0",
-        skipped="0",
+        skipped=str(sum(o.passed and bool(o.reason) for o in result.outcomes)),
     )
     for outcome in result.outcomes:
         case = ElementTree.SubElement(
@@ -314,6 +335,8 @@ def junit_xml(result: PolicyResult, name: str) -> str:
         if not outcome.passed:
             failure = ElementTree.SubElement(case, "failure", message=outcome.reason)
             failure.text = f"{outcome.criterion.text}: {outcome.reason}"
+        elif outcome.reason:
+            ElementTree.SubElement(case, "skipped", message=outcome.reason)
     root = ElementTree.Element("testsuites")
     root.append(suite)
     ElementTree.indent(root)

@@ -61,12 +61,13 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def audit(
     tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, manifest: Path
 ) -> tuple[Result, Path]:
-    """One full `auditor run` in-process; returns the click result and the run folder."""
+    """One full `auditor run` in-process; returns the click result and the run folder (its
+    stage events are in ``events.jsonl`` beside the folder of run folders)."""
     out = tmp_path_factory.mktemp("reports")
     result = invoke(
         "run", "--model", str(tiny_model), "--data", str(manifest), "--out", str(out),
         "--explain-samples", "3", "--batch-size", "4", "--seed", "1", "--device", "cpu",
-        "--patient-column", "patient",
+        "--patient-column", "patient", "--log-json", str(out.parent / "events.jsonl"),
     )  # fmt: skip
     assert result.exit_code == 0, result.output + (result.stderr or "")
     return result, Path(result.stdout.strip().splitlines()[-1])

@@ -9,6 +9,8 @@ import io
 import json
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import TypeVar
@@ -19,6 +21,8 @@ import torch
 from click.testing import CliRunner, Result
 from jsonschema import Draft202012Validator, FormatChecker
 from PIL import Image
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
@@ -234,10 +238,16 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args))
 
 
+def is_event(line: str) -> bool:
+    """Whether a line of stderr is a stage event (see auditor.events)."""
+    return line.startswith("auditor: ")
+
+
 def one_line_error(result: Result, *fragments: str) -> None:
-    """The run failed with exit 1 and one ``Error: …`` line containing ``fragments``."""
+    """The run failed with exit 1 and one ``Error: …`` line containing ``fragments`` (besides
+    the stage events, logged on stderr when it is not a terminal)."""
     assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if not is_event(line)]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert "Traceback" not in result.output
     for fragment in fragments:
@@ -290,3 +300,80 @@ def probability(called: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A probability of the positive class that is at least one half exactly when ``called``."""
     margin = rng.uniform(0.01, 0.49, called.shape)
     return np.where(called, 0.5 + margin, 0.5 - margin)
+
+
+Estimate = tuple[float, float, float]
+
+
+def fake_run_folder(
+    parent: Path,
+    name: str,
+    model: str = "tiny",
+    started: str = "2024-05-01T09:30:00+00:00",
+    accuracy: Estimate | None = (0.86, 0.825, 0.895),
+    auc: Estimate | None = (0.91, 0.88, 0.94),
+    failed: int = 0,
+    declared: int = 5,
+    n_images: int = 200,
+    version: str = "",
+    settings: dict[str, object] | None = None,
+    model_sha256: str = "0" * 64,
+    data_sha256: str = "1" * 64,
+) -> Path:
+    """A run folder ``parent/name`` with the manifest.json, metrics.json and policy.json that
+    :meth:`auditor.history.History.record` reads (no report, no images): ``model`` is the
+    model-name setting, ``settings`` more settings ({name: value}), ``accuracy`` and ``auc``
+    (value, ci_low, ci_high) or absent (None); the policy passed when ``failed`` is 0."""
+    folder = parent / name
+    folder.mkdir(parents=True)
+    values = {"model_name": model, "model_version": version, "seed": 1, **(settings or {})}
+    manifest = {
+        "schema_version": 1,
+        "auditor_version": "0.1.0",
+        "model": {"path": f"/models/{model}.pt", "sha256": model_sha256},
+        "data": {"source": "/data/manifest.csv", "sha256": data_sha256},
+        "command": f"auditor run --model /models/{model}.pt",
+        "config": {key: {"value": value, "source": "cli"} for key, value in values.items()},
+        "started": started,
+        "finished": started,
+        "files": {},
+    }
+    estimate = ("value", "ci_low", "ci_high")
+    metrics: dict[str, object] = {"n_images": n_images, "n_excluded": 0, "operating_point": None}
+    if accuracy is not None:
+        metrics["accuracy"] = dict(zip(estimate, accuracy, strict=True))
+    if auc is not None:
+        metrics["operating_point"] = {"auc": dict(zip(estimate, auc, strict=True))}
+    policy = {"passed": failed == 0, "declared": declared, "failed": failed, "criteria": []}
+    for stem, document in (("manifest", manifest), ("metrics", metrics), ("policy", policy)):
+        (folder / f"{stem}.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
+    return folder
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+@contextmanager
+def headless_chromium(width: int, height: int) -> Iterator[webdriver.Chrome]:
+    """Debian's headless Chromium at ``width`` x ``height``, with the console log kept. Fails
+    (never skips) when chromium or chromedriver is missing: the browser tests are part of
+    the suite."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
+    if missing:
+        pytest.fail(
+            f"{' and '.join(missing)} not found: the browser test needs Debian's chromium and "
+            "chromium-driver. Run `make system-deps` as root to install them.",
+            pytrace=False,
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)  # with the driver's path, Selenium Manager stays idle
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                     f"--window-size={width},{height}"):  # fmt: skip
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -14,15 +14,13 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 from PIL import Image
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+from tests.helpers import headless_chromium
+
 WIDTH, HEIGHT = 1280, 900
 NARROWEST = 500  # headless Chromium does not make a window narrower than this
 
@@ -31,24 +29,8 @@ NARROWEST = 500  # headless Chromium does not make a window narrower than this
 def browser() -> Iterator[WebDriver]:
     """Headless Chromium at WIDTH x HEIGHT, with the console log kept. Fails (never skips)
     when Debian's chromium or chromedriver is missing: the browser test is part of the suite."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
-    if missing:
-        pytest.fail(
-            f"{' and '.join(missing)} not found: the browser test needs Debian's chromium and "
-            "chromium-driver. Run `make system-deps` as root to install them.",
-            pytrace=False,
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)  # with the driver's path, Selenium Manager stays idle
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                     f"--window-size={WIDTH},{HEIGHT}"):  # fmt: skip
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    try:
+    with headless_chromium(WIDTH, HEIGHT) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture

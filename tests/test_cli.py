@@ -304,12 +304,12 @@ def test_profile_prints_the_module_table_and_totals(tiny_model: Path) -> None:
 def test_a_failure_while_writing_leaves_no_folder_behind(
     tmp_path: Path, tiny_model: Path, manifest: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import auditor.pipeline
+    import auditor.outputs
 
     def broken(*_: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(auditor.pipeline, "write_pdf", broken)
+    monkeypatch.setattr(auditor.outputs, "write_pdf", broken)
     out = tmp_path / "r"
     result = invoke(
         "run",

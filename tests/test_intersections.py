@@ -3,6 +3,7 @@ and the operating threshold behind every subgroup rate."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,20 @@ def test_the_forest_plot_draws_the_judged_groups_only() -> None:
     assert forest_figure(result.groups, (0.8, 0.9)).startswith("data:image/png;base64,")
     small = fairness(predictions, grouping, "malignant", ClinicalSettings(min_group_size=500), 100)
     assert small is not None and forest_figure(small.groups, (0.8, 0.9)) == ""
+
+
+def test_the_forest_plot_draws_an_interval_that_rounds_below_its_value() -> None:
+    """Wilson's upper bound at 12 of 12 is 1 - 1e-16 in floating point (a demo subgroup of
+    48 images crashed matplotlib's errorbar with a negative error)."""
+    predictions = _predictions(n=400)
+    result = fairness(predictions, metadata_groups(predictions, ("site",), 20), "malignant",
+                      ClinicalSettings(), 100)  # fmt: skip
+    assert result is not None
+    first = result.groups[0]
+    rounded = dataclasses.replace(first.sensitivity, value=1.0, ci_high=1.0 - 1e-16)
+    groups = (dataclasses.replace(first, sensitivity=rounded), *result.groups[1:])
+
+    assert forest_figure(groups, (0.8, 0.9)).startswith("data:image/png;base64,")
 
 
 def test_an_intersection_of_a_column_the_data_lacks_is_a_one_line_error(

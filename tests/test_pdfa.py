@@ -7,7 +7,7 @@ from xml.etree import ElementTree
 
 from pypdf import PdfReader
 
-from auditor.pipeline import ATTACHED
+from auditor.outputs import ATTACHED
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 PDFAID = "http://www.aiim.org/pdfa/ns/id/"

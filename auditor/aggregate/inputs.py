@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from auditor.architecture import ArchitectureProfile
 from auditor.clinical import Clinical
+from auditor.compare.comparison import Comparison
 from auditor.concepts.analysis import ConceptAnalysis
 from auditor.config import AuditConfig
 from auditor.counterfactual.stage import Counterfactuals
@@ -52,6 +53,8 @@ class AuditInputs:
         started: Start time, UTC, ``YYYY-MM-DD HH:MM:SS``.
         finished: End time, same format.
         auditor_version: Auditor's version.
+        comparison: The comparison with the previous audit of this model's name in the
+            history (``None``: there is none).
     """
 
     config: AuditConfig
@@ -74,3 +77,4 @@ class AuditInputs:
     started: str
     finished: str
     auditor_version: str
+    comparison: Comparison | None = None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from auditor.aggregate.calibration import calibration_view
 from auditor.aggregate.cases import misclassified_view, sampled_view
+from auditor.aggregate.changes import changes_view
 from auditor.aggregate.checklist import checklist_view
 from auditor.aggregate.context import context_view
 from auditor.aggregate.counterfactuals import counterfactual_view
@@ -113,6 +114,7 @@ class PresentSection:
 
 ANSWER = Chapter("answer", "Summary", page_one=True)
 CRITERIA = Chapter("acceptance", "Acceptance criteria")
+CHANGES = Chapter("changes-chapter", "Changes since the previous audit")
 USE = Chapter("use-and-model", "Intended use and model")
 DATA = Chapter("datasheet", "Data")
 PERFORMANCE = Chapter("performance-chapter", "Performance at the operating point")
@@ -130,7 +132,7 @@ GLOSSARY = Chapter("glossary-chapter", "Glossary", appendix=True)
 SIGNOFF = Chapter("signoff-chapter", "Sign-off")
 
 CHAPTERS: tuple[Chapter, ...] = (
-    ANSWER, CRITERIA, USE, DATA, PERFORMANCE, SUBGROUPS, CALIBRATION, ROBUSTNESS,
+    ANSWER, CRITERIA, CHANGES, USE, DATA, PERFORMANCE, SUBGROUPS, CALIBRATION, ROBUSTNESS,
     EXPLANATIONS, LIMITATIONS, GALLERIES, DETAILS, ARCHITECTURE, SETTINGS, GUIDELINES,
     GLOSSARY, SIGNOFF,
 )  # fmt: skip
@@ -139,6 +141,7 @@ CHAPTERS: tuple[Chapter, ...] = (
 SECTIONS: tuple[Section, ...] = (
     Section("summary", "Summary", summary_view, ANSWER),
     Section("policy", "Acceptance criteria", policy_view, CRITERIA),
+    Section("changes", "Changes since the previous audit", changes_view, CHANGES),
     Section("context", "Intended use and model, as declared", context_view, USE),
     Section("model", "Model identity", model_view, USE),
     Section("data", "Data set", data_view, DATA),

@@ -110,7 +110,9 @@ def forest_figure(groups: tuple[GroupMetrics, ...], overall: tuple[float, float]
             rates = [getattr(g, measure) for g in judged]
             values = np.array([r.value for r in rates])
             errors = np.array([[r.value - r.ci_low, r.ci_high - r.value] for r in rates]).T
-            axes.errorbar(values, y, xerr=np.nan_to_num(errors), fmt="o", markersize=3,
+            # Wilson's upper bound at hits == n can round a hair below 1.0: no negative bar.
+            errors = np.maximum(np.nan_to_num(errors), 0.0)
+            axes.errorbar(values, y, xerr=errors, fmt="o", markersize=3,
                           color="#4C72B0", capsize=2)  # fmt: skip
             axes.axvline(reference, color="#888888", linestyle="--", linewidth=0.8)
             axes.set_xlim(-0.02, 1.02)

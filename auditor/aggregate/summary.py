@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from auditor.aggregate.calibration import calibration_sentence
+from auditor.aggregate.changes import comparison_sentences
 from auditor.aggregate.counterfactuals import counterfactual_findings
 from auditor.aggregate.datasheet import duplicates_sentence
 from auditor.aggregate.dependence import dependence_findings, subgroup_failures
@@ -74,6 +75,8 @@ class SummaryView:
         similarity: What organises the embedding beyond the class, near-duplicates and
             leakage, in words.
         counterfactuals: Artefact concepts whose removal changes misclassified calls.
+        changes: The significant changes since the previous audit.
+        compared: Whether there was a previous audit to compare with.
     """
 
     accuracy: Estimate
@@ -106,6 +109,8 @@ class SummaryView:
     artifact_tcav: tuple[str, ...]
     similarity: tuple[str, ...]
     counterfactuals: tuple[str, ...]
+    changes: tuple[str, ...]
+    compared: bool
 
 
 def _headline(inputs: AuditInputs) -> tuple[Headline, ...]:
@@ -166,4 +171,6 @@ def summary_view(inputs: AuditInputs) -> SummaryView:
         headline=_headline(inputs),
         subgroups=subgroup_failures(inputs.clinical.dependence),
         fragile=fragile_sentence(inputs.robustness),
+        changes=comparison_sentences(inputs.comparison),
+        compared=inputs.comparison is not None,
     )

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 if TYPE_CHECKING:  # the engine builds Explanations from the types here
     from auditor.concepts.maximise import Maximised
     from auditor.explain.engine import Explanations
 
-__all__ = ["Case", "MapStore", "save_features", "save_maps"]
+__all__ = ["Case", "MapStore", "ok_maps", "save_features", "save_maps"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,19 @@ class MapStore:
         return {method: value for method, value in found if value is not None}
 
 
+def ok_maps(explanations: Explanations) -> tuple[pd.DataFrame, np.ndarray]:
+    """The ``ok`` rows of ``explanations.csv`` and their maps, stacked ``(N, H, W)``."""
+    rows = explanations.records[explanations.records["status"] == "ok"]
+    maps = []
+    for index, role, method in zip(rows["index"], rows["role"], rows["method"], strict=True):
+        case = explanations.case(int(index), str(role))
+        value = None if case is None else explanations.maps.get(case, str(method))
+        if value is None:
+            raise RuntimeError(f"the ok row ({index}, {role}, {method}) has no map")
+        maps.append(value)
+    return rows, np.stack(maps) if maps else np.zeros((0, 0, 0), np.float32)
+
+
 def save_maps(explanations: Explanations, path: Path) -> None:
     """Write the raw maps to ``path`` (``.npz``).
 
@@ -72,15 +86,7 @@ def save_maps(explanations: Explanations, path: Path) -> None:
     resolution, after each method's post-processing and before min-max normalisation.
     Rows follow ``explanations.csv``'s ``ok`` rows.
     """
-    rows = explanations.records[explanations.records["status"] == "ok"]
-    maps = []
-    for index, role, method in zip(rows["index"], rows["role"], rows["method"], strict=True):
-        case = explanations.case(int(index), str(role))
-        value = None if case is None else explanations.maps.get(case, str(method))
-        if value is None:
-            raise RuntimeError(f"the ok row ({index}, {role}, {method}) has no map")
-        maps.append(value)
-    stacked = np.stack(maps) if maps else np.zeros((0, 0, 0), np.float32)
+    rows, stacked = ok_maps(explanations)
     np.savez_compressed(
         path,
         maps=stacked.astype(np.float32),

@@ -1,0 +1,189 @@
+"""Changes since the previous audit, for the report: each metric before and after with the
+interval of its change, McNemar's test, and whether the inputs, the predictions and the
+explanations moved. The figures are ``comparison.json``'s (:mod:`auditor.compare.files`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from auditor.aggregate.inputs import AuditInputs
+from auditor.compare.comparison import MIN_SUBGROUP, Comparison
+from auditor.compare.drift import Shift
+from auditor.compare.files import findings
+from auditor.compare.stats import Difference
+from auditor.report.format import fixed, p_value
+
+__all__ = [
+    "ChangeRow",
+    "ChangesView",
+    "changes_view",
+    "comparison_sentences",
+    "comparison_view",
+]
+
+METRIC_NAMES = {
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "auc": "ROC AUC",
+    "sensitivity": "sensitivity",
+    "specificity": "specificity",
+}
+
+SUBGROUP_ROWS = 12
+"""Subgroups listed (the largest falls first)."""
+
+
+@dataclass(frozen=True)
+class ChangeRow:
+    """One metric before and after: ``change`` is the difference with its interval."""
+
+    name: str
+    before: str
+    after: str
+    change: str
+    flag: bool
+
+
+@dataclass(frozen=True)
+class ChangesView:
+    """The section.
+
+    Attributes:
+        previous: Which audit this one is compared with, in words.
+        pairing: How the two were compared (paired on the same images, or not).
+        metrics, subgroups: The rows of the two tables.
+        subgroups_left: Subgroups compared but not listed.
+        subgroup_rule: Which subgroups are compared, in words.
+        mcnemar: McNemar's test in one sentence ("" when unpaired).
+        drift: Whether the inputs, embedding, predicted classes and confidence moved.
+        explanations: Each trusted method's maps' rank correlation across the audits.
+        findings: The significant changes (also on page one).
+    """
+
+    previous: str
+    pairing: str
+    metrics: tuple[ChangeRow, ...]
+    subgroups: tuple[ChangeRow, ...]
+    subgroups_left: int
+    subgroup_rule: str
+    mcnemar: str
+    drift: tuple[str, ...]
+    explanations: tuple[str, ...]
+    findings: tuple[str, ...]
+
+
+def _signed(value: float) -> str:
+    return fixed(value).replace("-", "−") if value < 0 else "+" + fixed(value)
+
+
+def _row(name: str, d: Difference) -> ChangeRow:
+    interval = f"{_signed(d.ci_low)} to {_signed(d.ci_high)}"
+    return ChangeRow(
+        name, fixed(d.before), fixed(d.after), f"{_signed(d.diff)} ({interval})", d.worse
+    )
+
+
+def _previous(comparison: Comparison) -> str:
+    label, identity = comparison.old
+    version = identity.get("model_version")
+    same = identity["model_sha256"] == comparison.new[1]["model_sha256"]
+    model = "the same model file" if same else "another model file"
+    return (
+        f"{label}, started {identity['started'][:16].replace('T', ' ')} UTC, of "
+        f"{model}{f' (version {version})' if version else ''}: {identity['folder']}"
+    )
+
+
+def _pairing(comparison: Comparison) -> str:
+    if comparison.paired:
+        return (
+            f"Paired: both audits scored the same {comparison.shared:,} images (by file "
+            f"SHA-256), so each change is measured on the same images; its 95% interval "
+            f"comes from a paired bootstrap."
+        )
+    return (
+        f"Unpaired: only {comparison.shared:,} images are in both audits, so each audit is "
+        f"resampled on its own for the 95% interval of the change."
+    )
+
+
+def _shift(label: str, shift: Shift, test: str) -> str:
+    moved = "moved" if shift.moved else "did not move"
+    return (
+        f"{label} {moved}: {fixed(shift.before)} before, {fixed(shift.after)} now "
+        f"({test} p = {p_value(shift.p_value)})."
+    )
+
+
+def _drift(comparison: Comparison) -> tuple[str, ...]:
+    lines = []
+    if comparison.intensity:
+        moved = [s for s in comparison.intensity if s.moved]
+        worst = min(comparison.intensity, key=lambda s: s.p_value)
+        lines.append(
+            f"Input intensities: {len(moved)} of {len(comparison.intensity)} per-channel "
+            f"statistics moved (Kolmogorov–Smirnov, Holm); the most: "
+            + _shift(worst.name.replace("_", " "), worst, "Holm").rstrip(".")
+            + "."
+        )
+    else:
+        lines.append("Input intensities: not compared (the previous audit did not record them).")
+    if comparison.embedding is not None:
+        e = comparison.embedding
+        state = "moved" if e.moved else "did not move"
+        lines.append(
+            f"Embedding: the distribution {state} (MMD² {e.statistic:.3g}, permutation "
+            f"p = {p_value(e.p_value)})."
+        )
+    else:
+        lines.append(f"Embedding: {comparison.embedding_note}.")
+    classes, confidence = comparison.predictions
+    lines.append(_shift(classes.name.capitalize(), classes, "chi-squared"))
+    lines.append(_shift("Mean confidence", confidence, "Kolmogorov–Smirnov"))
+    return tuple(lines)
+
+
+def _explanations(comparison: Comparison) -> tuple[str, ...]:
+    rows = comparison.explanations.to_dict("records")
+    return tuple(
+        f"{r['method']}: median {fixed(float(r['median']), 2)} (quartiles "
+        f"{fixed(float(r['low']), 2)} to {fixed(float(r['high']), 2)}) over {r['images']} images"
+        for r in rows
+        if r["images"]
+    )
+
+
+def comparison_sentences(comparison: Comparison | None) -> tuple[str, ...]:
+    """The comparison's findings, for page one."""
+    return tuple(findings(comparison)) if comparison is not None else ()
+
+
+def changes_view(inputs: AuditInputs) -> ChangesView | None:
+    """The section, when the history had an earlier audit of this model's name."""
+    return comparison_view(inputs.comparison) if inputs.comparison is not None else None
+
+
+def comparison_view(comparison: Comparison) -> ChangesView:
+    """The comparison in the report's words (also the comparison report's body)."""
+    subgroups = sorted(comparison.subgroups, key=lambda s: s[2].diff)
+    return ChangesView(
+        previous=_previous(comparison),
+        pairing=_pairing(comparison),
+        metrics=tuple(_row(METRIC_NAMES[d.name], d) for d in comparison.metrics),
+        subgroups=tuple(_row(f"{c} = {v}", d) for c, v, d in subgroups[:SUBGROUP_ROWS]),
+        subgroups_left=max(len(subgroups) - SUBGROUP_ROWS, 0),
+        subgroup_rule=(
+            f"Accuracy of every value of a metadata column (at most 20 values) with at least "
+            f"{MIN_SUBGROUP} images in each audit, the largest falls first."
+        ),
+        mcnemar=(
+            f"McNemar's exact test: {comparison.mcnemar.b:,} calls became wrong and "
+            f"{comparison.mcnemar.c:,} became right (p = {p_value(comparison.mcnemar.p_value)})."
+            if comparison.mcnemar is not None
+            else ""
+        ),
+        drift=_drift(comparison),
+        explanations=_explanations(comparison),
+        findings=comparison_sentences(comparison),
+    )

@@ -1,0 +1,171 @@
+"""A comparison in words and in ``comparison.json``, and the numbers the policy reads.
+
+Each finding is one sentence with its figures, read from the same :class:`Comparison`
+that ``comparison.json`` is written from, so a reader can recompute it from the file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any
+
+from auditor.compare.comparison import COMPARED, Comparison
+from auditor.compare.drift import Shift
+from auditor.compare.stats import Difference
+from auditor.report.format import fixed, p_value, percent
+
+__all__ = ["COMPARISON_SCHEMA_VERSION", "comparison_document", "findings", "gate_values"]
+
+COMPARISON_SCHEMA_VERSION = 1
+
+_NAMES = {
+    "accuracy": "Accuracy",
+    "balanced_accuracy": "Balanced accuracy",
+    "auc": "The ROC AUC",
+    "sensitivity": "Sensitivity",
+    "specificity": "Specificity",
+}
+
+
+def _signed(value: float) -> str:
+    return fixed(value).replace("-", "−") if value < 0 else "+" + fixed(value)
+
+
+def _change(d: Difference) -> str:
+    return (
+        f"{fixed(d.before)} to {fixed(d.after)} ({_signed(d.diff)}, 95% CI {_signed(d.ci_low)} "
+        f"to {_signed(d.ci_high)})"
+    )
+
+
+def _on(comparison: Comparison) -> str:
+    if comparison.paired:
+        return f"on the {comparison.shared:,} images both audits scored"
+    return "on different images (unpaired)"
+
+
+def _metric_findings(comparison: Comparison) -> list[str]:
+    sentences = []
+    for d in comparison.metrics:
+        if d.worse:
+            sentences.append(
+                f"{_NAMES[d.name]} fell from {_change(d)} since the previous audit, "
+                f"{_on(comparison)}."
+            )
+    for column, value, d in comparison.subgroups:
+        if d.worse:
+            sentences.append(f"Accuracy for {column} = {value} fell from {_change(d)}.")
+    tested = comparison.mcnemar
+    if tested is not None and tested.p_value < comparison.alpha:
+        sentences.append(
+            f"The calls changed on {tested.b + tested.c:,} of the {comparison.shared:,} "
+            f"images both audits scored: {tested.b:,} became wrong and {tested.c:,} became "
+            f"right (McNemar's exact test, p = {p_value(tested.p_value)})."
+        )
+    return sentences
+
+
+def _drift_findings(comparison: Comparison) -> list[str]:
+    sentences = []
+    moved = sorted((s for s in comparison.intensity if s.moved), key=lambda s: s.p_value)
+    if moved:
+        listed = "; ".join(
+            f"{s.name.replace('_', ' ')} {fixed(s.before)} → {fixed(s.after)} "
+            f"(Kolmogorov–Smirnov {fixed(s.statistic, 2)}, Holm p = {p_value(s.p_value)})"
+            for s in moved[:3]
+        )
+        sentences.append(f"The input images changed: {listed}.")
+    if comparison.embedding is not None and comparison.embedding.moved:
+        e = comparison.embedding
+        sentences.append(
+            f"The embedding's distribution moved (MMD² {e.statistic:.3g}, permutation "
+            f"p = {p_value(e.p_value)})."
+        )
+    classes, confidence = comparison.predictions
+    if classes.moved:
+        called = classes.name.removeprefix("share called ")
+        sentences.append(
+            f"The predicted classes moved: {called} was called for {percent(classes.after)} "
+            f"of images, against {percent(classes.before)} before (chi-squared p = "
+            f"{p_value(classes.p_value)})."
+        )
+    if confidence.moved:
+        sentences.append(
+            f"The confidence moved: mean {fixed(confidence.after)}, against "
+            f"{fixed(confidence.before)} before (Kolmogorov–Smirnov p = "
+            f"{p_value(confidence.p_value)})."
+        )
+    return sentences
+
+
+def findings(comparison: Comparison) -> list[str]:
+    """Every significant change, one sentence each with its figures."""
+    return _metric_findings(comparison) + _drift_findings(comparison)
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _shift(shift: Shift) -> dict[str, Any]:
+    return {k: _number(v) for k, v in asdict(shift).items()}
+
+
+def _difference(d: Difference) -> dict[str, Any]:
+    return {k: _number(v) for k, v in asdict(d).items()} | {"worse": d.worse}
+
+
+def comparison_document(comparison: Comparison) -> dict[str, Any]:
+    """The content of ``comparison.json``."""
+    return {
+        "schema_version": COMPARISON_SCHEMA_VERSION,
+        "old": {"label": comparison.old[0], **comparison.old[1]},
+        "new": {"label": comparison.new[0], **comparison.new[1]},
+        "paired": comparison.paired,
+        "shared_images": comparison.shared,
+        "alpha": comparison.alpha,
+        "metrics": [_difference(d) for d in comparison.metrics],
+        "subgroups": [
+            {"column": c, "value": v, **_difference(d)} for c, v, d in comparison.subgroups
+        ],
+        "mcnemar": asdict(comparison.mcnemar) if comparison.mcnemar is not None else None,
+        "drift": {
+            "intensity": [_shift(s) for s in comparison.intensity],
+            "embedding": _shift(comparison.embedding) if comparison.embedding else None,
+            "embedding_note": comparison.embedding_note,
+            "predictions": [_shift(s) for s in comparison.predictions],
+        },
+        "explanations": [
+            {k: _number(v) for k, v in row.items()}
+            for row in comparison.explanations.to_dict("records")
+        ],
+        "findings": findings(comparison),
+        "gate": gate_values(comparison),
+    }
+
+
+def gate_values(comparison: Comparison | None) -> dict[str, float | None]:
+    """Every :data:`COMPARED` number (``None`` when not measured or when there is no
+    previous audit)."""
+    values: dict[str, float | None] = dict.fromkeys(COMPARED)
+    if comparison is None:
+        return values
+    for d in comparison.metrics:
+        parts = {"before": d.before, "after": d.after, "diff.value": d.diff,
+                 "diff.ci_low": d.ci_low, "diff.ci_high": d.ci_high}  # fmt: skip
+        for part, value in parts.items():
+            values[f"compare.{d.name}.{part}"] = _number(float(value))
+    if comparison.mcnemar is not None:
+        values["compare.mcnemar.p_value"] = comparison.mcnemar.p_value
+    if comparison.intensity:
+        values["compare.drift.intensity.p_value"] = min(s.p_value for s in comparison.intensity)
+    if comparison.embedding is not None:
+        values["compare.drift.embedding.p_value"] = comparison.embedding.p_value
+    for shift, key in zip(comparison.predictions, ("predictions", "confidence"), strict=True):
+        values[f"compare.drift.{key}.p_value"] = shift.p_value
+    values["compare.regressions"] = len(comparison.regressions)
+    values["compare.findings"] = len(findings(comparison))
+    return values

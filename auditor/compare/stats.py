@@ -1,0 +1,153 @@
+"""Two audits' metrics side by side: the difference and its bootstrap interval, paired
+when both audits scored the same images, and McNemar's exact test on their calls.
+
+Paired: the images both audits scored (matched by file SHA-256) are resampled once per
+bootstrap draw, and each metric is recomputed on the same draw for both audits, so the
+interval is of the change on the same images. Unpaired: each audit's images are resampled
+on their own. Intervals are percentile intervals (2.5 and 97.5); a draw where a metric
+is undefined (an AUC with one class) is left out of that metric's interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import binomtest
+from sklearn.metrics import roc_auc_score
+
+__all__ = ["Calls", "Difference", "difference", "mcnemar"]
+
+
+@dataclass(frozen=True)
+class Calls:
+    """One audit's calls on its images: true labels, predictions, the positive class's
+    probability (binary audits) and its operating threshold."""
+
+    label: np.ndarray
+    prediction: np.ndarray
+    positive: np.ndarray | None = None
+    threshold: float | None = None
+
+    def take(self, rows: np.ndarray) -> Calls:
+        positive = None if self.positive is None else self.positive[rows]
+        return Calls(self.label[rows], self.prediction[rows], positive, self.threshold)
+
+
+def _accuracy(c: Calls) -> float:
+    return float(np.mean(c.label == c.prediction)) if c.label.size else float("nan")
+
+
+def _balanced_accuracy(c: Calls) -> float:
+    recalls = [np.mean(c.prediction[c.label == k] == k) for k in np.unique(c.label)]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
+def _auc(c: Calls) -> float:
+    if c.positive is None or np.unique(c.label == 1).size < 2:
+        return float("nan")
+    return float(roc_auc_score(c.label == 1, c.positive))
+
+
+def _rate(c: Calls, truth: int) -> float:
+    if c.positive is None or c.threshold is None or not np.any(c.label == truth):
+        return float("nan")
+    called = c.positive[c.label == truth] >= c.threshold
+    return float(np.mean(called if truth == 1 else ~called))
+
+
+METRICS: dict[str, Callable[[Calls], float]] = {
+    "accuracy": _accuracy,
+    "balanced_accuracy": _balanced_accuracy,
+    "auc": _auc,
+    "sensitivity": lambda c: _rate(c, 1),
+    "specificity": lambda c: _rate(c, 0),
+}
+"""The compared metrics, each computed from an audit's calls (the last three for binary
+audits only: the positive class is label 1)."""
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A metric before and after, and the after − before difference with its interval."""
+
+    name: str
+    before: float
+    after: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    n_before: int
+    n_after: int
+
+    @property
+    def worse(self) -> bool:
+        """The whole interval is below zero: a significant fall."""
+        return bool(self.ci_high < 0)
+
+    @property
+    def better(self) -> bool:
+        return bool(self.ci_low > 0)
+
+
+def _interval(draws: list[float]) -> tuple[float, float]:
+    kept = np.asarray([d for d in draws if np.isfinite(d)])
+    if not kept.size:
+        return float("nan"), float("nan")
+    low, high = np.percentile(kept, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def difference(
+    name: str,
+    old: Calls,
+    new: Calls,
+    pairs: tuple[np.ndarray, np.ndarray] | None,
+    resamples: int,
+    rng: np.random.Generator,
+) -> Difference:
+    """``name``'s value on each audit and the bootstrap interval of the difference.
+
+    Args:
+        pairs: Rows of ``old`` and of ``new`` that hold the same images (paired), or
+            ``None`` (unpaired).
+    """
+    metric = METRICS[name]
+    before, after = metric(old), metric(new)
+    draws = []
+    if pairs is not None:
+        old_rows, new_rows = pairs
+        diff = metric(new.take(new_rows)) - metric(old.take(old_rows))
+        for _ in range(resamples):
+            pick = rng.integers(0, len(old_rows), len(old_rows))
+            draws.append(metric(new.take(new_rows[pick])) - metric(old.take(old_rows[pick])))
+    else:
+        diff = after - before
+        n_old, n_new = len(old.label), len(new.label)
+        for _ in range(resamples):
+            draws.append(
+                metric(new.take(rng.integers(0, n_new, n_new)))
+                - metric(old.take(rng.integers(0, n_old, n_old)))
+            )
+    low, high = _interval(draws)
+    return Difference(name, before, after, diff, low, high, len(old.label), len(new.label))
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """McNemar's exact test on paired calls: ``b`` images only the old audit called
+    right, ``c`` only the new one; ``p_value`` is the two-sided binomial test of ``b``
+    in ``b + c`` at one half (1 when no image changed)."""
+
+    b: int
+    c: int
+    p_value: float
+
+
+def mcnemar(old_correct: np.ndarray, new_correct: np.ndarray) -> McNemar:
+    """McNemar's exact test on the paired correct/incorrect calls of two audits."""
+    b = int(np.sum(old_correct & ~new_correct))
+    c = int(np.sum(~old_correct & new_correct))
+    p = float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
+    return McNemar(b, c, p)

@@ -1,0 +1,108 @@
+"""Stage events a scheduler can keep: one line when a stage starts, one when it ends.
+
+Progress bars are for a person at a terminal; under cron or CI (stderr is not a
+terminal) they are off, and a run would print nothing for minutes. There, each stage
+logs ``auditor: <stage> started`` and ``auditor: <stage> finished in 12.3 s (counts)``
+on stderr; ``--log-json FILE`` writes the same events, and the run's start and end, as
+JSON lines (``-``: stderr)::
+
+    {"event": "stage_end", "stage": "evaluate", "time": "2026-…Z", "seconds": 12.3,
+     "counts": {"images": 400, "excluded": 0}}
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from auditor.errors import ConfigError
+
+__all__ = ["configure_events", "emit", "stage"]
+
+
+@dataclass
+class _Sinks:
+    plain: bool = False
+    json: IO[str] | None = None
+    owned: list[IO[str]] = field(default_factory=list)
+
+
+_SINKS = _Sinks()
+
+
+def configure_events(plain: bool | None = None, json_path: str | None = None) -> None:
+    """Where events go: plain lines on stderr (``None``: when stderr is not a terminal)
+    and JSON lines to ``json_path`` (``"-"``: stderr; ``None``: nowhere).
+
+    Raises:
+        ConfigError: ``json_path`` cannot be opened for appending.
+    """
+    close_events()
+    _SINKS.plain = not sys.stderr.isatty() if plain is None else plain
+    if json_path == "-":
+        _SINKS.json = sys.stderr
+    elif json_path is not None:
+        try:
+            handle = Path(json_path).open("a", encoding="utf-8")  # noqa: SIM115 - kept open
+        except OSError as error:
+            raise ConfigError(
+                f"--log-json {json_path!r} cannot be opened ({error.strerror or error}); "
+                f"pass a file in a writable folder, or - for stderr"
+            ) from None
+        _SINKS.json = handle
+        _SINKS.owned.append(handle)
+
+
+def close_events() -> None:
+    """Close the JSON file and send no more events."""
+    for handle in _SINKS.owned:
+        handle.close()
+    _SINKS.owned.clear()
+    _SINKS.plain, _SINKS.json = False, None
+
+
+def _counts_text(counts: dict[str, Any]) -> str:
+    """``12 images, policy passed``: a number before its name, a text after it."""
+    return ", ".join(
+        f"{value} {name.replace('_', ' ')}"
+        if isinstance(value, int | float)
+        else f"{name.replace('_', ' ')} {value}"
+        for name, value in counts.items()
+    )
+
+
+def emit(event: str, stage: str | None = None, **fields: Any) -> None:
+    """Send one event (``run_start``, ``stage_start``, ``stage_end``, ``run_end``…)."""
+    if _SINKS.json is not None:
+        record = {"event": event, "stage": stage, "time": datetime.now(UTC).isoformat()}
+        _SINKS.json.write(json.dumps({**record, **fields}, default=str) + "\n")
+        _SINKS.json.flush()
+    if _SINKS.plain:
+        name = stage or event.rsplit("_", 1)[0]
+        details = _counts_text(fields.get("counts") or {})
+        if "seconds" in fields:
+            line = f"{name} finished in {fields['seconds']:.1f} s"
+        else:
+            line = f"{name} started"
+            details = ", ".join(f"{key} {value}" for key, value in fields.items())
+        print(
+            f"auditor: {line}" + (f" ({details})" if details else ""), file=sys.stderr, flush=True
+        )
+
+
+@contextmanager
+def stage(name: str) -> Iterator[dict[str, Any]]:
+    """Emit ``stage_start``, run the block, emit ``stage_end`` with its duration and the
+    counts the block put in the yielded dict (nothing on an exception: the error says)."""
+    emit("stage_start", name)
+    started = time.perf_counter()
+    counts: dict[str, Any] = {}
+    yield counts
+    emit("stage_end", name, seconds=round(time.perf_counter() - started, 3), counts=counts)

@@ -1,0 +1,399 @@
+"""The history of runs: one row per successful audit, in SQLite or any SQLAlchemy database.
+
+Every run that renames its run folder into place is recorded (:meth:`History.record`):
+the model's name, version and SHA-256, the data's SHA-256, the configuration's hash,
+start and end, the headline metrics with their confidence intervals, the policy's
+result, the run folder and the SHA-256 of its ``manifest.json``. A run folder deleted
+later is reported as missing (:attr:`RunRecord.missing`), never an error.
+
+Migrations are a small versioned table (``auditor_schema``), not Alembic: the schema
+is two tables that grow by additive steps, every step is a few lines of portable DDL,
+and Alembic would ship a migration environment, a script folder and its own CLI to
+users who only ever run ``auditor``. Each step runs in one transaction with its version
+row; two processes that open an old database at once cannot both apply a step (the
+version is the table's primary key, and on SQLite the transaction takes the write lock
+when it begins).
+
+Concurrent writers lose nothing: on SQLite every transaction begins with ``BEGIN
+IMMEDIATE`` and waits up to :data:`BUSY_SECONDS` for another writer, instead of pysqlite's
+deferred transactions, which fail with "database is locked" when two upgrade to writers
+at once; a server database serialises its own inserts.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
+
+from auditor.errors import ConfigError, OutputError
+from auditor.history.identity import config_sha256, model_identity
+from auditor.load import file_sha256
+
+__all__ = [
+    "BUSY_SECONDS",
+    "HEADLINE",
+    "MIGRATIONS",
+    "History",
+    "RunRecord",
+    "history_url",
+    "open_history",
+]
+
+BUSY_SECONDS = 120
+"""How long a SQLite writer waits for another to finish before giving up."""
+
+HEADLINE: dict[str, str] = {
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced_accuracy",
+    "auc": "operating_point.auc",
+    "sensitivity": "operating_point.sensitivity",
+    "specificity": "operating_point.specificity",
+    "macro_auc": "macro_auc",
+    "ece": "ece",
+}
+"""The metrics recorded for each run: name → where ``metrics.json`` holds it (a number, or
+an object with ``value``, ``ci_low`` and ``ci_high``)."""
+
+
+def _run_columns(version: int) -> list[sa.Column[Any]]:
+    columns: list[sa.Column[Any]] = [
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("model_name", sa.String(255), nullable=False, index=True),
+        sa.Column("model_version", sa.String(255), nullable=False),
+        sa.Column("model_sha256", sa.String(64), nullable=False),
+        sa.Column("data_sha256", sa.String(64), nullable=False),
+        sa.Column("config_sha256", sa.String(64), nullable=False),
+        sa.Column("started", sa.String(40), nullable=False),
+        sa.Column("finished", sa.String(40), nullable=False),
+        sa.Column("n_images", sa.Integer, nullable=False),
+        sa.Column("policy_passed", sa.Boolean, nullable=False),
+        sa.Column("policy_failed", sa.Integer, nullable=False),
+        sa.Column("policy_declared", sa.Integer, nullable=False),
+        sa.Column("folder", sa.Text, nullable=False),
+        sa.Column("manifest_sha256", sa.String(64), nullable=False),
+        sa.Column("auditor_version", sa.String(40), nullable=False),
+        sa.Column("recorded", sa.String(40), nullable=False),
+    ]
+    if version >= 2:
+        columns.append(sa.Column("host", sa.String(255)))
+    return columns
+
+
+def _metric_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("value", sa.Float),
+        sa.Column("ci_low", sa.Float),
+        sa.Column("ci_high", sa.Float),
+    ]
+
+
+def _tables(version: int) -> tuple[sa.MetaData, sa.Table, sa.Table]:
+    metadata = sa.MetaData()
+    runs = sa.Table("runs", metadata, *_run_columns(version))
+    metrics = sa.Table("run_metrics", metadata, *_metric_columns())
+    return metadata, runs, metrics
+
+
+_SCHEMA = sa.Table(
+    "auditor_schema",
+    sa.MetaData(),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("applied", sa.String(40), nullable=False),
+)
+_METADATA, RUNS, METRICS = _tables(version=2)
+
+
+def _first(connection: Connection) -> None:
+    _tables(version=1)[0].create_all(connection)
+
+
+def _host(connection: Connection) -> None:
+    connection.execute(sa.text("ALTER TABLE runs ADD COLUMN host VARCHAR(255)"))
+    sa.Index("runs_identity", RUNS.c.model_sha256, RUNS.c.data_sha256, RUNS.c.config_sha256).create(
+        connection
+    )
+
+
+MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
+    (1, "runs and their headline metrics", _first),
+    (2, "the host each run ran on; an index on the model, data and config hashes", _host),
+)
+"""Every schema step in order: version, what it adds, the DDL."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One recorded run (``metrics``: name → ``(value, ci_low, ci_high)``)."""
+
+    id: int
+    model_name: str
+    model_version: str
+    model_sha256: str
+    data_sha256: str
+    config_sha256: str
+    started: str
+    finished: str
+    n_images: int
+    policy_passed: bool
+    policy_failed: int
+    policy_declared: int
+    folder: str
+    manifest_sha256: str
+    auditor_version: str
+    recorded: str
+    host: str | None
+    metrics: dict[str, tuple[float | None, float | None, float | None]] = field(
+        default_factory=dict
+    )
+
+    @property
+    def missing(self) -> bool:
+        """Whether the run folder is gone (deleted or moved since the run)."""
+        return not Path(self.folder).is_dir()
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy, with ``missing`` and each metric as an object."""
+        fields = {k: v for k, v in self.__dict__.items() if k != "metrics"}
+        metrics = {
+            name: dict(zip(("value", "ci_low", "ci_high"), triple, strict=True))
+            for name, triple in self.metrics.items()
+        }
+        return {**fields, "missing": self.missing, "metrics": metrics}
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, tuple[float | None, ...]]:
+    found: dict[str, tuple[float | None, ...]] = {}
+    for name, path in HEADLINE.items():
+        node: Any = metrics
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            found[name] = (node.get("value"), node.get("ci_low"), node.get("ci_high"))
+        elif isinstance(node, int | float):
+            found[name] = (float(node), None, None)
+    return found
+
+
+def history_url(location: str | None, out: Path) -> str | None:
+    """The SQLAlchemy URL of the history: ``location`` when it is a URL, a SQLite file at
+    ``location`` when it is a path, ``<out>/history.sqlite`` when unset, ``None`` for
+    ``"-"`` (no history)."""
+    if location == "-":
+        return None
+    if location is not None and "://" in location:
+        return location
+    path = Path(location) if location is not None else out / "history.sqlite"
+    return f"sqlite:///{path.absolute()}"
+
+
+def _sqlite_engine(url: sa.URL) -> Engine:
+    engine = sa.create_engine(url, connect_args={"timeout": BUSY_SECONDS})
+
+    @sa.event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection: Any, _: Any) -> None:
+        dbapi_connection.isolation_level = None  # transactions begin below, not in pysqlite
+
+    @sa.event.listens_for(engine, "begin")
+    def _take_write_lock(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _parse(url: str) -> sa.URL:
+    try:
+        return sa.make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"--history {url!r} is neither a file path nor a SQLAlchemy URL "
+            f"(such as postgresql://host/audits)"
+        ) from None
+
+
+def _engine(url: str) -> Engine:
+    parsed = _parse(url)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            return _sqlite_engine(parsed)
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"--history {url!r} names a database whose SQLAlchemy dialect is not installed; "
+            f"install its driver (for PostgreSQL: pip install psycopg)"
+        ) from None
+    except (ModuleNotFoundError, OSError) as error:
+        raise ConfigError(f"--history {url!r} cannot be opened ({error})") from None
+
+
+class History:
+    """The history database at ``url`` (migrated to the current schema when opened)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _engine(url)
+        try:
+            self._migrate()
+        except DBAPIError as error:
+            raise OutputError(
+                f"the history {self.where!r} cannot be opened ({error.orig}); check the path "
+                f"or URL given to --history, or pass --history - to keep no history"
+            ) from None
+
+    @property
+    def where(self) -> str:
+        """The URL without its password."""
+        return sa.make_url(self.url).render_as_string(hide_password=True)
+
+    @property
+    def version(self) -> int:
+        """The schema version the database is at."""
+        with self.engine.connect() as connection:
+            return int(connection.scalar(sa.select(sa.func.max(_SCHEMA.c.version))) or 0)
+
+    def _migrate(self, upto: int | None = None) -> None:
+        """Apply every step the database lacks, each in one transaction with its row."""
+        for version, description, step in MIGRATIONS:
+            if upto is not None and version > upto:
+                return
+            try:
+                with self.engine.begin() as connection:
+                    _SCHEMA.create(connection, checkfirst=True)
+                    done = connection.scalar(
+                        sa.select(_SCHEMA.c.version).where(_SCHEMA.c.version == version)
+                    )
+                    if done is not None:
+                        continue
+                    step(connection)
+                    connection.execute(
+                        _SCHEMA.insert().values(
+                            version=version, description=description, applied=_now()
+                        )
+                    )
+            except IntegrityError:
+                continue  # another process applied this step first
+
+    def record(self, folder: Path) -> RunRecord:
+        """Record the complete run folder ``folder`` (everything is read from its
+        ``manifest.json``, ``metrics.json`` and ``policy.json``)."""
+        manifest = _read_json(folder / "manifest.json")
+        metrics = _read_json(folder / "metrics.json")
+        policy = _read_json(folder / "policy.json")
+        name, version = model_identity(manifest["config"], manifest["model"]["path"])
+        row = {
+            "model_name": name,
+            "model_version": version,
+            "model_sha256": manifest["model"]["sha256"],
+            "data_sha256": manifest["data"]["sha256"],
+            "config_sha256": config_sha256(manifest["config"]),
+            "started": manifest["started"],
+            "finished": manifest["finished"],
+            "n_images": metrics["n_images"],
+            "policy_passed": policy["passed"],
+            "policy_failed": policy["failed"],
+            "policy_declared": policy["declared"],
+            "folder": str(folder.absolute()),
+            "manifest_sha256": file_sha256(folder / "manifest.json"),
+            "auditor_version": manifest["auditor_version"],
+            "recorded": _now(),
+            "host": socket.gethostname(),
+        }
+        headline = _headline(metrics)
+        with self.engine.begin() as connection:
+            inserted = connection.execute(RUNS.insert().values(**row)).inserted_primary_key
+            run_id = int(inserted[0]) if inserted is not None else 0
+            if headline:
+                connection.execute(
+                    METRICS.insert(),
+                    [
+                        {"run_id": run_id, "name": n, "value": v, "ci_low": lo, "ci_high": hi}
+                        for n, (v, lo, hi) in headline.items()
+                    ],
+                )
+        return self.get(int(run_id))
+
+    def runs(self, model_name: str | None = None) -> list[RunRecord]:
+        """Every recorded run (of ``model_name`` when given), oldest first."""
+        query = sa.select(RUNS).order_by(RUNS.c.started, RUNS.c.id)
+        if model_name is not None:
+            query = query.where(RUNS.c.model_name == model_name)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+            ids = [row["id"] for row in rows]
+            metrics: dict[int, dict[str, tuple[float | None, ...]]] = {i: {} for i in ids}
+            if ids:
+                for m in connection.execute(
+                    sa.select(METRICS).where(METRICS.c.run_id.in_(ids))
+                ).mappings():
+                    metrics[m["run_id"]][m["name"]] = (m["value"], m["ci_low"], m["ci_high"])
+        return [RunRecord(**dict(row), metrics=metrics[row["id"]]) for row in rows]  # type: ignore[arg-type]
+
+    def get(self, run_id: int) -> RunRecord:
+        """The run recorded as ``run_id``.
+
+        Raises:
+            ConfigError: No run has that id.
+        """
+        found = [r for r in self.runs() if r.id == run_id]
+        if not found:
+            raise ConfigError(
+                f"the history {self.where!r} has no run {run_id}; `auditor history` lists them"
+            )
+        return found[0]
+
+    def previous(self, model_name: str, before: str) -> RunRecord | None:
+        """The latest run of ``model_name`` started before ``before`` whose folder is still
+        there (``None``: none)."""
+        earlier = [r for r in self.runs(model_name) if r.started < before and not r.missing]
+        return earlier[-1] if earlier else None
+
+    def unchanged(self, model: str, data: str, config: str) -> RunRecord | None:
+        """The latest run with these model, data and config hashes whose folder is still
+        there (``None``: none)."""
+        same = [
+            r
+            for r in self.runs()
+            if (r.model_sha256, r.data_sha256, r.config_sha256) == (model, data, config)
+            and not r.missing
+        ]
+        return same[-1] if same else None
+
+
+def open_history(location: str | None, out: Path, create: bool = True) -> History | None:
+    """The history for the ``history`` setting and ``--out``: ``None`` when none is kept
+    (``"-"``), or when ``create`` is false and its SQLite file does not exist yet (so
+    reading never leaves an empty database behind)."""
+    url = history_url(location, out)
+    if url is None:
+        return None
+    parsed = _parse(url)
+    sqlite = parsed.get_backend_name() == "sqlite" and parsed.database
+    if not create and sqlite and not Path(str(parsed.database)).is_file():
+        return None
+    return History(url)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"{str(path)!r} cannot be read ({error}); pass a complete run folder"
+        ) from None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
