@@ -51,6 +51,7 @@ RUN_FILES = {
     "neighbours.csv",
     "duplicates.csv",
     "counterfactuals.csv",  # the explained cases' counterfactuals
+    "intensities.csv",  # each image's pixel statistics, for comparing two audits' inputs
     "policy.json",
     "junit.xml",
     "SHA256SUMS",

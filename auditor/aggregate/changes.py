@@ -15,6 +15,7 @@ from auditor.compare.stats import Difference
 from auditor.report.format import fixed, p_value
 
 __all__ = [
+    "METRIC_NAMES",
     "ChangeRow",
     "ChangesView",
     "changes_view",

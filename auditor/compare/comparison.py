@@ -133,8 +133,8 @@ def _subgroups(
 ) -> list[tuple[str, str, Difference]]:  # fmt: skip
     found = []
     for column in [c for c in _metadata(new.predictions) if c in old.predictions.columns]:
-        before, after = old.predictions[column].astype(str), new.predictions[column].astype(str)
-        values = sorted(set(after))
+        before, after = (a.predictions[column].fillna("").astype(str) for a in (old, new))
+        values = sorted(set(after) - {""})  # "": no value
         if not 2 <= len(values) <= 20:
             continue
         for value in values:

@@ -53,9 +53,13 @@ def _metric_findings(comparison: Comparison) -> list[str]:
                 f"{_NAMES[d.name]} fell from {_change(d)} since the previous audit, "
                 f"{_on(comparison)}."
             )
-    for column, value, d in comparison.subgroups:
-        if d.worse:
-            sentences.append(f"Accuracy for {column} = {value} fell from {_change(d)}.")
+    fell = sorted((d.diff, c, v, d) for c, v, d in comparison.subgroups if d.worse)
+    if fell:
+        _, column, value, d = fell[0]
+        sentences.append(
+            f"Accuracy fell in {len(fell)} of the {len(comparison.subgroups)} subgroups "
+            f"compared; the most for {column} = {value}, from {_change(d)}."
+        )
     tested = comparison.mcnemar
     if tested is not None and tested.p_value < comparison.alpha:
         sentences.append(

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from auditor import __version__
-from auditor.aggregate.changes import ChangesView, comparison_view
+from auditor.aggregate.changes import METRIC_NAMES, ChangesView, comparison_view
 from auditor.aggregate.figures import figure_uri, styled_figure
 from auditor.compare.audits import Audit
 from auditor.compare.comparison import Comparison, compare_audits
@@ -52,7 +52,7 @@ class ComparisonPage:
 
 
 def _metrics_figure(comparison: Comparison) -> Figure:
-    rows = [(d.name, d) for d in comparison.metrics] + [
+    rows = [(METRIC_NAMES[d.name], d) for d in comparison.metrics] + [
         (f"{c} = {v}", d) for c, v, d in comparison.subgroups
     ]
     with styled_figure(6.0, 0.3 * len(rows) + 0.8) as figure:
@@ -62,7 +62,7 @@ def _metrics_figure(comparison: Comparison) -> Figure:
             axes.plot([d.ci_low, d.ci_high], [y, y], color=colour, linewidth=2)
             axes.plot([d.diff], [y], "o", color=colour)
         axes.axvline(0, color="black", linewidth=0.8)
-        axes.set_yticks(range(len(rows)), [name.replace("_", " ") for name, _ in rows])
+        axes.set_yticks(range(len(rows)), [name for name, _ in rows])
         axes.invert_yaxis()
         axes.set_xlabel("change (now − previous), with its 95% interval")
         uri = figure_uri(figure)

@@ -1,0 +1,270 @@
+"""Comparing audits: a chain of three audits of the demo model in one history.
+
+1. the sample model on demo data;
+2. a second version trained with far fewer steps, on the same images: the comparison is
+   paired, flags the regression (McNemar's test equals scipy's binomial test on the
+   discordant pairs) and the policy exits 3;
+3. that version again on the same images made brighter: the inputs and the embedding
+   moved, and the policy exits 3 on the intensity criterion.
+
+Then ``auditor compare`` on two history ids, and the drift tests' false alarms on
+samples of one distribution.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import Result
+from PIL import Image, ImageEnhance
+from scipy.stats import binomtest
+
+from auditor.compare.drift import intensity_drift, mmd_test, prediction_drift
+from auditor.evaluate import channel_statistics
+from auditor.images import Preprocessing
+from auditor.resources import resource_path
+from auditor.synthetic import write_dataset
+from tests.helpers import invoke
+
+POLICY = """
+[policy]
+"accuracy.ci_low" = ">= 0.0"
+"compare.accuracy.diff.ci_high" = ">= -0.02"
+"compare.drift.intensity.p_value" = ">= 0.01"
+"""
+
+
+def _brighter(source: Path, target: Path) -> Path:
+    """A copy of a written data set whose images are 40% brighter (masks unchanged)."""
+    for path in source.rglob("*"):
+        if path.is_file():
+            copy = target / path.relative_to(source)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            if path.parent.name == "images":
+                ImageEnhance.Brightness(Image.open(path).convert("RGB")).enhance(1.4).save(copy)
+            else:
+                copy.write_bytes(path.read_bytes())
+    return target / "manifest.csv"
+
+
+def _weaker_model(folder: Path) -> Path:
+    """The sample model's recipe with one epoch on 160 images."""
+    sys.path.insert(0, str(resource_path("sample_models")))
+    try:
+        from train_sample_cnn import main  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    out = folder / "weaker.pt"
+    main(["--out", str(out), "--epochs", "1", "--n-train", "160", "--n-val", "20"])
+    return out
+
+
+def _run(config: Path, model: Path, data: Path, out: Path, version: str) -> Result:
+    return invoke(
+        "run", "--config", str(config), "--model", str(model), "--data", str(data),
+        "--out", str(out), "--model-name", "lesion", "--model-version", version,
+        "--methods", "integrated-gradients,grad-cam", "--explain-samples", "2",
+        "--counterfactual-images", "2", "--format", "md", "--device", "cpu", "--seed", "0",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("chain")
+    config = root / "audit.toml"
+    config.write_text(POLICY, encoding="utf-8")
+    data = write_dataset(root / "data", "val", 120, seed=5)
+    brighter = _brighter(root / "data", root / "brighter")
+    sample = resource_path("sample_models", "sample_cnn.pt")
+    weaker = _weaker_model(root)
+    out = root / "reports"
+    runs = [
+        _run(config, sample, data, out, "1"),
+        _run(config, weaker, data, out, "2"),
+        _run(config, weaker, brighter, out, "2"),
+    ]
+    folders = [Path(r.stdout.strip().splitlines()[-1]) for r in runs]
+    return {"runs": runs, "folders": folders, "out": out}
+
+
+def _json(folder: Path, name: str) -> dict[str, Any]:
+    return dict(json.loads((folder / name).read_text(encoding="utf-8")))
+
+
+def test_a_first_audit_has_nothing_to_compare_and_its_compare_criteria_pass(
+    chain: dict[str, Any],
+) -> None:
+    first = chain["folders"][0]
+    policy = _json(first, "policy.json")
+
+    assert chain["runs"][0].exit_code == 0, chain["runs"][0].output
+    assert not (first / "comparison.json").exists()
+    compare = [c for c in policy["criteria"] if c["metric"].startswith("compare.")]
+    assert compare and all(c["passed"] and "no previous audit" in c["reason"] for c in compare)
+    assert 'skipped="2"' in (first / "junit.xml").read_text()
+
+
+def test_a_weaker_version_on_the_same_images_is_a_paired_regression(
+    chain: dict[str, Any],
+) -> None:
+    first, second = chain["folders"][:2]
+    comparison = _json(second, "comparison.json")
+    old = pd.read_csv(first / "predictions.csv")
+    new = pd.read_csv(second / "predictions.csv")
+    joined = old.merge(new, on="sha256", suffixes=("_old", "_new"))
+    b = int((joined["correct_old"] & ~joined["correct_new"]).sum())
+    c = int((~joined["correct_old"] & joined["correct_new"]).sum())
+    accuracy = next(m for m in comparison["metrics"] if m["name"] == "accuracy")
+
+    assert chain["runs"][1].exit_code == 3
+    assert comparison["paired"] and comparison["shared_images"] == len(joined) == 120
+    assert comparison["old"]["folder"] == str(first)
+    assert (comparison["mcnemar"]["b"], comparison["mcnemar"]["c"]) == (b, c)
+    assert comparison["mcnemar"]["p_value"] == pytest.approx(binomtest(b, b + c, 0.5).pvalue)
+    assert accuracy["before"] == pytest.approx(old["correct"].mean())
+    assert accuracy["after"] == pytest.approx(new["correct"].mean())
+    assert accuracy["worse"] and accuracy["ci_high"] < -0.02
+    failed = [c["metric"] for c in _json(second, "policy.json")["criteria"] if not c["passed"]]
+    assert failed == ["compare.accuracy.diff.ci_high"]
+
+
+def test_the_regression_is_told_on_page_one_with_figures_from_the_files(
+    chain: dict[str, Any],
+) -> None:
+    first, second = chain["folders"][:2]
+    summary = (second / "summary.md").read_text(encoding="utf-8")
+    old = pd.read_csv(first / "predictions.csv")["correct"].mean()
+    new = pd.read_csv(second / "predictions.csv")["correct"].mean()
+    line = next(x for x in summary.splitlines() if "Since the previous audit.** Accuracy" in x)
+
+    assert f"Accuracy fell from {old:.3f} to {new:.3f} (−{old - new:.3f}, 95% CI" in line
+    assert "on the 120 images both audits scored" in line
+    assert "McNemar" in summary
+
+
+def test_brighter_images_are_flagged_as_drift_of_the_inputs_and_the_embedding(
+    chain: dict[str, Any],
+) -> None:
+    second, third = chain["folders"][1:]
+    comparison = _json(third, "comparison.json")
+    moved = [s["name"] for s in comparison["drift"]["intensity"] if s["moved"]]
+    old = pd.read_csv(second / "intensities.csv")
+    new = pd.read_csv(third / "intensities.csv")
+
+    assert chain["runs"][2].exit_code == 3
+    assert not comparison["paired"] and comparison["mcnemar"] is None
+    assert {"mean_red", "mean_green", "mean_blue"} <= set(moved)
+    red = next(s for s in comparison["drift"]["intensity"] if s["name"] == "mean_red")
+    assert red["before"] == pytest.approx(old["mean_red"].mean())
+    assert red["after"] == pytest.approx(new["mean_red"].mean()) and red["after"] > red["before"]
+    assert comparison["drift"]["embedding"]["moved"]  # the same model file: one space
+    summary = (third / "summary.md").read_text(encoding="utf-8")
+    assert "The input images changed: mean " in summary
+    failed = [c["metric"] for c in _json(third, "policy.json")["criteria"] if not c["passed"]]
+    assert "compare.drift.intensity.p_value" in failed
+
+
+def test_compare_by_history_ids_writes_a_comparison_folder(chain: dict[str, Any]) -> None:
+    out = chain["out"]
+    done = invoke("compare", "1", "3", "--out", str(out), "--bootstrap", "200")
+    assert done.exit_code == 0, done.output + done.stderr
+    folder = Path(done.stdout.strip().splitlines()[-1])
+    comparison = _json(folder, "comparison.json")
+    html = (folder / "comparison.html").read_text(encoding="utf-8")
+
+    assert {p.name for p in folder.iterdir()} == {
+        "comparison.json", "comparison.html", "comparison.pdf",
+    }  # fmt: skip
+    assert comparison["old"]["label"] == "run 1" and comparison["new"]["label"] == "run 3"
+    assert comparison["drift"]["embedding"] is None
+    assert "different spaces" in comparison["drift"]["embedding_note"]
+    assert len(re.findall(r'<img src="data:image/png;base64,', html)) >= 2
+    for finding in comparison["findings"]:
+        assert f"Finding: {finding}" in done.stderr
+
+
+def test_the_history_lists_the_chain(chain: dict[str, Any]) -> None:
+    listed = invoke("history", "--out", str(chain["out"]), "--json", "--model", "lesion")
+    runs = json.loads(listed.stdout)
+
+    assert [r["model_version"] for r in runs] == ["1", "2", "2"]
+    assert [r["policy_passed"] for r in runs] == [True, False, False]
+    assert (chain["out"] / "history.html").is_file()
+
+
+def test_an_audit_compared_with_itself_finds_nothing(chain: dict[str, Any]) -> None:
+    folder = str(chain["folders"][0])
+    done = invoke("compare", folder, folder, "--out", str(chain["out"]), "--bootstrap", "100")
+    comparison = _json(Path(done.stdout.strip().splitlines()[-1]), "comparison.json")
+
+    assert comparison["findings"] == [] and comparison["mcnemar"] == {
+        "b": 0,
+        "c": 0,
+        "p_value": 1.0,
+    }
+    assert all(not s["moved"] for s in comparison["drift"]["intensity"])
+    assert all(e["median"] == pytest.approx(1.0) for e in comparison["explanations"])
+
+
+def _alarms(seed: int) -> tuple[bool, bool, bool]:
+    """Whether each drift test alarms on two independent samples of one distribution."""
+    rng = np.random.default_rng(seed)
+    columns = ["mean_red", "mean_green", "mean_blue", "std_red", "std_green", "std_blue"]
+    frames = [
+        pd.DataFrame(rng.normal([0.5, 0.4, 0.3, 0.1, 0.1, 0.1], 0.05, (150, 6)), columns=columns)
+        for _ in range(2)
+    ]
+    calls = [
+        pd.DataFrame({"prediction": rng.choice(["a", "b"], 150, p=[0.6, 0.4]),
+                      "confidence": rng.beta(5, 2, 150)})
+        for _ in range(2)
+    ]  # fmt: skip
+    embeddings = [rng.normal(0, 1, (150, 16)) + 3 for _ in range(2)]
+    return (
+        any(s.moved for s in intensity_drift(*frames, 0.05)),
+        mmd_test(*embeddings, 99, 1000, 0.05, seed).moved,
+        any(s.moved for s in prediction_drift(*calls, ("a", "b"), 0.05)),
+    )
+
+
+def test_the_drift_tests_raise_few_false_alarms_over_seeds() -> None:
+    """20 seeds: each test alarms as Binomial(20, <= 0.05) under the null (the pair of
+    prediction tests, <= 0.1); 4 or more of 20 has probability below 0.02 (6 or more for
+    the pair, below 0.02)."""
+    alarms = [_alarms(seed) for seed in range(20)]
+    intensity, embedding, predictions = (sum(a[k] for a in alarms) for k in range(3))
+
+    assert intensity <= 3 and embedding <= 3 and predictions <= 5, alarms
+
+
+def test_planted_shifts_are_found() -> None:
+    rng = np.random.default_rng(0)
+    old = pd.DataFrame({"mean_red": rng.normal(0.5, 0.05, 100)})
+    new = pd.DataFrame({"mean_red": rng.normal(0.56, 0.05, 100)})
+    shifted = rng.normal(0, 1, (100, 8))
+    shifted[:, 0] += 1.0
+
+    assert intensity_drift(old, new, 0.05)[0].moved
+    assert mmd_test(rng.normal(0, 1, (100, 8)) + 2, shifted + 2, 99, 1000, 0.05, 0).moved
+
+
+def test_channel_statistics_undo_the_models_normalisation() -> None:
+    torch.manual_seed(0)
+    raw = torch.rand(4, 3, 8, 8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    normalised = (raw - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    preprocessing = Preprocessing(channels=3, mean=mean, std=std)
+
+    statistics = channel_statistics(normalised, preprocessing)
+
+    expected = torch.cat([raw.mean((2, 3)), raw.std((2, 3), correction=0)], dim=1)
+    assert statistics.shape == (4, 6)
+    np.testing.assert_allclose(statistics, expected.numpy(), atol=1e-6)
