@@ -127,7 +127,7 @@ def run(
 ) -> None:
     """Audit MODEL on DATA and write a report folder."""
     from auditor.config import resolve_config
-    from auditor.events import close_events, configure_events
+    from auditor.events import close_events, configure_events, emit
     from auditor.pipeline import run_audit
 
     config = resolve_config(config_file, flags)
@@ -138,6 +138,9 @@ def run(
     configure_events(json_path=log_json)
     try:
         folder = run_audit(config, command=shlex.join(["auditor", "run", *words]))
+    except AuditError as error:
+        emit("run_failed", error=str(error))
+        raise
     finally:
         close_events()
     _finish(folder)

@@ -79,22 +79,24 @@ def _counts_text(counts: dict[str, Any]) -> str:
 
 
 def emit(event: str, stage: str | None = None, **fields: Any) -> None:
-    """Send one event (``run_start``, ``stage_start``, ``stage_end``, ``run_end``…)."""
+    """Send one event: ``run_start``, ``stage_start``, ``stage_end``, ``run_end`` or
+    ``run_failed`` (JSON only: the error is its own line on stderr)."""
     if _SINKS.json is not None:
         record = {"event": event, "stage": stage, "time": datetime.now(UTC).isoformat()}
         _SINKS.json.write(json.dumps({**record, **fields}, default=str) + "\n")
         _SINKS.json.flush()
-    if _SINKS.plain:
-        name = stage or event.rsplit("_", 1)[0]
-        details = _counts_text(fields.get("counts") or {})
-        if "seconds" in fields:
-            line = f"{name} finished in {fields['seconds']:.1f} s"
-        else:
-            line = f"{name} started"
-            details = ", ".join(f"{key} {value}" for key, value in fields.items())
-        print(
-            f"auditor: {line}" + (f" ({details})" if details else ""), file=sys.stderr, flush=True
-        )
+    if _SINKS.plain and event != "run_failed":  # the error's own line says it on stderr
+        print(f"auditor: {_plain(event, stage, fields)}", file=sys.stderr, flush=True)
+
+
+def _plain(event: str, stage: str | None, fields: dict[str, Any]) -> str:
+    """``evaluate started``, ``evaluate finished in 1.2 s (400 images)``, …"""
+    name = stage or event.rsplit("_", 1)[0]
+    if "seconds" in fields:
+        counts = _counts_text(fields.get("counts") or {})
+        return f"{name} finished in {fields['seconds']:.1f} s" + (f" ({counts})" if counts else "")
+    details = ", ".join(f"{key} {value}" for key, value in fields.items())
+    return f"{name} started" + (f" ({details})" if details else "")
 
 
 @contextmanager

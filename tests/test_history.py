@@ -197,3 +197,24 @@ def test_history_can_be_turned_off_or_defaults_beside_the_runs(
 ) -> None:
     url = history_url(where, tmp_path)
     assert url == (None if where == "-" else f"sqlite:///{tmp_path / 'history.sqlite'}")
+
+
+def test_a_failed_run_logs_its_error_as_json_and_one_error_line(
+    tmp_path: Path, manifest: Path
+) -> None:
+    model = tmp_path / "broken.pt"
+    model.write_bytes(b"not a model")
+    log = tmp_path / "log.jsonl"
+
+    result = invoke(
+        "run", "--model", str(model), "--data", str(manifest), "--out", str(tmp_path / "r"),
+        "--log-json", str(log),
+    )  # fmt: skip
+
+    one_line_error(result, "broken.pt")
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["event"], r["stage"]) for r in records] == [
+        ("run_start", None), ("stage_start", "load"), ("run_failed", None),
+    ]  # fmt: skip
+    assert records[-1]["error"] in result.stderr
+    assert not (tmp_path / "r" / "history.sqlite").exists()

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from auditor.aggregate.figures import interval_errors
 from auditor.aggregate.subgroups import forest_figure
 from auditor.clinical import ClinicalSettings, metadata_dependence
 from auditor.clinical.fairness import fairness
@@ -146,3 +147,9 @@ def test_an_intersection_of_a_column_the_data_lacks_is_a_one_line_error(
 
     one_line_error(result, "intersections 'site*sex': column 'sex' is not a column")
     assert not (tmp_path / "o").exists()
+
+
+def test_interval_errors_are_never_negative_and_zero_where_a_bound_is_missing() -> None:
+    errors = interval_errors([1.0, 0.5, 0.2], [0.9, 0.4, float("nan")], [1.0 - 1e-16, 0.7, 0.3])
+
+    np.testing.assert_allclose(errors, [[0.1, 0.1, 0.0], [0.0, 0.2, 0.1]])

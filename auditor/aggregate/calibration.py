@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from auditor.aggregate.figures import calibration_figure, figure_uri, styled_figure
+from auditor.aggregate.figures import calibration_figure, figure_uri, interval_errors, styled_figure
 from auditor.aggregate.inputs import AuditInputs
 from auditor.clinical.calibration import PositiveCalibration
 from auditor.metrics import ECE_BINS, CalibrationBin, Estimate
@@ -47,7 +47,7 @@ def _positive_figure(calibration: PositiveCalibration) -> str:
     curve = calibration.curve
     predicted = [b.predicted for b in curve]
     observed = [b.observed for b in curve]
-    errors = [[b.observed - b.ci_low for b in curve], [b.ci_high - b.observed for b in curve]]
+    errors = interval_errors(observed, [b.ci_low for b in curve], [b.ci_high for b in curve])
     with styled_figure(3.4, 3.2) as figure:
         axes = figure.add_subplot()
         axes.plot([0, 1], [0, 1], linestyle="--", color="#888888", label="calibrated")

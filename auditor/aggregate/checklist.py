@@ -1,7 +1,7 @@
 """The checklist map: reporting-guideline items an audit can evidence, and where.
 
 Items of CLAIM 2024 (the Checklist for Artificial Intelligence in Medical Imaging),
-TRIPOD+AI (2024) and the EU AI Act's Annex IV (technical documentation, sections 1 to 3)
+TRIPOD+AI (2024) and the EU AI Act's Annex IV (technical documentation, sections 1 to 3 and 9)
 that an audit of a trained model on a validation set can speak to, each mapped to the
 report's sections that answer it, or to "not covered" with what the team must declare.
 Items are named by their topic, not their number. The map is built after every other
@@ -126,6 +126,12 @@ CHECKLIST: tuple[ChecklistItem, ...] = (
         "3 Foreseeable unintended outcomes and risks",
         ("dependence", "trust", "failures"),
         "[intended-use] out-of-scope",
+    ),
+    ChecklistItem(
+        _ANNEX,
+        "9 Post-market monitoring: performance compared over time",
+        ("changes",),
+        "scheduled audits with a history (examples/scheduled), each compared with the last",
     ),
 )
 """Every mapped item, by framework."""

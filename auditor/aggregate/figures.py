@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
 from auditor.explain.postprocess import minmax
@@ -69,6 +69,15 @@ def styled_figure(width: float, height: float) -> Iterator[Figure]:
             yield figure
         finally:
             plt.close(figure)
+
+
+def interval_errors(values: ArrayLike, lows: ArrayLike, highs: ArrayLike) -> NDArray[np.float64]:
+    """``(2, N)`` distances from each value down to its interval's low end and up to its
+    high end, as matplotlib's ``errorbar`` takes them: never negative (an interval bound
+    computed apart, such as Wilson's at 12 of 12, can round a hair past its value, which
+    errorbar refuses) and 0 where a bound is missing (NaN)."""
+    value, low, high = (np.asarray(v, dtype=np.float64) for v in (values, lows, highs))
+    return np.maximum(np.nan_to_num(np.vstack([value - low, high - value])), 0.0)
 
 
 def figure_uri(figure: Figure, dpi: int = 150) -> str:

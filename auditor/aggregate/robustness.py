@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditor.aggregate.figures import figure_uri, image_tile, styled_figure
+from auditor.aggregate.figures import figure_uri, image_tile, interval_errors, styled_figure
 from auditor.aggregate.inputs import AuditInputs
 from auditor.metrics import Estimate
 from auditor.report.format import percent
@@ -115,9 +115,10 @@ def _figure(robustness: Robustness) -> str:
             for offset, (field, label, color) in enumerate(measures):
                 changes = [getattr(r, field) for r in panel]
                 values = np.array([100 * c.value for c in changes])
-                errors = np.array(
-                    [[100 * (c.value - c.ci_low), 100 * (c.ci_high - c.value)] for c in changes]
-                ).T
+                errors = 100 * interval_errors(
+                    [c.value for c in changes], [c.ci_low for c in changes],
+                    [c.ci_high for c in changes],
+                )  # fmt: skip
                 axes.errorbar(x + 0.08 * (offset - 1), values, yerr=errors, marker="o",
                               markersize=3, color=color, label=label, capsize=2)  # fmt: skip
             axes.axhline(0, color="#888888", linewidth=0.8)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from auditor.aggregate.figures import figure_uri, styled_figure
+from auditor.aggregate.figures import figure_uri, interval_errors, styled_figure
 from auditor.aggregate.inputs import AuditInputs
 from auditor.clinical.fairness import DISPARITIES, WORST, Fairness, GroupMetrics
 from auditor.clinical.rates import wilson_rate
@@ -109,9 +109,7 @@ def forest_figure(groups: tuple[GroupMetrics, ...], overall: tuple[float, float]
         ):
             rates = [getattr(g, measure) for g in judged]
             values = np.array([r.value for r in rates])
-            errors = np.array([[r.value - r.ci_low, r.ci_high - r.value] for r in rates]).T
-            # Wilson's upper bound at hits == n can round a hair below 1.0: no negative bar.
-            errors = np.maximum(np.nan_to_num(errors), 0.0)
+            errors = interval_errors(values, [r.ci_low for r in rates], [r.ci_high for r in rates])
             axes.errorbar(values, y, xerr=errors, fmt="o", markersize=3,
                           color="#4C72B0", capsize=2)  # fmt: skip
             axes.axvline(reference, color="#888888", linestyle="--", linewidth=0.8)

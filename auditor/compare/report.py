@@ -22,8 +22,8 @@ from auditor.compare.comparison import Comparison, compare_audits
 from auditor.compare.files import comparison_document
 from auditor.documents import write_json
 from auditor.history.settings import PeriodicSettings
-from auditor.report.render import _finalize, write_pdf
-from auditor.report.templates import template_environment
+from auditor.report.render import write_pdf
+from auditor.report.templates import html_environment
 from auditor.resources import resource_path
 from auditor.runfolder import assemble
 
@@ -137,7 +137,7 @@ def render_comparison(old: Audit, new: Audit, comparison: Comparison) -> str:
         view=comparison_view(comparison),
         figures=tuple(f for f in figures if f is not None),
     )
-    environment = template_environment(_finalize, autoescape=True)
+    environment = html_environment()
     css = resource_path("templates", "report.css").read_text(encoding="utf-8")
     return environment.get_template("comparison.html.j2").render(page=page, css=css)
 

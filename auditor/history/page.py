@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
-import markupsafe
 import matplotlib
 import matplotlib.dates as mdates
 import numpy as np
@@ -32,11 +31,11 @@ from matplotlib.ticker import MaxNLocator
 from numpy.typing import NDArray
 
 import auditor
-from auditor.aggregate.figures import styled_figure
+from auditor.aggregate.figures import interval_errors, styled_figure
 from auditor.errors import OutputError
 from auditor.history.store import HEADLINE, History, RunRecord
-from auditor.report.format import MISSING, fixed, shorten, shorten_long, thousands, visible
-from auditor.report.templates import template_environment
+from auditor.report.format import MISSING, fixed, shorten, shorten_long, thousands
+from auditor.report.templates import html_environment
 
 __all__ = [
     "METRIC_LABELS",
@@ -139,14 +138,8 @@ def write_history_page(history: History, path: Path) -> Path:
 
 def render_history(view: HistoryView) -> str:
     """The page's HTML (autoescaped; every printed string passes :func:`visible`)."""
-    environment = template_environment(_finalize, autoescape=True)
+    environment = html_environment()
     return environment.get_template("history.html.j2").render(view=view)
-
-
-def _finalize(value: object) -> object:
-    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
-        return visible(value)
-    return value
 
 
 def history_view(runs: Sequence[RunRecord], where: str, page_folder: Path) -> HistoryView:
@@ -323,7 +316,7 @@ def _metric_axes(
     if band.any():
         axes.fill_between(x, low, high, where=band, color=BAND_COLOUR, alpha=0.3, linewidth=0)
         # A run whose neighbours have no CI would have no band: a bar shows its interval.
-        spread = np.vstack([value[band] - low[band], high[band] - value[band]])
+        spread = interval_errors(value[band], low[band], high[band])
         axes.errorbar(x[band], value[band], yerr=spread, fmt="none", ecolor=BAND_COLOUR, lw=1)
     axes.plot(x[shown], value[shown], color="#555555", linewidth=0.8, zorder=2)
     for mask, colour, marker in ((passed, PASSED_COLOUR, "o"), (~passed, NOT_PASSED_COLOUR, "X")):

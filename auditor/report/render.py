@@ -12,30 +12,19 @@ import io
 from pathlib import Path
 from typing import Any
 
-import markupsafe
 from weasyprint import HTML, Attachment
 from weasyprint.urls import URLFetcher
 
 from auditor.aggregate import ReportData
-from auditor.report.format import visible
-from auditor.report.templates import template_environment
+from auditor.report.templates import html_environment
 from auditor.resources import resource_path
 
 __all__ = ["PDF_VARIANT", "RunFolderFetcher", "render_html", "write_pdf"]
 
 
-def _finalize(value: object) -> object:
-    """Every string a ``{{ }}`` prints passes :func:`~auditor.report.format.visible`
-    (control and bidirectional characters shown as code points); markup the templates
-    mark safe, such as the stylesheet, is left as it is."""
-    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
-        return visible(value)
-    return value
-
-
 def render_html(data: ReportData) -> str:
     """The self-contained report HTML (CSS inlined, figures as data URIs)."""
-    environment = template_environment(_finalize, autoescape=True)
+    environment = html_environment()
     css = resource_path("templates", "report.css").read_text(encoding="utf-8")
     return environment.get_template("report.html.j2").render(report=data, css=css)
 

@@ -7,11 +7,26 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jinja2
+import markupsafe
 
-from auditor.report.format import FILTERS
+from auditor.report.format import FILTERS, visible
 from auditor.resources import resource_path
 
-__all__ = ["template_environment"]
+__all__ = ["html_environment", "template_environment"]
+
+
+def _visible(value: object) -> object:
+    """Every string a ``{{ }}`` prints passes :func:`~auditor.report.format.visible`
+    (control and bidirectional characters shown as code points); markup the templates
+    mark safe, such as the stylesheet, is left as it is."""
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+        return visible(value)
+    return value
+
+
+def html_environment() -> jinja2.Environment:
+    """The environment of every HTML document: autoescaped, every string made visible."""
+    return template_environment(_visible, autoescape=True)
 
 
 def template_environment(
