@@ -134,6 +134,14 @@ def test_a_weaker_version_on_the_same_images_is_a_paired_regression(
     assert accuracy["worse"] and accuracy["ci_high"] < -0.02
     failed = [c["metric"] for c in _json(second, "policy.json")["criteria"] if not c["passed"]]
     assert failed == ["compare.accuracy.diff.ci_high"]
+    assert {(g["column"], g["value"]) for g in comparison["subgroups"]} >= {
+        ("site", "site-A"), ("marker", "True"), ("marker", "False"),
+    }  # fmt: skip
+    for group in comparison["subgroups"]:
+        column, value = group["column"], group["value"]
+        mine, theirs = (f[f[column].astype(str) == value]["correct"] for f in (old, new))
+        assert (group["before"], group["after"]) == pytest.approx((mine.mean(), theirs.mean()))
+        assert (group["n_before"], group["n_after"]) == (len(mine), len(theirs))
 
 
 def test_the_regression_is_told_on_page_one_with_figures_from_the_files(

@@ -127,10 +127,28 @@ def _metadata(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in fixed and not c.startswith("p_")]
 
 
+def _within(
+    pairs: tuple[np.ndarray, np.ndarray], rows: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs whose two images are both among ``rows`` (of the old and of the new
+    audit), as positions within those rows."""
+    position_old = {int(r): k for k, r in enumerate(rows[0])}
+    position_new = {int(r): k for k, r in enumerate(rows[1])}
+    kept = [
+        (position_old[int(a)], position_new[int(b)])
+        for a, b in zip(*pairs, strict=True)
+        if int(a) in position_old and int(b) in position_new
+    ]
+    found = np.array(kept, dtype=np.int64).reshape(-1, 2)
+    return found[:, 0], found[:, 1]
+
+
 def _subgroups(
     old: Audit, new: Audit, calls: tuple[Calls, Calls], pairs: tuple[np.ndarray, np.ndarray]
     | None, resamples: int, rng: np.random.Generator,
 ) -> list[tuple[str, str, Difference]]:  # fmt: skip
+    """Accuracy in each metadata value with at least :data:`MIN_SUBGROUP` images in each
+    audit (paired: among the pairs whose images have the value in both)."""
     found = []
     for column in [c for c in _metadata(new.predictions) if c in old.predictions.columns]:
         before, after = (a.predictions[column].fillna("").astype(str) for a in (old, new))
@@ -138,19 +156,17 @@ def _subgroups(
         if not 2 <= len(values) <= 20:
             continue
         for value in values:
-            rows_old = np.flatnonzero(before.to_numpy() == value)
-            rows_new = np.flatnonzero(after.to_numpy() == value)
-            if min(len(rows_old), len(rows_new)) < MIN_SUBGROUP:
+            rows = (
+                np.flatnonzero(before.to_numpy() == value),
+                np.flatnonzero(after.to_numpy() == value),
+            )
+            inside = _within(pairs, rows) if pairs is not None else None
+            if min(len(rows[0]), len(rows[1])) < MIN_SUBGROUP or (
+                inside is not None and len(inside[0]) < MIN_SUBGROUP
+            ):
                 continue
-            kept = None
-            if pairs is not None:
-                inside = after.to_numpy()[pairs[1]] == value
-                kept = (pairs[0][inside], pairs[1][inside])
-                if len(kept[0]) < MIN_SUBGROUP:
-                    continue
-                rows_old, rows_new = np.arange(len(before)), np.arange(len(after))
-            sub = difference("accuracy", calls[0].take(rows_old), calls[1].take(rows_new),
-                             kept, resamples, rng)  # fmt: skip
+            sub = difference("accuracy", calls[0].take(rows[0]), calls[1].take(rows[1]),
+                             inside, resamples, rng)  # fmt: skip
             found.append((column, value, sub))
     return found
 

@@ -7,6 +7,7 @@ arrays in documented layouts.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # the engine builds Explanations from the types here
     from auditor.concepts.maximise import Maximised
     from auditor.explain.engine import Explanations
 
-__all__ = ["Case", "MapStore", "ok_maps", "save_features", "save_maps"]
+__all__ = ["Case", "MapStore", "ok_maps", "save_features", "save_maps", "write_npz"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,18 @@ class MapStore:
         return {method: value for method, value in found if value is not None}
 
 
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed``'s layout (``np.load`` reads it), with every member dated
+    1980-01-01: numpy stamps each member with the time it was written, so two runs with
+    the same results would give files that differ in those bytes alone."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            member.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(member, "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
+
+
 def ok_maps(explanations: Explanations) -> tuple[pd.DataFrame, np.ndarray]:
     """The ``ok`` rows of ``explanations.csv`` and their maps, stacked ``(N, H, W)``."""
     rows = explanations.records[explanations.records["status"] == "ok"]
@@ -87,14 +100,16 @@ def save_maps(explanations: Explanations, path: Path) -> None:
     Rows follow ``explanations.csv``'s ``ok`` rows.
     """
     rows, stacked = ok_maps(explanations)
-    np.savez_compressed(
+    write_npz(
         path,
-        maps=stacked.astype(np.float32),
-        index=rows["index"].to_numpy(dtype=np.int64),
-        image=rows["path"].to_numpy(dtype=str),
-        target=rows["target"].to_numpy(dtype=str),
-        role=rows["role"].to_numpy(dtype=str),
-        method=rows["method"].to_numpy(dtype=str),
+        {
+            "maps": stacked.astype(np.float32),
+            "index": rows["index"].to_numpy(dtype=np.int64),
+            "image": rows["path"].to_numpy(dtype=str),
+            "target": rows["target"].to_numpy(dtype=str),
+            "role": rows["role"].to_numpy(dtype=str),
+            "method": rows["method"].to_numpy(dtype=str),
+        },
     )
 
 
@@ -129,4 +144,4 @@ def save_features(
         arrays["maximised_layers"] = np.array([o.layer or "" for o in objectives], dtype=str)
         arrays["maximised_indices"] = np.array([o.index for o in objectives], dtype=np.int64)
         arrays["maximised_values"] = maximised.values.astype(np.float32)
-    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+    write_npz(path, arrays)
