@@ -77,11 +77,13 @@ def _setting_flags(function: F) -> F:
 def _unchanged(config: Any) -> bool:
     """Print and exit with an earlier run's policy result when it audited the same model,
     data and configuration; ``False`` when there is none."""
+    from auditor.events import emit
     from auditor.history.runs import unchanged_run
 
     same = unchanged_run(config)
     if same is None:
         return False
+    emit("run_skipped", folder=same.folder, history_run=same.id)
     click.echo(
         f"Unchanged: run {same.id} of {same.started[:16]} audited the same model, data and "
         f"configuration; no new run",
@@ -131,15 +133,16 @@ def run(
     from auditor.pipeline import run_audit
 
     config = resolve_config(config_file, flags)
-    if skip_if_unchanged and _unchanged(config):
-        return
     given = {"config": config_file, **flags}
     words = [f"--{k.replace('_', '-')}={v}" for k, v in given.items() if v is not None]
     configure_events(json_path=log_json)
     try:
+        if skip_if_unchanged and _unchanged(config):
+            return
         folder = run_audit(config, command=shlex.join(["auditor", "run", *words]))
-    except AuditError as error:
-        emit("run_failed", error=str(error))
+    except BaseException as error:  # a scheduler's log says how the run ended, always
+        if not isinstance(error, SystemExit):
+            emit("run_failed", error=str(error) or error.__class__.__name__)
         raise
     finally:
         close_events()
@@ -252,7 +255,10 @@ def _audit_at(which: str, location: str | None, out: Path) -> Any:
         )
     run = found.get(int(which))
     if run.missing:
-        raise ConfigError(f"run {run.id}'s folder {run.folder!r} is missing; it was deleted")
+        raise ConfigError(
+            f"run {run.id}'s folder {run.folder!r} is not here (deleted, moved, or on "
+            f"another machine); pass the run folder's path instead of its id"
+        )
     return read_audit(Path(run.folder), f"run {run.id}")
 
 

@@ -14,6 +14,7 @@ as they are.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -265,7 +266,7 @@ def spreadsheet_safe(text: str) -> str:
     return text
 
 
-def write_csv(frame: pd.DataFrame, path: Path) -> None:
+def write_csv(frame: pd.DataFrame, path: Path | io.StringIO) -> None:
     """Write ``frame`` without its index, every text cell and header spreadsheet-safe."""
     safe = frame.copy()
     for column in safe.columns:

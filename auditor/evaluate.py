@@ -32,7 +32,14 @@ from auditor.resample import Resampling
 from auditor.settings import inherited, setting
 from auditor.similarity.embeddings import EmbeddingSite, EmbeddingStore
 
-__all__ = ["Evaluation", "EvaluationSettings", "data_sha256", "evaluate", "probe_output_kind"]
+__all__ = [
+    "Evaluation",
+    "EvaluationSettings",
+    "data_entry",
+    "data_sha256",
+    "evaluate",
+    "probe_output_kind",
+]
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,8 @@ class Evaluation:
         excluded: One row per excluded file: ``path, reason``.
         output_kind: How the model's output was read.
         metrics: Headline, per-class and calibration metrics.
-        data_sha256: SHA-256 over the sorted ``relative path, file SHA-256`` lines.
+        data_sha256: SHA-256 over the sorted lines of each image's relative path, file
+            SHA-256, class and metadata (:func:`data_sha256`).
         seconds: Wall time of the pass over the data.
         settings: How it ran.
         embeddings: Each scored image's embedding, in the order of ``predictions`` (when
@@ -150,11 +158,20 @@ def probe_output_kind(
     return detect_output_kind(output, dataset.classes, model.path.name)
 
 
-def data_sha256(entries: list[tuple[str, str]]) -> str:
-    """SHA-256 over ``relpath<TAB>sha256`` lines sorted by path (``sha256`` may be empty)."""
+def data_entry(dataset: Dataset, index: int, sha256: str) -> tuple[str, ...]:
+    """A sample's line of :func:`data_sha256`: its relative path, file SHA-256, class name
+    and metadata, so a relabelled image or an edited metadata value is other data."""
+    sample = dataset.samples[index]
+    metadata = ";".join(f"{name}={value}" for name, value in sample.metadata)
+    return (sample.relpath, sha256, dataset.classes[sample.label], metadata)
+
+
+def data_sha256(entries: list[tuple[str, ...]]) -> str:
+    """SHA-256 over the entries (:func:`data_entry`; an excluded file: its path and ``""``)
+    as tab-separated lines, sorted."""
     digest = hashlib.sha256()
-    for relpath, sha in sorted(entries):
-        digest.update(f"{relpath}\t{sha}\n".encode())
+    for entry in sorted(entries):
+        digest.update(("\t".join(entry) + "\n").encode())
     return digest.hexdigest()
 
 
@@ -267,8 +284,8 @@ def evaluate(
     metrics = compute_metrics(
         labels, probs, dataset.classes, settings.bootstrap, settings.seed, resampling
     )
-    entries = [(dataset.samples[i].relpath, hashes[i]) for i in order.tolist()]
-    entries += [(dataset.samples[i].relpath, sha) for i, _, sha in failures]
+    entries = [data_entry(dataset, i, hashes[i]) for i in order.tolist()]
+    entries += [data_entry(dataset, i, sha) for i, _, sha in failures]
     entries += [(e.relpath, "") for e in dataset.excluded]
     return Evaluation(
         predictions, excluded_frame, kind, metrics, data_sha256(entries), seconds, settings,

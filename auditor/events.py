@@ -46,7 +46,8 @@ def configure_events(plain: bool | None = None, json_path: str | None = None) ->
     """
     close_events()
     _SINKS.plain = not sys.stderr.isatty() if plain is None else plain
-    if json_path == "-":
+    if json_path == "-":  # the JSON lines are stderr's: no plain lines between them
+        _SINKS.plain = False
         _SINKS.json = sys.stderr
     elif json_path is not None:
         try:
@@ -79,13 +80,14 @@ def _counts_text(counts: dict[str, Any]) -> str:
 
 
 def emit(event: str, stage: str | None = None, **fields: Any) -> None:
-    """Send one event: ``run_start``, ``stage_start``, ``stage_end``, ``run_end`` or
-    ``run_failed`` (JSON only: the error is its own line on stderr)."""
+    """Send one event: ``run_start``, ``stage_start``, ``stage_end``, ``run_end``,
+    ``run_failed`` or ``run_skipped`` (the last two as JSON only: the error's or the
+    skip's own line says it on stderr)."""
     if _SINKS.json is not None:
         record = {"event": event, "stage": stage, "time": datetime.now(UTC).isoformat()}
         _SINKS.json.write(json.dumps({**record, **fields}, default=str) + "\n")
         _SINKS.json.flush()
-    if _SINKS.plain and event != "run_failed":  # the error's own line says it on stderr
+    if _SINKS.plain and event not in ("run_failed", "run_skipped"):  # their own lines say it
         print(f"auditor: {_plain(event, stage, fields)}", file=sys.stderr, flush=True)
 
 

@@ -85,6 +85,7 @@ class Results:
     metrics: dict[str, Any]
     policy: PolicyResult
     comparison: Comparison | None = None
+    comparison_note: str = ""
 
 
 ATTACHED = ("metrics.json", "policy.json", "predictions.csv", "trust.csv", "manifest.json")

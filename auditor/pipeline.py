@@ -90,7 +90,9 @@ def _load(config: AuditConfig) -> Loaded:
     )
 
 
-def _analyse(config: AuditConfig, loaded: Loaded, previous: RunRecord | None = None) -> Results:
+def _analyse(
+    config: AuditConfig, loaded: Loaded, previous: tuple[RunRecord | None, str] = (None, "")
+) -> Results:
     """Evaluate, select, explain and measure: every stage that runs the model."""
     model, dataset, preprocessing = loaded.model, loaded.dataset, loaded.preprocessing
     with stage("evaluate") as counts:
@@ -120,43 +122,45 @@ def _analyse(config: AuditConfig, loaded: Loaded, previous: RunRecord | None = N
     metrics = metrics_document(
         evaluation, dataset.classes, trust, clinical, robustness, concepts, similarity, changed
     )
-    comparison = _compared(config, loaded, previous, (evaluation, explanations, trust), metrics)
-    compared = gate_values(comparison) if comparison is not None else None
+    comparison, note = _compared(
+        config, loaded, previous, (evaluation, explanations, trust), metrics
+    )
+    compared = gate_values(comparison) if comparison is not None else note or None
     return Results(
         evaluation, selection, explanations, trust, clinical, perturbed, robustness, concepts,
         similarity, changed, metrics, evaluate_policy(config.policy, metrics, compared),
-        comparison,
+        comparison, note,
     )  # fmt: skip
 
 
 def _compared(
     config: AuditConfig,
     loaded: Loaded,
-    previous: RunRecord | None,
+    previous: tuple[RunRecord | None, str],
     stages: tuple[Evaluation, Explanations, Trust],
     metrics: dict[str, Any],
-) -> Comparison | None:
-    """This audit compared with the previous one of its model's name (``None``: none, or
-    one of other classes, which is logged)."""
-    if previous is None:
-        return None
+) -> tuple[Comparison | None, str]:
+    """This audit compared with the previous one of its model's name, or ``None`` with why
+    not (``""``: there is no previous audit)."""
+    run, note = previous
+    if run is None:
+        return None, note
     evaluation, explanations, trust = stages
     with stage("compare") as counts:
         name, version = model_identity(config.as_dict(), str(config.model))
         identity = {"model_name": name, "model_version": version,
                     "model_sha256": loaded.profile.sha256, "started": "", "folder": ""}  # fmt: skip
         current = audit_of_run(identity, metrics, evaluation, explanations, trust)
-        label = f"run {previous.id}"
         try:
             comparison = compare_audits(
-                read_audit(Path(previous.folder), label), current, config.periodic,
+                read_audit(Path(run.folder), f"run {run.id}"), current, config.periodic,
                 config.evaluation.bootstrap,
             )  # fmt: skip
         except ConfigError as error:
-            log.warning("not compared with the previous audit: %s", error)
-            return None
+            counts["compared"] = "no"
+            return None, f"Run {run.id} could not be compared with: {error}"
         counts["shared_images"] = comparison.shared
-    return comparison
+    return comparison, ""
 
 
 def _clinical(
@@ -271,6 +275,7 @@ def _report(
             counterfactuals=results.counterfactuals,
             policy=results.policy,
             comparison=results.comparison,
+            comparison_note=results.comparison_note,
             selection=results.selection,
             command=command,
             versions=versions(),

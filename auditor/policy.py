@@ -275,17 +275,21 @@ NO_PREVIOUS = "no previous audit of this model to compare with"
 def evaluate_policy(
     criteria: tuple[Criterion, ...],
     metrics: dict[str, Any],
-    compared: dict[str, float | None] | None = None,
+    compared: dict[str, float | None] | str | None = None,
 ) -> PolicyResult:
     """Judge each criterion on the ``metrics.json`` document ``metrics`` and the comparison
-    with the previous audit (``compared``; ``None``: there is none, and its criteria
-    pass: a model's first audit has nothing to regress from)."""
-    values = gate_metrics(metrics, compared)
+    with the previous audit, ``compared``: its numbers (see
+    :func:`auditor.compare.gate_values`); ``None`` when there is no previous audit (its
+    criteria pass: a model's first audit has nothing to regress from); or why an earlier
+    run could not be compared with (its criteria fail, with that reason)."""
+    numbers = compared if isinstance(compared, dict) else None
+    values = gate_metrics(metrics, numbers)
     outcomes = []
     for criterion in criteria:
         value = values[criterion.metric]
-        if compared is None and criterion.metric.startswith("compare."):
-            outcomes.append(Outcome(criterion, None, True, NO_PREVIOUS))
+        if numbers is None and criterion.metric.startswith("compare."):
+            why = f"not compared: {compared}" if isinstance(compared, str) else NO_PREVIOUS
+            outcomes.append(Outcome(criterion, None, compared is None, why))
             continue
         if value is None or math.isnan(value):
             outcomes.append(Outcome(criterion, None, False, "not measured in this audit"))

@@ -27,9 +27,13 @@ from click.testing import Result
 from PIL import Image, ImageEnhance
 from scipy.stats import binomtest
 
+from auditor.compare import Audit, compare_audits
 from auditor.compare.drift import intensity_drift, mmd_test, prediction_drift
+from auditor.compare.stats import mcnemar
 from auditor.evaluate import channel_statistics
+from auditor.history.settings import PeriodicSettings
 from auditor.images import Preprocessing
+from auditor.policy import evaluate_policy, parse_policy
 from auditor.resources import resource_path
 from auditor.synthetic import write_dataset
 from tests.helpers import invoke
@@ -213,12 +217,10 @@ def test_an_audit_compared_with_itself_finds_nothing(chain: dict[str, Any]) -> N
     done = invoke("compare", folder, folder, "--out", str(chain["out"]), "--bootstrap", "100")
     comparison = _json(Path(done.stdout.strip().splitlines()[-1]), "comparison.json")
 
-    assert comparison["findings"] == [] and comparison["mcnemar"] == {
-        "b": 0,
-        "c": 0,
-        "p_value": 1.0,
-    }
-    assert all(not s["moved"] for s in comparison["drift"]["intensity"])
+    assert comparison["findings"] == [] and comparison["same_files"]
+    assert comparison["mcnemar"] == {"b": 0, "c": 0, "p_value": 1.0, "p_worse": 1.0}
+    assert comparison["drift"]["intensity"] == []  # the same files: nothing to test
+    assert comparison["gate"]["compare.drift.intensity.p_value"] == 1.0
     assert all(e["median"] == pytest.approx(1.0) for e in comparison["explanations"])
 
 
@@ -276,3 +278,72 @@ def test_channel_statistics_undo_the_models_normalisation() -> None:
     expected = torch.cat([raw.mean((2, 3)), raw.std((2, 3), correction=0)], dim=1)
     assert statistics.shape == (4, 6)
     np.testing.assert_allclose(statistics, expected.numpy(), atol=1e-6)
+
+
+def _audit(label: str, correct: np.ndarray, sha: list[str], labels: list[str]) -> Audit:
+    """A two-class audit whose calls are right where ``correct`` says."""
+    n = len(correct)
+    called = [
+        y if ok else ("b" if y == "a" else "a") for y, ok in zip(labels, correct, strict=True)
+    ]
+    predictions = pd.DataFrame({
+        "index": np.arange(n), "path": [f"{s}.png" for s in sha], "label": labels,
+        "prediction": called, "confidence": 0.9, "correct": correct,
+        "p_a": [0.9 if c == "a" else 0.1 for c in called],
+        "p_b": [0.1 if c == "a" else 0.9 for c in called], "site": "x", "sha256": sha,
+    })  # fmt: skip
+    identity = {"model_name": "m", "model_version": "", "model_sha256": "0", "started": "",
+                "folder": "", "data_sha256": str(hash(tuple(sha)))}  # fmt: skip
+    return Audit(label, identity, {"classes": ["a", "b"], "operating_point": None}, predictions)
+
+
+def test_a_grown_data_set_is_compared_unpaired_and_its_fall_is_seen() -> None:
+    """The reviewer's case: 200 images at 87%, then the same 200 and 200 new ones at 50%.
+    Paired on the 200 shared images the change would be 0 and hide the fall."""
+    rng = np.random.default_rng(0)
+    shared = [f"s{k}" for k in range(200)]
+    labels = list(rng.choice(["a", "b"], 400))
+    old_correct = np.arange(200) < 174
+    new_correct = np.concatenate([old_correct, np.arange(200) < 26])
+    old = _audit("old", old_correct, shared, labels[:200])
+    new = _audit("new", new_correct, shared + [f"n{k}" for k in range(200)], labels)
+
+    comparison = compare_audits(old, new, PeriodicSettings(), 200)
+    accuracy = comparison.metrics[0]
+
+    assert not comparison.paired and comparison.shared == 200
+    assert (accuracy.before, accuracy.after) == pytest.approx((0.87, 0.5))
+    assert accuracy.worse and comparison.mcnemar is None
+
+
+def test_images_are_paired_by_file_and_label() -> None:
+    sha = [f"s{k}" for k in range(40)]
+    labels = ["a", "b"] * 20
+    old = _audit("old", np.ones(40, bool), sha, labels)
+    relabelled = _audit("new", np.ones(40, bool), sha, ["b", "a"] * 20)
+
+    assert compare_audits(old, old, PeriodicSettings(), 100).paired
+    assert compare_audits(old, relabelled, PeriodicSettings(), 100).shared == 0
+
+
+def test_mcnemar_one_sided_is_small_only_when_more_calls_became_wrong() -> None:
+    worse = mcnemar(np.array([True] * 20 + [False] * 2), np.array([False] * 20 + [True] * 2))
+    better = mcnemar(np.array([False] * 20 + [True] * 2), np.array([True] * 20 + [False] * 2))
+
+    assert (worse.b, worse.c) == (20, 2) and worse.p_worse < 0.001
+    assert better.p_value == worse.p_value and better.p_worse > 0.99
+    assert worse.p_worse == pytest.approx(binomtest(20, 22, 0.5, alternative="greater").pvalue)
+
+
+def test_compare_criteria_pass_on_a_first_audit_and_fail_when_one_was_not_compared() -> None:
+    criteria = parse_policy({"compare.accuracy.diff.ci_high": ">= -0.02"}, "test")
+    metrics = {key: None for key in ("metadata_dependence", "robustness", "fairness")} | {
+        "trust": {"methods": [], "shortcuts": None}, "positive_calibration": None,
+    }  # fmt: skip
+    first = evaluate_policy(criteria, metrics, None)
+    lost = evaluate_policy(criteria, metrics, "run 3's folder is not here")
+    measured = evaluate_policy(criteria, metrics, {"compare.accuracy.diff.ci_high": -0.05})
+
+    assert first.passed and "no previous audit" in first.outcomes[0].reason
+    assert not lost.passed and lost.outcomes[0].reason == "not compared: run 3's folder is not here"
+    assert not measured.passed and measured.outcomes[0].value == -0.05

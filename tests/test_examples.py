@@ -76,7 +76,7 @@ def _auditor_words(line: str) -> list[str]:
     the executable's folder) or after it (redirections)."""
     words = shlex.split(line)
     start = next(k for k, w in enumerate(words) if Path(w).name == "auditor")
-    stops = {">>", ">", "2>&1", "&&", "|", ";"}
+    stops = {">>", ">", "2>&1", "&&", "||", "|", ";"}
     end = next((k for k in range(start, len(words)) if words[k] in stops), len(words))
     return ["auditor", *words[start + 1 : end]]
 

@@ -16,9 +16,10 @@ from auditor.config import resolve_config
 from auditor.data import discover
 from auditor.history import History, config_sha256, dataset_sha256
 from auditor.history.runs import unchanged_run
-from auditor.history.store import MIGRATIONS, history_url
+from auditor.history.schema import MIGRATIONS
+from auditor.history.store import history_url
 from auditor.load import file_sha256
-from tests.helpers import invoke, is_event, one_line_error
+from tests.helpers import fake_run_folder, invoke, is_event, one_line_error
 
 
 def _run_args(audit: tuple[Result, Path]) -> list[str]:
@@ -49,7 +50,7 @@ def test_a_run_is_recorded_with_its_hashes_metrics_and_policy(audit: tuple[Resul
         == file_sha256(Path(manifest["model"]["path"]))
     )
     assert run.data_sha256 == manifest["data"]["sha256"]
-    assert run.config_sha256 == config_sha256(manifest["config"])
+    assert run.config_sha256 == config_sha256(manifest["config"], manifest["auditor_version"])
     assert run.manifest_sha256 == file_sha256(folder / "manifest.json")
     assert (run.started, run.finished) == (manifest["started"], manifest["finished"])
     accuracy = metrics["accuracy"]
@@ -120,24 +121,55 @@ def test_history_errors_are_one_line(tmp_path: Path) -> None:
     one_line_error(invoke("history", "--history", "nosuchdb://host/x"), "dialect is not installed")
 
 
-def _record_many(args: tuple[str, str, int]) -> list[int]:
-    url, folder, times = args
+def _record_many(args: tuple[str, list[str]]) -> list[int]:
+    url, folders = args
     history = History(url)
-    return [history.record(Path(folder)).id for _ in range(times)]
+    return [history.record(Path(folder)).id for folder in folders]
 
 
-def test_concurrent_writers_lose_nothing(audit: tuple[Result, Path], tmp_path: Path) -> None:
+def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     """Eight processes open a new database at once (each applies the migrations if it can)
-    and record five runs each."""
+    and record five runs each, the last of them a run another process records too (one
+    row per run)."""
+    folders = [
+        str(fake_run_folder(tmp_path, f"run{k}", started=f"2026-01-01T00:{k:02d}:00+00:00"))
+        for k in range(36)
+    ]
+    shared = folders[:4]
+    chunks = [[*folders[4 + 4 * p : 8 + 4 * p], shared[p % 4]] for p in range(8)]
     url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
     context = multiprocessing.get_context("spawn")
     with context.Pool(8) as pool:
-        ids = pool.map(_record_many, [(url, str(audit[1]), 5)] * 8)
+        ids = pool.map(_record_many, [(url, chunk) for chunk in chunks])
 
-    recorded = [i for chunk in ids for i in chunk]
     history = History(url)
-    assert sorted(recorded) == list(range(1, 41))
-    assert len(history.runs()) == 40 and history.version == MIGRATIONS[-1][0]
+    runs = history.runs()
+    assert len(runs) == 36 and {r.folder for r in runs} == set(folders)
+    assert sorted({i for chunk in ids for i in chunk}) == list(range(1, 37))
+    assert history.version == MIGRATIONS[-1][0]
+
+
+def test_recording_a_run_twice_keeps_one_row(audit: tuple[Result, Path], tmp_path: Path) -> None:
+    history = History(f"sqlite:///{tmp_path / 'h.sqlite'}")
+
+    first, again = history.record(audit[1]), history.record(audit[1])
+
+    assert first.id == again.id and len(history.runs()) == 1
+
+
+def test_the_previous_run_is_the_latest_whose_folder_is_here(tmp_path: Path) -> None:
+    history = History(f"sqlite:///{tmp_path / 'h.sqlite'}")
+    for k in range(3):
+        history.record(fake_run_folder(tmp_path, f"r{k}", started=f"2026-01-0{k + 1}T00:00Z"))
+    shutil.rmtree(tmp_path / "r2")
+
+    run, note = history.previous("tiny", "2026-02-01")
+    assert run is not None and Path(run.folder).name == "r1" and note == ""
+    shutil.rmtree(tmp_path / "r1")
+    shutil.rmtree(tmp_path / "r0")
+    run, note = history.previous("tiny", "2026-02-01")
+    assert run is None and "The folders of the 3 earlier run(s) of 'tiny'" in note
+    assert history.previous("other", "2026-02-01") == (None, "")
 
 
 def test_a_first_version_database_is_upgraded_and_keeps_its_runs(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from auditor.aggregate.inputs import AuditInputs
 from auditor.compare.comparison import MIN_SUBGROUP, Comparison
 from auditor.compare.drift import Shift
-from auditor.compare.files import findings
+from auditor.compare.files import findings, improvements
 from auditor.compare.stats import Difference
 from auditor.report.format import fixed, p_value
 
@@ -59,7 +59,8 @@ class ChangesView:
         mcnemar: McNemar's test in one sentence ("" when unpaired).
         drift: Whether the inputs, embedding, predicted classes and confidence moved.
         explanations: Each trusted method's maps' rank correlation across the audits.
-        findings: The significant changes (also on page one).
+        findings: The significant regressions and drift (also on page one).
+        improvements: The headline metrics that rose significantly.
     """
 
     previous: str
@@ -72,6 +73,7 @@ class ChangesView:
     drift: tuple[str, ...]
     explanations: tuple[str, ...]
     findings: tuple[str, ...]
+    improvements: tuple[str, ...]
 
 
 def _signed(value: float) -> str:
@@ -128,6 +130,8 @@ def _drift(comparison: Comparison) -> tuple[str, ...]:
             + _shift(worst.name.replace("_", " "), worst, "Holm").rstrip(".")
             + "."
         )
+    elif comparison.same_files:
+        lines.append("Input intensities: not compared: both audits read the same files.")
     else:
         lines.append("Input intensities: not compared (the previous audit did not record them).")
     if comparison.embedding is not None:
@@ -178,13 +182,20 @@ def comparison_view(comparison: Comparison) -> ChangesView:
             f"Accuracy of every value of a metadata column (at most 20 values) with at least "
             f"{MIN_SUBGROUP} images in each audit, the largest falls first."
         ),
-        mcnemar=(
-            f"McNemar's exact test: {comparison.mcnemar.b:,} calls became wrong and "
-            f"{comparison.mcnemar.c:,} became right (p = {p_value(comparison.mcnemar.p_value)})."
-            if comparison.mcnemar is not None
-            else ""
-        ),
+        mcnemar=_mcnemar(comparison),
         drift=_drift(comparison),
         explanations=_explanations(comparison),
         findings=comparison_sentences(comparison),
+        improvements=tuple(improvements(comparison)),
+    )
+
+
+def _mcnemar(comparison: Comparison) -> str:
+    tested = comparison.mcnemar
+    if tested is None:
+        return ""
+    return (
+        f"McNemar's exact test: {tested.b:,} calls became wrong and {tested.c:,} became right "
+        f"(two-sided p = {p_value(tested.p_value)}; that more became wrong, one-sided "
+        f"p = {p_value(tested.p_worse)})."
     )

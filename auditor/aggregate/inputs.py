@@ -55,6 +55,8 @@ class AuditInputs:
         auditor_version: Auditor's version.
         comparison: The comparison with the previous audit of this model's name in the
             history (``None``: there is none).
+        comparison_note: Why there is no comparison though the history has earlier runs
+            of this model's name (``""`` otherwise).
     """
 
     config: AuditConfig
@@ -78,3 +80,4 @@ class AuditInputs:
     finished: str
     auditor_version: str
     comparison: Comparison | None = None
+    comparison_note: str = ""

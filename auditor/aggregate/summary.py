@@ -77,6 +77,8 @@ class SummaryView:
         counterfactuals: Artefact concepts whose removal changes misclassified calls.
         changes: The significant changes since the previous audit.
         compared: Whether there was a previous audit to compare with.
+        not_compared: Why the history's earlier runs were not compared with ("" if they
+            were, or if there are none).
     """
 
     accuracy: Estimate
@@ -111,6 +113,7 @@ class SummaryView:
     counterfactuals: tuple[str, ...]
     changes: tuple[str, ...]
     compared: bool
+    not_compared: str
 
 
 def _headline(inputs: AuditInputs) -> tuple[Headline, ...]:
@@ -173,4 +176,5 @@ def summary_view(inputs: AuditInputs) -> SummaryView:
         fragile=fragile_sentence(inputs.robustness),
         changes=comparison_sentences(inputs.comparison),
         compared=inputs.comparison is not None,
+        not_compared=inputs.comparison_note,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from auditor.documents import write_csv
 from auditor.errors import ConfigError
 from auditor.evaluate import Evaluation
 from auditor.explain.engine import Explanations
@@ -100,7 +102,7 @@ def audit_of_run(
 ) -> Audit:
     """The audit in progress, from its stages' outputs (``identity`` without the data's
     SHA-256, which the evaluation knows)."""
-    predictions = evaluation.predictions
+    predictions = _as_written(evaluation.predictions)
     records, maps = ok_maps(explanations)
     statistics = evaluation.intensities
     embeddings = evaluation.embeddings
@@ -117,11 +119,33 @@ def audit_of_run(
     )
 
 
+def read_predictions(source: Path | io.StringIO) -> pd.DataFrame:
+    """``predictions.csv`` with every metadata value as the text the file holds (pandas
+    would read ``1``, ``1.0`` and a blank as numbers on one side and not on the other),
+    the scores as numbers and ``correct`` as booleans."""
+    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+    for column in ["confidence", *(c for c in frame.columns if c.startswith("p_"))]:
+        frame[column] = frame[column].astype(np.float64)
+    frame["index"] = frame["index"].astype(np.int64)
+    frame["correct"] = frame["correct"] == "True"
+    return frame
+
+
+def _as_written(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The run's predictions as a later comparison will read them from its folder."""
+    buffer = io.StringIO()
+    write_csv(predictions, buffer)
+    buffer.seek(0)
+    return read_predictions(buffer)
+
+
 def _read(folder: Path, name: str) -> Any:
     path = folder / name
     try:
         if name.endswith(".json"):
             return json.loads(path.read_text(encoding="utf-8"))
+        if name == "predictions.csv":
+            return read_predictions(path)
         return pd.read_csv(path, keep_default_na=False, na_values=[""])
     except (OSError, ValueError) as error:
         raise ConfigError(

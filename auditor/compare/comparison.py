@@ -25,10 +25,15 @@ from auditor.compare.stats import METRICS, Calls, Difference, McNemar, differenc
 from auditor.errors import ConfigError
 from auditor.history.settings import PeriodicSettings
 
-__all__ = ["COMPARED", "MIN_SUBGROUP", "Comparison", "compare_audits"]
+__all__ = ["COMPARED", "MIN_SUBGROUP", "PAIRED_SHARE", "Comparison", "compare_audits"]
 
 MIN_SUBGROUP = 10
 """Fewest images a subgroup needs in each audit to be compared."""
+
+PAIRED_SHARE = 0.95
+"""Two audits are compared pairwise when this share of each one's images (by file and
+label) is in the other: a paired change measured on a few shared images would hide what
+the rest of a grown data set says."""
 
 COMPARED: dict[str, str] = {
     **{
@@ -44,11 +49,14 @@ COMPARED: dict[str, str] = {
         )
     },
     "compare.mcnemar.p_value": "McNemar's exact test on the calls of the same images",
+    "compare.mcnemar.p_worse": "McNemar's one-sided test that more calls became wrong",
     "compare.drift.intensity.p_value": "smallest Holm-adjusted p-value of the input intensities",
     "compare.drift.embedding.p_value": "permutation p-value of the embedding's MMD",
     "compare.drift.predictions.p_value": "chi-squared p-value of the predicted classes",
     "compare.drift.confidence.p_value": "Kolmogorov-Smirnov p-value of the confidence",
-    "compare.regressions": "metrics and subgroups whose whole 95% interval of change is below 0",
+    "compare.regressions": "headline metrics whose whole 95% interval of change is below 0",
+    "compare.subgroup_regressions": "subgroups whose accuracy fell (Bonferroni-adjusted "
+    "interval below 0)",
     "compare.findings": "findings of the comparison with the previous audit",
 }
 """The numbers of a comparison a policy criterion may name, with what each is."""
@@ -66,11 +74,14 @@ class Comparison:
         subgroups: ``(column, value, accuracy difference)`` for every metadata value with
             at least :data:`MIN_SUBGROUP` images in each audit.
         mcnemar: McNemar's test on the shared images (``None``: unpaired).
-        intensity: The input intensity statistics.
+        intensity: The input intensity statistics (none when both audits read the same
+            files, by the data's SHA-256).
         embedding: The embedding's MMD (``None``: see ``embedding_note``).
         predictions: The predicted classes and the confidence.
         explanations: Per trusted method, its maps' rank correlation across the audits.
         alpha: The significance level.
+        same_files: Both audits read the same files (the same data SHA-256), so the
+            inputs cannot have moved.
     """
 
     old: tuple[str, dict[str, str]]
@@ -86,13 +97,18 @@ class Comparison:
     predictions: tuple[Shift, ...]
     explanations: pd.DataFrame
     alpha: float
+    same_files: bool = False
 
     @property
     def regressions(self) -> tuple[Difference, ...]:
-        """Metrics and subgroups that fell significantly."""
-        return tuple(d for d in self.metrics if d.worse) + tuple(
-            d for _, _, d in self.subgroups if d.worse
-        )
+        """Headline metrics that fell significantly."""
+        return tuple(d for d in self.metrics if d.worse)
+
+    @property
+    def subgroup_regressions(self) -> tuple[tuple[str, str, Difference], ...]:
+        """Subgroups whose accuracy fell (their intervals are Bonferroni-adjusted over the
+        subgroups compared)."""
+        return tuple(s for s in self.subgroups if s[2].worse)
 
 
 def _codes(audit: Audit, positive: str | None) -> Calls:
@@ -110,11 +126,12 @@ def _codes(audit: Audit, positive: str | None) -> Calls:
 
 
 def _pairs(old: pd.DataFrame, new: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``old`` and ``new`` holding the same file (SHA-256, then occurrence)."""
+    """Rows of ``old`` and ``new`` holding the same file with the same label (SHA-256 and
+    label, then occurrence: two copies of a file are paired in order)."""
 
     def keyed(frame: pd.DataFrame) -> pd.DataFrame:
-        sha = frame["sha256"].astype(str)
-        return pd.DataFrame({"key": sha + "#" + sha.groupby(sha).cumcount().astype(str),
+        image = frame["sha256"].astype(str) + "\t" + frame["label"].astype(str)
+        return pd.DataFrame({"key": image + "#" + image.groupby(image).cumcount().astype(str),
                              "row": np.arange(len(frame))})  # fmt: skip
 
     merged = keyed(old).merge(keyed(new), on="key", suffixes=("_old", "_new"))
@@ -148,7 +165,9 @@ def _subgroups(
     | None, resamples: int, rng: np.random.Generator,
 ) -> list[tuple[str, str, Difference]]:  # fmt: skip
     """Accuracy in each metadata value with at least :data:`MIN_SUBGROUP` images in each
-    audit (paired: among the pairs whose images have the value in both)."""
+    audit (paired: among the pairs whose images have the value in both), each interval
+    Bonferroni-adjusted over the subgroups compared (many subgroups, each at 95%, would
+    show a fall somewhere on most nights by chance)."""
     found = []
     for column in [c for c in _metadata(new.predictions) if c in old.predictions.columns]:
         before, after = (a.predictions[column].fillna("").astype(str) for a in (old, new))
@@ -165,10 +184,13 @@ def _subgroups(
                 inside is not None and len(inside[0]) < MIN_SUBGROUP
             ):
                 continue
-            sub = difference("accuracy", calls[0].take(rows[0]), calls[1].take(rows[1]),
-                             inside, resamples, rng)  # fmt: skip
-            found.append((column, value, sub))
-    return found
+            found.append((column, value, rows, inside))
+    level = 1 - 0.05 / max(len(found), 1)
+    return [
+        (column, value, difference("accuracy", calls[0].take(rows[0]), calls[1].take(rows[1]),
+                                   inside, resamples, rng, level))
+        for column, value, rows, inside in found
+    ]  # fmt: skip
 
 
 def compare_audits(
@@ -189,7 +211,8 @@ def compare_audits(
     calls = (_codes(old, positive), _codes(new, positive))
     rows = _pairs(old.predictions, new.predictions)
     shared = len(rows[0])
-    paired = shared >= max(MIN_SUBGROUP, min(len(old.predictions), len(new.predictions)) / 2)
+    largest = max(len(old.predictions), len(new.predictions))
+    paired = shared >= max(MIN_SUBGROUP, PAIRED_SHARE * largest)
     pairs = rows if paired else None
     names = [n for n in METRICS if positive is not None or n in ("accuracy", "balanced_accuracy")]
     metrics = [difference(n, *calls, pairs, resamples, rng) for n in names]
@@ -199,9 +222,10 @@ def compare_audits(
         correct = (calls[0].label == calls[0].prediction, calls[1].label == calls[1].prediction)
         tested = mcnemar(correct[0][rows[0]], correct[1][rows[1]])
     embedding, note = _embedding(old, new, settings)
+    same_files = old.identity["data_sha256"] == new.identity["data_sha256"]
     intensity = (
         intensity_drift(old.intensities, new.intensities, settings.compare_alpha)
-        if old.intensities is not None and new.intensities is not None
+        if old.intensities is not None and new.intensities is not None and not same_files
         else []
     )
     methods = tuple(m for m in new.trusted if m in old.trusted)
@@ -210,7 +234,7 @@ def compare_audits(
         tuple(subgroups), tested, tuple(intensity), embedding, note,
         tuple(prediction_drift(old.predictions, new.predictions, new.classes,
                                settings.compare_alpha)),
-        explanation_drift(old.maps, new.maps, methods), settings.compare_alpha,
+        explanation_drift(old.maps, new.maps, methods), settings.compare_alpha, same_files,
     )  # fmt: skip
 
 

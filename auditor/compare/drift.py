@@ -109,8 +109,8 @@ def mmd_test(
 def prediction_drift(
     old: pd.DataFrame, new: pd.DataFrame, classes: tuple[str, ...], alpha: float
 ) -> list[Shift]:
-    """The predicted classes (chi-squared; ``before``/``after``: the share called the last
-    class, the positive one of a binary audit) and the confidence (Kolmogorov–Smirnov)."""
+    """The predicted classes (chi-squared; ``before``/``after``: the share called the class
+    whose share changed most, named in ``name``) and the confidence (Kolmogorov–Smirnov)."""
     counts = np.array(
         [[int((frame["prediction"] == c).sum()) for c in classes] for frame in (old, new)]
     )
@@ -120,11 +120,12 @@ def prediction_drift(
         statistic, p = float(chi.statistic), float(chi.pvalue)
     else:
         statistic, p = 0.0, 1.0
-    shares = counts[:, -1] / np.maximum(counts.sum(1), 1)
+    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    moved = int(np.argmax(np.abs(shares[1] - shares[0])))
     confidence = ks_2samp(old["confidence"].to_numpy(), new["confidence"].to_numpy())
     return [
-        Shift(f"share called {classes[-1]}", float(shares[0]), float(shares[1]), statistic,
-              p, p < alpha),
+        Shift(f"share called {classes[moved]}", float(shares[0, moved]),
+              float(shares[1, moved]), statistic, p, p < alpha),
         Shift("confidence", float(old["confidence"].mean()), float(new["confidence"].mean()),
               float(confidence.statistic), float(confidence.pvalue),
               bool(confidence.pvalue < alpha)),

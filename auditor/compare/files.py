@@ -15,7 +15,13 @@ from auditor.compare.drift import Shift
 from auditor.compare.stats import Difference
 from auditor.report.format import fixed, p_value, percent
 
-__all__ = ["COMPARISON_SCHEMA_VERSION", "comparison_document", "findings", "gate_values"]
+__all__ = [
+    "COMPARISON_SCHEMA_VERSION",
+    "comparison_document",
+    "findings",
+    "gate_values",
+    "improvements",
+]
 
 COMPARISON_SCHEMA_VERSION = 1
 
@@ -53,21 +59,31 @@ def _metric_findings(comparison: Comparison) -> list[str]:
                 f"{_NAMES[d.name]} fell from {_change(d)} since the previous audit, "
                 f"{_on(comparison)}."
             )
-    fell = sorted((d.diff, c, v, d) for c, v, d in comparison.subgroups if d.worse)
+    fell = sorted((d.diff, c, v, d) for c, v, d in comparison.subgroup_regressions)
     if fell:
         _, column, value, d = fell[0]
         sentences.append(
             f"Accuracy fell in {len(fell)} of the {len(comparison.subgroups)} subgroups "
-            f"compared; the most for {column} = {value}, from {_change(d)}."
+            f"compared (intervals Bonferroni-adjusted over them); the most for {column} = "
+            f"{value}, from {_change(d)}."
         )
     tested = comparison.mcnemar
-    if tested is not None and tested.p_value < comparison.alpha:
+    if tested is not None and tested.p_worse < comparison.alpha:
         sentences.append(
-            f"The calls changed on {tested.b + tested.c:,} of the {comparison.shared:,} "
-            f"images both audits scored: {tested.b:,} became wrong and {tested.c:,} became "
-            f"right (McNemar's exact test, p = {p_value(tested.p_value)})."
+            f"More calls became wrong than right on the {comparison.shared:,} images both "
+            f"audits scored: {tested.b:,} against {tested.c:,} (McNemar's exact test, "
+            f"one-sided p = {p_value(tested.p_worse)})."
         )
     return sentences
+
+
+def improvements(comparison: Comparison) -> list[str]:
+    """The headline metrics whose whole interval of change is above zero."""
+    return [
+        f"{_NAMES[d.name]} rose from {_change(d)}, {_on(comparison)}."
+        for d in comparison.metrics
+        if d.better
+    ]
 
 
 def _drift_findings(comparison: Comparison) -> list[str]:
@@ -90,9 +106,9 @@ def _drift_findings(comparison: Comparison) -> list[str]:
     if classes.moved:
         called = classes.name.removeprefix("share called ")
         sentences.append(
-            f"The predicted classes moved: {called} was called for {percent(classes.after)} "
-            f"of images, against {percent(classes.before)} before (chi-squared p = "
-            f"{p_value(classes.p_value)})."
+            f"The predicted classes moved: {called}, the class whose share changed most, was "
+            f"called for {percent(classes.after)} of images, against {percent(classes.before)} "
+            f"before (chi-squared p = {p_value(classes.p_value)})."
         )
     if confidence.moved:
         sentences.append(
@@ -129,6 +145,7 @@ def comparison_document(comparison: Comparison) -> dict[str, Any]:
         "old": {"label": comparison.old[0], **comparison.old[1]},
         "new": {"label": comparison.new[0], **comparison.new[1]},
         "paired": comparison.paired,
+        "same_files": comparison.same_files,
         "shared_images": comparison.shared,
         "alpha": comparison.alpha,
         "metrics": [_difference(d) for d in comparison.metrics],
@@ -147,6 +164,7 @@ def comparison_document(comparison: Comparison) -> dict[str, Any]:
             for row in comparison.explanations.to_dict("records")
         ],
         "findings": findings(comparison),
+        "improvements": improvements(comparison),
         "gate": gate_values(comparison),
     }
 
@@ -164,12 +182,16 @@ def gate_values(comparison: Comparison | None) -> dict[str, float | None]:
             values[f"compare.{d.name}.{part}"] = _number(float(value))
     if comparison.mcnemar is not None:
         values["compare.mcnemar.p_value"] = comparison.mcnemar.p_value
+        values["compare.mcnemar.p_worse"] = comparison.mcnemar.p_worse
     if comparison.intensity:
         values["compare.drift.intensity.p_value"] = min(s.p_value for s in comparison.intensity)
+    elif comparison.same_files:  # the same files: nothing to test, nothing moved
+        values["compare.drift.intensity.p_value"] = 1.0
     if comparison.embedding is not None:
         values["compare.drift.embedding.p_value"] = comparison.embedding.p_value
     for shift, key in zip(comparison.predictions, ("predictions", "confidence"), strict=True):
         values[f"compare.drift.{key}.p_value"] = shift.p_value
     values["compare.regressions"] = len(comparison.regressions)
+    values["compare.subgroup_regressions"] = len(comparison.subgroup_regressions)
     values["compare.findings"] = len(findings(comparison))
     return values

@@ -91,11 +91,12 @@ class Difference:
         return bool(self.ci_low > 0)
 
 
-def _interval(draws: list[float]) -> tuple[float, float]:
+def _interval(draws: list[float], level: float) -> tuple[float, float]:
     kept = np.asarray([d for d in draws if np.isfinite(d)])
     if not kept.size:
         return float("nan"), float("nan")
-    low, high = np.percentile(kept, [2.5, 97.5])
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(kept, [tail, 100 - tail])
     return float(low), float(high)
 
 
@@ -106,48 +107,52 @@ def difference(
     pairs: tuple[np.ndarray, np.ndarray] | None,
     resamples: int,
     rng: np.random.Generator,
+    level: float = 0.95,
 ) -> Difference:
-    """``name``'s value on each audit and the bootstrap interval of the difference.
+    """``name`` before and after, and the bootstrap interval (at ``level``) of the change.
 
     Args:
-        pairs: Rows of ``old`` and of ``new`` that hold the same images (paired), or
-            ``None`` (unpaired).
+        pairs: Rows of ``old`` and of ``new`` that hold the same images (paired: before,
+            after and the change are all measured on them), or ``None`` (unpaired: each
+            audit on all its images, resampled on its own).
     """
     metric = METRICS[name]
-    before, after = metric(old), metric(new)
-    draws = []
     if pairs is not None:
-        old_rows, new_rows = pairs
-        diff = metric(new.take(new_rows)) - metric(old.take(old_rows))
-        for _ in range(resamples):
-            pick = rng.integers(0, len(old_rows), len(old_rows))
-            draws.append(metric(new.take(new_rows[pick])) - metric(old.take(old_rows[pick])))
-    else:
-        diff = after - before
-        n_old, n_new = len(old.label), len(new.label)
-        for _ in range(resamples):
+        old, new = old.take(pairs[0]), new.take(pairs[1])
+    before, after = metric(old), metric(new)
+    n_old, n_new = len(old.label), len(new.label)
+    draws = []
+    for _ in range(resamples):
+        if pairs is not None:
+            pick = rng.integers(0, n_old, n_old)
+            draws.append(metric(new.take(pick)) - metric(old.take(pick)))
+        else:
             draws.append(
                 metric(new.take(rng.integers(0, n_new, n_new)))
                 - metric(old.take(rng.integers(0, n_old, n_old)))
             )
-    low, high = _interval(draws)
-    return Difference(name, before, after, diff, low, high, len(old.label), len(new.label))
+    low, high = _interval(draws, level)
+    return Difference(name, before, after, after - before, low, high, n_old, n_new)
 
 
 @dataclass(frozen=True)
 class McNemar:
     """McNemar's exact test on paired calls: ``b`` images only the old audit called
     right, ``c`` only the new one; ``p_value`` is the two-sided binomial test of ``b``
-    in ``b + c`` at one half (1 when no image changed)."""
+    in ``b + c`` at one half, ``p_worse`` the one-sided test that more calls became
+    wrong than right (both 1 when no image changed)."""
 
     b: int
     c: int
     p_value: float
+    p_worse: float
 
 
 def mcnemar(old_correct: np.ndarray, new_correct: np.ndarray) -> McNemar:
     """McNemar's exact test on the paired correct/incorrect calls of two audits."""
     b = int(np.sum(old_correct & ~new_correct))
     c = int(np.sum(~old_correct & new_correct))
-    p = float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
-    return McNemar(b, c, p)
+    if not b + c:
+        return McNemar(b, c, 1.0, 1.0)
+    two_sided = float(binomtest(b, b + c, 0.5).pvalue)
+    return McNemar(b, c, two_sided, float(binomtest(b, b + c, 0.5, alternative="greater").pvalue))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.data import Dataset
-from auditor.evaluate import data_sha256
+from auditor.evaluate import data_entry, data_sha256
 from auditor.load import file_sha256
 
 __all__ = ["LOCATIONS", "config_sha256", "dataset_sha256", "model_identity"]
@@ -20,11 +20,13 @@ model and data are identified by their content instead, and moving a folder or r
 a model does not make an audit new."""
 
 
-def config_sha256(resolved: dict[str, Any]) -> str:
+def config_sha256(resolved: dict[str, Any], version: str) -> str:
     """SHA-256 of a resolved configuration (:meth:`AuditConfig.as_dict`, as ``manifest.json``
-    records it): every setting's value but the :data:`LOCATIONS` (not where each came from),
-    the policy and the documentation, as sorted JSON."""
+    records it) and the Auditor ``version`` that ran it (another version may compute
+    otherwise): every setting's value but the :data:`LOCATIONS` (not where each came
+    from), the policy and the documentation, as sorted JSON."""
     values = {k: v["value"] for k, v in resolved.items() if k not in LOCATIONS}
+    values["auditor_version"] = version
     text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -32,12 +34,13 @@ def config_sha256(resolved: dict[str, Any]) -> str:
 def dataset_sha256(dataset: Dataset) -> str:
     """The data SHA-256 the evaluation will record (:func:`auditor.evaluate.data_sha256`),
     from the files alone: ``""`` for a file that cannot be read, as the evaluation does."""
-    entries = []
+    entries: list[tuple[str, ...]] = []
     for sample in dataset.samples:
         try:
-            entries.append((sample.relpath, file_sha256(sample.path)))
+            sha = file_sha256(sample.path)
         except OSError:
-            entries.append((sample.relpath, ""))
+            sha = ""
+        entries.append(data_entry(dataset, sample.index, sha))
     entries += [(e.relpath, "") for e in dataset.excluded]
     return data_sha256(entries)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
+from auditor import __version__
 from auditor.config import AuditConfig
 from auditor.data import discover
 from auditor.errors import OutputError
@@ -32,10 +33,11 @@ def model_name(config: AuditConfig) -> str:
     return model_identity(config.as_dict(), str(config.model))[0]
 
 
-def previous_run(config: AuditConfig, started: str) -> RunRecord | None:
-    """The latest earlier run of this model's name whose run folder is still there."""
+def previous_run(config: AuditConfig, started: str) -> tuple[RunRecord | None, str]:
+    """The latest earlier run of this model's name whose run folder is here, or ``None``
+    with why (``""``: there is none; see :meth:`History.previous`)."""
     history = _existing(config)
-    return history.previous(model_name(config), started) if history is not None else None
+    return history.previous(model_name(config), started) if history is not None else (None, "")
 
 
 def unchanged_run(config: AuditConfig) -> RunRecord | None:
@@ -47,7 +49,7 @@ def unchanged_run(config: AuditConfig) -> RunRecord | None:
         return None
     model = file_sha256(config.model) if config.model.is_file() else ""
     data = dataset_sha256(discover(config.data, config.classes))
-    return history.unchanged(model, data, config_sha256(config.as_dict()))
+    return history.unchanged(model, data, config_sha256(config.as_dict(), __version__))
 
 
 def page_path(history: History) -> Path | None:
@@ -72,13 +74,16 @@ def record_run(config: AuditConfig, folder: Path) -> RunRecord | None:
         if history is None:
             return None
         recorded = history.record(folder)
-        page = page_path(history)
-        if page is not None:
-            write_history_page(history, page)
-        return recorded
     except (DBAPIError, OutputError) as error:
         reason = error.orig if isinstance(error, DBAPIError) else error
         raise OutputError(
             f"the run folder {str(folder)!r} is complete, but it was not recorded in the "
             f"history ({reason}); record it with `auditor history --add {folder}`"
         ) from None
+    page = page_path(history)
+    if page is not None:
+        try:
+            write_history_page(history, page)
+        except (DBAPIError, OutputError) as error:  # the run is recorded: say so, go on
+            log.warning("run %d is recorded, but %s", recorded.id, error)
+    return recorded

@@ -6,25 +6,28 @@ start and end, the headline metrics with their confidence intervals, the policy'
 result, the run folder and the SHA-256 of its ``manifest.json``. A run folder deleted
 later is reported as missing (:attr:`RunRecord.missing`), never an error.
 
-Migrations are a small versioned table (``auditor_schema``), not Alembic: the schema
-is two tables that grow by additive steps, every step is a few lines of portable DDL,
-and Alembic would ship a migration environment, a script folder and its own CLI to
-users who only ever run ``auditor``. Each step runs in one transaction with its version
-row; two processes that open an old database at once cannot both apply a step (the
-version is the table's primary key, and on SQLite the transaction takes the write lock
-when it begins).
+Migrations (:mod:`auditor.history.schema`) are a small versioned table
+(``auditor_schema``), not Alembic: the schema is two tables that grow by additive steps,
+every step is a few lines of portable DDL, and Alembic would ship a migration
+environment, a script folder and its own CLI to users who only ever run ``auditor``.
+Each step runs in one transaction with its version row; when two processes open an old
+database at once, one applies a step and the other finds its row (on SQLite the
+transaction takes the write lock when it begins; on a server the second one's DDL fails
+and the row it then finds says the step is done).
 
-Concurrent writers lose nothing: on SQLite every transaction begins with ``BEGIN
+Concurrent writers lose nothing: on SQLite every writing transaction begins with ``BEGIN
 IMMEDIATE`` and waits up to :data:`BUSY_SECONDS` for another writer, instead of pysqlite's
 deferred transactions, which fail with "database is locked" when two upgrade to writers
-at once; a server database serialises its own inserts.
+at once (reads begin deferred); a server database serialises its own inserts. A run
+recorded twice (``auditor history --add`` after a run that was recorded) keeps one row.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,16 +35,16 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from auditor.errors import ConfigError, OutputError
 from auditor.history.identity import config_sha256, model_identity
+from auditor.history.schema import METRICS, MIGRATIONS, RUNS, SCHEMA
 from auditor.load import file_sha256
 
 __all__ = [
     "BUSY_SECONDS",
     "HEADLINE",
-    "MIGRATIONS",
     "History",
     "RunRecord",
     "history_url",
@@ -62,75 +65,6 @@ HEADLINE: dict[str, str] = {
 }
 """The metrics recorded for each run: name → where ``metrics.json`` holds it (a number, or
 an object with ``value``, ``ci_low`` and ``ci_high``)."""
-
-
-def _run_columns(version: int) -> list[sa.Column[Any]]:
-    columns: list[sa.Column[Any]] = [
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("model_name", sa.String(255), nullable=False, index=True),
-        sa.Column("model_version", sa.String(255), nullable=False),
-        sa.Column("model_sha256", sa.String(64), nullable=False),
-        sa.Column("data_sha256", sa.String(64), nullable=False),
-        sa.Column("config_sha256", sa.String(64), nullable=False),
-        sa.Column("started", sa.String(40), nullable=False),
-        sa.Column("finished", sa.String(40), nullable=False),
-        sa.Column("n_images", sa.Integer, nullable=False),
-        sa.Column("policy_passed", sa.Boolean, nullable=False),
-        sa.Column("policy_failed", sa.Integer, nullable=False),
-        sa.Column("policy_declared", sa.Integer, nullable=False),
-        sa.Column("folder", sa.Text, nullable=False),
-        sa.Column("manifest_sha256", sa.String(64), nullable=False),
-        sa.Column("auditor_version", sa.String(40), nullable=False),
-        sa.Column("recorded", sa.String(40), nullable=False),
-    ]
-    if version >= 2:
-        columns.append(sa.Column("host", sa.String(255)))
-    return columns
-
-
-def _metric_columns() -> list[sa.Column[Any]]:
-    return [
-        sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
-        sa.Column("name", sa.String(64), primary_key=True),
-        sa.Column("value", sa.Float),
-        sa.Column("ci_low", sa.Float),
-        sa.Column("ci_high", sa.Float),
-    ]
-
-
-def _tables(version: int) -> tuple[sa.MetaData, sa.Table, sa.Table]:
-    metadata = sa.MetaData()
-    runs = sa.Table("runs", metadata, *_run_columns(version))
-    metrics = sa.Table("run_metrics", metadata, *_metric_columns())
-    return metadata, runs, metrics
-
-
-_SCHEMA = sa.Table(
-    "auditor_schema",
-    sa.MetaData(),
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("description", sa.Text, nullable=False),
-    sa.Column("applied", sa.String(40), nullable=False),
-)
-_METADATA, RUNS, METRICS = _tables(version=2)
-
-
-def _first(connection: Connection) -> None:
-    _tables(version=1)[0].create_all(connection)
-
-
-def _host(connection: Connection) -> None:
-    connection.execute(sa.text("ALTER TABLE runs ADD COLUMN host VARCHAR(255)"))
-    sa.Index("runs_identity", RUNS.c.model_sha256, RUNS.c.data_sha256, RUNS.c.config_sha256).create(
-        connection
-    )
-
-
-MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
-    (1, "runs and their headline metrics", _first),
-    (2, "the host each run ran on; an index on the model, data and config hashes", _host),
-)
-"""Every schema step in order: version, what it adds, the DDL."""
 
 
 @dataclass(frozen=True)
@@ -207,7 +141,8 @@ def _sqlite_engine(url: sa.URL) -> Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _take_write_lock(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        writes = connection.get_execution_options().get("writes", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
     return engine
 
@@ -258,11 +193,21 @@ class History:
         """The URL without its password."""
         return sa.make_url(self.url).render_as_string(hide_password=True)
 
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A transaction that will write: on SQLite it takes the write lock when it
+        begins (``BEGIN IMMEDIATE``), so two writers queue instead of deadlocking; reads
+        begin deferred and never wait for one another."""
+        with self.engine.connect() as connection:
+            connection.execution_options(writes=True)
+            with connection.begin():
+                yield connection
+
     @property
     def version(self) -> int:
         """The schema version the database is at."""
         with self.engine.connect() as connection:
-            return int(connection.scalar(sa.select(sa.func.max(_SCHEMA.c.version))) or 0)
+            return int(connection.scalar(sa.select(sa.func.max(SCHEMA.c.version))) or 0)
 
     def _migrate(self, upto: int | None = None) -> None:
         """Apply every step the database lacks, each in one transaction with its row."""
@@ -270,25 +215,37 @@ class History:
             if upto is not None and version > upto:
                 return
             try:
-                with self.engine.begin() as connection:
-                    _SCHEMA.create(connection, checkfirst=True)
+                with self._writing() as connection:
+                    SCHEMA.create(connection, checkfirst=True)
                     done = connection.scalar(
-                        sa.select(_SCHEMA.c.version).where(_SCHEMA.c.version == version)
+                        sa.select(SCHEMA.c.version).where(SCHEMA.c.version == version)
                     )
                     if done is not None:
                         continue
                     step(connection)
                     connection.execute(
-                        _SCHEMA.insert().values(
+                        SCHEMA.insert().values(
                             version=version, description=description, applied=_now()
                         )
                     )
-            except IntegrityError:
-                continue  # another process applied this step first
+            except DBAPIError:
+                # Another process applied this step first: its version row is there (on a
+                # server, the second ALTER TABLE fails before the row's key would).
+                if self._applied(version):
+                    continue
+                raise
+
+    def _applied(self, version: int) -> bool:
+        with self.engine.connect() as connection:
+            found = connection.scalar(
+                sa.select(SCHEMA.c.version).where(SCHEMA.c.version == version)
+            )
+        return found is not None
 
     def record(self, folder: Path) -> RunRecord:
         """Record the complete run folder ``folder`` (everything is read from its
-        ``manifest.json``, ``metrics.json`` and ``policy.json``)."""
+        ``manifest.json``, ``metrics.json`` and ``policy.json``); a run recorded already
+        (the same ``manifest.json``) is returned as it is."""
         manifest = _read_json(folder / "manifest.json")
         metrics = _read_json(folder / "metrics.json")
         policy = _read_json(folder / "policy.json")
@@ -298,7 +255,7 @@ class History:
             "model_version": version,
             "model_sha256": manifest["model"]["sha256"],
             "data_sha256": manifest["data"]["sha256"],
-            "config_sha256": config_sha256(manifest["config"]),
+            "config_sha256": config_sha256(manifest["config"], manifest["auditor_version"]),
             "started": manifest["started"],
             "finished": manifest["finished"],
             "n_images": metrics["n_images"],
@@ -312,9 +269,16 @@ class History:
             "host": socket.gethostname(),
         }
         headline = _headline(metrics)
-        with self.engine.begin() as connection:
-            inserted = connection.execute(RUNS.insert().values(**row)).inserted_primary_key
-            run_id = int(inserted[0]) if inserted is not None else 0
+        with self._writing() as connection:
+            known = connection.scalar(
+                sa.select(RUNS.c.id).where(RUNS.c.manifest_sha256 == row["manifest_sha256"])
+            )
+            if known is not None:  # recorded already (`--add` twice): one row per run
+                run_id = int(known)
+                headline = {}
+            else:
+                inserted = connection.execute(RUNS.insert().values(**row)).inserted_primary_key
+                run_id = int(inserted[0]) if inserted is not None else 0
             if headline:
                 connection.execute(
                     METRICS.insert(),
@@ -354,11 +318,22 @@ class History:
             )
         return found[0]
 
-    def previous(self, model_name: str, before: str) -> RunRecord | None:
+    def previous(self, model_name: str, before: str) -> tuple[RunRecord | None, str]:
         """The latest run of ``model_name`` started before ``before`` whose folder is still
-        there (``None``: none)."""
-        earlier = [r for r in self.runs(model_name) if r.started < before and not r.missing]
-        return earlier[-1] if earlier else None
+        here, or ``None`` with why: ``""`` when there is no earlier run, else a sentence
+        (every earlier run's folder is gone: deleted, moved, or on another machine)."""
+        earlier = [r for r in self.runs(model_name) if r.started < before]
+        here = [r for r in earlier if not r.missing]
+        if here:
+            return here[-1], ""
+        if not earlier:
+            return None, ""
+        last = earlier[-1]
+        return None, (
+            f"The folders of the {len(earlier)} earlier run(s) of {model_name!r} in the "
+            f"history are not on this machine (the latest, run {last.id}: {last.folder}); "
+            f"they were deleted or moved, or ran elsewhere"
+        )
 
     def unchanged(self, model: str, data: str, config: str) -> RunRecord | None:
         """The latest run with these model, data and config hashes whose folder is still
