@@ -272,15 +272,21 @@ def _audit_at(which: str, location: str | None, out: Path) -> Any:
 @click.option("--history", "location", help="SQLite file or SQLAlchemy URL of the history.")
 @click.option("--bootstrap", type=click.IntRange(100), default=1000, show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option(
+    "--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.05,
+    show_default=True, help="Significance level (compare-alpha).",
+)  # fmt: skip
 @_user_errors
-def compare(old: str, new: str, out: Path, location: str | None, bootstrap: int, seed: int) -> None:
+def compare(
+    old: str, new: str, out: Path, location: str | None, bootstrap: int, seed: int, alpha: float
+) -> None:
     """Compare the audit NEW with OLD (run folders or history ids): metrics with the
     interval of their change (paired on the same images), McNemar's test and drift."""
     from auditor.compare.report import write_comparison
     from auditor.history.settings import PeriodicSettings
 
     before, after = _audit_at(old, location, out), _audit_at(new, location, out)
-    settings = PeriodicSettings(seed=seed)
+    settings = PeriodicSettings(compare_alpha=alpha, seed=seed)
     folder = write_comparison(before, after, out, settings, bootstrap)
     document = json.loads((folder / "comparison.json").read_text(encoding="utf-8"))
     for finding in document["findings"]:

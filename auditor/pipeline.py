@@ -82,7 +82,9 @@ def _load(config: AuditConfig) -> Loaded:
         model, (model.in_channels, height, width), config.batch_size, config.seed
     )
     layer = target_layer(model, profile, config.explain, kind, config.seed)
-    site = embedding_site(model, config.similarity.embedding_layer)
+    # A fully convolutional classifier's last stage may be its class maps: skip those.
+    wide = [s.path for s in stage_layers(profile.layers) if s.shape[0] > len(dataset.classes)]
+    site = embedding_site(model, config.similarity.embedding_layer, wide[-1] if wide else None)
     train = config.similarity.train_data
     train_set = discover(train, dataset.classes) if train is not None else None
     return Loaded(

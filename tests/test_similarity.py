@@ -14,10 +14,12 @@ import torch
 import torchvision
 from torch import nn
 
+from auditor.config import resolve_config
 from auditor.data import discover
 from auditor.evaluate import EvaluationSettings, evaluate, run_model
 from auditor.images import Preprocessing, make_loader
 from auditor.load import OutputKind, load_model
+from auditor.pipeline import _load
 from auditor.similarity.analysis import duplicate_threshold
 from auditor.similarity.embeddings import embedding_site
 from auditor.similarity.leakage import training_leakage
@@ -76,6 +78,40 @@ def test_a_declared_layer_is_averaged_over_space_and_an_unknown_one_is_an_error(
         torch.testing.assert_close(vectors, eager.features(images).mean(dim=(2, 3)))
     with pytest.raises(Exception, match="embedding-layer: module 'nope'"):
         embedding_site(model, "nope")
+
+
+class _FullyConvolutional(nn.Module):
+    """conv → ReLU → conv → ReLU → 1×1 conv to the classes → mean over space: no linear
+    layer makes the output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.classify = nn.Conv2d(16, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.body(self.stem(x))).mean(dim=(2, 3))
+
+
+def test_without_a_linear_head_the_embedding_is_the_last_stage_before_the_class_maps(
+    tmp_path: Path,
+) -> None:
+    eager = _FullyConvolutional().eval()
+    path = tmp_path / "fcn.pt"
+    torchscript_twin(eager, "script", 32).save(str(path))
+    model = load_model(path, torch.device("cpu"))
+    assert model.tapped.head_input[0] is None and embedding_site(model, None) is None
+    data = discover(make_manifest_dataset(tmp_path / "data", per_class=4), None)
+    config = resolve_config(None, {"model": path, "data": data.source, "device": "cpu"})
+
+    site = _load(config).site
+
+    assert site is not None and "stem, the last spatial stage before" in site.description
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        _, vectors = run_model(model, images, site)
+        torch.testing.assert_close(vectors, eager.stem(images).mean(dim=(2, 3)))
 
 
 def test_the_evaluation_keeps_one_embedding_per_scored_image_in_the_predictions_order(

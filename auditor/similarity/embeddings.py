@@ -58,9 +58,13 @@ class EmbeddingSite:
         return tapped.float().flatten(1)
 
 
-def embedding_site(model: LoadedModel, layer: str | None) -> EmbeddingSite | None:
-    """The declared ``layer``'s output, or the input of the last linear layer; ``None``
-    when neither exists (the model's output is not made by a linear layer).
+def embedding_site(
+    model: LoadedModel, layer: str | None, last_stage: str | None = None
+) -> EmbeddingSite | None:
+    """The declared ``layer``'s output; else the input of the last linear layer; else, when
+    the model's output is not made by a linear layer (a fully convolutional classifier),
+    the output of ``last_stage`` (the last spatial stage with more channels than classes:
+    not the class maps) averaged over space; ``None`` when there is none of them.
 
     Raises:
         ConfigError: ``layer`` names no tappable module.
@@ -72,10 +76,15 @@ def embedding_site(model: LoadedModel, layer: str | None) -> EmbeddingSite | Non
             raise ConfigError(f"embedding-layer: {error.args[0]}") from None
         return EmbeddingSite((layer,), (), f"the output of {layer} (declared embedding-layer)")
     head, _ = model.tapped.head_input
-    if head is None:
-        return None
-    where = f" ({head.module})" if head.module else ""
-    return EmbeddingSite((), (head.address,), f"the input of the last linear layer{where}")
+    if head is not None:
+        where = f" ({head.module})" if head.module else ""
+        return EmbeddingSite((), (head.address,), f"the input of the last linear layer{where}")
+    if last_stage is not None:
+        return EmbeddingSite(
+            (last_stage,), (), f"the output of {last_stage}, the last spatial stage before the "
+            f"class maps, averaged over space (no linear layer makes the model's output)",
+        )  # fmt: skip
+    return None
 
 
 class EmbeddingStore:
