@@ -80,7 +80,8 @@ MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuratio
 
 
 def schema(name: str) -> dict[str, Any]:
-    """The JSON Schema of a run-folder document: ``"metrics"`` or ``"manifest"``."""
+    """The JSON Schema of a run-folder document: ``"metrics"``, ``"manifest"`` or
+    ``"comparison"``."""
     path = resource_path("schemas", f"{name}.schema.json")
     return json.loads(path.read_text(encoding="utf-8"))
 

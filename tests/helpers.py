@@ -280,7 +280,9 @@ def varied_tiny_net(seed: int = 0) -> TinyNet:
 def check_run_folder(folder: Path) -> None:
     """A run folder's JSON documents follow their shipped schemas, and the manifest's and
     SHA256SUMS's hashes are those of the files."""
-    for name in ("metrics", "manifest"):
+    for name in ("metrics", "manifest", "comparison"):
+        if name == "comparison" and not (folder / "comparison.json").is_file():
+            continue
         document = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
         validator = Draft202012Validator(schema(name), format_checker=FormatChecker())
         errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
@@ -332,7 +334,8 @@ def fake_run_folder(
         "auditor_version": "0.1.0",
         "model": {"path": f"/models/{model}.pt", "sha256": model_sha256},
         "data": {"source": "/data/manifest.csv", "sha256": data_sha256},
-        "command": f"auditor run --model /models/{model}.pt",
+        # the folder in the command makes each fake run's manifest, and its hash, unique
+        "command": f"auditor run --model /models/{model}.pt  # {folder}",
         "config": {key: {"value": value, "source": "cli"} for key, value in values.items()},
         "started": started,
         "finished": started,

@@ -114,6 +114,11 @@ def test_the_recipes_command_audits_the_demo_then_skips(tmp_path: Path) -> None:
         assert "Unchanged: run 1 " in done.stderr, recipe
         assert done.stdout.strip().splitlines()[-1] == str((tmp_path / folder).absolute())
     assert len([p for p in (tmp_path / "reports").iterdir() if p.is_dir()]) == 1
-    events = [json.loads(line) for line in (tmp_path / "audit-log.jsonl").read_text().splitlines()]
-    assert events[0]["event"] == "run_start" and events[-1]["event"] == "run_end"
-    assert events[-1]["counts"]["policy"] == "failed"
+    log = (tmp_path / "audit-log.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in log]
+    ends = [e for e in events if e["event"] == "run_end"]
+    assert events[0]["event"] == "run_start" and len(ends) == 1
+    assert ends[0]["counts"]["policy"] == "failed"
+    skipped = events[-len(later) :]
+    assert [e["event"] for e in skipped] == ["run_skipped"] * len(later)
+    assert all(e["history_run"] == 1 for e in skipped)

@@ -99,9 +99,11 @@ def test_history_lists_runs_as_text_and_json_and_flags_a_deleted_folder(
 ) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(audit[1], copy)
+    later = fake_run_folder(tmp_path, "later", started="2099-01-01T00:00:00+00:00")
     database = tmp_path / "h.sqlite"
     added = invoke("history", "--history", str(database), "--add", str(copy))
-    invoke("history", "--history", str(database), "--add", str(audit[1]))
+    invoke("history", "--history", str(database), "--add", str(later))
+    again = invoke("history", "--history", str(database), "--add", str(audit[1]))
     shutil.rmtree(copy)
 
     listed = invoke("history", "--history", str(database), "--json")
@@ -109,11 +111,13 @@ def test_history_lists_runs_as_text_and_json_and_flags_a_deleted_folder(
 
     assert added.exit_code == 0, added.output
     runs = json.loads(listed.stdout)
-    assert [r["missing"] for r in runs] == [True, False]
-    assert runs[1]["metrics"]["accuracy"]["value"] is not None
+    assert [r["missing"] for r in runs] == [True, False], "the original is the copy's run"
+    assert again.exit_code == 0 and len(runs) == 2
+    assert runs[0]["metrics"]["accuracy"]["value"] is not None
     lines = text.stdout.splitlines()
     assert lines[0].split()[:3] == ["id", "model", "version"]
     assert f"missing: {copy}" in lines[1] and "missing" not in lines[2]
+    assert (tmp_path / "history.html").is_file()
 
 
 def test_history_errors_are_one_line(tmp_path: Path) -> None:
