@@ -112,9 +112,9 @@ def _drift_findings(comparison: Comparison) -> list[str]:
         )
     if confidence.moved:
         sentences.append(
-            f"The confidence moved: mean {fixed(confidence.after)}, against "
-            f"{fixed(confidence.before)} before (Kolmogorov–Smirnov p = "
-            f"{p_value(confidence.p_value)})."
+            f"The confidence's distribution moved (Kolmogorov–Smirnov p = "
+            f"{p_value(confidence.p_value)}; mean {fixed(confidence.after)}, against "
+            f"{fixed(confidence.before)} before)."
         )
     return sentences
 
