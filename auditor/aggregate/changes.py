@@ -12,7 +12,7 @@ from auditor.compare.comparison import MIN_SUBGROUP, Comparison
 from auditor.compare.drift import Shift
 from auditor.compare.files import findings, improvements
 from auditor.compare.stats import Difference
-from auditor.report.format import fixed, p_value
+from auditor.report.format import fixed, p_value, signed
 
 __all__ = [
     "METRIC_NAMES",
@@ -76,14 +76,10 @@ class ChangesView:
     improvements: tuple[str, ...]
 
 
-def _signed(value: float) -> str:
-    return fixed(value).replace("-", "−") if value < 0 else "+" + fixed(value)
-
-
 def _row(name: str, d: Difference) -> ChangeRow:
-    interval = f"{_signed(d.ci_low)} to {_signed(d.ci_high)}"
+    interval = f"{signed(d.ci_low)} to {signed(d.ci_high)}"
     return ChangeRow(
-        name, fixed(d.before), fixed(d.after), f"{_signed(d.diff)} ({interval})", d.worse
+        name, fixed(d.before), fixed(d.after), f"{signed(d.diff)} ({interval})", d.worse
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from auditor.compare.comparison import COMPARED, Comparison
 from auditor.compare.drift import Shift
 from auditor.compare.stats import Difference
-from auditor.report.format import fixed, p_value, percent
+from auditor.report.format import fixed, p_value, percent, signed
 
 __all__ = [
     "COMPARISON_SCHEMA_VERSION",
@@ -34,14 +34,10 @@ _NAMES = {
 }
 
 
-def _signed(value: float) -> str:
-    return fixed(value).replace("-", "−") if value < 0 else "+" + fixed(value)
-
-
 def _change(d: Difference) -> str:
     return (
-        f"{fixed(d.before)} to {fixed(d.after)} ({_signed(d.diff)}, 95% CI {_signed(d.ci_low)} "
-        f"to {_signed(d.ci_high)})"
+        f"{fixed(d.before)} to {fixed(d.after)} ({signed(d.diff)}, 95% CI {signed(d.ci_low)} "
+        f"to {signed(d.ci_high)})"
     )
 
 

@@ -57,6 +57,13 @@ def p_value(value: float | None) -> str:
     return MISSING if _missing(value) else f"{value:.2g}"
 
 
+def signed(value: float | None) -> str:
+    """A change with its sign, three decimals: -0.0123 → ``−0.012``, 0.05 → ``+0.050``."""
+    if _missing(value):
+        return MISSING
+    return fixed(value).replace("-", "−") if value < 0 else "+" + fixed(value)  # type: ignore[operator]
+
+
 def points(value: float | None) -> str:
     """A change of a share in percentage points, signed: -0.1234 → ``−12.3``, 0.005 → ``+0.5``."""
     if _missing(value):
