@@ -62,7 +62,8 @@ from auditor.explain import (
     Method,
     PassCount,
 )
-from auditor.explain.engine import build_context, measure_batches
+from auditor.explain.batching import measure_batches
+from auditor.explain.engine import build_context
 from auditor.explain.layers import choose_layer
 from auditor.images import Preprocessing
 from auditor.load import (

@@ -17,7 +17,6 @@ from torch import nn
 
 from auditor.data import discover
 from auditor.explain import METHODS, Batch, ExplainContext, ExplainSettings, Method, batching
-from auditor.explain import engine as engine_module
 from auditor.explain.batching import batches_halving_on_oom, halving_on_oom, measure_batch_size
 from auditor.explain.engine import Explanations, build_context, explain_cases
 from auditor.explain.store import save_maps
@@ -378,8 +377,8 @@ def test_out_of_memory_halves_the_batch_and_failures_become_rows(
     settings = ExplainSettings(methods=("saliency", "flaky"))
     result, _ = _explain(small_data, settings, batch_size=8)
     assert result.batch_sizes["explain"] == 2
-    # no perturbation method: the passes kept 32 images, now shrunk as the batch was (8 → 2)
-    assert result.batch_sizes["forward"] == result.batch_sizes["backward"] == 8
+    # the passes started at the batch size and shrank as the batch did (8 → 2)
+    assert result.batch_sizes["forward"] == result.batch_sizes["backward"] == 2
     records = result.records
     saliency = records[records["method"] == "saliency"]
     assert set(saliency["status"]) == {"ok"}
@@ -474,8 +473,6 @@ def tripwire(tapped_tensors: list[torch.Tensor], monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(TappedModel, "__call__", tapped)
     monkeypatch.setattr(ExplainContext, "class_scores", scores)
     monkeypatch.setattr(torch.autograd, "grad", gradient)
-    # The timed batch-size search makes a number of calls that depends on the clock.
-    monkeypatch.setattr(engine_module, "measure_batches", lambda *args: None)
     return wire
 
 
@@ -537,3 +534,19 @@ def test_an_error_inside_any_method_leaves_no_hook_or_tap_on_the_model(
     fresh = _load(archive)
     for used, loaded_fresh in zip(_behaviour(model, x), _behaviour(fresh, x), strict=True):
         torch.testing.assert_close(used, loaded_fresh, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("how", ["batch-size", "measured"])
+def test_the_perturbation_passes_run_at_the_batch_size_unless_measured(
+    small_data: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    def timed(context: ExplainContext, methods: list[Method], example: torch.Tensor) -> None:
+        context.forward_batch, context.backward_batch = 16, 64
+
+    monkeypatch.setattr(batching, "measure_batches", timed)
+    settings = ExplainSettings(methods=("occlusion",), pass_batches=how)
+    result, _ = _explain(small_data, settings, batch_size=4)
+    expected = (
+        {"forward": 16, "backward": 64} if how == "measured" else {"forward": 4, "backward": 4}
+    )
+    assert {k: result.batch_sizes[k] for k in expected} == expected

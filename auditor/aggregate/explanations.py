@@ -47,6 +47,8 @@ class ExplanationsView:
         device_name: Where they ran.
         forward_batch: Images per forward pass of the perturbation methods.
         backward_batch: Images per forward+backward pass of the perturbation methods.
+        measured: Whether those sizes were timed on the device (``pass-batches``)
+            rather than taken from ``batch-size``.
         explain_batch: Cases per explanation batch, as finally used.
         halved_from: The configured batch size when the explanation batches had to be
             halved after running out of memory, else ``None``.
@@ -59,6 +61,7 @@ class ExplanationsView:
     device_name: str
     forward_batch: int
     backward_batch: int
+    measured: bool
     explain_batch: int
     halved_from: int | None
     not_applicable: tuple[tuple[str, str], ...]
@@ -122,6 +125,7 @@ def explanations_view(inputs: AuditInputs) -> ExplanationsView:
         device_name=inputs.device_name,
         forward_batch=batch_sizes["forward"],
         backward_batch=batch_sizes["backward"],
+        measured=explanations.settings.pass_batches == "measured",
         explain_batch=batch_sizes["explain"],
         halved_from=configured if batch_sizes["explain"] < configured else None,
         not_applicable=tuple(

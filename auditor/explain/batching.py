@@ -36,6 +36,7 @@ __all__ = [
     "is_oom",
     "measure_batch_size",
     "measure_batches",
+    "set_pass_batches",
 ]
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,22 @@ def measure_batches(context: ExplainContext, methods: list[Method], example: tor
 
     context.forward_batch = measure_batch_size(forward, example)
     context.backward_batch = measure_batch_size(backward, example)
+
+
+def set_pass_batches(
+    context: ExplainContext, methods: list[Method], example: torch.Tensor, size: int, how: str
+) -> None:
+    """Set the perturbation passes' batch sizes: ``size``, or timed when ``how`` is
+    ``"measured"`` (setting ``pass-batches``).
+
+    A fixed size makes every run group the same passes, so it sums the same terms in the
+    same order: timing may pick another size on a loaded machine, and the maps then
+    differ in their last digits.
+    """
+    if how == "measured":
+        measure_batches(context, methods, example)
+    else:
+        context.forward_batch = context.backward_batch = size
 
 
 def _shared_passes(

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from auditor.data import Dataset
 from auditor.explain import METHODS, ExplainContext, ExplainSettings, Method, PassCount
-from auditor.explain.batching import attribute_batch, batches_halving_on_oom, measure_batches
+from auditor.explain.batching import attribute_batch, batches_halving_on_oom, set_pass_batches
 from auditor.explain.features import FeatureMaps, Stage, first_filters, stage_maps
 from auditor.explain.store import Case, MapStore
 from auditor.images import Preprocessing, read_image
@@ -374,7 +374,7 @@ def explain_cases(
     if readable and methods:
         context.mean_colour = mean_colour(display.values())
         example = preprocessing.normalise(display[readable[0].index]).to(model.device)
-        measure_batches(context, methods, example)
+        set_pass_batches(context, methods, example, batch_size, settings.pass_batches)
     size = _explain_in_batches(context, methods, readable, display, batch_size, outcome, seconds)
     height, width = display[readable[0].index].shape[-2:] if readable else (0, 0)
     colour = context.mean_colour

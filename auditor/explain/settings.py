@@ -118,6 +118,14 @@ class ExplainSettings:
         flag=True,
         default_text="what is left over above the largest square",
     )
+    pass_batches: str = setting(
+        "batch-size",
+        help="Images per pass of the perturbation methods: `batch-size`, or the cheapest "
+        "per image of 8 to 128, timed on the device (often faster; maps may then differ "
+        "between two runs in their last digits)",
+        choices=("batch-size", "measured"),
+        flag=True,
+    )
     seed: int = inherited("seed", 0)
 
     def __post_init__(self) -> None:
