@@ -72,10 +72,10 @@ __all__ = [
 CHECKSUMS = "SHA256SUMS"
 """The run folder's last file: the SHA-256 of every other one."""
 
-METRICS_SCHEMA_VERSION = 7
+METRICS_SCHEMA_VERSION = 8
 # 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence", "operating_point";
 # 4: "resampling" (a declared patient column), "robustness"
-# 5: "dissection"; 6: "tcav"; 7: "similarity", "counterfactuals"
+# 5: "dissection"; 6: "tcav"; 7: "similarity", "counterfactuals"; 8: "trust.plan"
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
@@ -135,6 +135,22 @@ def trust_document(trust: Trust) -> dict[str, Any]:
         "not_measured": trust.not_measured,
         "agreement": {key: dict(row.items()) for key, row in trust.agreement.iterrows()},
         "shortcuts": _shortcuts_document(trust),
+        "plan": _plan_document(trust),
+    }
+
+
+def _plan_document(trust: Trust) -> dict[str, Any]:
+    """The trust stage's pass plan: forward-pass units and each method's protocol."""
+    plan = trust.plan
+    return {
+        "budget": plan.budget,
+        "explain_passes": plan.explain,
+        "trust_passes": plan.total,
+        "full_protocol_passes": plan.full_total,
+        "ratio": plan.ratio,
+        "within_budget": plan.within,
+        "full": asdict(plan.full),
+        "protocols": {key: asdict(protocol) for key, protocol in plan.protocols.items()},
     }
 
 

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from auditor.errors import ConfigError
 
-__all__ = ["configure_events", "emit", "stage"]
+__all__ = ["configure_events", "durations", "emit", "stage"]
 
 
 @dataclass
@@ -32,6 +32,7 @@ class _Sinks:
     plain: bool = False
     json: IO[str] | None = None
     owned: list[IO[str]] = field(default_factory=list)
+    durations: dict[str, float] = field(default_factory=dict)
 
 
 _SINKS = _Sinks()
@@ -80,19 +81,35 @@ def _counts_text(counts: dict[str, Any]) -> str:
 
 
 def emit(event: str, stage: str | None = None, **fields: Any) -> None:
-    """Send one event: ``run_start``, ``stage_start``, ``stage_end``, ``run_end``,
+    """Send one event: ``run_start``, ``plan`` (one per counted stage and one in all,
+    also shown at a terminal), ``stage_start``, ``stage_end``, ``run_end``,
     ``run_failed`` or ``run_skipped`` (the last two as JSON only: the error's or the
     skip's own line says it on stderr)."""
     if _SINKS.json is not None:
         record = {"event": event, "stage": stage, "time": datetime.now(UTC).isoformat()}
         _SINKS.json.write(json.dumps({**record, **fields}, default=str) + "\n")
         _SINKS.json.flush()
-    if _SINKS.plain and event not in ("run_failed", "run_skipped"):  # their own lines say it
+    if event == "run_start":
+        _SINKS.durations.clear()
+    # The plan is for a person at a terminal too (with the progress bars).
+    shown = _SINKS.plain or (event == "plan" and _SINKS.json is not sys.stderr and _tty())
+    if shown and event not in ("run_failed", "run_skipped"):  # their own lines say it
         print(f"auditor: {_plain(event, stage, fields)}", file=sys.stderr, flush=True)
+
+
+def _tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def durations() -> dict[str, float]:
+    """Seconds of each stage of the current run (since ``run_start``), by stage name."""
+    return dict(_SINKS.durations)
 
 
 def _plain(event: str, stage: str | None, fields: dict[str, Any]) -> str:
     """``evaluate started``, ``evaluate finished in 1.2 s (400 images)``, …"""
+    if event == "plan":
+        return f"plan: {fields['text']}"
     name = stage or event.rsplit("_", 1)[0]
     if "seconds" in fields:
         counts = _counts_text(fields.get("counts") or {})
@@ -109,4 +126,5 @@ def stage(name: str) -> Iterator[dict[str, Any]]:
     started = time.perf_counter()
     counts: dict[str, Any] = {}
     yield counts
-    emit("stage_end", name, seconds=round(time.perf_counter() - started, 3), counts=counts)
+    _SINKS.durations[name] = time.perf_counter() - started
+    emit("stage_end", name, seconds=round(_SINKS.durations[name], 3), counts=counts)

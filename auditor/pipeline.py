@@ -35,7 +35,7 @@ from auditor.documents import (
 )
 from auditor.errors import ConfigError
 from auditor.evaluate import Evaluation, evaluate, probe_output_kind
-from auditor.events import emit, stage
+from auditor.events import durations, emit, stage
 from auditor.explain.engine import Explanations, explain_cases
 from auditor.explain.features import stage_layers
 from auditor.explain.layers import target_layer
@@ -46,6 +46,7 @@ from auditor.images import model_preprocessing
 from auditor.load import load_model, resolve_device
 from auditor.measure import Trust, measure_trust
 from auditor.outputs import Loaded, Results, write_run_folder
+from auditor.plan import RunPlan, announce_plan, plan_run
 from auditor.policy import evaluate_policy
 from auditor.robustness import Perturbed, Robustness, perturbed_predictions, robustness_summary
 from auditor.runfolder import assemble, check_writable
@@ -259,6 +260,7 @@ def _report(
     results: Results,
     command: str,
     times: tuple[datetime, datetime],
+    plan: RunPlan,
 ) -> ReportData:
     """The report's views of everything computed."""
     return build_report_data(
@@ -285,6 +287,8 @@ def _report(
             started=times[0].strftime("%Y-%m-%d %H:%M:%S"),
             finished=times[1].strftime("%Y-%m-%d %H:%M:%S"),
             auditor_version=__version__,
+            plan=plan,
+            stage_seconds=durations(),
         )
     )
 
@@ -310,10 +314,12 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
     with stage("load") as counts:
         loaded = _load(config)
         counts |= {"images": len(loaded.dataset.samples), "layers": len(loaded.profile.layers)}
+    plan = plan_run(config, loaded)
+    announce_plan(plan)
     results = _analyse(config, loaded, previous)
     finished = _now()
     with stage("write") as counts:
-        report = _report(config, loaded, results, command, (started, finished))
+        report = _report(config, loaded, results, command, (started, finished), plan)
         folder = assemble(
             config.out,
             config.model.stem,

@@ -31,16 +31,25 @@ the same maps. Every measured run gets ``--warmup`` untimed runs, then the media
   normalised input, absolute, maximum over channels). The noise draws differ, so the
   mean map instability of each side is printed as a check, not expected to be equal.
 
+* **The trust stage against the explain stage** of a whole audit (``auditor run`` on
+  ``--audit-images`` synthetic images, ``--audit-explain`` of them sampled for the
+  explain stage, every method, the trust checks at their defaults, the stages that do
+  not bear on the ratio switched off): the plan's passes (forward-pass units), the
+  ratio under ``trust-budget`` and the full protocol's planned ratio, and the two
+  stages' measured times and their ratio.
+
 No thresholds: it reports.
 
     python benchmarks/bench_trust.py [--arch resnet18] [--image-size 224] [--images 8]
         [--maps 4] [--steps 16] [--samples 5] [--device auto] [--repeats 3] [--quick]
+        [--audit-images 9] [--audit-explain 1] [--budget 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import tempfile
 import warnings
@@ -58,6 +67,8 @@ from quantus.helpers import asserts as quantus_asserts
 from timing import Run, machine, median_times, subject  # benchmarks/, next to this file
 from torch import nn
 
+from auditor.config import resolve_config
+from auditor.events import durations
 from auditor.explain import ExplainContext, ExplainSettings, Method
 from auditor.explain.batching import measure_batch_size
 from auditor.explain.engine import attribute_batch, build_context
@@ -67,9 +78,13 @@ from auditor.load import OutputKind
 from auditor.measure.checks import stability_check
 from auditor.measure.faithfulness import curves, pixel_order
 from auditor.measure.records import TrustCase, TrustSettings
+from auditor.pipeline import run_audit
+from auditor.synthetic import write_dataset
 
-FULL = {"images": 8, "image_size": 224, "steps": 16, "samples": 5, "repeats": 3, "warmup": 1}
-QUICK = {"images": 2, "image_size": 16, "steps": 4, "samples": 2, "repeats": 1, "warmup": 0}
+FULL = {"images": 8, "image_size": 224, "steps": 16, "samples": 5, "repeats": 3, "warmup": 1,
+        "audit_images": 9}  # fmt: skip
+QUICK = {"images": 2, "image_size": 16, "steps": 4, "samples": 2, "repeats": 1, "warmup": 0,
+         "audit_images": 4}  # fmt: skip
 Floats = NDArray[np.float64]
 
 
@@ -337,6 +352,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     add("--warmup", type=int, help="untimed runs before them (1)")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     add("--threads", type=int, default=cores, help=f"torch threads ({cores})")
+    add("--audit-images", type=int, help="images of the whole-audit ratio (9)")
+    add("--audit-explain", type=int, default=1, help="its explain-samples (1)")
+    add("--budget", type=float, default=TrustSettings().trust_budget, help="its trust-budget")
     add("--quick", action="store_true", help="smoke test: " + str(QUICK).replace("'", ""))
     args = parser.parse_args(argv)
     for name, full in FULL.items():
@@ -345,6 +363,39 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.steps < 2 or (args.image_size**2) % args.steps:
         parser.error(f"--steps must be at least 2 and divide {args.image_size}² pixels")
     return args
+
+
+def audit_ratios(args: argparse.Namespace, folder: Path) -> str:
+    """Audit the benchmark's model (saved in ``folder``) on synthetic images; print the
+    trust stage's passes and time against the explain stage's, return the summary."""
+    data = write_dataset(folder / "audit-data", "val", args.audit_images, seed=0)
+    flags = {
+        "model": folder / "model.pt", "data": data, "out": folder / "audit", "device": args.device,
+        "image_size": args.image_size, "explain_samples": args.audit_explain,
+        "robustness_images": 0, "dissection_images": 0, "tcav_runs": 0, "maximise_steps": 0,
+        "counterfactual_images": 0, "history": "-", "trust_budget": args.budget,
+        # the synthetic images' two classes are the model's first two outputs
+        "classes": ("benign", "malignant", *(f"class {k}" for k in range(2, args.classes))),
+    }  # fmt: skip
+    run = run_audit(resolve_config(None, flags), command="bench_trust")
+    seconds = durations()
+    plan = json.loads((run / "metrics.json").read_text())["trust"]["plan"]
+    explain, trust = plan["explain_passes"], plan["trust_passes"]
+    sampled = [key for key, p in plan["protocols"].items() if p != plan["full"]]
+    print(
+        f"audit: {args.audit_images} images, {args.audit_explain} sampled for the explain "
+        f"stage, every method; trust-budget {args.budget:g}"
+    )
+    print(
+        f"  passes (forward-pass units): explain {explain:,}, trust {trust:,}; full protocol "
+        f"{plan['full_protocol_passes']:,} ({plan['full_protocol_passes'] / explain:.2f} x "
+        f"explain); sampled: {', '.join(sampled) or 'none'}"
+    )
+    print(f"  seconds: explain {seconds['explain']:.3g}, trust {seconds['trust']:.3g}")
+    return (
+        f"trust/explain passes {trust / explain:.2f} (budget {args.budget:g}), "
+        f"time {seconds['trust'] / seconds['explain']:.2f}"
+    )
 
 
 def main(argv: list[str] | None = None, model: nn.Module | None = None) -> None:
@@ -393,10 +444,11 @@ def main(argv: list[str] | None = None, model: nn.Module | None = None) -> None:
                 f"{np.nanmean(theirs):.3g} (different noise); saliency maps max |difference| "
                 f"{instability_results['map gap']:.2g} x max"
             )
+            stages = audit_ratios(args, Path(folder))
             print(
                 f"summary: quantus/auditor {peer / auditor:.2f} on the curves, "
                 f"{s_peer / s_auditor:.2f} on map instability; auditor/floor "
-                f"{auditor / floor:.2f} on the curves"
+                f"{auditor / floor:.2f} on the curves; {stages}"
             )
     finally:
         torch.set_num_threads(threads)

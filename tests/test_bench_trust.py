@@ -32,4 +32,10 @@ def test_quick_run_prints_both_metrics_with_ratios_and_restores_threads(
     gap = re.search(rf"max \|auditor - quantus\| over the curves ({NUMBER})", text)
     assert gap and float(gap.group(1)) < 1e-5, "both compute the same curves"
     summary = r"summary: quantus/auditor \d+\.\d\d on the curves, \d+\.\d\d on map instability; "
-    assert re.fullmatch(summary + r"auditor/floor \d+\.\d\d on the curves", lines[-1]), lines[-1]
+    summary += r"auditor/floor \d+\.\d\d on the curves; "
+    summary += rf"trust/explain passes ({NUMBER}) \(budget 3\), time \d+\.\d\d"
+    found = re.fullmatch(summary, lines[-1])
+    assert found, lines[-1]
+    assert float(found.group(1)) <= 3.0, "the trust stage keeps within its budget"
+    passes = r"  passes \(forward-pass units\): explain [\d,]+, trust [\d,]+; full protocol "
+    assert any(re.match(passes, line) for line in lines), text

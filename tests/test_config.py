@@ -172,8 +172,9 @@ def test_unknown_key_is_a_config_error_listing_valid_keys(tmp_path: Path) -> Non
         "smoothgrad-base, smoothgrad-noise, smoothgrad-samples, stability-radius, "
         "stability-samples, std, superpixels, target-layer, target-sensitivity, "
         "target-specificity, tcav-alpha, tcav-images, tcav-pseudo, tcav-runs, "
-        "threshold, token-prefix, train-data, trust-images, tsne-perplexity, "
-        "tsne-points, wachter-l1, wachter-lr, wachter-steps, wachter-tv, workers"
+        "threshold, token-prefix, train-data, trust-budget, trust-images, "
+        "tsne-perplexity, tsne-points, wachter-l1, wachter-lr, wachter-steps, "
+        "wachter-tv, workers"
     )
     assert f"valid keys: {valid}" in message
 

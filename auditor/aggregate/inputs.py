@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from auditor.architecture import ArchitectureProfile
 from auditor.clinical import Clinical
@@ -19,6 +20,9 @@ from auditor.policy import PolicyResult
 from auditor.robustness import Robustness
 from auditor.select import Selection
 from auditor.similarity.analysis import Similarity
+
+if TYPE_CHECKING:  # the plan reads the loaded model, whose module imports the report
+    from auditor.plan import RunPlan
 
 __all__ = ["AuditInputs"]
 
@@ -57,6 +61,8 @@ class AuditInputs:
             history (``None``: there is none).
         comparison_note: Why there is no comparison though the history has earlier runs
             of this model's name (``""`` otherwise).
+        plan: The passes each stage was planned to take (``None``: not planned).
+        stage_seconds: Seconds each stage took, by its name.
     """
 
     config: AuditConfig
@@ -81,3 +87,5 @@ class AuditInputs:
     auditor_version: str
     comparison: Comparison | None = None
     comparison_note: str = ""
+    plan: RunPlan | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)

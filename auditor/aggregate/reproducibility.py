@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.aggregate.inputs import AuditInputs
+from auditor.plan import passes_text
 from auditor.settings import ConfigRow, config_rows, named_path
 
-__all__ = ["ReproducibilityView", "document_command", "reproducibility_view"]
+__all__ = ["CostRow", "ReproducibilityView", "document_command", "reproducibility_view"]
 
 _ABSOLUTE = re.compile(r"(?<![\w.~])/[^\s=,;:]+")
 _PLAIN = re.compile(r"[\w@%+=:,./…-]+")
@@ -28,6 +29,38 @@ def document_command(command: str) -> str:
 
 
 @dataclass(frozen=True)
+class CostRow:
+    """One stage of the pass plan against what it took.
+
+    Attributes:
+        stage: The stage's name.
+        passes: Its planned passes in words ("at most 1,200 forward passes").
+        estimated: The plan's time estimate, in seconds.
+        took: The seconds it took (NaN when it did not run as a stage of its own).
+    """
+
+    stage: str
+    passes: str
+    estimated: float
+    took: float
+
+
+def _cost_rows(inputs: AuditInputs) -> tuple[CostRow, ...]:
+    plan = inputs.plan
+    if plan is None:
+        return ()
+    return tuple(
+        CostRow(
+            stage.stage,
+            ("at most " if stage.at_most else "") + passes_text(stage),
+            plan.seconds(stage),
+            inputs.stage_seconds.get(stage.stage, float("nan")),
+        )
+        for stage in plan.stages
+    )
+
+
+@dataclass(frozen=True)
 class ReproducibilityView:
     """The reproducibility section.
 
@@ -37,6 +70,8 @@ class ReproducibilityView:
         finished: End time, UTC.
         config_rows: The resolved configuration, one row per setting.
         versions: ``(package, version)`` pairs.
+        cost: The pass plan, stage by stage, against each stage's time.
+        pass_ms: The plan's milliseconds per image of a forward pass.
     """
 
     command: str
@@ -48,6 +83,8 @@ class ReproducibilityView:
     finished: str
     config_rows: tuple[ConfigRow, ...]
     versions: tuple[tuple[str, str], ...]
+    cost: tuple[CostRow, ...]
+    pass_ms: float
 
 
 def reproducibility_view(inputs: AuditInputs) -> ReproducibilityView:
@@ -62,4 +99,6 @@ def reproducibility_view(inputs: AuditInputs) -> ReproducibilityView:
         finished=inputs.finished,
         config_rows=config_rows(inputs.config),
         versions=inputs.versions,
+        cost=_cost_rows(inputs),
+        pass_ms=inputs.plan.pass_seconds * 1e3 if inputs.plan is not None else float("nan"),
     )

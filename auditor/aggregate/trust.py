@@ -21,6 +21,7 @@ from auditor.aggregate.trust_figures import (
     randomisation_figure,
 )
 from auditor.measure import Trust, TrustSettings
+from auditor.measure.budget import BACKWARD_COST, TrustPlan, protocol_text
 from auditor.measure.registry import CHECKS
 from auditor.measure.shortcuts import EvidenceGroup
 from auditor.measure.verdicts import VerdictLevel
@@ -131,6 +132,9 @@ class TrustView:
         example_index: Sample index of the image in :attr:`maps_figure`, or ``None``.
         shortcut_methods: Titles of the methods the shortcut analysis reads.
         groups: The shortcut analysis per class and error type.
+        plan: The passes of the trust checks against the explain stage's, in words.
+        sampled: ``(method title, its protocol in words)`` for the methods whose
+            randomisation and stability checks ran on a sampling of the full protocol.
     """
 
     n_cases: int
@@ -149,6 +153,8 @@ class TrustView:
     shortcut_methods: tuple[str, ...]
     groups: tuple[GroupRow, ...]
     mean_maps_figure: str
+    plan: str
+    sampled: tuple[tuple[str, str], ...]
 
 
 def trust_rows(verdicts: pd.DataFrame) -> tuple[TrustRow, ...]:
@@ -238,4 +244,33 @@ def trust_view(inputs: AuditInputs) -> TrustView:
         shortcut_methods=_shortcut_methods(trust),
         groups=tuple(_group_row(g) for g in trust.shortcuts.groups) if trust.shortcuts else (),
         mean_maps_figure=mean_maps_figure(trust),
+        plan=plan_sentence(trust.plan),
+        sampled=tuple(
+            (method_title(key), protocol_text(trust.plan.protocols[key], trust.plan.full))
+            for key in trust.plan.sampled
+        ),
+    )
+
+
+def plan_sentence(plan: TrustPlan) -> str:
+    """The trust checks' passes against the explain stage's and the budget, in words."""
+    if not plan.explain:
+        return f"The trust checks took {plan.total:,} forward-pass units."
+    budget = (
+        f"within its budget of {plan.budget:g}×"
+        if plan.budget and plan.within
+        else f"over its budget of {plan.budget:g}× even at the smallest protocols"
+        if plan.budget
+        else "with no budget (trust-budget 0)"
+    )
+    return (
+        f"The trust checks took {plan.total:,} forward-pass units (a forward+backward pass "
+        f"counts {BACKWARD_COST}), {plan.ratio:.1f}× the explain stage's {plan.explain:,}: "
+        f"{budget}."
+        + (
+            f" The full protocol would have taken {plan.full_total:,} "
+            f"({plan.full_total / plan.explain:.1f}×)."
+            if plan.sampled
+            else ""
+        )
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -10,6 +12,7 @@ import torch
 
 from auditor.explain import ExplainContext, Method
 from auditor.explain.store import MapStore
+from auditor.measure.budget import Protocol
 from auditor.measure.maps import MapOrError, recompute
 from auditor.measure.randomisation import CascadeStep, randomised_models
 from auditor.measure.records import Records, TrustCase, TrustSettings
@@ -19,6 +22,8 @@ from auditor.measure.stability import map_instability, noisy_copies
 __all__ = ["randomisation_check", "stability_check"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def _similarity(
@@ -31,7 +36,7 @@ def _similarity(
 ) -> None:
     """Rank correlation and SSIM of absolute maps, original against changed."""
     for key, results in changed.items():
-        for case, result in zip(cases, results, strict=True):
+        for case, result in zip(cases[: len(results)], results, strict=True):
             target = names[case.target]
             base = original.get(case, key)
             if base is None:
@@ -46,6 +51,21 @@ def _similarity(
             records.add(case, target, key, "ssim", float(ssim(a, b)[0]), step)
 
 
+def _groups(methods: list[Method], keys: Mapping[str, T | None]) -> dict[T, list[Method]]:
+    """The methods grouped by their key (``None`` leaves a method out), so that the
+    methods of a group share their batches (and the gradient passes)."""
+    groups: dict[T, list[Method]] = {}
+    for method in methods:
+        value = keys[method.key]
+        if value is not None:
+            groups.setdefault(value, []).append(method)
+    return groups
+
+
+def _full(methods: list[Method], images: int, steps: int, copies: int) -> dict[str, Protocol]:
+    return {m.key: Protocol(images, steps, copies) for m in methods}
+
+
 def randomisation_check(
     context: ExplainContext,
     methods: list[Method],
@@ -55,20 +75,32 @@ def randomisation_check(
     steps: tuple[CascadeStep, ...],
     settings: TrustSettings,
     batch_size: int,
+    protocols: Mapping[str, Protocol] | None = None,
 ) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
     """Rank correlation and SSIM with the maps of the randomised model, per cascade step.
+
+    Each method runs on the first ``images`` cases of its protocol, at every step or
+    (``steps`` 1) at the last only; without protocols, on every case at every step.
 
     Returns:
         The records, and the first case's maps at each step (keyed ``(step, method)``).
     """
     records = Records()
+    protocols = protocols or _full(methods, len(cases), len(steps), settings.stability_samples)
     example: dict[tuple[str, str], np.ndarray] = {}
     display = torch.stack([c.display for c in cases])
     targets = torch.tensor([c.target for c in cases])
     seeds = [settings.seed + c.index for c in cases]
-    for step, model in randomised_models(context.model, steps, settings.seed):
+    randomised = randomised_models(context.model, steps, settings.seed)
+    for number, (step, model) in enumerate(randomised, start=1):
         log.info("randomisation: weights redrawn down to %s", step.label)
-        changed = recompute(context.with_model(model), methods, display, targets, seeds, batch_size)
+        last = number == len(steps)
+        changed: dict[str, list[MapOrError]] = {}
+        images = {k: p.images if last or p.steps > 1 else None for k, p in protocols.items()}
+        for n, group in _groups(methods, images).items():
+            changed |= recompute(
+                context.with_model(model), group, display[:n], targets[:n], seeds[:n], batch_size
+            )
         _similarity(records, cases, names, original, changed, step.label)
         for key, results in changed.items():
             if not isinstance(results[0], str):
@@ -84,11 +116,15 @@ def stability_check(
     original: MapStore,
     settings: TrustSettings,
     batch_size: int,
+    protocols: Mapping[str, Protocol] | None = None,
 ) -> pd.DataFrame:
-    """Map instability of every method's map on each case."""
+    """Map instability of every method's map on each case: on the first ``images`` cases
+    of its protocol, from the first ``copies`` noisy copies of each (without protocols,
+    every case and every copy)."""
     records = Records()
     samples = settings.stability_samples
-    noisy = torch.cat(
+    protocols = protocols or _full(methods, len(cases), 1, samples)
+    noisy = torch.stack(
         [
             noisy_copies(
                 c.display,
@@ -98,29 +134,44 @@ def stability_check(
             )
             for c in cases
         ]
-    )
-    targets = torch.tensor([c.target for c in cases]).repeat_interleave(samples)
-    seeds = [settings.seed + c.index for c in cases for _ in range(samples)]
-    log.info("stability: %d noisy copies of %d images", len(noisy), len(cases))
-    changed = recompute(context, methods, noisy, targets, seeds, batch_size)
-    for key, results in changed.items():
-        for i, case in enumerate(cases):
-            base = original.get(case, key)
-            mine = results[i * samples : (i + 1) * samples]
-            if base is None:
-                continue
-            errors = [r for r in mine if isinstance(r, str)]
-            if errors:
-                records.add(
-                    case,
-                    names[case.target],
-                    key,
-                    "map_instability",
-                    np.nan,
-                    status="failed",
-                    detail=str(errors[0]),
+    )  # (cases, samples, C, H, W): a smaller protocol takes a corner of the same draws
+    targets = torch.tensor([c.target for c in cases])
+    log.info("stability: %d noisy copies of %d images", samples, len(cases))
+    shapes = {k: (p.images, p.copies) for k, p in protocols.items()}
+    for (n, copies), group in _groups(methods, shapes).items():
+        changed = recompute(
+            context,
+            group,
+            noisy[:n, :copies].flatten(0, 1),
+            targets[:n].repeat_interleave(copies),
+            [settings.seed + c.index for c in cases[:n] for _ in range(copies)],
+            batch_size,
+        )
+        for key, results in changed.items():
+            for i, case in enumerate(cases[:n]):
+                _instability(
+                    records, case, names, key, original, results[i * copies : (i + 1) * copies]
                 )
-                continue
-            value = map_instability(base, np.stack([np.asarray(r) for r in mine]))
-            records.add(case, names[case.target], key, "map_instability", value)
     return records.frame()
+
+
+def _instability(
+    records: Records,
+    case: TrustCase,
+    names: tuple[str, ...],
+    key: str,
+    original: MapStore,
+    mine: list[MapOrError],
+) -> None:
+    """Record the map instability of ``key`` on ``case`` from its noisy copies' maps."""
+    base = original.get(case, key)
+    if base is None:
+        return
+    errors = [r for r in mine if isinstance(r, str)]
+    if errors:
+        records.add(
+            case, names[case.target], key, "map_instability", np.nan, "", "failed", str(errors[0])
+        )
+        return
+    value = map_instability(base, np.stack([np.asarray(r) for r in mine]))
+    records.add(case, names[case.target], key, "map_instability", value)

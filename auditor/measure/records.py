@@ -60,6 +60,15 @@ class TrustSettings:
     stability_samples: int = setting(
         5, help="Noisy copies per image for the map-instability check", minimum=1
     )
+    trust_budget: float = setting(
+        3.0,
+        help="Most passes the trust checks may take, as a multiple of the explain stage's: "
+        "the costliest methods' randomisation and stability checks then run on fewer "
+        "images, noisy copies or cascade steps (stated in the report); 0 runs the full "
+        "protocol",
+        unit="times the explain stage's passes",
+        minimum=0.0,
+    )
     stability_radius: float = setting(
         0.02,
         help="Bound of the uniform noise for the map-instability check",

@@ -31,6 +31,7 @@ from auditor.explain import ExplainContext, Method
 from auditor.explain.engine import Explanations
 from auditor.images import Preprocessing
 from auditor.load import LoadedModel, OutputKind
+from auditor.measure.budget import Protocol, TrustPlan, plan_text, plan_trust
 from auditor.measure.check import MapRun
 from auditor.measure.checks import randomisation_check, stability_check
 from auditor.measure.map_checks import agreement, load_masks
@@ -64,6 +65,7 @@ class Trust:
         shortcuts: The shortcut finding, or ``None`` without masks.
         not_measured: Check → why it did not run.
         seconds: Check → seconds spent.
+        plan: The passes planned and each method's protocol under ``trust-budget``.
     """
 
     settings: TrustSettings
@@ -77,6 +79,7 @@ class Trust:
     shortcuts: Shortcuts | None
     not_measured: dict[str, str]
     seconds: dict[str, float]
+    plan: TrustPlan
 
 
 @dataclass
@@ -163,19 +166,44 @@ def _note_map_checks_not_run(
         )
 
 
-def _randomisation(
-    run: _Run, chosen: list[TrustCase], layers: tuple[LayerInfo, ...]
-) -> tuple[tuple[CascadeStep, ...], dict[tuple[str, str], np.ndarray]]:
-    """The randomisation check on ``chosen``: the cascade's steps and the example maps."""
+def _plan(
+    run: _Run, cases: list[TrustCase], chosen: list[TrustCase], steps: tuple[CascadeStep, ...]
+) -> TrustPlan:
+    """Each method's protocol under ``trust-budget``, counted before any check runs."""
     explanations, settings = run.explanations, run.settings
-    order = {layer.path: layer.order for layer in layers}
-    steps = cascade(run.context.model, order, settings.randomisation_steps)
+    readers = tuple(m.key for m in run.methods if m.needs_passes)
+    gradients = any(m.needs_passes and m.needs_gradients for m in run.methods)
+    guided = any(m.needs_guided for m in run.methods)
+    # the shared passes: one forward, a backward (two units) and a guided backward
+    shared = 1 + 2 * gradients + 2 * guided if readers else 0
+    curve = settings.deletion_steps - 1
+    map_checks = sum(
+        3 + 2 * (len(explanations.maps.of(c, explanations.ran)) + 1) * curve for c in cases
+    ) if settings.deletion_steps else 0  # fmt: skip
+    plan = plan_trust(
+        settings.trust_budget,
+        Protocol(len(chosen), len(steps), settings.stability_samples),
+        {d.key: d.passes for d in explanations.methods if d.key in explanations.ran},
+        readers,
+        shared,
+        len(cases),
+        map_checks,
+    )
+    log.info("trust plan: %s", plan_text(plan))
+    return plan
+
+
+def _randomisation(
+    run: _Run, chosen: list[TrustCase], steps: tuple[CascadeStep, ...], plan: TrustPlan
+) -> dict[tuple[str, str], np.ndarray]:
+    """The randomisation check on ``chosen``: the example maps."""
+    explanations = run.explanations
     if not steps:
         run.not_measured["randomisation"] = (
             "the model has no parameters to randomise (a frozen TorchScript model keeps "
             "its weights as constants)"
         )
-        return steps, {}
+        return {}
     clock = time.perf_counter()
     frame, example = randomisation_check(
         run.context,
@@ -184,17 +212,18 @@ def _randomisation(
         explanations.classes,
         explanations.maps,
         steps,
-        settings,
+        run.settings,
         run.batch_size,
+        plan.protocols,
     )
     run.frames.append(frame)
     run.seconds["randomisation"] = time.perf_counter() - clock
     original = explanations.maps.of(chosen[0], explanations.ran)
     example.update({("original", key): value for key, value in original.items()})
-    return steps, example
+    return example
 
 
-def _stability(run: _Run, chosen: list[TrustCase]) -> None:
+def _stability(run: _Run, chosen: list[TrustCase], plan: TrustPlan) -> None:
     """Map instability of the maps of ``chosen`` under small noise."""
     explanations = run.explanations
     clock = time.perf_counter()
@@ -207,23 +236,24 @@ def _stability(run: _Run, chosen: list[TrustCase]) -> None:
             explanations.maps,
             run.settings,
             run.batch_size,
+            plan.protocols,
         )
     )
     run.seconds["stability"] = time.perf_counter() - clock
 
 
 def _recomputing_checks(
-    run: _Run, chosen: list[TrustCase], layers: tuple[LayerInfo, ...]
-) -> tuple[tuple[CascadeStep, ...], dict[tuple[str, str], np.ndarray]]:
+    run: _Run, chosen: list[TrustCase], steps: tuple[CascadeStep, ...], plan: TrustPlan
+) -> dict[tuple[str, str], np.ndarray]:
     """Randomisation and stability on ``chosen``, or why they did not run."""
     if not chosen:
         no_images = run.settings.trust_images == 0
         reason = "trust-images is 0" if no_images else "no map was computed"
         run.not_measured["randomisation"] = run.not_measured["stability"] = reason
-        return (), {}
-    steps, example = _randomisation(run, chosen, layers)
-    _stability(run, chosen)
-    return steps, example
+        return {}
+    example = _randomisation(run, chosen, steps, plan)
+    _stability(run, chosen, plan)
+    return example
 
 
 def measure_trust(
@@ -255,20 +285,16 @@ def measure_trust(
     context, methods = explanations.context(model, kind, preprocessing)
     run = _Run(context, methods, explanations, settings, batch_size)
     cases = _mapped_cases(explanations)
+    chosen = _first_images(cases, settings.trust_images)
+    order = {layer.path: layer.order for layer in layers}
+    steps = cascade(context.model, order, settings.randomisation_steps) if chosen else ()
+    plan = _plan(run, cases, chosen, steps)
     masks = _masks(cases, dataset, preprocessing)
     maps_run, per_case = _read_maps(run, cases, masks)
     _note_map_checks_not_run(run, dataset.has_masks, masks)
-    chosen = _first_images(cases, settings.trust_images)
-    steps, example = _recomputing_checks(run, chosen, layers)
+    example = _recomputing_checks(run, chosen, steps, plan)
     records = pd.concat(run.frames, ignore_index=True)
-    verdicts = verdict_table(
-        records,
-        explanations.ran,
-        steps[-1].label if steps else None,
-        settings.randomisation_threshold,
-        settings.instability_threshold,
-        settings.seed,
-    )
+    verdicts = _verdicts(records, explanations.ran, steps, settings)
     return Trust(
         settings=settings,
         records=records,
@@ -283,6 +309,23 @@ def measure_trust(
         else None,
         not_measured=run.not_measured,
         seconds=run.seconds,
+        plan=plan,
+    )
+
+
+def _verdicts(
+    records: pd.DataFrame,
+    methods: tuple[str, ...],
+    steps: tuple[CascadeStep, ...],
+    settings: TrustSettings,
+) -> pd.DataFrame:
+    return verdict_table(
+        records,
+        methods,
+        steps[-1].label if steps else None,
+        settings.randomisation_threshold,
+        settings.instability_threshold,
+        settings.seed,
     )
 
 
