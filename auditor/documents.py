@@ -75,7 +75,7 @@ CHECKSUMS = "SHA256SUMS"
 METRICS_SCHEMA_VERSION = 8
 # 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence", "operating_point";
 # 4: "resampling" (a declared patient column), "robustness"
-# 5: "dissection"; 6: "tcav"; 7: "similarity", "counterfactuals"; 8: "trust.plan"
+# 5: "dissection"; 6: "tcav"; 7: "similarity", "counterfactuals"; 8: "trust.plan", "precision"
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
@@ -198,6 +198,7 @@ def metrics_document(
                 for c in m.confusion
             ],
             "calibration": [asdict(b) for b in m.calibration],
+            "precision": asdict(p) if (p := evaluation.precision_check) else None,
             "trust": trust_document(trust),
             "operating_point": operating_document(clinical.operating if clinical else None),
             "curves": curves_document(clinical.operating if clinical else None),

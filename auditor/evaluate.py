@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,11 @@ from auditor.resample import Resampling
 from auditor.settings import inherited, setting
 from auditor.similarity.embeddings import EmbeddingSite, EmbeddingStore
 
+if TYPE_CHECKING:  # the check runs the model through this module's run_model
+    from auditor.precision import PrecisionCheck
+
 __all__ = [
+    "PRECISIONS",
     "Evaluation",
     "EvaluationSettings",
     "data_entry",
@@ -40,6 +45,10 @@ __all__ = [
     "evaluate",
     "probe_output_kind",
 ]
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""``precision`` → the dtype its forward passes are autocast to (``None``: float32)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,20 @@ class EvaluationSettings:
         unit="resamples",
         minimum=100,
         flag=True,
+    )
+    precision: str = setting(
+        "fp32",
+        help="The evaluation's arithmetic: float32, or mixed precision (autocast to "
+        "bfloat16 or float16: faster on a GPU); explanations always run in float32",
+        choices=tuple(PRECISIONS),
+        flag=True,
+    )
+    precision_check: int = setting(
+        256,
+        help="Evaluated images run again in float32 (a seeded sample) to measure what mixed "
+        "precision changed; 0 skips the check",
+        unit="images",
+        minimum=0,
     )
     batch_size: int = inherited("batch_size", 32)
     workers: int = inherited("workers", 0)
@@ -82,6 +105,8 @@ class Evaluation:
         intensities: ``(N, 2C)`` float32, each scored image's per-channel mean then
             standard deviation of its pixels in [0, 1] (before the normalisation), in the
             order of ``predictions``: what the comparison of two audits' inputs reads.
+        precision_check: What mixed precision changed against float32, on a sample
+            (``None`` in float32; see :mod:`auditor.precision`).
     """
 
     predictions: pd.DataFrame
@@ -93,6 +118,7 @@ class Evaluation:
     settings: EvaluationSettings
     embeddings: EmbeddingStore | None = None
     intensities: np.ndarray | None = None
+    precision_check: PrecisionCheck | None = None
 
 
 def channel_statistics(images: torch.Tensor, preprocessing: Preprocessing) -> np.ndarray:
@@ -110,24 +136,33 @@ def channel_statistics(images: torch.Tensor, preprocessing: Preprocessing) -> np
 
 
 def run_model(
-    model: LoadedModel, images: torch.Tensor, site: EmbeddingSite | None = None
+    model: LoadedModel,
+    images: torch.Tensor,
+    site: EmbeddingSite | None = None,
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The model's raw output for a batch and, with a ``site``, the ``(B, D)`` embeddings
     tapped in the same pass; a failing forward pass becomes a ModelError.
+    A ``precision`` other than ``fp32`` runs the pass under ``torch.autocast`` to it and
+    returns the output in float32 (the embeddings are float32 either way).
 
     Raises:
         ModelError: The model raised, typically because the input size or channels do
             not fit it; the message gives the model's first line and what to try.
     """
     inputs = images.to(model.device, non_blocking=True)
+    dtype = PRECISIONS[precision]
     try:
-        if site is None:
-            return model.module(inputs), None
-        output, (tapped,) = model.tapped(inputs, site.paths, site.addresses)
-        return output, site.reduce(tapped)
+        with torch.autocast(model.device.type, dtype=dtype, enabled=dtype is not None):
+            if site is None:
+                output, vectors = model.module(inputs), None
+            else:
+                output, (tapped,) = model.tapped(inputs, site.paths, site.addresses)
+                vectors = site.reduce(tapped)
     except MODEL_ERRORS as error:
         hint = "check --image-size, --mean/--std and that the images match the model's input"
         raise forward_failed(model.path.name, tuple(images.shape), error, hint) from None
+    return (output if dtype is None else output.float()), vectors
 
 
 def probe_output_kind(
@@ -213,7 +248,7 @@ def _score(
             )
             if not batch.images.numel():
                 continue
-            output, vectors = run_model(model, batch.images, site)
+            output, vectors = run_model(model, batch.images, site, settings.precision)
             finite = check_output(
                 output, kind, len(dataset.classes), len(batch.indices), model.path.name
             ).cpu()

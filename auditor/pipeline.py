@@ -48,6 +48,7 @@ from auditor.measure import Trust, measure_trust
 from auditor.outputs import Loaded, Results, write_run_folder
 from auditor.plan import RunPlan, announce_plan, plan_run
 from auditor.policy import evaluate_policy
+from auditor.precision import check_precision
 from auditor.robustness import Perturbed, Robustness, perturbed_predictions, robustness_summary
 from auditor.runfolder import assemble, check_writable
 from auditor.select import Selection, select_cases
@@ -102,6 +103,10 @@ def _analyse(
         evaluation = evaluate(
             model, dataset, preprocessing, loaded.kind, config.evaluation, loaded.site
         )
+        checked = check_precision(
+            model, dataset, preprocessing, loaded.kind, config.evaluation, evaluation.predictions
+        )
+        evaluation = dataclasses.replace(evaluation, precision_check=checked)
         counts |= {"images": len(evaluation.predictions), "excluded": len(evaluation.excluded)}
     positive = positive_class(dataset.classes, config.clinical)
     with stage("robustness") as counts:

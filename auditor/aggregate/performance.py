@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from auditor.aggregate.figures import confusion_figure
 from auditor.aggregate.inputs import AuditInputs
 from auditor.metrics import ClassMetrics, Confusion, Estimate, dense_confusion
+from auditor.precision import precision_sentence
 
 __all__ = [
     "ConfusionRow",
@@ -63,6 +64,8 @@ class PerformanceView:
         small_confusion: Whether it is drawn small (at most :data:`SMALL_CONFUSION` classes).
         confusions: The most frequent confusions; only when not ``every_class``.
         n_confused_pairs: Distinct (true, predicted) pairs of different classes.
+        precision: What mixed precision changed against float32, in one sentence ("" in
+            float32).
     """
 
     accuracy: Estimate
@@ -80,6 +83,7 @@ class PerformanceView:
     small_confusion: bool
     confusions: tuple[ConfusionRow, ...]
     n_confused_pairs: int
+    precision: str
 
 
 def worst_classes(per_class: tuple[ClassMetrics, ...], count: int) -> tuple[ClassMetrics, ...]:
@@ -118,6 +122,7 @@ def performance_view(inputs: AuditInputs) -> PerformanceView:
     every_class = n_classes <= limit
     name = auc_name(n_classes)
     return PerformanceView(
+        precision=precision_sentence(evaluation.precision_check),
         accuracy=metrics.accuracy,
         balanced_accuracy=metrics.balanced_accuracy,
         auc_label=name[:1].upper() + name[1:],

@@ -23,6 +23,7 @@ from auditor.aggregate.similarity import similarity_findings
 from auditor.aggregate.tcav import tcav_findings
 from auditor.aggregate.trust import TrustSummary, trust_summary
 from auditor.metrics import ClassMetrics, Estimate
+from auditor.precision import precision_sentence
 
 __all__ = ["WORST_CLASSES", "Headline", "SummaryView", "summary_view"]
 
@@ -79,6 +80,7 @@ class SummaryView:
         compared: Whether there was a previous audit to compare with.
         not_compared: Why the history's earlier runs were not compared with ("" if they
             were, or if there are none).
+        precision: What mixed precision changed, when it changed a call ("" otherwise).
     """
 
     accuracy: Estimate
@@ -114,6 +116,7 @@ class SummaryView:
     changes: tuple[str, ...]
     compared: bool
     not_compared: str
+    precision: str
 
 
 def _headline(inputs: AuditInputs) -> tuple[Headline, ...]:
@@ -177,4 +180,11 @@ def summary_view(inputs: AuditInputs) -> SummaryView:
         changes=comparison_sentences(inputs.comparison),
         compared=inputs.comparison is not None,
         not_compared=inputs.comparison_note,
+        precision=_precision_finding(inputs),
     )
+
+
+def _precision_finding(inputs: AuditInputs) -> str:
+    """The precision check's sentence when mixed precision changed a call ("" otherwise)."""
+    check = inputs.evaluation.precision_check
+    return precision_sentence(check) if check is not None and check.agree < check.images else ""
