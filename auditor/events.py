@@ -30,6 +30,7 @@ __all__ = ["configure_events", "durations", "emit", "stage"]
 @dataclass
 class _Sinks:
     plain: bool = False
+    terminal: bool = False  # plan lines at a terminal (set up by the command line)
     json: IO[str] | None = None
     owned: list[IO[str]] = field(default_factory=list)
     durations: dict[str, float] = field(default_factory=dict)
@@ -39,14 +40,16 @@ _SINKS = _Sinks()
 
 
 def configure_events(plain: bool | None = None, json_path: str | None = None) -> None:
-    """Where events go: plain lines on stderr (``None``: when stderr is not a terminal)
-    and JSON lines to ``json_path`` (``"-"``: stderr; ``None``: nowhere).
+    """Where events go: plain lines on stderr (``None``: when stderr is not a terminal;
+    at a terminal only the plan's lines) and JSON lines to ``json_path`` (``"-"``:
+    stderr; ``None``: nowhere).
 
     Raises:
         ConfigError: ``json_path`` cannot be opened for appending.
     """
     close_events()
     _SINKS.plain = not sys.stderr.isatty() if plain is None else plain
+    _SINKS.terminal = plain is None and sys.stderr.isatty()
     if json_path == "-":  # the JSON lines are stderr's: no plain lines between them
         _SINKS.plain = False
         _SINKS.json = sys.stderr
@@ -67,7 +70,7 @@ def close_events() -> None:
     for handle in _SINKS.owned:
         handle.close()
     _SINKS.owned.clear()
-    _SINKS.plain, _SINKS.json = False, None
+    _SINKS.plain, _SINKS.terminal, _SINKS.json = False, False, None
 
 
 def _counts_text(counts: dict[str, Any]) -> str:
@@ -92,13 +95,9 @@ def emit(event: str, stage: str | None = None, **fields: Any) -> None:
     if event == "run_start":
         _SINKS.durations.clear()
     # The plan is for a person at a terminal too (with the progress bars).
-    shown = _SINKS.plain or (event == "plan" and _SINKS.json is not sys.stderr and _tty())
+    shown = _SINKS.plain or (event == "plan" and _SINKS.terminal and _SINKS.json is not sys.stderr)
     if shown and event not in ("run_failed", "run_skipped"):  # their own lines say it
         print(f"auditor: {_plain(event, stage, fields)}", file=sys.stderr, flush=True)
-
-
-def _tty() -> bool:
-    return sys.stderr.isatty()
 
 
 def durations() -> dict[str, float]:

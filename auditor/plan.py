@@ -12,14 +12,18 @@ the first stage and shown in the report beside each stage's actual time.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from auditor.concepts.stage import EXAMPLE_UNITS
 from auditor.config import AuditConfig
 from auditor.events import emit
+from auditor.explain.base import PassCount
+from auditor.explain.batching import CANDIDATE_BATCHES
 from auditor.explain.engine import build_context, describe
-from auditor.measure.budget import BACKWARD_COST
+from auditor.explain.features import FEATURE_IMAGES
+from auditor.measure.budget import BACKWARD_COST, Protocol, plan_trust
 from auditor.robustness.stage import variants
 
 if TYPE_CHECKING:  # the outputs module imports the report, whose views read the plan
@@ -38,6 +42,8 @@ class StagePlan:
         backward: Forward+backward passes.
         at_most: Whether the count is an upper bound.
         what: What the passes are, in words.
+        in_units: Whether ``forward`` counts forward-pass units (the trust stage's
+            plan, whose recomputed maps mix both kinds of pass) rather than passes.
     """
 
     stage: str
@@ -45,6 +51,7 @@ class StagePlan:
     backward: int
     at_most: bool
     what: str
+    in_units: bool = False
 
     @property
     def units(self) -> int:
@@ -84,7 +91,9 @@ class RunPlan:
 
 
 def passes_text(stage: StagePlan) -> str:
-    """``1,200 forward + 30 forward+backward passes``."""
+    """``1,200 forward + 30 forward+backward passes`` (or ``… forward-pass units``)."""
+    if stage.in_units:
+        return f"{stage.forward:,} forward-pass units"
     parts = []
     if stage.forward:
         parts.append(f"{stage.forward:,} forward")
@@ -100,9 +109,12 @@ def _duration(seconds: float) -> str:
     return f"about {seconds:.0f} s" if seconds < 90 else f"about {seconds / 60:.0f} min"
 
 
-def _explain_passes(config: AuditConfig, loaded: Loaded) -> tuple[int, int, int]:
-    """Per explained image: the methods' own forward and forward+backward passes, and the
-    shared gradient passes' units (a Score-CAM pass per channel of the target layer)."""
+def _method_passes(
+    config: AuditConfig, loaded: Loaded
+) -> tuple[dict[str, PassCount], tuple[str, ...], int]:
+    """Per explained image: each method's own passes, the methods that read the shared
+    gradient passes, and those passes' units (Score-CAM: a pass per channel of the
+    target layer, read from the profile)."""
     context, methods, _ = build_context(
         loaded.model, loaded.kind, loaded.layer, config.explain, loaded.preprocessing
     )
@@ -110,12 +122,11 @@ def _explain_passes(config: AuditConfig, loaded: Loaded) -> tuple[int, int, int]
     shape = shapes.get(loaded.layer or "", ())
     context.layer_channels = int(shape[0] if len(shape) == 3 else shape[-1] if shape else 0)
     size = loaded.preprocessing.size or (0, 0)
-    passes = [describe(m, context, size).passes for m in methods]
-    readers = [m for m in methods if m.needs_passes]
+    passes = {m.key: describe(m, context, size).passes for m in methods}
+    readers = tuple(m.key for m in methods if m.needs_passes)
     gradients = any(m.needs_passes and m.needs_gradients for m in methods)
     guided = any(m.needs_guided for m in methods)
-    shared = 1 + 2 * gradients + 2 * guided if readers else 0
-    return sum(p.forward for p in passes), sum(p.backward for p in passes), shared
+    return passes, readers, 1 + 2 * gradients + 2 * guided if readers else 0
 
 
 def _cases(config: AuditConfig, n: int) -> int:
@@ -125,24 +136,29 @@ def _cases(config: AuditConfig, n: int) -> int:
 
 def _explain_and_trust(config: AuditConfig, loaded: Loaded, n: int) -> list[StagePlan]:
     """At most ``explain-samples`` sampled and as many misclassified images, each twice
-    (a misclassified one for its predicted and its true class); the trust checks at most
-    ``trust-budget`` times that plus their curves."""
-    cases = _cases(config, n)
-    forward, backward, shared = _explain_passes(config, loaded)
+    (a misclassified one for its predicted and its true class), plus the feature maps'
+    passes and the batch-size timing's; the trust checks as :func:`plan_trust` plans
+    them for that many cases, bounded whether or not the budget can be met."""
+    cases, trust = _cases(config, n), config.trust
+    passes, readers, shared = _method_passes(config, loaded)
+    timing = 3 * sum(CANDIDATE_BATCHES) if config.explain.pass_batches == "measured" else 0
+    forward = cases * (sum(p.forward for p in passes.values()) + shared) + FEATURE_IMAGES
     explain = StagePlan(
-        "explain", cases * (forward + shared), cases * backward, True,
-        f"{cases} cases at most, each method's own passes and the shared gradient passes",
+        "explain", forward + timing, cases * sum(p.backward for p in passes.values()) + timing,
+        True, f"{cases} cases at most, each method's own passes and the shared gradient passes",
     )  # fmt: skip
-    trust = config.trust
-    curves = cases * (3 + 2 * (len(config.explain.methods) + 1) * max(trust.deletion_steps - 1, 0))
-    full = min(trust.trust_images, cases) * (trust.randomisation_steps + trust.stability_samples)
-    recompute = full * explain.units // max(cases, 1)
+    curves = cases * (3 + 2 * (len(passes) + 1) * max(trust.deletion_steps - 1, 0))
+    full = Protocol(
+        min(trust.trust_images, cases), trust.randomisation_steps, trust.stability_samples
+    )
+    plan = plan_trust(0, full, passes, readers, shared, cases, curves)
+    bound = plan.full_total
     if trust.trust_budget:
-        recompute = min(recompute, max(int(trust.trust_budget * explain.units) - curves, 0))
+        bound = min(bound, max(math.ceil(trust.trust_budget * plan.explain), plan.unmet_total))
     checks = StagePlan(
-        "trust", curves + recompute, 0, True,
+        "trust", bound, 0, True,
         f"deletion and insertion curves, and maps recomputed within {trust.trust_budget:g}x "
-        "the explain stage" if trust.trust_budget else "the full protocol",
+        "the explain stage" if trust.trust_budget else "curves and the full protocol", True,
     )  # fmt: skip
     return [explain, checks]
 
@@ -160,8 +176,9 @@ def _concepts(config: AuditConfig, loaded: Loaded, n: int) -> StagePlan:
         steps = 1024 if loaded.device.type == "cuda" else 256
     objectives = min(concepts.maximise_classes, len(loaded.dataset.classes))
     objectives += EXAMPLE_UNITS if dissected else 0
+    maximised = objectives if steps else 0  # a last forward pass reads each result
     return StagePlan(
-        "concepts", dissected + tcav, tcav_backward + steps * objectives, True,
+        "concepts", dissected + tcav + maximised, tcav_backward + steps * objectives, True,
         f"dissection of {dissected} images, TCAV of {tested} concepts, "
         f"{objectives} images maximised at most",
     )  # fmt: skip
@@ -174,10 +191,12 @@ def plan_run(config: AuditConfig, loaded: Loaded) -> RunPlan:
     robust = min(config.robustness.robustness_images, n) * perturbations
     counterfactual = config.counterfactuals
     cases = min(counterfactual.counterfactual_images, _cases(config, n))
-    searches = StagePlan(
-        "counterfactuals", cases * counterfactual.counterfactual_passes,
+    searches = StagePlan(  # each case: a segment search to its cap and its re-check; the
+        # gradient search's steps, its ranking pass and its re-check
+        "counterfactuals", cases * (counterfactual.counterfactual_passes + 3),
         cases * counterfactual.wachter_steps, True, f"{cases} cases, each search to its cap",
     )  # fmt: skip
+    training = len(loaded.train.samples) if loaded.train is not None else 0
     stages = [
         StagePlan("evaluate", n, 0, False, f"{n} images"),
         StagePlan(
@@ -185,6 +204,7 @@ def plan_run(config: AuditConfig, loaded: Loaded) -> RunPlan:
         ),
         _concepts(config, loaded, n),
         *_explain_and_trust(config, loaded, n),
+        StagePlan("similarity", training, 0, False, f"{training} training images' embeddings"),
         searches,
     ]
     throughput = loaded.profile.throughput

@@ -360,12 +360,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     for name, full in FULL.items():
         if getattr(args, name) is None:
             setattr(args, name, QUICK[name] if args.quick else full)
+    if args.audit_explain < 1 or args.audit_images < 2:
+        parser.error("--audit-explain must be at least 1 and --audit-images at least 2")
     if args.steps < 2 or (args.image_size**2) % args.steps:
         parser.error(f"--steps must be at least 2 and divide {args.image_size}² pixels")
     return args
 
 
-def audit_ratios(args: argparse.Namespace, folder: Path) -> str:
+def audit_ratios(args: argparse.Namespace, folder: Path, outputs: int) -> str:
     """Audit the benchmark's model (saved in ``folder``) on synthetic images; print the
     trust stage's passes and time against the explain stage's, return the summary."""
     data = write_dataset(folder / "audit-data", "val", args.audit_images, seed=0)
@@ -375,7 +377,7 @@ def audit_ratios(args: argparse.Namespace, folder: Path) -> str:
         "robustness_images": 0, "dissection_images": 0, "tcav_runs": 0, "maximise_steps": 0,
         "counterfactual_images": 0, "history": "-", "trust_budget": args.budget,
         # the synthetic images' two classes are the model's first two outputs
-        "classes": ("benign", "malignant", *(f"class {k}" for k in range(2, args.classes))),
+        "classes": ("benign", "malignant", *(f"class {k}" for k in range(2, outputs))),
     }  # fmt: skip
     run = run_audit(resolve_config(None, flags), command="bench_trust")
     seconds = durations()
@@ -444,7 +446,7 @@ def main(argv: list[str] | None = None, model: nn.Module | None = None) -> None:
                 f"{np.nanmean(theirs):.3g} (different noise); saliency maps max |difference| "
                 f"{instability_results['map gap']:.2g} x max"
             )
-            stages = audit_ratios(args, Path(folder))
+            stages = audit_ratios(args, Path(folder), setup.classes)
             print(
                 f"summary: quantus/auditor {peer / auditor:.2f} on the curves, "
                 f"{s_peer / s_auditor:.2f} on map instability; auditor/floor "

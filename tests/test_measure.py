@@ -374,7 +374,8 @@ def test_the_registry_gives_trust_csv_its_columns_without_overlap() -> None:
     names = [column for check in CHECKS for column in check.columns]
 
     assert len(names) == len(set(names))
-    assert list(VERDICT_COLUMNS) == ["method", *names, "verdict", "level"]
+    protocol = ["protocol_images", "protocol_steps", "protocol_copies"]
+    assert list(VERDICT_COLUMNS) == ["method", *names, "verdict", "level", *protocol]
     assert all(check.key in check.columns for check in CHECKS), "each judgement is a column"
 
 

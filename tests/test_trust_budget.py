@@ -7,6 +7,8 @@ on the images, steps and noisy copies the protocol keeps.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -68,26 +70,30 @@ def test_the_issue_s_small_audit_fits_three_times_its_explain_stage() -> None:
     assert set(plan.sampled) <= {k for k in DEFAULT if units(DEFAULT[k])}
     assert "score-cam" in plan.sampled  # the costliest per map
     assert all(plan.protocols[k] == full for k in READERS if not units(DEFAULT[k]))
-    # Score-CAM's 513 passes a map took it to the smallest protocol; IG kept its copies.
+    # Score-CAM's 513 passes a map took it to the smallest protocol; IG lost only the
+    # intermediate cascade steps, which no verdict reads.
     assert plan.protocols["score-cam"] == Protocol(1, 1, 1)
-    assert plan.protocols["integrated-gradients"] == Protocol(1, 4, 5)
+    assert plan.protocols["integrated-gradients"] == Protocol(2, 1, 5)
     text = plan_text(plan)
     assert text.startswith(f"explain {plan.explain:,} passes, trust {plan.total:,}")
     assert "budget 3x" in text and "score-cam: " in text
 
 
-def test_protocols_shrink_images_then_copies_then_steps() -> None:
-    full = Protocol(images=3, steps=4, copies=2)
+def test_protocols_shrink_what_the_verdicts_do_not_read_first() -> None:
+    full = Protocol(images=3, steps=4, copies=3)
     seen = [full]
     while (smaller := seen[-1].reduced()) is not None:
         seen.append(smaller)
     assert seen == [
         full,
-        Protocol(2, 4, 2),
-        Protocol(1, 4, 2),
-        Protocol(1, 4, 1),
+        Protocol(3, 1, 3),  # the intermediate cascade steps
+        Protocol(3, 1, 2),  # copies, then images, down to two
+        Protocol(2, 1, 2),
+        Protocol(2, 1, 1),  # then to one
         Protocol(1, 1, 1),
     ]
+    assert full.smallest() == Protocol(1, 1, 1)
+    full = Protocol(images=3, steps=4, copies=2)
     assert protocol_text(seen[-1], full) == (
         "1 of 3 images, 1 of 2 noisy copies, the last cascade step only"
     )
@@ -151,3 +157,34 @@ def test_a_sampled_method_gets_the_full_run_s_rows_on_what_its_protocol_keeps(
     two_copies = stability_check(*args, TrustSettings(stability_samples=2), 4)
     expected = _rows(two_copies, "occlusion").query("index < 2").reset_index(drop=True)
     pd.testing.assert_frame_equal(_rows(sampled_stable, "occlusion"), expected)
+
+
+def test_without_trust_images_nothing_is_sampled() -> None:
+    full = Protocol(images=0, steps=4, copies=5)
+    assert full.reduced() is None
+    plan = plan_trust(0.1, full, DEFAULT, READERS, 5, explained=2, map_checks=10_000)
+    assert plan.sampled == () and plan.recompute == 0 and not plan.within
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_the_run_plan_s_trust_bound_holds_whether_or_not_the_budget_is_met(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    keys = [f"m{i}" for i in range(int(rng.integers(1, 6)))]
+    passes = {
+        k: PassCount(forward=int(rng.choice([0, 1, 3, 8, 200])), backward=int(rng.choice([0, 16])))
+        for k in keys
+    }
+    readers = tuple(k for k in keys if rng.random() < 0.5)
+    full = Protocol(int(rng.integers(0, 5)), int(rng.integers(0, 5)), int(rng.integers(1, 6)))
+    budget = float(rng.choice([0.0, 0.5, 1.0, 3.0]))
+    shared = int(rng.integers(1, 6)) if readers else 0
+    args = (full, passes, readers, shared, int(rng.integers(1, 5)), int(rng.integers(0, 500)))
+    plan = plan_trust(budget, *args)
+    unbudgeted = plan_trust(0, *args)
+    assert plan.total <= unbudgeted.full_total == unbudgeted.total
+    if budget:
+        bound = max(math.ceil(budget * plan.explain), unbudgeted.unmet_total)
+        assert plan.total <= bound
+    assert plan.within or all(
+        plan.protocols[k] == full.smallest() for k in keys if units(passes[k]) and k not in readers
+    )

@@ -54,11 +54,13 @@ def _sampled_caveat(inputs: AuditInputs) -> str:
     plan = inputs.trust.plan
     if not plan.sampled:
         return ""
-    names = ", ".join(method_title(key) for key in plan.sampled)
+    names = [method_title(key) for key in plan.sampled]
+    listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
     return (
         f" To keep the trust checks within {plan.budget:g}× the explain stage's passes, "
-        f"{names} were checked for randomisation and stability on a sampling of that "
-        "protocol (see the trust section); trust-budget = 0 runs all of it."
+        f"{listed} {'were' if len(names) > 1 else 'was'} checked for randomisation and "
+        "stability on a sampling of the full protocol (see the trust section); "
+        "trust-budget = 0 runs all of it."
     )
 
 

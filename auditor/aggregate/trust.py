@@ -21,7 +21,7 @@ from auditor.aggregate.trust_figures import (
     randomisation_figure,
 )
 from auditor.measure import Trust, TrustSettings
-from auditor.measure.budget import BACKWARD_COST, TrustPlan, protocol_text
+from auditor.measure.budget import BACKWARD_COST, Protocol, TrustPlan, protocol_text
 from auditor.measure.registry import CHECKS
 from auditor.measure.shortcuts import EvidenceGroup
 from auditor.measure.verdicts import VerdictLevel
@@ -133,6 +133,8 @@ class TrustView:
         shortcut_methods: Titles of the methods the shortcut analysis reads.
         groups: The shortcut analysis per class and error type.
         plan: The passes of the trust checks against the explain stage's, in words.
+        full: The full protocol (images, cascade steps, noisy copies).
+        within: Whether the checks fit ``trust-budget``.
         sampled: ``(method title, its protocol in words)`` for the methods whose
             randomisation and stability checks ran on a sampling of the full protocol.
     """
@@ -154,6 +156,8 @@ class TrustView:
     groups: tuple[GroupRow, ...]
     mean_maps_figure: str
     plan: str
+    full: Protocol
+    within: bool
     sampled: tuple[tuple[str, str], ...]
 
 
@@ -226,10 +230,9 @@ def trust_view(inputs: AuditInputs) -> TrustView:
     """Everything the report's trust section shows."""
     trust = inputs.trust
     methods = tuple(str(k) for k in trust.verdicts["method"])
-    records = trust.records
     return TrustView(
         n_cases=_n_cases(trust),
-        n_images=int(records[records["measure"] == "map_instability"]["index"].nunique()),
+        n_images=trust.plan.full.images,
         seconds=sum(trust.seconds.values()),
         columns=tuple(CheckColumn(check.title, check.numeric) for check in CHECKS),
         rows=trust_rows(trust.verdicts),
@@ -245,6 +248,8 @@ def trust_view(inputs: AuditInputs) -> TrustView:
         groups=tuple(_group_row(g) for g in trust.shortcuts.groups) if trust.shortcuts else (),
         mean_maps_figure=mean_maps_figure(trust),
         plan=plan_sentence(trust.plan),
+        full=trust.plan.full,
+        within=trust.plan.within,
         sampled=tuple(
             (method_title(key), protocol_text(trust.plan.protocols[key], trust.plan.full))
             for key in trust.plan.sampled
@@ -255,7 +260,7 @@ def trust_view(inputs: AuditInputs) -> TrustView:
 def plan_sentence(plan: TrustPlan) -> str:
     """The trust checks' passes against the explain stage's and the budget, in words."""
     if not plan.explain:
-        return f"The trust checks took {plan.total:,} forward-pass units."
+        return f"The trust checks were planned at {plan.total:,} forward-pass units."
     budget = (
         f"within its budget of {plan.budget:g}×"
         if plan.budget and plan.within
@@ -264,8 +269,8 @@ def plan_sentence(plan: TrustPlan) -> str:
         else "with no budget (trust-budget 0)"
     )
     return (
-        f"The trust checks took {plan.total:,} forward-pass units (a forward+backward pass "
-        f"counts {BACKWARD_COST}), {plan.ratio:.1f}× the explain stage's {plan.explain:,}: "
+        f"The trust checks were planned at {plan.total:,} forward-pass units (a forward+backward "
+        f"pass counts {BACKWARD_COST}), {plan.ratio:.1f}× the explain stage's {plan.explain:,}: "
         f"{budget}."
         + (
             f" The full protocol would have taken {plan.full_total:,} "

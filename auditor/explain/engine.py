@@ -25,7 +25,7 @@ from tqdm import tqdm
 from auditor.data import Dataset
 from auditor.explain import METHODS, ExplainContext, ExplainSettings, Method, PassCount
 from auditor.explain.batching import attribute_batch, batches_halving_on_oom, set_pass_batches
-from auditor.explain.features import FeatureMaps, Stage, first_filters, stage_maps
+from auditor.explain.features import FEATURE_IMAGES, FeatureMaps, Stage, first_filters, stage_maps
 from auditor.explain.store import Case, MapStore
 from auditor.images import Preprocessing, read_image
 from auditor.load import LoadedModel, OutputKind, first_line
@@ -354,7 +354,7 @@ def explain_cases(
     settings: ExplainSettings,
     batch_size: int,
     stages: tuple[Stage, ...] = (),
-    feature_images: int = 4,
+    feature_images: int = FEATURE_IMAGES,
 ) -> Explanations:
     """Compute every selected method that applies to the model for the selected images.
 

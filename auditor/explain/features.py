@@ -21,10 +21,19 @@ import torch
 from auditor.architecture import LayerInfo
 from auditor.load import LoadedModel
 
-__all__ = ["FeatureMaps", "Stage", "first_filters", "stage_layers", "stage_maps"]
+__all__ = [
+    "FEATURE_IMAGES",
+    "FeatureMaps",
+    "Stage",
+    "first_filters",
+    "stage_layers",
+    "stage_maps",
+]
 
 MAX_STAGES = 5
 TOP_CHANNELS = 4
+FEATURE_IMAGES = 4
+"""Explained images whose strongest activation maps the report shows (one forward each)."""
 
 
 @dataclass(frozen=True)

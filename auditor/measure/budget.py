@@ -63,15 +63,29 @@ class Protocol:
         return self.images * (self.steps + self.copies)
 
     def reduced(self) -> Protocol | None:
-        """The next smaller protocol (fewer images, then copies, then the last step only),
-        or ``None`` at the smallest (one image, one copy, one step)."""
-        if self.images > 1:
-            return replace(self, images=self.images - 1)
-        if self.copies > 1:
-            return replace(self, copies=self.copies - 1)
+        """The next smaller protocol, or ``None`` at the smallest (or with no image).
+
+        What the verdicts read goes last: first the intermediate cascade steps (the
+        randomisation verdict reads the last step), then noisy copies down to 2, images
+        down to 2, the last copy, the last image.
+        """
+        if self.images == 0:
+            return None
         if self.steps > 1:
             return replace(self, steps=1)
+        for copies, images in ((2, 2), (1, 1)):
+            if self.copies > copies:
+                return replace(self, copies=self.copies - 1)
+            if self.images > images:
+                return replace(self, images=self.images - 1)
         return None
+
+    def smallest(self) -> Protocol:
+        """The smallest protocol :meth:`reduced` reaches from this one."""
+        protocol = self
+        while (smaller := protocol.reduced()) is not None:
+            protocol = smaller
+        return protocol
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,23 @@ class TrustPlan:
         maps = self.full.maps
         own = sum(cost * maps for cost in self.costs.values())
         return self.map_checks + own + (self.shared * maps if self.readers else 0)
+
+    @property
+    def unmet_total(self) -> int:
+        """At most the units the trust stage takes when no protocol fits the budget.
+
+        Every method with passes of its own not on the shared passes then ends on its
+        smallest protocol. A shared-pass reader with passes of its own (Score-CAM) may
+        stop earlier, where a notch would not lower the total (its batches would take
+        the shared passes again), so it is counted at the full protocol: each accepted
+        notch lowers the total, so it never costs more than that.
+        """
+        smallest = self.full.smallest().maps
+        own = sum(
+            cost * (self.full.maps if key in self.readers else smallest)
+            for key, cost in self.costs.items()
+        )
+        return self.map_checks + own + (self.shared * self.full.maps if self.readers else 0)
 
     @property
     def total(self) -> int:
@@ -172,14 +203,19 @@ def plan_trust(
     plan = TrustPlan(
         budget, explain, map_checks, full, {k: full for k in passes}, costs, shared, readers
     )
+    stuck: set[str] = set()  # a notch that would not lower the total (shared passes again)
     while not plan.within:
-        shrinkable = [k for k in own if plan.protocols[k].reduced() is not None]
+        shrinkable = [k for k in own if k not in stuck and plan.protocols[k].reduced() is not None]
         if not shrinkable:
             break
         costliest = max(shrinkable, key=lambda k: costs[k] * plan.protocols[k].maps)
         smaller = plan.protocols[costliest].reduced()
         assert smaller is not None
-        plan = replace(plan, protocols={**plan.protocols, costliest: smaller})
+        candidate = replace(plan, protocols={**plan.protocols, costliest: smaller})
+        if candidate.total < plan.total:
+            plan = candidate
+        else:
+            stuck.add(costliest)
     return plan
 
 

@@ -39,7 +39,7 @@ from auditor.measure.randomisation import CascadeStep, cascade
 from auditor.measure.records import Records, TrustCase, TrustSettings
 from auditor.measure.registry import CHECKS
 from auditor.measure.shortcuts import GroupCase, Shortcuts, find_shortcuts
-from auditor.measure.verdicts import verdict_table
+from auditor.measure.verdicts import PROTOCOL_COLUMNS, verdict_table
 
 __all__ = ["Trust", "measure_trust", "trusted_methods"]
 
@@ -294,7 +294,7 @@ def measure_trust(
     _note_map_checks_not_run(run, dataset.has_masks, masks)
     example = _recomputing_checks(run, chosen, steps, plan)
     records = pd.concat(run.frames, ignore_index=True)
-    verdicts = _verdicts(records, explanations.ran, steps, settings)
+    verdicts = _verdicts(records, explanations.ran, steps, settings, plan)
     return Trust(
         settings=settings,
         records=records,
@@ -318,8 +318,11 @@ def _verdicts(
     methods: tuple[str, ...],
     steps: tuple[CascadeStep, ...],
     settings: TrustSettings,
+    plan: TrustPlan,
 ) -> pd.DataFrame:
-    return verdict_table(
+    """The verdict table, with each method's protocol (the images, cascade steps and noisy
+    copies its randomisation and stability checks ran on)."""
+    table = verdict_table(
         records,
         methods,
         steps[-1].label if steps else None,
@@ -327,6 +330,11 @@ def _verdicts(
         settings.instability_threshold,
         settings.seed,
     )
+    protocols = [plan.protocols.get(str(key), plan.full) for key in table["method"]]
+    for column in PROTOCOL_COLUMNS:
+        values = [getattr(p, column.removeprefix("protocol_")) for p in protocols]
+        table[column] = pd.Series(values, index=table.index, dtype=PROTOCOL_COLUMNS[column])
+    return table
 
 
 def trusted_methods(verdicts: pd.DataFrame) -> tuple[str, ...]:

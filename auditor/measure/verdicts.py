@@ -18,7 +18,13 @@ import pandas as pd
 from auditor.measure.check import NOT_MEASURED, Check, Evidence
 from auditor.measure.registry import CHECKS
 
-__all__ = ["VERDICT_COLUMNS", "VerdictLevel", "verdict_columns", "verdict_table"]
+__all__ = [
+    "PROTOCOL_COLUMNS",
+    "VERDICT_COLUMNS",
+    "VerdictLevel",
+    "verdict_columns",
+    "verdict_table",
+]
 
 
 class VerdictLevel(StrEnum):
@@ -43,8 +49,16 @@ def verdict_columns(checks: tuple[Check, ...] = CHECKS) -> dict[str, str]:
     return columns | {"verdict": "string", "level": "string"}
 
 
-VERDICT_COLUMNS: dict[str, str] = verdict_columns()
-"""``trust.csv``'s columns and dtypes, in order."""
+PROTOCOL_COLUMNS = {
+    "protocol_images": "int64",
+    "protocol_steps": "int64",
+    "protocol_copies": "int64",
+}
+"""Each method's protocol for the randomisation and stability checks (see
+:mod:`auditor.measure.budget`): images, cascade steps, noisy copies."""
+
+VERDICT_COLUMNS: dict[str, str] = verdict_columns() | PROTOCOL_COLUMNS
+"""``trust.csv``'s columns and dtypes, in order: the verdict table's, then the protocol's."""
 
 
 def _verdict(row: dict[str, object], threshold: float) -> tuple[str, VerdictLevel]:
