@@ -72,3 +72,5 @@ def test_the_report_shows_the_plan_beside_each_stage_s_time(audit: tuple[Result,
     for stage in ("evaluate", "robustness", "concepts", "explain", "trust", "counterfactuals"):
         assert f"<td>{stage}</td>" in section
     assert "at most" in section and "nan" not in section.lower()
+    plan = json.loads((audit[1] / "metrics.json").read_text())["trust"]["plan"]
+    assert f"The trust checks were planned at {plan['trust_passes']:,} forward-pass units" in html

@@ -10,7 +10,6 @@ from auditor.aggregate.datasheet import duplicates_sentence
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.similarity import similarity_limitation
 from auditor.aggregate.trust import trust_summary
-from auditor.aggregate.trust_figures import method_title
 
 __all__ = ["FEW_IMAGES", "Limitation", "LimitationsView", "limitations_view"]
 
@@ -47,20 +46,6 @@ def _trust_caveat(inputs: AuditInputs) -> str:
         f"rank correlation {settings.randomisation_threshold:g} and map instability "
         f"{settings.instability_threshold:g}, are conventions). A map that passes shows where "
         "the score responds to the pixels, not why."
-    ) + _sampled_caveat(inputs)
-
-
-def _sampled_caveat(inputs: AuditInputs) -> str:
-    plan = inputs.trust.plan
-    if not plan.sampled:
-        return ""
-    names = [method_title(key) for key in plan.sampled]
-    listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
-    return (
-        f" To keep the trust checks within {plan.budget:g}× the explain stage's passes, "
-        f"{listed} {'were' if len(names) > 1 else 'was'} checked for randomisation and "
-        "stability on a sampling of the full protocol (see the trust section); "
-        "trust-budget = 0 runs all of it."
     )
 
 

@@ -220,9 +220,11 @@ def plan_trust(
 
 
 def protocol_text(protocol: Protocol, full: Protocol) -> str:
-    """``protocol`` against the full one in words, e.g. "2 of 8 images, 1 of 5 noisy
-    copies, the last cascade step only"."""
-    parts = [f"{protocol.images} of {full.images} images"]
+    """What ``protocol`` keeps of the full one, in words, e.g. "2 of 8 images, 1 of 5
+    noisy copies, the last cascade step only" (what it keeps whole is not named)."""
+    parts = []
+    if protocol.images < full.images:
+        parts.append(f"{protocol.images} of {full.images} images")
     if protocol.copies < full.copies:
         parts.append(f"{protocol.copies} of {full.copies} noisy copies")
     if protocol.steps < full.steps:
