@@ -6,10 +6,10 @@ perturbation method that is hundreds of passes per map (Score-CAM one per channe
 LIME and KernelSHAP one per sample), so on a small audit the full protocol costs many
 times the explain stage (about 17 minutes against 1 for a random-weight resnet18 at
 96 px, 2 images explained, on 2 CPU cores). With ``trust-budget`` set, the costliest
-methods are recomputed on fewer images, then on fewer noisy copies, then at the
-cascade's last step only (the whole model randomised, the step the verdict reads),
-until the stage's passes fit ``trust-budget`` times the explain stage's. The report
-states each method's protocol as a sampling of the full one.
+methods are recomputed at the cascade's last step only (the whole model randomised,
+the step the verdict reads), then on fewer noisy copies and images (down to two, then
+to one), until the stage's passes fit ``trust-budget`` times the explain stage's. The
+report states each method's protocol as a sampling of the full one.
 
 Passes are counted in forward-pass units: a forward+backward pass counts as
 :data:`BACKWARD_COST` forward passes (a backward pass costs about twice a forward one).
