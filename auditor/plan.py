@@ -23,7 +23,7 @@ from auditor.explain.base import PassCount
 from auditor.explain.batching import CANDIDATE_BATCHES
 from auditor.explain.engine import build_context, describe
 from auditor.explain.features import FEATURE_IMAGES
-from auditor.measure.budget import BACKWARD_COST, Protocol, plan_trust
+from auditor.measure.budget import BACKWARD_COST, Protocol, curve_units, plan_trust, shared_passes
 from auditor.robustness.stage import variants
 
 if TYPE_CHECKING:  # the outputs module imports the report, whose views read the plan
@@ -123,10 +123,7 @@ def _method_passes(
     context.layer_channels = int(shape[0] if len(shape) == 3 else shape[-1] if shape else 0)
     size = loaded.preprocessing.size or (0, 0)
     passes = {m.key: describe(m, context, size).passes for m in methods}
-    readers = tuple(m.key for m in methods if m.needs_passes)
-    gradients = any(m.needs_passes and m.needs_gradients for m in methods)
-    guided = any(m.needs_guided for m in methods)
-    return passes, readers, 1 + 2 * gradients + 2 * guided if readers else 0
+    return (passes, *shared_passes(methods))
 
 
 def _cases(config: AuditConfig, n: int) -> int:
@@ -147,7 +144,7 @@ def _explain_and_trust(config: AuditConfig, loaded: Loaded, n: int) -> list[Stag
         "explain", forward + timing, cases * sum(p.backward for p in passes.values()) + timing,
         True, f"{cases} cases at most, each method's own passes and the shared gradient passes",
     )  # fmt: skip
-    curves = cases * (3 + 2 * (len(passes) + 1) * max(trust.deletion_steps - 1, 0))
+    curves = cases * curve_units(len(passes), trust.deletion_steps)
     full = Protocol(
         min(trust.trust_images, cases), trust.randomisation_steps, trust.stability_samples
     )

@@ -19,18 +19,20 @@ the model and the explained cases, so two runs sample the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from auditor.explain.base import PassCount
+from auditor.explain.base import Method, PassCount
 
 __all__ = [
     "BACKWARD_COST",
     "Protocol",
     "TrustPlan",
+    "curve_units",
     "plan_text",
     "plan_trust",
     "protocol_text",
+    "shared_passes",
     "units",
 ]
 
@@ -41,6 +43,23 @@ BACKWARD_COST = 3
 def units(passes: PassCount) -> int:
     """``passes`` in forward-pass units."""
     return passes.forward + BACKWARD_COST * passes.backward
+
+
+def shared_passes(methods: Sequence[Method]) -> tuple[tuple[str, ...], int]:
+    """The methods that read the shared gradient passes, and those passes' units per
+    image: one forward, a backward (two units) when a reader needs gradients, and a
+    guided backward when one is guided (0 without a reader)."""
+    readers = tuple(m.key for m in methods if m.needs_passes)
+    if not readers:
+        return readers, 0
+    gradients = any(m.needs_passes and m.needs_gradients for m in methods)
+    return readers, 1 + 2 * gradients + 2 * any(m.needs_guided for m in methods)
+
+
+def curve_units(maps: int, deletion_steps: int) -> int:
+    """Forward passes of one image's deletion and insertion curves for ``maps`` maps and a
+    random order (:func:`~auditor.measure.faithfulness.curves`: ``3 + 2 M (S - 1)``)."""
+    return 3 + 2 * (maps + 1) * (deletion_steps - 1) if deletion_steps else 0
 
 
 @dataclass(frozen=True)

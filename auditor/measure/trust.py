@@ -31,7 +31,14 @@ from auditor.explain import ExplainContext, Method
 from auditor.explain.engine import Explanations
 from auditor.images import Preprocessing
 from auditor.load import LoadedModel, OutputKind
-from auditor.measure.budget import Protocol, TrustPlan, plan_text, plan_trust
+from auditor.measure.budget import (
+    Protocol,
+    TrustPlan,
+    curve_units,
+    plan_text,
+    plan_trust,
+    shared_passes,
+)
 from auditor.measure.check import MapRun
 from auditor.measure.checks import randomisation_check, stability_check
 from auditor.measure.map_checks import agreement, load_masks
@@ -171,15 +178,11 @@ def _plan(
 ) -> TrustPlan:
     """Each method's protocol under ``trust-budget``, counted before any check runs."""
     explanations, settings = run.explanations, run.settings
-    readers = tuple(m.key for m in run.methods if m.needs_passes)
-    gradients = any(m.needs_passes and m.needs_gradients for m in run.methods)
-    guided = any(m.needs_guided for m in run.methods)
-    # the shared passes: one forward, a backward (two units) and a guided backward
-    shared = 1 + 2 * gradients + 2 * guided if readers else 0
-    curve = settings.deletion_steps - 1
+    readers, shared = shared_passes(run.methods)
     map_checks = sum(
-        3 + 2 * (len(explanations.maps.of(c, explanations.ran)) + 1) * curve for c in cases
-    ) if settings.deletion_steps else 0  # fmt: skip
+        curve_units(len(explanations.maps.of(c, explanations.ran)), settings.deletion_steps)
+        for c in cases
+    )
     plan = plan_trust(
         settings.trust_budget,
         Protocol(len(chosen), len(steps), settings.stability_samples),
