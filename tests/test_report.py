@@ -31,7 +31,7 @@ from auditor.report.format import (
     thousands,
     whole_percent,
 )
-from auditor.report.render import RunFolderFetcher
+from auditor.report.render import run_folder_fetcher
 from auditor.resources import resource_path
 from tests.helpers import XSS_CLASS
 
@@ -282,7 +282,7 @@ def test_url_fetcher_refuses_anything_outside_the_run_folder(tmp_path: Path) -> 
     run.mkdir()
     (run / "inside.png").write_bytes(b"x")
     (tmp_path / "secret.txt").write_text("secret")
-    fetcher = RunFolderFetcher(run)
+    fetcher = run_folder_fetcher(run)
     with pytest.raises(ValueError, match="outside the run folder"):
         fetcher.fetch((tmp_path / "secret.txt").as_uri())
     with pytest.raises(ValueError, match="outside the run folder"):

@@ -12,14 +12,11 @@ import io
 from pathlib import Path
 from typing import Any
 
-from weasyprint import HTML, Attachment
-from weasyprint.urls import URLFetcher
-
 from auditor.aggregate import ReportData
 from auditor.report.templates import html_environment
 from auditor.resources import resource_path
 
-__all__ = ["PDF_VARIANT", "RunFolderFetcher", "render_html", "write_pdf"]
+__all__ = ["PDF_VARIANT", "render_html", "run_folder_fetcher", "write_pdf"]
 
 
 def render_html(data: ReportData) -> str:
@@ -29,23 +26,30 @@ def render_html(data: ReportData) -> str:
     return environment.get_template("report.html.j2").render(report=data, css=css)
 
 
-class RunFolderFetcher(URLFetcher):
-    """Fetches only ``data:`` URIs and files inside the run folder; refuses everything else."""
+def run_folder_fetcher(run_dir: Path) -> Any:
+    """A WeasyPrint URL fetcher that fetches only ``data:`` URIs and files inside
+    ``run_dir`` and refuses everything else. WeasyPrint (and Pango under it) is imported
+    here, not with this module, so that an audit writing only HTML and Markdown runs on a
+    machine without Pango, such as a GPU server."""
+    from weasyprint.urls import URLFetcher
 
-    def __init__(self, run_dir: Path) -> None:
-        super().__init__(allowed_protocols=("data", "file"))
-        self.run_dir = run_dir.resolve()
+    class RunFolderFetcher(URLFetcher):
+        def __init__(self) -> None:
+            super().__init__(allowed_protocols=("data", "file"))
+            self.run_dir = run_dir.resolve()
 
-    def fetch(self, url: str, headers: Any = None) -> Any:
-        if url.startswith("file:"):
-            from urllib.parse import unquote, urlsplit
+        def fetch(self, url: str, headers: Any = None) -> Any:
+            if url.startswith("file:"):
+                from urllib.parse import unquote, urlsplit
 
-            path = Path(unquote(urlsplit(url).path)).resolve()
-            if not path.is_relative_to(self.run_dir):
-                raise ValueError(f"refused to fetch {url}: outside the run folder")
-        elif not url.startswith("data:"):
-            raise ValueError(f"refused to fetch {url}: only embedded data and run-folder files")
-        return super().fetch(url, headers)
+                path = Path(unquote(urlsplit(url).path)).resolve()
+                if not path.is_relative_to(self.run_dir):
+                    raise ValueError(f"refused to fetch {url}: outside the run folder")
+            elif not url.startswith("data:"):
+                raise ValueError(f"refused to fetch {url}: only embedded data and run-folder files")
+            return super().fetch(url, headers)
+
+    return RunFolderFetcher()
 
 
 PDF_VARIANT = "pdf/a-3b"
@@ -57,8 +61,10 @@ def write_pdf(html: str, run_dir: Path, target: Path, attachments: tuple[Path, .
     ``run_dir``, with ``attachments`` embedded as associated files (the evidence behind the
     document, byte for byte). Title, author, subject, keywords and creation date come from
     the HTML's ``<title>`` and ``<meta>`` tags."""
+    from weasyprint import HTML, Attachment
+
     document = HTML(
-        string=html, base_url=str(run_dir.resolve()) + "/", url_fetcher=RunFolderFetcher(run_dir)
+        string=html, base_url=str(run_dir.resolve()) + "/", url_fetcher=run_folder_fetcher(run_dir)
     )
     files = [
         Attachment(
