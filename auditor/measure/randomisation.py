@@ -109,7 +109,9 @@ def randomised_models(
                 prefix = f"{path}." if path else ""
                 for name, tensor in parameters.items():
                     if name.startswith(prefix) and "." not in name[len(prefix) :]:
-                        mean, std = tensor.float().mean(), tensor.float().std(unbiased=False)
+                        # drawn on the CPU's generator, so a GPU audit draws the same weights
+                        values = tensor.detach().float().cpu()
+                        mean, std = values.mean(), values.std(unbiased=False)
                         draw = torch.randn(tensor.shape, generator=generator) * std + mean
                         tensor.copy_(draw.to(tensor.device, tensor.dtype))
         yield step, randomised
