@@ -130,6 +130,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def pin_float32(device: torch.device) -> None:
+    """On CUDA, run float32 convolutions and matrix products in IEEE float32. cuDNN's
+    default lets Ampere and later GPUs compute float32 convolutions in TF32 (a 10-bit
+    mantissa), which moves maps and probabilities by about 1e-3 of their size; an audit
+    that says float32 computes float32, and reduced precision is asked for with the
+    ``precision`` setting, which the report states. Process-wide, as PyTorch's flags are."""
+    if device.type != "cuda":
+        return
+    if hasattr(torch.backends.cudnn, "conv"):  # torch >= 2.9: the per-backend API
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def _check_archive(path: Path) -> None:
     """Refuse anything that is not a TorchScript zip archive, saying what it looks like."""
     if not path.exists():
@@ -200,6 +216,7 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
             f"{_EXPORT_HINT}"
         ) from None
     module.eval()
+    pin_float32(device)
     tapped = TappedModel(module)
     channels = tapped.input_channels()
     if channels is None:
