@@ -123,16 +123,14 @@ class Evaluation:
 
 def channel_statistics(images: torch.Tensor, preprocessing: Preprocessing) -> np.ndarray:
     """``(B, 2C)`` float32: each image's per-channel pixel mean, then standard deviation,
-    in [0, 1] units (the model's normalisation undone)."""
+    in [0, 1] units (the model's normalisation undone), computed on the images' device."""
     flat = images.flatten(2).double()
     means, stds = flat.mean(dim=2), flat.std(dim=2, correction=0)
     if preprocessing.mean is not None and preprocessing.std is not None:
-        scale = torch.tensor(preprocessing.std, dtype=torch.float64)
-        means, stds = (
-            means * scale + torch.tensor(preprocessing.mean, dtype=torch.float64),
-            stds * scale,
-        )
-    return torch.cat([means, stds], dim=1).float().numpy()
+        scale = torch.tensor(preprocessing.std, dtype=torch.float64, device=images.device)
+        shift = torch.tensor(preprocessing.mean, dtype=torch.float64, device=images.device)
+        means, stds = means * scale + shift, stds * scale
+    return torch.cat([means, stds], dim=1).float().cpu().numpy()
 
 
 def run_model(
@@ -248,7 +246,10 @@ def _score(
             )
             if not batch.images.numel():
                 continue
-            output, vectors = run_model(model, batch.images, site, settings.precision)
+            # on the model's device: the channel statistics are computed there too, rather
+            # than on the CPU while the GPU waits (half the GPU's throughput, measured)
+            images = batch.images.to(model.device, non_blocking=True)
+            output, vectors = run_model(model, images, site, settings.precision)
             finite = check_output(
                 output, kind, len(dataset.classes), len(batch.indices), model.path.name
             ).cpu()
@@ -258,9 +259,7 @@ def _score(
                 to_probabilities(output, kind)[finite.to(output.device)].cpu().numpy()
             )
             scores.indices.append(batch.indices[finite].numpy())
-            scores.intensities.append(
-                channel_statistics(batch.images, preprocessing)[finite.numpy()]
-            )
+            scores.intensities.append(channel_statistics(images, preprocessing)[finite.numpy()])
             scores.hashes.update(zip(batch.indices.tolist(), batch.hashes, strict=True))
             scores.failures.extend(
                 (
