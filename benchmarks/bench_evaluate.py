@@ -6,25 +6,38 @@ The stage runs as an audit runs it, keeping each image's embedding (the last lin
 layer's input, tapped in the same pass); it also runs without, and the cost of the
 embeddings is printed as the ratio of the two. Goal: <= 1.05.
 
-    python benchmarks/bench_evaluate.py [--model M.pt --data DATA] [--device cpu]
-        [--batch-size 32] [--images 2048] [--repeats 3] [--workers 0]
+With ``--precision bf16`` (or fp16) it also times the stage under autocast and prints
+its throughput against float32's and the calls that changed. On CUDA it ends with the
+peak GPU memory.
 
-Without --model/--data it uses the bundled sample model on its synthetic data.
+    python benchmarks/bench_evaluate.py [--model M.pt | --arch resnet50] [--data DATA]
+        [--device cpu] [--batch-size 32] [--images 2048] [--repeats 3] [--workers 0]
+        [--precision bf16]
+
+Without --model/--arch it uses the bundled sample model, and without --data that
+model's synthetic data; --arch scripts torchvision's architecture with random weights
+and two outputs (default image size 224).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+import torchvision
+from timing import peak_memory  # benchmarks/, next to this file
 
 from auditor.config import resolve_config
 from auditor.data import discover
-from auditor.evaluate import evaluate, probe_output_kind
+from auditor.evaluate import EvaluationSettings, evaluate, probe_output_kind
 from auditor.images import Preprocessing, make_loader
 from auditor.load import load_model, resolve_device
 from auditor.resources import resource_path
@@ -37,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", type=Path)
+    parser.add_argument("--arch", help="torchvision model, random weights, 2 outputs")
     parser.add_argument("--data", type=Path)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -44,10 +58,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--precision", choices=("bf16", "fp16"), help="also time autocast")
     args = parser.parse_args(argv)
 
     scratch = tempfile.TemporaryDirectory()
     model_path = args.model or resource_path("sample_models", "sample_cnn.pt")
+    if args.arch:
+        model_path = Path(scratch.name) / f"{args.arch}.pt"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            eager = getattr(torchvision.models, args.arch)(num_classes=2).eval()
+            torch.jit.script(eager).save(str(model_path))
+        args.image_size = args.image_size or 224
     data = args.data or write_dataset(Path(scratch.name) / "val", "val", args.images, seed=0)
     config = resolve_config(
         None,
@@ -86,6 +108,21 @@ def main(argv: list[str] | None = None) -> None:
             torch.cuda.synchronize(model.device)
 
     runs = {"bare": bare, "stage": stage, "plain": plain}
+    calls: dict[str, np.ndarray] = {}
+    if args.precision:
+        reduced = dataclasses.replace(config.evaluation, precision=args.precision)
+
+        def calls_at(name: str, settings: EvaluationSettings) -> Callable[[], None]:
+            def run() -> None:
+                result = evaluate(model, dataset, preprocessing, kind, settings)
+                calls[name] = result.predictions["prediction"].to_numpy()
+                if model.device.type == "cuda":
+                    torch.cuda.synchronize(model.device)
+
+            return run
+
+        runs["fp32"] = calls_at("fp32", config.evaluation)
+        runs[args.precision] = calls_at(args.precision, reduced)
     for run in runs.values():  # warm-up: file cache, TorchScript's profiling runs
         run()
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -107,6 +144,14 @@ def main(argv: list[str] | None = None) -> None:
     with_embeddings = statistics.median(times["stage"]) / statistics.median(times["plain"])
     print(f"embedding: {site.description if site else 'none found'}")
     print(f"evaluation time with / without embeddings: {with_embeddings:.3f} (goal <= 1.05)")
+    if args.precision:
+        speed = statistics.median(times["fp32"]) / statistics.median(times[args.precision])
+        changed = int((calls["fp32"] != calls[args.precision]).sum())
+        print(
+            f"{args.precision} autocast / float32 throughput: {speed:.3f}; calls changed: "
+            f"{changed} of {len(calls['fp32'])}"
+        )
+    print(peak_memory(model.device))
     scratch.cleanup()
 
 

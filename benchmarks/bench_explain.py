@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 from explain_peers import peers  # benchmarks/, next to this file
-from timing import Run, machine, median_times, subject  # benchmarks/, next to this file
+from timing import Run, machine, median_times, peak_memory, subject  # benchmarks/
 from torch import nn
 
 from auditor.architecture import LayerInfo
@@ -324,6 +324,7 @@ def main(argv: list[str] | None = None, model: nn.Module | None = None) -> None:
                 if key in FAMILY and peer_times:
                     family[key] = min(peer_times.values())
             gradient_family(setup, args, family)
+            print(peak_memory(setup.inputs.device))
     finally:
         torch.set_num_threads(threads)
 

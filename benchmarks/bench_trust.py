@@ -64,7 +64,7 @@ import quantus
 import torch
 from numpy.typing import NDArray
 from quantus.helpers import asserts as quantus_asserts
-from timing import Run, machine, median_times, subject  # benchmarks/, next to this file
+from timing import Run, machine, median_times, peak_memory, subject  # benchmarks/
 from torch import nn
 
 from auditor.config import resolve_config
@@ -376,6 +376,7 @@ def audit_ratios(args: argparse.Namespace, folder: Path, outputs: int) -> str:
         "image_size": args.image_size, "explain_samples": args.audit_explain,
         "robustness_images": 0, "dissection_images": 0, "tcav_runs": 0, "maximise_steps": 0,
         "counterfactual_images": 0, "history": "-", "trust_budget": args.budget,
+        "format": ("md",),  # the ratios read metrics.json; no PDF (nor Pango) needed
         # the synthetic images' two classes are the model's first two outputs
         "classes": ("benign", "malignant", *(f"class {k}" for k in range(2, outputs))),
     }  # fmt: skip
@@ -452,6 +453,7 @@ def main(argv: list[str] | None = None, model: nn.Module | None = None) -> None:
                 f"{s_peer / s_auditor:.2f} on map instability; auditor/floor "
                 f"{auditor / floor:.2f} on the curves; {stages}"
             )
+            print(peak_memory(device))
     finally:
         torch.set_num_threads(threads)
 

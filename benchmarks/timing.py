@@ -57,6 +57,14 @@ def machine(device: torch.device) -> str:
     )
 
 
+def peak_memory(device: torch.device) -> str:
+    """The peak GPU memory the process's tensors held on ``device`` (PyTorch's allocator,
+    so without the CUDA context), or a line saying there is none to measure."""
+    if device.type != "cuda":
+        return f"peak GPU memory: not measured on {device}"
+    return f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+
+
 def median_times(
     runs: dict[str, Run], repeats: int, warmup: int, device: torch.device, optional: Iterable = ()
 ) -> dict:

@@ -71,3 +71,11 @@ def audit(
     )  # fmt: skip
     assert result.exit_code == 0, result.output + (result.stderr or "")
     return result, Path(result.stdout.strip().splitlines()[-1])
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        default="cpu",
+        help="cuda or cuda:N also runs tests/test_gpu.py, which compares that device with the CPU",
+    )
