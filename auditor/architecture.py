@@ -1,10 +1,10 @@
 """Architecture stage: the module table, totals, latency, throughput and peak memory.
 
-Module outputs come from the tap layer (:mod:`auditor.taps`), so the table works on a
-TorchScript file with no Python class. Total FLOPs are counted by PyTorch's
-:class:`~torch.utils.flop_counter.FlopCounterMode`; the per-module split is Auditor's
-own count of the same operations (FlopCounterMode attributes FLOPs to modules through
-hooks, which TorchScript modules reject).
+Module outputs and the module list come from the tap layer (:mod:`auditor.taps`), so the
+table works on a TorchScript file or a ``torch.export`` program with no Python class.
+Total FLOPs are counted by PyTorch's :class:`~torch.utils.flop_counter.FlopCounterMode`;
+the per-module split is the tap layer's (FlopCounterMode attributes FLOPs to modules
+through hooks, which neither format's submodules fire).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from auditor.load import MODEL_ERRORS, LoadedModel, forward_failed
+from auditor.taps import Model
 
 __all__ = [
     "ArchitectureProfile",
@@ -64,6 +65,7 @@ class ArchitectureProfile:
         flops_per_image: FlopCounterMode's total for one image.
         file_size: Model file size in bytes.
         sha256: Model file SHA-256.
+        file_format: ``"TorchScript"`` or ``"torch.export"``.
         device: Where latency and memory were measured.
         batch_size: Batch size of the throughput measurement.
         latency_ms: Median wall time of one single-image forward pass, milliseconds.
@@ -80,6 +82,7 @@ class ArchitectureProfile:
     flops_per_image: int
     file_size: int
     sha256: str
+    file_format: str
     device: str
     batch_size: int
     latency_ms: float
@@ -94,7 +97,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _time_forward(
-    module: torch.jit.ScriptModule, inputs: torch.Tensor, repeats: int, budget_s: float
+    module: Model, inputs: torch.Tensor, repeats: int, budget_s: float
 ) -> list[float]:
     """Wall times of ``repeats`` forward passes (fewer if ``budget_s`` runs out), after warm-up.
 
@@ -152,24 +155,17 @@ def _layers(model: LoadedModel, one: torch.Tensor) -> tuple[LayerInfo, ...]:
     orders = {s.path: s.order for s in sites}
     types = {s.path: s.type_name for s in sites}
     _, flops_by_module = tapped.flops_by_module(one)
-    layers = []
-    for path, submodule in dict(model.module.named_modules()).items():
-        if not path:
-            continue
-        type_name = types.get(path) or str(
-            getattr(submodule, "original_name", type(submodule).__name__)
+    return tuple(
+        LayerInfo(
+            path=entry.path,
+            type_name=types.get(entry.path) or entry.type_name,
+            output_shape=shapes.get(entry.path, ()),
+            parameters=entry.parameters,
+            flops=flops_by_module.get(entry.path, 0),
+            order=orders.get(entry.path, 0),
         )
-        layers.append(
-            LayerInfo(
-                path=path,
-                type_name=type_name,
-                output_shape=shapes.get(path, ()),
-                parameters=sum(p.numel() for p in submodule.parameters()),
-                flops=flops_by_module.get(path, 0),
-                order=orders.get(path, 0),
-            )
-        )
-    return tuple(layers)
+        for entry in tapped.modules()
+    )
 
 
 def _speed(
@@ -207,6 +203,7 @@ def _profile(
         flops_per_image=int(counter.get_total_flops()),
         file_size=model.file_size,
         sha256=model.sha256,
+        file_format=model.format,
         device=str(model.device),
         batch_size=batch_size,
         latency_ms=latency * 1000,

@@ -316,7 +316,9 @@ def methods() -> None:
 
 
 @cli.command()
-@click.option("--model", type=_PATH, required=True, help="TorchScript model file.")
+@click.option(
+    "--model", type=_PATH, required=True, help="TorchScript or torch.export (.pt2) model file."
+)
 @click.option(
     "--image-size", type=int, default=224, show_default=True, help="Square input size in px."
 )
@@ -340,7 +342,7 @@ def profile(model: Path, image_size: int, device: str, batch_size: int) -> None:
     click.echo(f"input               {loaded.in_channels}x{image_size}x{image_size}")
     click.echo(f"parameters          {result.parameters:,}")
     click.echo(f"FLOPs per image     {si(result.flops_per_image, 'FLOPs')}")
-    click.echo(f"file size           {binary_size(result.file_size)}")
+    click.echo(f"file                {result.file_format}, {binary_size(result.file_size)}")
     click.echo(f"SHA-256             {result.sha256}")
     click.echo(f"latency (1 image)   {result.latency_ms:.2f} ms on {result.device}")
     click.echo(f"throughput          {result.throughput:.1f} images/s at batch {batch_size}")

@@ -121,7 +121,7 @@ class AuditConfig:
     (``"command line"``, ``"file audit.toml"``; absent: the default).
     """
 
-    model: Path = setting(help="The TorchScript model file", flag=True)
+    model: Path = setting(help="The TorchScript or torch.export (.pt2) model file", flag=True)
     data: Path = setting(
         help="An ImageFolder-style directory or a CSV manifest (path,label[,mask,...])",
         flag=True,

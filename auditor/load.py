@@ -1,8 +1,11 @@
-"""Load stage, model side: open a TorchScript file safely and learn how to read its output.
+"""Load stage, model side: open a model file safely and learn how to read its output.
 
+Two formats: TorchScript (``torch.jit.save``) and ``torch.export`` programs
+(``torch.export.save``, ``.pt2``), told apart by the archive's contents, not its name.
 Nothing here unpickles arbitrary Python objects: a file is checked to be a TorchScript
-zip archive before :func:`torch.jit.load` sees it, and pickles are refused by their
-first bytes.
+or pt2 zip archive before PyTorch's loader sees it, pickles are refused by their first
+bytes, and a pt2 archive whose payloads ``torch.export.load`` would unpickle is refused
+(:mod:`auditor.pt2`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from pathlib import Path
 import torch
 
 from auditor.errors import ConfigError, ModelError
-from auditor.taps import TappedModel
+from auditor.pt2 import EXPORT_HINT, check_pt2_archive, is_pt2_archive, load_program
+from auditor.taps import Model, Taps, tap_model
 
 __all__ = [
     "LoadedModel",
@@ -54,10 +58,11 @@ class OutputKind(enum.Enum):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A TorchScript model ready to run.
+    """A TorchScript model or ``torch.export`` program ready to run.
 
     Attributes:
-        module: The loaded module, in eval mode, on ``device``.
+        module: The loaded module, in eval mode, on ``device``: a TorchScript module, or
+            the ``module()`` of the functional program (see :mod:`auditor.pt2`).
         tapped: Access to its submodule outputs (see :mod:`auditor.taps`).
         path: The file it came from.
         sha256: SHA-256 of the file, hex.
@@ -66,18 +71,25 @@ class LoadedModel:
         in_channels: Input channels of its first convolution (3 for RGB, 1 for grayscale).
     """
 
-    module: torch.jit.ScriptModule
-    tapped: TappedModel
+    module: Model
+    tapped: Taps
     path: Path
     sha256: str
     file_size: int
     device: torch.device
     in_channels: int
 
+    @property
+    def format(self) -> str:
+        """``"TorchScript"`` or ``"torch.export"``, for the report."""
+        return "TorchScript" if isinstance(self.module, torch.jit.ScriptModule) else "torch.export"
 
-MODEL_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, torch.jit.Error)
-"""What a model's forward pass raises when it fails: PyTorch's errors, and the
-``torch.jit.Error`` of an exception raised inside TorchScript code (not a RuntimeError)."""
+
+MODEL_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, AssertionError, torch.jit.Error)
+"""What a model's forward pass raises when it fails: PyTorch's errors, the
+``torch.jit.Error`` of an exception raised inside TorchScript code (not a RuntimeError),
+and the ``AssertionError`` of an exported program's guard (``Guard failed:
+x.size()[2] == 64`` for an input of another size)."""
 
 
 def first_line(error: BaseException) -> str:
@@ -146,44 +158,48 @@ def pin_float32(device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = False
 
 
-def _check_archive(path: Path) -> None:
-    """Refuse anything that is not a TorchScript zip archive, saying what it looks like."""
+def _check_archive(path: Path) -> bool:
+    """Refuse anything that is not a TorchScript or pt2 zip archive, saying what it looks like.
+
+    Returns:
+        Whether it is a pt2 archive (else TorchScript).
+    """
+    pt2 = path.suffix == ".pt2"
+    hint = EXPORT_HINT if pt2 else _EXPORT_HINT
+    kind, archive_kind = (
+        ("a torch.export program", "a pt2") if pt2 else ("TorchScript", "a TorchScript")
+    )
     if not path.exists():
         raise ModelError(
-            f"model file {str(path)!r} does not exist; pass the path of a TorchScript file"
+            f"model file {str(path)!r} does not exist; pass the path of a TorchScript or .pt2 file"
         )
     if path.is_dir():
-        raise ModelError(f"model path {str(path)!r} is a folder; pass a TorchScript file")
+        raise ModelError(f"model path {str(path)!r} is a folder; pass a TorchScript or .pt2 file")
     if not path.is_file():  # a device, FIFO or socket: reading it may never end
         raise ModelError(
             f"model path {str(path)!r} is not a regular file (a device, FIFO or socket); "
-            f"pass a TorchScript file"
+            f"pass a TorchScript or .pt2 file"
         )
     with path.open("rb") as handle:
         head = handle.read(4)
     if head[:1] == b"\x80":
         raise ModelError(
-            f"{path.name!r} is not a TorchScript archive (it looks like a pickled object such as "
-            f"a state_dict, saved with torch.save); {_EXPORT_HINT}"
+            f"{path.name!r} is not {archive_kind} archive (it looks like a pickled object such as "
+            f"a state_dict, saved with torch.save); {hint}"
         )
     if not zipfile.is_zipfile(path):
-        raise ModelError(
-            f"{path.name!r} is not a TorchScript archive (not a zip file); {_EXPORT_HINT}"
-        )
+        raise ModelError(f"{path.name!r} is not {archive_kind} archive (not a zip file); {hint}")
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
-    if any(n.endswith("archive_format") or "/models/" in n for n in names) and not any(
-        "/code/" in n for n in names
-    ):
-        raise ModelError(
-            f"{path.name!r} looks like a torch.export program (.pt2), which Auditor does not read "
-            f"yet; {_EXPORT_HINT}"
-        )
+    if is_pt2_archive(names):
+        check_pt2_archive(path)
+        return True
     if not any("/code/" in n for n in names) or not any(n.endswith("constants.pkl") for n in names):
         raise ModelError(
-            f"{path.name!r} is a zip archive but not TorchScript (it looks like a state_dict or "
-            f"module saved with torch.save); {_EXPORT_HINT}"
+            f"{path.name!r} is a zip archive but not {kind} (it looks like a state_dict or "
+            f"module saved with torch.save); {hint}"
         )
+    return False
 
 
 def _jit_load(path: Path, device: torch.device) -> torch.jit.ScriptModule:
@@ -198,13 +214,7 @@ def _jit_load(path: Path, device: torch.device) -> torch.jit.ScriptModule:
         return torch.jit.load(str(path), map_location=device)
 
 
-def load_model(path: Path, device: torch.device) -> LoadedModel:
-    """Load a TorchScript classifier onto ``device`` in eval mode.
-
-    Raises:
-        ModelError: The file is missing, not TorchScript, or fails to load.
-    """
-    _check_archive(path)
+def _load_torchscript(path: Path, device: torch.device) -> torch.jit.ScriptModule:
     try:
         with warnings.catch_warnings():
             # torch 2.9+ marks TorchScript deprecated; reading it is this tool's purpose.
@@ -215,9 +225,20 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
             f"{path.name!r} could not be loaded as TorchScript ({first_line(error)}); "
             f"{_EXPORT_HINT}"
         ) from None
-    module.eval()
+    return module.eval()
+
+
+def load_model(path: Path, device: torch.device) -> LoadedModel:
+    """Load a TorchScript classifier or ``torch.export`` program onto ``device`` in eval mode.
+
+    Raises:
+        ModelError: The file is missing, neither format, or fails to load; or an exported
+            program cannot be audited (see :func:`auditor.pt2.load_program`).
+    """
+    exported = _check_archive(path)
+    module = load_program(path, device) if exported else _load_torchscript(path, device)
     pin_float32(device)
-    tapped = TappedModel(module)
+    tapped = tap_model(module)
     channels = tapped.input_channels()
     if channels is None:
         log.warning("no convolution found in %s; assuming RGB input", path.name)

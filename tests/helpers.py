@@ -8,6 +8,7 @@ import importlib.util
 import io
 import json
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +32,8 @@ from auditor.documents import schema
 from auditor.explain import METHODS, ExplainContext, ExplainSettings, GradientMethod, GradientPasses
 from auditor.images import Preprocessing
 from auditor.load import LoadedModel, OutputKind
-from auditor.taps import TappedModel
+from auditor.pt2 import load_program
+from auditor.taps import Model, tap_model
 
 XSS_CLASS = "<script>alert(1)</script>"
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -59,8 +61,24 @@ class TinyNet(nn.Module):
         return torch.softmax(logits, dim=1) if self.softmax else logits
 
 
+def _in_channels(model: nn.Module) -> int:
+    return next((m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d)), 3)
+
+
+def save_exported(model: nn.Module, path: Path, size: int = 32) -> Path:
+    """Save ``model`` (in eval mode) as a ``torch.export`` program with a dynamic batch."""
+    example = torch.rand(2, _in_channels(model), size, size)
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, path)
+    return path
+
+
 def save_torchscript(module: nn.Module, path: Path, kind: str = "script", size: int = 32) -> Path:
-    """Save ``module`` (in eval mode) as TorchScript, scripted or traced."""
+    """Save ``module`` (in eval mode) as TorchScript, scripted or traced, or (``kind``
+    ``"export"``) as a ``torch.export`` program."""
+    if kind == "export":
+        return save_exported(module, path, size)
     module = module.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -73,9 +91,14 @@ def save_torchscript(module: nn.Module, path: Path, kind: str = "script", size: 
     return path
 
 
-def torchscript_twin(model: nn.Module, kind: str, size: int) -> torch.jit.ScriptModule:
-    """``model`` (in eval mode) scripted or traced on a ``size``-pixel input, then saved and
-    loaded as a user's file would be; the eager ``model`` is its twin (same weights)."""
+def torchscript_twin(model: nn.Module, kind: str, size: int) -> Model:
+    """``model`` (in eval mode) scripted, traced or (``kind`` ``"export"``) exported on a
+    ``size``-pixel input, then saved and loaded as a user's file would be; the eager
+    ``model`` is its twin (same weights)."""
+    if kind == "export":
+        with tempfile.TemporaryDirectory() as folder:
+            path = save_exported(model, Path(folder) / "model.pt2", size)
+            return load_program(path, torch.device("cpu"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if kind == "script":
@@ -90,9 +113,9 @@ def torchscript_twin(model: nn.Module, kind: str, size: int) -> torch.jit.Script
         return torch.jit.load(buffer)
 
 
-def loaded_model(module: torch.jit.ScriptModule, channels: int = 3) -> LoadedModel:
-    """A :class:`LoadedModel` on the CPU for an in-memory TorchScript module."""
-    return LoadedModel(module, TappedModel(module), None, "", 0, torch.device("cpu"), channels)  # type: ignore[arg-type]
+def loaded_model(module: Model, channels: int = 3) -> LoadedModel:
+    """A :class:`LoadedModel` on the CPU for an in-memory TorchScript or exported module."""
+    return LoadedModel(module, tap_model(module), None, "", 0, torch.device("cpu"), channels)  # type: ignore[arg-type]
 
 
 def explain_context(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from auditor.architecture import choose_target_layer, layers_frame, profile_model
@@ -11,10 +12,10 @@ from auditor.load import load_model
 from tests.helpers import TinyNet, save_torchscript
 
 
-def test_profile_of_tiny_net(tmp_path: Path) -> None:
-    model = load_model(
-        save_torchscript(TinyNet(), tmp_path / "tiny.pt", "trace", size=16), torch.device("cpu")
-    )
+@pytest.mark.parametrize("kind", ["trace", "export"])
+def test_profile_of_tiny_net(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / ("tiny.pt2" if kind == "export" else "tiny.pt")
+    model = load_model(save_torchscript(TinyNet(), path, kind, size=16), torch.device("cpu"))
     profile = profile_model(model, (3, 16, 16), batch_size=4)
     layers = {layer.path: layer for layer in profile.layers}
     assert list(layers) == [

@@ -21,14 +21,22 @@ from auditor.taps import TappedModel
 from tests.helpers import TinyNet, loaded_model, save_torchscript, torchscript_twin
 
 
-@pytest.fixture(scope="module")
-def vit() -> tuple[VisionTransformer, LoadedModel]:
+def small_vit() -> VisionTransformer:
+    """A two-layer ViT for 32-pixel images with three classes, seeded, in eval mode."""
     torch.manual_seed(0)
     eager = VisionTransformer(
         image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
         num_classes=3,
     ).eval()  # fmt: skip
     torch.nn.init.normal_(eager.heads.head.weight)  # torchvision starts the head at zero
+    return eager
+
+
+@pytest.fixture(scope="module", params=["script", "export"])
+def vit(request: pytest.FixtureRequest) -> tuple[VisionTransformer, LoadedModel]:
+    eager = small_vit()
+    if request.param == "export":
+        return eager, loaded_model(torchscript_twin(eager, "export", 32))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scripted = torch.jit.script(eager)
@@ -80,9 +88,12 @@ def test_the_target_layer_is_chosen_or_checked(
     assert chosen == "encoder.layers.encoder_layer_1.ln_1"
     named = ExplainSettings(target_layer="encoder.layers.encoder_layer_0")
     assert target_layer(model, profile, named, kind, seed=0) == "encoder.layers.encoder_layer_0"
+    # An exported program has no node for a dropout in eval mode: its last MLP module is the
+    # linear layer mlp.3, TorchScript's the dropout mlp.4 (a no-op aten::dropout).
+    last_mlp = "mlp.4" if model.format == "TorchScript" else "mlp.3"
     later = (
-        "choose one of the later ones: encoder.layers.encoder_layer_1.mlp.4, encoder.layers, "
-        "encoder.layers.encoder_layer_1, encoder, encoder.ln"
+        f"choose one of the later ones: encoder.layers.encoder_layer_1.{last_mlp}, "
+        "encoder.layers, encoder.layers.encoder_layer_1, encoder, encoder.ln"
     )
     with pytest.raises(ConfigError) as error:
         target_layer(model, profile, ExplainSettings(target_layer="heads.head"), kind, seed=0)
@@ -131,13 +142,13 @@ def test_grad_cam_on_tokens_equals_the_eager_hook_reference(
 
 
 def test_a_vision_transformer_audit_runs_every_applicable_method(
-    vit: tuple[VisionTransformer, LoadedModel], tmp_path: Path, manifest: Path
+    tmp_path: Path, manifest: Path
 ) -> None:
     import pandas as pd
 
     from tests.helpers import invoke
 
-    eager, _ = vit
+    eager = small_vit()
     binary = VisionTransformer(
         image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
         num_classes=2,

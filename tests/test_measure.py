@@ -47,7 +47,7 @@ from tests.helpers import (
 ORDER = {"features.0": 1, "features.1": 2, "features.4": 5, "classifier": 9}
 
 
-@pytest.mark.parametrize("mode", ["script", "trace"])
+@pytest.mark.parametrize("mode", ["script", "trace", "export"])
 def test_the_cascade_runs_from_the_output_layer_down_and_redraws_only_its_modules(
     mode: str,
 ) -> None:

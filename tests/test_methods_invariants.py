@@ -34,7 +34,7 @@ from tests.helpers import (
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-MODES = ("script", "trace")
+MODES = ("script", "trace", "export")
 IDENTITY = Preprocessing(3, None, None, None)
 
 

@@ -81,7 +81,7 @@ ARCHITECTURES = {  # target layer per architecture, as in tests/test_taps.py
     "regnet_y_400mf": "trunk_output",
     "squeezenet1_1": "features",
 }
-MODES = ("script", "trace")
+MODES = ("script", "trace", "export")
 CASES = [(name, mode) for name in ARCHITECTURES for mode in MODES]
 # The GAP + linear head of each architecture that has one: (pooled module, linear module,
 # whether a functional ReLU sits between them). The others have no such head.

@@ -421,7 +421,7 @@ def test_the_dangerous_inputs_end_cleanly_under_an_address_space_limit(tmp_path:
             run.append(line)
     assert errors[0] == (
         "Error: model path '/dev/zero' is not a regular file (a device, FIFO or socket); "
-        "pass a TorchScript file"
+        "pass a TorchScript or .pt2 file"
     )
     assert errors[1].startswith("Error: --image-size must be at most 8,192"), errors[1]
     assert errors[2].startswith("Error: --batch-size must be at most 4,096"), errors[2]

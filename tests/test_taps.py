@@ -16,8 +16,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from auditor.explain import GradientPasses
 from auditor.load import LoadedModel, OutputKind
-from auditor.taps import TappedModel
-from tests.helpers import TinyNet, explain_context, gradient_passes, method_map
+from auditor.taps import Model, tap_model
+from tests.helpers import (
+    TinyNet,
+    explain_context,
+    gradient_passes,
+    method_map,
+    torchscript_twin,
+)
 
 SIZE = 64
 ARCHITECTURES = {
@@ -35,8 +41,10 @@ def eager(name: str) -> nn.Module:
     return model
 
 
-def compiled(model: nn.Module, kind: str) -> torch.jit.ScriptModule:
-    """Script or trace, then save and load, as a user's file would be."""
+def compiled(model: nn.Module, kind: str) -> Model:
+    """Script, trace or export, then save and load, as a user's file would be."""
+    if kind == "export":
+        return torchscript_twin(model, kind, SIZE)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if kind == "script":
@@ -49,8 +57,8 @@ def compiled(model: nn.Module, kind: str) -> torch.jit.ScriptModule:
         return torch.jit.load(buffer)
 
 
-def loaded(module: torch.jit.ScriptModule) -> LoadedModel:
-    return LoadedModel(module, TappedModel(module), None, "", 0, torch.device("cpu"), 3)  # type: ignore[arg-type]
+def loaded(module: Model) -> LoadedModel:
+    return LoadedModel(module, tap_model(module), None, "", 0, torch.device("cpu"), 3)  # type: ignore[arg-type]
 
 
 def assert_close_relative(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-4) -> None:
@@ -60,11 +68,11 @@ def assert_close_relative(actual: torch.Tensor, expected: torch.Tensor, rtol: fl
     torch.testing.assert_close(actual, expected, rtol=0, atol=rtol * scale)
 
 
-@pytest.mark.parametrize("kind", ["script", "trace"])
+@pytest.mark.parametrize("kind", ["script", "trace", "export"])
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
 def test_every_tapped_module_output_equals_the_eager_hook_output(name: str, kind: str) -> None:
     model = eager(name)
-    tapped = TappedModel(compiled(model, kind))
+    tapped = tap_model(compiled(model, kind))
     paths = [site.path for site in tapped.sites]
     x = torch.rand(2, 3, SIZE, SIZE)
     expected: dict[str, torch.Tensor] = {}
@@ -88,7 +96,7 @@ def test_every_tapped_module_output_equals_the_eager_hook_output(name: str, kind
         torch.testing.assert_close(value, expected[path], msg=lambda m, p=path: f"{p}: {m}")
 
 
-@pytest.mark.parametrize("kind", ["script", "trace"])
+@pytest.mark.parametrize("kind", ["script", "trace", "export"])
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_grad_cam_and_saliency_equal_captum_on_the_eager_twin(name: str, kind: str) -> None:
     model, layer = eager(name), ARCHITECTURES[name]
@@ -108,17 +116,17 @@ def test_grad_cam_and_saliency_equal_captum_on_the_eager_twin(name: str, kind: s
 
 
 def test_default_target_layer_is_the_outermost_owner_of_the_last_spatial_output() -> None:
-    tapped = TappedModel(compiled(eager("resnet18"), "script"))
+    tapped = tap_model(compiled(eager("resnet18"), "script"))
     owners = [s.path for s in tapped.sites if s.order == tapped.site("layer4").order]
     assert sorted(owners) == ["layer4", "layer4.1", "layer4.1.relu"]
 
 
-@pytest.mark.parametrize("kind", ["script", "trace"])
+@pytest.mark.parametrize("kind", ["script", "trace", "export"])
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
 def test_flops_by_module_add_up_to_flop_counter_mode(name: str, kind: str) -> None:
     module = compiled(eager(name), kind)
     x = torch.rand(1, 3, SIZE, SIZE)
-    total, per_module = TappedModel(module).flops_by_module(x)
+    total, per_module = tap_model(module).flops_by_module(x)
     with FlopCounterMode(display=False) as counter:
         module(x)
     assert total == counter.get_total_flops()
@@ -128,7 +136,7 @@ def test_flops_by_module_add_up_to_flop_counter_mode(name: str, kind: str) -> No
 
 def test_flops_of_a_hand_sized_network() -> None:
     module = compiled_tiny(TinyNet())
-    _, per_module = TappedModel(module).flops_by_module(torch.rand(1, 3, 16, 16))
+    _, per_module = tap_model(module).flops_by_module(torch.rand(1, 3, 16, 16))
     # conv 3→6, 3×3, 16×16 output; conv 6→8, 3×3, 8×8 output; linear 8→2.
     assert per_module["features.0"] == 2 * 6 * 16 * 16 * 3 * 9
     assert per_module["features.4"] == 2 * 8 * 8 * 8 * 6 * 9
@@ -143,12 +151,12 @@ def compiled_tiny(model: nn.Module) -> torch.jit.ScriptModule:
 
 
 def test_input_channels_come_from_the_first_convolution() -> None:
-    assert TappedModel(compiled_tiny(TinyNet(in_channels=1))).input_channels() == 1
-    assert TappedModel(compiled_tiny(TinyNet(in_channels=3))).input_channels() == 3
+    assert tap_model(compiled_tiny(TinyNet(in_channels=1))).input_channels() == 1
+    assert tap_model(compiled_tiny(TinyNet(in_channels=3))).input_channels() == 3
 
 
 def test_unknown_module_path_is_a_key_error_naming_close_modules() -> None:
-    tapped = TappedModel(compiled_tiny(TinyNet()))
+    tapped = tap_model(compiled_tiny(TinyNet()))
     with pytest.raises(KeyError, match=r"features\.0"):
         tapped(torch.rand(1, 3, 8, 8), ["features.9"])
 

@@ -69,7 +69,7 @@ def _sets(model, rng: np.random.Generator, n: int, count: int) -> list[np.ndarra
     return [layer_activations(model.tapped, _images(n, rng), "mix", 8) for _ in range(count)]
 
 
-@pytest.mark.parametrize("kind", ["script", "trace"])
+@pytest.mark.parametrize("kind", ["script", "trace", "export"])
 def test_a_class_that_is_a_channel_mean_moves_along_that_channels_concept(kind: str) -> None:
     rng = np.random.default_rng(0)
     model = loaded_model(torchscript_twin(ChannelMean(), kind, SIZE))

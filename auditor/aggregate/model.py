@@ -26,6 +26,7 @@ class ModelView:
 
     name: str
     file_size: int
+    file_format: str
     sha256: str
     input_shape: tuple[int, int, int]
     n_classes: int
@@ -51,6 +52,7 @@ def model_view(inputs: AuditInputs) -> ModelView:
     return ModelView(
         name=inputs.config.model.name,
         file_size=profile.file_size,
+        file_format=profile.file_format,
         sha256=profile.sha256,
         input_shape=profile.input_shape,
         n_classes=len(inputs.evaluation.metrics.per_class),

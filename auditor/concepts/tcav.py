@@ -45,7 +45,7 @@ from numpy.typing import NDArray
 from sklearn.linear_model import SGDClassifier
 
 from auditor.load import OutputKind, class_scores
-from auditor.taps import TappedModel
+from auditor.taps import Taps
 
 __all__ = [
     "TcavResult",
@@ -58,7 +58,7 @@ __all__ = [
 
 
 def layer_activations(
-    tapped: TappedModel,
+    tapped: Taps,
     images: torch.Tensor,
     layer: str,
     batch_size: int,
@@ -85,7 +85,7 @@ def layer_activations(
 
 
 def layer_gradients(
-    tapped: TappedModel, images: torch.Tensor, layer: str, target: int, batch_size: int,
+    tapped: Taps, images: torch.Tensor, layer: str, target: int, batch_size: int,
     pool: bool = False, kind: OutputKind = OutputKind.LOGITS,
 ) -> NDArray[np.float32]:  # fmt: skip
     """``(N, D)``: the gradient of the ``target`` score with respect to the layer's output

@@ -44,7 +44,7 @@ class IntegratedGradients(Method):
     title = "Integrated gradients"
     paper = "Sundararajan et al., 2017, Axiomatic Attribution for Deep Networks (arXiv:1703.01365)"
     postprocessing = ("sum-over-channels", "relu")
-    implementation = "Captum IntegratedGradients on the TorchScript forward"
+    implementation = "Captum IntegratedGradients on the model's forward"
     perturbation = True
     reading = (
         "Pixels whose change from the baseline image accounts for the class score; "

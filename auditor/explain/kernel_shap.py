@@ -21,7 +21,7 @@ class KernelShap(Method):
     title = "KernelSHAP"
     paper = "Lundberg and Lee, 2017, A Unified Approach to Interpreting Model Predictions"
     postprocessing = ("mean-over-channels", "relu")
-    implementation = "Captum KernelShap on the TorchScript forward, scikit-image SLIC superpixels"
+    implementation = "Captum KernelShap on the model's forward, scikit-image SLIC superpixels"
     perturbation = True
     reading = "Each superpixel's estimated Shapley value for the class score."
     caveat = (

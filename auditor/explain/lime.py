@@ -24,7 +24,7 @@ class Lime(Method):
     title = "LIME"
     paper = "Ribeiro et al., 2016, Why Should I Trust You? (arXiv:1602.04938)"
     postprocessing = ("mean-over-channels", "relu")
-    implementation = "Captum Lime on the TorchScript forward, scikit-image SLIC superpixels"
+    implementation = "Captum Lime on the model's forward, scikit-image SLIC superpixels"
     perturbation = True
     reading = "Superpixels whose presence a local linear model finds raises the class score."
     caveat = (

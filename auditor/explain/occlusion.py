@@ -21,7 +21,7 @@ class Occlusion(Method):
     title = "Occlusion"
     paper = "Zeiler and Fergus, 2014, Visualizing and Understanding CNNs (arXiv:1311.2901)"
     postprocessing = ("mean-over-channels", "relu")
-    implementation = "Captum Occlusion on the TorchScript forward"
+    implementation = "Captum Occlusion on the model's forward"
     perturbation = True
     reading = "How much the class score drops when each region is hidden."
     caveat = (

@@ -27,7 +27,7 @@ import torch
 from auditor.load import LoadedModel
 from auditor.measure.check import NOT_MEASURED, Check, Evidence
 from auditor.measure.similarity import mean_ci
-from auditor.taps import TappedModel
+from auditor.taps import Model, tap_model
 
 __all__ = ["CascadeStep", "Randomisation", "cascade", "randomised_models"]
 
@@ -47,7 +47,7 @@ class CascadeStep:
     share: float
 
 
-def _parameter_modules(module: torch.jit.ScriptModule) -> list[str]:
+def _parameter_modules(module: Model) -> list[str]:
     """Paths of the modules that own parameters directly, in definition order."""
     owners = dict.fromkeys(name.rpartition(".")[0] for name, _ in module.named_parameters())
     return list(owners)
@@ -96,7 +96,7 @@ def randomised_models(
     the next step.
     """
     module = copy.deepcopy(model.module)
-    randomised = dataclasses.replace(model, module=module, tapped=TappedModel(module))
+    randomised = dataclasses.replace(model, module=module, tapped=tap_model(module))
     generator = torch.Generator().manual_seed(seed)
     parameters = dict(module.named_parameters())
     done: set[str] = set()

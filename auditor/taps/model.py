@@ -45,7 +45,7 @@ from auditor.taps.graph import (
 )
 from auditor.taps.head import HeadInput, LinearHead, find_head_input, find_linear_head
 
-__all__ = ["ModuleSite", "TappedModel"]
+__all__ = ["ModuleEntry", "ModuleSite", "TappedModel"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,21 @@ class ModuleSite:
     path: str
     type_name: str
     order: int
+
+
+@dataclass(frozen=True)
+class ModuleEntry:
+    """A submodule, tapped or not, for the architecture table.
+
+    Attributes:
+        path: Dotted module path, e.g. ``"layer4.1.conv2"``.
+        type_name: The module's class name, e.g. ``"Conv2d"``.
+        parameters: Parameters of the module and its children.
+    """
+
+    path: str
+    type_name: str
+    parameters: int
 
 
 class TappedModel:
@@ -160,6 +175,18 @@ class TappedModel:
             hint = f"; modules with that prefix: {', '.join(close)}" if close else ""
             raise KeyError(f"module {path!r} has no tappable output in this model{hint}")
         return self._sites[path][0]
+
+    def modules(self) -> list[ModuleEntry]:
+        """Every submodule, in definition order (a parent before its children)."""
+        return [
+            ModuleEntry(
+                path=path,
+                type_name=str(getattr(submodule, "original_name", type(submodule).__name__)),
+                parameters=sum(p.numel() for p in submodule.parameters()),
+            )
+            for path, submodule in self.module.named_modules()
+            if path
+        ]
 
     def _function(self, addresses: tuple[int, ...]) -> Any:
         """A compiled forward that returns ``(output, *values)`` for the values at ``addresses``."""
