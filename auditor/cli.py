@@ -122,10 +122,21 @@ def _finish(folder: Path) -> None:
     metavar="FILE",
     help="Append each stage's start and end as JSON lines to FILE (- for stderr).",
 )
+@click.option(
+    "--resume",
+    type=_PATH,
+    metavar="FOLDER",
+    help="Go on with the interrupted run whose hidden .<name>.partial folder this is "
+    "(the same command finds it by itself in --out).",
+)
 @_setting_flags
 @_user_errors
 def run(
-    config_file: Path | None, skip_if_unchanged: bool, log_json: str | None, **flags: Any
+    config_file: Path | None,
+    skip_if_unchanged: bool,
+    log_json: str | None,
+    resume: Path | None,
+    **flags: Any,
 ) -> None:
     """Audit MODEL on DATA and write a report folder."""
     from auditor.config import resolve_config
@@ -139,7 +150,7 @@ def run(
     try:
         if skip_if_unchanged and _unchanged(config):
             return
-        folder = run_audit(config, command=shlex.join(["auditor", "run", *words]))
+        folder = run_audit(config, shlex.join(["auditor", "run", *words]), resume)
     except BaseException as error:  # a scheduler's log says how the run ended, always
         if not isinstance(error, SystemExit):
             emit("run_failed", error=str(error) or error.__class__.__name__)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,7 +17,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from auditor.data import Dataset, Exclusion
+from auditor.data import Dataset, Exclusion, Sample
 from auditor.errors import DataError, ModelError
 from auditor.images import Preprocessing, make_loader
 from auditor.load import (
@@ -217,21 +218,40 @@ class _Scores:
     intensities: list[np.ndarray]
     hashes: dict[int, str]
     failures: list[tuple[int, str, str]]  # (index, reason, file SHA-256)
+    embeddings: list[np.ndarray] = field(default_factory=list)
+
+    def merge(self, part: _Scores, store: EmbeddingStore | None) -> None:
+        """Append a chunk's scores; its embeddings go to ``store`` (memory stays bounded)."""
+        self.indices += part.indices
+        self.probabilities += part.probabilities
+        self.intensities += part.intensities
+        self.hashes.update(part.hashes)
+        self.failures += part.failures
+        if store is not None:
+            for vectors in part.embeddings:
+                store.add(torch.from_numpy(vectors))
+
+
+Memo = Callable[[str, Callable[[], _Scores]], _Scores]
+"""Saves a chunk's scores under a name, or reads them back (see :mod:`auditor.checkpoint`)."""
+
+CHUNK_IMAGES = 4096
+"""Images per chunk of the evaluation that a resumable run saves (whole batches)."""
 
 
 def _score(
     model: LoadedModel,
     dataset: Dataset,
+    samples: Sequence[Sample],
     preprocessing: Preprocessing,
     kind: OutputKind,
     settings: EvaluationSettings,
     site: EmbeddingSite | None,
-    store: EmbeddingStore | None,
 ) -> _Scores:
-    """Stream the data set through the model once; non-finite outputs become failures.
-    With a ``site``, each scored image's embedding goes to ``store``."""
+    """Stream ``samples`` through the model once; non-finite outputs become failures.
+    With a ``site``, each scored image's embedding is kept too."""
     loader = make_loader(
-        dataset.samples,
+        samples,
         preprocessing,
         settings.batch_size,
         settings.workers,
@@ -253,8 +273,10 @@ def _score(
             finite = check_output(
                 output, kind, len(dataset.classes), len(batch.indices), model.path.name
             ).cpu()
-            if store is not None and vectors is not None:
-                store.add(vectors[finite.to(vectors.device)])
+            if vectors is not None:
+                scores.embeddings.append(
+                    vectors[finite.to(vectors.device)].detach().float().cpu().numpy()
+                )
             scores.probabilities.append(
                 to_probabilities(output, kind)[finite.to(output.device)].cpu().numpy()
             )
@@ -279,16 +301,32 @@ def evaluate(
     kind: OutputKind,
     settings: EvaluationSettings,
     site: EmbeddingSite | None = None,
+    memo: Memo | None = None,
+    chunk_images: int = CHUNK_IMAGES,
 ) -> Evaluation:
     """Score every image once, in batches, and compute the metrics; with a ``site``, keep
-    each scored image's embedding (tapped in the same pass).
+    each scored image's embedding (tapped in the same pass). With a ``memo``, the images
+    are scored ``chunk_images`` at a time (rounded down to whole batches, so the batches
+    are those of an unchunked pass) and each chunk's scores are saved as it finishes: a
+    resumed run reads the chunks it has and scores the rest.
 
     Raises:
         DataError: No image of the data set could be read.
     """
     started = time.perf_counter()
     store = EmbeddingStore(len(dataset.samples)) if site is not None else None
-    scores = _score(model, dataset, preprocessing, kind, settings, site, store)
+    scores = _Scores([], [], [], {}, [])
+    samples = dataset.samples
+    step = len(samples) or 1
+    if memo is not None:
+        step = max(1, chunk_images // settings.batch_size) * settings.batch_size
+    for start in range(0, len(samples), step):
+
+        def scored(chunk: Sequence[Sample] = samples[start : start + step]) -> _Scores:
+            return _score(model, dataset, chunk, preprocessing, kind, settings, site)
+
+        part = memo(f"evaluate-{start:09d}", scored) if memo is not None else scored()
+        scores.merge(part, store)
     seconds = time.perf_counter() - started
     failures, hashes = scores.failures, scores.hashes
     excluded = [

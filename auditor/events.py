@@ -87,7 +87,8 @@ def emit(event: str, stage: str | None = None, **fields: Any) -> None:
     """Send one event: ``run_start``, ``plan`` (one per counted stage and one in all,
     also shown at a terminal), ``stage_start``, ``stage_end``, ``run_end``,
     ``run_failed`` or ``run_skipped`` (the last two as JSON only: the error's or the
-    skip's own line says it on stderr)."""
+    skip's own line says it on stderr), ``run_resumed`` and ``stage_resumed`` (a stage
+    read back from an interrupted run's checkpoint, JSON only)."""
     if _SINKS.json is not None:
         record = {"event": event, "stage": stage, "time": datetime.now(UTC).isoformat()}
         _SINKS.json.write(json.dumps({**record, **fields}, default=str) + "\n")

@@ -20,6 +20,7 @@ from typing import Any
 from auditor import __version__
 from auditor.aggregate import AuditInputs, ReportData, build_report_data
 from auditor.architecture import profile_model
+from auditor.checkpoint import NO_CHECKPOINT, Checkpoint, open_checkpoint, run_identity
 from auditor.clinical import Clinical, analyse_predictions, positive_class
 from auditor.clinical.groups import intersection_columns
 from auditor.clinical.link import shortcut_links
@@ -39,7 +40,7 @@ from auditor.events import durations, emit, stage
 from auditor.explain.engine import Explanations, explain_cases
 from auditor.explain.features import stage_layers
 from auditor.explain.layers import target_layer
-from auditor.history.identity import model_identity
+from auditor.history.identity import config_sha256, model_identity
 from auditor.history.runs import previous_run, record_run
 from auditor.history.store import RunRecord
 from auditor.images import model_preprocessing
@@ -94,39 +95,53 @@ def _load(config: AuditConfig) -> Loaded:
     )
 
 
+def _evaluated(config: AuditConfig, loaded: Loaded, checkpoint: Checkpoint) -> Evaluation:
+    """The evaluation (its chunks saved in ``checkpoint`` as they finish), with its
+    mixed-precision check against float32."""
+    model, dataset, preprocessing = loaded.model, loaded.dataset, loaded.preprocessing
+    evaluation = evaluate(
+        model, dataset, preprocessing, loaded.kind, config.evaluation, loaded.site,
+        checkpoint.memo,
+    )  # fmt: skip
+    checked = check_precision(
+        model, dataset, preprocessing, loaded.kind, config.evaluation, evaluation.predictions
+    )
+    return dataclasses.replace(evaluation, precision_check=checked)
+
+
 def _analyse(
-    config: AuditConfig, loaded: Loaded, previous: tuple[RunRecord | None, str] = (None, "")
+    config: AuditConfig,
+    loaded: Loaded,
+    previous: tuple[RunRecord | None, str] = (None, ""),
+    checkpoint: Checkpoint = NO_CHECKPOINT,
 ) -> Results:
-    """Evaluate, select, explain and measure: every stage that runs the model."""
+    """Evaluate, select, explain and measure: every stage that runs the model, each one's
+    result saved in ``checkpoint`` as it finishes (and read from it when it is there)."""
     model, dataset, preprocessing = loaded.model, loaded.dataset, loaded.preprocessing
     with stage("evaluate") as counts:
-        evaluation = evaluate(
-            model, dataset, preprocessing, loaded.kind, config.evaluation, loaded.site
-        )
-        checked = check_precision(
-            model, dataset, preprocessing, loaded.kind, config.evaluation, evaluation.predictions
-        )
-        evaluation = dataclasses.replace(evaluation, precision_check=checked)
+        evaluation = checkpoint.stage("evaluate", lambda: _evaluated(config, loaded, checkpoint))
         counts |= {"images": len(evaluation.predictions), "excluded": len(evaluation.excluded)}
     positive = positive_class(dataset.classes, config.clinical)
     with stage("robustness") as counts:
-        perturbed = perturbed_predictions(
+        perturbed = checkpoint.stage("robustness", lambda: perturbed_predictions(
             model, dataset, preprocessing, loaded.kind, evaluation.predictions,
             config.robustness, None if positive is None else dataset.classes.index(positive),
-        )  # fmt: skip
+        ))  # fmt: skip
         counts["perturbed_predictions"] = 0 if perturbed is None else len(perturbed.frame)
     with stage("concepts") as counts:
-        concepts = analyse_concepts(
+        concepts = checkpoint.stage("concepts", lambda: analyse_concepts(
             model, dataset, loaded.concepts, preprocessing, evaluation.predictions,
             stage_layers(loaded.profile.layers), config.dissection, loaded.kind,
-        )  # fmt: skip
+        ))  # fmt: skip
         counts["concepts"] = len(loaded.concepts.names)
     selection = select_cases(
         evaluation.predictions, dataset.classes, config.explain_samples, config.seed
     )
-    explanations, trust = _explained(config, loaded, evaluation, selection)
+    explanations, trust = _explained(config, loaded, evaluation, selection, checkpoint)
     clinical, robustness = _clinical(config, loaded, evaluation, perturbed, (explanations, trust))
-    similarity, changed = _representations(config, loaded, evaluation, selection, clinical, trust)
+    similarity, changed = _representations(
+        config, loaded, (evaluation, selection), clinical, trust, checkpoint
+    )
     metrics = metrics_document(
         evaluation, dataset.classes, trust, clinical, robustness, concepts, similarity, changed
     )
@@ -197,46 +212,51 @@ def _clinical(
 def _representations(
     config: AuditConfig,
     loaded: Loaded,
-    evaluation: Evaluation,
-    selection: Selection,
+    evaluated: tuple[Evaluation, Selection],
     clinical: Clinical,
     trust: Trust,
+    checkpoint: Checkpoint,
 ) -> tuple[Similarity | None, Counterfactuals | None]:
     """The embedding's analyses and the counterfactual explanations."""
     model, preprocessing = loaded.model, loaded.preprocessing
+    evaluation, selection = evaluated
     with stage("similarity") as counts:
-        similarity = analyse_similarity(
+        similarity = checkpoint.stage("similarity", lambda: analyse_similarity(
             model, preprocessing, evaluation, loaded.site, loaded.train, clinical.grouping,
             selection, config.similarity,
-        )  # fmt: skip
+        ))  # fmt: skip
         counts["embeddings"] = 0 if evaluation.embeddings is None else evaluation.embeddings.rows
     with stage("counterfactuals") as counts:
-        changed = counterfactuals(
+        changed = checkpoint.stage("counterfactuals", lambda: counterfactuals(
             model, loaded.dataset, preprocessing, evaluation.predictions, selection,
             loaded.kind, loaded.concepts, config.counterfactuals, config.explain.superpixels,
             trust.shortcuts,
-        )  # fmt: skip
+        ))  # fmt: skip
         counts["images"] = 0 if changed is None else len(changed.frame)
     return similarity, changed
 
 
 def _explained(
-    config: AuditConfig, loaded: Loaded, evaluation: Evaluation, selection: Selection
+    config: AuditConfig,
+    loaded: Loaded,
+    evaluation: Evaluation,
+    selection: Selection,
+    checkpoint: Checkpoint,
 ) -> tuple[Explanations, Trust]:
     """Explain the selected cases with every method, then measure the methods' trust."""
     model, dataset, preprocessing = loaded.model, loaded.dataset, loaded.preprocessing
     with stage("explain") as counts:
-        explanations = explain_cases(
+        explanations = checkpoint.stage("explain", lambda: explain_cases(
             model, dataset, preprocessing, evaluation.predictions, selection, loaded.kind,
             loaded.layer, config.explain, config.batch_size,
-            stages=stage_layers(loaded.profile.layers),
-        )  # fmt: skip
+            stages=stage_layers(loaded.profile.layers), memo=checkpoint.memo,
+        ))  # fmt: skip
         counts |= {"cases": len(explanations.cases), "methods": len(explanations.methods)}
     with stage("trust") as counts:
-        trust = measure_trust(
+        trust = checkpoint.stage("trust", lambda: measure_trust(
             model, dataset, preprocessing, evaluation.predictions, explanations, loaded.kind,
             config.trust, loaded.profile.layers, config.batch_size,
-        )  # fmt: skip
+        ))  # fmt: skip
         counts["methods_judged"] = len(trust.verdicts)
     return explanations, trust
 
@@ -266,6 +286,7 @@ def _report(
     command: str,
     times: tuple[datetime, datetime],
     plan: RunPlan,
+    resumed: tuple[str, ...] = (),
 ) -> ReportData:
     """The report's views of everything computed."""
     return build_report_data(
@@ -294,19 +315,26 @@ def _report(
             auditor_version=__version__,
             plan=plan,
             stage_seconds=durations(),
+            resumed=resumed,
         )
     )
 
 
-def run_audit(config: AuditConfig, command: str | None = None) -> Path:
+def run_audit(config: AuditConfig, command: str | None = None, resume: Path | None = None) -> Path:
     """Run every stage and write the run folder.
+
+    Each stage's result is saved in the partial run folder as it finishes; a run that
+    stops (killed, or out of memory) keeps them, and the same command run again, or
+    ``resume``, goes on from there (see :mod:`auditor.checkpoint`).
 
     Args:
         config: The resolved configuration.
         command: The command line to record in the report (default: ``sys.argv``).
+        resume: An interrupted run's partial folder to go on with (default: the newest
+            in ``config.out`` with the same model, data and settings, if any).
 
     Returns:
-        The run folder ``<out>/<model stem>-<UTC timestamp>/``.
+        The run folder ``<out>/<model stem>-<UTC timestamp>/`` (the first start's).
 
     Raises:
         AuditError: A problem with the model, data or configuration (nothing written).
@@ -321,10 +349,17 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
         counts |= {"images": len(loaded.dataset.samples), "layers": len(loaded.profile.layers)}
     plan = plan_run(config, loaded)
     announce_plan(plan)
-    results = _analyse(config, loaded, previous)
+    identity = run_identity(
+        config_sha256(config.as_dict(), __version__), loaded.model.sha256, loaded.dataset
+    )
+    checkpoint = open_checkpoint(config.out, config.model.stem, started, identity, resume)
+    started = checkpoint.started or started
+    with checkpoint.kept_on_failure():
+        results = _analyse(config, loaded, previous, checkpoint)
     finished = _now()
     with stage("write") as counts:
-        report = _report(config, loaded, results, command, (started, finished), plan)
+        resumed = tuple(checkpoint.resumed or ())
+        report = _report(config, loaded, results, command, (started, finished), plan, resumed)
         folder = assemble(
             config.out,
             config.model.stem,
@@ -332,6 +367,7 @@ def run_audit(config: AuditConfig, command: str | None = None) -> Path:
             lambda folder: write_run_folder(
                 folder, config, loaded, results, report, (command, (started, finished))
             ),
+            checkpoint.partial,
         )
         counts["files"] = sum(1 for path in folder.iterdir() if path.is_file())
     recorded = record_run(config, folder)

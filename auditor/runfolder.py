@@ -45,29 +45,56 @@ def check_writable(out: Path) -> None:
         raise _cannot_create(out, PermissionError(f"{str(existing)!r} is not writable"))
 
 
-def assemble(out: Path, stem: str, started: datetime, write: Callable[[Path], None]) -> Path:
-    """Create the run folder as a hidden ``.partial`` folder, ``write`` into it, rename it.
+def assemble(
+    out: Path,
+    stem: str,
+    started: datetime,
+    write: Callable[[Path], None],
+    partial: Path | None = None,
+) -> Path:
+    """Create the run folder as a hidden ``.partial`` folder (or use ``partial``, a resumable
+    run's, whose ``checkpoint/`` is removed once every file is written), ``write`` into it
+    and rename it into place.
 
     Raises:
-        OutputError: The folder cannot be created or written (nothing is kept).
+        OutputError: The folder cannot be created or written (nothing is kept but a
+            resumable run's checkpoint).
     """
     try:
         out.mkdir(parents=True, exist_ok=True)
         folder = _run_folder(out, stem, started)
-        partial = out / f".{folder.name}.partial"
-        partial.mkdir()
+        if partial is None:
+            partial = out / f".{folder.name}.partial"
+            partial.mkdir()
+            keep: Path | None = None
+        else:
+            named = out / partial.name[1:].removesuffix(".partial")
+            folder = folder if named.exists() else named
+            keep = partial / "checkpoint"
     except OSError as error:
         raise _cannot_create(out, error) from None
     try:
         write(partial)
+        if keep is not None:
+            shutil.rmtree(keep)
         os.replace(partial, folder)
     except OSError as error:
-        shutil.rmtree(partial, ignore_errors=True)
+        _clean(partial, keep)
         raise OutputError(
             f"writing the run folder in {str(out)!r} failed ({error.strerror or error}); "
             f"nothing was kept; check free space and permissions, then run again"
         ) from None
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        _clean(partial, keep)
         raise
     return folder
+
+
+def _clean(partial: Path, keep: Path | None) -> None:
+    """Remove what a failed write left in ``partial``: all of it, or all but ``keep``."""
+    if keep is None or not keep.is_dir():
+        shutil.rmtree(partial, ignore_errors=True)
+        return
+    for path in partial.iterdir():
+        if path != keep:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()

@@ -35,8 +35,10 @@ def _every_run_folder_is_checked() -> Iterator[None]:
     of metrics.json and manifest.json (see tests.helpers.check_run_folder)."""
     original = auditor.pipeline.run_audit
 
-    def checked(config: AuditConfig, command: str | None = None) -> Path:
-        folder = original(config, command)
+    def checked(
+        config: AuditConfig, command: str | None = None, resume: Path | None = None
+    ) -> Path:
+        folder = original(config, command, resume)
         check_run_folder(folder)
         return folder
 

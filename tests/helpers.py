@@ -403,3 +403,29 @@ def headless_chromium(width: int, height: int) -> Iterator[webdriver.Chrome]:
         yield driver
     finally:
         driver.quit()
+
+
+WHEN_AND_WHERE = {"manifest.json", "SHA256SUMS", "report.html", "report.pdf", "summary.md"}
+"""Run-folder files that record the run's times, its folder or its command line."""
+
+
+def assert_same_results(first: Path, second: Path) -> None:
+    """Two run folders hold the same files, and the same bytes in every CSV, JSON and array
+    file (arrays compared member by member) but the :data:`WHEN_AND_WHERE` files, whose
+    recorded hashes of the others must match too."""
+    names = {p.name for p in first.iterdir()}
+    assert names == {p.name for p in second.iterdir()}
+    for name in sorted(names - WHEN_AND_WHERE):
+        a, b = first / name, second / name
+        if name.endswith(".npz"):
+            with np.load(a) as left, np.load(b) as right:
+                assert sorted(left.files) == sorted(right.files), name
+                for key in left.files:
+                    np.testing.assert_array_equal(left[key], right[key], err_msg=f"{name}:{key}")
+        elif name.endswith(".npy"):
+            np.testing.assert_array_equal(np.load(a), np.load(b), err_msg=name)
+        else:
+            assert a.read_bytes() == b.read_bytes(), name
+    hashes = (json.loads((f / "manifest.json").read_text()) for f in (first, second))
+    left, right = ({k: v for k, v in m["files"].items() if k not in WHEN_AND_WHERE} for m in hashes)
+    assert left == right  # the .npz files too: their members carry no time

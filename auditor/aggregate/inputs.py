@@ -63,6 +63,7 @@ class AuditInputs:
             of this model's name (``""`` otherwise).
         plan: The passes each stage was planned to take (``None``: not planned).
         stage_seconds: Seconds each stage took, by its name.
+        resumed: The stages and parts read back from an interrupted run's checkpoint.
     """
 
     config: AuditConfig
@@ -89,3 +90,4 @@ class AuditInputs:
     comparison_note: str = ""
     plan: RunPlan | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    resumed: tuple[str, ...] = ()

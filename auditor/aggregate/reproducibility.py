@@ -72,6 +72,8 @@ class ReproducibilityView:
         versions: ``(package, version)`` pairs.
         cost: The pass plan, stage by stage, against each stage's time.
         pass_ms: The plan's milliseconds per image of a forward pass.
+        resumed: What an interrupted run's checkpoint gave this one, in words ("": the
+            run was not interrupted).
     """
 
     command: str
@@ -85,6 +87,22 @@ class ReproducibilityView:
     versions: tuple[tuple[str, str], ...]
     cost: tuple[CostRow, ...]
     pass_ms: float
+    resumed: str
+
+
+def resumed_text(resumed: tuple[str, ...]) -> str:
+    """``"evaluate, explain (2 batches) and trust"``: the stages, and the evaluation's
+    chunks and explanation batches of unfinished stages, read back from a checkpoint."""
+    stages = [name for name in resumed if "-" not in name]
+    parts = list(stages)
+    for stage, unit, units in (("evaluate", "chunk", "chunks"), ("explain", "batch", "batches")):
+        count = sum(1 for name in resumed if name.startswith(f"{stage}-"))
+        if count and stage not in stages:
+            parts.append(f"{stage} ({count} {unit if count == 1 else units} of it)")
+    if not parts:
+        return ""
+    listed = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+    return f"Resumed after an interruption; read back from its checkpoint: {listed}"
 
 
 def reproducibility_view(inputs: AuditInputs) -> ReproducibilityView:
@@ -101,4 +119,5 @@ def reproducibility_view(inputs: AuditInputs) -> ReproducibilityView:
         versions=inputs.versions,
         cost=_cost_rows(inputs),
         pass_ms=inputs.plan.pass_seconds * 1e3 if inputs.plan is not None else float("nan"),
+        resumed=resumed_text(inputs.resumed),
     )

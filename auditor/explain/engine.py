@@ -13,7 +13,7 @@ the state the methods ran in (:meth:`Explanations.context`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -23,8 +23,9 @@ import torch
 from tqdm import tqdm
 
 from auditor.data import Dataset
-from auditor.explain import METHODS, ExplainContext, ExplainSettings, Method, PassCount
+from auditor.explain import METHODS, ExplainContext, ExplainSettings, Method
 from auditor.explain.batching import attribute_batch, batches_halving_on_oom, set_pass_batches
+from auditor.explain.description import MethodDescription, describe
 from auditor.explain.features import FEATURE_IMAGES, FeatureMaps, Stage, first_filters, stage_maps
 from auditor.explain.store import Case, MapStore
 from auditor.images import Preprocessing, read_image
@@ -40,6 +41,10 @@ __all__ = [
     "mean_colour",
 ]
 
+Maps = dict[str, np.ndarray | str]
+Memo = Callable[[str, Callable[[], Maps]], Maps]
+"""Saves a batch's maps under a name, or reads them back (see :mod:`auditor.checkpoint`)."""
+
 _RECORD_DTYPES = {
     "index": "int64",
     "path": "string",
@@ -50,52 +55,6 @@ _RECORD_DTYPES = {
     "status": "string",
     "detail": "string",
 }
-
-
-@dataclass(frozen=True)
-class MethodDescription:
-    """What the report says about a method that ran.
-
-    Attributes:
-        key, title, paper, implementation, reading, caveat: From the method's class.
-        layer: ``"input"``, the target layer's path, or the head's pooled feature map.
-        steps: Post-processing steps, in order (``min-max`` for display is not listed).
-        settings: Its settings in words ("" if none).
-        passes: Passes per image beyond the shared gradient passes.
-    """
-
-    key: str
-    title: str
-    paper: str
-    implementation: str
-    reading: str
-    caveat: str
-    layer: str
-    steps: tuple[str, ...]
-    settings: str
-    passes: PassCount
-
-
-def describe(method: Method, context: ExplainContext, size: tuple[int, int]) -> MethodDescription:
-    """The report's description of ``method`` as it runs in ``context``."""
-    if method.needs_head:
-        layer = "feature map pooled by the head"
-    elif method.uses_layer:
-        layer = context.layer or "—"
-    else:
-        layer = "input"
-    return MethodDescription(
-        key=method.key,
-        title=method.title,
-        paper=method.paper,
-        implementation=method.implementation,
-        reading=method.reading,
-        caveat=method.caveat,
-        layer=layer,
-        steps=tuple(method.postprocessing),
-        settings=method.settings_text(),
-        passes=method.passes_per_image(context, size),
-    )
 
 
 @dataclass(frozen=True)
@@ -274,21 +233,28 @@ def _explain_in_batches(
     batch_size: int,
     outcome: _Outcome,
     seconds: dict[str, float],
+    memo: Memo | None = None,
 ) -> int:
     """Run ``methods`` over ``cases``, ``batch_size`` at a time; returns the size used last.
 
     A batch that runs out of memory is halved, and the perturbation methods' batch sizes
-    shrink in proportion; a case that does not fit alone becomes ``failed`` rows.
+    shrink in proportion; a case that does not fit alone becomes ``failed`` rows. With a
+    ``memo``, each batch's maps are saved as it finishes (and read back when saved).
     """
     seed = context.settings.seed
 
-    def run(start: int, stop: int) -> dict[str, np.ndarray | str]:
+    def attributed(start: int, stop: int) -> dict[str, np.ndarray | str]:
         chunk = cases[start:stop]
         images = torch.stack([display[c.index] for c in chunk])
         targets = torch.tensor([c.target for c in chunk])
         return attribute_batch(
             context, methods, images, targets, [seed + c.index for c in chunk], seconds
         )
+
+    def run(start: int, stop: int) -> dict[str, np.ndarray | str]:
+        if memo is None:
+            return attributed(start, stop)
+        return memo(f"explain-{start:06d}-{stop:06d}", lambda: attributed(start, stop))
 
     size = batch_size
     progress = tqdm(total=len(cases), desc="explain", unit="map", leave=False, disable=None)
@@ -355,12 +321,15 @@ def explain_cases(
     batch_size: int,
     stages: tuple[Stage, ...] = (),
     feature_images: int = FEATURE_IMAGES,
+    memo: Memo | None = None,
 ) -> Explanations:
     """Compute every selected method that applies to the model for the selected images.
 
     Misclassified images are explained for the predicted and the true class; sampled
     images for the predicted class. The strongest activation maps of ``stages`` are
     kept for the first ``feature_images`` images (half misclassified, half sampled).
+    With a ``memo``, each batch of cases is saved as it finishes (a resumed run reads
+    the batches it has; see :mod:`auditor.checkpoint`).
     """
     context, methods, not_applicable = build_context(model, kind, layer, settings, preprocessing)
     cases = _cases(selection, predictions, dataset.classes)
@@ -375,7 +344,9 @@ def explain_cases(
         context.mean_colour = mean_colour(display.values())
         example = preprocessing.normalise(display[readable[0].index]).to(model.device)
         set_pass_batches(context, methods, example, batch_size, settings.pass_batches)
-    size = _explain_in_batches(context, methods, readable, display, batch_size, outcome, seconds)
+    size = _explain_in_batches(
+        context, methods, readable, display, batch_size, outcome, seconds, memo
+    )
     height, width = display[readable[0].index].shape[-2:] if readable else (0, 0)
     colour = context.mean_colour
     return Explanations(

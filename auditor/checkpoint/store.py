@@ -1,0 +1,213 @@
+"""Resumable runs: each stage's result is saved in the hidden ``.partial`` run folder as it
+finishes, so that a run killed by a scheduler's time limit (or ``kill -9``) continues
+where it stopped.
+
+The partial folder holds ``checkpoint/``: ``run.json`` (what makes this run this audit:
+the configuration's, the model's and the data listing's hashes, and when it started) and
+one folder per finished stage or evaluation chunk, each written under a temporary name
+and renamed when complete, so a half-written result is never read. Rerunning the same
+command finds the partial folder by that identity (``--resume FOLDER`` names it), reads
+what is finished and computes the rest; the run then writes its files into the same
+folder, drops ``checkpoint/`` and renames the folder into place. A folder with the final
+name is only ever complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from auditor import __version__
+from auditor.checkpoint.codec import CheckpointError, read_value, write_value
+from auditor.data import Dataset
+from auditor.errors import AuditError, ConfigError, OutputError
+from auditor.events import emit
+
+__all__ = ["NO_CHECKPOINT", "Checkpoint", "open_checkpoint", "run_identity"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+FOLDER = "checkpoint"
+
+
+def run_identity(config_sha: str, model_sha: str, dataset: Dataset) -> str:
+    """What a partial folder must match to be resumed: the configuration's SHA-256 (see
+    :func:`auditor.history.identity.config_sha256`), the model file's, and the data
+    listing's (each image's path, label, metadata, size and modification time: cheap to
+    read, and an image rewritten since the kill would not match)."""
+    digest = hashlib.sha256(f"{config_sha}\n{model_sha}\n".encode())
+    for sample in dataset.samples:
+        try:
+            stat = sample.path.stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size, mtime = -1, -1
+        entry = (sample.relpath, sample.label, sample.metadata, size, mtime)
+        digest.update(json.dumps(entry, default=str).encode() + b"\n")
+    for excluded in dataset.excluded:
+        digest.update(json.dumps((excluded.relpath, excluded.reason)).encode() + b"\n")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The finished stages of one run, in ``<partial>/checkpoint``; ``folder`` ``None``
+    keeps nothing (:data:`NO_CHECKPOINT`, for library calls that write no run folder).
+
+    Attributes:
+        folder: The checkpoint folder.
+        partial: The partial run folder holding it.
+        started: When the run first started (the run folder is named after it).
+        resumed: The stages and chunks read back rather than computed, in order.
+    """
+
+    folder: Path | None
+    partial: Path | None = None
+    started: datetime | None = None
+    resumed: list[str] | None = None
+
+    def stage(self, name: str, compute: Callable[[], T]) -> T:
+        """``compute()``, saved as ``name``; or, when a finished ``name`` is saved, that."""
+        if self.folder is None:
+            return compute()
+        target = self.folder / name
+        if target.is_dir():
+            try:
+                value: T = read_value(target)
+            except CheckpointError as error:
+                log.warning("recomputing %s: its checkpoint cannot be read (%s)", name, error)
+            else:
+                if self.resumed is not None:
+                    self.resumed.append(name)
+                emit("stage_resumed", stage=name)
+                return value
+        value = compute()
+        self.save(name, value)
+        return value
+
+    @property
+    def memo(self) -> Callable[[str, Callable[[], T]], T] | None:
+        """:meth:`stage`, for the stages that save their parts as they go (evaluation
+        chunks, explanation batches); ``None`` when nothing is kept."""
+        return self.stage if self.folder is not None else None
+
+    def save(self, name: str, value: Any) -> None:
+        """Save ``value`` as ``name``, under a temporary name renamed when complete."""
+        if self.folder is None:
+            return
+        temporary = self.folder / f".{name}.writing"
+        shutil.rmtree(temporary, ignore_errors=True)
+        write_value(value, temporary)
+        os.replace(temporary, self.folder / name)
+
+    @contextlib.contextmanager
+    def kept_on_failure(self) -> Iterator[None]:
+        """Run the stages: an input problem found on the way (an :class:`AuditError`)
+        removes the partial folder, since the run must change to go on; anything else
+        (a crash, running out of memory, an interrupt) keeps it and says how to go on."""
+        try:
+            yield
+        except AuditError:
+            if self.partial is not None:
+                shutil.rmtree(self.partial, ignore_errors=True)
+            raise
+        except BaseException:
+            if self.partial is not None:
+                log.error(
+                    "the finished stages are kept in %s: run the same command again (or "
+                    "pass --resume with that folder) to go on from there",
+                    self.partial,
+                )
+            raise
+
+
+NO_CHECKPOINT = Checkpoint(None)
+
+
+def _identity_of(partial: Path) -> dict[str, Any] | None:
+    try:
+        recorded = json.loads((partial / FOLDER / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def _found(out: Path, stem: str, identity: str) -> Path | None:
+    """The newest partial run folder in ``out`` of this model stem and identity."""
+    if not out.is_dir():
+        return None
+    matching = [
+        partial
+        for partial in out.glob(f".{stem}-*.partial")
+        if (_identity_of(partial) or {}).get("identity") == identity
+    ]
+    return max(matching, key=lambda p: p.name) if matching else None
+
+
+def _chosen(resume: Path, identity: str) -> Path:
+    """``--resume``'s folder, checked to be a partial run folder of this very audit.
+
+    Raises:
+        ConfigError: It is not a partial run folder, or of another audit.
+    """
+    recorded = _identity_of(resume)
+    if recorded is None:
+        raise ConfigError(
+            f"--resume {str(resume)!r} is not a partial run folder (no {FOLDER}/run.json); "
+            f"pass the hidden .<name>.partial folder an interrupted run left in --out"
+        )
+    if recorded.get("identity") != identity:
+        raise ConfigError(
+            f"--resume {str(resume)!r} is another audit's: its model, data or settings "
+            f"differ from this command's; run the command it was started with"
+        )
+    return resume
+
+
+def open_checkpoint(
+    out: Path, stem: str, started: datetime, identity: str, resume: Path | None
+) -> Checkpoint:
+    """The checkpoint of this run: ``resume``'s, else the newest partial folder in ``out``
+    with the same identity, else a new partial folder named after ``started``.
+
+    Raises:
+        ConfigError: ``resume`` is not a partial folder of this audit.
+        OutputError: The partial folder cannot be created.
+    """
+    try:
+        return _opened(out, stem, started, identity, resume)
+    except OSError as error:
+        raise OutputError(
+            f"cannot create a run folder in {str(out)!r} ({error.strerror or error}); "
+            f"pass --out with a writable folder"
+        ) from None
+
+
+def _opened(
+    out: Path, stem: str, started: datetime, identity: str, resume: Path | None
+) -> Checkpoint:
+    partial = _chosen(resume, identity) if resume is not None else _found(out, stem, identity)
+    if partial is not None:
+        recorded = _identity_of(partial) or {}
+        first = datetime.fromisoformat(str(recorded.get("started", started.isoformat())))
+        log.warning("resuming the interrupted run in %s", partial)
+        emit("run_resumed", folder=str(partial))
+        return Checkpoint(partial / FOLDER, partial, first, [])
+    partial = out / f".{stem}-{started.strftime('%Y%m%dT%H%M%SZ')}.partial"
+    n = 1
+    while partial.exists() or (out / partial.name[1:].removesuffix(".partial")).exists():
+        n += 1
+        partial = out / f".{stem}-{started.strftime('%Y%m%dT%H%M%SZ')}-{n}.partial"
+    (partial / FOLDER).mkdir(parents=True)
+    run = {"identity": identity, "started": started.isoformat(), "auditor": __version__}
+    (partial / FOLDER / "run.json").write_text(json.dumps(run, indent=2), encoding="utf-8")
+    return Checkpoint(partial / FOLDER, partial, started, [])
