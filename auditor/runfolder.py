@@ -80,9 +80,10 @@ def assemble(
         os.replace(partial, folder)
     except OSError as error:
         _clean(partial, keep)
+        kept = f"the finished stages are kept in {str(partial)!r}" if keep else "nothing was kept"
         raise OutputError(
             f"writing the run folder in {str(out)!r} failed ({error.strerror or error}); "
-            f"nothing was kept; check free space and permissions, then run again"
+            f"{kept}; check free space and permissions, then run again"
         ) from None
     except BaseException:
         _clean(partial, keep)

@@ -302,7 +302,7 @@ def test_profile_prints_the_module_table_and_totals(tiny_model: Path) -> None:
     assert hashlib.sha256(tiny_model.read_bytes()).hexdigest() in result.stdout
 
 
-def test_a_failure_while_writing_leaves_no_folder_behind(
+def test_a_failure_while_writing_keeps_only_the_finished_stages_and_the_rerun_uses_them(
     tmp_path: Path, tiny_model: Path, manifest: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import auditor.outputs
@@ -312,19 +312,18 @@ def test_a_failure_while_writing_leaves_no_folder_behind(
 
     monkeypatch.setattr(auditor.outputs, "write_pdf", broken)
     out = tmp_path / "r"
-    result = invoke(
-        "run",
-        "--model",
-        str(tiny_model),
-        "--data",
-        str(manifest),
-        "--out",
-        str(out),
-        "--explain-samples",
-        "1",
-    )
-    one_line_error(result, "disk full", "nothing was kept")
-    assert list(out.iterdir()) == [], "no partial folder presented as complete, none left over"
+    flags = ["--model", str(tiny_model), "--data", str(manifest), "--out", str(out)]
+    result = invoke("run", *flags, "--explain-samples", "1")
+    one_line_error(result, "disk full", "the finished stages are kept in")
+    (partial,) = list(out.iterdir())
+    assert partial.name.startswith(".") and partial.name.endswith(".partial")
+    assert [p.name for p in partial.iterdir()] == ["checkpoint"], "no run-folder file is left"
+    monkeypatch.undo()
+    again = invoke("run", *flags, "--explain-samples", "1")
+    assert again.exit_code == 0, again.output
+    (folder,) = [path for path in out.iterdir() if path.is_dir()]  # beside the history
+    assert folder == Path(again.stdout.strip().splitlines()[-1]) and folder.name[0] != "."
+    assert folder.name == partial.name[1:].removesuffix(".partial")
 
 
 def test_an_unwritable_out_folder_is_a_one_line_error_before_any_stage_runs(

@@ -91,7 +91,10 @@ class Checkpoint:
                 emit("stage_resumed", stage=name)
                 return value
         value = compute()
-        self.save(name, value)
+        try:
+            self.save(name, value)
+        except CheckpointError as error:  # the run goes on; a resumed one recomputes it
+            log.warning("%s is not saved for a resumed run: %s", name, error)
         return value
 
     @property
@@ -106,7 +109,11 @@ class Checkpoint:
             return
         temporary = self.folder / f".{name}.writing"
         shutil.rmtree(temporary, ignore_errors=True)
-        write_value(value, temporary)
+        try:
+            write_value(value, temporary)
+        except CheckpointError:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
         os.replace(temporary, self.folder / name)
 
     @contextlib.contextmanager
