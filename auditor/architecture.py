@@ -58,7 +58,9 @@ class ArchitectureProfile:
     """The model's structure and cost on the audit's device.
 
     Attributes:
-        layers: Every submodule, in definition order (a parent before its children).
+        layers: Every submodule, a parent before its children: in definition order for
+            TorchScript, in order of first use for a ``torch.export`` program (whose
+            graph keeps no module objects).
         input_shape: ``(C, H, W)`` of one input image.
         parameters: Total parameters.
         trainable_parameters: Parameters with ``requires_grad``.

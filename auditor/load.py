@@ -41,7 +41,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_EXPORT_HINT = (
+_TORCHSCRIPT_HINT = (
     "export the model with `torch.jit.script(model).save(path)` "
     "(or `torch.jit.trace(model, example).save(path)`)"
 )
@@ -147,7 +147,9 @@ def pin_float32(device: torch.device) -> None:
     default lets Ampere and later GPUs compute float32 convolutions in TF32 (a 10-bit
     mantissa), which moves maps and probabilities by about 1e-3 of their size; an audit
     that says float32 computes float32, and reduced precision is asked for with the
-    ``precision`` setting, which the report states. Process-wide, as PyTorch's flags are."""
+    ``precision`` setting, which the report states. Process-wide, as PyTorch's flags are;
+    with PyTorch's per-backend API set, code in the same process that then reads the
+    legacy ``torch.backends.cudnn.allow_tf32`` gets an error from PyTorch."""
     if device.type != "cuda":
         return
     if hasattr(torch.backends.cudnn, "conv"):  # torch >= 2.9: the per-backend API
@@ -165,7 +167,7 @@ def _check_archive(path: Path) -> bool:
         Whether it is a pt2 archive (else TorchScript).
     """
     pt2 = path.suffix == ".pt2"
-    hint = EXPORT_HINT if pt2 else _EXPORT_HINT
+    hint = EXPORT_HINT if pt2 else _TORCHSCRIPT_HINT
     kind, archive_kind = (
         ("a torch.export program", "a pt2") if pt2 else ("TorchScript", "a TorchScript")
     )
@@ -223,7 +225,7 @@ def _load_torchscript(path: Path, device: torch.device) -> torch.jit.ScriptModul
     except (RuntimeError, ValueError) as error:
         raise ModelError(
             f"{path.name!r} could not be loaded as TorchScript ({first_line(error)}); "
-            f"{_EXPORT_HINT}"
+            f"{_TORCHSCRIPT_HINT}"
         ) from None
     return module.eval()
 

@@ -113,7 +113,8 @@ def write_run_folder(
     if "html" in config.format:
         (folder / "report.html").write_text(html, encoding="utf-8")
     if "md" in config.format:
-        markdown = render_markdown(report, loaded.profile.sha256)
+        document = next((f"report.{f}" for f in ("pdf", "html") if f in config.format), None)
+        markdown = render_markdown(report, loaded.profile.sha256, document)
         (folder / "summary.md").write_text(markdown, encoding="utf-8")
     manifest = manifest_document(
         folder, (config.model, loaded.profile.sha256),

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import pickle
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import sympy
 import torch
+import torch.utils._pytree as pytree
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind
 from torch.export.passes import move_to_device_pass
@@ -38,6 +41,7 @@ EXPORT_HINT = (
     "more example images"
 )
 _AOTI = "data/aotinductor/"
+_FORCE, _NO_FORCE = "TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 _UNSAFE_CONSTANTS = ("opaque_obj_", "custom_obj_")
 
 
@@ -61,11 +65,18 @@ def _inner(name: str) -> str:
 
 
 def check_pt2_archive(path: Path) -> None:
-    """Refuse a pt2 archive that holds no readable program or payloads that would be unpickled.
+    """Refuse a pt2 archive that holds no readable program, or anything that
+    :func:`torch.export.load` would unpickle, before PyTorch reads it.
+
+    ``torch.export.load`` loads every program listed under ``models/`` (not only
+    ``model``), reads opaque constants with plain pickle whatever ``torch.load`` is told,
+    and unpickles weights and constants marked ``use_pickle``: so the archive must hold
+    exactly one program, ``model``, and no payload of those kinds under any name.
 
     Raises:
-        ModelError: An older export format, an AOTInductor package (compiled code), no
-            program named ``model``, or pickled weights, constants or Python objects.
+        ModelError: An older export format, an AOTInductor package (compiled code), a
+            program not named ``model`` or more than one, pickled or opaque payloads, or
+            configs that are not the JSON PyTorch writes.
     """
     with zipfile.ZipFile(path) as archive:
         inner = {_inner(n): n for n in archive.namelist()}
@@ -74,24 +85,16 @@ def check_pt2_archive(path: Path) -> None:
                 f"{path.name!r} was saved by torch.export of PyTorch 2.7 or older, a format "
                 f"Auditor does not read; load it there and save it again with this version"
             )
-        if "models/model.json" not in inner:
-            what = "an AOTInductor package (compiled code, no graph)" if any(
-                n.startswith(_AOTI) for n in inner
-            ) else "a pt2 archive without a program named 'model'"  # fmt: skip
-            raise ModelError(
-                f"{path.name!r} is {what}, not a torch.export program Auditor can read; "
-                f"{EXPORT_HINT}"
-            )
-        pickled = [n for n in ("data/weights/model.pt", "data/constants/model.pt") if n in inner]
-        for config in ("data/weights/model_weights_config.json",
-                       "data/constants/model_constants_config.json"):  # fmt: skip
-            if config in inner:
-                entries = json.loads(archive.read(inner[config]))["config"]
-                pickled += [
-                    name
-                    for name, entry in entries.items()
-                    if entry.get("use_pickle") or entry["path_name"].startswith(_UNSAFE_CONSTANTS)
-                ]
+        programs = sorted(n for n in inner if n.startswith("models/") and n.endswith(".json"))
+        if programs != ["models/model.json"]:
+            aoti = any(n.startswith(_AOTI) for n in inner)
+            what = (
+                "an AOTInductor package (compiled code, no graph)" if aoti and not programs
+                else f"a pt2 archive with the programs {programs or 'none'}, not one named "
+                "'model'"
+            )  # fmt: skip
+            raise ModelError(f"{path.name!r} is {what}, which Auditor does not read; {EXPORT_HINT}")
+        pickled = _pickled_payloads(archive, inner, path.name)
     if pickled:
         raise ModelError(
             f"{path.name!r} holds pickled payloads ({', '.join(pickled[:3])}), which Auditor "
@@ -99,48 +102,151 @@ def check_pt2_archive(path: Path) -> None:
         )
 
 
+def _pickled_payloads(archive: zipfile.ZipFile, inner: dict[str, str], name: str) -> list[str]:
+    """The archive's members and config entries that ``torch.export.load`` would unpickle.
+
+    Raises:
+        ModelError: A weights or constants config is not the JSON PyTorch writes.
+    """
+    found = [
+        n for n in inner
+        if n.startswith(("data/weights/", "data/constants/")) and (
+            n.endswith(".pt") or n.rsplit("/", 1)[-1].startswith(_UNSAFE_CONSTANTS)
+        )
+    ]  # fmt: skip
+    for config in (
+        n for n in inner if n.endswith(("_weights_config.json", "_constants_config.json"))
+    ):
+        try:
+            entries = json.loads(archive.read(inner[config]))["config"]
+            found += [
+                key
+                for key, entry in entries.items()
+                if entry.get("use_pickle") or str(entry["path_name"]).startswith(_UNSAFE_CONSTANTS)
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ModelError(
+                f"{name!r} has a damaged {config.rsplit('/', 1)[-1]} (not the JSON "
+                f"torch.export.save writes); save the program again"
+            ) from None
+    return found
+
+
 @contextlib.contextmanager
 def _weights_only() -> Iterator[None]:
-    """Every :func:`torch.load` inside runs weights-only, even where the caller asks otherwise."""
-    saved = {k: os.environ.pop(k, None) for k in ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD",)}
-    saved["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
-    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    """Every :func:`torch.load` inside runs weights-only, even where the caller asks otherwise
+    (process-wide, as environment variables are)."""
+    forced, refused = (os.environ.get(k) for k in (_FORCE, _NO_FORCE))
+    os.environ.pop(_NO_FORCE, None)
+    os.environ[_FORCE] = "1"
     try:
         yield
     finally:
-        for key, value in saved.items():
+        for key, value in ((_FORCE, forced), (_NO_FORCE, refused)):
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
 
 
+class _Causes(logging.Handler):
+    """The first line of each exception PyTorch's export code logs: ``torch.export.load``
+    logs the cause of a failure with its traceback, then raises a generic error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            self.lines.append((str(error).strip().splitlines() or [type(error).__name__])[0])
+
+
+@contextlib.contextmanager
+def _causes_kept() -> Iterator[_Causes]:
+    """Collect what ``torch.export`` logs, instead of letting it print a traceback."""
+    loggers, causes = [logging.getLogger(n) for n in ("torch.export", "torch._export")], _Causes()
+    saved = [(logger.handlers, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.handlers, logger.propagate = [causes], False
+    try:
+        yield causes
+    finally:
+        for logger, (handlers, propagate) in zip(loggers, saved, strict=True):
+            logger.handlers, logger.propagate = handlers, propagate
+
+
+def _loaded(path: Path) -> ExportedProgram:
+    """``torch.export.load`` of a checked archive, weights-only, its failures one line.
+
+    Raises:
+        ModelError: It fails, with PyTorch's own cause (a schema version this PyTorch does
+            not read, a device this machine lacks...).
+    """
+    try:
+        with _weights_only(), _causes_kept() as causes:
+            program = torch.export.load(str(path))
+    except pickle.UnpicklingError:
+        raise ModelError(
+            f"{path.name!r} holds a pickled Python object that is not plain tensors, which "
+            f"Auditor does not unpickle; {EXPORT_HINT}"
+        ) from None
+    except Exception as error:  # PyTorch's loader raises many kinds on a damaged archive
+        cause = causes.lines[-1] if causes.lines else str(error).strip() or type(error).__name__
+        cause = cause.splitlines()[0]
+        raise ModelError(
+            f"{path.name!r} could not be loaded as a torch.export program "
+            f"({cause if len(cause) <= 200 else cause[:199] + '…'}); save it again with "
+            f"PyTorch {torch.__version__} (the one Auditor runs), on the CPU"
+        ) from None
+    if not isinstance(program, ExportedProgram):
+        raise ModelError(
+            f"{path.name!r} holds a {type(program).__name__}, not an ExportedProgram; {EXPORT_HINT}"
+        )
+    return program
+
+
 def _check_inputs(program: ExportedProgram, name: str) -> None:
-    """Refuse a program that does not take one ``(B, C, H, W)`` batch of any size.
+    """Refuse a program that does not take one ``(B, C, H, W)`` batch of any size, passed
+    positionally.
 
     Raises:
         ModelError: Saying what to change in the export call.
     """
     inputs = [s for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
-    if len(inputs) != 1:
+    if len(inputs) != 1 or program.call_spec.in_spec != pytree.tree_structure(((0,), {})):
+        how = f"{len(inputs)} inputs" if len(inputs) != 1 else "its images by keyword or in a list"
         raise ModelError(
-            f"{name!r} takes {len(inputs)} inputs; Auditor calls the model with one batch of "
-            f"images: export a model whose forward takes one (B, C, H, W) tensor"
+            f"{name!r} takes {how}; Auditor calls the model with one batch of images: export "
+            f"a model whose forward takes one (B, C, H, W) tensor, passed positionally"
         )
     (placeholder,) = [
         n for n in program.graph.nodes if n.op == "placeholder" and n.name == inputs[0].arg.name
     ]
     example = placeholder.meta.get("val")
     if not isinstance(example, torch.Tensor) or example.dim() != 4:
+        shape = getattr(example, "shape", None)
+        text = (
+            f"a ({', '.join(['batch', *(str(d) for d in shape[1:])])}) tensor"
+            if shape is not None else type(example).__name__
+        )  # fmt: skip
         raise ModelError(
-            f"{name!r} takes {getattr(example, 'shape', type(example).__name__)}; Auditor calls "
-            f"the model with one (B, C, H, W) batch of images"
+            f"{name!r} takes {text}; Auditor calls the model with one (B, C, H, W) batch of "
+            f"images: export a model whose forward takes one image tensor"
         )
     batch = example.shape[0]
     if not isinstance(batch, torch.SymInt):
         raise ModelError(
             f"{name!r} was exported for batches of exactly {batch} image(s); Auditor runs "
             f"batches of any size, so mark the batch dimension dynamic: {EXPORT_HINT}"
+        )
+    bound = program.range_constraints.get(batch.node.expr)
+    if bound is not None and isinstance(bound.upper, sympy.Integer):
+        raise ModelError(
+            f"{name!r} was exported for batches of at most {int(bound.upper)} images; the "
+            f"audit's batch sizes vary with its settings and the device, so export with an "
+            f"unbounded batch dimension: {EXPORT_HINT}"
         )
 
 
@@ -175,25 +281,14 @@ def load_program(path: Path, device: torch.device) -> GraphModule:
         ModelError: It fails to load, or cannot be audited (:func:`_check_inputs`,
             :func:`_check_eval_mode`).
     """
-    try:
-        with _weights_only():
-            program = torch.export.load(str(path))
-    except pickle.UnpicklingError:
-        raise ModelError(
-            f"{path.name!r} holds a pickled Python object that is not plain tensors, which "
-            f"Auditor does not unpickle; {EXPORT_HINT}"
-        ) from None
-    except (RuntimeError, ValueError, KeyError, AssertionError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(
-            f"{path.name!r} could not be loaded as a torch.export program ({message}); "
-            f"{EXPORT_HINT}"
-        ) from None
-    if not isinstance(program, ExportedProgram):
-        raise ModelError(
-            f"{path.name!r} holds a {type(program).__name__}, not an ExportedProgram; {EXPORT_HINT}"
-        )
+    program = _loaded(path)
     _check_inputs(program, path.name)
-    program = program.run_decompositions({})
+    try:
+        program = program.run_decompositions({})
+    except Exception as error:  # an operator this PyTorch cannot functionalise
+        raise ModelError(
+            f"{path.name!r} could not be made functional ({type(error).__name__}: "
+            f"{(str(error).strip().splitlines() or [''])[0]}); {EXPORT_HINT}"
+        ) from None
     _check_eval_mode(program, path.name)
     return move_to_device_pass(program, device).module()

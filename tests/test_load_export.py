@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -153,3 +155,85 @@ def test_an_audit_of_the_exported_twin_writes_the_scripted_models_results(
     different = [f for f in files if (exported / f).read_bytes() != (scripted / f).read_bytes()]
     assert different == []
     assert "torch.export" in (exported / "report.html").read_text(encoding="utf-8")
+
+
+def _with_members(source: Path, target: Path, members: dict[str, bytes]) -> Path:
+    """``source`` with ``members`` added (names relative to the archive's root folder)."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        root = old.namelist()[0].split("/")[0]
+        for name in old.namelist():
+            new.writestr(name, old.read(name))
+        for name, data in members.items():
+            new.writestr(f"{root}/{name}", data)
+    return target
+
+
+def test_a_second_program_or_an_opaque_payload_is_refused_before_torch_reads_it(
+    tmp_path: Path,
+) -> None:
+    """torch.export.load loads every program under models/, and reads opaque constants
+    with plain pickle whatever torch.load is told: either would run code at load time."""
+    good = save_exported(TinyNet(), tmp_path / "good.pt2")
+    with zipfile.ZipFile(good) as archive:
+        program = next(archive.read(n) for n in archive.namelist() if n.endswith("model.json"))
+    second = _with_members(good, tmp_path / "two.pt2", {"models/other.json": program})
+    with pytest.raises(ModelError, match=r"programs \['models/model.json', 'models/other.json'\]"):
+        load_model(second, CPU)
+    payload = pickle.dumps(_RunsCode())
+    opaque = _with_members(good, tmp_path / "opaque.pt2", {"data/constants/opaque_obj_0": payload})
+    with pytest.raises(ModelError, match="pickled payloads"):
+        load_model(opaque, CPU)
+    assert "AUDITOR_UNPICKLED" not in os.environ
+    damaged = _with_members(good, tmp_path / "d.pt2", {"data/weights/x_weights_config.json": b"["})
+    with pytest.raises(ModelError, match=r"damaged x_weights_config\.json"):
+        load_model(damaged, CPU)
+
+
+def test_images_by_keyword_or_a_bounded_batch_are_refused_at_load(tmp_path: Path) -> None:
+    class ByKeyword(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = TinyNet()
+
+        def forward(self, *, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+    batch = torch.export.Dim("batch")
+    example = torch.rand(2, 3, 32, 32)
+    program = torch.export.export(
+        ByKeyword().eval(), (), {"x": example}, dynamic_shapes={"x": {0: batch}}
+    )
+    torch.export.save(program, tmp_path / "keyword.pt2")
+    with pytest.raises(ModelError, match="takes its images by keyword or in a list"):
+        load_model(tmp_path / "keyword.pt2", CPU)
+    bounded = torch.export.Dim("batch", max=8)
+    program = torch.export.export(TinyNet().eval(), (example,), dynamic_shapes=({0: bounded},))
+    torch.export.save(program, tmp_path / "bounded.pt2")
+    with pytest.raises(ModelError, match="batches of at most 8 images"):
+        load_model(tmp_path / "bounded.pt2", CPU)
+
+
+def test_a_bias_free_head_is_found_after_the_default_decompositions(tmp_path: Path) -> None:
+    """``run_decompositions()`` turns a bias-free linear layer into ``mm(x, t(w))``."""
+    net = TinyNet().eval()
+    net.classifier = nn.Linear(8, 2, bias=False)
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(net, (torch.rand(2, 3, 32, 32),), dynamic_shapes=({0: batch},))
+    torch.export.save(program.run_decompositions(), tmp_path / "mm.pt2")
+    head, reason = load_model(tmp_path / "mm.pt2", CPU).tapped.linear_head
+    assert head is not None, reason
+    torch.testing.assert_close(head.weight, net.classifier.weight.detach())
+
+
+def test_a_program_from_another_schema_says_why_it_cannot_be_read(tmp_path: Path) -> None:
+    """torch.export.load logs the cause and raises a generic error: the cause is the line."""
+    good = save_exported(TinyNet(), tmp_path / "good.pt2")
+    with zipfile.ZipFile(good) as archive:
+        name = next(n for n in archive.namelist() if n.endswith("models/model.json"))
+        program = json.loads(archive.read(name))
+    program["schema_version"]["major"] = 99
+    future = _rewritten(
+        good, tmp_path / "future.pt2", "models/model.json", json.dumps(program).encode()
+    )
+    with pytest.raises(ModelError, match=r"schema version .*99.* does not match"):
+        load_model(future, CPU)

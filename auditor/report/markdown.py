@@ -27,11 +27,16 @@ def markdown_text(value: object) -> object:
     return _SPECIAL.sub(r"\\\1", one_line)
 
 
-def render_markdown(data: ReportData, model_sha256: str) -> str:
-    """The content of ``summary.md``."""
+def render_markdown(data: ReportData, model_sha256: str, document: str | None) -> str:
+    """The content of ``summary.md``, linking to ``document`` (the run's ``report.pdf`` or
+    ``report.html``; ``None`` when neither is written)."""
     environment = template_environment(markdown_text, autoescape=False)
     environment.keep_trailing_newline = True
     views = {section.id: section.view for section in data.sections}
     return environment.get_template("summary.md.j2").render(
-        title=data.title, created=data.created, views=views, model_sha256=model_sha256
+        title=data.title,
+        created=data.created,
+        views=views,
+        model_sha256=model_sha256,
+        document=document,
     )

@@ -2,8 +2,9 @@
 the classifier head.
 
 The only package that touches PyTorch's private graph APIs (``torch._C``, FX node
-metadata); see :mod:`auditor.taps.model` and :mod:`auditor.taps.exported` for how values
-are tapped without hooks.
+metadata), but for :mod:`auditor.pt2`'s checks of a loaded program's inputs and mode;
+see :mod:`auditor.taps.model` and :mod:`auditor.taps.exported` for how values are tapped
+without hooks.
 """
 
 from auditor.taps.backend import Model, Taps, tap_model

@@ -9,7 +9,7 @@ attribution) see nothing, as on TorchScript.
 How it works:
 
 1. The program is made functional first (``run_decompositions({})`` in
-   :func:`auditor.load.load_model`): the export graph keeps in-place ops (``relu_``,
+   :func:`auditor.pt2.load_program`): the export graph keeps in-place ops (``relu_``,
    ``add_`` for ``out += identity``), which would overwrite a tapped value.
 2. Every node carries ``meta["nn_module_stack"]``; a module's output is the last tensor
    produced inside its dotted path that is used outside it, named after the outermost

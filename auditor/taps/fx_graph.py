@@ -62,7 +62,7 @@ _SPATIAL_DIMS = ({2, 3}, {-1, -2})
 _OUTPUT_ACTIVATIONS = frozenset(
     {"aten::softmax", "aten::_softmax", "aten::log_softmax", "aten::_log_softmax", "aten::sigmoid"}
 )
-_LINEAR = frozenset({"aten::linear", "aten::addmm", "aten::matmul"})
+_LINEAR = frozenset({"aten::linear", "aten::addmm", "aten::mm", "aten::matmul"})
 
 
 def op_name(node: Node) -> str:
@@ -105,6 +105,7 @@ def attribute_tensor(node: Any, module: GraphModule) -> torch.Tensor | None:
 
 
 def is_transposed(node: Node) -> bool:
+    """Whether a convolution node is a transposed convolution."""
     if op_name(node) in ("aten::convolution", "aten::_convolution"):
         return bool(node.args[6])
     return "transpose" in op_name(node)
@@ -128,11 +129,11 @@ def _linear_parts(node: Node, module: GraphModule) -> tuple[Any, torch.Tensor | 
     """The input and weight of a linear layer node (``linear`` or ``addmm(b, x, t(w))``)."""
     if op_name(node) == "aten::linear":
         return node.args[0], attribute_tensor(node.args[1], module)
-    if op_name(node) == "aten::addmm":
-        transposed = node.args[2]
+    if op_name(node) in ("aten::addmm", "aten::mm"):  # addmm(b, x, t(w)); mm(x, t(w))
+        read, transposed = node.args[-2:]
         if isinstance(transposed, Node) and op_name(transposed) in ("aten::t", "aten::permute"):
-            return node.args[1], attribute_tensor(transposed.args[0], module)
-        return node.args[1], None
+            return read, attribute_tensor(transposed.args[0], module)
+        return read, None
     return node.args[0], None
 
 
@@ -156,7 +157,7 @@ def find_linear_head(
     :func:`auditor.taps.head.find_linear_head`; ``address``: node → position)."""
     last = _skip_shape_ops(_output_value(module.graph))
     kind = op_name(last) if isinstance(last, Node) else "none"
-    if kind not in ("aten::linear", "aten::addmm"):
+    if kind not in ("aten::linear", "aten::addmm", "aten::mm"):
         return None, (
             f"the output is not produced by a linear layer (the last operation is "
             f"{kind.split('::')[-1]})"
