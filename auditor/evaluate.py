@@ -10,6 +10,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -305,10 +306,8 @@ def evaluate(
     chunk_images: int = CHUNK_IMAGES,
 ) -> Evaluation:
     """Score every image once, in batches, and compute the metrics; with a ``site``, keep
-    each scored image's embedding (tapped in the same pass). With a ``memo``, the images
-    are scored ``chunk_images`` at a time (rounded down to whole batches, so the batches
-    are those of an unchunked pass) and each chunk's scores are saved as it finishes: a
-    resumed run reads the chunks it has and scores the rest.
+    each scored image's embedding. With a ``memo``, each chunk of ``chunk_images`` (whole
+    batches: an unchunked pass's) is saved as it ends, and read back by a resumed run.
 
     Raises:
         DataError: No image of the data set could be read.
@@ -316,27 +315,20 @@ def evaluate(
     started = time.perf_counter()
     store = EmbeddingStore(len(dataset.samples)) if site is not None else None
     scores = _Scores([], [], [], {}, [])
-    samples = dataset.samples
-    step = len(samples) or 1
-    if memo is not None:
-        step = max(1, chunk_images // settings.batch_size) * settings.batch_size
-    for start in range(0, len(samples), step):
-
-        def scored(chunk: Sequence[Sample] = samples[start : start + step]) -> _Scores:
-            return _score(model, dataset, chunk, preprocessing, kind, settings, site)
-
-        part = memo(f"evaluate-{start:09d}", scored) if memo is not None else scored()
-        scores.merge(part, store)
+    whole = max(1, chunk_images // settings.batch_size) * settings.batch_size
+    step = whole if memo is not None else len(dataset.samples) or 1
+    for start in range(0, len(dataset.samples), step):
+        chunk = dataset.samples[start : start + step]
+        scored = partial(_score, model, dataset, chunk, preprocessing, kind, settings, site)
+        scores.merge(memo(f"evaluate-{start:09d}", scored) if memo else scored(), store)
     seconds = time.perf_counter() - started
     failures, hashes = scores.failures, scores.hashes
     excluded = [
         *dataset.excluded,
         *(Exclusion(dataset.samples[i].relpath, r) for i, r, _ in failures),
     ]
-    excluded_frame = pd.DataFrame(
-        {"path": [e.relpath for e in excluded], "reason": [e.reason for e in excluded]},
-        dtype="string",
-    )
+    paths, reasons = [e.relpath for e in excluded], [e.reason for e in excluded]
+    excluded_frame = pd.DataFrame({"path": paths, "reason": reasons}, dtype="string")
     if not scores.indices:
         raise DataError(
             f"none of the {len(dataset.samples)} images in {str(dataset.source)!r} could be read "

@@ -42,13 +42,12 @@ from auditor.taps.fx_graph import (
     module_frames,
     op_name,
 )
-from auditor.taps.head import HeadInput, LinearHead
-from auditor.taps.model import ModuleEntry, ModuleSite
+from auditor.taps.model import ModuleEntry, ModuleSite, SharedTaps
 
 __all__ = ["TappedExport"]
 
 
-class TappedExport:
+class TappedExport(SharedTaps):
     """A ``torch.export`` program whose submodule outputs can be returned next to its output.
 
     Args:
@@ -72,16 +71,6 @@ class TappedExport:
         self._head = find_linear_head(module, self._address)
         self._head_input = find_head_input(module, self._address)
 
-    @property
-    def linear_head(self) -> tuple[LinearHead | None, str]:
-        """The global-average-pooling + linear head, or ``None`` and why there is none."""
-        return self._head
-
-    @property
-    def head_input(self) -> tuple[HeadInput | None, str]:
-        """The last linear layer's input (the embedding), or ``None`` and why there is none."""
-        return self._head_input
-
     def relu_addresses(self) -> tuple[int, ...]:
         """Addresses of every ReLU's output (``aten.relu``), module or functional."""
         return tuple(self._address[n] for n in self._nodes if op_name(n) in RELUS)
@@ -103,23 +92,6 @@ class TappedExport:
                 path, type_name = frames[depth - 1]
                 site = ModuleSite(path=path, type_name=type_name, order=order)
                 self._sites[path] = (site, self._address[node])
-
-    @property
-    def sites(self) -> list[ModuleSite]:
-        """Every tappable submodule, in the order their outputs are produced."""
-        return sorted((site for site, _ in self._sites.values()), key=lambda s: s.order)
-
-    def site(self, path: str) -> ModuleSite:
-        """The site at ``path``.
-
-        Raises:
-            KeyError: ``path`` names no tappable module; the message lists close names.
-        """
-        if path not in self._sites:
-            close = [p for p in self._sites if p.startswith(path.split(".")[0])][:5]
-            hint = f"; modules with that prefix: {', '.join(close)}" if close else ""
-            raise KeyError(f"module {path!r} has no tappable output in this model{hint}")
-        return self._sites[path][0]
 
     def modules(self) -> list[ModuleEntry]:
         """Every submodule that runs an operation, parents first, in order of first use.
@@ -170,14 +142,6 @@ class TappedExport:
                     return weight.detach(), is_transposed(node)
                 return None
         return None
-
-    def input_channels(self) -> int | None:
-        """The number of input channels of the first convolution, or ``None`` if there is none."""
-        first = self.first_convolution()
-        if first is None:
-            return None
-        weight, transposed = first
-        return int(weight.shape[0] if transposed else weight.shape[1])
 
     def flops_by_module(self, inputs: torch.Tensor) -> tuple[int, dict[str, int]]:
         """FLOPs as :class:`~torch.utils.flop_counter.FlopCounterMode` counts them, by module.

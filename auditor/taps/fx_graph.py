@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
+from auditor.taps.graph import CONVOLUTIONS as SCRIPT_CONVOLUTIONS
 from auditor.taps.head import HeadInput, LinearHead
 
 __all__ = [
@@ -29,18 +30,9 @@ __all__ = [
     "op_name",
 ]
 
-CONVOLUTIONS = frozenset(
-    {
-        "aten::convolution",
-        "aten::_convolution",
-        "aten::conv1d",
-        "aten::conv2d",
-        "aten::conv3d",
-        "aten::conv_transpose1d",
-        "aten::conv_transpose2d",
-        "aten::conv_transpose3d",
-    }
-)
+CONVOLUTIONS = SCRIPT_CONVOLUTIONS | {"aten::convolution"}
+"""TorchScript's convolution operators, and the one an exported graph may hold after
+decompositions."""
 RELUS = frozenset({"aten::relu", "aten::relu_"})
 _SHAPE_ONLY = frozenset(
     {

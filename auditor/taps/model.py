@@ -45,7 +45,7 @@ from auditor.taps.graph import (
 )
 from auditor.taps.head import HeadInput, LinearHead, find_head_input, find_linear_head
 
-__all__ = ["ModuleEntry", "ModuleSite", "TappedModel"]
+__all__ = ["ModuleEntry", "ModuleSite", "SharedTaps", "TappedModel"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,56 @@ class ModuleEntry:
     parameters: int
 
 
-class TappedModel:
+class SharedTaps:
+    """What both formats' taps do alike: the tappable submodules by dotted path, and the
+    input channels read off the first convolution."""
+
+    _sites: dict[str, tuple[ModuleSite, int]]
+    """Path → its site and the address of its output value."""
+    _head: tuple[LinearHead | None, str]
+    _head_input: tuple[HeadInput | None, str]
+
+    @property
+    def linear_head(self) -> tuple[LinearHead | None, str]:
+        """The global-average-pooling + linear head, or ``None`` and why there is none."""
+        return self._head
+
+    @property
+    def head_input(self) -> tuple[HeadInput | None, str]:
+        """The last linear layer's input (the embedding), or ``None`` and why there is none."""
+        return self._head_input
+
+    @property
+    def sites(self) -> list[ModuleSite]:
+        """Every tappable submodule, in the order their outputs are produced."""
+        return sorted((site for site, _ in self._sites.values()), key=lambda s: s.order)
+
+    def site(self, path: str) -> ModuleSite:
+        """The site at ``path``.
+
+        Raises:
+            KeyError: ``path`` names no tappable module; the message lists close names.
+        """
+        if path not in self._sites:
+            close = [p for p in self._sites if p.startswith(path.split(".")[0])][:5]
+            hint = f"; modules with that prefix: {', '.join(close)}" if close else ""
+            raise KeyError(f"module {path!r} has no tappable output in this model{hint}")
+        return self._sites[path][0]
+
+    def first_convolution(self) -> tuple[torch.Tensor, bool] | None:
+        """The first convolution's weight and whether it is transposed (each format's own)."""
+        raise NotImplementedError
+
+    def input_channels(self) -> int | None:
+        """The number of input channels of the first convolution, or ``None`` if there is none."""
+        first = self.first_convolution()
+        if first is None:
+            return None
+        weight, transposed = first
+        return int(weight.shape[0] if transposed else weight.shape[1])
+
+
+class TappedModel(SharedTaps):
     """A TorchScript module whose submodule outputs can be returned next to its output.
 
     Args:
@@ -104,16 +153,6 @@ class TappedModel:
         self._find_sites()
         self._head = find_linear_head(self._graph, module, self._address)
         self._head_input = find_head_input(self._graph, self._address)
-
-    @property
-    def linear_head(self) -> tuple[LinearHead | None, str]:
-        """The global-average-pooling + linear head, or ``None`` and why there is none."""
-        return self._head
-
-    @property
-    def head_input(self) -> tuple[HeadInput | None, str]:
-        """The last linear layer's input (the embedding), or ``None`` and why there is none."""
-        return self._head_input
 
     def relu_addresses(self) -> tuple[int, ...]:
         """Addresses of every ReLU's output (``aten::relu``/``relu_``), module or functional.
@@ -158,23 +197,6 @@ class TappedModel:
         if node in paths:
             return paths[node]
         return tuple(name for name, _ in module_frames(node))
-
-    @property
-    def sites(self) -> list[ModuleSite]:
-        """Every tappable submodule, in the order their outputs are produced."""
-        return sorted((site for site, _ in self._sites.values()), key=lambda s: s.order)
-
-    def site(self, path: str) -> ModuleSite:
-        """The site at ``path``.
-
-        Raises:
-            KeyError: ``path`` names no tappable module; the message lists close names.
-        """
-        if path not in self._sites:
-            close = [p for p in self._sites if p.startswith(path.split(".")[0])][:5]
-            hint = f"; modules with that prefix: {', '.join(close)}" if close else ""
-            raise KeyError(f"module {path!r} has no tappable output in this model{hint}")
-        return self._sites[path][0]
 
     def modules(self) -> list[ModuleEntry]:
         """Every submodule, in definition order (a parent before its children)."""
@@ -227,14 +249,6 @@ class TappedModel:
                     return weight.detach(), is_transposed(node)
                 return None
         return None
-
-    def input_channels(self) -> int | None:
-        """The number of input channels of the first convolution, or ``None`` if there is none."""
-        first = self.first_convolution()
-        if first is None:
-            return None
-        weight, transposed = first
-        return int(weight.shape[0] if transposed else weight.shape[1])
 
     def flops_by_module(self, inputs: torch.Tensor) -> tuple[int, dict[str, int]]:
         """Count multiply-accumulate FLOPs (2 per MAC) of convolutions and matrix products.
