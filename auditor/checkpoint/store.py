@@ -104,17 +104,29 @@ class Checkpoint:
         return self.stage if self.folder is not None else None
 
     def save(self, name: str, value: Any) -> None:
-        """Save ``value`` as ``name``, under a temporary name renamed when complete."""
+        """Save ``value`` as ``name``, under a temporary name renamed when complete.
+
+        Raises:
+            CheckpointError: ``value`` holds something a checkpoint cannot keep.
+            OutputError: The disk is full or not writable (the run then keeps nothing).
+        """
         if self.folder is None:
             return
         temporary = self.folder / f".{name}.writing"
         shutil.rmtree(temporary, ignore_errors=True)
         try:
             write_value(value, temporary)
+            os.replace(temporary, self.folder / name)
         except CheckpointError:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
-        os.replace(temporary, self.folder / name)
+        except OSError as error:  # the disk is full: the run folder could not be written
+            shutil.rmtree(temporary, ignore_errors=True)
+            out = self.partial.parent if self.partial is not None else self.folder
+            raise OutputError(
+                f"writing the run folder in {str(out)!r} failed ({error.strerror or error}); "
+                f"nothing was kept; check free space and permissions, then run again"
+            ) from None
 
     @contextlib.contextmanager
     def kept_on_failure(self) -> Iterator[None]:
