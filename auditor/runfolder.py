@@ -12,10 +12,12 @@ from pathlib import Path
 
 from auditor.errors import OutputError
 
-__all__ = ["assemble", "check_writable"]
+__all__ = ["assemble", "check_writable", "run_folder"]
 
 
-def _run_folder(out: Path, stem: str, started: datetime) -> Path:
+def run_folder(out: Path, stem: str, started: datetime) -> Path:
+    """``<out>/<stem>-<UTC timestamp>[-n]``: a name that neither a run folder nor a partial
+    one has yet."""
     base = f"{stem}-{started.strftime('%Y%m%dT%H%M%SZ')}"
     candidate, n = out / base, 1
     while candidate.exists() or (out / f".{candidate.name}.partial").exists():
@@ -62,7 +64,7 @@ def assemble(
     """
     try:
         out.mkdir(parents=True, exist_ok=True)
-        folder = _run_folder(out, stem, started)
+        folder = run_folder(out, stem, started)
         if partial is None:
             partial = out / f".{folder.name}.partial"
             partial.mkdir()

@@ -31,6 +31,7 @@ from auditor.checkpoint.codec import CheckpointError, read_value, write_value
 from auditor.data import Dataset
 from auditor.errors import AuditError, ConfigError, OutputError
 from auditor.events import emit
+from auditor.runfolder import run_folder
 
 __all__ = ["NO_CHECKPOINT", "Checkpoint", "open_checkpoint", "run_identity"]
 
@@ -221,11 +222,7 @@ def _opened(
         log.warning("resuming the interrupted run in %s", partial)
         emit("run_resumed", folder=str(partial))
         return Checkpoint(partial / FOLDER, partial, first, [])
-    partial = out / f".{stem}-{started.strftime('%Y%m%dT%H%M%SZ')}.partial"
-    n = 1
-    while partial.exists() or (out / partial.name[1:].removesuffix(".partial")).exists():
-        n += 1
-        partial = out / f".{stem}-{started.strftime('%Y%m%dT%H%M%SZ')}-{n}.partial"
+    partial = out / f".{run_folder(out, stem, started).name}.partial"
     (partial / FOLDER).mkdir(parents=True)
     run = {"identity": identity, "started": started.isoformat(), "auditor": __version__}
     (partial / FOLDER / "run.json").write_text(json.dumps(run, indent=2), encoding="utf-8")
