@@ -157,7 +157,8 @@ def run(
         raise
     finally:
         close_events()
-    _finish(folder)
+    if folder is not None:  # None: a rank other than 0 of a sharded run, which writes nothing
+        _finish(folder)
 
 
 @cli.command()

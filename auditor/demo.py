@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from auditor.config import resolve_config
+from auditor.distributed import one_process
 from auditor.documentation import Documentation
 from auditor.pipeline import run_audit
 from auditor.policy import parse_policy
@@ -74,6 +75,7 @@ def run_demo(out: Path, device: str = "auto") -> Path:
     Returns:
         The run folder.
     """
+    one_process("auditor demo")  # its processes would write the cached data set at once
     manifest = write_dataset(cache_dir() / "demo-val", "val", DEMO_IMAGES, DEMO_SEED)
     model = resource_path("sample_models", "sample_cnn.pt")
     flags = {
@@ -90,4 +92,6 @@ def run_demo(out: Path, device: str = "auto") -> Path:
     config = dataclasses.replace(
         config, documentation=DEMO_DOCUMENTATION, policy=DEMO_POLICY, dissection=concepts
     )
-    return run_audit(config, command=f"auditor demo --out {out} --device {device}")
+    folder = run_audit(config, command=f"auditor demo --out {out} --device {device}")
+    assert folder is not None  # one process writes the run folder
+    return folder

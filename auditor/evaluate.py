@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from auditor.data import Dataset, Exclusion, Sample
+from auditor.distributed import sharded, world
 from auditor.errors import DataError, ModelError
 from auditor.images import Preprocessing, make_loader
 from auditor.load import (
@@ -295,6 +296,18 @@ def _score(
     return scores
 
 
+def _chunk_size(images: int, batch_size: int, chunk_images: int, saved: bool) -> int:
+    """Images per chunk of the evaluation, in whole batches, so that a chunk's batches are
+    an unchunked pass's: ``chunk_images`` when chunks are saved, about a quarter of each
+    rank's share in a sharded run (so that the ranks finish together), else everything."""
+    whole = max(1, chunk_images // batch_size) * batch_size
+    ranks = world().size
+    if ranks > 1:
+        batches = -(-images // batch_size)
+        return min(whole, max(1, batches // (4 * ranks)) * batch_size)
+    return whole if saved else max(1, images)
+
+
 def evaluate(
     model: LoadedModel,
     dataset: Dataset,
@@ -315,12 +328,15 @@ def evaluate(
     started = time.perf_counter()
     store = EmbeddingStore(len(dataset.samples)) if site is not None else None
     scores = _Scores([], [], [], {}, [])
-    whole = max(1, chunk_images // settings.batch_size) * settings.batch_size
-    step = whole if memo is not None else len(dataset.samples) or 1
-    for start in range(0, len(dataset.samples), step):
+    step = _chunk_size(len(dataset.samples), settings.batch_size, chunk_images, memo is not None)
+
+    def chunk_scores(start: int) -> _Scores:
         chunk = dataset.samples[start : start + step]
         scored = partial(_score, model, dataset, chunk, preprocessing, kind, settings, site)
-        scores.merge(memo(f"evaluate-{start:09d}", scored) if memo else scored(), store)
+        return memo(f"evaluate-{start:09d}", scored) if memo else scored()
+
+    for part in sharded(range(0, len(dataset.samples), step), chunk_scores):
+        scores.merge(part, store)
     seconds = time.perf_counter() - started
     failures, hashes = scores.failures, scores.hashes
     excluded = [

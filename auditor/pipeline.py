@@ -19,32 +19,27 @@ from typing import Any
 
 from auditor import __version__
 from auditor.aggregate import AuditInputs, ReportData, build_report_data
-from auditor.architecture import profile_model
 from auditor.checkpoint import NO_CHECKPOINT, Checkpoint, open_checkpoint, run_identity
 from auditor.clinical import Clinical, analyse_predictions, positive_class
-from auditor.clinical.groups import intersection_columns
 from auditor.clinical.link import shortcut_links
 from auditor.compare import Comparison, compare_audits, gate_values, read_audit
 from auditor.compare.audits import audit_of_run
 from auditor.concepts.analysis import analyse_concepts
-from auditor.concepts.data import split_concepts
 from auditor.config import AuditConfig
 from auditor.counterfactual.stage import Counterfactuals, counterfactuals
-from auditor.data import discover
+from auditor.distributed import join_world, leave_world, share, world
 from auditor.documents import (
     metrics_document,
 )
 from auditor.errors import ConfigError
-from auditor.evaluate import Evaluation, evaluate, probe_output_kind
-from auditor.events import durations, emit, stage
+from auditor.evaluate import Evaluation, evaluate
+from auditor.events import close_events, durations, emit, stage
 from auditor.explain.engine import Explanations, explain_cases
 from auditor.explain.features import stage_layers
-from auditor.explain.layers import target_layer
 from auditor.history.identity import config_sha256, model_identity
 from auditor.history.runs import previous_run, record_run
 from auditor.history.store import RunRecord
-from auditor.images import model_preprocessing
-from auditor.load import load_model, resolve_device
+from auditor.loading import load_inputs
 from auditor.measure import Trust, measure_trust
 from auditor.outputs import Loaded, Results, write_run_folder
 from auditor.plan import RunPlan, announce_plan, plan_run
@@ -54,7 +49,6 @@ from auditor.robustness import Perturbed, Robustness, perturbed_predictions, rob
 from auditor.runfolder import assemble, check_writable
 from auditor.select import Selection, select_cases
 from auditor.similarity.analysis import Similarity, analyse_similarity
-from auditor.similarity.embeddings import embedding_site
 from auditor.versions import device_name, versions
 
 __all__ = ["run_audit"]
@@ -64,35 +58,6 @@ log = logging.getLogger(__name__)
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _load(config: AuditConfig) -> Loaded:
-    """Load the model and data, settle the preprocessing, profile and pick the target layer."""
-    device = resolve_device(config.device)
-    model = load_model(config.model, device)
-    dataset, concepts = split_concepts(discover(config.data, config.classes), config.dissection)
-    positive_class(dataset.classes, config.clinical)  # a wrong name fails before any stage
-    dataset.check_metadata_column(config.patient_column, "patient-column")
-    for pair in config.clinical.intersections:
-        for column in intersection_columns(pair):
-            dataset.check_metadata_column(column, f"intersections {pair!r}: column")
-    preprocessing = model_preprocessing(
-        dataset, model.in_channels, config.image_size, config.mean, config.std, config.max_pixels
-    )
-    kind = probe_output_kind(model, dataset, preprocessing)
-    height, width = preprocessing.size or (0, 0)  # settled by model_preprocessing
-    profile = profile_model(
-        model, (model.in_channels, height, width), config.batch_size, config.seed
-    )
-    layer = target_layer(model, profile, config.explain, kind, config.seed)
-    # A fully convolutional classifier's last stage may be its class maps: skip those.
-    wide = [s.path for s in stage_layers(profile.layers) if s.shape[0] > len(dataset.classes)]
-    site = embedding_site(model, config.similarity.embedding_layer, wide[-1] if wide else None)
-    train = config.similarity.train_data
-    train_set = discover(train, dataset.classes) if train is not None else None
-    return Loaded(
-        device, model, dataset, preprocessing, kind, profile, layer, concepts, site, train_set
-    )
 
 
 def _evaluated(config: AuditConfig, loaded: Loaded, checkpoint: Checkpoint) -> Evaluation:
@@ -118,9 +83,7 @@ def _analyse(
     """Evaluate, select, explain and measure: every stage that runs the model, each one's
     result saved in ``checkpoint`` as it finishes (and read from it when it is there)."""
     model, dataset, preprocessing = loaded.model, loaded.dataset, loaded.preprocessing
-    with stage("evaluate") as counts:
-        evaluation = checkpoint.stage("evaluate", lambda: _evaluated(config, loaded, checkpoint))
-        counts |= {"images": len(evaluation.predictions), "excluded": len(evaluation.excluded)}
+    evaluation = _evaluation_stage(config, loaded, checkpoint)
     positive = positive_class(dataset.classes, config.clinical)
     with stage("robustness") as counts:
         perturbed = checkpoint.stage("robustness", lambda: perturbed_predictions(
@@ -134,9 +97,7 @@ def _analyse(
             stage_layers(loaded.profile.layers), config.dissection, loaded.kind,
         ))  # fmt: skip
         counts["concepts"] = len(loaded.concepts.names)
-    selection = select_cases(
-        evaluation.predictions, dataset.classes, config.explain_samples, config.seed
-    )
+    selection = _selected(config, loaded, evaluation)
     explanations, trust = _explained(config, loaded, evaluation, selection, checkpoint)
     clinical, robustness = _clinical(config, loaded, evaluation, perturbed, (explanations, trust))
     similarity, changed = _representations(
@@ -154,6 +115,26 @@ def _analyse(
         similarity, changed, metrics, evaluate_policy(config.policy, metrics, compared),
         comparison, note,
     )  # fmt: skip
+
+
+def _evaluation_stage(config: AuditConfig, loaded: Loaded, checkpoint: Checkpoint) -> Evaluation:
+    with stage("evaluate") as counts:
+        evaluation = checkpoint.stage("evaluate", lambda: _evaluated(config, loaded, checkpoint))
+        counts |= {"images": len(evaluation.predictions), "excluded": len(evaluation.excluded)}
+    return evaluation
+
+
+def _selected(config: AuditConfig, loaded: Loaded, evaluation: Evaluation) -> Selection:
+    classes = loaded.dataset.classes
+    return select_cases(evaluation.predictions, classes, config.explain_samples, config.seed)
+
+
+def _share(config: AuditConfig, loaded: Loaded, checkpoint: Checkpoint) -> None:
+    """A rank other than 0 of a sharded run: its share of the stages that are shared (the
+    evaluation, the explanations and the trust checks; see :mod:`auditor.distributed`).
+    Rank 0 runs the others and writes the run folder."""
+    evaluation = _evaluation_stage(config, loaded, checkpoint)
+    _explained(config, loaded, evaluation, _selected(config, loaded, evaluation), checkpoint)
 
 
 def _compared(
@@ -279,6 +260,16 @@ def _robustness(
     )
 
 
+def _where(loaded: Loaded) -> str:
+    """The device in words, and the processes that shared the run (when sharded)."""
+    shared = world().describe()
+    return (
+        f"{device_name(loaded.device)} in each of {shared}"
+        if shared
+        else device_name(loaded.device)
+    )
+
+
 def _report(
     config: AuditConfig,
     loaded: Loaded,
@@ -309,7 +300,7 @@ def _report(
             selection=results.selection,
             command=command,
             versions=versions(),
-            device_name=device_name(loaded.device),
+            device_name=_where(loaded),
             started=times[0].strftime("%Y-%m-%d %H:%M:%S"),
             finished=times[1].strftime("%Y-%m-%d %H:%M:%S"),
             auditor_version=__version__,
@@ -320,12 +311,16 @@ def _report(
     )
 
 
-def run_audit(config: AuditConfig, command: str | None = None, resume: Path | None = None) -> Path:
+def run_audit(
+    config: AuditConfig, command: str | None = None, resume: Path | None = None
+) -> Path | None:
     """Run every stage and write the run folder.
 
     Each stage's result is saved in the partial run folder as it finishes; a run that
     stops (killed, or out of memory) keeps them, and the same command run again, or
-    ``resume``, goes on from there (see :mod:`auditor.checkpoint`).
+    ``resume``, goes on from there (see :mod:`auditor.checkpoint`). Started by torchrun,
+    the processes share the work (see :mod:`auditor.distributed`) and rank 0 writes the
+    run folder.
 
     Args:
         config: The resolved configuration.
@@ -334,25 +329,42 @@ def run_audit(config: AuditConfig, command: str | None = None, resume: Path | No
             in ``config.out`` with the same model, data and settings, if any).
 
     Returns:
-        The run folder ``<out>/<model stem>-<UTC timestamp>/`` (the first start's).
+        The run folder ``<out>/<model stem>-<UTC timestamp>/`` (the first start's), or
+        ``None`` on the ranks other than 0 of a sharded run.
 
     Raises:
         AuditError: A problem with the model, data or configuration (nothing written).
     """
+    if join_world(config.device).leader:
+        try:
+            return _lead(config, command, resume)
+        finally:
+            leave_world()
+    close_events()  # rank 0 sends the run's events
+    try:
+        loaded = load_inputs(config)
+        _share(config, loaded, share(NO_CHECKPOINT).follower())  # rank 0's checkpoint
+    finally:
+        leave_world()
+    return None
+
+
+def _lead(config: AuditConfig, command: str | None, resume: Path | None) -> Path:
+    """:func:`run_audit` in one process, or in rank 0 of a sharded run."""
     started = _now()
     command = command if command is not None else " ".join(sys.argv)
     check_writable(config.out)
     emit("run_start", model=str(config.model), data=str(config.data))
     previous = previous_run(config, started.isoformat())
     with stage("load") as counts:
-        loaded = _load(config)
+        loaded = load_inputs(config)
         counts |= {"images": len(loaded.dataset.samples), "layers": len(loaded.profile.layers)}
     plan = plan_run(config, loaded)
     announce_plan(plan)
     identity = run_identity(
         config_sha256(config.as_dict(), __version__), loaded.model.sha256, loaded.dataset
     )
-    checkpoint = open_checkpoint(config.out, config.model.stem, started, identity, resume)
+    checkpoint = share(open_checkpoint(config.out, config.model.stem, started, identity, resume))
     started = checkpoint.started or started
     with checkpoint.kept_on_failure():
         results = _analyse(config, loaded, previous, checkpoint)

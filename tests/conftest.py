@@ -37,9 +37,10 @@ def _every_run_folder_is_checked() -> Iterator[None]:
 
     def checked(
         config: AuditConfig, command: str | None = None, resume: Path | None = None
-    ) -> Path:
+    ) -> Path | None:
         folder = original(config, command, resume)
-        check_run_folder(folder)
+        if folder is not None:  # None: a rank other than 0 of a sharded run
+            check_run_folder(folder)
         return folder
 
     with pytest.MonkeyPatch.context() as patch:

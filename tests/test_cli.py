@@ -334,7 +334,7 @@ def test_an_unwritable_out_folder_is_a_one_line_error_before_any_stage_runs(
     def stages(*_: object) -> None:
         raise AssertionError("the stages ran before --out was checked")
 
-    monkeypatch.setattr(auditor.pipeline, "_load", stages)
+    monkeypatch.setattr(auditor.pipeline, "load_inputs", stages)
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     result = invoke(

@@ -23,7 +23,8 @@ from auditor.aggregate.robustness import robustness_findings
 from auditor.aggregate.similarity import similarity_findings
 from auditor.aggregate.trust import trust_summary
 from auditor.config import resolve_config
-from auditor.pipeline import _analyse, _load
+from auditor.loading import load_inputs
+from auditor.pipeline import _analyse
 from tests.helpers import save_torchscript, write_manifest
 
 SEEDS = 20
@@ -95,7 +96,7 @@ def _findings(folder: Path, model: Path, seed: int) -> tuple[str, ...]:
             "counterfactual_images": 0,  # no declared artefact concept: no finding here
         },
     )  # fmt: skip
-    results = _analyse(config, _load(config))
+    results = _analyse(config, load_inputs(config))
     assert results.evaluation.metrics.accuracy.value > 0.8  # an accurate model
     return (
         *dependence_findings(results.clinical.dependence),

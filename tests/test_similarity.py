@@ -19,7 +19,7 @@ from auditor.data import discover
 from auditor.evaluate import EvaluationSettings, evaluate, run_model
 from auditor.images import Preprocessing, make_loader
 from auditor.load import OutputKind, load_model
-from auditor.pipeline import _load
+from auditor.loading import load_inputs
 from auditor.similarity.analysis import duplicate_threshold
 from auditor.similarity.embeddings import embedding_site
 from auditor.similarity.leakage import training_leakage
@@ -105,7 +105,7 @@ def test_without_a_linear_head_the_embedding_is_the_last_stage_before_the_class_
     data = discover(make_manifest_dataset(tmp_path / "data", per_class=4), None)
     config = resolve_config(None, {"model": path, "data": data.source, "device": "cpu"})
 
-    site = _load(config).site
+    site = load_inputs(config).site
 
     assert site is not None and "stem, the last spatial stage before" in site.description
     images = torch.rand(2, 3, 32, 32)

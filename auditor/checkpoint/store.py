@@ -69,15 +69,22 @@ class Checkpoint:
         partial: The partial run folder holding it.
         started: When the run first started (the run folder is named after it).
         resumed: The stages and chunks read back rather than computed, in order.
+        saves_stages: Whether :meth:`stage` saves what it computes: not on the other ranks
+            of a sharded run, which share rank 0's checkpoint and save only their own
+            chunks and batches (:meth:`memo`).
     """
 
     folder: Path | None
     partial: Path | None = None
     started: datetime | None = None
     resumed: list[str] | None = None
+    saves_stages: bool = True
 
     def stage(self, name: str, compute: Callable[[], T]) -> T:
         """``compute()``, saved as ``name``; or, when a finished ``name`` is saved, that."""
+        return self._kept(name, compute, self.saves_stages)
+
+    def _kept(self, name: str, compute: Callable[[], T], save: bool) -> T:
         if self.folder is None:
             return compute()
         target = self.folder / name
@@ -92,17 +99,30 @@ class Checkpoint:
                 emit("stage_resumed", stage=name)
                 return value
         value = compute()
+        if not save:
+            return value
         try:
             self.save(name, value)
         except CheckpointError as error:  # the run goes on; a resumed one recomputes it
             log.warning("%s is not saved for a resumed run: %s", name, error)
         return value
 
+    def part(self, name: str, compute: Callable[[], T]) -> T:
+        """:meth:`stage` for a part of a stage (an evaluation chunk, a batch of
+        explanations), saved by whichever rank computed it."""
+        return self._kept(name, compute, True)
+
     @property
     def memo(self) -> Callable[[str, Callable[[], T]], T] | None:
-        """:meth:`stage`, for the stages that save their parts as they go (evaluation
-        chunks, explanation batches); ``None`` when nothing is kept."""
-        return self.stage if self.folder is not None else None
+        """:meth:`part`, for the stages that save their parts as they go; ``None`` when
+        nothing is kept."""
+        return self.part if self.folder is not None else None
+
+    def follower(self) -> Checkpoint:
+        """This checkpoint as another rank of a sharded run uses it: it reads the finished
+        stages, saves its own chunks and batches, and neither saves stages nor removes
+        the partial folder (rank 0 does)."""
+        return Checkpoint(self.folder, None, self.started, None, saves_stages=False)
 
     def save(self, name: str, value: Any) -> None:
         """Save ``value`` as ``name``, under a temporary name renamed when complete.

@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 import numpy as np
 import torch
 
+from auditor.distributed import sharded
 from auditor.explain.base import Batch, ExplainContext, Method
 from auditor.load import MODEL_ERRORS, first_line
 
@@ -37,6 +38,7 @@ __all__ = [
     "measure_batch_size",
     "measure_batches",
     "set_pass_batches",
+    "shared_batches",
 ]
 
 log = logging.getLogger(__name__)
@@ -150,6 +152,30 @@ def batches_halving_on_oom(
         stop = min(start + size, n)
         yield Span(start, stop, result, error, tried, size)
         start = stop
+
+
+def shared_batches(run: Callable[[int, int], T], n: int, size: int, what: str) -> Iterator[Span[T]]:
+    """:func:`batches_halving_on_oom`, its batches of ``size`` shared among the ranks of a
+    sharded run (:func:`auditor.distributed.sharded`): each rank walks the batches it
+    owns, halving one that runs out of memory, and every rank yields every span in order.
+    One process walks them all, the same batches."""
+    size = max(1, size)
+    walking = [size]  # a rank's size after its last halving: where its next batch starts
+
+    def walk(first: int) -> list[Span[T]]:
+        def within(start: int, stop: int) -> T:
+            return run(first + start, first + stop)
+
+        last = min(first + size, n)
+        spans = [
+            replace(span, start=span.start + first, stop=span.stop + first)
+            for span in batches_halving_on_oom(within, last - first, walking[0], what)
+        ]
+        walking[0] = spans[-1].size
+        return spans
+
+    for spans in sharded(range(0, n, size), walk):
+        yield from spans
 
 
 def measure_batch_size(

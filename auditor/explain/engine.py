@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from auditor.data import Dataset
 from auditor.explain import METHODS, ExplainContext, ExplainSettings, Method
-from auditor.explain.batching import attribute_batch, batches_halving_on_oom, set_pass_batches
+from auditor.explain.batching import attribute_batch, set_pass_batches, shared_batches
 from auditor.explain.description import MethodDescription, describe
 from auditor.explain.features import FEATURE_IMAGES, FeatureMaps, Stage, first_filters, stage_maps
 from auditor.explain.store import Case, MapStore
@@ -243,27 +243,29 @@ def _explain_in_batches(
     """
     seed = context.settings.seed
 
-    def attributed(start: int, stop: int) -> dict[str, np.ndarray | str]:
-        chunk = cases[start:stop]
-        images = torch.stack([display[c.index] for c in chunk])
-        targets = torch.tensor([c.target for c in chunk])
-        return attribute_batch(
-            context, methods, images, targets, [seed + c.index for c in chunk], seconds
-        )
+    def run(start: int, stop: int) -> tuple[Maps, dict[str, float]]:
+        chunk, timing = cases[start:stop], dict[str, float]()
 
-    def run(start: int, stop: int) -> dict[str, np.ndarray | str]:
-        if memo is None:
-            return attributed(start, stop)
-        return memo(f"explain-{start:06d}-{stop:06d}", lambda: attributed(start, stop))
+        def attributed() -> Maps:
+            images = torch.stack([display[c.index] for c in chunk])
+            targets = torch.tensor([c.target for c in chunk])
+            seeds = [seed + c.index for c in chunk]
+            return attribute_batch(context, methods, images, targets, seeds, timing)
+
+        maps = attributed() if memo is None else memo(f"explain-{start:06d}-{stop:06d}", attributed)
+        return maps, timing
 
     size = batch_size
     progress = tqdm(total=len(cases), desc="explain", unit="map", leave=False, disable=None)
-    for span in batches_halving_on_oom(run, len(cases), batch_size, "explanation batch"):
+    for span in shared_batches(run, len(cases), batch_size, "explanation batch"):
         chunk = cases[span.start : span.stop]
         if span.result is None:
             outcome.fail(chunk, methods, span.error)
         else:
-            outcome.add(chunk, span.result)
+            maps, timing = span.result
+            outcome.add(chunk, maps)
+            for key, taken in timing.items():  # a sharded run's: every rank's batches
+                seconds[key] = seconds.get(key, 0.0) + taken
         if span.halved:  # ran out of memory: smaller batches from now on
             context.forward_batch = max(1, context.forward_batch * span.size // span.tried)
             context.backward_batch = max(1, context.backward_batch * span.size // span.tried)

@@ -20,7 +20,7 @@ import pandas as pd
 from auditor.explain import ExplainContext
 from auditor.measure.records import Records, TrustCase, TrustSettings
 
-__all__ = ["NOT_MEASURED", "Check", "Evidence", "MapRun", "judge"]
+__all__ = ["NOT_MEASURED", "Check", "Curves", "Evidence", "MapRun", "judge"]
 
 NOT_MEASURED = "not measured"
 
@@ -55,6 +55,10 @@ class Evidence:
         return chosen.set_index(["index", "role"])["value"]
 
 
+Curves = dict[str, tuple[np.ndarray, np.ndarray, int]]
+"""Method → summed ``(deletion, insertion)`` curves and how many were summed."""
+
+
 @dataclass
 class MapRun:
     """What the checks read from the explained maps share while they measure.
@@ -71,7 +75,7 @@ class MapRun:
     context: ExplainContext
     settings: TrustSettings
     masks: dict[int, np.ndarray | str]
-    curves: dict[str, tuple[np.ndarray, np.ndarray, int]]
+    curves: Curves
 
     def add_curves(self, method: str, deletion: np.ndarray, insertion: np.ndarray) -> None:
         """Add one map's deletion and insertion curves to the method's sums."""

@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from auditor.distributed import sharded
 from auditor.explain import ExplainContext, Method
 from auditor.explain.store import MapStore
+from auditor.load import LoadedModel
 from auditor.measure.budget import Protocol
 from auditor.measure.maps import MapOrError, recompute
 from auditor.measure.randomisation import CascadeStep, randomised_models
@@ -91,8 +93,9 @@ def randomisation_check(
     display = torch.stack([c.display for c in cases])
     targets = torch.tensor([c.target for c in cases])
     seeds = [settings.seed + c.index for c in cases]
-    randomised = randomised_models(context.model, steps, settings.seed)
-    for number, (step, model) in enumerate(randomised, start=1):
+
+    def at(numbered: tuple[int, tuple[CascadeStep, LoadedModel]]) -> dict[str, list[MapOrError]]:
+        number, (step, model) = numbered
         log.info("randomisation: weights redrawn down to %s", step.label)
         last = number == len(steps)
         changed: dict[str, list[MapOrError]] = {}
@@ -101,6 +104,12 @@ def randomisation_check(
             changed |= recompute(
                 context.with_model(model), group, display[:n], targets[:n], seeds[:n], batch_size
             )
+        return changed
+
+    # the steps are shared among the ranks of a sharded run; every rank redraws each step
+    # in turn (the copy is randomised further in place), and runs the methods on its own
+    randomised = enumerate(randomised_models(context.model, steps, settings.seed), start=1)
+    for step, changed in zip(steps, sharded(randomised, at), strict=True):
         _similarity(records, cases, names, original, changed, step.label)
         for key, results in changed.items():
             if not isinstance(results[0], str):

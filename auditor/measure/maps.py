@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from auditor.explain import ExplainContext, Method
-from auditor.explain.batching import attribute_batch, batches_halving_on_oom
+from auditor.explain.batching import attribute_batch, shared_batches
 
 __all__ = ["MapOrError", "recompute"]
 
@@ -26,7 +26,8 @@ def recompute(
     seeds: list[int],
     batch_size: int,
 ) -> dict[str, list[MapOrError]]:
-    """Every method's map for each image, ``batch_size`` images at a time.
+    """Every method's map for each image, ``batch_size`` images at a time (the batches
+    shared among the ranks of a sharded run).
 
     Args:
         context: The model as the methods see it.
@@ -47,7 +48,7 @@ def recompute(
         )
 
     results: dict[str, list[MapOrError]] = {m.key: [] for m in methods}
-    for span in batches_halving_on_oom(run, len(display), batch_size, "trust batch"):
+    for span in shared_batches(run, len(display), batch_size, "trust batch"):
         failed = {m.key: span.error for m in methods}
         batch = span.result if span.result is not None else failed
         n = span.stop - span.start

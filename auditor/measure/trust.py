@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from auditor.architecture import LayerInfo
 from auditor.data import Dataset
+from auditor.distributed import sharded
 from auditor.explain import ExplainContext, Method
 from auditor.explain.engine import Explanations
 from auditor.images import Preprocessing
@@ -39,7 +40,7 @@ from auditor.measure.budget import (
     plan_trust,
     shared_passes,
 )
-from auditor.measure.check import MapRun
+from auditor.measure.check import Curves, MapRun
 from auditor.measure.checks import randomisation_check, stability_check
 from auditor.measure.map_checks import agreement, load_masks
 from auditor.measure.randomisation import CascadeStep, cascade
@@ -148,19 +149,26 @@ def _read_maps(
         case's maps.
     """
     explanations = run.explanations
-    maps_run = MapRun(run.context, run.settings, masks, {})
-    records = Records()
-    per_case: list[dict[str, np.ndarray]] = []
     clock = time.perf_counter()
-    for case in tqdm(cases, desc="trust", unit="image", leave=False, disable=None):
+
+    def measured(case: TrustCase) -> tuple[list[tuple[object, ...]], Curves]:
+        mine, records = MapRun(run.context, run.settings, masks, {}), Records()
         found = explanations.maps.of(case, explanations.ran)
-        target = explanations.classes[case.target]
-        per_case.append(found)
         for check in CHECKS:
-            check.measure_case(maps_run, case, target, found, records)
+            check.measure_case(mine, case, explanations.classes[case.target], found, records)
+        return records.rows, mine.curves
+
+    # one case at a time, shared among the ranks of a sharded run; the curves are summed
+    # in case order, as one process sums them
+    progress = tqdm(cases, desc="trust", unit="image", leave=False, disable=None)
+    maps_run, records = MapRun(run.context, run.settings, masks, {}), Records()
+    for rows, curves in sharded(progress, measured):
+        records.rows += rows
+        for method, (deletion, insertion, _) in curves.items():
+            maps_run.add_curves(method, deletion, insertion)
     run.seconds["faithfulness, localisation, sparseness"] = time.perf_counter() - clock
     run.frames.append(records.frame())
-    return maps_run, per_case
+    return maps_run, [explanations.maps.of(case, explanations.ran) for case in cases]
 
 
 def _note_map_checks_not_run(

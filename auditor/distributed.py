@@ -1,0 +1,221 @@
+"""Sharded audits on torch.distributed: ``torchrun --nproc-per-node N -m auditor run …``.
+
+Every rank loads the model and the data, then shares the stages that run the model over
+many images or cases: the evaluation (in chunks of whole batches), the explanations (in
+batches of cases) and the trust checks (faithfulness by case, randomisation by cascade
+step, stability by batch of noisy copies). Each of those is a sequence of *units*; rank
+``r`` of ``N`` computes the units ``i`` with ``i % N == r``, and every rank then receives
+every unit's result, in unit order (:func:`sharded`). A unit is computed exactly as a
+single process computes it (the same batches, the same seeds) and the results are merged
+in the same order, so a sharded run's files equal a single process's.
+
+Rank 0 alone runs the other stages (robustness, concepts, clinical analysis, similarity,
+counterfactuals) and writes the run folder; the other ranks stop after the trust checks.
+The backend is ``gloo`` on the CPU and ``nccl`` on CUDA, where rank ``r`` uses the GPU
+``LOCAL_RANK``. torchrun's rendezvous flags (``--nnodes``, ``--rdzv-endpoint``) work as
+usual; a multi-node run needs ``--out`` on a file system every node sees.
+
+Outside torchrun (no ``WORLD_SIZE`` above 1 in the environment) the world is one process
+and :func:`sharded` is a plain loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from auditor.errors import ConfigError
+
+__all__ = ["World", "join_world", "leave_world", "one_process", "sharded", "share", "world"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+WAIT = timedelta(hours=12)
+"""How long a rank waits for the others at a gather. Rank 0 runs the unsharded stages
+between the sharded ones (robustness and concepts come between the evaluation and the
+explanations) while the others wait, so this is long; a rank that dies is noticed by
+torchrun, which stops the others, not by this timeout."""
+
+
+@dataclass(frozen=True)
+class World:
+    """The processes of one audit.
+
+    Attributes:
+        rank: This process's number, 0 to ``size - 1``.
+        size: How many processes share the audit (1: not sharded).
+        backend: ``gloo`` or ``nccl`` (``""`` for one process).
+    """
+
+    rank: int = 0
+    size: int = 1
+    backend: str = ""
+
+    @property
+    def leader(self) -> bool:
+        """Whether this process writes the run folder (rank 0)."""
+        return self.rank == 0
+
+    def describe(self) -> str:
+        """The world in words, for the report (``""`` for one process)."""
+        return f"{self.size} processes ({self.backend})" if self.size > 1 else ""
+
+
+_WORLD = World()
+_ALONE = [False]  # inside a unit: nested sharded() calls run every unit locally
+
+
+def world() -> World:
+    """The world this process belongs to."""
+    return _WORLD
+
+
+def _environment_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise ConfigError(
+            f"WORLD_SIZE is {os.environ['WORLD_SIZE']!r}, not a number; start sharded runs "
+            f"with torchrun, which sets it"
+        ) from None
+
+
+def one_process(command: str) -> None:
+    """Refuse to run ``command`` under torchrun.
+
+    Raises:
+        ConfigError: ``WORLD_SIZE`` is above 1.
+    """
+    if _environment_size() > 1:
+        raise ConfigError(
+            f"{command} runs in one process; start it without torchrun (torchrun shares "
+            f"the work of auditor run)"
+        )
+
+
+def join_world(device: str) -> World:
+    """Join torchrun's process group when there is one (``WORLD_SIZE`` above 1): ``nccl``
+    for a CUDA ``device`` (each rank on the GPU ``LOCAL_RANK``), else ``gloo``.
+
+    Raises:
+        ConfigError: ``WORLD_SIZE`` is set without the rest of torchrun's environment,
+            or CUDA is asked for with fewer GPUs than local ranks.
+    """
+    global _WORLD
+    size = _environment_size()
+    if size <= 1:
+        _WORLD = World()
+        return _WORLD
+    missing = [
+        k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ
+    ]
+    if missing:
+        raise ConfigError(
+            f"WORLD_SIZE is {size} but {missing[0]} is not set; start sharded runs with "
+            f"torchrun --nproc-per-node N -m auditor run …"
+        )
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        local = int(os.environ["LOCAL_RANK"])
+        if local >= torch.cuda.device_count():
+            raise ConfigError(
+                f"local rank {local} has no GPU: this machine has {torch.cuda.device_count()}; "
+                f"pass --nproc-per-node at most that, or --device cpu"
+            )
+        torch.cuda.set_device(local)
+    backend = "nccl" if cuda else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=WAIT)
+    _WORLD = World(dist.get_rank(), dist.get_world_size(), backend)
+    return _WORLD
+
+
+def leave_world() -> None:
+    """Leave the process group (a no-op for one process)."""
+    global _WORLD
+    if _WORLD.size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+    _WORLD = World()
+
+
+@contextlib.contextmanager
+def _alone() -> Iterator[None]:
+    before = _ALONE[0]
+    _ALONE[0] = True
+    try:
+        yield
+    finally:
+        _ALONE[0] = before
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A unit that raised: the error, pickled when it can be (re-raised on every rank)."""
+
+    error: bytes
+    text: str
+
+
+def _failed(error: BaseException) -> _Failed:
+    try:
+        return _Failed(pickle.dumps(error), str(error))
+    except Exception:
+        return _Failed(b"", f"{error.__class__.__name__}: {error}")
+
+
+def _raise(failed: _Failed) -> None:
+    if failed.error:
+        raise pickle.loads(failed.error)
+    raise RuntimeError(f"another rank failed: {failed.text}")
+
+
+def sharded(units: Iterable[T], compute: Callable[[T], R]) -> list[R]:
+    """``[compute(unit) for unit in units]``, the units shared among the ranks.
+
+    Every rank iterates over every unit (a generator that mutates what it yields, like
+    the randomisation cascade, stays in step) and computes those it owns; every rank
+    returns every result, in unit order. A unit that raises raises on every rank. Calls
+    made inside a unit are not shared again.
+    """
+    if _WORLD.size == 1 or _ALONE[0]:
+        return [compute(unit) for unit in units]
+    mine: dict[int, Any] = {}
+    count = 0
+    with _alone():
+        for number, unit in enumerate(units):
+            count += 1
+            if number % _WORLD.size != _WORLD.rank or any(
+                isinstance(v, _Failed) for v in mine.values()
+            ):
+                continue
+            try:
+                mine[number] = compute(unit)
+            except Exception as error:
+                mine[number] = _failed(error)
+    parts: list[dict[int, Any] | None] = [None] * _WORLD.size
+    dist.all_gather_object(parts, mine)
+    merged: dict[int, Any] = {}
+    for part in parts:
+        merged.update(part or {})
+    failures = [v for _, v in sorted(merged.items()) if isinstance(v, _Failed)]
+    if failures:
+        _raise(failures[0])
+    return [merged[number] for number in range(count)]
+
+
+def share(value: T) -> T:
+    """Rank 0's ``value``, on every rank (``value`` itself for one process)."""
+    if _WORLD.size == 1:
+        return value
+    box: list[Any] = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
