@@ -34,7 +34,16 @@ import torch.distributed as dist
 
 from auditor.errors import ConfigError
 
-__all__ = ["World", "join_world", "leave_world", "one_process", "sharded", "share", "world"]
+__all__ = [
+    "World",
+    "join_world",
+    "leave_world",
+    "one_process",
+    "sharded",
+    "share",
+    "sharing",
+    "world",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -77,6 +86,12 @@ _ALONE = [False]  # inside a unit: nested sharded() calls run every unit locally
 def world() -> World:
     """The world this process belongs to."""
     return _WORLD
+
+
+def sharing() -> int:
+    """How many ranks a :func:`sharded` call made here shares its units among: the
+    world's size, or 1 inside a unit."""
+    return 1 if _ALONE[0] else _WORLD.size
 
 
 def _environment_size() -> int:
@@ -186,7 +201,7 @@ def sharded(units: Iterable[T], compute: Callable[[T], R]) -> list[R]:
     returns every result, in unit order. A unit that raises raises on every rank. Calls
     made inside a unit are not shared again.
     """
-    if _WORLD.size == 1 or _ALONE[0]:
+    if sharing() == 1:
         return [compute(unit) for unit in units]
     mine: dict[int, Any] = {}
     count = 0

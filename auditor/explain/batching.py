@@ -24,7 +24,7 @@ from typing import Generic, TypeVar
 import numpy as np
 import torch
 
-from auditor.distributed import sharded
+from auditor.distributed import sharded, sharing
 from auditor.explain.base import Batch, ExplainContext, Method
 from auditor.load import MODEL_ERRORS, first_line
 
@@ -155,11 +155,16 @@ def batches_halving_on_oom(
 
 
 def shared_batches(run: Callable[[int, int], T], n: int, size: int, what: str) -> Iterator[Span[T]]:
-    """:func:`batches_halving_on_oom`, its batches of ``size`` shared among the ranks of a
-    sharded run (:func:`auditor.distributed.sharded`): each rank walks the batches it
-    owns, halving one that runs out of memory, and every rank yields every span in order.
-    One process walks them all, the same batches."""
-    size = max(1, size)
+    """:func:`batches_halving_on_oom`, its batches shared among the ranks of a sharded run
+    (:func:`auditor.distributed.sharded`): each rank walks the batches it owns, halving
+    one that runs out of memory, and every rank yields every span in order.
+
+    One process walks batches of ``size``. Among ``R`` ranks a batch holds at most
+    ``n / R`` items (rounded up), so that a single batch's worth of work is split too;
+    the per-item results are then computed in smaller batches than one process's, which
+    may move the last digits (see the README's Determinism section).
+    """
+    size = max(1, min(size, -(-n // sharing())))
     walking = [size]  # a rank's size after its last halving: where its next batch starts
 
     def walk(first: int) -> list[Span[T]]:

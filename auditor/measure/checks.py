@@ -26,6 +26,8 @@ __all__ = ["randomisation_check", "stability_check"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Changed = tuple[str, dict[str, list[MapOrError]]]
+"""A cascade step's label, and its methods' maps on the randomised model."""
 
 
 def _similarity(
@@ -94,26 +96,36 @@ def randomisation_check(
     targets = torch.tensor([c.target for c in cases])
     seeds = [settings.seed + c.index for c in cases]
 
-    def at(numbered: tuple[int, tuple[CascadeStep, LoadedModel]]) -> dict[str, list[MapOrError]]:
-        number, (step, model) = numbered
-        log.info("randomisation: weights redrawn down to %s", step.label)
-        last = number == len(steps)
-        changed: dict[str, list[MapOrError]] = {}
+    def work(step: int) -> list[tuple[int, list[Method]]]:
+        last = step == len(steps)
         images = {k: p.images if last or p.steps > 1 else None for k, p in protocols.items()}
-        for n, group in _groups(methods, images).items():
-            changed |= recompute(
-                context.with_model(model), group, display[:n], targets[:n], seeds[:n], batch_size
-            )
-        return changed
+        return list(_groups(methods, images).items())
 
-    # the steps are shared among the ranks of a sharded run; every rank redraws each step
-    # in turn (the copy is randomised further in place), and runs the methods on its own
-    randomised = enumerate(randomised_models(context.model, steps, settings.seed), start=1)
-    for step, changed in zip(steps, sharded(randomised, at), strict=True):
-        _similarity(records, cases, names, original, changed, step.label)
+    def run(unit: tuple[CascadeStep, LoadedModel, int, list[Method]]) -> Changed:
+        step, model, n, group = unit
+        log.info("randomisation: %s, weights redrawn down to %s", group[0].key, step.label)
+        changed = context.with_model(model)
+        return step.label, recompute(
+            changed, group, display[:n], targets[:n], seeds[:n], batch_size
+        )
+
+    # each step's groups of methods are shared among the ranks of a sharded run; every rank
+    # redraws each step in turn (the copy is randomised further in place, so a unit runs
+    # before the next step is drawn: a generator, not a list) and runs its own units
+    randomised = randomised_models(context.model, steps, settings.seed)
+    units = (
+        (step, model, n, group)
+        for number, (step, model) in enumerate(randomised, start=1)
+        for n, group in work(number)
+    )
+    by_step: dict[str, dict[str, list[MapOrError]]] = {step.label: {} for step in steps}
+    for label, changed in sharded(units, run):
+        by_step[label] |= changed
+    for label, changed in by_step.items():
+        _similarity(records, cases, names, original, changed, label)
         for key, results in changed.items():
             if not isinstance(results[0], str):
-                example[(step.label, key)] = results[0]
+                example[(label, key)] = results[0]
     return records.frame(), example
 
 
