@@ -10,7 +10,8 @@ single process computes it (the same batches, the same seeds) and the results ar
 in the same order, so a sharded run's files equal a single process's.
 
 Rank 0 alone runs the other stages (robustness, concepts, clinical analysis, similarity,
-counterfactuals) and writes the run folder; the other ranks stop after the trust checks.
+counterfactuals) and writes the run folder; the other ranks stop after the trust checks,
+and on the CPU rank 0 then takes over their threads (:func:`take_over_threads`).
 The backend is ``gloo`` on the CPU and ``nccl`` on CUDA, where rank ``r`` uses the GPU
 ``LOCAL_RANK``. torchrun's rendezvous flags (``--nnodes``, ``--rdzv-endpoint``) work as
 usual; a multi-node run needs ``--out`` on a file system every node sees.
@@ -31,6 +32,7 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from threadpoolctl import threadpool_limits
 
 from auditor.errors import ConfigError
 
@@ -42,6 +44,7 @@ __all__ = [
     "sharded",
     "share",
     "sharing",
+    "take_over_threads",
     "world",
 ]
 
@@ -63,11 +66,13 @@ class World:
         rank: This process's number, 0 to ``size - 1``.
         size: How many processes share the audit (1: not sharded).
         backend: ``gloo`` or ``nccl`` (``""`` for one process).
+        threads: Each rank's torch threads when it joined.
     """
 
     rank: int = 0
     size: int = 1
     backend: str = ""
+    threads: int = 1
 
     @property
     def leader(self) -> bool:
@@ -76,7 +81,10 @@ class World:
 
     def describe(self) -> str:
         """The world in words, for the report (``""`` for one process)."""
-        return f"{self.size} processes ({self.backend})" if self.size > 1 else ""
+        if self.size == 1:
+            return ""
+        each = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
+        return f"{self.size} processes ({self.backend}) of {each} each"
 
 
 _WORLD = World()
@@ -150,16 +158,35 @@ def join_world(device: str) -> World:
     backend = "nccl" if cuda else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=WAIT)
-    _WORLD = World(dist.get_rank(), dist.get_world_size(), backend)
+    _WORLD = World(dist.get_rank(), dist.get_world_size(), backend, torch.get_num_threads())
     return _WORLD
 
 
 def leave_world() -> None:
-    """Leave the process group (a no-op for one process)."""
+    """Leave the process group (a no-op for one process), with the threads it joined with."""
     global _WORLD
     if _WORLD.size > 1 and dist.is_initialized():
         dist.destroy_process_group()
+    if _THREADS:
+        threads, limits = _THREADS.pop()
+        torch.set_num_threads(threads)
+        limits.restore_original_limits()
     _WORLD = World()
+
+
+_THREADS: list[tuple[int, threadpool_limits]] = []  # rank 0's before it took the others'
+
+
+def take_over_threads() -> None:
+    """On rank 0 of a sharded CPU run, once the other ranks have stopped: use their
+    threads too (torchrun gives each rank ``cores / N``), torch's and the native
+    libraries' (BLAS, OpenMP: scikit-learn's t-SNE and PCA), for the stages rank 0 runs
+    alone after the shared ones."""
+    if _WORLD.size == 1 or not _WORLD.leader or _WORLD.backend != "gloo" or _THREADS:
+        return
+    threads = torch.get_num_threads() * max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    _THREADS.append((torch.get_num_threads(), threadpool_limits(limits=threads)))
+    torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager

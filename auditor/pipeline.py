@@ -27,7 +27,7 @@ from auditor.compare.audits import audit_of_run
 from auditor.concepts.analysis import analyse_concepts
 from auditor.config import AuditConfig
 from auditor.counterfactual.stage import Counterfactuals, counterfactuals
-from auditor.distributed import join_world, leave_world, share, world
+from auditor.distributed import join_world, leave_world, share, take_over_threads, world
 from auditor.documents import (
     metrics_document,
 )
@@ -99,6 +99,7 @@ def _analyse(
         counts["concepts"] = len(loaded.concepts.names)
     selection = _selected(config, loaded, evaluation)
     explanations, trust = _explained(config, loaded, evaluation, selection, checkpoint)
+    take_over_threads()  # a sharded run's other ranks have stopped
     clinical, robustness = _clinical(config, loaded, evaluation, perturbed, (explanations, trust))
     similarity, changed = _representations(
         config, loaded, (evaluation, selection), clinical, trust, checkpoint
@@ -262,11 +263,11 @@ def _robustness(
 
 def _where(loaded: Loaded) -> str:
     """The device in words, and the processes that shared the run (when sharded)."""
-    shared = world().describe()
+    where, shared = device_name(loaded.device), world().describe()
     return (
-        f"{device_name(loaded.device)} in each of {shared}"
+        f"{where}; evaluation, explanations and trust checks shared by {shared}"
         if shared
-        else device_name(loaded.device)
+        else where
     )
 
 

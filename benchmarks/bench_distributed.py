@@ -32,6 +32,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from timing import machine  # benchmarks/, next to this file
 
 from auditor.load import resolve_device
@@ -60,10 +62,37 @@ def _audit(command: list[str], out: Path, env: dict[str, str]) -> tuple[float, d
     return seconds, {e["stage"]: e["seconds"] for e in lines if e["event"] == "stage_end"}
 
 
-def _same_files(first: Path, second: Path) -> str:
+def _numbers(value: object, path: str = "") -> dict[str, float]:
+    """Every number in a JSON value, by its path."""
+    if isinstance(value, dict | list):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        return {k: v for key, item in items for k, v in _numbers(item, f"{path}/{key}").items()}
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return {path: float(value)} if number else {}
+
+
+def _compared(first: Path, second: Path) -> str:
+    """Whether two run folders' data files hold the same bytes; where not, how far apart
+    their numbers are."""
     (a,), (b,) = list(first.iterdir()), list(second.iterdir())
     differ = [name for name in COMPARED if (a / name).read_bytes() != (b / name).read_bytes()]
-    return f"differ: {', '.join(differ)}" if differ else f"same bytes ({', '.join(COMPARED)})"
+    if not differ:
+        return f"same bytes ({', '.join(COMPARED)})"
+    with np.load(a / "explanations.npz") as left, np.load(b / "explanations.npz") as right:
+        maps = max(
+            float(np.abs(left[k] - right[k]).max() / max(np.abs(left[k]).max(), 1e-30))
+            for k in left.files
+            if left[k].dtype.kind == "f"
+        )
+    records = [pd.read_csv(f / "trust_records.csv")["value"] for f in (a, b)]
+    numbers = [_numbers(json.loads((f / "metrics.json").read_text())) for f in (a, b)]
+    worst = max(numbers[0], key=lambda k: abs(numbers[0][k] - numbers[1].get(k, np.nan)))
+    gap = abs(numbers[0][worst] - numbers[1][worst])
+    return (
+        f"differ in {', '.join(differ)}: maps by at most {maps:.1e} of their largest value, "
+        f"trust measurements by {float((records[0] - records[1]).abs().max()):.1e}, "
+        f"metrics.json by {gap:.1e} (at {worst})"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -125,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
                 f"speed-up of {names[0]} over {reference}: shared stages (evaluate, explain, "
                 f"trust) {speedups[reference]:.2f}, whole run {whole:.2f}"
             )
-        print(f"run folders of {names[0]} and {names[1]}: {_same_files(root / '0', root / '1')}")
+        print(f"run folders of {names[0]} and {names[1]}: {_compared(root / '0', root / '1')}")
     return speedups
 
 
