@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,6 +33,7 @@ import torch
 import torch.distributed as dist
 from threadpoolctl import threadpool_limits
 
+from auditor import errors
 from auditor.errors import ConfigError
 
 __all__ = [
@@ -201,23 +201,22 @@ def _alone() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class _Failed:
-    """A unit that raised: the error, pickled when it can be (re-raised on every rank)."""
+    """A unit that raised: the error's class name and message, re-raised on every rank
+    (an :class:`~auditor.errors.AuditError` as itself, anything else as a RuntimeError)."""
 
-    error: bytes
+    kind: str
     text: str
 
 
-def _failed(error: BaseException) -> _Failed:
-    try:
-        return _Failed(pickle.dumps(error), str(error))
-    except Exception:
-        return _Failed(b"", f"{error.__class__.__name__}: {error}")
-
-
 def _raise(failed: _Failed) -> None:
-    if failed.error:
-        raise pickle.loads(failed.error)
-    raise RuntimeError(f"another rank failed: {failed.text}")
+    mistakes = {kind.__name__: kind for kind in _subclasses(errors.AuditError)}
+    if failed.kind in mistakes:
+        raise mistakes[failed.kind](failed.text)
+    raise RuntimeError(f"a rank of this sharded run failed: {failed.kind}: {failed.text}")
+
+
+def _subclasses(kind: type[errors.AuditError]) -> list[type[errors.AuditError]]:
+    return [kind, *(k for sub in kind.__subclasses__() for k in _subclasses(sub))]
 
 
 def sharded(units: Iterable[T], compute: Callable[[T], R]) -> list[R]:
@@ -242,7 +241,7 @@ def sharded(units: Iterable[T], compute: Callable[[T], R]) -> list[R]:
             try:
                 mine[number] = compute(unit)
             except Exception as error:
-                mine[number] = _failed(error)
+                mine[number] = _Failed(error.__class__.__name__, str(error))
     parts: list[dict[int, Any] | None] = [None] * _WORLD.size
     dist.all_gather_object(parts, mine)
     merged: dict[int, Any] = {}

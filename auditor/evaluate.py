@@ -21,7 +21,7 @@ from tqdm import tqdm
 from auditor.data import Dataset, Exclusion, Sample
 from auditor.distributed import sharded, world
 from auditor.errors import DataError, ModelError
-from auditor.images import Preprocessing, make_loader
+from auditor.images import Preprocessing, channel_statistics, make_loader
 from auditor.load import (
     MODEL_ERRORS,
     LoadedModel,
@@ -122,18 +122,6 @@ class Evaluation:
     embeddings: EmbeddingStore | None = None
     intensities: np.ndarray | None = None
     precision_check: PrecisionCheck | None = None
-
-
-def channel_statistics(images: torch.Tensor, preprocessing: Preprocessing) -> np.ndarray:
-    """``(B, 2C)`` float32: each image's per-channel pixel mean, then standard deviation,
-    in [0, 1] units (the model's normalisation undone), computed on the images' device."""
-    flat = images.flatten(2).double()
-    means, stds = flat.mean(dim=2), flat.std(dim=2, correction=0)
-    if preprocessing.mean is not None and preprocessing.std is not None:
-        scale = torch.tensor(preprocessing.std, dtype=torch.float64, device=images.device)
-        shift = torch.tensor(preprocessing.mean, dtype=torch.float64, device=images.device)
-        means, stds = means * scale + shift, stds * scale
-    return torch.cat([means, stds], dim=1).float().cpu().numpy()
 
 
 def run_model(
@@ -296,16 +284,27 @@ def _score(
     return scores
 
 
-def _chunk_size(images: int, batch_size: int, chunk_images: int, saved: bool) -> int:
-    """Images per chunk of the evaluation, in whole batches, so that a chunk's batches are
-    an unchunked pass's: ``chunk_images`` when chunks are saved, about a quarter of each
-    rank's share in a sharded run (so that the ranks finish together), else everything."""
-    whole = max(1, chunk_images // batch_size) * batch_size
-    ranks = world().size
-    if ranks > 1:
-        batches = -(-images // batch_size)
-        return min(whole, max(1, batches // (4 * ranks)) * batch_size)
-    return whole if saved else max(1, images)
+def _chunks(
+    samples: Sequence[Sample],
+    settings: EvaluationSettings,
+    score: Callable[..., _Scores],
+    memo: Memo | None,
+    chunk_images: int,
+) -> list[_Scores]:
+    """Each chunk's scores, in order: chunks of whole batches, so that a chunk's batches
+    are an unchunked pass's; ``chunk_images`` when chunks are saved (``memo``), about a
+    quarter of each rank's share in a sharded run (so that the ranks finish together),
+    else everything in one."""
+    batch = settings.batch_size
+    step = max(1, chunk_images // batch) * batch if memo is not None else max(1, len(samples))
+    if world().size > 1:
+        step = min(step, max(1, -(-len(samples) // batch) // (4 * world().size)) * batch)
+
+    def chunk_scores(start: int) -> _Scores:
+        scored = partial(score, samples=samples[start : start + step], settings=settings)
+        return memo(f"evaluate-{start:09d}", scored) if memo else scored()
+
+    return sharded(range(0, len(samples), step), chunk_scores)
 
 
 def evaluate(
@@ -328,14 +327,8 @@ def evaluate(
     started = time.perf_counter()
     store = EmbeddingStore(len(dataset.samples)) if site is not None else None
     scores = _Scores([], [], [], {}, [])
-    step = _chunk_size(len(dataset.samples), settings.batch_size, chunk_images, memo is not None)
-
-    def chunk_scores(start: int) -> _Scores:
-        chunk = dataset.samples[start : start + step]
-        scored = partial(_score, model, dataset, chunk, preprocessing, kind, settings, site)
-        return memo(f"evaluate-{start:09d}", scored) if memo else scored()
-
-    for part in sharded(range(0, len(dataset.samples), step), chunk_scores):
+    score = partial(_score, model, dataset, preprocessing=preprocessing, kind=kind, site=site)
+    for part in _chunks(dataset.samples, settings, score, memo, chunk_images):
         scores.merge(part, store)
     seconds = time.perf_counter() - started
     failures, hashes = scores.failures, scores.hashes

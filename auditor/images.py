@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "Batch",
     "Preprocessing",
+    "channel_statistics",
     "decode_image",
     "expected_size",
     "make_loader",
@@ -339,3 +340,15 @@ def model_preprocessing(
             f"read; check the files"
         )
     return Preprocessing(channels, image_size, mean, std, size, max_pixels)
+
+
+def channel_statistics(images: torch.Tensor, preprocessing: Preprocessing) -> np.ndarray:
+    """``(B, 2C)`` float32: each image's per-channel pixel mean, then standard deviation,
+    in [0, 1] units (the model's normalisation undone), computed on the images' device."""
+    flat = images.flatten(2).double()
+    means, stds = flat.mean(dim=2), flat.std(dim=2, correction=0)
+    if preprocessing.mean is not None and preprocessing.std is not None:
+        scale = torch.tensor(preprocessing.std, dtype=torch.float64, device=images.device)
+        shift = torch.tensor(preprocessing.mean, dtype=torch.float64, device=images.device)
+        means, stds = means * scale + shift, stds * scale
+    return torch.cat([means, stds], dim=1).float().cpu().numpy()

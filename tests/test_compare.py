@@ -33,9 +33,8 @@ from auditor.compare import Audit, compare_audits
 from auditor.compare.drift import intensity_drift, mmd_test, prediction_drift
 from auditor.compare.stats import mcnemar
 from auditor.documents import schema
-from auditor.evaluate import channel_statistics
 from auditor.history.settings import PeriodicSettings
-from auditor.images import Preprocessing
+from auditor.images import Preprocessing, channel_statistics
 from auditor.policy import evaluate_policy, parse_policy
 from auditor.resources import resource_path
 from auditor.synthetic import write_dataset

@@ -163,7 +163,10 @@ def test_a_sharded_run_killed_and_resumed_writes_the_single_process_results(
     assert folder == Path(done.stdout.strip().splitlines()[-1])
     assert_same_results(audit[1], folder)
     report = (folder / "report.html").read_text(encoding="utf-8")
-    assert "in each of 2 processes (gloo)" in report
+    shared = (
+        "evaluation, explanations and trust checks shared by 2 processes (gloo) of 1 thread each"
+    )
+    assert shared in report
 
 
 def test_a_world_without_torchruns_environment_is_a_one_line_error(

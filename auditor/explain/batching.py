@@ -164,7 +164,8 @@ def shared_batches(run: Callable[[int, int], T], n: int, size: int, what: str) -
     the per-item results are then computed in smaller batches than one process's, which
     may move the last digits (see the README's Determinism section).
     """
-    size = max(1, min(size, -(-n // sharing())))
+    ranks = sharing()
+    size = max(1, min(size, -(-n // ranks)) if ranks > 1 else size)
     walking = [size]  # a rank's size after its last halving: where its next batch starts
 
     def walk(first: int) -> list[Span[T]]:
