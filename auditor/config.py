@@ -45,6 +45,7 @@ from auditor.explain import ExplainSettings
 from auditor.history.settings import PeriodicSettings
 from auditor.images import DEFAULT_MAX_PIXELS
 from auditor.measure import TrustSettings
+from auditor.multilabel.settings import LabelSettings
 from auditor.policy import Criterion, parse_policy
 from auditor.robustness import RobustnessSettings
 from auditor.settings import (
@@ -232,6 +233,7 @@ class AuditConfig:
         flag=True,
         default_text="none",
     )
+    labels: LabelSettings = field(default_factory=LabelSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     explain: ExplainSettings = field(default_factory=ExplainSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)

@@ -13,12 +13,22 @@ An image that cannot be used is never dropped silently: it becomes an
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.errors import ConfigError, DataError
+from auditor.manifest import (
+    LABEL_SEPARATOR,
+    NO_LABEL,
+    RESERVED_COLUMNS,
+    label_names,
+    looks_multi_label,
+    metadata_columns,
+    read_manifest,
+    resolve_inside,
+    row_problem,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -31,11 +41,6 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
-_REQUIRED_COLUMNS = ("path", "label")
-#: Columns of the predictions table; a manifest's metadata may not reuse them.
-RESERVED_COLUMNS = frozenset(
-    {"index", "path", "label", "prediction", "confidence", "correct", "sha256", "mask"}
-)
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,9 @@ class Sample:
         index: Position in the data set (stable row id across all outputs).
         path: Absolute path of the image.
         relpath: Path relative to the data root, with forward slashes.
-        label: Class index into :attr:`Dataset.classes`.
+        label: Class index into :attr:`Dataset.classes`; -1 in a multi-label data set.
+        labels: A multi-label data set's labels of the image (indices into
+            :attr:`Dataset.classes`, ascending; ``()``: none of them).
         mask: Absolute path of the region-of-interest mask, if the manifest gives one.
         metadata: Extra manifest columns as ``(name, value)`` pairs.
     """
@@ -57,6 +64,7 @@ class Sample:
     label: int
     mask: Path | None = None
     metadata: tuple[tuple[str, str], ...] = ()
+    labels: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,12 +83,14 @@ class Dataset:
         root: The folder paths are relative to.
         source: The directory or manifest file the user gave.
         layout: ``"folder"`` or ``"manifest"``.
-        classes: Class names in the model's output order.
+        classes: Class names in the model's output order (a multi-label model's labels).
         samples: Images to evaluate.
         excluded: Files rejected while listing (missing files, unknown extensions).
         metadata_columns: Names of the manifest's extra columns.
         missing_masks: Mask paths the manifest names that do not exist (those samples
             are kept, without a mask).
+        multi_label: Whether each image has a set of labels (:attr:`Sample.labels`)
+            rather than one class.
     """
 
     root: Path
@@ -91,6 +101,13 @@ class Dataset:
     excluded: tuple[Exclusion, ...]
     metadata_columns: tuple[str, ...]
     missing_masks: tuple[str, ...] = ()
+    multi_label: bool = False
+
+    def label_text(self, sample: Sample) -> str:
+        """The sample's class name, or its labels as a manifest writes them (``a;b``, ``-``)."""
+        if not self.multi_label:
+            return self.classes[sample.label]
+        return LABEL_SEPARATOR.join(self.classes[k] for k in sample.labels) or NO_LABEL
 
     @property
     def has_masks(self) -> bool:
@@ -167,7 +184,13 @@ def _not_an_image(file: Path) -> str:
     return ""
 
 
-def _discover_folder(root: Path, classes: tuple[str, ...] | None) -> Dataset:
+def _discover_folder(root: Path, classes: tuple[str, ...] | None, output: str) -> Dataset:
+    if output == "multi-label":
+        raise DataError(
+            f"{str(root)!r} is a folder of classes, which gives each image one label; a "
+            f"multi-label audit needs a CSV manifest whose label cells list each image's "
+            f"labels separated by {LABEL_SEPARATOR!r}"
+        )
     inside = root.resolve()
     class_dirs = sorted(
         p
@@ -214,95 +237,21 @@ def _discover_folder(root: Path, classes: tuple[str, ...] | None) -> Dataset:
     return Dataset(root, root, "folder", names, samples, tuple(excluded), ())
 
 
-def resolve_inside(root: Path, value: str, manifest: Path, row: int, column: str) -> Path:
-    """``value`` (a manifest cell) as a path inside ``root``.
-
-    Raises:
-        DataError: It holds a NUL byte, is absolute or leaves ``root``.
-    """
-    if "\x00" in value:
-        raise DataError(
-            f"{manifest.name} row {row}: {column} {value!r} contains a NUL byte, which no file "
-            f"name can hold; fix the manifest"
-        )
-    candidate = (root / value).resolve()
-    if Path(value).is_absolute() or not candidate.is_relative_to(root.resolve()):
-        raise DataError(
-            f"{manifest.name} row {row}: {column} {value!r} leaves the manifest's folder; "
-            f"use paths relative to {str(root)!r} that stay inside it"
-        )
-    return candidate
-
-
-def _check_unique(columns: list[str], manifest: Path) -> None:
-    """A column named twice would lose one of its values silently: refuse it."""
-    repeated = sorted({c for c in columns if columns.count(c) > 1})
-    if repeated:
-        raise DataError(
-            f"{manifest.name} has the column {repeated[0]!r} {columns.count(repeated[0])} times "
-            f"(columns: {', '.join(columns)}); give each column its own name"
-        )
-
-
-def _read_manifest(manifest: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """The manifest's column names and rows (values stripped).
-
-    Raises:
-        DataError: Not UTF-8 CSV, a row with more fields than the header, a required
-            column missing, or no rows.
-    """
-    try:
-        with manifest.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            _check_unique(columns, manifest)
-            rows = []
-            for number, record in enumerate(reader, start=2):
-                if None in record:
-                    raise DataError(
-                        f"{manifest.name} row {number} has more fields than the header "
-                        f"({', '.join(columns)}); quote values that contain commas"
-                    )
-                rows.append({(k or "").strip(): (v or "").strip() for k, v in record.items()})
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise DataError(
-            f"{manifest.name} is not a readable CSV file ({error}); save it as UTF-8 CSV"
-        ) from None
-    missing = [c for c in _REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise DataError(
-            f"{manifest.name} has no {missing[0]!r} column "
-            f"(columns: {', '.join(columns) or 'none'}); "
-            f"a manifest needs path,label and optionally mask plus metadata columns"
-        )
-    if not rows:
-        raise DataError(f"{manifest.name} lists no images; add rows of path,label")
-    return columns, rows
-
-
-def _metadata_columns(columns: list[str], manifest: Path) -> tuple[str, ...]:
-    """The columns beyond path, label and mask, none of them named like Auditor's own."""
-    metadata_columns = tuple(c for c in columns if c not in (*_REQUIRED_COLUMNS, "mask"))
-    clashes = [c for c in metadata_columns if c in RESERVED_COLUMNS or c.startswith("p_")]
-    if clashes:
-        raise DataError(
-            f"{manifest.name} has a metadata column named {clashes[0]!r}, which Auditor's "
-            f"predictions table uses itself; rename the column"
-        )
-    return metadata_columns
-
-
-def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Dataset:
-    columns, rows = _read_manifest(manifest)
-    names = _check_classes([r["label"] for r in rows if r["label"]], classes, manifest.name)
-    metadata_columns = _metadata_columns(columns, manifest)
+def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None, output: str) -> Dataset:
+    columns, rows = read_manifest(manifest)
+    cells = [r["label"] for r in rows if r["label"]]
+    multi = output == "multi-label" or (output == "auto" and looks_multi_label(cells))
+    sets = {n: label_names(r["label"], manifest, n) for n, r in enumerate(rows, start=2) if multi}
+    found = [name for labels in sets.values() for name in labels] if multi else cells
+    names = _check_classes(found, classes, manifest.name)
+    metadata = metadata_columns(columns, manifest)
     samples: list[Sample] = []
     excluded: list[Exclusion] = []
     seen: dict[Path, tuple[int, str]] = {}
     missing_masks: list[str] = []
     for row_number, row in enumerate(rows, start=2):
         path = resolve_inside(manifest.parent, row["path"], manifest, row_number, "path")
-        reason = _row_problem(row, row_number, path, seen, manifest)
+        reason = row_problem(row, row_number, path, seen, manifest)
         if reason:
             excluded.append(Exclusion(row["path"], reason))
             continue
@@ -319,9 +268,10 @@ def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Datas
                 index=len(samples),
                 path=path,
                 relpath=row["path"],
-                label=names.index(row["label"]),
+                label=-1 if multi else names.index(row["label"]),
                 mask=mask,
-                metadata=tuple((c, row.get(c, "")) for c in metadata_columns),
+                metadata=tuple((c, row.get(c, "")) for c in metadata),
+                labels=tuple(sorted(names.index(n) for n in sets[row_number])) if multi else (),
             )
         )
     return Dataset(
@@ -331,45 +281,21 @@ def _discover_manifest(manifest: Path, classes: tuple[str, ...] | None) -> Datas
         names,
         tuple(samples),
         tuple(excluded),
-        metadata_columns,
+        metadata,
         tuple(missing_masks),
+        multi,
     )
 
 
-def _row_problem(
-    row: dict[str, str],
-    row_number: int,
-    path: Path,
-    seen: dict[Path, tuple[int, str]],
-    manifest: Path,
-) -> str:
-    """Why a manifest row is excluded ("" if it is not); records its path in ``seen``.
-
-    Raises:
-        DataError: The file is listed again with another label.
-    """
-    if not row["label"]:
-        return f"row {row_number} has no label"
-    if path in seen:
-        first_row, first_label = seen[path]
-        if first_label != row["label"]:
-            raise DataError(
-                f"{manifest.name} lists {row['path']!r} in rows {first_row} and {row_number} "
-                f"with different labels ({first_label!r}, {row['label']!r}); keep one row"
-            )
-        return f"duplicate of row {first_row}"
-    seen[path] = (row_number, row["label"])
-    if path.is_file():
-        return ""
-    return "not a regular file" if path.exists() else "file not found"
-
-
-def discover(data: Path, classes: tuple[str, ...] | None = None) -> Dataset:
+def discover(data: Path, classes: tuple[str, ...] | None = None, output: str = "auto") -> Dataset:
     """List the validation images of a folder or a CSV manifest.
 
     Args:
         data: An ImageFolder-style directory or a ``.csv`` manifest.
         classes: Class names in the model's output order; ``None`` sorts the names found.
+        output: ``"single-label"``, ``"multi-label"`` (a manifest's label cells are sets
+            of labels, see :mod:`auditor.manifest`) or ``"auto"`` (multi-label when a
+            manifest's label cell lists several labels or none).
 
     Raises:
         DataError: The path is missing, empty, escapes its folder, or has unknown labels.
@@ -385,7 +311,9 @@ def discover(data: Path, classes: tuple[str, ...] | None = None) -> Dataset:
             f"or socket); pass a class-folder directory or a CSV manifest"
         )
     dataset = (
-        _discover_manifest(data, classes) if data.is_file() else _discover_folder(data, classes)
+        _discover_manifest(data, classes, output)
+        if data.is_file()
+        else _discover_folder(data, classes, output)
     )
     if not dataset.samples:
         reasons = (

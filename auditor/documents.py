@@ -72,10 +72,11 @@ __all__ = [
 CHECKSUMS = "SHA256SUMS"
 """The run folder's last file: the SHA-256 of every other one."""
 
-METRICS_SCHEMA_VERSION = 8
+METRICS_SCHEMA_VERSION = 9
 # 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence", "operating_point";
 # 4: "resampling" (a declared patient column), "robustness"
 # 5: "dissection"; 6: "tcav"; 7: "similarity", "counterfactuals"; 8: "trust.plan", "precision"
+# 9: multi-label models ("multi_label", the single-label keys then absent)
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
@@ -174,8 +175,13 @@ def metrics_document(
     similarity: Similarity | None = None,
     counterfactuals: Counterfactuals | None = None,
 ) -> dict[str, Any]:
-    """The content of ``metrics.json`` (layout: ``metrics.schema.json``)."""
+    """The content of ``metrics.json`` (layout: ``metrics.schema.json``); a multi-label
+    model's: :func:`label_metrics_document`."""
+    if evaluation.label_metrics is not None:
+        return label_metrics_document(evaluation, classes, trust)
     m = evaluation.metrics
+    if m is None:
+        raise ValueError("a single-label evaluation without its metrics")
     per_class = []
     for c in m.per_class:
         row = asdict(c)
@@ -222,6 +228,37 @@ def metrics_document(
             **concept_documents(concepts or ConceptAnalysis()),
             "similarity": similarity_document(similarity),
             "counterfactuals": counterfactual_document(counterfactuals),
+        }
+    )
+
+
+def label_metrics_document(
+    evaluation: Evaluation, classes: tuple[str, ...], trust: Trust
+) -> dict[str, Any]:
+    """A multi-label model's ``metrics.json``: the metrics of every label and of the
+    whole set of labels under ``multi_label``; the analyses that read one class per
+    image did not run, and their keys are absent."""
+    m = evaluation.label_metrics
+    if m is None:
+        raise ValueError("a multi-label evaluation without its metrics")
+    labels = []
+    for row in m.labels:
+        found = asdict(row)
+        found["label"] = found.pop("name")
+        labels.append(found)
+    whole = {k: v for k, v in asdict(m).items() if k not in ("labels", "resampled", "n_images")}
+    resampling = Resampling.of(evaluation.predictions, evaluation.settings.patient_column)
+    return _clean(
+        {
+            "schema_version": METRICS_SCHEMA_VERSION,
+            "n_images": m.n_images,
+            "n_excluded": len(evaluation.excluded),
+            "classes": list(classes),
+            "output_kind": evaluation.output_kind.name.lower(),
+            "multi_label": {"labels": labels, **whole},
+            "precision": asdict(p) if (p := evaluation.precision_check) else None,
+            "trust": trust_document(trust),
+            "resampling": resampling_document(resampling),
         }
     )
 
@@ -278,8 +315,9 @@ _PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 def spreadsheet_safe(text: str) -> str:
     """``text`` as a spreadsheet shows it literally: a leading ``'`` where it would start a
-    formula (``=1+1`` → ``'=1+1``); a plain number such as ``-0.5`` is left alone."""
-    if text.startswith(_FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(text):
+    formula (``=1+1`` → ``'=1+1``); a plain number such as ``-0.5`` is left alone, and so
+    is a lone ``-`` (no formula; a multi-label table's "no label")."""
+    if text.startswith(_FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(text) and text != "-":
         return "'" + text
     return text
 

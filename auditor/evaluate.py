@@ -32,6 +32,10 @@ from auditor.load import (
     to_probabilities,
 )
 from auditor.metrics import Metrics, compute_metrics
+from auditor.multilabel.evaluation import label_evaluation
+from auditor.multilabel.metrics import LabelMetrics
+from auditor.multilabel.settings import probabilities_check
+from auditor.predictions import predictions_frame
 from auditor.resample import Resampling
 from auditor.settings import inherited, setting
 from auditor.similarity.embeddings import EmbeddingSite, EmbeddingStore
@@ -85,6 +89,14 @@ class EvaluationSettings:
     )
     batch_size: int = inherited("batch_size", 32)
     workers: int = inherited("workers", 0)
+    label_thresholds: tuple[float, ...] = setting(
+        (0.5,),
+        help="A multi-label model's decision thresholds: an image is called positive for a "
+        "label when its probability is at or above the label's threshold; one value for "
+        "every label, or one per label in label order",
+        check=probabilities_check,
+        items="probabilities",
+    )
     seed: int = inherited("seed", 0)
     patient_column: str | None = inherited("patient_column", None)
 
@@ -98,7 +110,8 @@ class Evaluation:
             confidence, correct, p_<class>...``, the manifest's metadata and ``sha256``.
         excluded: One row per excluded file: ``path, reason``.
         output_kind: How the model's output was read.
-        metrics: Headline, per-class and calibration metrics.
+        metrics: Headline, per-class and calibration metrics (``None`` for a multi-label
+            model: see ``label_metrics``).
         data_sha256: SHA-256 over the sorted lines of each image's relative path, file
             SHA-256, class and metadata (:func:`data_sha256`).
         seconds: Wall time of the pass over the data.
@@ -110,18 +123,36 @@ class Evaluation:
             order of ``predictions``: what the comparison of two audits' inputs reads.
         precision_check: What mixed precision changed against float32, on a sample
             (``None`` in float32; see :mod:`auditor.precision`).
+        label_metrics: A multi-label model's per-label and whole-set metrics (``None``
+            for a single-label model); its ``predictions`` are those of
+            :func:`auditor.multilabel.evaluation.label_frame`.
     """
 
     predictions: pd.DataFrame
     excluded: pd.DataFrame
     output_kind: OutputKind
-    metrics: Metrics
+    metrics: Metrics | None
     data_sha256: str
     seconds: float
     settings: EvaluationSettings
     embeddings: EmbeddingStore | None = None
     intensities: np.ndarray | None = None
     precision_check: PrecisionCheck | None = None
+    label_metrics: LabelMetrics | None = None
+
+    @property
+    def n_images(self) -> int:
+        """Images evaluated."""
+        return len(self.predictions)
+
+    @property
+    def class_counts(self) -> tuple[tuple[str, int], ...]:
+        """Each class's images evaluated, in output order (a multi-label model's: each
+        label's)."""
+        if self.label_metrics is not None:
+            return tuple((r.name, r.positives) for r in self.label_metrics.labels)
+        assert self.metrics is not None, "an evaluation has one kind of metrics or the other"
+        return tuple((c.name, c.support) for c in self.metrics.per_class)
 
 
 def run_model(
@@ -179,7 +210,7 @@ def probe_output_kind(
         )
     with torch.inference_mode():
         output, _ = run_model(model, torch.stack(readable[:8]))
-    return detect_output_kind(output, dataset.classes, model.path.name)
+    return detect_output_kind(output, dataset.classes, model.path.name, dataset.multi_label)
 
 
 def data_entry(dataset: Dataset, index: int, sha256: str) -> tuple[str, ...]:
@@ -187,7 +218,7 @@ def data_entry(dataset: Dataset, index: int, sha256: str) -> tuple[str, ...]:
     and metadata, so a relabelled image or an edited metadata value is other data."""
     sample = dataset.samples[index]
     metadata = ";".join(f"{name}={value}" for name, value in sample.metadata)
-    return (sample.relpath, sha256, dataset.classes[sample.label], metadata)
+    return (sample.relpath, sha256, dataset.label_text(sample), metadata)
 
 
 def data_sha256(entries: list[tuple[str, ...]]) -> str:
@@ -351,45 +382,21 @@ def evaluate(
             f"normalisation (--mean/--std)"
         )
     probs = np.concatenate(scores.probabilities).astype(np.float32)
-    labels = np.array([dataset.samples[i].label for i in order], dtype=np.int64)
-    predictions = _predictions_frame(dataset, order, labels, probs, hashes)
-    resampling = Resampling.of(predictions, settings.patient_column)
-    metrics = compute_metrics(
-        labels, probs, dataset.classes, settings.bootstrap, settings.seed, resampling
-    )
+    metrics, label_metrics = None, None
+    if dataset.multi_label:
+        predictions, label_metrics = label_evaluation(dataset, order, probs, hashes, settings)
+    else:
+        labels = np.array([dataset.samples[i].label for i in order], dtype=np.int64)
+        predictions = predictions_frame(dataset, order, labels, probs, hashes)
+        resampling = Resampling.of(predictions, settings.patient_column)
+        metrics = compute_metrics(
+            labels, probs, dataset.classes, settings.bootstrap, settings.seed, resampling
+        )
     entries = [data_entry(dataset, i, hashes[i]) for i in order.tolist()]
     entries += [data_entry(dataset, i, sha) for i, _, sha in failures]
     entries += [(e.relpath, "") for e in dataset.excluded]
     return Evaluation(
         predictions, excluded_frame, kind, metrics, data_sha256(entries), seconds, settings,
         store if store is not None and store.rows else None, np.concatenate(scores.intensities),
+        label_metrics=label_metrics,
     )  # fmt: skip
-
-
-def _predictions_frame(
-    dataset: Dataset,
-    order: np.ndarray,
-    labels: np.ndarray,
-    probs: np.ndarray,
-    hashes: dict[int, str],
-) -> pd.DataFrame:
-    classes = dataset.classes
-    preds = probs.argmax(axis=1)
-    samples = [dataset.samples[i] for i in order.tolist()]
-    columns: dict[str, pd.Series] = {
-        "index": pd.Series(order, dtype="int64"),
-        "path": pd.Series([s.relpath for s in samples], dtype="string"),
-        "label": pd.Series([classes[k] for k in labels], dtype="string"),
-        "prediction": pd.Series([classes[k] for k in preds], dtype="string"),
-        "confidence": pd.Series(probs.max(axis=1), dtype="float64"),
-        "correct": pd.Series(preds == labels, dtype="bool"),
-    }
-    # One frame from every column at once: inserting K probability columns one by one
-    # copies the frame K times (and pandas warns about it for thousands of classes).
-    probabilities = pd.DataFrame(probs.astype("float64"), columns=[f"p_{name}" for name in classes])
-    metadata = {
-        column: pd.Series([dict(s.metadata).get(column, "") for s in samples], dtype="string")
-        for column in dataset.metadata_columns
-    }
-    sha256 = pd.Series([hashes[s.index] for s in samples], dtype="string", name="sha256")
-    return pd.concat([pd.DataFrame(columns), probabilities, pd.DataFrame(metadata), sha256], axis=1)

@@ -54,6 +54,20 @@ class OutputKind(enum.Enum):
     BINARY_LOGIT = "a single binary logit (sigmoid applied)"
     BINARY_PROBABILITY = "a single probability of the second class (used as it is)"
     PROBABILITIES = "probabilities (rows sum to 1; used as they are)"
+    LABEL_LOGITS = "one logit per label (a sigmoid applied to each)"
+    LABEL_PROBABILITIES = "one probability per label (used as they are)"
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether each output is a label of its own (an image may have several)."""
+        return self in (OutputKind.LABEL_LOGITS, OutputKind.LABEL_PROBABILITIES)
+
+    @property
+    def probabilities(self) -> bool:
+        """Whether the model outputs probabilities (no logit to explain)."""
+        return self in (
+            OutputKind.BINARY_PROBABILITY, OutputKind.PROBABILITIES, OutputKind.LABEL_PROBABILITIES
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -269,17 +283,22 @@ def _shape_text(output: object) -> str:
     return str(tuple(output.shape)) if isinstance(output, torch.Tensor) else type(output).__name__
 
 
-def detect_output_kind(output: object, classes: tuple[str, ...], model_name: str) -> OutputKind:
+def detect_output_kind(
+    output: object, classes: tuple[str, ...], model_name: str, multi_label: bool = False
+) -> OutputKind:
     """Decide how to read the model's output from one batch of it (two images or more).
 
     A single output per image is a binary logit, unless every value of the batch lies
-    in [0, 1] (a sigmoid head): then it is the probability of the second class.
+    in [0, 1] (a sigmoid head): then it is the probability of the second class. A
+    multi-label model's outputs are likewise one logit per label, or one probability
+    per label when every value lies in [0, 1].
     :func:`check_output` verifies every later batch against that reading.
 
     Args:
         output: What the model returned for a batch.
         classes: The data set's class names, in the model's output order.
         model_name: For messages.
+        multi_label: Whether the data set gives each image a set of labels.
 
     Raises:
         ModelError: The output is not a ``(B, K)`` tensor, or K does not fit the classes.
@@ -292,7 +311,7 @@ def detect_output_kind(output: object, classes: tuple[str, ...], model_name: str
     scores = _as_matrix(output.detach()).float()
     finite = scores[torch.isfinite(scores).all(dim=1)]
     n_outputs = scores.shape[1]
-    if n_outputs == 1:
+    if n_outputs == 1 and not multi_label:
         if len(classes) != 2:
             raise ModelError(
                 f"{model_name!r} outputs a single score per image (a binary classifier) but the "
@@ -303,11 +322,15 @@ def detect_output_kind(output: object, classes: tuple[str, ...], model_name: str
         return OutputKind.BINARY_LOGIT
     if n_outputs != len(classes):
         listed = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
+        what = "labels" if multi_label else "classes"
         raise ModelError(
             f"{model_name!r} outputs {n_outputs} scores per image but the data has "
-            f"{len(classes)} classes ({listed}); pass --classes with the model's "
-            f"{n_outputs} class names in output order, or check that this is the right model"
+            f"{len(classes)} {what} ({listed}); pass --classes with the model's "
+            f"{n_outputs} {what} in output order, or check that this is the right model"
         )
+    if multi_label:
+        in_unit = finite.numel() and bool(((finite >= 0) & (finite <= 1)).all())
+        return OutputKind.LABEL_PROBABILITIES if in_unit else OutputKind.LABEL_LOGITS
     sums = finite.sum(dim=1)
     if (
         finite.numel()
@@ -344,7 +367,7 @@ def check_output(
         )
     scores = _as_matrix(output.detach()).float()
     finite = torch.isfinite(scores).all(dim=1)
-    if kind in (OutputKind.PROBABILITIES, OutputKind.BINARY_PROBABILITY):
+    if kind.probabilities:
         valid = scores[finite]
         if valid.numel() and bool(((valid < 0) | (valid > 1 + 1e-3)).any()):
             raise ModelError(
@@ -356,7 +379,8 @@ def check_output(
 
 
 def to_probabilities(output: torch.Tensor, kind: OutputKind) -> torch.Tensor:
-    """``(B, K)`` class probabilities from the model's raw output."""
+    """``(B, K)`` class probabilities from the model's raw output (a multi-label model's:
+    each label's probability)."""
     scores = _as_matrix(output).float()
     if kind is OutputKind.LOGITS:
         return torch.softmax(scores, dim=1)
@@ -366,6 +390,8 @@ def to_probabilities(output: torch.Tensor, kind: OutputKind) -> torch.Tensor:
     if kind is OutputKind.BINARY_PROBABILITY:
         positive = scores[:, 0].clamp(0, 1)
         return torch.stack([1 - positive, positive], dim=1)
+    if kind is OutputKind.LABEL_LOGITS:
+        return torch.sigmoid(scores)
     return scores
 
 
@@ -374,7 +400,8 @@ def class_scores(output: torch.Tensor, kind: OutputKind) -> torch.Tensor:
 
     Logits are explained before the softmax (as Grad-CAM prescribes); a single binary
     logit ``z`` gives ``(-z, z)``; a single probability ``p`` gives ``(1 - p, p)``;
-    probabilities are explained as they are. Perturbation methods (Captum's) index it
+    probabilities are explained as they are; a multi-label model's logits (or
+    probabilities) are each label's score. Perturbation methods (Captum's) index it
     with their ``target`` argument.
     """
     scores = _as_matrix(output)

@@ -15,6 +15,7 @@ from auditor.explain.features import stage_layers
 from auditor.explain.layers import target_layer
 from auditor.images import model_preprocessing
 from auditor.load import load_model, resolve_device
+from auditor.multilabel.metrics import label_thresholds
 from auditor.outputs import Loaded
 from auditor.similarity.embeddings import embedding_site
 
@@ -25,8 +26,13 @@ def load_inputs(config: AuditConfig) -> Loaded:
     """Load the model and data, settle the preprocessing, profile and pick the target layer."""
     device = resolve_device(config.device)
     model = load_model(config.model, device)
-    dataset, concepts = split_concepts(discover(config.data, config.classes), config.dissection)
-    positive_class(dataset.classes, config.clinical)  # a wrong name fails before any stage
+    dataset, concepts = split_concepts(
+        discover(config.data, config.classes, config.labels.output), config.dissection
+    )
+    if dataset.multi_label:  # a wrong count fails before any stage
+        label_thresholds(config.evaluation.label_thresholds, dataset.classes)
+    else:
+        positive_class(dataset.classes, config.clinical)  # so does a wrong name
     dataset.check_metadata_column(config.patient_column, "patient-column")
     for pair in config.clinical.intersections:
         for column in intersection_columns(pair):

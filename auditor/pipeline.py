@@ -32,23 +32,24 @@ from auditor.documents import (
     metrics_document,
 )
 from auditor.errors import ConfigError
-from auditor.evaluate import Evaluation, evaluate
+from auditor.evaluate import Evaluation
 from auditor.events import close_events, durations, emit, stage
-from auditor.explain.engine import Explanations, explain_cases
+from auditor.explain.engine import Explanations
 from auditor.explain.features import stage_layers
 from auditor.history.identity import config_sha256, model_identity
 from auditor.history.runs import previous_run, record_run
 from auditor.history.store import RunRecord
 from auditor.loading import load_inputs
-from auditor.measure import Trust, measure_trust
+from auditor.measure import Trust
+from auditor.multilabel.stage import analyse_labels
 from auditor.outputs import Loaded, Results, write_run_folder
 from auditor.plan import RunPlan, announce_plan, plan_run
 from auditor.policy import evaluate_policy
-from auditor.precision import check_precision
 from auditor.robustness import Perturbed, Robustness, perturbed_predictions, robustness_summary
 from auditor.runfolder import assemble, check_writable
-from auditor.select import Selection, select_cases
+from auditor.select import Selection
 from auditor.similarity.analysis import Similarity, analyse_similarity
+from auditor.stages import evaluation_stage, explained, selected, share_stages
 from auditor.versions import device_name, versions
 
 __all__ = ["run_audit"]
@@ -60,20 +61,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _evaluated(config: AuditConfig, loaded: Loaded, checkpoint: Checkpoint) -> Evaluation:
-    """The evaluation (its chunks saved in ``checkpoint`` as they finish), with its
-    mixed-precision check against float32."""
-    model, dataset, preprocessing = loaded.model, loaded.dataset, loaded.preprocessing
-    evaluation = evaluate(
-        model, dataset, preprocessing, loaded.kind, config.evaluation, loaded.site,
-        checkpoint.memo,
-    )  # fmt: skip
-    checked = check_precision(
-        model, dataset, preprocessing, loaded.kind, config.evaluation, evaluation.predictions
-    )
-    return dataclasses.replace(evaluation, precision_check=checked)
-
-
 def _analyse(
     config: AuditConfig,
     loaded: Loaded,
@@ -83,7 +70,9 @@ def _analyse(
     """Evaluate, select, explain and measure: every stage that runs the model, each one's
     result saved in ``checkpoint`` as it finishes (and read from it when it is there)."""
     model, dataset, preprocessing = loaded.model, loaded.dataset, loaded.preprocessing
-    evaluation = _evaluation_stage(config, loaded, checkpoint)
+    evaluation = evaluation_stage(config, loaded, checkpoint)
+    if dataset.multi_label:
+        return analyse_labels(config, loaded, evaluation, checkpoint)
     positive = positive_class(dataset.classes, config.clinical)
     with stage("robustness") as counts:
         perturbed = checkpoint.stage("robustness", lambda: perturbed_predictions(
@@ -97,8 +86,8 @@ def _analyse(
             stage_layers(loaded.profile.layers), config.dissection, loaded.kind,
         ))  # fmt: skip
         counts["concepts"] = len(loaded.concepts.names)
-    selection = _selected(config, loaded, evaluation)
-    explanations, trust = _explained(config, loaded, evaluation, selection, checkpoint)
+    selection = selected(config, loaded, evaluation)
+    explanations, trust = explained(config, loaded, evaluation, selection, checkpoint)
     take_over_threads()  # a sharded run's other ranks have stopped
     clinical, robustness = _clinical(config, loaded, evaluation, perturbed, (explanations, trust))
     similarity, changed = _representations(
@@ -116,26 +105,6 @@ def _analyse(
         similarity, changed, metrics, evaluate_policy(config.policy, metrics, compared),
         comparison, note,
     )  # fmt: skip
-
-
-def _evaluation_stage(config: AuditConfig, loaded: Loaded, checkpoint: Checkpoint) -> Evaluation:
-    with stage("evaluate") as counts:
-        evaluation = checkpoint.stage("evaluate", lambda: _evaluated(config, loaded, checkpoint))
-        counts |= {"images": len(evaluation.predictions), "excluded": len(evaluation.excluded)}
-    return evaluation
-
-
-def _selected(config: AuditConfig, loaded: Loaded, evaluation: Evaluation) -> Selection:
-    classes = loaded.dataset.classes
-    return select_cases(evaluation.predictions, classes, config.explain_samples, config.seed)
-
-
-def _share(config: AuditConfig, loaded: Loaded, checkpoint: Checkpoint) -> None:
-    """A rank other than 0 of a sharded run: its share of the stages that are shared (the
-    evaluation, the explanations and the trust checks; see :mod:`auditor.distributed`).
-    Rank 0 runs the others and writes the run folder."""
-    evaluation = _evaluation_stage(config, loaded, checkpoint)
-    _explained(config, loaded, evaluation, _selected(config, loaded, evaluation), checkpoint)
 
 
 def _compared(
@@ -216,31 +185,6 @@ def _representations(
         ))  # fmt: skip
         counts["images"] = 0 if changed is None else len(changed.frame)
     return similarity, changed
-
-
-def _explained(
-    config: AuditConfig,
-    loaded: Loaded,
-    evaluation: Evaluation,
-    selection: Selection,
-    checkpoint: Checkpoint,
-) -> tuple[Explanations, Trust]:
-    """Explain the selected cases with every method, then measure the methods' trust."""
-    model, dataset, preprocessing = loaded.model, loaded.dataset, loaded.preprocessing
-    with stage("explain") as counts:
-        explanations = checkpoint.stage("explain", lambda: explain_cases(
-            model, dataset, preprocessing, evaluation.predictions, selection, loaded.kind,
-            loaded.layer, config.explain, config.batch_size,
-            stages=stage_layers(loaded.profile.layers), memo=checkpoint.memo,
-        ))  # fmt: skip
-        counts |= {"cases": len(explanations.cases), "methods": len(explanations.methods)}
-    with stage("trust") as counts:
-        trust = checkpoint.stage("trust", lambda: measure_trust(
-            model, dataset, preprocessing, evaluation.predictions, explanations, loaded.kind,
-            config.trust, loaded.profile.layers, config.batch_size,
-        ))  # fmt: skip
-        counts["methods_judged"] = len(trust.verdicts)
-    return explanations, trust
 
 
 def _robustness(
@@ -344,7 +288,7 @@ def run_audit(
     close_events()  # rank 0 sends the run's events
     try:
         loaded = load_inputs(config)
-        _share(config, loaded, share(NO_CHECKPOINT).follower())  # rank 0's checkpoint
+        share_stages(config, loaded, share(NO_CHECKPOINT).follower())  # rank 0's checkpoint
     finally:
         leave_world()
     return None

@@ -210,9 +210,9 @@ def _counterfactual_artifacts(metrics: dict[str, Any]) -> float | None:
 def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
     trust = metrics["trust"]
     methods = trust["methods"]
-    dependence = metrics["metadata_dependence"]
+    dependence = metrics.get("metadata_dependence")  # absent for a multi-label model
     shortcuts = trust["shortcuts"]
-    robustness = metrics["robustness"]
+    robustness = metrics.get("robustness")
     found: dict[str, float | None] = {
         "explanations.failed_randomisation": sum(m["randomisation"] == "fails" for m in methods),
         "explanations.untrustworthy": sum(m["level"] == "bad" for m in methods),
@@ -229,10 +229,10 @@ def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
         "findings.counterfactual_artifacts": _counterfactual_artifacts(metrics),
     }
     for name in _DISPARITIES:
-        worst = _worst_disparity(metrics["fairness"], name)
+        worst = _worst_disparity(metrics.get("fairness"), name)
         for part in ("value", "ci_low", "ci_high"):
             found[f"fairness.{name}.{part}"] = worst[part] if worst else None
-    calibration = metrics["positive_calibration"] or {}
+    calibration = metrics.get("positive_calibration") or {}
     for name in ("slope", "intercept"):
         triple = calibration.get(name) or (None, None, None)
         for part, value in zip(("value", "ci_low", "ci_high"), triple, strict=True):

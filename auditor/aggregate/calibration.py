@@ -79,9 +79,11 @@ def calibration_sentence(calibration: PositiveCalibration | None) -> str:
     )
 
 
-def calibration_view(inputs: AuditInputs) -> CalibrationView:
-    """The ECE, its bins and the reliability diagram."""
+def calibration_view(inputs: AuditInputs) -> CalibrationView | None:
+    """The ECE, its bins and the reliability diagram; ``None`` for a multi-label model."""
     metrics = inputs.evaluation.metrics
+    if metrics is None:
+        return None
     clinical = inputs.clinical
     positive = clinical.calibration
     fitted = positive is not None and not math.isnan(positive.slope[0])

@@ -33,7 +33,19 @@ __all__ = [
 TILES_PER_ROW = 7
 """Tiles per row of a case's panel table (the image, then one per method)."""
 
-_ROLE_WORDS = {"predicted": "the predicted class", "true": "the true class"}
+_ROLE_WORDS = {
+    "predicted": "the predicted class",
+    "true": "the true class",
+    "predicted:": "called positive",
+    "missed:": "a label it has, missed",
+}
+"""A case's role in words (a multi-label case's role is ``predicted:`` or ``missed:``
+followed by its label)."""
+
+
+def role_words(role: str) -> str:
+    """The role of a case in words, e.g. "the true class"."""
+    return _ROLE_WORDS[role.split(":")[0] + ":" if ":" in role else role]
 
 
 @dataclass(frozen=True)
@@ -49,9 +61,12 @@ class PanelGroup:
     """Every method's map of one case for one target class.
 
     Attributes:
-        target: The explained class.
-        role: ``predicted`` or ``true``.
+        target: The explained class (a multi-label model's: label).
+        role: ``predicted`` or ``true`` (a multi-label model's: ``predicted:<label>`` or
+            ``missed:<label>``).
         role_words: The role in words, e.g. "the true class".
+        probability: A multi-label model's probability of the label (``None`` for a
+            single-label model: its heading gives the confidence).
         panels: One per method, in report order.
         rows: The image's tile, then ``panels``, in rows of :data:`TILES_PER_ROW`.
     """
@@ -61,21 +76,24 @@ class PanelGroup:
     role_words: str
     panels: tuple[Panel, ...]
     rows: tuple[tuple[Panel, ...], ...]
+    probability: float | None = None
 
     @property
     def is_true_class(self) -> bool:
-        """Whether the maps explain the true class (of a misclassified image)."""
-        return self.role == "true"
+        """Whether the maps explain the true class (of a misclassified image), or a label
+        the image has that was missed."""
+        return self.role == "true" or self.role.startswith("missed:")
 
 
 @dataclass(frozen=True)
 class CaseHead:
-    """An explained image as a case's heading shows it: file, label, call and its tile."""
+    """An explained image as a case's heading shows it: file, label, call and its tile
+    (``confidence``: the top class's probability; ``None`` for a multi-label model)."""
 
     path: str
     label: str
     prediction: str
-    confidence: float
+    confidence: float | None
     wrong: bool
     image: str
 
@@ -115,21 +133,29 @@ def _rows(image: str, panels: list[Panel]) -> tuple[tuple[Panel, ...], ...]:
 
 
 def _groups(
-    index: int, targets: dict[str, str], image: str, explanations: Explanations
+    index: int, image: str, explanations: Explanations, row: pd.Series, multi_label: bool
 ) -> tuple[PanelGroup, ...]:
-    """Per explained role (``targets``: role → class name), every method's map of the image."""
+    """Per explained case of the image (its ``predictions.csv`` ``row``), every method's map."""
     titles = {d.key: d.title for d in explanations.methods}
     groups = []
-    for role, target in targets.items():
-        case = explanations.case(index, role)
-        found = explanations.maps.of(case, titles) if case is not None else {}
+    for case in (c for c in explanations.cases if c.index == index):
+        found = explanations.maps.of(case, titles)
         panels = [
             Panel(titles[key], overlay_tile(explanations.images[index], scaled(values)))
             for key, values in found.items()
         ]
+        target = explanations.classes[case.target]
+        probability = float(row[f"p_{target}"]) if multi_label else None
         if panels:
             groups.append(
-                PanelGroup(target, role, _ROLE_WORDS[role], tuple(panels), _rows(image, panels))
+                PanelGroup(
+                    target,
+                    case.role,
+                    role_words(case.role),
+                    tuple(panels),
+                    _rows(image, panels),
+                    probability,
+                )
             )
     return tuple(groups)
 
@@ -156,26 +182,22 @@ def case_views(
 ) -> tuple[CaseView, ...]:
     """One view per explained image: its tile and, per target class, every method's map."""
     rows = predictions.set_index("index")
-    confidences = dict(
-        zip(predictions["index"].tolist(), predictions["confidence"].tolist(), strict=True)
-    )
+    multi_label = "confidence" not in predictions.columns  # a multi-label model's table
     views = []
     for index in indices:
-        label, prediction = str(rows.at[index, "label"]), str(rows.at[index, "prediction"])
-        targets = {"predicted": prediction}
-        if not bool(rows.at[index, "correct"]):
-            targets["true"] = label
+        row = rows.loc[index]
+        label, prediction = str(row["label"]), str(row["prediction"])
         image = image_tile(explanations.images[index]) if index in explanations.images else ""
         views.append(
             CaseView(
                 index=index,
-                path=str(rows.at[index, "path"]),
+                path=str(row["path"]),
                 label=label,
                 prediction=prediction,
-                confidence=confidences[index],
+                confidence=None if multi_label else float(row["confidence"]),
                 wrong=label != prediction,
                 image=image,
-                groups=_groups(index, targets, image, explanations),
+                groups=_groups(index, image, explanations, row, multi_label),
                 note=_note(index, explanations),
             )
         )

@@ -17,6 +17,7 @@ from auditor.aggregate.datasheet import (
 )
 from auditor.aggregate.inputs import AuditInputs
 from auditor.images import Preprocessing
+from auditor.manifest import LABEL_SEPARATOR, NO_LABEL
 from auditor.settings import named_path
 
 __all__ = ["DataView", "data_view", "preprocessing_words"]
@@ -38,7 +39,9 @@ class DataView:
         every_class: Whether ``classes`` lists every class.
         classes: ``(output index, class, images evaluated, share of the images)``: every
             class in output order, or, above ``report-classes`` classes, those with most
-            images (classes without images are counted, not listed).
+            images (classes without images are counted, not listed); a multi-label
+            model's labels, each with the images that have it.
+        multi_label: Whether the classes are a multi-label model's labels.
         declared: ``(label, value)`` of the declared ``[data-details]``.
         composition: Label × value counts per metadata column (the datasheet).
         not_tabulated: ``(column, reason)`` for columns with too many values.
@@ -62,6 +65,7 @@ class DataView:
     n_classes_with_images: int
     every_class: bool
     classes: tuple[tuple[int, str, int, float], ...]
+    multi_label: bool
     declared: tuple[tuple[str, str], ...]
     composition: tuple[Composition, ...]
     not_tabulated: tuple[tuple[str, str], ...]
@@ -91,35 +95,38 @@ def preprocessing_words(preprocessing: Preprocessing) -> str:
 def data_view(inputs: AuditInputs) -> DataView:
     """The data set's source, layout, masks, metadata, preprocessing and class counts."""
     dataset, evaluation = inputs.dataset, inputs.evaluation
-    per_class = evaluation.metrics.per_class
-    listed = list(enumerate(per_class))
+    counts = evaluation.class_counts
+    listed = list(enumerate(counts))
     if len(listed) > inputs.config.report_classes:
-        with_images = [item for item in listed if item[1].support > 0]
-        listed = sorted(with_images, key=lambda item: (-item[1].support, item[0]))
+        with_images = [item for item in listed if item[1][1] > 0]
+        listed = sorted(with_images, key=lambda item: (-item[1][1], item[0]))
         listed = listed[: inputs.config.report_classes]
     predictions = evaluation.predictions
-    names = tuple(c.name for c in per_class)
+    names = tuple(name for name, _ in counts)
     columns = tuple(c for c in dataset.metadata_columns if c != inputs.config.patient_column)
-    tables, not_tabulated = composition(
-        predictions, columns, names, inputs.config.clinical.max_groups
-    )
+    by_label = predictions
+    if dataset.multi_label:  # one row per (image, label): images per label and value
+        by_label = predictions.assign(label=predictions["label"].str.split(LABEL_SEPARATOR))
+        by_label, names = by_label.explode("label"), (*names, NO_LABEL)
+    tables, not_tabulated = composition(by_label, columns, names, inputs.config.clinical.max_groups)
     copies = duplicates(predictions)
-    n_images = max(evaluation.metrics.n_images, 1)
+    n_images = max(evaluation.n_images, 1)
     return DataView(
         source=named_path(dataset.source),
         layout="class folders" if dataset.layout == "folder" else "CSV manifest",
         n_listed=len(dataset.samples),
-        n_images=evaluation.metrics.n_images,
+        n_images=evaluation.n_images,
         n_excluded=len(evaluation.excluded),
         has_masks=dataset.has_masks,
         n_missing_masks=len(dataset.missing_masks),
         metadata_columns=dataset.metadata_columns,
         preprocessing=preprocessing_words(inputs.preprocessing),
         data_sha256=evaluation.data_sha256,
-        n_classes=len(per_class),
-        n_classes_with_images=sum(c.support > 0 for c in per_class),
-        every_class=len(listed) == len(per_class),
-        classes=tuple((k, c.name, c.support, c.support / n_images) for k, c in listed),
+        n_classes=len(counts),
+        n_classes_with_images=sum(n > 0 for _, n in counts),
+        every_class=len(listed) == len(counts),
+        classes=tuple((k, name, n, n / n_images) for k, (name, n) in listed),
+        multi_label=dataset.multi_label,
         declared=inputs.config.documentation.rows("data-details"),
         composition=tables,
         not_tabulated=not_tabulated,

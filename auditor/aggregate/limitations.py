@@ -10,6 +10,7 @@ from auditor.aggregate.datasheet import duplicates_sentence
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.similarity import similarity_limitation
 from auditor.aggregate.trust import trust_summary
+from auditor.multilabel import NOT_RUN
 
 __all__ = ["FEW_IMAGES", "Limitation", "LimitationsView", "limitations_view"]
 
@@ -51,6 +52,8 @@ def _trust_caveat(inputs: AuditInputs) -> str:
 
 def _clinical_caveats(inputs: AuditInputs) -> list[Limitation]:
     clinical = inputs.clinical
+    if inputs.dataset.multi_label:  # said with what a multi-label audit does not run
+        return []
     if clinical.positive_class is None:
         return [
             Limitation(
@@ -217,7 +220,16 @@ def _data_caveats(inputs: AuditInputs) -> list[Limitation]:
     """What this data set and model leave unmeasured."""
     data, evaluation = inputs.dataset, inputs.evaluation
     items = []
-    if not data.metadata_columns:
+    if data.multi_label:
+        items.append(
+            Limitation(
+                "This is a multi-label model, so the analyses that read one class per image "
+                f"were not run: {'; '.join(NOT_RUN)}.",
+                "Read each label's sensitivity and specificity (Performance per label); these "
+                "analyses are not available for multi-label models in this version.",
+            )
+        )
+    elif not data.metadata_columns:
         items.append(
             Limitation(
                 "The data has no metadata columns, so no subgroup analysis was possible.",
@@ -226,12 +238,12 @@ def _data_caveats(inputs: AuditInputs) -> list[Limitation]:
             )
         )
     items.extend(_clinical_caveats(inputs))
-    if min(c.support for c in evaluation.metrics.per_class) < FEW_IMAGES:
+    if min(n for _, n in evaluation.class_counts) < FEW_IMAGES:
         items.append(
             Limitation(
-                f"At least one class has fewer than {FEW_IMAGES} images; its "
-                "metrics are imprecise.",
-                "Add images of that class.",
+                f"At least one {'label' if data.multi_label else 'class'} has fewer than "
+                f"{FEW_IMAGES} images; its metrics are imprecise.",
+                f"Add images of that {'label' if data.multi_label else 'class'}.",
             )
         )
     if not data.has_masks:

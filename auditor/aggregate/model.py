@@ -55,7 +55,7 @@ def model_view(inputs: AuditInputs) -> ModelView:
         file_format=profile.file_format,
         sha256=profile.sha256,
         input_shape=profile.input_shape,
-        n_classes=len(inputs.evaluation.metrics.per_class),
+        n_classes=len(inputs.evaluation.class_counts),
         output_kind=inputs.evaluation.output_kind.value,
         parameters=profile.parameters,
         trainable_parameters=profile.trainable_parameters,

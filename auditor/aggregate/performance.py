@@ -114,10 +114,13 @@ def top_confusions(
     )
 
 
-def performance_view(inputs: AuditInputs) -> PerformanceView:
-    """Accuracy, balanced accuracy and AUC with how their intervals were drawn; per class."""
+def performance_view(inputs: AuditInputs) -> PerformanceView | None:
+    """Accuracy, balanced accuracy and AUC with how their intervals were drawn; per class
+    (``None`` for a multi-label model: see :mod:`auditor.aggregate.labels`)."""
     evaluation = inputs.evaluation
     metrics = evaluation.metrics
+    if metrics is None:
+        return None
     n_classes, limit = len(metrics.per_class), inputs.config.report_classes
     every_class = n_classes <= limit
     name = auc_name(n_classes)

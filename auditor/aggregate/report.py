@@ -80,7 +80,7 @@ def _title_page(inputs: AuditInputs) -> TitlePage:
             documentation.get("data-details", "name") or named_path(inputs.dataset.source)
         ),
         data_sha256=evaluation.data_sha256,
-        n_images=evaluation.metrics.n_images,
+        n_images=evaluation.n_images,
         n_excluded=len(evaluation.excluded),
         auditor_version=inputs.auditor_version,
         model_title=_model_title(documentation, model.name),
@@ -127,7 +127,11 @@ def build_report_data(inputs: AuditInputs) -> ReportData:
     return ReportData(
         title=f"Model audit: {model.name}",
         subject=(
-            f"Audit of the image classifier {model.name} on {evaluation.metrics.n_images:,} "
+            f"Audit of the multi-label image classifier {model.name} on "
+            f"{evaluation.n_images:,} validation images: performance per label and the "
+            f"trustworthiness of its explanations"
+            if evaluation.label_metrics is not None
+            else f"Audit of the image classifier {model.name} on {evaluation.n_images:,} "
             f"validation images: performance, clinical operating point, subgroups, robustness "
             f"and the trustworthiness of its explanations"
         ),

@@ -163,6 +163,6 @@ def robustness_view(inputs: AuditInputs) -> RobustnessView | None:
             for p in PERTURBATIONS
         ),
         seed=settings.seed,
-        evaluated=inputs.evaluation.metrics.n_images,
-        sampled=robustness.images + robustness.unreadable < inputs.evaluation.metrics.n_images,
+        evaluated=inputs.evaluation.n_images,
+        sampled=robustness.images + robustness.unreadable < inputs.evaluation.n_images,
     )

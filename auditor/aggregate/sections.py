@@ -27,6 +27,7 @@ from auditor.aggregate.features import features_view
 from auditor.aggregate.gallery import gallery_view
 from auditor.aggregate.glossary import glossary_view
 from auditor.aggregate.inputs import AuditInputs
+from auditor.aggregate.labels import label_summary_view, labels_view
 from auditor.aggregate.limitations import limitations_view
 from auditor.aggregate.model import model_view
 from auditor.aggregate.operating import operating_view
@@ -140,6 +141,7 @@ CHAPTERS: tuple[Chapter, ...] = (
 
 SECTIONS: tuple[Section, ...] = (
     Section("summary", "Summary", summary_view, ANSWER),
+    Section("label-summary", "Summary", label_summary_view, ANSWER),
     Section("policy", "Acceptance criteria", policy_view, CRITERIA),
     Section("changes", "Changes since the previous audit", changes_view, CHANGES),
     Section("context", "Intended use and model, as declared", context_view, USE),
@@ -147,6 +149,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("data", "Data set", data_view, DATA),
     Section("excluded", "Excluded files", excluded_view, DATA),
     Section("performance", "Performance", performance_view, PERFORMANCE),
+    Section("labels", "Performance per label", labels_view, PERFORMANCE),
     Section("operating", "Operating point", operating_view, PERFORMANCE),
     Section("subgroups", "Subgroups", subgroups_view, SUBGROUPS),
     Section("dependence", "Metadata dependence", dependence_view, SUBGROUPS),

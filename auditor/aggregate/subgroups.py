@@ -73,11 +73,13 @@ class FairnessView:
 @dataclass(frozen=True)
 class SubgroupsView:
     """The subgroups section: with a positive class, ``fairness``; else accuracy ``rows``
-    and the column limit they obey."""
+    (a multi-label model's: subset accuracy, every label right) and the column limit
+    they obey."""
 
     rows: tuple[SubgroupRow, ...]
     max_values: int
     fairness: FairnessView | None = None
+    multi_label: bool = False
 
 
 _MEASURE_NAMES = {
@@ -197,4 +199,5 @@ def subgroups_view(inputs: AuditInputs) -> SubgroupsView | None:
         return SubgroupsView((), MAX_SUBGROUP_VALUES, view)
     columns = tuple(c for c in inputs.dataset.metadata_columns if c != inputs.config.patient_column)
     rows = subgroup_table(inputs.evaluation.predictions, columns)
-    return SubgroupsView(rows, MAX_SUBGROUP_VALUES) if rows else None
+    multi_label = inputs.dataset.multi_label
+    return SubgroupsView(rows, MAX_SUBGROUP_VALUES, multi_label=multi_label) if rows else None

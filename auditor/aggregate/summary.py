@@ -22,7 +22,7 @@ from auditor.aggregate.robustness import fragile_sentence, robustness_findings
 from auditor.aggregate.similarity import similarity_findings
 from auditor.aggregate.tcav import tcav_findings
 from auditor.aggregate.trust import TrustSummary, trust_summary
-from auditor.metrics import ClassMetrics, Estimate
+from auditor.metrics import ClassMetrics, Estimate, Metrics
 from auditor.precision import precision_sentence
 
 __all__ = ["WORST_CLASSES", "Headline", "SummaryView", "summary_view"]
@@ -119,8 +119,7 @@ class SummaryView:
     precision: str
 
 
-def _headline(inputs: AuditInputs) -> tuple[Headline, ...]:
-    metrics = inputs.evaluation.metrics
+def _headline(inputs: AuditInputs, metrics: Metrics) -> tuple[Headline, ...]:
     accuracy = Headline("accuracy", metrics.accuracy, percent=True)
     operating = inputs.clinical.operating
     if operating is None:
@@ -140,10 +139,13 @@ def _artifact_tcav(inputs: AuditInputs) -> tuple[str, ...]:
     return tuple(finding.text for finding in tcav_findings(inputs) if finding.flag)
 
 
-def summary_view(inputs: AuditInputs) -> SummaryView:
-    """The headline figures, the trust verdicts in words and the weakest classes."""
+def summary_view(inputs: AuditInputs) -> SummaryView | None:
+    """The headline figures, the trust verdicts in words and the weakest classes (``None``
+    for a multi-label model: see :mod:`auditor.aggregate.labels`)."""
     evaluation = inputs.evaluation
     metrics = evaluation.metrics
+    if metrics is None:
+        return None
     return SummaryView(
         accuracy=metrics.accuracy,
         balanced_accuracy=metrics.balanced_accuracy,
@@ -174,7 +176,7 @@ def summary_view(inputs: AuditInputs) -> SummaryView:
         counterfactuals=counterfactual_findings(inputs.counterfactuals),
         policy_declared=len(inputs.policy.outcomes),
         policy_failed=tuple(f"{o.criterion.text}: {o.reason}" for o in inputs.policy.failed),
-        headline=_headline(inputs),
+        headline=_headline(inputs, metrics),
         subgroups=subgroup_failures(inputs.clinical.dependence),
         fragile=fragile_sentence(inputs.robustness),
         changes=comparison_sentences(inputs.comparison),

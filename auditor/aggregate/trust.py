@@ -123,6 +123,8 @@ class TrustView:
     Attributes:
         n_cases: Explained maps checked for faithfulness, localisation and sparseness.
         n_images: Images whose maps were recomputed (randomisation, stability).
+        multi_label: Whether the model is multi-label (its images' maps recomputed are
+            those of the first label each is called positive for).
         seconds: Seconds spent on every check.
         columns: The verdict table's check columns, in registry order.
         rows: One per method, in report order.
@@ -141,6 +143,7 @@ class TrustView:
 
     n_cases: int
     n_images: int
+    multi_label: bool
     seconds: float
     columns: tuple[CheckColumn, ...]
     rows: tuple[TrustRow, ...]
@@ -233,6 +236,7 @@ def trust_view(inputs: AuditInputs) -> TrustView:
     return TrustView(
         n_cases=_n_cases(trust),
         n_images=trust.plan.full.images,
+        multi_label=inputs.dataset.multi_label,
         seconds=sum(trust.seconds.values()),
         columns=tuple(CheckColumn(check.title, check.numeric) for check in CHECKS),
         rows=trust_rows(trust.verdicts),

@@ -49,6 +49,7 @@ __all__ = [
     "net_benefit",
     "operating_point",
     "predictive_values",
+    "weighted_curves",
 ]
 
 FPR_GRID = np.linspace(0.0, 1.0, 101)
@@ -107,7 +108,7 @@ class Operating:
     resamples: int
 
 
-def _weighted_curves(
+def weighted_curves(
     scores: NDArray[np.float64], positive: NDArray[np.bool_], weights: NDArray[np.float64]
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """AUC, and TPR/FPR at each distinct score (descending), per row of ``weights``.
@@ -135,7 +136,7 @@ def _average_precision(
     negatives: NDArray[np.float64],
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:  # fmt: skip
     """Average precision (scikit-learn's step-wise definition) and the precision at each
-    distinct score, per row of :func:`_weighted_curves`' rates; ``positives`` and
+    distinct score, per row of :func:`weighted_curves`' rates; ``positives`` and
     ``negatives`` are each row's ``(R, 1)`` weighted counts."""
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = positives * tpr / (positives * tpr + negatives * fpr)
@@ -164,7 +165,7 @@ def bootstrap_curves(
     rng = np.random.default_rng(seed)
     aucs, aps, roc, pr = [], [], [], []
     for weights in (resampling or Resampling()).chunks(scores.shape[0], resamples, rng, _CHUNK):
-        auc, tpr, fpr = _weighted_curves(scores, positive, weights)
+        auc, tpr, fpr = weighted_curves(scores, positive, weights)
         ap, precision = _average_precision(
             tpr,
             fpr,
@@ -196,7 +197,7 @@ def auc_interval(
         return None
     drawn = np.concatenate(
         [
-            _weighted_curves(scores, positive, weights)[0]
+            weighted_curves(scores, positive, weights)[0]
             for weights in resampling.chunks(scores.shape[0], resamples, rng, _CHUNK)
         ]
     )

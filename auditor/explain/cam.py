@@ -35,7 +35,7 @@ class Cam(GradientMethod):
         head, reason = context.model.tapped.linear_head
         if head is None:
             return f"needs a global-average-pooling + linear head; here {reason}"
-        if context.kind in (OutputKind.BINARY_PROBABILITY, OutputKind.PROBABILITIES):
+        if context.kind.probabilities:
             return "needs logits, but the model outputs probabilities"
         return None
 

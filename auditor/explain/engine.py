@@ -30,6 +30,7 @@ from auditor.explain.features import FEATURE_IMAGES, FeatureMaps, Stage, first_f
 from auditor.explain.store import Case, MapStore
 from auditor.images import Preprocessing, read_image
 from auditor.load import LoadedModel, OutputKind, first_line
+from auditor.multilabel.cases import label_cases
 from auditor.select import Selection
 
 __all__ = [
@@ -328,13 +329,17 @@ def explain_cases(
     """Compute every selected method that applies to the model for the selected images.
 
     Misclassified images are explained for the predicted and the true class; sampled
-    images for the predicted class. The strongest activation maps of ``stages`` are
-    kept for the first ``feature_images`` images (half misclassified, half sampled).
+    images for the predicted class. A multi-label model's images are explained for
+    every label they are called positive for, and a misclassified image also for every
+    label it has but was not called for (:func:`auditor.multilabel.cases.label_cases`).
+    The strongest activation maps of ``stages`` are kept for the first
+    ``feature_images`` images (half misclassified, half sampled).
     With a ``memo``, each batch of cases is saved as it finishes (a resumed run reads
     the batches it has; see :mod:`auditor.checkpoint`).
     """
     context, methods, not_applicable = build_context(model, kind, layer, settings, preprocessing)
-    cases = _cases(selection, predictions, dataset.classes)
+    choose = label_cases if dataset.multi_label else _cases
+    cases = choose(selection, predictions, dataset.classes)
     display, unreadable = _load_images(cases, dataset, preprocessing)
     outcome = _Outcome()
     for case in cases:

@@ -48,7 +48,7 @@ def unchanged_run(config: AuditConfig) -> RunRecord | None:
     if history is None:
         return None
     model = file_sha256(config.model) if config.model.is_file() else ""
-    data = dataset_sha256(discover(config.data, config.classes))
+    data = dataset_sha256(discover(config.data, config.classes, config.labels.output))
     return history.unchanged(model, data, config_sha256(config.as_dict(), __version__))
 
 

@@ -62,6 +62,10 @@ HEADLINE: dict[str, str] = {
     "specificity": "operating_point.specificity",
     "macro_auc": "macro_auc",
     "ece": "ece",
+    "subset_accuracy": "multi_label.subset_accuracy",
+    "hamming_loss": "multi_label.hamming_loss",
+    "label_macro_auc": "multi_label.macro_auc",
+    "micro_auc": "multi_label.micro_auc",
 }
 """The metrics recorded for each run: name → where ``metrics.json`` holds it (a number, or
 an object with ``value``, ``ci_low`` and ``ci_high``)."""

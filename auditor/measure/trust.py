@@ -121,8 +121,13 @@ def _mapped_cases(explanations: Explanations) -> list[TrustCase]:
 
 
 def _first_images(cases: list[TrustCase], n: int) -> list[TrustCase]:
-    """Up to ``n`` cases of the predicted class, half of them misclassified where possible."""
-    predicted = [c for c in cases if c.role == "predicted"]
+    """Up to ``n`` images' cases of the predicted class (a multi-label model's: the first
+    label called positive), half of them misclassified where possible."""
+    first: dict[int, TrustCase] = {}
+    for case in cases:
+        if case.role == "predicted" or case.role.startswith("predicted:"):
+            first.setdefault(case.index, case)
+    predicted = list(first.values())
     errors = [c for c in predicted if c.group == "misclassified"]
     others = [c for c in predicted if c.group != "misclassified"]
     n_errors = max(n // 2, n - len(others))

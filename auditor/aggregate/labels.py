@@ -1,0 +1,194 @@
+"""A multi-label model's page one and performance section: each label as a binary test
+at its threshold, the whole set of labels, and the errors label by label.
+
+Every figure is :class:`~auditor.multilabel.metrics.LabelMetrics`' (``metrics.json``'s
+``multi_label``) or a count over ``predictions.csv``'s ``label`` and ``prediction`` cells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from auditor.aggregate.datasheet import duplicates_sentence
+from auditor.aggregate.inputs import AuditInputs
+from auditor.aggregate.summary import Headline
+from auditor.aggregate.trust import TrustSummary, trust_summary
+from auditor.multilabel import NOT_RUN
+from auditor.multilabel.cases import labels_of
+from auditor.multilabel.metrics import LabelMetrics, LabelRow
+from auditor.precision import precision_sentence
+
+__all__ = ["LabelErrors", "LabelSummaryView", "LabelsView", "label_summary_view", "labels_view"]
+
+
+@dataclass(frozen=True)
+class LabelErrors:
+    """A label's wrong calls: ``missed`` images that have it and were not called positive
+    for it, ``false`` images called positive for it that do not have it."""
+
+    name: str
+    missed: int
+    false: int
+
+
+@dataclass(frozen=True)
+class LabelSummaryView:
+    """Page one of a multi-label audit.
+
+    Attributes:
+        headline: Subset accuracy, Hamming loss, macro and micro AUC, with their intervals.
+        n_errors: Images with at least one label wrong.
+        labels: Every label's row, lowest sensitivity first.
+        findings: The errors and the labels that cannot be judged, one sentence each.
+        not_run: The analyses a multi-label audit does not run, in words.
+        policy_declared: Acceptance criteria declared.
+        policy_failed: Each criterion not met, with why.
+    """
+
+    headline: tuple[Headline, ...]
+    n_images: int
+    n_labels: int
+    n_excluded: int
+    n_errors: int
+    mean_labels: float
+    mean_called: float
+    output_kind: str
+    labels: tuple[LabelRow, ...]
+    findings: tuple[str, ...]
+    not_run: str
+    trust: TrustSummary
+    precision: str
+    duplicates: str
+    policy_declared: int
+    policy_failed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LabelsView:
+    """The performance section of a multi-label audit.
+
+    Attributes:
+        labels: Every label's row, in output order.
+        errors: Every label's missed and false calls, in output order.
+        whole: ``(name, estimate, percent)`` of the whole-set metrics.
+        resampled: What a bootstrap resample drew, in words.
+        resamples: Bootstrap resamples.
+        precision: What mixed precision changed ("" in float32).
+    """
+
+    labels: tuple[LabelRow, ...]
+    errors: tuple[LabelErrors, ...]
+    whole: tuple[Headline, ...]
+    mean_labels: float
+    mean_called: float
+    resampled: str
+    resamples: int
+    precision: str
+
+
+def label_errors(predictions: pd.DataFrame, names: tuple[str, ...]) -> tuple[LabelErrors, ...]:
+    """Each label's missed and false calls, counted over the predictions table."""
+    have = [set(labels_of(str(t))) for t in predictions["label"]]
+    called = [set(labels_of(str(t))) for t in predictions["prediction"]]
+    return tuple(
+        LabelErrors(
+            name,
+            sum(name in h and name not in c for h, c in zip(have, called, strict=True)),
+            sum(name in c and name not in h for h, c in zip(have, called, strict=True)),
+        )
+        for name in names
+    )
+
+
+def _whole(metrics: LabelMetrics) -> tuple[Headline, ...]:
+    found = [
+        Headline("subset accuracy (every label right)", metrics.subset_accuracy, percent=True),
+        Headline("Hamming loss (share of wrong label calls)", metrics.hamming_loss, percent=True),
+    ]
+    for name, auc in (("macro", metrics.macro_auc), ("micro", metrics.micro_auc)):
+        if auc is not None:
+            found.append(Headline(f"{name}-averaged ROC AUC", auc, percent=False))
+    return tuple(found)
+
+
+def _findings(
+    metrics: LabelMetrics, errors: tuple[LabelErrors, ...], n_wrong: int
+) -> tuple[str, ...]:
+    """The errors in words, and the labels whose sensitivity or specificity is undefined."""
+    found = []
+    if n_wrong:
+        share = n_wrong / metrics.n_images
+        worst = max(errors, key=lambda e: (e.missed + e.false, -errors.index(e)))
+        found.append(
+            f"{n_wrong:,} of {metrics.n_images:,} images ({share:.1%}) have at least one label "
+            f"wrong; the most wrong calls are for {worst.name}: missed on {worst.missed:,} "
+            f"image(s) that have it, called on {worst.false:,} that do not."
+        )
+    weakest = min(
+        (r for r in metrics.labels if r.positives), key=lambda r: r.sensitivity.value, default=None
+    )
+    if weakest is not None and weakest.sensitivity.value < 1:
+        s, p = weakest.sensitivity, weakest.specificity
+        found.append(
+            f"The label found least often is {weakest.name}: sensitivity {s.value:.1%} (95% CI "
+            f"{s.ci_low:.1%} – {s.ci_high:.1%}) on the {weakest.positives:,} images that have "
+            f"it, specificity {p.value:.1%}, at threshold {weakest.threshold:g}."
+        )
+    for row in metrics.labels:
+        if row.positives in (0, metrics.n_images):
+            which = "no image has it" if row.positives == 0 else "every image has it"
+            found.append(
+                f"{row.name} cannot be judged here: {which}, so its "
+                f"{'sensitivity' if row.positives == 0 else 'specificity'} and AUC are undefined."
+            )
+    return tuple(found)
+
+
+def label_summary_view(inputs: AuditInputs) -> LabelSummaryView | None:
+    """Page one of a multi-label audit (``None`` for a single-label model)."""
+    evaluation = inputs.evaluation
+    metrics = evaluation.label_metrics
+    if metrics is None:
+        return None
+    errors = label_errors(evaluation.predictions, inputs.dataset.classes)
+    check = evaluation.precision_check
+    n_wrong = int((~evaluation.predictions["correct"]).sum())
+    return LabelSummaryView(
+        headline=_whole(metrics),
+        n_images=metrics.n_images,
+        n_labels=len(metrics.labels),
+        n_excluded=len(evaluation.excluded),
+        n_errors=n_wrong,
+        mean_labels=metrics.mean_labels,
+        mean_called=metrics.mean_called,
+        output_kind=evaluation.output_kind.value,
+        labels=tuple(sorted(metrics.labels, key=lambda r: (r.positives == 0, r.sensitivity.value))),
+        findings=_findings(metrics, errors, n_wrong),
+        not_run="; ".join(NOT_RUN),
+        trust=trust_summary(inputs.trust),
+        precision=precision_sentence(check) if check and check.agree < check.images else "",
+        duplicates=duplicates_sentence(evaluation.predictions),
+        policy_declared=len(inputs.policy.outcomes),
+        policy_failed=tuple(f"{o.criterion.text}: {o.reason}" for o in inputs.policy.failed),
+    )
+
+
+def labels_view(inputs: AuditInputs) -> LabelsView | None:
+    """Every label's metrics and wrong calls, and the whole-set metrics (``None`` for a
+    single-label model)."""
+    evaluation = inputs.evaluation
+    metrics = evaluation.label_metrics
+    if metrics is None:
+        return None
+    return LabelsView(
+        labels=metrics.labels,
+        errors=label_errors(evaluation.predictions, inputs.dataset.classes),
+        whole=_whole(metrics),
+        mean_labels=metrics.mean_labels,
+        mean_called=metrics.mean_called,
+        resampled=metrics.resampled,
+        resamples=evaluation.settings.bootstrap,
+        precision=precision_sentence(evaluation.precision_check),
+    )

@@ -1,0 +1,29 @@
+"""Multi-label models: each image has a set of labels, and the model one sigmoid score
+per label.
+
+A multi-label manifest lists an image's labels separated by ``;`` (``-`` for none; see
+:mod:`auditor.manifest`). The model is evaluated label by label and on the whole set
+(:mod:`~auditor.multilabel.metrics`), its images are explained for every label called or
+missed (:mod:`~auditor.multilabel.cases`) and its explanations' trust is measured; the
+analyses that read one class per image (:data:`NOT_RUN`) do not run.
+"""
+
+from __future__ import annotations
+
+__all__ = ["NOT_COMPARED", "NOT_RUN"]
+
+NOT_RUN = (
+    "the operating point, the metadata dependence, subgroup fairness (per-value subset "
+    "accuracy is shown) and the failure modes",
+    "calibration",
+    "robustness to perturbations",
+    "network dissection, TCAV and activation maximisation",
+    "the embedding's projections and neighbours",
+    "counterfactual explanations",
+    "the comparison with the previous audit",
+)
+"""The analyses a multi-label audit does not run: each reads one class per image (its
+positive class, its call, its class colours), which a set of labels is not."""
+
+NOT_COMPARED = "a multi-label audit is not compared with earlier audits"
+"""Why a ``compare.*`` criterion of a multi-label audit fails."""

@@ -1,0 +1,54 @@
+"""The stages of a multi-label audit after its evaluation.
+
+Its images are selected and explained for every label called or missed, and the
+explanations' trust is measured, as for a single-label model. The analyses that read
+one class per image (:data:`auditor.multilabel.NOT_RUN`) do not run; the report says which, and why.
+"""
+
+from __future__ import annotations
+
+from auditor.checkpoint import Checkpoint
+from auditor.clinical import Clinical
+from auditor.clinical.failures import Failures
+from auditor.clinical.groups import metadata_groups
+from auditor.concepts.analysis import ConceptAnalysis
+from auditor.config import AuditConfig
+from auditor.distributed import take_over_threads
+from auditor.documents import label_metrics_document
+from auditor.evaluate import Evaluation
+from auditor.multilabel import NOT_COMPARED
+from auditor.outputs import Loaded, Results
+from auditor.policy import evaluate_policy
+from auditor.resample import Resampling
+from auditor.stages import explained, selected
+
+__all__ = ["analyse_labels"]
+
+
+def _no_clinical(config: AuditConfig, loaded: Loaded, evaluation: Evaluation) -> Clinical:
+    """The clinical analyses, none of which ran: the images' metadata groups only (the
+    data section reads them)."""
+    settings = config.clinical
+    columns = tuple(c for c in loaded.dataset.metadata_columns if c != settings.patient_column)
+    grouping = metadata_groups(
+        evaluation.predictions, columns, settings.max_groups, settings.intersections
+    )
+    failures = Failures(settings.high_confidence, None, (), (), ())
+    resampling = Resampling.of(evaluation.predictions, settings.patient_column)
+    return Clinical(settings, None, None, None, None, None, (), failures, grouping, resampling)
+
+
+def analyse_labels(
+    config: AuditConfig, loaded: Loaded, evaluation: Evaluation, checkpoint: Checkpoint
+) -> Results:
+    """Select, explain and measure the trust of a multi-label model's explanations; the
+    policy is judged on its ``metrics.json`` (:func:`auditor.documents.label_metrics_document`)."""
+    selection = selected(config, loaded, evaluation)
+    explanations, trust = explained(config, loaded, evaluation, selection, checkpoint)
+    take_over_threads()  # a sharded run's other ranks have stopped
+    metrics = label_metrics_document(evaluation, loaded.dataset.classes, trust)
+    return Results(
+        evaluation, selection, explanations, trust, _no_clinical(config, loaded, evaluation),
+        None, None, ConceptAnalysis(), None, None, metrics,
+        evaluate_policy(config.policy, metrics, NOT_COMPARED),
+    )  # fmt: skip

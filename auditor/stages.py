@@ -1,0 +1,86 @@
+"""The stages that run the model over the many images: evaluate, select, explain and
+measure trust. A sharded run's ranks share them (see :mod:`auditor.distributed`);
+:mod:`auditor.pipeline` runs the others on rank 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from auditor.checkpoint import Checkpoint
+from auditor.config import AuditConfig
+from auditor.evaluate import Evaluation, evaluate
+from auditor.events import stage
+from auditor.explain.engine import Explanations, explain_cases
+from auditor.explain.features import stage_layers
+from auditor.measure import Trust, measure_trust
+from auditor.multilabel.cases import select_label_cases
+from auditor.outputs import Loaded
+from auditor.precision import check_precision
+from auditor.select import Selection, select_cases
+
+__all__ = ["evaluation_stage", "explained", "selected", "share_stages"]
+
+
+def evaluated(config: AuditConfig, loaded: Loaded, checkpoint: Checkpoint) -> Evaluation:
+    """The evaluation (its chunks saved in ``checkpoint`` as they finish), with its
+    mixed-precision check against float32."""
+    model, dataset, preprocessing = loaded.model, loaded.dataset, loaded.preprocessing
+    evaluation = evaluate(
+        model, dataset, preprocessing, loaded.kind, config.evaluation, loaded.site,
+        checkpoint.memo,
+    )  # fmt: skip
+    checked = check_precision(
+        model, dataset, preprocessing, loaded.kind, config.evaluation, evaluation.predictions
+    )
+    return dataclasses.replace(evaluation, precision_check=checked)
+
+
+def evaluation_stage(config: AuditConfig, loaded: Loaded, checkpoint: Checkpoint) -> Evaluation:
+    """The evaluate stage: :func:`evaluated`, or its result read back from ``checkpoint``."""
+    with stage("evaluate") as counts:
+        evaluation = checkpoint.stage("evaluate", lambda: evaluated(config, loaded, checkpoint))
+        counts |= {"images": len(evaluation.predictions), "excluded": len(evaluation.excluded)}
+    return evaluation
+
+
+def selected(config: AuditConfig, loaded: Loaded, evaluation: Evaluation) -> Selection:
+    """The images to explain: sampled, and misclassified (a multi-label model's: see
+    :func:`auditor.multilabel.evaluation.select_label_cases`)."""
+    classes, choose = loaded.dataset.classes, select_cases
+    if loaded.dataset.multi_label:
+        choose = select_label_cases
+    return choose(evaluation.predictions, classes, config.explain_samples, config.seed)
+
+
+def share_stages(config: AuditConfig, loaded: Loaded, checkpoint: Checkpoint) -> None:
+    """A rank other than 0 of a sharded run: its share of the stages that are shared (the
+    evaluation, the explanations and the trust checks; see :mod:`auditor.distributed`).
+    Rank 0 runs the others and writes the run folder."""
+    evaluation = evaluation_stage(config, loaded, checkpoint)
+    explained(config, loaded, evaluation, selected(config, loaded, evaluation), checkpoint)
+
+
+def explained(
+    config: AuditConfig,
+    loaded: Loaded,
+    evaluation: Evaluation,
+    selection: Selection,
+    checkpoint: Checkpoint,
+) -> tuple[Explanations, Trust]:
+    """Explain the selected cases with every method, then measure the methods' trust."""
+    model, dataset, preprocessing = loaded.model, loaded.dataset, loaded.preprocessing
+    with stage("explain") as counts:
+        explanations = checkpoint.stage("explain", lambda: explain_cases(
+            model, dataset, preprocessing, evaluation.predictions, selection, loaded.kind,
+            loaded.layer, config.explain, config.batch_size,
+            stages=stage_layers(loaded.profile.layers), memo=checkpoint.memo,
+        ))  # fmt: skip
+        counts |= {"cases": len(explanations.cases), "methods": len(explanations.methods)}
+    with stage("trust") as counts:
+        trust = checkpoint.stage("trust", lambda: measure_trust(
+            model, dataset, preprocessing, evaluation.predictions, explanations, loaded.kind,
+            config.trust, loaded.profile.layers, config.batch_size,
+        ))  # fmt: skip
+        counts["methods_judged"] = len(trust.verdicts)
+    return explanations, trust

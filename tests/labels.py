@@ -1,0 +1,74 @@
+"""A multi-label model with a known answer, and its data.
+
+:class:`ChannelLabels` calls label ``k`` when channel ``k`` of the image is bright on
+average: each label's logit is ``12 * mean(channel k) - 6`` (a convolution that copies
+the channels, a ReLU, global average pooling and a linear head). The images of
+:func:`make_label_dataset` carry a bright square in the channel of each of their labels,
+so the model is right on every image but the few whose manifest labels were changed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from tests.helpers import write_manifest
+
+LABELS = ("effusion", "nodule", "pneumothorax")
+WRONG_ROWS = {3: "nodule", 10: "-", 17: "effusion;pneumothorax"}
+"""Rows whose manifest labels are not what the image shows (the model's known errors)."""
+
+
+class ChannelLabels(nn.Module):
+    """One logit per label: ``12 * mean(channel k) - 6`` for label ``k``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(6, 3)
+        with torch.no_grad():
+            self.features[0].weight.zero_()
+            self.features[0].bias.zero_()
+            for k in range(3):
+                self.features[0].weight[k, k, 1, 1] = 1.0
+                self.features[0].weight[k + 3, k] = 0.05  # spare channels, weakly tied
+            self.classifier.weight.zero_()
+            self.classifier.weight[:, :3] = 12 * torch.eye(3)
+            self.classifier.bias.fill_(-6.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+def shown(i: int) -> tuple[str, ...]:
+    """The labels image ``i`` shows: every subset of the labels in turn."""
+    subsets = [s for r in range(4) for s in itertools.combinations(LABELS, r)]
+    return subsets[i % len(subsets)]
+
+
+def make_label_dataset(folder: Path, n: int = 24) -> Path:
+    """``n`` 32 x 32 images, a bright 20 x 20 square in the channel of each label shown,
+    and their manifest (labels ``a;b``, ``-`` for none; :data:`WRONG_ROWS` changed) with
+    a ``site`` and a ``patient`` column."""
+    rows = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        pixels = np.full((32, 32, 3), 0.3) + rng.normal(0, 0.02, (32, 32, 3))
+        top, left = rng.integers(0, 12, 2)
+        for name in shown(i):
+            pixels[top : top + 20, left : left + 20, LABELS.index(name)] = 1.0
+        path = folder / "images" / f"x{i:02d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((pixels.clip(0, 1) * 255).round().astype(np.uint8)).save(path)
+        label = WRONG_ROWS.get(i, ";".join(shown(i)) or "-")
+        rows.append(
+            {"path": f"images/{path.name}", "label": label, "site": "AB"[i % 2],
+             "patient": f"p{i // 2}"}
+        )  # fmt: skip
+    return write_manifest(folder, rows)
