@@ -60,6 +60,8 @@ _DISPARITIES = (
     "equal_opportunity_difference",
 )
 
+_LABEL_MEASURES = ("sensitivity", "specificity", "auc")
+
 DERIVED: dict[str, str] = {
     "explanations.failed_randomisation": "methods whose maps survive randomising the model",
     "explanations.untrustworthy": "methods the report says not to read",
@@ -85,6 +87,12 @@ DERIVED: dict[str, str] = {
     **{
         f"positive_calibration.{name}.{part}": f"the calibration {name} ({part})"
         for name in ("slope", "intercept")
+        for part in ("value", "ci_low", "ci_high")
+    },
+    **{
+        f"multi_label.lowest_{name}.{part}": f"a multi-label model's lowest {name} of a label "
+        f"({part}; the label of the lowest value)"
+        for name in _LABEL_MEASURES
         for part in ("value", "ci_low", "ci_high")
     },
 }
@@ -207,6 +215,19 @@ def _counterfactual_artifacts(metrics: dict[str, Any]) -> float | None:
     return sum(a["misclassified_removed"] for a in rows if a["kind"] == "segments")
 
 
+def _lowest_of_labels(labels: dict[str, Any] | None) -> dict[str, float | None]:
+    """Each label measure's lowest value over a multi-label model's labels, with that
+    label's interval (``None``: not a multi-label model, or no label has the measure)."""
+    found: dict[str, float | None] = {}
+    for name in _LABEL_MEASURES:
+        rows = [r[name] for r in (labels or {}).get("labels", []) if r[name] is not None]
+        lowest = min((r for r in rows if r["value"] is not None), key=lambda r: r["value"],
+                     default=None)  # fmt: skip
+        for part in ("value", "ci_low", "ci_high"):
+            found[f"multi_label.lowest_{name}.{part}"] = lowest[part] if lowest else None
+    return found
+
+
 def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
     trust = metrics["trust"]
     methods = trust["methods"]
@@ -237,6 +258,7 @@ def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
         triple = calibration.get(name) or (None, None, None)
         for part, value in zip(("value", "ci_low", "ci_high"), triple, strict=True):
             found[f"positive_calibration.{name}.{part}"] = value
+    found |= _lowest_of_labels(metrics.get("multi_label"))
     rows = robustness["rows"] if robustness else []
     fall = min(rows, key=lambda r: r["accuracy_change"], default=None)
     for part, key in (("value", ""), ("ci_low", "_ci_low"), ("ci_high", "_ci_high")):

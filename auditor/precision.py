@@ -20,6 +20,8 @@ from auditor.data import Dataset
 from auditor.evaluate import EvaluationSettings, run_model
 from auditor.images import Preprocessing, make_loader
 from auditor.load import LoadedModel, OutputKind, to_probabilities
+from auditor.multilabel.evaluation import truth
+from auditor.multilabel.metrics import called, label_thresholds
 
 __all__ = ["PrecisionCheck", "check_precision", "precision_sentence"]
 
@@ -34,10 +36,12 @@ class PrecisionCheck:
         precision: ``bf16`` or ``fp16``.
         images: Images run again in float32 (read again; an image unreadable the
             second time is left out).
-        agree: Of those, the images whose predicted class is the same.
-        max_change: The largest absolute change of a class probability.
-        accuracy_mixed: Accuracy on those images, mixed precision.
-        accuracy_fp32: Accuracy on those images, float32.
+        agree: Of those, the images whose predicted class (a multi-label model's: called
+            set of labels) is the same.
+        max_change: The largest absolute change of a class (or label) probability.
+        accuracy_mixed: Accuracy (a multi-label model's: subset accuracy) on those
+            images, mixed precision.
+        accuracy_fp32: The same in float32.
     """
 
     precision: str
@@ -77,16 +81,30 @@ def check_precision(
     columns = [f"p_{name}" for name in dataset.classes]
     mixed = predictions.set_index("index").loc[order, columns].to_numpy(dtype=np.float64)
     exact = np.stack([full[i] for i in order]).astype(np.float64)
-    labels = np.array([dataset.samples[i].label for i in order])
-    calls_mixed, calls_fp32 = mixed.argmax(axis=1), exact.argmax(axis=1)
+    truth, calls_mixed, calls_fp32 = _calls(dataset, np.asarray(order), (mixed, exact), settings)
     return PrecisionCheck(
         settings.precision,
         len(order),
-        int((calls_mixed == calls_fp32).sum()),
+        int((calls_mixed == calls_fp32).all(axis=1).sum()),
         float(np.abs(mixed - exact).max()),
-        float((calls_mixed == labels).mean()),
-        float((calls_fp32 == labels).mean()),
+        float((calls_mixed == truth).all(axis=1).mean()),
+        float((calls_fp32 == truth).all(axis=1).mean()),
     )
+
+
+def _calls(
+    dataset: Dataset,
+    order: np.ndarray,
+    probabilities: tuple[np.ndarray, np.ndarray],
+    settings: EvaluationSettings,
+) -> tuple[np.ndarray, ...]:
+    """``(N, 1)`` true and called classes, or a multi-label model's ``(N, K)`` labels and
+    calls at its thresholds, for the images ``order`` and each of ``probabilities``."""
+    if dataset.multi_label:
+        thresholds = label_thresholds(settings.label_thresholds, dataset.classes)
+        return truth(dataset, order), *(called(p, thresholds) for p in probabilities)
+    labels = np.array([dataset.samples[i].label for i in order.tolist()])[:, None]
+    return labels, *(p.argmax(axis=1)[:, None] for p in probabilities)
 
 
 def precision_sentence(check: PrecisionCheck | None) -> str:

@@ -20,6 +20,7 @@ from tests.helpers import (
     make_manifest_dataset,
     save_torchscript,
 )
+from tests.labels import ChannelLabels, make_label_dataset
 
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
 
@@ -74,6 +75,22 @@ def audit(
     )  # fmt: skip
     assert result.exit_code == 0, result.output + (result.stderr or "")
     return result, Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def label_audit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `auditor run` of a multi-label model with a known answer (see tests.labels);
+    returns its run folder."""
+    folder = tmp_path_factory.mktemp("labels")
+    model = save_torchscript(ChannelLabels(), folder / "labels.pt")
+    manifest = make_label_dataset(folder / "data")
+    result = invoke(
+        "run", "--model", str(model), "--data", str(manifest), "--out", str(folder / "out"),
+        "--explain-samples", "3", "--batch-size", "4", "--seed", "1", "--device", "cpu",
+        "--patient-column", "patient",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    return Path(result.stdout.strip().splitlines()[-1])
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -52,17 +52,23 @@ def shown(i: int) -> tuple[str, ...]:
     return subsets[i % len(subsets)]
 
 
+def square(i: int) -> np.ndarray:
+    """``(32, 32)`` bool: where image ``i``'s square is (in the channels of its labels)."""
+    top, left = np.random.default_rng([i, 1]).integers(0, 12, 2)
+    inside = np.zeros((32, 32), dtype=bool)
+    inside[top : top + 20, left : left + 20] = True
+    return inside
+
+
 def make_label_dataset(folder: Path, n: int = 24) -> Path:
-    """``n`` 32 x 32 images, a bright 20 x 20 square in the channel of each label shown,
-    and their manifest (labels ``a;b``, ``-`` for none; :data:`WRONG_ROWS` changed) with
-    a ``site`` and a ``patient`` column."""
+    """``n`` 32 x 32 images, a bright 20 x 20 square (:func:`square`) in the channel of
+    each label shown, and their manifest (labels ``a;b``, ``-`` for none;
+    :data:`WRONG_ROWS` changed) with a ``site`` and a ``patient`` column."""
     rows = []
     for i in range(n):
-        rng = np.random.default_rng(i)
-        pixels = np.full((32, 32, 3), 0.3) + rng.normal(0, 0.02, (32, 32, 3))
-        top, left = rng.integers(0, 12, 2)
+        pixels = np.full((32, 32, 3), 0.3) + np.random.default_rng(i).normal(0, 0.02, (32, 32, 3))
         for name in shown(i):
-            pixels[top : top + 20, left : left + 20, LABELS.index(name)] = 1.0
+            pixels[square(i), LABELS.index(name)] = 1.0
         path = folder / "images" / f"x{i:02d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray((pixels.clip(0, 1) * 255).round().astype(np.uint8)).save(path)

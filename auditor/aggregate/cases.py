@@ -6,7 +6,9 @@ draws the overlay tiles; the templates lay them out.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -133,7 +135,11 @@ def _rows(image: str, panels: list[Panel]) -> tuple[tuple[Panel, ...], ...]:
 
 
 def _groups(
-    index: int, image: str, explanations: Explanations, row: pd.Series, multi_label: bool
+    index: int,
+    image: str,
+    explanations: Explanations,
+    row: Mapping[Hashable, Any],
+    multi_label: bool,
 ) -> tuple[PanelGroup, ...]:
     """Per explained case of the image (its ``predictions.csv`` ``row``), every method's map."""
     titles = {d.key: d.title for d in explanations.methods}
@@ -181,11 +187,11 @@ def case_views(
     indices: tuple[int, ...], explanations: Explanations, predictions: pd.DataFrame
 ) -> tuple[CaseView, ...]:
     """One view per explained image: its tile and, per target class, every method's map."""
-    rows = predictions.set_index("index")
+    rows = {int(r["index"]): r for r in predictions.to_dict("records")}
     multi_label = "confidence" not in predictions.columns  # a multi-label model's table
     views = []
     for index in indices:
-        row = rows.loc[index]
+        row = rows[index]
         label, prediction = str(row["label"]), str(row["prediction"])
         image = image_tile(explanations.images[index]) if index in explanations.images else ""
         views.append(

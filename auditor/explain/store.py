@@ -32,7 +32,9 @@ class Case:
     Attributes:
         index: Sample index of the image.
         group: ``"misclassified"`` or ``"sampled"`` (an image in both is ``misclassified``).
-        role: ``"predicted"`` or ``"true"`` (the class the map explains).
+        role: ``"predicted"`` or ``"true"`` (the class the map explains); a multi-label
+            model's ``"predicted:<label>"`` (a label called positive) or
+            ``"missed:<label>"`` (a label the image has, not called).
         target: Class index explained.
     """
 
@@ -95,7 +97,8 @@ def save_maps(explanations: Explanations, path: Path) -> None:
 
     Layout: ``maps`` is ``(N, H, W)`` float32, one map per row of ``index`` (sample
     index, int64), ``image`` (relative path), ``target`` (class name), ``role``
-    (``predicted``/``true``) and ``method`` (registry key). Maps are at input
+    (``predicted``/``true``; a multi-label model's ``predicted:<label>``/``missed:<label>``)
+    and ``method`` (registry key). Maps are at input
     resolution, after each method's post-processing and before min-max normalisation.
     Rows follow ``explanations.csv``'s ``ok`` rows.
     """
