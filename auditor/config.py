@@ -4,8 +4,7 @@ Every setting is declared once, with its key, bounds, unit and help (see
 :mod:`auditor.settings`): the run-level ones here, each stage's in its own settings
 dataclass (:class:`~auditor.evaluate.EvaluationSettings`,
 :class:`~auditor.explain.ExplainSettings`, :class:`~auditor.measure.TrustSettings`),
-nested in :class:`AuditConfig`. The README's settings table lists them all
-(``python -m auditor.config`` prints it).
+nested in :class:`AuditConfig`; ``python -m auditor.config`` prints the README's table.
 
 A config file is TOML whose keys are the settings' keys, flat or in the table of their
 stage::
@@ -17,7 +16,6 @@ stage::
     std = [0.229, 0.224, 0.225]
     classes = ["benign", "malignant"]
     methods = ["saliency", "grad-cam", "occlusion"]   # flat: any stage's key
-    ig-steps = 32
 
     [trust]        # or its stage's table: [evaluation], [explain], [trust], [clinical]…
     trust-images = 8

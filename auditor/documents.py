@@ -21,7 +21,7 @@ import re
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -43,6 +43,7 @@ from auditor.counterfactual.stage import Counterfactuals
 from auditor.evaluate import Evaluation
 from auditor.load import file_sha256
 from auditor.measure import Trust
+from auditor.metrics import Metrics
 from auditor.resample import Resampling
 from auditor.resources import resource_path
 from auditor.robustness import Robustness
@@ -175,13 +176,8 @@ def metrics_document(
     similarity: Similarity | None = None,
     counterfactuals: Counterfactuals | None = None,
 ) -> dict[str, Any]:
-    """The content of ``metrics.json`` (layout: ``metrics.schema.json``); a multi-label
-    model's: :func:`label_metrics_document`."""
-    if evaluation.label_metrics is not None:
-        return label_metrics_document(evaluation, classes, trust)
-    m = evaluation.metrics
-    if m is None:
-        raise ValueError("a single-label evaluation without its metrics")
+    """A single-label model's ``metrics.json`` (a multi-label one's: label_metrics_document)."""
+    m = cast(Metrics, evaluation.metrics)  # a single-label evaluation has its metrics
     per_class = []
     for c in m.per_class:
         row = asdict(c)

@@ -6,7 +6,6 @@ class probabilities, file hash): images are dropped as soon as their batch is sc
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from auditor.metrics import Metrics, compute_metrics
 from auditor.multilabel.evaluation import label_evaluation
 from auditor.multilabel.metrics import LabelMetrics
 from auditor.multilabel.settings import probabilities_check
-from auditor.predictions import predictions_frame
+from auditor.predictions import data_entry, data_sha256, predictions_frame
 from auditor.resample import Resampling
 from auditor.settings import inherited, setting
 from auditor.similarity.embeddings import EmbeddingSite, EmbeddingStore
@@ -213,23 +212,6 @@ def probe_output_kind(
     return detect_output_kind(output, dataset.classes, model.path.name, dataset.multi_label)
 
 
-def data_entry(dataset: Dataset, index: int, sha256: str) -> tuple[str, ...]:
-    """A sample's line of :func:`data_sha256`: its relative path, file SHA-256, class name
-    and metadata, so a relabelled image or an edited metadata value is other data."""
-    sample = dataset.samples[index]
-    metadata = ";".join(f"{name}={value}" for name, value in sample.metadata)
-    return (sample.relpath, sha256, dataset.label_text(sample), metadata)
-
-
-def data_sha256(entries: list[tuple[str, ...]]) -> str:
-    """SHA-256 over the entries (:func:`data_entry`; an excluded file: its path and ``""``)
-    as tab-separated lines, sorted."""
-    digest = hashlib.sha256()
-    for entry in sorted(entries):
-        digest.update(("\t".join(entry) + "\n").encode())
-    return digest.hexdigest()
-
-
 @dataclass
 class _Scores:
     """What the pass over the data collects, batch by batch."""
@@ -315,6 +297,24 @@ def _score(
     return scores
 
 
+def _scored(
+    dataset: Dataset, order: np.ndarray, probs: np.ndarray, hashes: dict[int, str],
+    settings: EvaluationSettings,
+) -> tuple[pd.DataFrame, Metrics | None, LabelMetrics | None]:  # fmt: skip
+    """The predictions table and the metrics: a single-label model's, or a multi-label
+    model's (:func:`auditor.multilabel.evaluation.label_evaluation`)."""
+    if dataset.multi_label:
+        predictions, label_metrics = label_evaluation(dataset, order, probs, hashes, settings)
+        return predictions, None, label_metrics
+    labels = np.array([dataset.samples[i].label for i in order], dtype=np.int64)
+    predictions = predictions_frame(dataset, order, labels, probs, hashes)
+    resampling = Resampling.of(predictions, settings.patient_column)
+    metrics = compute_metrics(
+        labels, probs, dataset.classes, settings.bootstrap, settings.seed, resampling
+    )
+    return predictions, metrics, None
+
+
 def _chunks(
     samples: Sequence[Sample],
     settings: EvaluationSettings,
@@ -382,16 +382,7 @@ def evaluate(
             f"normalisation (--mean/--std)"
         )
     probs = np.concatenate(scores.probabilities).astype(np.float32)
-    metrics, label_metrics = None, None
-    if dataset.multi_label:
-        predictions, label_metrics = label_evaluation(dataset, order, probs, hashes, settings)
-    else:
-        labels = np.array([dataset.samples[i].label for i in order], dtype=np.int64)
-        predictions = predictions_frame(dataset, order, labels, probs, hashes)
-        resampling = Resampling.of(predictions, settings.patient_column)
-        metrics = compute_metrics(
-            labels, probs, dataset.classes, settings.bootstrap, settings.seed, resampling
-        )
+    predictions, metrics, label_metrics = _scored(dataset, order, probs, hashes, settings)
     entries = [data_entry(dataset, i, hashes[i]) for i in order.tolist()]
     entries += [data_entry(dataset, i, sha) for i, _, sha in failures]
     entries += [(e.relpath, "") for e in dataset.excluded]

@@ -10,7 +10,6 @@ bytes, and a pt2 archive whose payloads ``torch.export.load`` would unpickle is 
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import logging
 import warnings
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 
 from auditor.errors import ConfigError, ModelError
+from auditor.output_kind import OutputKind
 from auditor.pt2 import EXPORT_HINT, check_pt2_archive, is_pt2_archive, load_program
 from auditor.taps import Model, Taps, tap_model
 
@@ -45,29 +45,6 @@ _TORCHSCRIPT_HINT = (
     "export the model with `torch.jit.script(model).save(path)` "
     "(or `torch.jit.trace(model, example).save(path)`)"
 )
-
-
-class OutputKind(enum.Enum):
-    """How the model's output is turned into class probabilities."""
-
-    LOGITS = "multi-class logits (softmax applied)"
-    BINARY_LOGIT = "a single binary logit (sigmoid applied)"
-    BINARY_PROBABILITY = "a single probability of the second class (used as it is)"
-    PROBABILITIES = "probabilities (rows sum to 1; used as they are)"
-    LABEL_LOGITS = "one logit per label (a sigmoid applied to each)"
-    LABEL_PROBABILITIES = "one probability per label (used as they are)"
-
-    @property
-    def multi_label(self) -> bool:
-        """Whether each output is a label of its own (an image may have several)."""
-        return self in (OutputKind.LABEL_LOGITS, OutputKind.LABEL_PROBABILITIES)
-
-    @property
-    def probabilities(self) -> bool:
-        """Whether the model outputs probabilities (no logit to explain)."""
-        return self in (
-            OutputKind.BINARY_PROBABILITY, OutputKind.PROBABILITIES, OutputKind.LABEL_PROBABILITIES
-        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,19 @@
-"""The predictions table of a single-label evaluation: one row per evaluated image.
+"""The predictions table of a single-label evaluation (one row per evaluated image), and
+the data's identity (:func:`data_sha256`).
 
 A multi-label model's table is :func:`auditor.multilabel.evaluation.label_frame`.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 
 from auditor.data import Dataset
 
-__all__ = ["predictions_frame"]
+__all__ = ["data_entry", "data_sha256", "predictions_frame"]
 
 
 def predictions_frame(
@@ -43,3 +46,20 @@ def predictions_frame(
     }
     sha256 = pd.Series([hashes[s.index] for s in samples], dtype="string", name="sha256")
     return pd.concat([pd.DataFrame(columns), probabilities, pd.DataFrame(metadata), sha256], axis=1)
+
+
+def data_entry(dataset: Dataset, index: int, sha256: str) -> tuple[str, ...]:
+    """A sample's line of :func:`data_sha256`: its relative path, file SHA-256, class name
+    and metadata, so a relabelled image or an edited metadata value is other data."""
+    sample = dataset.samples[index]
+    metadata = ";".join(f"{name}={value}" for name, value in sample.metadata)
+    return (sample.relpath, sha256, dataset.label_text(sample), metadata)
+
+
+def data_sha256(entries: list[tuple[str, ...]]) -> str:
+    """SHA-256 over the entries (:func:`data_entry`; an excluded file: its path and ``""``)
+    as tab-separated lines, sorted."""
+    digest = hashlib.sha256()
+    for entry in sorted(entries):
+        digest.update(("\t".join(entry) + "\n").encode())
+    return digest.hexdigest()

@@ -15,10 +15,10 @@ from sklearn.metrics import (
 from auditor.clinical import ClinicalSettings, analyse_predictions, operating_point
 from auditor.clinical.operating import (
     _average_precision,
-    _weighted_curves,
     class_aucs,
     net_benefit,
     predictive_values,
+    weighted_curves,
 )
 from auditor.resample import Resampling
 
@@ -39,7 +39,7 @@ def test_each_resamples_auc_equals_sklearns_on_the_drawn_images() -> None:
     rng = np.random.default_rng(1)
     weights = rng.multinomial(len(scores), np.full(len(scores), 1 / len(scores)), size=4)
 
-    auc, _, _ = _weighted_curves(scores, positive, weights.astype(float))
+    auc, _, _ = weighted_curves(scores, positive, weights.astype(float))
 
     for row, value in zip(weights, auc, strict=True):
         drawn = np.repeat(np.arange(len(scores)), row)
@@ -133,7 +133,7 @@ def test_average_precision_and_the_pr_curve_equal_sklearn_for_each_resample() ->
     rng = np.random.default_rng(2)
     weights = rng.multinomial(len(scores), np.full(len(scores), 1 / len(scores)), size=3)
 
-    _, tpr, fpr = _weighted_curves(scores, positive, weights.astype(float))
+    _, tpr, fpr = weighted_curves(scores, positive, weights.astype(float))
     counts = [(weights * mask).sum(axis=1, keepdims=True) for mask in (positive, ~positive)]
     ap, _ = _average_precision(tpr, fpr, *counts)
 

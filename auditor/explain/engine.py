@@ -328,15 +328,11 @@ def explain_cases(
 ) -> Explanations:
     """Compute every selected method that applies to the model for the selected images.
 
-    Misclassified images are explained for the predicted and the true class; sampled
-    images for the predicted class. A multi-label model's images are explained for
-    every label they are called positive for, and a misclassified image also for every
-    label it has but was not called for (:func:`auditor.multilabel.cases.label_cases`).
-    The strongest activation maps of ``stages`` are kept for the first
-    ``feature_images`` images (half misclassified, half sampled).
-    With a ``memo``, each batch of cases is saved as it finishes (a resumed run reads
-    the batches it has; see :mod:`auditor.checkpoint`).
-    """
+    Misclassified images are explained for the predicted and the true class, sampled
+    ones for the predicted class (a multi-label model's: :func:`~auditor.multilabel.
+    cases.label_cases`). The strongest activation maps of ``stages`` are kept for the
+    first ``feature_images`` images (half misclassified, half sampled); with a ``memo``,
+    each batch of cases is saved as it finishes (see :mod:`auditor.checkpoint`)."""
     context, methods, not_applicable = build_context(model, kind, layer, settings, preprocessing)
     choose = label_cases if dataset.multi_label else _cases
     cases = choose(selection, predictions, dataset.classes)

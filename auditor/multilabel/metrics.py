@@ -10,6 +10,7 @@ weighted_curves`), every label's AUC and the macro AUC from the same draws.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -168,6 +169,39 @@ def _micro_auc(
     return _interval(drawn, float(skm.roc_auc_score(flat_truth, scores)))
 
 
+def _label_rows(
+    truth: NDArray[np.bool_], probabilities: NDArray[np.float32], names: tuple[str, ...],
+    thresholds: NDArray[np.float64], calls: NDArray[np.bool_], draws: NDArray[np.float64],
+) -> tuple[LabelRow, ...]:  # fmt: skip
+    """Each label's row (its AUC left ``None``), its rates' intervals from ``draws``
+    (sensitivities, then specificities)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a label no image has: NaN, said as such
+        sensitivity = skm.recall_score(truth, calls, average=None, zero_division=np.nan)
+        precision = skm.precision_score(truth, calls, average=None, zero_division=np.nan)
+        f1 = skm.f1_score(truth, calls, average=None, zero_division=np.nan)
+        specificity = np.divide(
+            (~calls & ~truth).sum(axis=0), (~truth).sum(axis=0),
+            out=np.full(len(names), np.nan), where=(~truth).any(axis=0),
+        )  # fmt: skip
+    k = len(names)
+    return tuple(
+        LabelRow(
+            name=name,
+            threshold=float(thresholds[j]),
+            positives=int(truth[:, j].sum()),
+            called=int(calls[:, j].sum()),
+            sensitivity=_interval(draws[:, j], float(sensitivity[j])),
+            specificity=_interval(draws[:, k + j], float(specificity[j])),
+            precision=float(precision[j]),
+            f1=float(f1[j]),
+            auc=None,
+            best_threshold=_best_threshold(truth[:, j], probabilities[:, j]),
+        )
+        for j, name in enumerate(names)
+    )
+
+
 def compute_label_metrics(
     truth: NDArray[np.bool_],
     probabilities: NDArray[np.float32],
@@ -198,32 +232,10 @@ def compute_label_metrics(
     draws = weighted_means(
         values.astype(np.float64), of, resampling, resamples, np.random.default_rng([seed, 7])
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a label no image has: NaN, said as such
-        sensitivity = skm.recall_score(truth, calls, average=None, zero_division=np.nan)
-        precision = skm.precision_score(truth, calls, average=None, zero_division=np.nan)
-        f1 = skm.f1_score(truth, calls, average=None, zero_division=np.nan)
-        specificity = np.divide(
-            (~calls & ~truth).sum(axis=0), (~truth).sum(axis=0),
-            out=np.full(len(names), np.nan), where=(~truth).any(axis=0),
-        )  # fmt: skip
-    aucs, macro = _aucs(truth, probabilities, resampling, resamples, seed)
     k = len(names)
-    rows = tuple(
-        LabelRow(
-            name=name,
-            threshold=float(thresholds[j]),
-            positives=int(truth[:, j].sum()),
-            called=int(calls[:, j].sum()),
-            sensitivity=_interval(draws[:, j], float(sensitivity[j])),
-            specificity=_interval(draws[:, k + j], float(specificity[j])),
-            precision=float(precision[j]),
-            f1=float(f1[j]),
-            auc=aucs[j],
-            best_threshold=_best_threshold(truth[:, j], probabilities[:, j]),
-        )
-        for j, name in enumerate(names)
-    )
+    rows = _label_rows(truth, probabilities, names, thresholds, calls, draws)
+    aucs, macro = _aucs(truth, probabilities, resampling, resamples, seed)
+    rows = tuple(dataclasses.replace(row, auc=auc) for row, auc in zip(rows, aucs, strict=True))
     return LabelMetrics(
         n_images=n,
         labels=rows,
