@@ -134,7 +134,7 @@ def test_the_checkpoint_codec_round_trips_exactly(tmp_path: Path) -> None:
 def test_the_codec_rebuilds_no_class_outside_auditor(tmp_path: Path) -> None:
     write_value(OutputKind.LOGITS, tmp_path / "value")
     text = (tmp_path / "value" / "value.json").read_text()
-    (tmp_path / "value" / "value.json").write_text(text.replace("auditor.load", "os"))
+    (tmp_path / "value" / "value.json").write_text(text.replace("auditor.output_kind", "os"))
     with pytest.raises(CheckpointError, match="not an Auditor class"):
         read_value(tmp_path / "value")
     with pytest.raises(CheckpointError, match="cannot save a"):
