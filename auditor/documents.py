@@ -185,11 +185,7 @@ def metrics_document(
         per_class.append(row)
     return _clean(
         {
-            "schema_version": METRICS_SCHEMA_VERSION,
-            "n_images": m.n_images,
-            "n_excluded": len(evaluation.excluded),
-            "classes": list(classes),
-            "output_kind": evaluation.output_kind.name.lower(),
+            **_evaluated(evaluation, classes),
             "accuracy": asdict(m.accuracy),
             "balanced_accuracy": asdict(m.balanced_accuracy),
             "macro_auc": m.macro_auc,
@@ -228,6 +224,17 @@ def metrics_document(
     )
 
 
+def _evaluated(evaluation: Evaluation, classes: tuple[str, ...]) -> dict[str, Any]:
+    """The head of either ``metrics.json``: what was evaluated, and how it was read."""
+    return {
+        "schema_version": METRICS_SCHEMA_VERSION,
+        "n_images": evaluation.n_images,
+        "n_excluded": len(evaluation.excluded),
+        "classes": list(classes),
+        "output_kind": evaluation.output_kind.name.lower(),
+    }
+
+
 def label_metrics_document(
     evaluation: Evaluation, classes: tuple[str, ...], trust: Trust
 ) -> dict[str, Any]:
@@ -246,11 +253,7 @@ def label_metrics_document(
     resampling = Resampling.of(evaluation.predictions, evaluation.settings.patient_column)
     return _clean(
         {
-            "schema_version": METRICS_SCHEMA_VERSION,
-            "n_images": m.n_images,
-            "n_excluded": len(evaluation.excluded),
-            "classes": list(classes),
-            "output_kind": evaluation.output_kind.name.lower(),
+            **_evaluated(evaluation, classes),
             "multi_label": {"labels": labels, **whole},
             "precision": asdict(p) if (p := evaluation.precision_check) else None,
             "trust": trust_document(trust),

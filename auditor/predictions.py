@@ -13,7 +13,7 @@ import pandas as pd
 
 from auditor.data import Dataset
 
-__all__ = ["data_entry", "data_sha256", "predictions_frame"]
+__all__ = ["data_entry", "data_sha256", "predictions_frame", "predictions_table"]
 
 
 def predictions_frame(
@@ -37,15 +37,29 @@ def predictions_frame(
         "confidence": pd.Series(probs.max(axis=1), dtype="float64"),
         "correct": pd.Series(preds == labels, dtype="bool"),
     }
+    return predictions_table(dataset, order, columns, probs, hashes)
+
+
+def predictions_table(
+    dataset: Dataset,
+    order: np.ndarray,
+    columns: dict[str, pd.Series],
+    probabilities: np.ndarray,
+    hashes: dict[int, str],
+) -> pd.DataFrame:
+    """``columns`` (the calls), then each class's (or label's) probability ``p_<name>``,
+    the manifest's metadata and ``sha256``, for the samples ``order`` lists."""
+    samples = [dataset.samples[i] for i in order.tolist()]
     # One frame from every column at once: inserting K probability columns one by one
     # copies the frame K times (and pandas warns about it for thousands of classes).
-    probabilities = pd.DataFrame(probs.astype("float64"), columns=[f"p_{name}" for name in classes])
+    names = [f"p_{name}" for name in dataset.classes]
+    probs = pd.DataFrame(probabilities.astype("float64"), columns=names)
     metadata = {
         column: pd.Series([dict(s.metadata).get(column, "") for s in samples], dtype="string")
         for column in dataset.metadata_columns
     }
     sha256 = pd.Series([hashes[s.index] for s in samples], dtype="string", name="sha256")
-    return pd.concat([pd.DataFrame(columns), probabilities, pd.DataFrame(metadata), sha256], axis=1)
+    return pd.concat([pd.DataFrame(columns), probs, pd.DataFrame(metadata), sha256], axis=1)
 
 
 def data_entry(dataset: Dataset, index: int, sha256: str) -> tuple[str, ...]:

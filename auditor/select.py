@@ -28,6 +28,13 @@ class Selection:
     misclassified: tuple[int, ...]
     n_errors: int
 
+    def images(self) -> list[tuple[str, int]]:
+        """``(group, sample index)`` of every image to explain, misclassified first; an
+        image both misclassified and sampled is listed once, as misclassified."""
+        found = {i: "misclassified" for i in self.misclassified}
+        found |= {i: "sampled" for i in self.sampled if i not in found}
+        return [(group, index) for index, group in found.items()]
+
 
 def select_cases(
     predictions: pd.DataFrame, classes: tuple[str, ...], limit: int, seed: int

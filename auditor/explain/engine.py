@@ -135,19 +135,11 @@ def _cases(selection: Selection, predictions: pd.DataFrame, classes: tuple[str, 
     """One case per (image, role); an image both misclassified and sampled is explained once."""
     rows = predictions.set_index("index")
     cases = []
-    done: set[int] = set()
-    for group, indices in (
-        ("misclassified", selection.misclassified),
-        ("sampled", selection.sampled),
-    ):
-        for index in indices:
-            if index in done:
-                continue
-            done.add(index)
-            row = rows.loc[index]
-            cases.append(Case(index, group, "predicted", classes.index(str(row["prediction"]))))
-            if not bool(row["correct"]):
-                cases.append(Case(index, group, "true", classes.index(str(row["label"]))))
+    for group, index in selection.images():
+        row = rows.loc[index]
+        cases.append(Case(index, group, "predicted", classes.index(str(row["prediction"]))))
+        if not bool(row["correct"]):
+            cases.append(Case(index, group, "true", classes.index(str(row["label"]))))
     return cases
 
 

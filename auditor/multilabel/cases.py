@@ -59,17 +59,9 @@ def label_cases(
     it has but was not called for (``missed:<label>``)."""
     rows = predictions.set_index("index")
     cases = []
-    done: set[int] = set()
-    for group, indices in (
-        ("misclassified", selection.misclassified),
-        ("sampled", selection.sampled),
-    ):
-        for index in indices:
-            if index in done:
-                continue
-            done.add(index)
-            called = labels_of(str(rows.at[index, "prediction"]))
-            missed = [n for n in labels_of(str(rows.at[index, "label"])) if n not in called]
-            cases += [Case(index, group, f"predicted:{n}", classes.index(n)) for n in called]
-            cases += [Case(index, group, f"missed:{n}", classes.index(n)) for n in missed]
+    for group, index in selection.images():
+        called = labels_of(str(rows.at[index, "prediction"]))
+        missed = [n for n in labels_of(str(rows.at[index, "label"])) if n not in called]
+        cases += [Case(index, group, f"predicted:{n}", classes.index(n)) for n in called]
+        cases += [Case(index, group, f"missed:{n}", classes.index(n)) for n in missed]
     return cases

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the evaluation's settings live with the stage that imports 
 from auditor.data import Dataset
 from auditor.manifest import LABEL_SEPARATOR, NO_LABEL
 from auditor.multilabel.metrics import LabelMetrics, called, compute_label_metrics, label_thresholds
+from auditor.predictions import predictions_table
 from auditor.resample import Resampling
 
 __all__ = [
@@ -62,13 +63,7 @@ def label_frame(
         "correct": pd.Series((calls == has).all(axis=1), dtype="bool"),
         "errors": pd.Series((calls != has).sum(axis=1), dtype="int64"),
     }
-    probs = pd.DataFrame(probabilities.astype("float64"), columns=[f"p_{n}" for n in names])
-    metadata = {
-        column: pd.Series([dict(s.metadata).get(column, "") for s in samples], dtype="string")
-        for column in dataset.metadata_columns
-    }
-    sha256 = pd.Series([hashes[s.index] for s in samples], dtype="string", name="sha256")
-    return pd.concat([pd.DataFrame(columns), probs, pd.DataFrame(metadata), sha256], axis=1)
+    return predictions_table(dataset, order, columns, probabilities, hashes)
 
 
 def label_evaluation(
