@@ -26,8 +26,8 @@ __all__ = ["analyse_labels"]
 
 
 def _no_clinical(config: AuditConfig, loaded: Loaded, evaluation: Evaluation) -> Clinical:
-    """The clinical analyses, none of which ran: the images' metadata groups only (the
-    data section reads them)."""
+    """The clinical analyses, none of which ran: the images' metadata groups and the
+    resampling only, as a :class:`Clinical` that every view reads as "not run"."""
     settings = config.clinical
     columns = tuple(c for c in loaded.dataset.metadata_columns if c != settings.patient_column)
     grouping = metadata_groups(
