@@ -80,7 +80,7 @@ def explained(
     with stage("trust") as counts:
         trust = checkpoint.stage("trust", lambda: measure_trust(
             model, dataset, preprocessing, evaluation.predictions, explanations, loaded.kind,
-            config.trust, loaded.profile.layers, config.batch_size,
+            config.trust, loaded.profile.layers, config.batch_size, checkpoint.memo,
         ))  # fmt: skip
         counts["methods_judged"] = len(trust.verdicts)
     return explanations, trust

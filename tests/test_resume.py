@@ -2,10 +2,11 @@
 and its run folder holds the same results as an uninterrupted run's (tests/conftest.py's
 shared audit, same model, data and flags), byte for byte.
 
-The run is killed three times, each time just after a stage's ``stage_end`` event (its
-result is saved before that event): after the evaluation, after the explanations and
-after the trust checks; the fourth start finishes. Between the kills there is only the
-hidden ``.partial`` folder, never a folder with a final name.
+The run is killed three times: just after the evaluation's ``stage_end`` event (a
+stage's result is saved before that event), in the middle of the trust checks (once the
+first batch of maps on a randomised model is saved), and just after the trust checks'
+``stage_end``; the fourth start finishes. Between the kills there is only the hidden
+``.partial`` folder, never a folder with a final name.
 """
 
 from __future__ import annotations
@@ -25,15 +26,22 @@ import pytest
 import torch
 from click.testing import Result
 
+from auditor.aggregate.reproducibility import resumed_text
+from auditor.architecture import profile_model
 from auditor.checkpoint import Checkpoint, CheckpointError, read_value, write_value
 from auditor.data import discover
-from auditor.evaluate import EvaluationSettings, Memo, evaluate
+from auditor.evaluate import EvaluationSettings, evaluate
+from auditor.explain import ExplainSettings
+from auditor.explain.engine import explain_cases
 from auditor.images import model_preprocessing
 from auditor.load import OutputKind, load_model
+from auditor.measure import Trust, measure_trust
 from auditor.measure.records import TrustSettings
+from auditor.select import select_cases
 from tests.helpers import assert_same_results, invoke, one_line_error
 
-KILLED_AFTER = ("evaluate", "explain", "trust")
+KILLED_AFTER = ("evaluate", "trust-randomisation-*", "trust")
+"""Where the run is killed: once a stage has ended, or once a part of one is saved."""
 RUN = [sys.executable, "-m", "auditor", "run"]
 
 
@@ -43,14 +51,16 @@ def _events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
-def _killed_after(command: list[str], events: Path, stage: str) -> list[dict]:
-    """Start ``command``, SIGKILL it once ``stage`` has ended; the events it wrote."""
+def _killed_after(command: list[str], events: Path, out: Path, stage: str) -> list[dict]:
+    """Start ``command``, SIGKILL it once ``stage`` has ended (or, for a part's name
+    pattern, once a part of that name is saved in the checkpoint); the events it wrote."""
     seen = len(_events(events))
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         new = _events(events)[seen:]
-        if any(e["event"] == "stage_end" and e["stage"] == stage for e in new):
+        ended = any(e["event"] == "stage_end" and e["stage"] == stage for e in new)
+        if ended or any(out.glob(f".*.partial/checkpoint/{stage}")):
             process.send_signal(signal.SIGKILL)
             process.wait()
             return new
@@ -72,15 +82,20 @@ def test_a_run_killed_three_times_resumes_to_the_uninterrupted_results(
     ]  # fmt: skip
     resumed: list[list[str]] = []
     for stage in KILLED_AFTER:
-        new = _killed_after(command, events, stage)
+        new = _killed_after(command, events, out, stage)
         resumed.append([e["stage"] for e in new if e["event"] == "stage_resumed"])
         (partial,) = list(out.iterdir())
         assert partial.name.startswith(".") and partial.name.endswith(".partial")
-        assert (partial / "checkpoint" / stage / "value.json").is_file()
+        assert list((partial / "checkpoint").glob(f"{stage}/value.json"))
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     final = [e["stage"] for e in _events(events) if e["event"] == "stage_resumed"]
-    assert resumed == [[], ["evaluate"], ["evaluate", "robustness", "concepts", "explain"]]
+    assert resumed[:2] == [[], ["evaluate"]]
+    first, parts = resumed[2][:4], resumed[2][4:]
+    assert first == ["evaluate", "robustness", "concepts", "explain"]
+    assert any(p.startswith("trust-maps-") for p in parts), "each case's map checks"
+    assert any(p.startswith("trust-randomisation-") for p in parts), "the batch it was killed after"
+    assert all(p.startswith("trust-") for p in parts), parts
     assert final[-5:] == ["evaluate", "robustness", "concepts", "explain", "trust"]
     (folder,) = list(out.iterdir())
     assert folder == Path(done.stdout.strip().splitlines()[-1])
@@ -141,6 +156,22 @@ def test_the_codec_rebuilds_no_class_outside_auditor(tmp_path: Path) -> None:
         write_value(object(), tmp_path / "other")
 
 
+def _stopping(checkpoint: Checkpoint, computed: list[str], stop_at: int | None) -> Any:
+    """``checkpoint``'s memo, interrupted (as by a kill) when it is about to compute its
+    part number ``stop_at``; each part it computes is named in ``computed``."""
+
+    def part(name: str, compute: Callable[[], Any]) -> Any:
+        def counted() -> Any:
+            if len(computed) == stop_at:
+                raise KeyboardInterrupt
+            computed.append(name)
+            return compute()
+
+        return checkpoint.part(name, counted)
+
+    return part
+
+
 def test_an_evaluation_stopped_mid_way_goes_on_from_its_last_saved_chunk(
     tmp_path: Path, tiny_model: Path, manifest: Path
 ) -> None:
@@ -154,29 +185,17 @@ def test_an_evaluation_stopped_mid_way_goes_on_from_its_last_saved_chunk(
     full = evaluate(model, dataset, preprocessing, OutputKind.LOGITS, settings)
     computed: list[str] = []
 
-    def memo(checkpoint: Checkpoint, stop_at: int | None) -> Memo:
-        def chunk(name: str, compute: Callable[[], Any]) -> Any:
-            def counted() -> Any:
-                if len(computed) == stop_at:
-                    raise KeyboardInterrupt
-                computed.append(name)
-                return compute()
-
-            return checkpoint.stage(name, counted)
-
-        return chunk
-
     folder = tmp_path / "checkpoint"
     folder.mkdir()
     with pytest.raises(KeyboardInterrupt):
         evaluate(
             model, dataset, preprocessing, OutputKind.LOGITS, settings,
-            memo=memo(Checkpoint(folder), 2), chunk_images=4,
+            memo=_stopping(Checkpoint(folder), computed, 2), chunk_images=4,
         )  # fmt: skip
     assert computed == ["evaluate-000000000", "evaluate-000000004"]
     again = evaluate(
         model, dataset, preprocessing, OutputKind.LOGITS, settings,
-        memo=memo(Checkpoint(folder), None), chunk_images=4,
+        memo=_stopping(Checkpoint(folder), computed, None), chunk_images=4,
     )  # fmt: skip
     assert computed[2:] == ["evaluate-000000008", "evaluate-000000012"]
     pd.testing.assert_frame_equal(again.predictions, full.predictions)
@@ -184,3 +203,60 @@ def test_an_evaluation_stopped_mid_way_goes_on_from_its_last_saved_chunk(
     np.testing.assert_array_equal(again.intensities, full.intensities)
     assert repr(again.metrics) == repr(full.metrics)  # NaN != NaN, not in their repr
     assert again.data_sha256 == full.data_sha256
+
+
+def test_trust_checks_stopped_mid_way_go_on_from_their_last_saved_part(
+    tmp_path: Path, tiny_model: Path, manifest: Path
+) -> None:
+    """Each case's map checks and each batch of recomputed maps is a saved part: the trust
+    checks stopped after the map checks and a few recomputed batches, then resumed, compute
+    only the parts not saved, and
+    give the same records, verdicts, curves and example maps as an uninterrupted run."""
+    model = load_model(tiny_model, torch.device("cpu"))
+    dataset = discover(manifest, None)
+    preprocessing = model_preprocessing(dataset, 3, None, None, None)
+    predictions = evaluate(
+        model, dataset, preprocessing, OutputKind.LOGITS, EvaluationSettings()
+    ).predictions
+    selection = select_cases(predictions, dataset.classes, 3, seed=1)
+    methods = ("saliency", "grad-cam", "occlusion", "smoothgrad")
+    explanations = explain_cases(
+        model, dataset, preprocessing, predictions, selection, OutputKind.LOGITS,
+        "features", ExplainSettings(methods=methods, smoothgrad_samples=2), batch_size=2,
+    )  # fmt: skip
+    height, width = preprocessing.size or (0, 0)
+    layers = profile_model(model, (3, height, width), 2).layers
+    settings = TrustSettings(trust_images=3, randomisation_steps=2, stability_samples=2)
+
+    def trust(memo: Any = None) -> Trust:
+        return measure_trust(
+            model, dataset, preprocessing, predictions, explanations, OutputKind.LOGITS,
+            settings, layers, batch_size=2, memo=memo,
+        )  # fmt: skip
+
+    full, computed = trust(), list[str]()
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    stop_at = len(explanations.cases) + 3
+    with pytest.raises(KeyboardInterrupt):
+        trust(_stopping(Checkpoint(folder), computed, stop_at))
+    saved = sorted(p.name for p in folder.iterdir())
+    assert saved == sorted(computed) and len(saved) == stop_at
+    assert any(name.startswith("trust-maps-") for name in saved), saved
+    assert any(name.startswith("trust-randomisation-") for name in saved), saved
+    resumed: list[str] = []
+    again = trust(Checkpoint(folder, resumed=resumed).part)
+    assert sorted(resumed) == saved, "every saved part read back"
+    later = sorted(p.name for p in folder.iterdir() if p.name not in saved)
+    assert later and not set(later) & set(saved), "the rest computed, nothing twice"
+    pd.testing.assert_frame_equal(again.records, full.records)
+    pd.testing.assert_frame_equal(again.verdicts, full.verdicts)
+    assert again.curves.keys() == full.curves.keys()
+    for method, (deletion, insertion) in full.curves.items():
+        np.testing.assert_array_equal(again.curves[method][0], deletion)
+        np.testing.assert_array_equal(again.curves[method][1], insertion)
+    assert again.example.keys() == full.example.keys()
+    for key, value in full.example.items():
+        np.testing.assert_array_equal(again.example[key], value)
+    text = resumed_text(tuple(resumed))
+    assert text.endswith(f"read back from its checkpoint: trust ({len(saved)} parts of it)")

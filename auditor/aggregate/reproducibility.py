@@ -91,11 +91,13 @@ class ReproducibilityView:
 
 
 def resumed_text(resumed: tuple[str, ...]) -> str:
-    """``"evaluate, explain (2 batches) and trust"``: the stages, and the evaluation's
-    chunks and explanation batches of unfinished stages, read back from a checkpoint."""
+    """``"evaluate, explain (2 batches of it)"``: the stages, and the evaluation's chunks,
+    explanation batches and trust checks' parts of unfinished stages, read back from a
+    checkpoint."""
     stages = [name for name in resumed if "-" not in name]
     parts = list(stages)
-    for stage, unit, units in (("evaluate", "chunk", "chunks"), ("explain", "batch", "batches")):
+    units_of = (("evaluate", "chunk", "chunks"), ("explain", "batch", "batches"))
+    for stage, unit, units in (*units_of, ("trust", "part", "parts")):
         count = sum(1 for name in resumed if name.startswith(f"{stage}-"))
         if count and stage not in stages:
             parts.append(f"{stage} ({count} {unit if count == 1 else units} of it)")

@@ -4,7 +4,8 @@ where it stopped.
 
 The partial folder holds ``checkpoint/``: ``run.json`` (what makes this run this audit:
 the configuration's, the model's and the data listing's hashes, and when it started) and
-one folder per finished stage or evaluation chunk, each written under a temporary name
+one folder per finished stage or part of one (an evaluation chunk, an explanation batch, a
+trust check's case or batch of recomputed maps), each written under a temporary name
 and renamed when complete, so a half-written result is never read. Rerunning the same
 command finds the partial folder by that identity (``--resume FOLDER`` names it), reads
 what is finished and computes the rest; the run then writes its files into the same

@@ -15,7 +15,7 @@ from auditor.explain import ExplainContext, Method
 from auditor.explain.store import MapStore
 from auditor.load import LoadedModel
 from auditor.measure.budget import Protocol
-from auditor.measure.maps import MapOrError, recompute
+from auditor.measure.maps import MapOrError, Memo, recompute
 from auditor.measure.randomisation import CascadeStep, randomised_models
 from auditor.measure.records import Records, TrustCase, TrustSettings
 from auditor.measure.similarity import rank_correlation, ssim
@@ -80,18 +80,20 @@ def randomisation_check(
     settings: TrustSettings,
     batch_size: int,
     protocols: Mapping[str, Protocol] | None = None,
+    memo: Memo | None = None,
 ) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
     """Rank correlation and SSIM with the maps of the randomised model, per cascade step.
 
     Each method runs on the first ``images`` cases of its protocol, at every step or
-    (``steps`` 1) at the last only; without protocols, on every case at every step.
+    (``steps`` 1) at the last only; without protocols, on every case at every step. With
+    a ``memo``, each batch of maps is saved as it finishes, named after its step and the
+    first method of its group (a resumed run still redraws every step's weights, which
+    costs no pass, and computes only the batches not saved).
 
     Returns:
         The records, and the first case's maps at each step (keyed ``(step, method)``).
     """
-    records = Records()
     protocols = protocols or _full(methods, len(cases), len(steps), settings.stability_samples)
-    example: dict[tuple[str, str], np.ndarray] = {}
     display = torch.stack([c.display for c in cases])
     targets = torch.tensor([c.target for c in cases])
     seeds = [settings.seed + c.index for c in cases]
@@ -101,12 +103,13 @@ def randomisation_check(
         images = {k: p.images if last or p.steps > 1 else None for k, p in protocols.items()}
         return list(_groups(methods, images).items())
 
-    def run(unit: tuple[CascadeStep, LoadedModel, int, list[Method]]) -> Changed:
-        step, model, n, group = unit
+    def run(unit: tuple[int, CascadeStep, LoadedModel, int, list[Method]]) -> Changed:
+        number, step, model, n, group = unit
         log.info("randomisation: %s, weights redrawn down to %s", group[0].key, step.label)
         changed = context.with_model(model)
+        name = f"trust-randomisation-{number:03d}-{group[0].key}"
         return step.label, recompute(
-            changed, group, display[:n], targets[:n], seeds[:n], batch_size
+            changed, group, display[:n], targets[:n], seeds[:n], batch_size, memo, name
         )
 
     # each step's groups of methods are shared among the ranks of a sharded run; every rank
@@ -114,13 +117,26 @@ def randomisation_check(
     # before the next step is drawn: a generator, not a list) and runs its own units
     randomised = randomised_models(context.model, steps, settings.seed)
     units = (
-        (step, model, n, group)
+        (number, step, model, n, group)
         for number, (step, model) in enumerate(randomised, start=1)
         for n, group in work(number)
     )
     by_step: dict[str, dict[str, list[MapOrError]]] = {step.label: {} for step in steps}
     for label, changed in sharded(units, run):
         by_step[label] |= changed
+    return _compared(cases, names, original, by_step)
+
+
+def _compared(
+    cases: list[TrustCase],
+    names: tuple[str, ...],
+    original: MapStore,
+    by_step: dict[str, dict[str, list[MapOrError]]],
+) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
+    """The randomised model's maps compared with the originals, step by step: the
+    records, and the first case's maps at each step (keyed ``(step, method)``)."""
+    records = Records()
+    example: dict[tuple[str, str], np.ndarray] = {}
     for label, changed in by_step.items():
         _similarity(records, cases, names, original, changed, label)
         for key, results in changed.items():
@@ -138,10 +154,12 @@ def stability_check(
     settings: TrustSettings,
     batch_size: int,
     protocols: Mapping[str, Protocol] | None = None,
+    memo: Memo | None = None,
 ) -> pd.DataFrame:
     """Map instability of every method's map on each case: on the first ``images`` cases
     of its protocol, from the first ``copies`` noisy copies of each (without protocols,
-    every case and every copy)."""
+    every case and every copy). With a ``memo``, each batch of maps is saved as it
+    finishes, named after the first method of its group."""
     records = Records()
     samples = settings.stability_samples
     protocols = protocols or _full(methods, len(cases), 1, samples)
@@ -167,6 +185,8 @@ def stability_check(
             targets[:n].repeat_interleave(copies),
             [settings.seed + c.index for c in cases[:n] for _ in range(copies)],
             batch_size,
+            memo,
+            f"trust-stability-{group[0].key}",
         )
         for key, results in changed.items():
             for i, case in enumerate(cases[:n]):

@@ -6,16 +6,28 @@ on other models or inputs, in batches that halve when the device runs out of mem
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
 import numpy as np
 import torch
 
 from auditor.explain import ExplainContext, Method
 from auditor.explain.batching import attribute_batch, shared_batches
 
-__all__ = ["MapOrError", "recompute"]
+__all__ = ["MapOrError", "Memo", "recompute"]
+
+T = TypeVar("T")
 
 MapOrError = np.ndarray | str
 """An ``(H, W)`` float32 map, or the first line of the error that stopped it."""
+
+
+class Memo(Protocol):
+    """Saves a part of the measure stage under a name as it finishes, or reads it back
+    when a resumed run finds it saved (:meth:`auditor.checkpoint.Checkpoint.part`)."""
+
+    def __call__(self, name: str, compute: Callable[[], T], /) -> T: ...
 
 
 def recompute(
@@ -25,6 +37,8 @@ def recompute(
     targets: torch.Tensor,
     seeds: list[int],
     batch_size: int,
+    memo: Memo | None = None,
+    name: str = "",
 ) -> dict[str, list[MapOrError]]:
     """Every method's map for each image, ``batch_size`` images at a time (the batches
     shared among the ranks of a sharded run).
@@ -37,15 +51,21 @@ def recompute(
         seeds: One seed per image (the explain stage's, so that sampling methods draw
             the same perturbations and only the model or the input differs).
         batch_size: Images per batch to try first.
+        memo: Saves each batch's maps as ``<name>-<start>-<stop>`` when it finishes
+            (and reads them back when a resumed run finds them).
+        name: The batches' name in ``memo``; unique within a run.
 
     Returns:
         Key → one map or error per image.
     """
 
     def run(start: int, stop: int) -> dict[str, np.ndarray | str]:
-        return attribute_batch(
-            context, methods, display[start:stop], targets[start:stop], seeds[start:stop]
-        )
+        def attributed() -> dict[str, np.ndarray | str]:
+            return attribute_batch(
+                context, methods, display[start:stop], targets[start:stop], seeds[start:stop]
+            )
+
+        return attributed() if memo is None else memo(f"{name}-{start:06d}-{stop:06d}", attributed)
 
     results: dict[str, list[MapOrError]] = {m.key: [] for m in methods}
     for span in shared_batches(run, len(display), batch_size, "trust batch"):

@@ -8,10 +8,18 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
+from auditor.explain.engine import Explanations
 from auditor.explain.store import Case
 from auditor.settings import inherited, setting
 
-__all__ = ["RECORD_DTYPES", "Records", "TrustCase", "TrustSettings"]
+__all__ = [
+    "RECORD_DTYPES",
+    "Records",
+    "TrustCase",
+    "TrustSettings",
+    "first_images",
+    "mapped_cases",
+]
 
 RECORD_DTYPES = {
     "index": "int64",
@@ -163,3 +171,32 @@ class Records:
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=list(RECORD_DTYPES)).astype(RECORD_DTYPES)
+
+
+def mapped_cases(explanations: Explanations) -> list[TrustCase]:
+    """The explained cases with at least one map, with their images, in the stage's order.
+
+    The images are made contiguous ``(C, H, W)``: a ``(H, W, C)`` array read back from a
+    checkpoint would otherwise give channels-last strides, which the convolutions compute
+    with another kernel (maps 1e-7 apart from an uninterrupted run's, measured)."""
+    return [
+        TrustCase.of(
+            case, torch.from_numpy(explanations.images[case.index]).permute(2, 0, 1).contiguous()
+        )
+        for case in explanations.cases
+        if explanations.maps.of(case, explanations.ran)
+    ]
+
+
+def first_images(cases: list[TrustCase], n: int) -> list[TrustCase]:
+    """Up to ``n`` images' cases of the predicted class (a multi-label model's: the first
+    label called positive), half of them misclassified where possible."""
+    first: dict[int, TrustCase] = {}
+    for case in cases:
+        if case.role == "predicted" or case.role.startswith("predicted:"):
+            first.setdefault(case.index, case)
+    predicted = list(first.values())
+    errors = [c for c in predicted if c.group == "misclassified"]
+    others = [c for c in predicted if c.group != "misclassified"]
+    n_errors = max(n // 2, n - len(others))
+    return errors[:n_errors] + others[: n - min(n_errors, len(errors))]

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from auditor.architecture import LayerInfo
@@ -43,8 +42,15 @@ from auditor.measure.budget import (
 from auditor.measure.check import Curves, MapRun
 from auditor.measure.checks import randomisation_check, stability_check
 from auditor.measure.map_checks import agreement, load_masks
+from auditor.measure.maps import Memo
 from auditor.measure.randomisation import CascadeStep, cascade
-from auditor.measure.records import Records, TrustCase, TrustSettings
+from auditor.measure.records import (
+    Records,
+    TrustCase,
+    TrustSettings,
+    first_images,
+    mapped_cases,
+)
 from auditor.measure.registry import CHECKS
 from auditor.measure.shortcuts import GroupCase, Shortcuts, find_shortcuts
 from auditor.measure.verdicts import PROTOCOL_COLUMNS, verdict_table
@@ -93,45 +99,18 @@ class Trust:
 @dataclass
 class _Run:
     """One run of the checks: the explain stage's methods as it left them, the settings,
-    and what the checks leave as they go (record frames, seconds, checks that did not run)."""
+    where its parts are saved (``memo``), and what the checks leave as they go (record
+    frames, seconds, checks that did not run)."""
 
     context: ExplainContext
     methods: list[Method]
     explanations: Explanations
     settings: TrustSettings
     batch_size: int
+    memo: Memo | None = None
     frames: list[pd.DataFrame] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     not_measured: dict[str, str] = field(default_factory=dict)
-
-
-def _mapped_cases(explanations: Explanations) -> list[TrustCase]:
-    """The explained cases with at least one map, with their images, in the stage's order.
-
-    The images are made contiguous ``(C, H, W)``: a ``(H, W, C)`` array read back from a
-    checkpoint would otherwise give channels-last strides, which the convolutions compute
-    with another kernel (maps 1e-7 apart from an uninterrupted run's, measured)."""
-    return [
-        TrustCase.of(
-            case, torch.from_numpy(explanations.images[case.index]).permute(2, 0, 1).contiguous()
-        )
-        for case in explanations.cases
-        if explanations.maps.of(case, explanations.ran)
-    ]
-
-
-def _first_images(cases: list[TrustCase], n: int) -> list[TrustCase]:
-    """Up to ``n`` images' cases of the predicted class (a multi-label model's: the first
-    label called positive), half of them misclassified where possible."""
-    first: dict[int, TrustCase] = {}
-    for case in cases:
-        if case.role == "predicted" or case.role.startswith("predicted:"):
-            first.setdefault(case.index, case)
-    predicted = list(first.values())
-    errors = [c for c in predicted if c.group == "misclassified"]
-    others = [c for c in predicted if c.group != "misclassified"]
-    n_errors = max(n // 2, n - len(others))
-    return errors[:n_errors] + others[: n - min(n_errors, len(errors))]
 
 
 def _masks(
@@ -156,18 +135,23 @@ def _read_maps(
     explanations = run.explanations
     clock = time.perf_counter()
 
-    def measured(case: TrustCase) -> tuple[list[tuple[object, ...]], Curves]:
-        mine, records = MapRun(run.context, run.settings, masks, {}), Records()
-        found = explanations.maps.of(case, explanations.ran)
-        for check in CHECKS:
-            check.measure_case(mine, case, explanations.classes[case.target], found, records)
-        return records.rows, mine.curves
+    def measured(numbered: tuple[int, TrustCase]) -> tuple[list[tuple[object, ...]], Curves]:
+        number, case = numbered
 
-    # one case at a time, shared among the ranks of a sharded run; the curves are summed
-    # in case order, as one process sums them
+        def compute() -> tuple[list[tuple[object, ...]], Curves]:
+            mine, records = MapRun(run.context, run.settings, masks, {}), Records()
+            found = explanations.maps.of(case, explanations.ran)
+            for check in CHECKS:
+                check.measure_case(mine, case, explanations.classes[case.target], found, records)
+            return records.rows, mine.curves
+
+        return compute() if run.memo is None else run.memo(f"trust-maps-{number:06d}", compute)
+
+    # one case at a time (saved as it finishes), shared among the ranks of a sharded run;
+    # the curves are summed in case order, as one process sums them
     progress = tqdm(cases, desc="trust", unit="image", leave=False, disable=None)
     maps_run, records = MapRun(run.context, run.settings, masks, {}), Records()
-    for rows, curves in sharded(progress, measured):
+    for rows, curves in sharded(enumerate(progress), measured):
         records.rows += rows
         for method, (deletion, insertion, _) in curves.items():
             maps_run.add_curves(method, deletion, insertion)
@@ -237,6 +221,7 @@ def _randomisation(
         run.settings,
         run.batch_size,
         plan.protocols,
+        run.memo,
     )
     run.frames.append(frame)
     run.seconds["randomisation"] = time.perf_counter() - clock
@@ -259,6 +244,7 @@ def _stability(run: _Run, chosen: list[TrustCase], plan: TrustPlan) -> None:
             run.settings,
             run.batch_size,
             plan.protocols,
+            run.memo,
         )
     )
     run.seconds["stability"] = time.perf_counter() - clock
@@ -288,6 +274,7 @@ def measure_trust(
     settings: TrustSettings,
     layers: tuple[LayerInfo, ...],
     batch_size: int,
+    memo: Memo | None = None,
 ) -> Trust:
     """Run every trust check on the explained maps and aggregate the verdicts.
 
@@ -303,11 +290,13 @@ def measure_trust(
         layers: The architecture profile's layers (their execution order orders the
             randomisation cascade).
         batch_size: Cases per batch when maps are recomputed.
+        memo: Saves each case's map checks and each batch of recomputed maps as it
+            finishes (and reads them back when a resumed run finds them saved).
     """
     context, methods = explanations.context(model, kind, preprocessing)
-    run = _Run(context, methods, explanations, settings, batch_size)
-    cases = _mapped_cases(explanations)
-    chosen = _first_images(cases, settings.trust_images)
+    run = _Run(context, methods, explanations, settings, batch_size, memo)
+    cases = mapped_cases(explanations)
+    chosen = first_images(cases, settings.trust_images)
     order = {layer.path: layer.order for layer in layers}
     steps = cascade(context.model, order, settings.randomisation_steps) if chosen else ()
     plan = _plan(run, cases, chosen, steps)
