@@ -20,7 +20,7 @@ from tests.helpers import (
     make_manifest_dataset,
     save_torchscript,
 )
-from tests.labels import ChannelLabels, make_label_dataset
+from tests.labels import LABEL_FLAGS, ChannelLabels, make_label_dataset
 
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
 
@@ -78,17 +78,21 @@ def audit(
 
 
 @pytest.fixture(scope="session")
-def label_audit(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One `auditor run` of a multi-label model with a known answer (see tests.labels);
-    returns its run folder."""
+def label_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The multi-label model with a known answer (see tests.labels), scripted, and its
+    data's manifest."""
     folder = tmp_path_factory.mktemp("labels")
     model = save_torchscript(ChannelLabels(), folder / "labels.pt")
-    manifest = make_label_dataset(folder / "data")
+    return model, make_label_dataset(folder / "data")
+
+
+@pytest.fixture(scope="session")
+def label_audit(tmp_path_factory: pytest.TempPathFactory, label_data: tuple[Path, Path]) -> Path:
+    """One `auditor run` of :func:`label_data`; returns its run folder."""
+    (model, manifest), out = label_data, tmp_path_factory.mktemp("label-runs")
     result = invoke(
-        "run", "--model", str(model), "--data", str(manifest), "--out", str(folder / "out"),
-        "--explain-samples", "3", "--batch-size", "4", "--seed", "1", "--device", "cpu",
-        "--patient-column", "patient",
-    )  # fmt: skip
+        "run", "--model", str(model), "--data", str(manifest), "--out", str(out), *LABEL_FLAGS
+    )
     assert result.exit_code == 0, result.output + (result.stderr or "")
     return Path(result.stdout.strip().splitlines()[-1])
 

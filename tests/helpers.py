@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import math
 import sys
 import tempfile
 import warnings
@@ -17,6 +18,7 @@ from types import ModuleType
 from typing import TypeVar
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner, Result
@@ -429,3 +431,55 @@ def assert_same_results(first: Path, second: Path) -> None:
     hashes = (json.loads((f / "manifest.json").read_text()) for f in (first, second))
     left, right = ({k: v for k, v in m["files"].items() if k not in WHEN_AND_WHERE} for m in hashes)
     assert left == right  # the .npz files too: their members carry no time
+
+
+def _close_arrays(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    """Float arrays within 1e-5 of each map's (last two axes') largest value; others equal."""
+    if a.dtype.kind != "f" or a.ndim < 2:
+        np.testing.assert_array_equal(a, b, err_msg=what)
+        return
+    scale = np.abs(b).max(axis=(-2, -1), keepdims=True)
+    assert a.shape == b.shape, what
+    assert (np.abs(a - b) <= 1e-5 * scale + 1e-12).all(), f"{what}: {np.abs(a - b).max()}"
+
+
+def _close_json(a: object, b: object, where: str) -> None:
+    """Two JSON trees the same but for their floats' last digits (relative 1e-5)."""
+    if isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-7), f"{where}: {a} != {b}"
+    elif isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _close_json(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _close_json(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def assert_close_results(first: Path, second: Path, exact: tuple[str, ...]) -> None:
+    """Two run folders hold the same files: the ``exact`` ones the same bytes, the maps
+    in every ``.npz`` within 1e-5 of their largest value, and every other CSV and JSON
+    file the same but for its floats' last digits (relative 1e-5). For runs whose maps
+    were computed in other batches or threads (a sharded run's: see the README's
+    Determinism section)."""
+    names = {p.name for p in first.iterdir()}
+    assert names == {p.name for p in second.iterdir()}
+    for name in sorted(names - WHEN_AND_WHERE):
+        a, b = first / name, second / name
+        if name.endswith(".npz"):
+            with np.load(a) as left, np.load(b) as right:
+                assert sorted(left.files) == sorted(right.files), name
+                for key in left.files:
+                    _close_arrays(left[key], right[key], f"{name}:{key}")
+        elif name.endswith(".csv") and name not in exact:
+            pd.testing.assert_frame_equal(
+                pd.read_csv(a, keep_default_na=False), pd.read_csv(b, keep_default_na=False),
+                rtol=1e-5, atol=1e-7, obj=name,
+            )  # fmt: skip
+        elif name.endswith(".json") and name not in exact:
+            _close_json(json.loads(a.read_text()), json.loads(b.read_text()), name)
+        else:
+            assert a.read_bytes() == b.read_bytes(), name

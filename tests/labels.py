@@ -23,6 +23,13 @@ LABELS = ("effusion", "nodule", "pneumothorax")
 WRONG_ROWS = {3: "nodule", 10: "-", 17: "effusion;pneumothorax"}
 """Rows whose manifest labels are not what the image shows (the model's known errors)."""
 
+LABEL_FLAGS = (
+    "--explain-samples", "3", "--batch-size", "4", "--seed", "1", "--device", "cpu",
+    "--patient-column", "patient",
+)  # fmt: skip
+"""The flags of the multi-label audit shared by the tests (``label_audit`` in conftest.py);
+another run of the same audit passes them too."""
+
 
 class ChannelLabels(nn.Module):
     """One logit per label: ``12 * mean(channel k) - 6`` for label ``k``."""

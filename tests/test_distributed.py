@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,8 @@ from click.testing import Result
 
 from auditor.distributed import join_world, leave_world, sharded, share
 from auditor.errors import ConfigError
-from tests.helpers import assert_same_results, invoke, one_line_error
+from tests.helpers import assert_close_results, assert_same_results, invoke, one_line_error
+from tests.labels import LABEL_FLAGS
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
@@ -120,12 +121,12 @@ def _kill_tree(pid: int) -> None:
             os.kill(member, signal.SIGKILL)
 
 
-def _killed_after_explain(command: list[str], events: Path) -> None:
-    """Start the sharded run; kill torchrun and both ranks once the explain stage ends."""
+def _killed_when(command: list[str], reached: Callable[[], bool], what: str) -> None:
+    """Start the sharded run; kill torchrun and both ranks once ``reached()``."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        if any(e["event"] == "stage_end" and e["stage"] == "explain" for e in _events(events)):
+        if reached():
             _kill_tree(process.pid)
             process.wait()
             return
@@ -133,7 +134,7 @@ def _killed_after_explain(command: list[str], events: Path) -> None:
             pytest.fail(f"the sharded run ended before it was killed: {process.stderr.read()}")
         time.sleep(0.05)
     _kill_tree(process.pid)
-    pytest.fail("the sharded run's explain stage did not end within 300 s")
+    pytest.fail(f"the sharded run did not reach {what} within 300 s")
 
 
 def test_a_sharded_run_killed_and_resumed_writes_the_single_process_results(
@@ -146,7 +147,11 @@ def test_a_sharded_run_killed_and_resumed_writes_the_single_process_results(
         "--device", "cpu", "--patient-column", "patient", "--history", "-",
         "--log-json", str(events),
     ]  # fmt: skip
-    _killed_after_explain(command, events)
+    _killed_when(
+        command,
+        lambda: any(e["event"] == "stage_end" and e["stage"] == "explain" for e in _events(events)),
+        "the end of the explain stage",
+    )
     (partial,) = list(out.iterdir())
     checkpoint = partial / "checkpoint"
     chunks = sorted(p.name for p in checkpoint.glob("evaluate-*"))  # a batch each, both ranks'
@@ -167,6 +172,37 @@ def test_a_sharded_run_killed_and_resumed_writes_the_single_process_results(
         "evaluation, explanations and trust checks shared by 2 processes (gloo) of 1 thread each"
     )
     assert shared in report
+
+
+def test_a_sharded_multi_label_run_killed_mid_trust_resumes_to_one_processs_results(
+    label_audit: Path, label_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The multi-label audit (tests/labels.py) on two gloo processes, killed in the middle
+    of the trust checks once both ranks saved parts of them, then run again: the folder
+    equals the one-process audit's: the same predictions and metrics, byte for byte, and
+    maps within 1e-5 of their largest value (each rank computes its share in smaller
+    batches, with one thread)."""
+    (model, manifest), out = label_data, tmp_path / "out"
+    command = [
+        *TORCHRUN, "-m", "auditor", "run", "--model", str(model), "--data", str(manifest),
+        "--out", str(out), *LABEL_FLAGS, "--history", "-",
+    ]  # fmt: skip
+
+    def parts() -> list[str]:
+        return sorted(p.name for p in out.glob(".*.partial/checkpoint/trust-maps-*"))
+
+    _killed_when(command, lambda: len(parts()) >= 2, "two saved cases of the trust checks")
+    saved = parts()
+    (partial,) = list(out.iterdir())
+    assert not (partial / "checkpoint" / "trust").exists(), "killed before the stage ended"
+    assert {int(name[-6:]) % 2 for name in saved} == {0, 1}, f"both ranks' cases: {saved}"
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    (folder,) = list(out.iterdir())
+    assert folder == Path(done.stdout.strip().splitlines()[-1])
+    assert_close_results(label_audit, folder, exact=("predictions.csv",))
+    one, two = (json.loads((f / "metrics.json").read_text()) for f in (label_audit, folder))
+    assert one["multi_label"] == two["multi_label"], "the evaluation's figures: exact"
 
 
 def test_a_world_without_torchruns_environment_is_a_one_line_error(
