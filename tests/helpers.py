@@ -11,7 +11,7 @@ import math
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -411,10 +411,15 @@ WHEN_AND_WHERE = {"manifest.json", "SHA256SUMS", "report.html", "report.pdf", "s
 """Run-folder files that record the run's times, its folder or its command line."""
 
 
-def assert_same_results(first: Path, second: Path) -> None:
-    """Two run folders hold the same files, and the same bytes in every CSV, JSON and array
-    file (arrays compared member by member) but the :data:`WHEN_AND_WHERE` files, whose
-    recorded hashes of the others must match too."""
+def _compare_runs(
+    first: Path,
+    second: Path,
+    arrays: Callable[[np.ndarray, np.ndarray, str], None],
+    files: Callable[[str, Path, Path], None],
+) -> None:
+    """Two run folders hold the same files; every ``.npz`` member and ``.npy`` array is
+    compared with ``arrays``, every other file but the :data:`WHEN_AND_WHERE` ones with
+    ``files``."""
     names = {p.name for p in first.iterdir()}
     assert names == {p.name for p in second.iterdir()}
     for name in sorted(names - WHEN_AND_WHERE):
@@ -423,11 +428,26 @@ def assert_same_results(first: Path, second: Path) -> None:
             with np.load(a) as left, np.load(b) as right:
                 assert sorted(left.files) == sorted(right.files), name
                 for key in left.files:
-                    np.testing.assert_array_equal(left[key], right[key], err_msg=f"{name}:{key}")
+                    arrays(left[key], right[key], f"{name}:{key}")
         elif name.endswith(".npy"):
-            np.testing.assert_array_equal(np.load(a), np.load(b), err_msg=name)
+            arrays(np.load(a), np.load(b), name)
         else:
-            assert a.read_bytes() == b.read_bytes(), name
+            files(name, a, b)
+
+
+def _same_bytes(name: str, a: Path, b: Path) -> None:
+    assert a.read_bytes() == b.read_bytes(), name
+
+
+def assert_same_results(first: Path, second: Path) -> None:
+    """Two run folders hold the same files, and the same bytes in every CSV, JSON and array
+    file (arrays compared member by member) but the :data:`WHEN_AND_WHERE` files, whose
+    recorded hashes of the others must match too."""
+
+    def equal(a: np.ndarray, b: np.ndarray, what: str) -> None:
+        np.testing.assert_array_equal(a, b, err_msg=what)
+
+    _compare_runs(first, second, equal, _same_bytes)
     hashes = (json.loads((f / "manifest.json").read_text()) for f in (first, second))
     left, right = ({k: v for k, v in m["files"].items() if k not in WHEN_AND_WHERE} for m in hashes)
     assert left == right  # the .npz files too: their members carry no time
@@ -465,21 +485,16 @@ def assert_close_results(first: Path, second: Path, exact: tuple[str, ...]) -> N
     file the same but for its floats' last digits (relative 1e-5). For runs whose maps
     were computed in other batches or threads (a sharded run's: see the README's
     Determinism section)."""
-    names = {p.name for p in first.iterdir()}
-    assert names == {p.name for p in second.iterdir()}
-    for name in sorted(names - WHEN_AND_WHERE):
-        a, b = first / name, second / name
-        if name.endswith(".npz"):
-            with np.load(a) as left, np.load(b) as right:
-                assert sorted(left.files) == sorted(right.files), name
-                for key in left.files:
-                    _close_arrays(left[key], right[key], f"{name}:{key}")
-        elif name.endswith(".csv") and name not in exact:
+
+    def close(name: str, a: Path, b: Path) -> None:
+        if name in exact or not name.endswith((".csv", ".json")):
+            _same_bytes(name, a, b)
+        elif name.endswith(".csv"):
             pd.testing.assert_frame_equal(
                 pd.read_csv(a, keep_default_na=False), pd.read_csv(b, keep_default_na=False),
                 rtol=1e-5, atol=1e-7, obj=name,
             )  # fmt: skip
-        elif name.endswith(".json") and name not in exact:
-            _close_json(json.loads(a.read_text()), json.loads(b.read_text()), name)
         else:
-            assert a.read_bytes() == b.read_bytes(), name
+            _close_json(json.loads(a.read_text()), json.loads(b.read_text()), name)
+
+    _compare_runs(first, second, _close_arrays, close)
