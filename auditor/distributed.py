@@ -131,7 +131,8 @@ def join_world(device: str) -> World:
 
     Raises:
         ConfigError: ``WORLD_SIZE`` is set without the rest of torchrun's environment,
-            or CUDA is asked for with fewer GPUs than local ranks.
+            one GPU is named (``cuda:N``: every rank would share it), or CUDA is asked
+            for with fewer GPUs than local ranks.
     """
     global _WORLD
     size = _environment_size()
@@ -145,6 +146,11 @@ def join_world(device: str) -> World:
         raise ConfigError(
             f"WORLD_SIZE is {size} but {missing[0]} is not set; start sharded runs with "
             f"torchrun --nproc-per-node N -m auditor run …"
+        )
+    if device.startswith("cuda:"):
+        raise ConfigError(
+            f"--device {device} names one GPU, but a sharded run puts each process on the GPU "
+            f"of its local rank; pass --device cuda (CUDA_VISIBLE_DEVICES chooses the GPUs)"
         )
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda:
