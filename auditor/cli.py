@@ -139,6 +139,7 @@ def run(
     **flags: Any,
 ) -> None:
     """Audit MODEL on DATA and write a report folder."""
+    from auditor.checkpoint import Terminated
     from auditor.config import resolve_config
     from auditor.events import close_events, configure_events, emit
     from auditor.pipeline import run_audit
@@ -152,7 +153,7 @@ def run(
             return
         folder = run_audit(config, shlex.join(["auditor", "run", *words]), resume)
     except BaseException as error:  # a scheduler's log says how the run ended, always
-        if not isinstance(error, SystemExit):
+        if not isinstance(error, SystemExit) or isinstance(error, Terminated):
             emit("run_failed", error=str(error) or error.__class__.__name__)
         raise
     finally:

@@ -51,21 +51,26 @@ def _events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
-def _killed_after(command: list[str], events: Path, out: Path, stage: str) -> list[dict]:
-    """Start ``command``, SIGKILL it once ``stage`` has ended (or, for a part's name
-    pattern, once a part of that name is saved in the checkpoint); the events it wrote."""
+def _killed_after(
+    command: list[str], events: Path, out: Path, stage: str, sent: int = signal.SIGKILL
+) -> tuple[list[dict], subprocess.Popen[str]]:
+    """Start ``command``, send it ``sent`` once ``stage`` has ended (or, for a part's name
+    pattern, once a part of that name is saved in the checkpoint); the events it wrote,
+    and the ended process."""
     seen = len(_events(events))
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         new = _events(events)[seen:]
         ended = any(e["event"] == "stage_end" and e["stage"] == stage for e in new)
         if ended or any(out.glob(f".*.partial/checkpoint/{stage}")):
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            return new
+            process.send_signal(sent)
+            process.wait(timeout=120)
+            return _events(events)[seen:], process
         if process.poll() is not None:
-            pytest.fail(f"the run ended before {stage} was killed: {process.stderr.read()}")
+            pytest.fail(f"the run ended before {stage} was killed: {process.communicate()[1]}")
         time.sleep(0.05)
     process.kill()
     pytest.fail(f"{stage} did not end within 300 s")
@@ -82,7 +87,7 @@ def test_a_run_killed_three_times_resumes_to_the_uninterrupted_results(
     ]  # fmt: skip
     resumed: list[list[str]] = []
     for stage in KILLED_AFTER:
-        new = _killed_after(command, events, out, stage)
+        new, _ = _killed_after(command, events, out, stage)
         resumed.append([e["stage"] for e in new if e["event"] == "stage_resumed"])
         (partial,) = list(out.iterdir())
         assert partial.name.startswith(".") and partial.name.endswith(".partial")
@@ -103,6 +108,27 @@ def test_a_run_killed_three_times_resumes_to_the_uninterrupted_results(
     assert_same_results(audit[1], folder)
     report = (folder / "report.html").read_text(encoding="utf-8")
     assert "read back from its checkpoint: evaluate, robustness, concepts, explain and" in report
+
+
+def test_a_run_stopped_by_sigterm_says_where_its_stages_are_kept_and_exits_143(
+    tmp_path: Path, tiny_model: Path, manifest: Path
+) -> None:
+    """A scheduler's time limit sends SIGTERM before SIGKILL: the run stops with status
+    143, its log says where the finished stages are and how to go on, and its events end
+    with ``run_failed``."""
+    out, events = tmp_path / "out", tmp_path / "events.jsonl"
+    command = [
+        *RUN, "--model", str(tiny_model), "--data", str(manifest), "--out", str(out),
+        "--explain-samples", "3", "--seed", "1", "--device", "cpu", "--history", "-",
+        "--log-json", str(events),
+    ]  # fmt: skip
+    new, process = _killed_after(command, events, out, "evaluate", signal.SIGTERM)
+    assert process.returncode == 128 + signal.SIGTERM
+    (partial,) = list(out.iterdir())
+    assert (partial / "checkpoint" / "evaluate" / "value.json").is_file()
+    log = process.communicate()[1]
+    assert f"the finished stages are kept in {partial}: run the same command again" in log
+    assert new[-1]["event"] == "run_failed" and "SIGTERM" in new[-1]["error"]
 
 
 def test_resume_names_a_partial_folder_of_this_audit(

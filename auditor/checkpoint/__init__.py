@@ -1,12 +1,19 @@
 """Resumable runs: stage results saved in the partial run folder as each finishes."""
 
 from auditor.checkpoint.codec import CheckpointError, read_value, write_value
-from auditor.checkpoint.store import NO_CHECKPOINT, Checkpoint, open_checkpoint, run_identity
+from auditor.checkpoint.store import (
+    NO_CHECKPOINT,
+    Checkpoint,
+    Terminated,
+    open_checkpoint,
+    run_identity,
+)
 
 __all__ = [
     "NO_CHECKPOINT",
     "Checkpoint",
     "CheckpointError",
+    "Terminated",
     "open_checkpoint",
     "read_value",
     "run_identity",

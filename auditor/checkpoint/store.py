@@ -21,6 +21,8 @@ import json
 import logging
 import os
 import shutil
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,7 +36,7 @@ from auditor.errors import AuditError, ConfigError, OutputError
 from auditor.events import emit
 from auditor.runfolder import run_folder
 
-__all__ = ["NO_CHECKPOINT", "Checkpoint", "open_checkpoint", "run_identity"]
+__all__ = ["NO_CHECKPOINT", "Checkpoint", "Terminated", "open_checkpoint", "run_identity"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -154,9 +156,11 @@ class Checkpoint:
     def kept_on_failure(self) -> Iterator[None]:
         """Run the stages: an input problem found on the way (an :class:`AuditError`)
         removes the partial folder, since the run must change to go on; anything else
-        (a crash, running out of memory, an interrupt) keeps it and says how to go on."""
+        (a crash, running out of memory, an interrupt, a scheduler's SIGTERM) keeps it
+        and says how to go on."""
         try:
-            yield
+            with _terminated_as_exit():
+                yield
         except AuditError:
             if self.partial is not None:
                 shutil.rmtree(self.partial, ignore_errors=True)
@@ -172,6 +176,38 @@ class Checkpoint:
 
 
 NO_CHECKPOINT = Checkpoint(None)
+
+TERMINATED = 128 + signal.SIGTERM
+"""Exit status of a run stopped by SIGTERM (a shell's convention for a signal's death)."""
+
+
+class Terminated(SystemExit):
+    """The run was stopped by SIGTERM: it exits with :data:`TERMINATED`."""
+
+    def __init__(self) -> None:
+        super().__init__(TERMINATED)
+
+    def __str__(self) -> str:
+        return "stopped by SIGTERM (a scheduler's time limit?)"
+
+
+@contextlib.contextmanager
+def _terminated_as_exit() -> Iterator[None]:
+    """SIGTERM (a scheduler's time limit sends it before SIGKILL) raises
+    :class:`Terminated` in the main thread, so that the run says where its finished stages
+    are kept before it stops; the previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _identity_of(partial: Path) -> dict[str, Any] | None:
