@@ -139,7 +139,7 @@ def run(
     **flags: Any,
 ) -> None:
     """Audit MODEL on DATA and write a report folder."""
-    from auditor.checkpoint import Terminated
+    from auditor.checkpoint import Terminated, terminated_as_exit
     from auditor.config import resolve_config
     from auditor.events import close_events, configure_events, emit
     from auditor.pipeline import run_audit
@@ -149,9 +149,10 @@ def run(
     words = [f"--{k.replace('_', '-')}={v}" for k, v in given.items() if v is not None]
     configure_events(json_path=log_json)
     try:
-        if skip_if_unchanged and _unchanged(config):
-            return
-        folder = run_audit(config, shlex.join(["auditor", "run", *words]), resume)
+        with terminated_as_exit():
+            if skip_if_unchanged and _unchanged(config):
+                return
+            folder = run_audit(config, shlex.join(["auditor", "run", *words]), resume)
     except BaseException as error:  # a scheduler's log says how the run ended, always
         if not isinstance(error, SystemExit) or isinstance(error, Terminated):
             emit("run_failed", error=str(error) or error.__class__.__name__)

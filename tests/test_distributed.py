@@ -155,9 +155,10 @@ def test_a_sharded_run_killed_and_resumed_writes_the_single_process_results(
     (partial,) = list(out.iterdir())
     checkpoint = partial / "checkpoint"
     chunks = sorted(p.name for p in checkpoint.glob("evaluate-*"))  # a batch each, both ranks'
-    assert chunks == [f"evaluate-{start:09d}" for start in (0, 4, 8, 12)]
+    assert chunks == [f"evaluate-{start:09d}-of2" for start in (0, 4, 8, 12)]
     explained = sorted(p.name for p in checkpoint.glob("explain-*"))
-    assert explained == ["explain-000000-000004", "explain-000004-000008", "explain-000008-000010"]
+    spans = ("000000-000004", "000004-000008", "000008-000010")
+    assert explained == [f"explain-{span}-of2" for span in spans]
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     resumed = [e["stage"] for e in _events(events) if e["event"] == "stage_resumed"]
@@ -182,15 +183,16 @@ def test_a_sharded_multi_label_run_killed_mid_trust_resumes_to_one_processs_resu
     equals the one-process audit's: the same predictions and metrics, byte for byte, and
     maps within 1e-5 of their largest value (each rank computes its share in smaller
     batches, with one thread)."""
-    (model, manifest), out = label_data, tmp_path / "out"
+    (model, manifest), out, events = label_data, tmp_path / "out", tmp_path / "events.jsonl"
     command = [
         *TORCHRUN, "-m", "auditor", "run", "--model", str(model), "--data", str(manifest),
-        "--out", str(out), *LABEL_FLAGS, "--history", "-",
+        "--out", str(out), *LABEL_FLAGS, "--history", "-", "--log-json", str(events),
     ]  # fmt: skip
 
     def ranks_saved() -> set[int]:
         """The ranks that saved a case of the trust checks (case n is rank n % 2's)."""
-        return {int(p.name[-6:]) % 2 for p in out.glob(".*.partial/checkpoint/trust-maps-*")}
+        saved = out.glob(".*.partial/checkpoint/trust-maps-*-of2")
+        return {int(p.name.split("-")[2]) % 2 for p in saved}
 
     _killed_when(command, lambda: ranks_saved() == {0, 1}, "a saved trust case on each rank")
     (partial,) = list(out.iterdir())
@@ -199,6 +201,9 @@ def test_a_sharded_multi_label_run_killed_mid_trust_resumes_to_one_processs_resu
     assert done.returncode == 0, done.stderr[-4000:]
     (folder,) = list(out.iterdir())
     assert folder == Path(done.stdout.strip().splitlines()[-1])
+    resumed = [e["stage"] for e in _events(events) if e["event"] == "stage_resumed"]
+    assert any(name.startswith("trust-maps-") for name in resumed), "rank 0's saved cases"
+    assert "trust" not in resumed, "the stage itself was not finished"
     assert_close_results(label_audit, folder, exact=("predictions.csv",))
     one, two = (json.loads((f / "metrics.json").read_text()) for f in (label_audit, folder))
     assert one["multi_label"] == two["multi_label"], "the evaluation's figures: exact"

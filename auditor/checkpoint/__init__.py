@@ -7,6 +7,7 @@ from auditor.checkpoint.store import (
     Terminated,
     open_checkpoint,
     run_identity,
+    terminated_as_exit,
 )
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "open_checkpoint",
     "read_value",
     "run_identity",
+    "terminated_as_exit",
     "write_value",
 ]

@@ -32,11 +32,19 @@ from typing import Any, TypeVar
 from auditor import __version__
 from auditor.checkpoint.codec import CheckpointError, read_value, write_value
 from auditor.data import Dataset
+from auditor.distributed import world
 from auditor.errors import AuditError, ConfigError, OutputError
 from auditor.events import emit
 from auditor.runfolder import run_folder
 
-__all__ = ["NO_CHECKPOINT", "Checkpoint", "Terminated", "open_checkpoint", "run_identity"]
+__all__ = [
+    "NO_CHECKPOINT",
+    "Checkpoint",
+    "Terminated",
+    "open_checkpoint",
+    "run_identity",
+    "terminated_as_exit",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -112,8 +120,14 @@ class Checkpoint:
 
     def part(self, name: str, compute: Callable[[], T]) -> T:
         """:meth:`stage` for a part of a stage (an evaluation chunk, a batch of
-        explanations), saved by whichever rank computed it."""
-        return self._kept(name, compute, True)
+        explanations, a trust check's case or batch), saved by whichever rank computed it.
+
+        A sharded run's parts are named with its number of processes (``-of2``): its
+        chunks are cut by that number, and a rank's one thread may round a map's last
+        digit otherwise than one process does, so a run resumed with another number of
+        processes computes them again (finished stages are read back)."""
+        size = world().size
+        return self._kept(name if size == 1 else f"{name}-of{size}", compute, True)
 
     @property
     def memo(self) -> Callable[[str, Callable[[], T]], T] | None:
@@ -156,11 +170,10 @@ class Checkpoint:
     def kept_on_failure(self) -> Iterator[None]:
         """Run the stages: an input problem found on the way (an :class:`AuditError`)
         removes the partial folder, since the run must change to go on; anything else
-        (a crash, running out of memory, an interrupt, a scheduler's SIGTERM) keeps it
-        and says how to go on."""
+        (a crash, running out of memory, an interrupt, a scheduler's SIGTERM: see
+        :func:`terminated_as_exit`) keeps it and says how to go on."""
         try:
-            with _terminated_as_exit():
-                yield
+            yield
         except AuditError:
             if self.partial is not None:
                 shutil.rmtree(self.partial, ignore_errors=True)
@@ -188,26 +201,33 @@ class Terminated(SystemExit):
         super().__init__(TERMINATED)
 
     def __str__(self) -> str:
-        return "stopped by SIGTERM (a scheduler's time limit?)"
+        return "stopped by SIGTERM"
 
 
 @contextlib.contextmanager
-def _terminated_as_exit() -> Iterator[None]:
+def terminated_as_exit() -> Iterator[None]:
     """SIGTERM (a scheduler's time limit sends it before SIGKILL) raises
-    :class:`Terminated` in the main thread, so that the run says where its finished stages
-    are kept before it stops; the previous handler comes back afterwards."""
+    :class:`Terminated` in the main thread, so that the run stops as an interrupt does
+    (saying where its finished stages are kept) with :data:`TERMINATED`; the previous
+    handler comes back afterwards. A forked child (a data-loading worker) that inherited
+    the handler dies of the signal as it would have."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    owner = os.getpid()
 
     def stop(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    finally:  # None: a handler installed from C, which Python cannot put back
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _identity_of(partial: Path) -> dict[str, Any] | None:

@@ -67,6 +67,8 @@ def recompute(
 
         return attributed() if memo is None else memo(f"{name}-{start:06d}-{stop:06d}", attributed)
 
+    if memo is not None and not name:
+        raise ValueError("recompute: a memo needs the name its batches are saved under")
     results: dict[str, list[MapOrError]] = {m.key: [] for m in methods}
     for span in shared_batches(run, len(display), batch_size, "trust batch"):
         failed = {m.key: span.error for m in methods}
