@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from auditor.checkpoint import Memo
 from auditor.data import Dataset, Exclusion, Sample
 from auditor.distributed import sharded, world
 from auditor.errors import DataError, ModelError
@@ -234,9 +235,6 @@ class _Scores:
             for vectors in part.embeddings:
                 store.add(torch.from_numpy(vectors))
 
-
-Memo = Callable[[str, Callable[[], _Scores]], _Scores]
-"""Saves a chunk's scores under a name, or reads them back (see :mod:`auditor.checkpoint`)."""
 
 CHUNK_IMAGES = 4096
 """Images per chunk of the evaluation that a resumable run saves (whole batches)."""

@@ -4,6 +4,7 @@ from auditor.checkpoint.codec import CheckpointError, read_value, write_value
 from auditor.checkpoint.store import (
     NO_CHECKPOINT,
     Checkpoint,
+    Memo,
     Terminated,
     open_checkpoint,
     run_identity,
@@ -14,6 +15,7 @@ __all__ = [
     "NO_CHECKPOINT",
     "Checkpoint",
     "CheckpointError",
+    "Memo",
     "Terminated",
     "open_checkpoint",
     "read_value",

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from auditor import __version__
 from auditor.checkpoint.codec import CheckpointError, read_value, write_value
@@ -40,6 +40,7 @@ from auditor.runfolder import run_folder
 __all__ = [
     "NO_CHECKPOINT",
     "Checkpoint",
+    "Memo",
     "Terminated",
     "open_checkpoint",
     "run_identity",
@@ -49,6 +50,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 FOLDER = "checkpoint"
+
+
+class Memo(Protocol):
+    """Saves a part of a stage under a name as it finishes, or reads it back when a
+    resumed run finds it saved: :meth:`Checkpoint.part`, as the stages that save their
+    parts as they go (evaluation chunks, explanation batches, trust cases) receive it."""
+
+    def __call__(self, name: str, compute: Callable[[], T], /) -> T: ...
 
 
 def run_identity(config_sha: str, model_sha: str, dataset: Dataset) -> str:
@@ -130,7 +139,7 @@ class Checkpoint:
         return self._kept(name if size == 1 else f"{name}-of{size}", compute, True)
 
     @property
-    def memo(self) -> Callable[[str, Callable[[], T]], T] | None:
+    def memo(self) -> Memo | None:
         """:meth:`part`, for the stages that save their parts as they go; ``None`` when
         nothing is kept."""
         return self.part if self.folder is not None else None

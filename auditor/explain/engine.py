@@ -13,7 +13,7 @@ the state the methods ran in (:meth:`Explanations.context`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from auditor.checkpoint import Memo
 from auditor.data import Dataset
 from auditor.explain import METHODS, ExplainContext, ExplainSettings, Method
 from auditor.explain.batching import attribute_batch, set_pass_batches, shared_batches
@@ -43,8 +44,6 @@ __all__ = [
 ]
 
 Maps = dict[str, np.ndarray | str]
-Memo = Callable[[str, Callable[[], Maps]], Maps]
-"""Saves a batch's maps under a name, or reads them back (see :mod:`auditor.checkpoint`)."""
 
 _RECORD_DTYPES = {
     "index": "int64",

@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from auditor.checkpoint import Memo
 from auditor.distributed import sharded
 from auditor.explain import ExplainContext, Method
 from auditor.explain.store import MapStore
 from auditor.load import LoadedModel
 from auditor.measure.budget import Protocol
-from auditor.measure.maps import MapOrError, Memo, recompute
+from auditor.measure.maps import MapOrError, recompute
 from auditor.measure.randomisation import CascadeStep, randomised_models
 from auditor.measure.records import Records, TrustCase, TrustSettings
 from auditor.measure.similarity import rank_correlation, ssim

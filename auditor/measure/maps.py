@@ -6,28 +6,17 @@ on other models or inputs, in batches that halve when the device runs out of mem
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol, TypeVar
-
 import numpy as np
 import torch
 
+from auditor.checkpoint import Memo
 from auditor.explain import ExplainContext, Method
 from auditor.explain.batching import attribute_batch, shared_batches
 
-__all__ = ["MapOrError", "Memo", "recompute"]
-
-T = TypeVar("T")
+__all__ = ["MapOrError", "recompute"]
 
 MapOrError = np.ndarray | str
 """An ``(H, W)`` float32 map, or the first line of the error that stopped it."""
-
-
-class Memo(Protocol):
-    """Saves a part of the measure stage under a name as it finishes, or reads it back
-    when a resumed run finds it saved (:meth:`auditor.checkpoint.Checkpoint.part`)."""
-
-    def __call__(self, name: str, compute: Callable[[], T], /) -> T: ...
 
 
 def recompute(

@@ -25,6 +25,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from auditor.architecture import LayerInfo
+from auditor.checkpoint import Memo
 from auditor.data import Dataset
 from auditor.distributed import sharded
 from auditor.explain import ExplainContext, Method
@@ -42,7 +43,6 @@ from auditor.measure.budget import (
 from auditor.measure.check import Curves, MapRun
 from auditor.measure.checks import randomisation_check, stability_check
 from auditor.measure.map_checks import agreement, load_masks
-from auditor.measure.maps import Memo
 from auditor.measure.randomisation import CascadeStep, cascade
 from auditor.measure.records import (
     Records,
