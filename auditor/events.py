@@ -87,8 +87,9 @@ def emit(event: str, stage: str | None = None, **fields: Any) -> None:
     """Send one event: ``run_start``, ``plan`` (one per counted stage and one in all,
     also shown at a terminal), ``stage_start``, ``stage_end``, ``run_end``,
     ``run_failed`` or ``run_skipped`` (the last two as JSON only: the error's or the
-    skip's own line says it on stderr), ``run_resumed`` and ``stage_resumed`` (a stage
-    read back from an interrupted run's checkpoint, JSON only)."""
+    skip's own line says it on stderr), ``run_resumed``, ``stage_resumed`` (a stage
+    read back from an interrupted run's checkpoint) and ``parts_resumed`` (the parts of
+    an unfinished stage read back, counted once as the stage ends)."""
     if _SINKS.json is not None:
         record = {"event": event, "stage": stage, "time": datetime.now(UTC).isoformat()}
         _SINKS.json.write(json.dumps({**record, **fields}, default=str) + "\n")
@@ -110,6 +111,13 @@ def _plain(event: str, stage: str | None, fields: dict[str, Any]) -> str:
     """``evaluate started``, ``evaluate finished in 1.2 s (400 images)``, …"""
     if event == "plan":
         return f"plan: {fields['text']}"
+    if event == "run_resumed":
+        return f"resuming the interrupted run in {fields['folder']}"
+    if event == "stage_resumed":
+        return f"{stage} read back from the checkpoint"
+    if event == "parts_resumed":
+        kinds = ", ".join(f"{kind} {count}" for kind, count in fields["kinds"].items())
+        return f"{stage}: {fields['parts']} parts read back from the checkpoint ({kinds})"
     name = stage or event.rsplit("_", 1)[0]
     if "seconds" in fields:
         counts = _counts_text(fields.get("counts") or {})

@@ -31,6 +31,7 @@ from auditor.architecture import profile_model
 from auditor.checkpoint import Checkpoint, CheckpointError, read_value, write_value
 from auditor.data import discover
 from auditor.evaluate import EvaluationSettings, evaluate
+from auditor.events import close_events, configure_events
 from auditor.explain import ExplainSettings
 from auditor.explain.engine import explain_cases
 from auditor.images import model_preprocessing
@@ -86,22 +87,25 @@ def test_a_run_killed_three_times_resumes_to_the_uninterrupted_results(
         "--patient-column", "patient", "--history", "-", "--log-json", str(events),
     ]  # fmt: skip
     resumed: list[list[str]] = []
+    parts: list[dict[str, int]] = []
     for stage in KILLED_AFTER:
         new, _ = _killed_after(command, events, out, stage)
         resumed.append([e["stage"] for e in new if e["event"] == "stage_resumed"])
+        parts += [e["kinds"] for e in new if e["event"] == "parts_resumed"]
         (partial,) = list(out.iterdir())
         assert partial.name.startswith(".") and partial.name.endswith(".partial")
         assert list((partial / "checkpoint").glob(f"{stage}/value.json"))
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     final = [e["stage"] for e in _events(events) if e["event"] == "stage_resumed"]
-    assert resumed[:2] == [[], ["evaluate"]]
-    first, parts = resumed[2][:4], resumed[2][4:]
-    assert first == ["evaluate", "robustness", "concepts", "explain"]
-    assert any(p.startswith("trust-maps-") for p in parts), "each case's map checks"
-    assert any(p.startswith("trust-randomisation-") for p in parts), "the batch it was killed after"
-    assert all(p.startswith("trust-") for p in parts), parts
+    assert resumed == [[], ["evaluate"], ["evaluate", "robustness", "concepts", "explain"]]
+    assert len(parts) == 1, "the third start read back parts of the trust stage, told once"
+    assert parts[0]["trust-maps"] > 0, "each case's map checks"
+    assert parts[0]["trust-randomisation"] > 0, "the batch it was killed after"
+    assert set(parts[0]) <= {"trust-maps", "trust-randomisation", "trust-stability"}, parts
     assert final[-5:] == ["evaluate", "robustness", "concepts", "explain", "trust"]
+    assert "auditor: resuming the interrupted run in " in done.stderr
+    assert "auditor: trust read back from the checkpoint" in done.stderr
     (folder,) = list(out.iterdir())
     assert folder == Path(done.stdout.strip().splitlines()[-1])
     assert not (folder / "checkpoint").exists()
@@ -142,6 +146,41 @@ def test_resume_names_a_partial_folder_of_this_audit(
     result = invoke("run", *flags, "--resume", str(other.parent))
     one_line_error(result, "is another audit's", "run the command it was started with")
     assert list(tmp_path.iterdir()) == [other.parent]  # nothing else made, nothing removed
+
+
+def test_parts_read_back_are_told_once_per_stage_as_json_and_as_a_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unfinished stage's parts read back are one ``parts_resumed`` event with their
+    number by kind (an audit can have thousands), not an event per part; a stage read
+    back is a ``stage_resumed`` event; each is a plain line that says so."""
+    saved = ["trust-maps-000000", "trust-maps-000001", "trust-randomisation-001-cam-000000-000002"]
+    for name in saved:
+        write_value(len(name), tmp_path / "checkpoint" / name)
+    write_value("done", tmp_path / "checkpoint" / "explain")
+    log = tmp_path / "events.jsonl"
+    configure_events(plain=True, json_path=str(log))
+    try:
+        resumed: list[str] = []
+        checkpoint = Checkpoint(tmp_path / "checkpoint", resumed=resumed)
+        assert checkpoint.stage("explain", lambda: "computed") == "done"
+        names = [*saved, "trust-stability-cam-000000-000002"]
+        values = checkpoint.stage("trust", lambda: [checkpoint.part(n, lambda: -1) for n in names])
+    finally:
+        close_events()
+    assert values == [len(name) for name in saved] + [-1]
+    assert resumed == ["explain", *saved]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["event"], r["stage"]) for r in records] == [
+        ("stage_resumed", "explain"), ("parts_resumed", "trust")
+    ]  # fmt: skip
+    assert records[1]["parts"] == 3
+    assert records[1]["kinds"] == {"trust-maps": 2, "trust-randomisation": 1}
+    assert capsys.readouterr().err.splitlines() == [
+        "auditor: explain read back from the checkpoint",
+        "auditor: trust: 3 parts read back from the checkpoint "
+        "(trust-maps 2, trust-randomisation 1)",
+    ]
 
 
 def test_the_checkpoint_codec_round_trips_exactly(tmp_path: Path) -> None:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
 import shutil
 import signal
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -79,6 +81,13 @@ def run_identity(config_sha: str, model_sha: str, dataset: Dataset) -> str:
     return digest.hexdigest()
 
 
+def _kind(part: str) -> str:
+    """A part's kind: its name's first two words before the numbers (``trust-maps``
+    from ``trust-maps-000012``, ``explain`` from ``explain-000000-000016``)."""
+    words = list(itertools.takewhile(lambda word: not word.isdigit(), part.split("-")))
+    return "-".join(words[:2])
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """The finished stages of one run, in ``<partial>/checkpoint``; ``folder`` ``None``
@@ -101,10 +110,21 @@ class Checkpoint:
     saves_stages: bool = True
 
     def stage(self, name: str, compute: Callable[[], T]) -> T:
-        """``compute()``, saved as ``name``; or, when a finished ``name`` is saved, that."""
-        return self._kept(name, compute, self.saves_stages)
+        """``compute()``, saved as ``name``; or, when a finished ``name`` is saved, that.
 
-    def _kept(self, name: str, compute: Callable[[], T], save: bool) -> T:
+        A stage read back sends a ``stage_resumed`` event; a stage computed with parts
+        read back (:meth:`part`) sends one ``parts_resumed`` event when it ends, with
+        their number and a count of each kind (``trust-maps``, ``explain``, …), not an
+        event per part: an audit can have thousands."""
+        before = len(self.resumed or ())
+        value = self._kept(name, compute, self.saves_stages, part=False)
+        parts = [p for p in (self.resumed or ())[before:] if p != name]
+        if parts:
+            kinds = Counter(_kind(p) for p in parts)
+            emit("parts_resumed", stage=name, parts=len(parts), kinds=dict(kinds))
+        return value
+
+    def _kept(self, name: str, compute: Callable[[], T], save: bool, part: bool) -> T:
         if self.folder is None:
             return compute()
         target = self.folder / name
@@ -116,7 +136,8 @@ class Checkpoint:
             else:
                 if self.resumed is not None:
                     self.resumed.append(name)
-                emit("stage_resumed", stage=name)
+                if not part:
+                    emit("stage_resumed", stage=name)
                 return value
         value = compute()
         if not save:
@@ -136,7 +157,7 @@ class Checkpoint:
         digit otherwise than one process does, so a run resumed with another number of
         processes computes them again (finished stages are read back)."""
         size = world().size
-        return self._kept(name if size == 1 else f"{name}-of{size}", compute, True)
+        return self._kept(name if size == 1 else f"{name}-of{size}", compute, True, part=True)
 
     @property
     def memo(self) -> Memo | None:
