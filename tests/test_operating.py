@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +15,7 @@ from sklearn.metrics import (
 )
 
 from auditor.clinical import ClinicalSettings, analyse_predictions, operating_point
+from auditor.clinical.files import operating_document
 from auditor.clinical.operating import (
     _average_precision,
     class_aucs,
@@ -20,6 +23,7 @@ from auditor.clinical.operating import (
     predictive_values,
     weighted_curves,
 )
+from auditor.documents import _clean
 from auditor.resample import Resampling
 
 
@@ -121,6 +125,26 @@ def test_ppv_at_a_declared_prevalence_is_bounded_by_the_rates_intervals() -> Non
     assert low == pytest.approx(predictive_values(s.ci_low, p.ci_low, 0.05)[0])
     assert high == pytest.approx(predictive_values(s.ci_high, p.ci_high, 0.05)[0])
     assert value < operating.ppv.value, "a rarer disease, a lower PPV"
+
+
+@pytest.mark.parametrize(("prevalence", "npv"), [(0.3, 0.7), (1.0, 0.0)])
+def test_a_model_calling_every_image_negative_has_no_ppv_at_a_declared_prevalence(
+    prevalence: float, npv: float
+) -> None:
+    """Nobody called positive: the PPV at any prevalence is undefined (NaN, null in
+    metrics.json), not a division by zero; the NPV is the share of negatives."""
+    scores, positive = _scores()
+    settings = ClinicalSettings(prevalence=prevalence)
+
+    operating = operating_point(_frame(scores * 0.4, positive), "malignant", settings, 200)
+
+    assert operating is not None and operating.sensitivity.value == 0
+    assert operating.ppv_at_prevalence is not None and operating.npv_at_prevalence is not None
+    value, low, high = operating.ppv_at_prevalence
+    assert np.isnan(value) and 0 <= low <= high <= 1, "bounds from the rates' intervals"
+    assert operating.npv_at_prevalence[0] == pytest.approx(npv)
+    document = json.loads(json.dumps(_clean(operating_document(operating)), allow_nan=False))
+    assert document["ppv_at_prevalence"]["value"] is None
 
 
 def test_data_of_one_class_have_no_operating_point() -> None:

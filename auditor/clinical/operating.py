@@ -23,6 +23,7 @@ From the probability of the positive class (``p_<positive>`` in ``predictions.cs
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -246,12 +247,18 @@ def net_benefit(
 def predictive_values(
     sensitivity: float, specificity: float, prevalence: float
 ) -> tuple[float, float]:
-    """PPV and NPV of a test of this sensitivity and specificity at ``prevalence``."""
+    """PPV and NPV of a test of this sensitivity and specificity at ``prevalence``; NaN
+    where the test calls nobody positive (PPV) or negative (NPV) at that prevalence, as
+    a model that calls every image one class does."""
     true_pos = sensitivity * prevalence
     false_pos = (1 - specificity) * (1 - prevalence)
     true_neg = specificity * (1 - prevalence)
     false_neg = (1 - sensitivity) * prevalence
-    return true_pos / (true_pos + false_pos), true_neg / (true_neg + false_neg)
+    return _share(true_pos, true_pos + false_pos), _share(true_neg, true_neg + false_neg)
+
+
+def _share(part: float, whole: float) -> float:
+    return part / whole if whole > 0 else math.nan
 
 
 def _threshold(
@@ -276,8 +283,9 @@ def _at_prevalence(
     value = predictive_values(sensitivity.value, specificity.value, prevalence)
     low = predictive_values(sensitivity.ci_low, specificity.ci_low, prevalence)
     high = predictive_values(sensitivity.ci_high, specificity.ci_high, prevalence)
-    ppv = (value[0], min(low[0], high[0]), max(low[0], high[0]))
-    npv = (value[1], min(low[1], high[1]), max(low[1], high[1]))
+    ppv, npv = (
+        (value[i], float(np.fmin(low[i], high[i])), float(np.fmax(low[i], high[i]))) for i in (0, 1)
+    )  # an interval bound where the other is undefined (NaN) is that one
     return ppv, npv
 
 
