@@ -101,8 +101,7 @@ class Preprocessing:
         Resizing is PIL's antialiased bilinear filter on the 8-bit image, as
         torchvision's ``Resize`` does on PIL images.
         """
-        image = _to_8bit(image).convert("RGB" if self.channels == 3 else "L")
-        image = self.resize_crop(image, Image.Resampling.BILINEAR)
+        image = self.resize_crop(_converted(image, self.channels), Image.Resampling.BILINEAR)
         array = np.asarray(image, dtype=np.float32) / 255.0
         if array.ndim == 2:
             array = array[:, :, None]
@@ -110,7 +109,11 @@ class Preprocessing:
 
     def resize_crop(self, image: Image.Image, resample: Image.Resampling) -> Image.Image:
         """Shorter side to ``image_size`` with ``resample``, then the centre square (as is
-        without ``image_size``): the geometry of :meth:`display`, shared by masks."""
+        without ``image_size``): the geometry of :meth:`display`, shared by masks.
+
+        An image so elongated that the resized whole would exceed ``max_pixels`` (a 1 ×
+        60,000 strip is 64 × 3,840,000 at 64 px) has only its centre square resized:
+        the same sampling positions, without the memory."""
         if self.image_size is None:
             return image
         scale = self.image_size / min(image.width, image.height)
@@ -118,9 +121,13 @@ class Preprocessing:
             max(self.image_size, round(image.width * scale)),
             max(self.image_size, round(image.height * scale)),
         )
+        left = (size[0] - self.image_size) // 2
+        top = (size[1] - self.image_size) // 2
+        if size[0] * size[1] > self.max_pixels:
+            x, y = image.width / size[0], image.height / size[1]  # source pixels per pixel
+            box = (left * x, top * y, (left + self.image_size) * x, (top + self.image_size) * y)
+            return image.resize((self.image_size, self.image_size), resample, box=box)
         image = image.resize(size, resample)
-        left = (image.width - self.image_size) // 2
-        top = (image.height - self.image_size) // 2
         return image.crop((left, top, left + self.image_size, top + self.image_size))
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
@@ -130,6 +137,28 @@ class Preprocessing:
         mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
         return (images - mean) / std
+
+
+def _converted(image: Image.Image, channels: int) -> Image.Image:
+    """The image in RGB (``channels`` 3) or grayscale: through RGB where PIL has no
+    direct conversion (LAB to grayscale).
+
+    Raises:
+        OSError: PIL converts its colour mode to neither.
+    """
+    mode = "RGB" if channels == 3 else "L"
+    image = _to_8bit(image)
+    try:
+        return image.convert(mode)
+    except ValueError:
+        pass
+    try:
+        return image.convert("RGB").convert(mode)
+    except ValueError:
+        raise OSError(
+            f"colour mode {image.mode} cannot be converted to {mode}; save the image as RGB "
+            f"or grayscale"
+        ) from None
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
@@ -234,10 +263,9 @@ class _ImageDataset(TorchDataset[_Item]):
             return _Item(sample.index, None, "", f"cannot read file: {error.strerror or error}")
         sha = hashlib.sha256(raw).hexdigest()
         try:
-            image = decode_image(raw, self.preprocessing.max_pixels)
+            tensor = self.preprocessing.display(decode_image(raw, self.preprocessing.max_pixels))
         except OSError as error:
             return _Item(sample.index, None, sha, str(error))
-        tensor = self.preprocessing.display(image)
         size = (int(tensor.shape[1]), int(tensor.shape[2]))
         if self.expected_size is not None and size != self.expected_size:
             return _Item(

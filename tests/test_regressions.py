@@ -10,6 +10,7 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -617,3 +618,57 @@ def test_links_out_of_a_class_folder_directory_are_excluded_as_in_a_manifest(
     ]
     assert dataset.classes == ("a", "b")
     assert all(s.path.resolve().is_relative_to(root.resolve()) for s in dataset.samples)
+
+
+def test_colour_modes_without_a_direct_conversion_are_read_through_rgb_or_refused(
+    tmp_path: Path,
+) -> None:
+    """A LAB TIFF has no direct conversion to grayscale in PIL (it ended a grayscale
+    model's run with a traceback): it is read through RGB. A mode PIL converts to neither
+    (premultiplied La) is refused with the reason, which makes an exclusion."""
+    for k, name in enumerate(["a", "b"]):
+        for i in range(2):
+            write_png(tmp_path / name / f"{i}.png", seed=10 * k + i, mode="L")
+    lab = Image.new("LAB", (32, 32), (50, 10, 10))
+    lab.save(tmp_path / "a" / "lab.tif")
+    dataset = discover(tmp_path)
+
+    batches = list(make_loader(dataset.samples, Preprocessing(1), batch_size=8))
+
+    assert not [f for b in batches for f in b.failures]
+    (row,) = [i for i, s in enumerate(dataset.samples) if s.relpath == "a/lab.tif"]
+    image = torch.cat([b.images for b in batches])[torch.cat([b.indices for b in batches]) == row]
+    grey = np.asarray(lab.convert("RGB").convert("L"), np.float32) / 255
+    np.testing.assert_allclose(image[0, 0].numpy(), grey)
+    with pytest.raises(OSError, match=r"^colour mode La cannot be converted to L; save the"):
+        Preprocessing(1).display(Image.new("La", (4, 4)))
+
+
+def test_an_elongated_image_has_only_its_centre_square_resized(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 1 x 60,000 strip at 64 px would be resized whole to 64 x 3,840,000 pixels before
+    the crop (a 254-byte PNG taking gigabytes at 224 px): the resized whole is never
+    larger than max-pixels; and the centre square resized alone samples the same
+    positions as the whole resized and cropped (within one grey level)."""
+    asked: list[tuple[int, int]] = []
+    resize = Image.Image.resize
+
+    def recorded(image: Image.Image, size: tuple[int, int], *args: object, **kw: object) -> Any:
+        asked.append(size)
+        return resize(image, size, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "resize", recorded)
+    strip = Image.fromarray(np.random.default_rng(0).integers(0, 256, (1, 60_000), np.uint8))
+    assert Preprocessing(1, 64).resize_crop(strip, Image.Resampling.BILINEAR).size == (64, 64)
+    assert asked == [(64, 64)]
+
+    rng = np.random.default_rng(1)
+    wide = Image.fromarray(rng.integers(0, 256, (30, 700, 3), np.uint8).repeat(3, 0), "RGB")
+    for size in (24, 64, 200):  # down- and upsampling, odd offsets
+        bilinear = Image.Resampling.BILINEAR
+        whole = np.asarray(Preprocessing(3, size).resize_crop(wide, bilinear), np.int16)
+        alone = Preprocessing(3, size, max_pixels=size * size).resize_crop(wide, bilinear)
+        square = np.asarray(alone, np.int16)
+        assert whole.shape == square.shape == (size, size, 3)
+        assert np.abs(whole - square).max() <= 1, size

@@ -187,10 +187,9 @@ def _load_images(
     for index in dict.fromkeys(case.index for case in cases):
         try:
             image, _ = read_image(dataset.samples[index].path, preprocessing.max_pixels)
+            images[index] = preprocessing.display(image)
         except OSError as error:  # changed or removed since it was evaluated
             errors[index] = first_line(error)
-            continue
-        images[index] = preprocessing.display(image)
     return images, errors
 
 
