@@ -93,13 +93,16 @@ def read_manifest(manifest: Path) -> tuple[list[str], list[dict[str, str]]]:
     """The manifest's column names and rows (values stripped).
 
     Raises:
-        DataError: Not UTF-8 CSV, a row with more fields than the header, a required
-            column missing, or no rows.
+        DataError: Not UTF-8 CSV, a row with more fields than the header, a value in a
+            column without a name, a required column missing, or no rows.
     """
     try:
         with manifest.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
+            columns = [
+                c.strip() or f"{UNNAMED}{i + 1}" for i, c in enumerate(reader.fieldnames or [])
+            ]
+            reader.fieldnames = columns
             check_unique(columns, manifest)
             rows = []
             for number, record in enumerate(reader, start=2):
@@ -113,6 +116,7 @@ def read_manifest(manifest: Path) -> tuple[list[str], list[dict[str, str]]]:
         raise DataError(
             f"{manifest.name} is not a readable CSV file ({error}); save it as UTF-8 CSV"
         ) from None
+    columns = _without_unnamed(columns, rows, manifest)
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise DataError(
@@ -123,6 +127,31 @@ def read_manifest(manifest: Path) -> tuple[list[str], list[dict[str, str]]]:
     if not rows:
         raise DataError(f"{manifest.name} lists no images; add rows of path,label")
     return columns, rows
+
+
+UNNAMED = "\0column "
+"""Stands for the name of a column with an empty header cell, followed by its number."""
+
+
+def _without_unnamed(columns: list[str], rows: list[dict[str, str]], manifest: Path) -> list[str]:
+    """The columns without those whose header cell is empty (a spreadsheet's trailing
+    comma), removed from ``rows`` too.
+
+    Raises:
+        DataError: Such a column holds a value (it would be data without a name).
+    """
+    unnamed = [c for c in columns if c.startswith(UNNAMED)]
+    for column in unnamed:
+        for number, row in enumerate(rows, start=2):
+            if row.get(column):
+                raise DataError(
+                    f"{manifest.name} column {column.removeprefix(UNNAMED)} has no name in "
+                    f"the header but row {number} holds {row[column]!r} in it; name the "
+                    f"column or remove it"
+                )
+        for row in rows:
+            row.pop(column, None)
+    return [c for c in columns if c not in unnamed]
 
 
 def metadata_columns(columns: list[str], manifest: Path) -> tuple[str, ...]:

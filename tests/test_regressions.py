@@ -595,6 +595,29 @@ def test_a_column_named_twice_in_a_manifest_is_a_one_line_error(
         discover(tmp_path / "m.csv")
 
 
+def test_manifest_columns_without_a_name_are_dropped_when_empty_refused_when_not(
+    tmp_path: Path,
+) -> None:
+    """A spreadsheet's trailing commas make columns with empty header cells: empty, they
+    are not metadata (a metadata column named '' would be a blank header in
+    predictions.csv); holding a value, they are a one-line error that names the cell."""
+    for name in ("a", "b"):
+        write_png(tmp_path / f"{name}.png", seed=1)
+    (tmp_path / "m.csv").write_text("path,label,site,,\na.png,x,A,,\nb.png,y,B,,\n")
+
+    dataset = discover(tmp_path / "m.csv")
+
+    assert dataset.metadata_columns == ("site",)
+    assert [s.metadata for s in dataset.samples] == [(("site", "A"),), (("site", "B"),)]
+    (tmp_path / "m.csv").write_text("path,label,site,\na.png,x,A,\nb.png,y,B,7\n")
+    with pytest.raises(DataError) as raised:
+        discover(tmp_path / "m.csv")
+    assert str(raised.value) == (
+        "m.csv column 4 has no name in the header but row 3 holds '7' in it; name the "
+        "column or remove it"
+    )
+
+
 def test_links_out_of_a_class_folder_directory_are_excluded_as_in_a_manifest(
     tmp_path: Path,
 ) -> None:
