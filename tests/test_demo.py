@@ -13,6 +13,7 @@ from pypdf import PdfReader
 from scipy.stats import mannwhitneyu
 
 import auditor.demo
+from auditor.aggregate.trust_figures import method_title
 from auditor.cli import cli
 
 
@@ -176,6 +177,15 @@ def _page_one_is_the_answer_and_the_main_body_fits_in_15_pages(
     unreadable = policy["criteria"][-1]
     assert unreadable["metric"] == "explanations.failed_randomisation"
     assert ("Explanations not to read." in one) == (unreadable["value"] > 0)
+    trust = pd.read_csv(folder / "trust.csv")
+    unstable = trust[(trust["level"] == "good") & (trust["stability"] == "unstable")]
+    worst = unstable.sort_values("map_instability", ascending=False).iloc[:1]
+    named = [
+        f"{method_title(m)} ({v:.0%})"
+        for m, v in zip(worst["method"], worst["map_instability"], strict=True)
+    ]
+    assert ("Unstable under small noise (map instability above 50%): " in one) == bool(named)
+    assert all(name in one for name in named), named
     assert "Page 1 of" in one and "AUD-DEMO-001 rev. 1" in one.split("Page 1 of")[1]
     assert pages[1].startswith("Contents"), "page one holds the answer and nothing spills"
     appendix = next(i for i, p in enumerate(pages) if p.startswith("Appendix A. "))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
+from auditor.aggregate.trust_figures import method_title
 from auditor.report.format import fixed, percent
 from auditor.report.markdown import markdown_text
 from tests.helpers import invoke
@@ -32,6 +35,36 @@ def test_summary_md_states_metrics_json_s_numbers_and_links_the_pdf(
     positive = metrics["operating_point"]["positive_class"]
     assert f"| ROC AUC ({markdown_text(positive)}) |" in text
     assert "<script>" not in text, "no class name is written as markup"
+
+
+def test_summary_md_says_page_ones_sentences_on_errors_and_explanations(
+    audit: tuple[object, Path],
+) -> None:
+    """The confident errors and the calibration, the methods that can be read and those
+    of them whose maps small noise moves (recomputed from trust.csv): in summary.md as
+    on page one, which names the unstable methods too."""
+    folder = audit[1]
+    text = (folder / "summary.md").read_text(encoding="utf-8")
+    page_one = (folder / "report.html").read_text(encoding="utf-8").split('id="contents"')[0]
+    predictions = pd.read_csv(folder / "predictions.csv")
+    confident = int((~predictions["correct"] & (predictions["confidence"] >= 0.9)).sum())
+    if confident:
+        assert f"{confident} error(s) were made with confidence 90% or more" in text
+    else:
+        assert "No error was made with confidence 90% or more." in text
+    assert "calibration slope" in text and "Brier score" in text
+    trust = pd.read_csv(folder / "trust.csv")
+    good = trust[trust["level"] == "good"]
+    readable = ", ".join(method_title(m) for m in good["method"])
+    assert f"{len(good)} of {len(trust)} methods: {readable}." in text
+    unstable = good[good["stability"] == "unstable"].sort_values("map_instability", ascending=False)
+    named = ", ".join(
+        f"{method_title(m)} ({v:.0%})"
+        for m, v in zip(unstable["method"], unstable["map_instability"], strict=True)
+    )
+    sentence = "Unstable under small noise (map instability above 50%):"
+    assert (f"{sentence} {named}." in text) == (len(unstable) > 0), text
+    assert (sentence in " ".join(page_one.split())) == (len(unstable) > 0)
 
 
 def test_markdown_text_keeps_a_table_cell_on_one_literal_line() -> None:

@@ -29,8 +29,6 @@ class TitlePage:
         model_path: The model file as given.
         data_source: The data set's declared name, else its folder and file name (the
             document shows no local absolute path).
-        n_images: Images evaluated.
-        n_excluded: Files excluded.
         model_title: The declared model name and version, else the file's name.
         purpose: The declared intended purpose ("" when not declared).
         organisation: The declared organisation ("").
@@ -43,8 +41,6 @@ class TitlePage:
     model_sha256: str
     data_source: str
     data_sha256: str
-    n_images: int
-    n_excluded: int
     auditor_version: str
     model_title: str = ""
     purpose: str = ""
@@ -80,8 +76,6 @@ def _title_page(inputs: AuditInputs) -> TitlePage:
             documentation.get("data-details", "name") or named_path(inputs.dataset.source)
         ),
         data_sha256=evaluation.data_sha256,
-        n_images=evaluation.n_images,
-        n_excluded=len(evaluation.excluded),
         auditor_version=inputs.auditor_version,
         model_title=_model_title(documentation, model.name),
         purpose=documentation.get("intended-use", "purpose") or "",

@@ -97,6 +97,9 @@ class TrustSummary:
         flagged: Titles of the methods failing randomisation (:attr:`VerdictLevel.BAD`).
         readable: Titles of the methods that can be read (:attr:`VerdictLevel.GOOD`).
         weak: Titles of the methods that are weak evidence only (:attr:`VerdictLevel.WEAK`).
+        unstable: The readable methods whose maps small noise moves (stability check
+            failed), each as its title and map instability, ``Input × gradient (96%)``.
+        instability_threshold: The map instability above which a method is unstable.
         findings: Shortcut findings, one sentence each, capitalised.
         shortcut_methods: Titles of the methods the shortcut finding reads.
         has_groups: Whether the shortcut analysis had any group of enough images to judge.
@@ -109,6 +112,8 @@ class TrustSummary:
     flagged: tuple[str, ...]
     readable: tuple[str, ...]
     weak: tuple[str, ...]
+    unstable: tuple[str, ...]
+    instability_threshold: float
     findings: tuple[str, ...]
     shortcut_methods: tuple[str, ...]
     has_groups: bool
@@ -192,6 +197,17 @@ def _titles(rows: tuple[TrustRow, ...], level: VerdictLevel) -> tuple[str, ...]:
     return tuple(r.title for r in rows if r.level == level)
 
 
+def _unstable(verdicts: pd.DataFrame) -> tuple[str, ...]:
+    """The readable methods that failed the stability check, most unstable first."""
+    unstable = verdicts[
+        (verdicts["level"] == VerdictLevel.GOOD.value) & (verdicts["stability"] == "unstable")
+    ].sort_values("map_instability", ascending=False, kind="stable")
+    return tuple(
+        f"{method_title(str(row.method))} ({row.map_instability:.0%})"
+        for row in unstable.itertuples()
+    )
+
+
 def _capitalised(sentence: str) -> str:
     return sentence[:1].upper() + sentence[1:]
 
@@ -206,6 +222,8 @@ def trust_summary(trust: Trust) -> TrustSummary:
         flagged=_titles(rows, VerdictLevel.BAD),
         readable=_titles(rows, VerdictLevel.GOOD),
         weak=_titles(rows, VerdictLevel.WEAK),
+        unstable=_unstable(trust.verdicts),
+        instability_threshold=trust.settings.instability_threshold,
         findings=tuple(_capitalised(g.sentence()) for g in shortcuts.flagged) if shortcuts else (),
         shortcut_methods=_shortcut_methods(trust),
         has_groups=bool(shortcuts and any(not g.too_few for g in shortcuts.groups)),
