@@ -142,7 +142,21 @@ def profile_model(
         return _profile(model, input_shape, batch_size, seed)
     except MODEL_ERRORS as error:
         hint = "pass the image size and channels the model was trained with"
-        raise forward_failed(model.path.name, input_shape, error, hint) from None
+        if _runs_a_batch_of_two(model, input_shape):
+            hint = (
+                "it runs a batch of two: Auditor runs batches of any size, one included, "
+                "so save the model without a fixed or minimum batch size"
+            )
+        raise forward_failed(model.path.name, (1, *input_shape), error, hint) from None
+
+
+def _runs_a_batch_of_two(model: LoadedModel, input_shape: tuple[int, int, int]) -> bool:
+    try:
+        with torch.no_grad():
+            model.module(torch.zeros((2, *input_shape), device=model.device))
+    except MODEL_ERRORS:
+        return False
+    return True
 
 
 def _layers(model: LoadedModel, one: torch.Tensor) -> tuple[LayerInfo, ...]:

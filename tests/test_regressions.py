@@ -129,7 +129,34 @@ def test_a_forward_failure_is_a_one_line_error_with_a_hint(tmp_path: Path) -> No
     result = invoke("run", "--model", str(model), "--data", str(data))
     one_line_error(result, "--image-size")
     one_line_error(
-        invoke("profile", "--model", str(model), "--image-size", "32"), "failed on a 3x32x32 input"
+        invoke("profile", "--model", str(model), "--image-size", "32"),
+        "failed on a 1x3x32x32 input",
+        "pass the image size and channels the model was trained with",
+    )
+
+
+class _NotOne(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TinyNet()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 1:
+            raise RuntimeError("batch of one not supported")
+        return self.net(x)
+
+
+def test_a_model_refusing_a_batch_of_one_is_told_so_not_sent_to_the_image_size(
+    tmp_path: Path,
+) -> None:
+    """The profile's first pass is one image: a model that runs a batch of two but not
+    one (a fixed or minimum batch size) gets a hint about the batch, not the input size."""
+    model = save_torchscript(_NotOne(), tmp_path / "m.pt")
+    one_line_error(
+        invoke("profile", "--model", str(model), "--image-size", "32"),
+        "'m.pt' failed on a 1x3x32x32 input (",
+        "RuntimeError: batch of one not supported)",
+        "it runs a batch of two: Auditor runs batches of any size, one included",
     )
 
 
