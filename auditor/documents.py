@@ -73,11 +73,12 @@ __all__ = [
 CHECKSUMS = "SHA256SUMS"
 """The run folder's last file: the SHA-256 of every other one."""
 
-METRICS_SCHEMA_VERSION = 9
+METRICS_SCHEMA_VERSION = 10
 # 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence", "operating_point";
 # 4: "resampling" (a declared patient column), "robustness"
 # 5: "dissection"; 6: "tcav"; 7: "similarity", "counterfactuals"; 8: "trust.plan", "precision"
 # 9: multi-label models ("multi_label", the single-label keys then absent)
+# 10: "metadata_dependence.columns" one per column and true class compared (step-down max-T)
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 

@@ -239,7 +239,9 @@ def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
         "explanations.untrustworthy": sum(m["level"] == "bad" for m in methods),
         "explanations.readable": sum(m["level"] == "good" for m in methods),
         "findings.metadata_dependence": (
-            sum(c["finding"] for c in dependence["columns"]) if dependence else None
+            len({c["column"] for c in dependence["columns"] if c["finding"]})
+            if dependence
+            else None
         ),
         "findings.shortcuts": sum(g["flagged"] for g in shortcuts["groups"]) if shortcuts else None,
         "findings.fragile_perturbations": len(robustness["fragile"]) if robustness else None,

@@ -171,7 +171,8 @@ def _page_one_is_the_answer_and_the_main_body_fits_in_15_pages(
     operating = metrics["operating_point"]
     sensitivity = f"{100 * operating['sensitivity']['value']:.1f}%"
     assert f"{sensitivity} sensitivity for malignant at threshold" in one
-    for finding in ("Metadata dependence.", "Failed subgroup. Specificity falls to", "Shortcut.",
+    for finding in ("Metadata dependence.", "Failed subgroup. Specificity falls to",
+                    "(benign images); sensitivity falls to", "Shortcut.",
                     "Robustness. Fragile under", "Explanations that can be read."):  # fmt: skip
         assert finding in one, finding
     unreadable = policy["criteria"][-1]
@@ -198,21 +199,31 @@ def _page_one_is_the_answer_and_the_main_body_fits_in_15_pages(
 def _the_summary_names_the_marker_with_rates_recomputed_from_predictions(
     summary: str, metrics: dict, predictions: pd.DataFrame
 ) -> None:
-    [marker] = [c for c in metrics["metadata_dependence"]["columns"] if c["finding"]]
-    assert (marker["column"], marker["label"], marker["high"], marker["low"]) == (
-        "marker", "benign", "True", "False",
-    )  # fmt: skip
+    found = [c for c in metrics["metadata_dependence"]["columns"] if c["finding"]]
+    assert [(c["column"], c["label"], c["high"], c["low"]) for c in found] == [
+        ("marker", "benign", "True", "False"),
+        ("marker", "malignant", "True", "False"),
+    ], "benign images called malignant with the marker, malignant ones missed without it"
+    assert "Predictions depend on marker: benign images are predicted malignant" in summary
+    assert ", malignant images " in summary, "one sentence for the column"
+    failure = summary.split("Failed subgroup.</strong>")[1].split("</li>")[0]
+    for finding in found:
+        at = predictions[predictions["label"] == finding["label"]]
+        calls = {
+            value: at[at["marker"].astype(str) == value]["prediction"] == "malignant"
+            for value in ("True", "False")
+        }
+        assert f"{100 * finding['difference']:.1f} points more often" in summary
+        assert finding["difference"] == pytest.approx(calls["True"].mean() - calls["False"].mean())
+        # The failed subgroup: specificity (not called) at benign, sensitivity at malignant.
+        for value, called in calls.items():
+            kept = called if finding["label"] == "malignant" else ~called
+            words = f"{kept.mean():.1%} with marker = {value} (95% CI"
+            assert words in failure and f"; {kept.sum()} of {len(kept)})" in failure, value
     benign = predictions[predictions["label"] == "benign"]
-    calls = {
-        value: benign[benign["marker"].astype(str) == value]["prediction"] == "malignant"
-        for value in ("True", "False")
-    }
-    assert "Predictions depend on marker" in summary
-    for value, called in calls.items():
-        words = f"{called.mean():.1%} with marker = {value} (95% CI"
-        assert words in summary and f"; {called.sum()} of {len(called)})" in summary, value
-    assert marker["difference"] == pytest.approx(calls["True"].mean() - calls["False"].mean())
-    assert calls["True"].mean() > 4 * calls["False"].mean(), "the marker the model learned"
+    with_marker = benign["marker"].astype(str) == "True"
+    called = benign["prediction"] == "malignant"
+    assert called[with_marker].mean() > 4 * called[~with_marker].mean(), "the learned marker"
     links = (
         "The shortcut finding points to the same thing",
         "The shortcut finding does not clearly follow marker",

@@ -13,6 +13,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from auditor.clinical import ClinicalSettings, Dependence, positive_class
 from auditor.clinical import metadata_dependence as dependence_of_groups
+from auditor.clinical.dependence import step_down_max_t
 from auditor.clinical.groups import EMPTY, metadata_groups
 from auditor.errors import ConfigError
 from tests.helpers import probability
@@ -67,6 +68,76 @@ def test_a_planted_dependence_is_found_on_its_column_and_no_other() -> None:
     assert dependence.binned == ("age",)
 
 
+def test_a_dependence_at_both_classes_is_found_at_each() -> None:
+    # Benign images with the marker are called malignant 40 points more often, and
+    # malignant ones without it are missed 35 points more often.
+    rng = np.random.default_rng(4)
+    predictions = _predictions(4, marker_effect=0.4)
+    marker = predictions["marker"] == "True"
+    malignant = predictions["label"] == "malignant"
+    called = np.where(
+        malignant,
+        rng.random(len(predictions)) < np.where(marker, 0.95, 0.6),
+        predictions["prediction"] == "malignant",
+    )
+    predictions["p_malignant"] = probability(called, rng)
+
+    dependence = metadata_dependence(predictions, COLUMNS, CLASSES, ClinicalSettings())
+
+    assert dependence is not None
+    found = dependence.found_columns()
+    assert list(found) == ["marker"]
+    assert [(c.label, c.high, c.low) for c in found["marker"]] == [
+        ("benign", "True", "False"), ("malignant", "True", "False"),
+    ]  # fmt: skip
+    assert dependence.n_compared == 2 * len(COLUMNS)
+
+
+def _step_down_by_definition(observed: np.ndarray, permuted: np.ndarray) -> np.ndarray:
+    """Westfall and Young's algorithm 4.1, one hypothesis at a time."""
+    order = list(np.argsort(-observed, kind="stable"))
+    adjusted = np.empty(len(observed))
+    running = 0.0
+    for j, h in enumerate(order):
+        rest = order[j:]
+        exceed = sum(permuted[b, rest].max() >= observed[h] for b in range(len(permuted)))
+        running = max(running, (1 + exceed) / (1 + len(permuted)))
+        adjusted[h] = running
+    return adjusted
+
+
+def test_the_step_down_equals_its_definition_and_lies_between_the_raw_and_single_step() -> None:
+    rng = np.random.default_rng(6)
+    permuted = rng.random((300, 7)) * np.array([1, 1, 2, 1, 0.5, 1, 1])
+    observed = np.array([0.97, 0.5, 1.9, 0.99, 0.2, 0.999, 0.3])
+
+    adjusted = step_down_max_t(observed, permuted)
+
+    np.testing.assert_allclose(adjusted, _step_down_by_definition(observed, permuted))
+    raw = (1 + (permuted >= observed).sum(axis=0)) / 301
+    single = (1 + (permuted.max(axis=1)[:, None] >= observed).sum(axis=0)) / 301
+    assert (raw <= adjusted + 1e-12).all() and (adjusted <= single + 1e-12).all()
+    assert (adjusted < single).any(), "the step-down rejects more than the single step"
+
+
+def test_a_copied_column_does_not_weaken_the_adjustment() -> None:
+    # The permutation is shared by the columns, so a copy of a column adds a hypothesis
+    # whose statistic is always equal: the maximum, and the adjusted p-value, stay the same
+    # (independent permutations per column would double it).
+    predictions = _predictions(3, marker_effect=0.12)
+    predictions["copy"] = predictions["marker"]
+    settings = ClinicalSettings(permutations=20_000)
+
+    def adjusted(columns: tuple[str, ...]) -> float:
+        dependence = metadata_dependence(predictions, columns, CLASSES, settings)
+        assert dependence is not None
+        return min(c.p_adjusted for c in dependence.columns if c.column == "marker")
+
+    alone = adjusted(("marker",))
+    assert 0.005 < alone < 0.3, "a case where a doubling shows"
+    assert adjusted(("marker", "copy")) == pytest.approx(alone, abs=0.006)
+
+
 def test_a_model_blind_to_the_metadata_gives_no_finding_in_19_of_20_seeds() -> None:
     findings = [
         bool(
@@ -83,7 +154,8 @@ def test_the_rates_and_the_difference_equal_a_recomputation() -> None:
     predictions = _predictions(1, marker_effect=0.3)
     dependence = metadata_dependence(predictions, ("marker",), CLASSES, ClinicalSettings())
     assert dependence is not None
-    [column] = dependence.columns
+    assert [c.label for c in dependence.columns] == ["benign", "malignant"], "one per class"
+    column = dependence.columns[0]
 
     benign = predictions[predictions["label"] == "benign"]
     rates = {}
@@ -137,7 +209,7 @@ def test_groups_under_the_minimum_are_shown_but_not_compared() -> None:
 
     dependence = metadata_dependence(predictions, ("marker",), CLASSES, settings)
 
-    assert dependence is not None and not dependence.findings()
+    assert dependence is not None and not dependence.findings() and dependence.n_compared == 0
     [column] = dependence.columns
     assert column.label is None and "too few to judge" in column.reason
     assert dependence.rates and not any(rate.judged for rate in dependence.rates)

@@ -75,6 +75,27 @@ def test_a_criterion_is_met_not_met_or_fails_when_not_measured() -> None:
     assert failed == ["accuracy.ci_low >= 0.85", "operating_point.auc.value >= 0.5"]
 
 
+def test_a_column_found_at_two_true_classes_counts_once() -> None:
+    def comparison(column: str, label: str, finding: bool) -> dict[str, object]:
+        return {"column": column, "label": label, "finding": finding}
+
+    dependence = {
+        "columns": [
+            comparison("marker", "benign", True),
+            comparison("marker", "malignant", True),
+            comparison("site", "benign", True),
+            comparison("site", "malignant", False),
+            comparison("sex", "benign", False),
+        ]
+    }
+    metrics = {"metadata_dependence": dependence, "robustness": None, "fairness": None}
+    trust = {"trust": {"methods": [], "shortcuts": None}, "positive_calibration": None}
+
+    result = evaluate_policy((Criterion("findings.metadata_dependence", "==", 2),), metrics | trust)
+
+    assert [o.passed for o in result.outcomes] == [True], result.outcomes
+
+
 def _policy_run(tmp_path: Path, model: Path, data: Path, policy: str) -> tuple[object, Path]:
     tmp_path.mkdir(exist_ok=True)
     config = tmp_path / "audit.toml"

@@ -24,10 +24,12 @@ class DependenceView:
 
     Attributes:
         positive_class: The class a positive prediction means.
-        findings: Each finding in words (also in the summary).
+        findings: Each column found, in words, then the subgroups it fails (both also in
+            the summary).
         columns: Each column broken down, with its largest difference or the reason.
         rates: Every (column, true class, value) group.
-        n_judged: Columns with two groups large enough to compare.
+        n_compared: Comparisons made (a column at a true class with two groups large
+            enough).
         min_group_size, difference, alpha, permutations, seed: The settings that decide.
         binned: Columns of numbers binned into quartiles.
         skipped: ``(column, reason)`` for columns not broken down.
@@ -37,7 +39,7 @@ class DependenceView:
     findings: tuple[str, ...]
     columns: tuple[ColumnDependence, ...]
     rates: tuple[GroupRate, ...]
-    n_judged: int
+    n_compared: int
     min_group_size: int
     difference: float
     alpha: float
@@ -64,18 +66,23 @@ def _group_rate(rate: GroupRate, positive: bool) -> str:
     )
 
 
-def _sentence(dependence: Dependence, column: ColumnDependence, n_judged: int) -> str:
-    assert column.label is not None and column.high is not None and column.low is not None
-    high = dependence.rate(column.column, column.label, column.high)
-    low = dependence.rate(column.column, column.label, column.low)
+def _difference(c: ColumnDependence) -> str:
     return (
-        f"Predictions depend on {column.column}: of the images whose true class is "
-        f"{column.label}, {_group_rate(high, True)} are predicted "
-        f"{dependence.positive_class}, against {_group_rate(low, True)}. The difference is "
-        f"{100 * column.difference:.1f} points (95% CI "
-        f"{100 * column.ci_low:.1f} to {100 * column.ci_high:.1f}); permutation p = "
-        f"{p_value(column.p_value)}, {p_value(column.p_adjusted)} after Holm's adjustment across "
-        f"{n_judged} column(s)."
+        f"{100 * c.difference:.1f} points more often with {c.column} = {c.high} than with "
+        f"{c.column} = {c.low} (95% CI {100 * c.ci_low:.1f} to {100 * c.ci_high:.1f}; p = "
+        f"{p_value(c.p_adjusted)})"
+    )
+
+
+def _sentence(dependence: Dependence, found: tuple[ColumnDependence, ...]) -> str:
+    """One column's findings: the difference at each true class it was found at."""
+    first, *others = found
+    differences = "".join(f", {c.label} images {_difference(c)}" for c in others)
+    return (
+        f"Predictions depend on {first.column}: {first.label} images are predicted "
+        f"{dependence.positive_class} {_difference(first)}{differences}; permutation p-values "
+        f"adjusted (step-down max-T) across {dependence.n_compared} comparison(s) of a column "
+        "at a true class."
     )
 
 
@@ -110,32 +117,38 @@ def dependence_findings(
     whether a shortcut finding follows the same column (with ``inputs``)."""
     if dependence is None:
         return ()
-    n_judged = sum(c.label is not None for c in dependence.columns)
     sentences = []
     links = {link.column: link for link in inputs.clinical.links} if inputs is not None else {}
-    for c in dependence.findings():
-        link = linked(links.get(c.column))
-        sentences.append(_sentence(dependence, c, n_judged) + (f" {link}" if link else ""))
+    for column, found in dependence.found_columns().items():
+        link = linked(links.get(column))
+        sentences.append(_sentence(dependence, found) + (f" {link}" if link else ""))
     return tuple(sentences)
 
 
+def _failure(dependence: Dependence, c: ColumnDependence) -> str:
+    """A finding as the subgroup it fails: the value with the lower sensitivity (when the
+    true class is the positive class) or specificity (otherwise)."""
+    assert c.label is not None and c.high is not None and c.low is not None
+    positive = c.label == dependence.positive_class
+    worse, better = (c.low, c.high) if positive else (c.high, c.low)
+    measure = "sensitivity" if positive else "specificity"
+    return (
+        f"{measure} falls to "
+        f"{_group_rate(dependence.rate(c.column, c.label, worse), positive)}, against "
+        f"{_group_rate(dependence.rate(c.column, c.label, better), positive)} "
+        f"({c.label} images)"
+    )
+
+
 def subgroup_failures(dependence: Dependence | None) -> tuple[str, ...]:
-    """Each dependence finding as the subgroup it fails: the value with the lower
-    sensitivity (when the true class is the positive class) or specificity (otherwise)."""
+    """Each column the prediction depends on as the subgroups it fails, one per true
+    class found, with both values' rates, intervals and counts."""
     if dependence is None:
         return ()
     sentences = []
-    for c in dependence.findings():
-        assert c.label is not None and c.high is not None and c.low is not None
-        positive = c.label == dependence.positive_class
-        worse, better = (c.low, c.high) if positive else (c.high, c.low)
-        measure = "Sensitivity" if positive else "Specificity"
-        sentences.append(
-            f"{measure} falls to "
-            f"{_group_rate(dependence.rate(c.column, c.label, worse), positive)}, against "
-            f"{_group_rate(dependence.rate(c.column, c.label, better), positive)} "
-            f"({c.label} images)."
-        )
+    for found in dependence.found_columns().values():
+        failures = "; ".join(_failure(dependence, c) for c in found)
+        sentences.append(f"{failures[0].upper()}{failures[1:]}.")
     return tuple(sentences)
 
 
@@ -147,10 +160,10 @@ def dependence_view(inputs: AuditInputs) -> DependenceView | None:
     settings = dependence.settings
     return DependenceView(
         positive_class=dependence.positive_class,
-        findings=dependence_findings(dependence, inputs),
+        findings=dependence_findings(dependence, inputs) + subgroup_failures(dependence),
         columns=dependence.columns,
         rates=dependence.rates,
-        n_judged=sum(c.label is not None for c in dependence.columns),
+        n_compared=dependence.n_compared,
         min_group_size=settings.min_group_size,
         difference=settings.dependence_difference,
         alpha=settings.dependence_alpha,

@@ -83,7 +83,7 @@ def _false_findings(inputs: AuditInputs) -> str:
         f"(min-group-size) or {trust.shortcut_min_images} explained images for a shortcut "
         "(shortcut-min-images), its interval resamples images (or patients), and metadata "
         f"dependence bounds its chance of any false finding at {clinical.dependence_alpha:g} "
-        "(Holm). In Auditor's test suite a clean model on unflawed data gave no finding "
+        "(step-down max-T). In Auditor's test suite a clean model on unflawed data gave no finding "
         "(dependence, shortcut, fragility, embedding) in at least 19 of 20 seeded audits."
     )
 
@@ -112,13 +112,14 @@ def _model_findings(inputs: AuditInputs) -> list[Limitation]:
     """What the model relies on or breaks under: dependence, shortcut, fragility."""
     found = []
     dependence = inputs.clinical.dependence
-    for c in dependence.findings() if dependence is not None else ():
+    for column, at in (dependence.found_columns() if dependence is not None else {}).items():
+        points = ", ".join(f"{100 * c.difference:.1f} points at {c.label}" for c in at)
         found.append(
             _found(
-                f"The model's calls depend on {c.column} at the same true class "
-                f"({100 * c.difference:.1f} points; see Metadata dependence).",
-                f"State images whose {c.column} differs from the training data's as out of scope, "
-                f"or retrain on data where {c.column} is balanced across the classes (or the "
+                f"The model's calls depend on {column} at the same true class "
+                f"({points}; see Metadata dependence).",
+                f"State images whose {column} differs from the training data's as out of scope, "
+                f"or retrain on data where {column} is balanced across the classes (or the "
                 "artefact is removed), then audit again.",
             )
         )

@@ -3,19 +3,22 @@
 A model that reads the disease should call images positive at the same rate whatever
 an unrelated value (a site, a marker drawn on the skin) is, among images of one true
 class. For each metadata column and each true class, the share of images predicted
-positive is computed per value of the column (Wilson 95% intervals); the column's
-statistic is the largest difference between two of its values, at one true class,
-among groups of at least ``min-group-size`` images. Its p-value comes from permuting the
-column's values within each true class (the null: prediction independent of the column
-given the label), seeded and vectorised; the p-values are Holm-adjusted across the
-columns judged. The difference's 95% interval is Newcombe's hybrid score interval (the
-images are the unit resampled, never maps). A column is a finding when its adjusted
-p-value is at most ``dependence-alpha`` and its difference at least
+positive is computed per value of the column (Wilson 95% intervals). Each comparison (a
+column at a true class with two values of at least ``min-group-size`` images) has for
+statistic the largest difference between two of those values. The null is that the
+prediction is independent of the column given the label: the calls are permuted within
+each true class (one permutation shared by every column, seeded and vectorised). Each
+comparison gets its permutation p-value and Westfall and Young's step-down max-T
+adjusted p-value across every comparison, so a column the model depends on at two true
+classes is named at both, while the chance of any false finding stays at most
+``dependence-alpha``. The difference's 95% interval is Newcombe's hybrid score interval
+(the images are the unit resampled, never maps). A comparison is a finding when its
+adjusted p-value is at most ``dependence-alpha`` and its difference at least
 ``dependence-difference``.
 
-statsmodels computes the intervals and the Holm adjustment; the permutation test is
-written here (it needs the maximum over labels and value pairs, which no library's
-permutation test batches this way).
+statsmodels computes the intervals; the permutation test and the step-down are written
+here (they need the maximum over value pairs and comparisons in every joint permutation,
+which no library's permutation test batches this way).
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep
 
 from auditor.clinical.groups import Grouping
@@ -40,6 +42,7 @@ __all__ = [
     "GroupRate",
     "metadata_dependence",
     "positive_class",
+    "step_down_max_t",
 ]
 
 _CHUNK = 256
@@ -89,17 +92,19 @@ class GroupRate:
 
 @dataclass(frozen=True)
 class ColumnDependence:
-    """One column's largest difference in the positive rate at one true class.
+    """One column's largest difference in the positive rate at one true class (a
+    comparison).
 
-    ``label``, ``high`` and ``low`` are ``None`` (and the numbers NaN) when no true class
-    has two values with enough images; ``reason`` then says so.
+    A column has one per true class with two values of enough images. When no true class
+    has, it has one whose ``label``, ``high`` and ``low`` are ``None`` (and the numbers
+    NaN); ``reason`` then says so.
 
     Attributes:
         high: The value with the highest positive rate at ``label``.
         low: The value with the lowest.
         difference: ``rate(high) - rate(low)``, with its Newcombe 95% interval.
-        p_value: Permutation p-value of the column's statistic.
-        p_adjusted: Holm-adjusted across the columns judged.
+        p_value: Permutation p-value of the difference.
+        p_adjusted: Step-down max-T adjusted across every comparison.
         finding: Whether the dependence is significant and large.
     """
 
@@ -123,7 +128,8 @@ class Dependence:
     Attributes:
         positive_class: The class a positive prediction means.
         rates: Every (column, true class, value) group.
-        columns: Each column broken down, in the data's column order.
+        columns: Each column broken down, at each true class compared (in the data's
+            column order, then the classes'), or once with the reason it was not.
         binned: Columns of numbers binned into quartiles.
         skipped: ``(column, reason)`` for columns not broken down.
     """
@@ -136,8 +142,21 @@ class Dependence:
     skipped: tuple[tuple[str, str], ...]
 
     def findings(self) -> tuple[ColumnDependence, ...]:
-        """The columns the prediction depends on, largest difference first."""
+        """The comparisons found, largest difference first."""
         return tuple(sorted((c for c in self.columns if c.finding), key=lambda c: -c.difference))
+
+    def found_columns(self) -> dict[str, tuple[ColumnDependence, ...]]:
+        """The columns the prediction depends on, each with its findings (one per true
+        class), the largest difference first."""
+        found: dict[str, tuple[ColumnDependence, ...]] = {}
+        for c in self.findings():
+            found[c.column] = (*found.get(c.column, ()), c)
+        return found
+
+    @property
+    def n_compared(self) -> int:
+        """Comparisons made (columns at a true class with two values large enough)."""
+        return sum(c.label is not None for c in self.columns)
 
     def rate(self, column: str, label: str, value: str) -> GroupRate:
         """The group of ``value`` of ``column`` among images of true class ``label``."""
@@ -182,88 +201,93 @@ def _rates(
     return rows
 
 
-def _statistic(
-    codes: NDArray[np.int64], called: NDArray[np.bool_], eligible: NDArray[np.bool_]
-) -> NDArray[np.float64]:
-    """Largest minus smallest positive rate over eligible groups, per row of ``codes``.
+@dataclass(frozen=True)
+class _Stratum:
+    """One column at one true class: its images' group codes and which groups are judged."""
 
-    ``codes`` is ``(R, n)``: each row assigns the stratum's ``n`` images to groups.
-    """
-    groups = eligible.shape[0]
-    ones = np.ones(codes.shape, dtype=np.float64)
-    sizes = grouped_sums(codes, ones, groups)
-    rates = grouped_sums(codes, ones * called, groups) / np.maximum(sizes, 1)
-    return np.asarray(rates[:, eligible].max(axis=1) - rates[:, eligible].min(axis=1))
+    column: str
+    label: str
+    inside: NDArray[np.bool_]
+    codes: NDArray[np.int64]
+    eligible: NDArray[np.bool_]
 
-
-def _p_value(
-    strata: list[tuple[NDArray[np.int64], NDArray[np.bool_], NDArray[np.bool_]]],
-    permutations: int,
-    rng: np.random.Generator,
-) -> tuple[float, float]:
-    """The observed statistic (max over strata) and its permutation p-value."""
-    observed = max(float(_statistic(c[None, :], y, e)[0]) for c, y, e in strata)
-    exceed = 0
-    for start in range(0, permutations, _CHUNK):
-        rows = min(_CHUNK, permutations - start)
-        permuted = np.zeros(rows)
-        for codes, called, eligible in strata:
-            shuffled = rng.permuted(np.tile(codes, (rows, 1)), axis=1)
-            permuted = np.maximum(permuted, _statistic(shuffled, called, eligible))
-        exceed += int((permuted >= observed - 1e-12).sum())
-    return observed, (1 + exceed) / (1 + permutations)
+    def statistic(self, called: NDArray[np.bool_]) -> NDArray[np.float64]:
+        """Largest minus smallest positive rate over the judged groups, per row of
+        ``called`` (``(R, n)``: the stratum's images' calls, one assignment per row)."""
+        groups = self.eligible.shape[0]
+        sizes = np.bincount(self.codes, minlength=groups)
+        rates = grouped_sums(self.codes, called.astype(np.float64), groups) / np.maximum(sizes, 1)
+        judged = rates[:, self.eligible]
+        return np.asarray(judged.max(axis=1) - judged.min(axis=1))
 
 
-def _strata(
-    values: pd.Series, labels: pd.Series, called: NDArray[np.bool_], minimum: int
-) -> list[tuple[str, NDArray[np.int64], NDArray[np.bool_], NDArray[np.bool_]]]:
-    """Per true class with two groups of ``minimum`` images: group codes, calls, eligibility."""
+def _strata(column: str, values: pd.Series, labels: pd.Series, minimum: int) -> list[_Stratum]:
+    """Per true class with two values of ``minimum`` images: the stratum to compare."""
     strata = []
     for label in sorted(labels.unique()):
         inside = (labels == label).to_numpy()
         codes, _ = pd.factorize(values[inside], sort=True)
-        sizes = np.bincount(codes)
-        eligible = sizes >= minimum
+        eligible = np.bincount(codes) >= minimum
         if eligible.sum() >= 2:
-            strata.append((str(label), codes.astype(np.int64), called[inside], eligible))
+            strata.append(_Stratum(column, str(label), inside, codes.astype(np.int64), eligible))
     return strata
 
 
-def _column(
-    column: str,
-    values: pd.Series,
-    labels: pd.Series,
-    called: NDArray[np.bool_],
-    group_rates: list[GroupRate],
-    settings: ClinicalSettings,
+def _permuted_statistics(
+    strata: list[_Stratum], called: NDArray[np.bool_], permutations: int,
     rng: np.random.Generator,
-    resampling: tuple[Resampling, int],
-) -> ColumnDependence:
-    """One column's statistic, p-value and the difference's interval (Newcombe's over
-    images, or the percentile bootstrap over ``resampling``'s groups, with its count of
-    resamples)."""
-    strata = _strata(values, labels, called, settings.min_group_size)
-    if not strata:
-        reason = (
-            f"no true class has two values with at least {settings.min_group_size} images "
-            f"(min-group-size); too few to judge"
-        )
-        nan = float("nan")
-        return ColumnDependence(column, None, None, None, nan, nan, nan, nan, nan, False, reason)
-    _, p_value = _p_value([s[1:] for s in strata], settings.permutations, rng)
-    best: tuple[float, GroupRate, GroupRate] | None = None
-    for label, *_ in strata:
-        judged = [r for r in group_rates if r.label == label and r.judged]
-        high = max(judged, key=lambda r: (r.rate, r.value))
-        low = min(judged, key=lambda r: (r.rate, r.value))
-        if best is None or high.rate - low.rate > best[0]:
-            best = (high.rate - low.rate, high, low)
-    assert best is not None
-    difference, high, low = best
+) -> NDArray[np.float64]:  # fmt: skip
+    """``(permutations, len(strata))``: every stratum's statistic with the calls permuted
+    within each true class, one permutation shared by every column at that class (so the
+    columns' dependence on one another is kept, as the step-down needs)."""
+    permuted = np.empty((permutations, len(strata)))
+    for label in dict.fromkeys(s.label for s in strata):
+        at_label = [i for i, s in enumerate(strata) if s.label == label]
+        calls = called[strata[at_label[0]].inside]
+        for start in range(0, permutations, _CHUNK):
+            rows = min(_CHUNK, permutations - start)
+            shuffled = rng.permuted(np.tile(calls, (rows, 1)), axis=1)
+            for i in at_label:
+                permuted[start : start + rows, i] = strata[i].statistic(shuffled)
+    return permuted
+
+
+def step_down_max_t(
+    observed: NDArray[np.float64], permuted: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Westfall and Young's (1993, algorithm 4.1) step-down max-T adjusted p-values.
+
+    The largest statistic is compared with the permutations' maximum over every
+    hypothesis, the next with their maximum over the hypotheses not yet rejected, and so
+    on; the p-values are then made monotone. The chance of any false finding stays at
+    most the level under any combination of true and false hypotheses.
+
+    Args:
+        observed: ``(H,)`` the statistics.
+        permuted: ``(B, H)`` the statistics in each joint permutation.
+    """
+    order = np.argsort(-observed, kind="stable")
+    rest_max = np.maximum.accumulate(permuted[:, order[::-1]], axis=1)[:, ::-1]
+    exceed = (rest_max >= observed[order] - 1e-12).sum(axis=0)
+    adjusted = np.empty(len(observed))
+    adjusted[order] = np.maximum.accumulate((1 + exceed) / (1 + permuted.shape[0]))
+    return adjusted
+
+
+def _compared(
+    stratum: _Stratum, group_rates: list[GroupRate], values: pd.Series, labels: pd.Series,
+    called: NDArray[np.bool_], resampling: tuple[Resampling, int], rng: np.random.Generator,
+) -> ColumnDependence:  # fmt: skip
+    """The stratum's highest and lowest judged groups and their difference's interval
+    (Newcombe's over images, or the percentile bootstrap over ``resampling``'s groups)."""
+    judged = [r for r in group_rates if r.label == stratum.label and r.judged]
+    high = max(judged, key=lambda r: (r.rate, r.value))
+    low = min(judged, key=lambda r: (r.rate, r.value))
     ci = _difference_interval(values, labels, called, high, low, resampling, rng)
+    nan = float("nan")
     return ColumnDependence(
-        column, high.label, high.value, low.value, difference, float(ci[0]), float(ci[1]),
-        p_value, p_value, False, "",
+        stratum.column, stratum.label, high.value, low.value, high.rate - low.rate,
+        float(ci[0]), float(ci[1]), nan, nan, False, "",
     )  # fmt: skip
 
 
@@ -285,18 +309,40 @@ def _difference_interval(
     return float(ci[0]), float(ci[1])
 
 
-def _adjusted(
-    columns: list[ColumnDependence], settings: ClinicalSettings
-) -> list[ColumnDependence]:
-    judged = [i for i, c in enumerate(columns) if c.label is not None]
-    if not judged:
-        return columns
-    adjusted = multipletests([columns[i].p_value for i in judged], method="holm")[1]
-    result = list(columns)
-    for i, p in zip(judged, adjusted, strict=True):
-        c = columns[i]
-        finding = p <= settings.dependence_alpha and c.difference >= settings.dependence_difference
-        result[i] = replace(c, p_adjusted=float(p), finding=bool(finding))
+def _too_few(column: str, settings: ClinicalSettings) -> ColumnDependence:
+    reason = (
+        f"no true class has two values with at least {settings.min_group_size} images "
+        f"(min-group-size); too few to judge"
+    )
+    nan = float("nan")
+    return ColumnDependence(column, None, None, None, nan, nan, nan, nan, nan, False, reason)
+
+
+def _tested(
+    rows: list[ColumnDependence], strata: list[_Stratum], called: NDArray[np.bool_],
+    settings: ClinicalSettings, rng: np.random.Generator,
+) -> list[ColumnDependence]:  # fmt: skip
+    """``rows`` with each comparison's permutation p-value, its step-down max-T adjusted
+    p-value across every comparison, and whether it is a finding."""
+    if not strata:
+        return rows
+    observed = np.array([s.statistic(called[s.inside][None, :])[0] for s in strata])
+    permuted = _permuted_statistics(strata, called, settings.permutations, rng)
+    raw = (1 + (permuted >= observed - 1e-12).sum(axis=0)) / (1 + settings.permutations)
+    tested: dict[tuple[str, str | None], tuple[float, float]] = {
+        (s.column, s.label): (float(p), float(adjusted))
+        for s, p, adjusted in zip(strata, raw, step_down_max_t(observed, permuted), strict=True)
+    }
+    result = []
+    for row in rows:
+        if (row.column, row.label) in tested:
+            p, adjusted = tested[(row.column, row.label)]
+            finding = (
+                adjusted <= settings.dependence_alpha
+                and row.difference >= settings.dependence_difference
+            )
+            row = replace(row, p_value=p, p_adjusted=adjusted, finding=bool(finding))
+        result.append(row)
     return result
 
 
@@ -328,28 +374,27 @@ def metadata_dependence(
     labels = predictions["label"].astype(str).reset_index(drop=True)
     called = predictions[f"p_{positive}"].to_numpy(dtype=np.float64) >= threshold
     rates: list[GroupRate] = []
-    results: list[ColumnDependence] = []
+    rows: list[ColumnDependence] = []
+    strata: list[_Stratum] = []
     for index, (column, values) in enumerate(grouping.groups.items()):
         column_rates = _rates(column, values, labels, called, settings, resampling, resamples)
+        column_strata = _strata(column, values, labels, settings.min_group_size)
         rng = np.random.default_rng([settings.seed, index])
-        results.append(
-            _column(
-                column,
-                values,
-                labels,
-                called,
-                column_rates,
-                settings,
-                rng,
-                (resampling, resamples),
-            )
+        rows.extend(
+            _compared(s, column_rates, values, labels, called, (resampling, resamples), rng)
+            for s in column_strata
         )
+        if not column_strata:
+            rows.append(_too_few(column, settings))
         rates.extend(column_rates)
+        strata.extend(column_strata)
+    # The permutations' stream follows the columns' interval streams ([seed, index]).
+    rng = np.random.default_rng([settings.seed, len(grouping.groups)])
     return Dependence(
         settings=settings,
         positive_class=positive,
         rates=tuple(rates),
-        columns=tuple(_adjusted(results, settings)),
+        columns=tuple(_tested(rows, strata, called, settings, rng)),
         binned=grouping.binned,
         skipped=grouping.skipped,
     )

@@ -70,7 +70,8 @@ def shortcut_links(
     predictions_index: list[int],
     grouping: Grouping,
 ) -> tuple[ShortcutLink, ...]:
-    """A link per dependence finding when a shortcut is flagged (else none).
+    """A link per column the prediction depends on when a shortcut is flagged (else
+    none), between the values of the column's largest finding.
 
     Args:
         predictions_index: ``predictions.csv``'s ``index`` column, aligned with
@@ -83,7 +84,7 @@ def shortcut_links(
     cases = [c for c in explanations.cases if c.role == "predicted"]
     shares = region_share(cases, explanations.maps, shortcuts.methods, region)
     links = []
-    for finding in dependence.findings():
+    for finding, *_ in dependence.found_columns().values():
         assert finding.high is not None and finding.low is not None
         by_index = dict(zip(predictions_index, grouping.groups[finding.column], strict=True))
         high = [v for i, v in shares.items() if by_index.get(i) == finding.high]

@@ -106,15 +106,16 @@ class ClinicalSettings:
     )
     dependence_alpha: float = setting(
         0.05,
-        help="Largest permutation p-value, Holm-adjusted across the metadata columns, that "
-        "is a finding",
+        help="Largest permutation p-value, step-down max-T adjusted across the metadata "
+        "columns and true labels, that is a finding",
         minimum=0.0,
         maximum=1.0,
         open_minimum=True,
     )
     permutations: int = setting(
         2000,
-        help="Permutations of each metadata column within each true label for its p-value",
+        help="Permutations of the calls within each true label for the metadata columns' "
+        "p-values",
         minimum=100,
         maximum=100_000,
     )
