@@ -169,6 +169,18 @@ def _check_classes(
 
 
 _OUTSIDE = "a link to a place outside the data folder (as in a manifest, not followed)"
+_HIDDEN = "hidden (its name starts with '.'), not read; rename it to audit it"
+
+
+def _hidden(entry: Path) -> str:
+    """Why a hidden file or folder is not read; a folder's files are counted in its row."""
+    if not entry.is_dir():
+        return _HIDDEN
+    files = sum(1 for f in entry.rglob("*") if not f.is_dir())
+    return (
+        f"hidden folder of {files} file(s) (its name starts with '.'), not read; rename it "
+        "to audit them"
+    )
 
 
 def _not_an_image(file: Path) -> str:
@@ -198,8 +210,10 @@ def _discover_folder(root: Path, classes: tuple[str, ...] | None, output: str) -
         if p.is_dir() and not p.name.startswith(".") and p.resolve().is_relative_to(inside)
     )
     excluded: list[Exclusion] = []
-    for stray in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
-        if stray.is_dir() and not stray.resolve().is_relative_to(inside):
+    for stray in sorted(root.iterdir()):
+        if stray.name.startswith("."):
+            excluded.append(Exclusion(_relative(stray, root), _hidden(stray)))
+        elif stray.is_dir() and not stray.resolve().is_relative_to(inside):
             excluded.append(Exclusion(_relative(stray, root), _OUTSIDE))
         elif not stray.is_dir():
             irregular = _not_an_image(stray) if not stray.is_file() else ""
@@ -221,7 +235,13 @@ def _discover_folder(root: Path, classes: tuple[str, ...] | None, output: str) -
     for class_dir in class_dirs:
         label = names.index(class_dir.name)
         for file in sorted(class_dir.rglob("*")):
-            if file.is_dir() or any(part.startswith(".") for part in file.relative_to(root).parts):
+            *folders, name = file.relative_to(root).parts
+            if any(part.startswith(".") for part in folders):
+                continue  # counted in its hidden folder's row
+            if name.startswith("."):
+                excluded.append(Exclusion(_relative(file, root), _hidden(file)))
+                continue
+            if file.is_dir():
                 continue
             reason = _not_an_image(file)
             if not reason and not file.resolve().is_relative_to(inside):

@@ -107,27 +107,40 @@ def test_folder_not_in_classes_override_is_a_data_error_naming_it(tmp_path: Path
         discover(tmp_path, ("cat", "bird"))
 
 
-def test_folder_stray_and_non_image_files_become_exclusions_hidden_files_are_ignored(
-    tmp_path: Path,
-) -> None:
+def test_folder_stray_non_image_and_hidden_files_become_exclusions(tmp_path: Path) -> None:
     _solid(tmp_path / "a" / "one.png")
     _solid(tmp_path / "b" / "two.png")
     (tmp_path / "notes.md").write_text("stray")
     (tmp_path / "a" / "readme.txt").write_text("not an image")
     (tmp_path / "b" / "LICENSE").write_text("no extension")
-    # Hidden files and folders, at the root and inside class folders: ignored entirely.
+    # Hidden files and folders, at the root and inside class folders: not read, each
+    # named once (a hidden folder with the count of its files), never dropped silently.
     (tmp_path / ".DS_Store").write_bytes(b"\0")
     (tmp_path / "a" / ".hidden.txt").write_text("x")
     _solid(tmp_path / "a" / ".secret.png")
     _solid(tmp_path / "a" / ".cache" / "thumb.png")
+    _solid(tmp_path / "a" / ".cache" / "deep" / "thumb.png")
     _solid(tmp_path / ".ipynb_checkpoints" / "c.png")
 
     dataset = discover(tmp_path)
 
     assert dataset.classes == ("a", "b")
     assert [s.relpath for s in dataset.samples] == ["a/one.png", "b/two.png"]
+    hidden = "hidden (its name starts with '.'), not read; rename it to audit it"
+
+    def folder(files: int) -> str:
+        return (
+            f"hidden folder of {files} file(s) (its name starts with '.'), not read; "
+            "rename it to audit them"
+        )
+
     assert dataset.excluded == (
+        Exclusion(".DS_Store", hidden),
+        Exclusion(".ipynb_checkpoints", folder(1)),
         Exclusion("notes.md", "not inside a class folder"),
+        Exclusion("a/.cache", folder(2)),
+        Exclusion("a/.hidden.txt", hidden),
+        Exclusion("a/.secret.png", hidden),
         Exclusion("a/readme.txt", "not an image (.txt)"),
         Exclusion("b/LICENSE", "not an image (no extension)"),
     )
