@@ -100,7 +100,7 @@ def read_manifest(manifest: Path) -> tuple[list[str], list[dict[str, str]]]:
         with manifest.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             columns = [
-                c.strip() or f"{UNNAMED}{i + 1}" for i, c in enumerate(reader.fieldnames or [])
+                c.strip() or f"{_UNNAMED}{i + 1}" for i, c in enumerate(reader.fieldnames or [])
             ]
             reader.fieldnames = columns
             check_unique(columns, manifest)
@@ -129,7 +129,7 @@ def read_manifest(manifest: Path) -> tuple[list[str], list[dict[str, str]]]:
     return columns, rows
 
 
-UNNAMED = "\0column "
+_UNNAMED = "\0column "
 """Stands for the name of a column with an empty header cell, followed by its number."""
 
 
@@ -140,12 +140,12 @@ def _without_unnamed(columns: list[str], rows: list[dict[str, str]], manifest: P
     Raises:
         DataError: Such a column holds a value (it would be data without a name).
     """
-    unnamed = [c for c in columns if c.startswith(UNNAMED)]
+    unnamed = [c for c in columns if c.startswith(_UNNAMED)]
     for column in unnamed:
         for number, row in enumerate(rows, start=2):
             if row.get(column):
                 raise DataError(
-                    f"{manifest.name} column {column.removeprefix(UNNAMED)} has no name in "
+                    f"{manifest.name} column {column.removeprefix(_UNNAMED)} has no name in "
                     f"the header but row {number} holds {row[column]!r} in it; name the "
                     f"column or remove it"
                 )
