@@ -78,7 +78,7 @@ METRICS_SCHEMA_VERSION = 10
 # 4: "resampling" (a declared patient column), "robustness"
 # 5: "dissection"; 6: "tcav"; 7: "similarity", "counterfactuals"; 8: "trust.plan", "precision"
 # 9: multi-label models ("multi_label", the single-label keys then absent)
-# 10: "metadata_dependence.columns" one per column and true class compared (step-down max-T)
+# 10: "metadata_dependence.columns" one per column and true class compared (step-down min-P)
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 

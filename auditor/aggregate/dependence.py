@@ -78,10 +78,11 @@ def _sentence(dependence: Dependence, found: tuple[ColumnDependence, ...]) -> st
     """One column's findings: the difference at each true class it was found at."""
     first, *others = found
     differences = "".join(f", {c.label} images {_difference(c)}" for c in others)
+    n = dependence.n_compared
     return (
         f"Predictions depend on {first.column}: {first.label} images are predicted "
         f"{dependence.positive_class} {_difference(first)}{differences}; permutation p-values "
-        f"adjusted (step-down max-T) across {dependence.n_compared} comparison(s) of a column "
+        f"adjusted (step-down min-P) across {n} comparison{'s' if n != 1 else ''} of a column "
         "at a true class."
     )
 

@@ -59,8 +59,8 @@ GLOSSARY: tuple[Term, ...] = (
          "rate, or a Newcombe interval for a difference of two rates."),
     Term("Holm's adjustment", "A correction of p-values for testing several columns at once, "
          "bounding the chance of any false finding (family-wise error) at the level set."),
-    Term("Step-down max-T", "Westfall and Young's correction of permutation p-values for "
-         "testing many comparisons at once: each statistic is compared with the largest over "
+    Term("Step-down min-P", "Westfall and Young's correction of permutation p-values for "
+         "testing many comparisons at once: each p-value is compared with the smallest over "
          "the comparisons not yet rejected in every permutation, bounding the chance of any "
          "false finding at the level set."),
     Term("Subgroup", "The images sharing one value of a metadata column (or of a declared "

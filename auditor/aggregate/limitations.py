@@ -83,7 +83,7 @@ def _false_findings(inputs: AuditInputs) -> str:
         f"(min-group-size) or {trust.shortcut_min_images} explained images for a shortcut "
         "(shortcut-min-images), its interval resamples images (or patients), and metadata "
         f"dependence bounds its chance of any false finding at {clinical.dependence_alpha:g} "
-        "(step-down max-T). In Auditor's test suite a clean model on unflawed data gave no finding "
+        "(step-down min-P). In Auditor's test suite a clean model on unflawed data gave no finding "
         "(dependence, shortcut, fragility, embedding) in at least 19 of 20 seeded audits."
     )
 

@@ -8,7 +8,7 @@ column at a true class with two values of at least ``min-group-size`` images) ha
 statistic the largest difference between two of those values. The null is that the
 prediction is independent of the column given the label: the calls are permuted within
 each true class (one permutation shared by every column, seeded and vectorised). Each
-comparison gets its permutation p-value and Westfall and Young's step-down max-T
+comparison gets its permutation p-value and Westfall and Young's step-down min-P
 adjusted p-value across every comparison, so a column the model depends on at two true
 classes is named at both, while the chance of any false finding stays at most
 ``dependence-alpha``. The difference's 95% interval is Newcombe's hybrid score interval
@@ -16,9 +16,8 @@ classes is named at both, while the chance of any false finding stays at most
 adjusted p-value is at most ``dependence-alpha`` and its difference at least
 ``dependence-difference``.
 
-statsmodels computes the intervals; the permutation test and the step-down are written
-here (they need the maximum over value pairs and comparisons in every joint permutation,
-which no library's permutation test batches this way).
+statsmodels computes the intervals; the permutation test and the step-down are in
+:mod:`auditor.clinical.permutation`.
 """
 
 from __future__ import annotations
@@ -31,10 +30,11 @@ from numpy.typing import NDArray
 from statsmodels.stats.proportion import confint_proportions_2indep
 
 from auditor.clinical.groups import Grouping
+from auditor.clinical.permutation import Stratum, permuted_statistics, step_down_min_p, strata_of
 from auditor.clinical.rates import rates, resampled_ratios
 from auditor.clinical.settings import ClinicalSettings
 from auditor.errors import ConfigError
-from auditor.resample import Resampling, grouped_sums
+from auditor.resample import Resampling
 
 __all__ = [
     "ColumnDependence",
@@ -42,11 +42,7 @@ __all__ = [
     "GroupRate",
     "metadata_dependence",
     "positive_class",
-    "step_down_max_t",
 ]
-
-_CHUNK = 256
-"""Permutations drawn at a time (memory: ``_CHUNK`` x images indices)."""
 
 
 def positive_class(classes: tuple[str, ...], settings: ClinicalSettings) -> str | None:
@@ -104,7 +100,7 @@ class ColumnDependence:
         low: The value with the lowest.
         difference: ``rate(high) - rate(low)``, with its Newcombe 95% interval.
         p_value: Permutation p-value of the difference.
-        p_adjusted: Step-down max-T adjusted across every comparison.
+        p_adjusted: Step-down min-P adjusted across every comparison.
         finding: Whether the dependence is significant and large.
     """
 
@@ -201,81 +197,8 @@ def _rates(
     return rows
 
 
-@dataclass(frozen=True)
-class _Stratum:
-    """One column at one true class: its images' group codes and which groups are judged."""
-
-    column: str
-    label: str
-    inside: NDArray[np.bool_]
-    codes: NDArray[np.int64]
-    eligible: NDArray[np.bool_]
-
-    def statistic(self, called: NDArray[np.bool_]) -> NDArray[np.float64]:
-        """Largest minus smallest positive rate over the judged groups, per row of
-        ``called`` (``(R, n)``: the stratum's images' calls, one assignment per row)."""
-        groups = self.eligible.shape[0]
-        sizes = np.bincount(self.codes, minlength=groups)
-        rates = grouped_sums(self.codes, called.astype(np.float64), groups) / np.maximum(sizes, 1)
-        judged = rates[:, self.eligible]
-        return np.asarray(judged.max(axis=1) - judged.min(axis=1))
-
-
-def _strata(column: str, values: pd.Series, labels: pd.Series, minimum: int) -> list[_Stratum]:
-    """Per true class with two values of ``minimum`` images: the stratum to compare."""
-    strata = []
-    for label in sorted(labels.unique()):
-        inside = (labels == label).to_numpy()
-        codes, _ = pd.factorize(values[inside], sort=True)
-        eligible = np.bincount(codes) >= minimum
-        if eligible.sum() >= 2:
-            strata.append(_Stratum(column, str(label), inside, codes.astype(np.int64), eligible))
-    return strata
-
-
-def _permuted_statistics(
-    strata: list[_Stratum], called: NDArray[np.bool_], permutations: int,
-    rng: np.random.Generator,
-) -> NDArray[np.float64]:  # fmt: skip
-    """``(permutations, len(strata))``: every stratum's statistic with the calls permuted
-    within each true class, one permutation shared by every column at that class (so the
-    columns' dependence on one another is kept, as the step-down needs)."""
-    permuted = np.empty((permutations, len(strata)))
-    for label in dict.fromkeys(s.label for s in strata):
-        at_label = [i for i, s in enumerate(strata) if s.label == label]
-        calls = called[strata[at_label[0]].inside]
-        for start in range(0, permutations, _CHUNK):
-            rows = min(_CHUNK, permutations - start)
-            shuffled = rng.permuted(np.tile(calls, (rows, 1)), axis=1)
-            for i in at_label:
-                permuted[start : start + rows, i] = strata[i].statistic(shuffled)
-    return permuted
-
-
-def step_down_max_t(
-    observed: NDArray[np.float64], permuted: NDArray[np.float64]
-) -> NDArray[np.float64]:
-    """Westfall and Young's (1993, algorithm 4.1) step-down max-T adjusted p-values.
-
-    The largest statistic is compared with the permutations' maximum over every
-    hypothesis, the next with their maximum over the hypotheses not yet rejected, and so
-    on; the p-values are then made monotone. The chance of any false finding stays at
-    most the level under any combination of true and false hypotheses.
-
-    Args:
-        observed: ``(H,)`` the statistics.
-        permuted: ``(B, H)`` the statistics in each joint permutation.
-    """
-    order = np.argsort(-observed, kind="stable")
-    rest_max = np.maximum.accumulate(permuted[:, order[::-1]], axis=1)[:, ::-1]
-    exceed = (rest_max >= observed[order] - 1e-12).sum(axis=0)
-    adjusted = np.empty(len(observed))
-    adjusted[order] = np.maximum.accumulate((1 + exceed) / (1 + permuted.shape[0]))
-    return adjusted
-
-
 def _compared(
-    stratum: _Stratum, group_rates: list[GroupRate], values: pd.Series, labels: pd.Series,
+    stratum: Stratum, group_rates: list[GroupRate], values: pd.Series, labels: pd.Series,
     called: NDArray[np.bool_], resampling: tuple[Resampling, int], rng: np.random.Generator,
 ) -> ColumnDependence:  # fmt: skip
     """The stratum's highest and lowest judged groups and their difference's interval
@@ -319,29 +242,30 @@ def _too_few(column: str, settings: ClinicalSettings) -> ColumnDependence:
 
 
 def _tested(
-    rows: list[ColumnDependence], strata: list[_Stratum], called: NDArray[np.bool_],
+    rows: list[ColumnDependence], strata: list[Stratum], called: NDArray[np.bool_],
     settings: ClinicalSettings, rng: np.random.Generator,
 ) -> list[ColumnDependence]:  # fmt: skip
-    """``rows`` with each comparison's permutation p-value, its step-down max-T adjusted
+    """``rows`` with each comparison's permutation p-value, its step-down min-P adjusted
     p-value across every comparison, and whether it is a finding."""
     if not strata:
         return rows
     observed = np.array([s.statistic(called[s.inside][None, :])[0] for s in strata])
-    permuted = _permuted_statistics(strata, called, settings.permutations, rng)
-    raw = (1 + (permuted >= observed - 1e-12).sum(axis=0)) / (1 + settings.permutations)
+    raw, adjusted = step_down_min_p(
+        observed, permuted_statistics(strata, called, settings.permutations, rng)
+    )
     tested: dict[tuple[str, str | None], tuple[float, float]] = {
-        (s.column, s.label): (float(p), float(adjusted))
-        for s, p, adjusted in zip(strata, raw, step_down_max_t(observed, permuted), strict=True)
+        (s.column, s.label): (float(p), float(a))
+        for s, p, a in zip(strata, raw, adjusted, strict=True)
     }
     result = []
     for row in rows:
         if (row.column, row.label) in tested:
-            p, adjusted = tested[(row.column, row.label)]
+            p, p_adjusted = tested[(row.column, row.label)]
             finding = (
-                adjusted <= settings.dependence_alpha
+                p_adjusted <= settings.dependence_alpha
                 and row.difference >= settings.dependence_difference
             )
-            row = replace(row, p_value=p, p_adjusted=adjusted, finding=bool(finding))
+            row = replace(row, p_value=p, p_adjusted=p_adjusted, finding=bool(finding))
         result.append(row)
     return result
 
@@ -375,10 +299,10 @@ def metadata_dependence(
     called = predictions[f"p_{positive}"].to_numpy(dtype=np.float64) >= threshold
     rates: list[GroupRate] = []
     rows: list[ColumnDependence] = []
-    strata: list[_Stratum] = []
+    strata: list[Stratum] = []
     for index, (column, values) in enumerate(grouping.groups.items()):
         column_rates = _rates(column, values, labels, called, settings, resampling, resamples)
-        column_strata = _strata(column, values, labels, settings.min_group_size)
+        column_strata = strata_of(column, values, labels, settings.min_group_size)
         rng = np.random.default_rng([settings.seed, index])
         rows.extend(
             _compared(s, column_rates, values, labels, called, (resampling, resamples), rng)

@@ -106,7 +106,7 @@ class ClinicalSettings:
     )
     dependence_alpha: float = setting(
         0.05,
-        help="Largest permutation p-value, step-down max-T adjusted across the metadata "
+        help="Largest permutation p-value, step-down min-P adjusted across the metadata "
         "columns and true labels, that is a finding",
         minimum=0.0,
         maximum=1.0,
@@ -114,8 +114,7 @@ class ClinicalSettings:
     )
     permutations: int = setting(
         2000,
-        help="Permutations of the calls within each true label for the metadata columns' "
-        "p-values",
+        help="Permutations of the calls within each true label for the metadata columns' p-values",
         minimum=100,
         maximum=100_000,
     )
