@@ -73,12 +73,13 @@ __all__ = [
 CHECKSUMS = "SHA256SUMS"
 """The run folder's last file: the SHA-256 of every other one."""
 
-METRICS_SCHEMA_VERSION = 10
+METRICS_SCHEMA_VERSION = 11
 # 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence", "operating_point";
 # 4: "resampling" (a declared patient column), "robustness"
 # 5: "dissection"; 6: "tcav"; 7: "similarity", "counterfactuals"; 8: "trust.plan", "precision"
 # 9: multi-label models ("multi_label", the single-label keys then absent)
 # 10: "metadata_dependence.columns" one per column and true class compared (step-down min-P)
+# 11: "metadata_dependence" in a multi-label audit too: each column's "target", "targets"
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
@@ -237,11 +238,12 @@ def _evaluated(evaluation: Evaluation, classes: tuple[str, ...]) -> dict[str, An
 
 
 def label_metrics_document(
-    evaluation: Evaluation, classes: tuple[str, ...], trust: Trust
+    evaluation: Evaluation, classes: tuple[str, ...], trust: Trust, clinical: Clinical
 ) -> dict[str, Any]:
     """A multi-label model's ``metrics.json``: the metrics of every label and of the
-    whole set of labels under ``multi_label``; the analyses that read one class per
-    image did not run, and their keys are absent."""
+    whole set of labels under ``multi_label``, and the metadata dependence label by
+    label; the analyses that read one class per image did not run, and their keys are
+    absent."""
     m = evaluation.label_metrics
     if m is None:
         raise ValueError("a multi-label evaluation without its metrics")
@@ -258,6 +260,7 @@ def label_metrics_document(
             "multi_label": {"labels": labels, **whole},
             "precision": asdict(p) if (p := evaluation.precision_check) else None,
             "trust": trust_document(trust),
+            "metadata_dependence": dependence_document(clinical.dependence),
             "resampling": resampling_document(resampling),
         }
     )

@@ -231,7 +231,7 @@ def _lowest_of_labels(labels: dict[str, Any] | None) -> dict[str, float | None]:
 def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
     trust = metrics["trust"]
     methods = trust["methods"]
-    dependence = metrics.get("metadata_dependence")  # absent for a multi-label model
+    dependence = metrics.get("metadata_dependence")  # null without metadata columns
     shortcuts = trust["shortcuts"]
     robustness = metrics.get("robustness")
     found: dict[str, float | None] = {

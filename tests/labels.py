@@ -67,21 +67,32 @@ def square(i: int) -> np.ndarray:
     return inside
 
 
-def make_label_dataset(folder: Path, n: int = 24) -> Path:
+SCANNER_MARK = 18
+"""Side of the bright square a scanner ``X`` prints in the top-left corner of the first
+label's channel (:func:`make_label_dataset` with ``scanner``): enough for the model to
+call that label."""
+
+
+def make_label_dataset(folder: Path, n: int = 24, scanner: bool = False) -> Path:
     """``n`` 32 x 32 images, a bright 20 x 20 square (:func:`square`) in the channel of
-    each label shown, and their manifest (labels ``a;b``, ``-`` for none;
-    :data:`WRONG_ROWS` changed) with a ``site`` and a ``patient`` column."""
+    each label shown, and their manifest (labels ``a;b``, ``-`` for none) with a ``site``
+    and a ``patient`` column: :data:`WRONG_ROWS` changed; or with ``scanner``, no row
+    changed and a ``scanner`` column (``X`` and ``Y`` in turns of eight images, so every
+    set of labels at each), ``X`` printing its mark (:data:`SCANNER_MARK`) in the channel
+    of ``LABELS[0]``."""
     rows = []
     for i in range(n):
         pixels = np.full((32, 32, 3), 0.3) + np.random.default_rng(i).normal(0, 0.02, (32, 32, 3))
         for name in shown(i):
             pixels[square(i), LABELS.index(name)] = 1.0
+        row = {"site": "AB"[i % 2], "patient": f"p{i // 2}"}
+        if scanner:
+            row["scanner"] = "XY"[(i // 8) % 2]
+            if row["scanner"] == "X":
+                pixels[:SCANNER_MARK, :SCANNER_MARK, 0] = 1.0
         path = folder / "images" / f"x{i:02d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray((pixels.clip(0, 1) * 255).round().astype(np.uint8)).save(path)
-        label = WRONG_ROWS.get(i, ";".join(shown(i)) or "-")
-        rows.append(
-            {"path": f"images/{path.name}", "label": label, "site": "AB"[i % 2],
-             "patient": f"p{i // 2}"}
-        )  # fmt: skip
+        label = (None if scanner else WRONG_ROWS.get(i)) or ";".join(shown(i)) or "-"
+        rows.append({"path": f"images/{path.name}", "label": label, **row})
     return write_manifest(folder, rows)

@@ -12,6 +12,7 @@ from auditor.report.format import p_value, percent
 __all__ = [
     "DependenceView",
     "dependence_findings",
+    "dependence_unfound",
     "dependence_view",
     "linked",
     "subgroup_failures",
@@ -23,23 +24,26 @@ class DependenceView:
     """The metadata-dependence section.
 
     Attributes:
-        positive_class: The class a positive prediction means.
+        positive_class: The class a positive prediction means (``None``: a multi-label
+            model, each of whose labels is compared).
         findings: Each column found, in words, then the subgroups it fails (both also in
             the summary).
         columns: Each column broken down, with its largest difference or the reason.
         rates: Every (column, true class, value) group.
         n_compared: Comparisons made (a column at a true class with two groups large
             enough).
+        targets: Labels compared (a multi-label model's Bonferroni factor).
         min_group_size, difference, alpha, permutations, seed: The settings that decide.
         binned: Columns of numbers binned into quartiles.
         skipped: ``(column, reason)`` for columns not broken down.
     """
 
-    positive_class: str
+    positive_class: str | None
     findings: tuple[str, ...]
     columns: tuple[ColumnDependence, ...]
     rates: tuple[GroupRate, ...]
     n_compared: int
+    targets: int
     min_group_size: int
     difference: float
     alpha: float
@@ -74,17 +78,35 @@ def _difference(c: ColumnDependence) -> str:
     )
 
 
-def _sentence(dependence: Dependence, found: tuple[ColumnDependence, ...]) -> str:
-    """One column's findings: the difference at each true class it was found at."""
-    first, *others = found
-    differences = "".join(f", {c.label} images {_difference(c)}" for c in others)
+def _adjustment(dependence: Dependence) -> str:
+    """How the p-values were adjusted, and across what."""
     n = dependence.n_compared
+    comparisons = f"{n} comparison{'s' if n != 1 else ''}"
+    if not dependence.multi_label:
+        return (
+            f"permutation p-values adjusted (step-down min-P) across {comparisons} of a "
+            "column at a true class"
+        )
+    t = dependence.targets
     return (
-        f"Predictions depend on {first.column}: {first.label} images are predicted "
-        f"{dependence.positive_class} {_difference(first)}{differences}; permutation p-values "
-        f"adjusted (step-down min-P) across {n} comparison{'s' if n != 1 else ''} of a column "
-        "at a true class."
+        f"permutation p-values adjusted (step-down min-P within a label, Bonferroni across "
+        f"{t} label{'s' if t != 1 else ''}) across {comparisons} of a column among images "
+        "with or without a label"
     )
+
+
+def _sentence(dependence: Dependence, found: tuple[ColumnDependence, ...]) -> str:
+    """One column's findings: the difference at each target and true class it was found
+    at (the target named where it changes)."""
+    verb = "called" if dependence.multi_label else "predicted"
+    parts, target = [], None
+    for c in found:
+        assert c.label is not None
+        called = f" are {verb} {c.target}" if c.target != target else ""
+        parts.append(f"{dependence.images(c.label)}{called} {_difference(c)}")
+        target = c.target
+    adjusted = _adjustment(dependence)
+    return f"Predictions depend on {found[0].column}: {', '.join(parts)}; {adjusted}."
 
 
 def linked(link: ShortcutLink | None) -> str:
@@ -126,18 +148,42 @@ def dependence_findings(
     return tuple(sentences)
 
 
+def dependence_unfound(dependence: Dependence | None, multi_label: bool) -> str:
+    """Why no column is a finding, in words ("" when one is): not assessed, nothing
+    large enough to compare, or no dependence found."""
+    if dependence is None:
+        needs = "metadata columns" if multi_label else "metadata columns and a positive class"
+        return f"Metadata dependence not assessed: it needs {needs}."
+    if dependence.findings():
+        return ""
+    alike = "among images alike in a label" if multi_label else "at one true class"
+    if not dependence.n_compared:
+        return (
+            f"Metadata dependence not judged: no metadata column has two values of at least "
+            f"{dependence.settings.min_group_size} images {alike} (min-group-size)."
+        )
+    changed = (
+        "the calls of a label among images alike in that label"
+        if multi_label
+        else "the predictions at a given true class"
+    )
+    n = dependence.n_compared
+    return f"No metadata column changes {changed} ({n} comparison{'s' if n != 1 else ''} made)."
+
+
 def _failure(dependence: Dependence, c: ColumnDependence) -> str:
     """A finding as the subgroup it fails: the value with the lower sensitivity (when the
     true class is the positive class) or specificity (otherwise)."""
     assert c.label is not None and c.high is not None and c.low is not None
-    positive = c.label == dependence.positive_class
+    positive = dependence.has_target(c)
     worse, better = (c.low, c.high) if positive else (c.high, c.low)
     measure = "sensitivity" if positive else "specificity"
+    of = f" for {c.target}" if dependence.multi_label else ""
     return (
-        f"{measure} falls to "
+        f"{measure}{of} falls to "
         f"{_group_rate(dependence.rate(c.column, c.label, worse), positive)}, against "
         f"{_group_rate(dependence.rate(c.column, c.label, better), positive)} "
-        f"({c.label} images)"
+        f"({dependence.images(c.label)})"
     )
 
 
@@ -154,7 +200,8 @@ def subgroup_failures(dependence: Dependence | None) -> tuple[str, ...]:
 
 
 def dependence_view(inputs: AuditInputs) -> DependenceView | None:
-    """The section, or ``None`` without a positive class or metadata columns."""
+    """The section, or ``None`` without a positive class (a single-label model's) or
+    metadata columns."""
     dependence = inputs.clinical.dependence
     if dependence is None:
         return None
@@ -165,6 +212,7 @@ def dependence_view(inputs: AuditInputs) -> DependenceView | None:
         columns=dependence.columns,
         rates=dependence.rates,
         n_compared=dependence.n_compared,
+        targets=dependence.targets,
         min_group_size=settings.min_group_size,
         difference=settings.dependence_difference,
         alpha=settings.dependence_alpha,

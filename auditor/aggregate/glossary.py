@@ -63,6 +63,9 @@ GLOSSARY: tuple[Term, ...] = (
          "testing many comparisons at once: each p-value is compared with the smallest over "
          "the comparisons not yet rejected in every permutation, bounding the chance of any "
          "false finding at the level set."),
+    Term("Bonferroni's adjustment", "Multiplying p-values by the number of families tested "
+         "(at most 1): a multi-label model's labels, each adjusted within by step-down min-P; "
+         "the chance of any false finding stays at the level set whatever the labels share."),
     Term("Subgroup", "The images sharing one value of a metadata column (or of a declared "
          "intersection of two columns); numeric columns are cut into quartiles."),
     Term("Metadata dependence", "At the same true class, the share of images called "

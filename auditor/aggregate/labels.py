@@ -12,6 +12,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from auditor.aggregate.datasheet import duplicates_sentence
+from auditor.aggregate.dependence import (
+    dependence_findings,
+    dependence_unfound,
+    subgroup_failures,
+)
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.summary import Headline
 from auditor.aggregate.trust import TrustSummary, trust_summary
@@ -42,6 +47,10 @@ class LabelSummaryView:
         n_errors: Images with at least one label wrong.
         labels: Every label's row, lowest sensitivity first.
         findings: The errors and the labels that cannot be judged, one sentence each.
+        dependence: Each metadata column a label's calls depend on, in words.
+        subgroups: The subgroups those dependences fail, in words.
+        dependence_tested: Whether metadata dependence was computed.
+        dependence_unfound: Why no column is a dependence finding ("" when one is).
         not_run: The analyses a multi-label audit does not run, in words.
         policy_declared: Acceptance criteria declared.
         policy_failed: Each criterion not met, with why.
@@ -57,6 +66,10 @@ class LabelSummaryView:
     output_kind: str
     labels: tuple[LabelRow, ...]
     findings: tuple[str, ...]
+    dependence: tuple[str, ...]
+    subgroups: tuple[str, ...]
+    dependence_tested: bool
+    dependence_unfound: str
     not_run: str
     trust: TrustSummary
     precision: str
@@ -166,6 +179,10 @@ def label_summary_view(inputs: AuditInputs) -> LabelSummaryView | None:
         output_kind=evaluation.output_kind.value,
         labels=tuple(sorted(metrics.labels, key=lambda r: (r.positives == 0, r.sensitivity.value))),
         findings=_findings(metrics, errors, n_wrong),
+        dependence=dependence_findings(inputs.clinical.dependence, inputs),
+        subgroups=subgroup_failures(inputs.clinical.dependence),
+        dependence_tested=inputs.clinical.dependence is not None,
+        dependence_unfound=dependence_unfound(inputs.clinical.dependence, True),
         not_run="; ".join(NOT_RUN),
         trust=trust_summary(inputs.trust),
         precision=precision_sentence(check) if check and check.agree < check.images else "",

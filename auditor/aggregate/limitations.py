@@ -113,11 +113,21 @@ def _model_findings(inputs: AuditInputs) -> list[Limitation]:
     found = []
     dependence = inputs.clinical.dependence
     for column, at in (dependence.found_columns() if dependence is not None else {}).items():
-        points = ", ".join(f"{100 * c.difference:.1f} points at {c.label}" for c in at)
+        assert dependence is not None
+        if dependence.multi_label:
+            alike = "among images alike in that label"
+            points = ", ".join(
+                f"{100 * c.difference:.1f} points for {c.target} among "
+                f"{dependence.images(str(c.label))}"
+                for c in at
+            )
+        else:
+            alike = "at the same true class"
+            points = ", ".join(f"{100 * c.difference:.1f} points at {c.label}" for c in at)
         found.append(
             _found(
-                f"The model's calls depend on {column} at the same true class "
-                f"({points}; see Metadata dependence).",
+                f"The model's calls depend on {column} {alike} ({points}; see Metadata "
+                "dependence).",
                 f"State images whose {column} differs from the training data's as out of scope, "
                 f"or retrain on data where {column} is balanced across the classes (or the "
                 "artefact is removed), then audit again.",
@@ -230,7 +240,7 @@ def _data_caveats(inputs: AuditInputs) -> list[Limitation]:
                 "analyses are not available for multi-label models in this version.",
             )
         )
-    elif not data.metadata_columns:
+    if not data.metadata_columns:
         items.append(
             Limitation(
                 "The data has no metadata columns, so no subgroup analysis was possible.",

@@ -12,7 +12,11 @@ from auditor.aggregate.calibration import calibration_sentence
 from auditor.aggregate.changes import comparison_sentences
 from auditor.aggregate.counterfactuals import counterfactual_findings
 from auditor.aggregate.datasheet import duplicates_sentence
-from auditor.aggregate.dependence import dependence_findings, subgroup_failures
+from auditor.aggregate.dependence import (
+    dependence_findings,
+    dependence_unfound,
+    subgroup_failures,
+)
 from auditor.aggregate.dissection import dissection_findings
 from auditor.aggregate.failures import failures_sentence
 from auditor.aggregate.inputs import AuditInputs
@@ -60,6 +64,7 @@ class SummaryView:
         failures: The confident errors in one sentence.
         dependence: Each metadata column the prediction depends on, in words.
         dependence_tested: Whether metadata dependence was computed.
+        dependence_unfound: Why no column is a dependence finding ("" when one is).
         robustness: Each fragile perturbation, in words.
         robustness_tested: Whether the robustness suite ran.
         robustness_perturbations: Perturbations it tried.
@@ -100,6 +105,7 @@ class SummaryView:
     failures: str
     dependence: tuple[str, ...]
     dependence_tested: bool
+    dependence_unfound: str
     robustness: tuple[str, ...]
     robustness_tested: bool
     robustness_perturbations: int
@@ -164,6 +170,7 @@ def summary_view(inputs: AuditInputs) -> SummaryView | None:
         failures=failures_sentence(inputs.clinical.failures),
         dependence=dependence_findings(inputs.clinical.dependence, inputs),
         dependence_tested=inputs.clinical.dependence is not None,
+        dependence_unfound=dependence_unfound(inputs.clinical.dependence, False),
         robustness=robustness_findings(inputs.robustness),
         robustness_tested=inputs.robustness is not None,
         robustness_perturbations=(

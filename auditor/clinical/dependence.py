@@ -40,8 +40,11 @@ __all__ = [
     "ColumnDependence",
     "Dependence",
     "GroupRate",
+    "having",
+    "is_finding",
     "metadata_dependence",
     "positive_class",
+    "target_dependence",
 ]
 
 
@@ -72,10 +75,15 @@ class GroupRate:
     """Images of one true class with one value of a column, and how many were called positive.
 
     Attributes:
+        target: The class whose calls are counted (the positive class; a multi-label
+            model's label).
+        label: The images' true class (a multi-label model's: ``with <label>`` or
+            ``without <label>``).
         judged: Whether the group has at least ``min-group-size`` images.
     """
 
     column: str
+    target: str
     label: str
     value: str
     n: int
@@ -96,15 +104,19 @@ class ColumnDependence:
     NaN); ``reason`` then says so.
 
     Attributes:
+        target: The class whose calls are compared (as :attr:`GroupRate.target`).
+        label: The true class compared at (as :attr:`GroupRate.label`).
         high: The value with the highest positive rate at ``label``.
         low: The value with the lowest.
         difference: ``rate(high) - rate(low)``, with its Newcombe 95% interval.
         p_value: Permutation p-value of the difference.
-        p_adjusted: Step-down min-P adjusted across every comparison.
+        p_adjusted: Step-down min-P adjusted across every comparison of its target
+            (times the targets compared, Bonferroni, when there are several).
         finding: Whether the dependence is significant and large.
     """
 
     column: str
+    target: str
     label: str | None
     high: str | None
     low: str | None
@@ -122,28 +134,33 @@ class Dependence:
     """Metadata dependence of every metadata column.
 
     Attributes:
-        positive_class: The class a positive prediction means.
-        rates: Every (column, true class, value) group.
+        positive_class: The class a positive prediction means; ``None`` for a
+            multi-label model, whose every label is a target of its own.
+        rates: Every (column, target, true class, value) group.
         columns: Each column broken down, at each true class compared (in the data's
-            column order, then the classes'), or once with the reason it was not.
+            column order, then the classes'), or once with the reason it was not (a
+            multi-label model's: per label, in label order, then per column).
         binned: Columns of numbers binned into quartiles.
         skipped: ``(column, reason)`` for columns not broken down.
+        targets: Targets with a comparison: the Bonferroni factor across them (1 for a
+            single-label model).
     """
 
     settings: ClinicalSettings
-    positive_class: str
+    positive_class: str | None
     rates: tuple[GroupRate, ...]
     columns: tuple[ColumnDependence, ...]
     binned: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
+    targets: int = 1
 
     def findings(self) -> tuple[ColumnDependence, ...]:
         """The comparisons found, largest difference first."""
         return tuple(sorted((c for c in self.columns if c.finding), key=lambda c: -c.difference))
 
     def found_columns(self) -> dict[str, tuple[ColumnDependence, ...]]:
-        """The columns the prediction depends on, each with its findings (one per true
-        class), the largest difference first."""
+        """The columns the prediction depends on, each with its findings (one per target
+        and true class), the largest difference first."""
         found: dict[str, tuple[ColumnDependence, ...]] = {}
         for c in self.findings():
             found[c.column] = (*found.get(c.column, ()), c)
@@ -154,9 +171,37 @@ class Dependence:
         """Comparisons made (columns at a true class with two values large enough)."""
         return sum(c.label is not None for c in self.columns)
 
+    @property
+    def multi_label(self) -> bool:
+        return self.positive_class is None
+
+    def images(self, label: str) -> str:
+        """The images of true class ``label`` in words: "benign images", "images with
+        effusion"."""
+        return f"images {label}" if self.multi_label else f"{label} images"
+
+    def has_target(self, c: ColumnDependence) -> bool:
+        """Whether ``c`` compares images that are of its target (a sensitivity), not
+        images that are not (a specificity)."""
+        return c.label == (having(c.target, True) if self.multi_label else c.target)
+
     def rate(self, column: str, label: str, value: str) -> GroupRate:
         """The group of ``value`` of ``column`` among images of true class ``label``."""
         return next(r for r in self.rates if (r.column, r.label, r.value) == (column, label, value))
+
+
+def having(label: str, has: bool) -> str:
+    """A multi-label model's true class at one of its labels: ``with <label>`` or
+    ``without <label>``."""
+    return f"{'with' if has else 'without'} {label}"
+
+
+def is_finding(row: ColumnDependence, settings: ClinicalSettings) -> bool:
+    """Whether a comparison's adjusted p-value and difference make it a finding."""
+    return bool(
+        row.p_adjusted <= settings.dependence_alpha
+        and row.difference >= settings.dependence_difference
+    )
 
 
 def _members(
@@ -167,8 +212,8 @@ def _members(
 
 
 def _rates(
-    column: str, values: pd.Series, labels: pd.Series, called: NDArray[np.bool_],
-    settings: ClinicalSettings, resampling: Resampling, resamples: int,
+    column: str, target: str, values: pd.Series, labels: pd.Series, called: NDArray[np.bool_],
+    settings: ClinicalSettings, resampling: tuple[Resampling, int], stream: list[int],
 ) -> list[GroupRate]:  # fmt: skip
     """Every (label, value) group's positive rate: Wilson intervals, or bootstrap ones
     over ``resampling``'s groups."""
@@ -177,13 +222,14 @@ def _rates(
     pairs = [(str(a), str(b)) for a, b in counts.index]
     of = _members(values, labels, pairs)
     hits = np.repeat(called[:, None], len(pairs), axis=1)
-    intervals = rates(hits, of, resampling, resamples, [settings.seed, 2])
+    intervals = rates(hits, of, *resampling, [*stream, 2])
     rows = []
     for (label, value), rate in zip(pairs, intervals, strict=True):
         n, positive = rate.n, rate.hits
         rows.append(
             GroupRate(
                 column,
+                target,
                 str(label),
                 str(value),
                 n,
@@ -209,8 +255,8 @@ def _compared(
     ci = _difference_interval(values, labels, called, high, low, resampling, rng)
     nan = float("nan")
     return ColumnDependence(
-        stratum.column, stratum.label, high.value, low.value, high.rate - low.rate,
-        float(ci[0]), float(ci[1]), nan, nan, False, "",
+        stratum.column, high.target, stratum.label, high.value, low.value,
+        high.rate - low.rate, float(ci[0]), float(ci[1]), nan, nan, False, "",
     )  # fmt: skip
 
 
@@ -232,13 +278,15 @@ def _difference_interval(
     return float(ci[0]), float(ci[1])
 
 
-def _too_few(column: str, settings: ClinicalSettings) -> ColumnDependence:
+def _too_few(column: str, target: str, settings: ClinicalSettings) -> ColumnDependence:
     reason = (
         f"no true class has two values with at least {settings.min_group_size} images "
         f"(min-group-size); too few to judge"
     )
     nan = float("nan")
-    return ColumnDependence(column, None, None, None, nan, nan, nan, nan, nan, False, reason)
+    return ColumnDependence(
+        column, target, None, None, None, nan, nan, nan, nan, nan, False, reason
+    )
 
 
 def _tested(
@@ -246,7 +294,7 @@ def _tested(
     settings: ClinicalSettings, rng: np.random.Generator,
 ) -> list[ColumnDependence]:  # fmt: skip
     """``rows`` with each comparison's permutation p-value, its step-down min-P adjusted
-    p-value across every comparison, and whether it is a finding."""
+    p-value across every comparison, and whether it is a finding (:func:`is_finding`)."""
     if not strata:
         return rows
     observed = np.array([s.statistic(called[s.inside][None, :])[0] for s in strata])
@@ -261,13 +309,45 @@ def _tested(
     for row in rows:
         if (row.column, row.label) in tested:
             p, p_adjusted = tested[(row.column, row.label)]
-            finding = (
-                p_adjusted <= settings.dependence_alpha
-                and row.difference >= settings.dependence_difference
-            )
-            row = replace(row, p_value=p, p_adjusted=p_adjusted, finding=bool(finding))
+            row = replace(row, p_value=p, p_adjusted=p_adjusted)
+            row = replace(row, finding=is_finding(row, settings))
         result.append(row)
     return result
+
+
+def target_dependence(
+    target: str, labels: pd.Series, called: NDArray[np.bool_], grouping: Grouping,
+    settings: ClinicalSettings, resampling: tuple[Resampling, int], stream: list[int],
+) -> tuple[list[GroupRate], list[ColumnDependence]]:  # fmt: skip
+    """Every group's rate of calls of ``target``, and every column's comparisons, their
+    p-values adjusted across the comparisons made here.
+
+    Args:
+        target: The class whose calls ``called`` are.
+        labels: Each image's true class, as the strata are named.
+        called: Whether each image was called ``target``.
+        resampling: What the intervals resample, and how many times.
+        stream: The first entropy words of every random stream drawn here (``[seed]``;
+            ``[seed, k]`` for a multi-label model's label ``k``).
+    """
+    rates: list[GroupRate] = []
+    rows: list[ColumnDependence] = []
+    strata: list[Stratum] = []
+    for index, (column, values) in enumerate(grouping.groups.items()):
+        column_rates = _rates(column, target, values, labels, called, settings, resampling, stream)
+        column_strata = strata_of(column, values, labels, settings.min_group_size)
+        rng = np.random.default_rng([*stream, index])
+        rows.extend(
+            _compared(s, column_rates, values, labels, called, resampling, rng)
+            for s in column_strata
+        )
+        if not column_strata:
+            rows.append(_too_few(column, target, settings))
+        rates.extend(column_rates)
+        strata.extend(column_strata)
+    # The permutations' stream follows the columns' interval streams ([*stream, index]).
+    rng = np.random.default_rng([*stream, len(grouping.groups)])
+    return rates, _tested(rows, strata, called, settings, rng)
 
 
 def metadata_dependence(
@@ -297,28 +377,14 @@ def metadata_dependence(
         return None
     labels = predictions["label"].astype(str).reset_index(drop=True)
     called = predictions[f"p_{positive}"].to_numpy(dtype=np.float64) >= threshold
-    rates: list[GroupRate] = []
-    rows: list[ColumnDependence] = []
-    strata: list[Stratum] = []
-    for index, (column, values) in enumerate(grouping.groups.items()):
-        column_rates = _rates(column, values, labels, called, settings, resampling, resamples)
-        column_strata = strata_of(column, values, labels, settings.min_group_size)
-        rng = np.random.default_rng([settings.seed, index])
-        rows.extend(
-            _compared(s, column_rates, values, labels, called, (resampling, resamples), rng)
-            for s in column_strata
-        )
-        if not column_strata:
-            rows.append(_too_few(column, settings))
-        rates.extend(column_rates)
-        strata.extend(column_strata)
-    # The permutations' stream follows the columns' interval streams ([seed, index]).
-    rng = np.random.default_rng([settings.seed, len(grouping.groups)])
+    rates, columns = target_dependence(
+        positive, labels, called, grouping, settings, (resampling, resamples), [settings.seed]
+    )
     return Dependence(
         settings=settings,
         positive_class=positive,
         rates=tuple(rates),
-        columns=tuple(_tested(rows, strata, called, settings, rng)),
+        columns=tuple(columns),
         binned=grouping.binned,
         skipped=grouping.skipped,
     )

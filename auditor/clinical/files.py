@@ -163,6 +163,7 @@ def dependence_document(
     settings = dependence.settings
     return {
         "positive_class": dependence.positive_class,
+        "targets": dependence.targets,
         "settings": {
             "min_group_size": settings.min_group_size,
             "max_groups": settings.max_groups,

@@ -4,8 +4,10 @@ per label.
 A multi-label manifest lists an image's labels separated by ``;`` (``-`` for none; see
 :mod:`auditor.manifest`). The model is evaluated label by label and on the whole set
 (:mod:`~auditor.multilabel.metrics`), its images are explained for every label called or
-missed (:mod:`~auditor.multilabel.cases`) and its explanations' trust is measured; the
-analyses that read one class per image (:data:`NOT_RUN`) do not run.
+missed (:mod:`~auditor.multilabel.cases`), its explanations' trust is measured and its
+calls are tested for metadata dependence label by label
+(:mod:`~auditor.multilabel.dependence`); the analyses that read one class per image
+(:data:`NOT_RUN`) do not run.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from __future__ import annotations
 __all__ = ["NOT_COMPARED", "NOT_RUN"]
 
 NOT_RUN = (
-    "the operating point, the metadata dependence, subgroup fairness (per-value subset "
-    "accuracy is shown) and the failure modes",
+    "the operating point, subgroup fairness (per-value subset accuracy is shown) and the "
+    "failure modes",
     "calibration",
     "robustness to perturbations",
     "network dissection, TCAV and activation maximisation",

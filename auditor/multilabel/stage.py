@@ -1,7 +1,8 @@
 """The stages of a multi-label audit after its evaluation.
 
 Its images are selected and explained for every label called or missed, and the
-explanations' trust is measured, as for a single-label model. The analyses that read
+explanations' trust is measured, as for a single-label model; the metadata dependence is
+tested label by label (:mod:`auditor.multilabel.dependence`). The analyses that read
 one class per image (:data:`auditor.multilabel.NOT_RUN`) do not run; the report says which, and why.
 """
 
@@ -16,7 +17,9 @@ from auditor.config import AuditConfig
 from auditor.distributed import take_over_threads
 from auditor.documents import label_metrics_document
 from auditor.evaluate import Evaluation
+from auditor.events import stage
 from auditor.multilabel import NOT_COMPARED
+from auditor.multilabel.dependence import label_dependence
 from auditor.outputs import Loaded, Results
 from auditor.policy import evaluate_policy
 from auditor.resample import Resampling
@@ -25,9 +28,10 @@ from auditor.stages import explained, selected
 __all__ = ["analyse_labels"]
 
 
-def _no_clinical(config: AuditConfig, loaded: Loaded, evaluation: Evaluation) -> Clinical:
-    """The clinical analyses, none of which ran: the images' metadata groups and the
-    resampling only, as a :class:`Clinical` that every view reads as "not run"."""
+def _label_clinical(config: AuditConfig, loaded: Loaded, evaluation: Evaluation) -> Clinical:
+    """The clinical analyses of a multi-label model: the images' metadata groups, the
+    resampling and the metadata dependence label by label; the others did not run, and
+    every view reads them as "not run"."""
     settings = config.clinical
     columns = tuple(c for c in loaded.dataset.metadata_columns if c != settings.patient_column)
     grouping = metadata_groups(
@@ -35,7 +39,15 @@ def _no_clinical(config: AuditConfig, loaded: Loaded, evaluation: Evaluation) ->
     )
     failures = Failures(settings.high_confidence, None, (), (), ())
     resampling = Resampling.of(evaluation.predictions, settings.patient_column)
-    return Clinical(settings, None, None, None, None, None, (), failures, grouping, resampling)
+    with stage("clinical") as counts:
+        dependence = label_dependence(
+            evaluation.predictions, grouping, loaded.dataset.classes, settings, resampling,
+            config.evaluation.bootstrap,
+        )  # fmt: skip
+        counts["metadata_columns"] = len(loaded.dataset.metadata_columns)
+    return Clinical(
+        settings, None, None, dependence, None, None, (), failures, grouping, resampling
+    )
 
 
 def analyse_labels(
@@ -46,9 +58,10 @@ def analyse_labels(
     selection = selected(config, loaded, evaluation)
     explanations, trust = explained(config, loaded, evaluation, selection, checkpoint)
     take_over_threads()  # a sharded run's other ranks have stopped
-    metrics = label_metrics_document(evaluation, loaded.dataset.classes, trust)
+    clinical = _label_clinical(config, loaded, evaluation)
+    metrics = label_metrics_document(evaluation, loaded.dataset.classes, trust, clinical)
     return Results(
-        evaluation, selection, explanations, trust, _no_clinical(config, loaded, evaluation),
+        evaluation, selection, explanations, trust, clinical,
         None, None, ConceptAnalysis(), None, None, metrics,
         evaluate_policy(config.policy, metrics, NOT_COMPARED),
     )  # fmt: skip

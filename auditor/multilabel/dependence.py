@@ -1,0 +1,107 @@
+"""Metadata dependence of a multi-label model: does the call of a label depend on a
+metadata column, among images alike in that label?
+
+Each label is a test of its own: its images are those with it and those without it
+(the true classes ``with <label>`` and ``without <label>``), and an image is called
+positive for it when it is in the image's called set (its probability reached the
+label's threshold). Per label, every metadata column is compared as a single-label
+model's positive class is at its true classes (:func:`auditor.clinical.dependence.
+target_dependence`): the label's calls are permuted within the images with it and
+within those without, and the p-values are step-down min-P adjusted across the label's
+comparisons. They are then multiplied by the number of labels compared (Bonferroni,
+capped at 1), so the chance of any false finding over every label stays at most
+``dependence-alpha`` whatever the labels' calls share. A joint permutation of every
+label's calls keeps that sharing only within images of the same whole set of labels:
+strata too small to permute once a data set has more than a few labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from auditor.clinical.dependence import (
+    ColumnDependence,
+    Dependence,
+    GroupRate,
+    having,
+    is_finding,
+    target_dependence,
+)
+from auditor.clinical.groups import Grouping
+from auditor.clinical.settings import ClinicalSettings
+from auditor.multilabel.cases import labels_of
+from auditor.resample import Resampling
+
+__all__ = ["label_dependence"]
+
+
+def _bonferroni(
+    rows: list[ColumnDependence], labels: int, settings: ClinicalSettings
+) -> list[ColumnDependence]:
+    """``rows`` with their adjusted p-values multiplied by ``labels`` (at most 1) and
+    their findings judged again on them, or said as a label's too few."""
+    adjusted = []
+    for row in rows:
+        if row.label is not None:
+            row = replace(row, p_adjusted=min(1.0, labels * row.p_adjusted))
+            row = replace(row, finding=is_finding(row, settings))
+        else:
+            reason = (
+                f"neither the images with {row.target} nor those without it have two values "
+                f"with at least {settings.min_group_size} images (min-group-size); too few "
+                "to judge"
+            )
+            row = replace(row, reason=reason)
+        adjusted.append(row)
+    return adjusted
+
+
+def label_dependence(
+    predictions: pd.DataFrame,
+    grouping: Grouping,
+    names: tuple[str, ...],
+    settings: ClinicalSettings,
+    resampling: Resampling | None = None,
+    resamples: int = 1000,
+) -> Dependence | None:
+    """Each metadata column's dependence at each label, or ``None`` without columns.
+
+    Args:
+        predictions: A multi-label ``predictions.csv``'s frame: its ``label`` and
+            ``prediction`` cells (``a;b``, ``-`` for none) and the metadata columns.
+        grouping: The images grouped by each metadata column.
+        names: The model's labels, in output order.
+        settings: Group sizes, thresholds, permutations and seed.
+        resampling: Images (default) or a patient column's groups, as for a single-label
+            model (:func:`auditor.clinical.dependence.metadata_dependence`).
+        resamples: Bootstrap resamples of the intervals over groups.
+    """
+    if grouping.empty:
+        return None
+    resampling = resampling or Resampling()
+    truth = [set(labels_of(str(cell))) for cell in predictions["label"]]
+    calls = [set(labels_of(str(cell))) for cell in predictions["prediction"]]
+    rates: list[GroupRate] = []
+    per_label: list[list[ColumnDependence]] = []
+    for k, name in enumerate(names):
+        labels = pd.Series([having(name, name in t) for t in truth])
+        called = np.array([name in c for c in calls])
+        label_rates, rows = target_dependence(
+            name, labels, called, grouping, settings, (resampling, resamples), [settings.seed, k]
+        )  # fmt: skip
+        rates.extend(label_rates)
+        per_label.append(rows)
+    compared = sum(any(c.label is not None for c in rows) for rows in per_label)
+    columns = [c for rows in per_label for c in _bonferroni(rows, compared, settings)]
+    return Dependence(
+        settings=settings,
+        positive_class=None,
+        rates=tuple(rates),
+        columns=tuple(columns),
+        binned=grouping.binned,
+        skipped=grouping.skipped,
+        targets=compared,
+    )
