@@ -231,7 +231,8 @@ def _lowest_of_labels(labels: dict[str, Any] | None) -> dict[str, float | None]:
 def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
     trust = metrics["trust"]
     methods = trust["methods"]
-    dependence = metrics.get("metadata_dependence")  # null without metadata columns
+    dependence = metrics.get("metadata_dependence")  # null without metadata columns; not
+    # judged (nothing compared, or too few permutations to reach the level): not measured
     shortcuts = trust["shortcuts"]
     robustness = metrics.get("robustness")
     found: dict[str, float | None] = {
@@ -240,7 +241,7 @@ def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
         "explanations.readable": sum(m["level"] == "good" for m in methods),
         "findings.metadata_dependence": (
             len({c["column"] for c in dependence["columns"] if c["finding"]})
-            if dependence
+            if dependence and dependence["judged"]
             else None
         ),
         "findings.shortcuts": sum(g["flagged"] for g in shortcuts["groups"]) if shortcuts else None,

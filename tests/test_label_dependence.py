@@ -4,8 +4,10 @@ against the single-label path on the same calls, and the chance of a false findi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -17,6 +19,7 @@ from auditor.aggregate.dependence import (
     subgroup_failures,
 )
 from auditor.clinical import ClinicalSettings, Dependence, GroupRate, metadata_dependence
+from auditor.clinical.files import dependence_document, dependence_frame
 from auditor.clinical.groups import metadata_groups
 from auditor.multilabel import NOT_COMPARED
 from auditor.multilabel.dependence import label_dependence
@@ -216,8 +219,87 @@ def test_a_scanner_mark_read_as_a_label_is_on_page_one_as_recomputed(scanner_aud
                 (f"{'with' if h else 'without'} {name}", v): (int(n), int(s))
                 for (h, v), (n, s) in recount.iterrows()
             }
-    policy = evaluate_policy(
-        parse_policy({"findings.metadata_dependence": "== 0"}, "test"), metrics, NOT_COMPARED
-    )
-    [failed] = policy.failed
+    criteria = parse_policy({"findings.metadata_dependence": "== 0"}, "test")
+    [failed] = evaluate_policy(criteria, metrics, NOT_COMPARED).failed
     assert failed.reason.startswith("1 is not == 0")
+    # Not judged (too few permutations to reach the level): not measured, never a pass.
+    found["judged"] = False
+    [failed] = evaluate_policy(criteria, metrics, NOT_COMPARED).failed
+    assert "not measured" in failed.reason
+
+
+def test_too_few_permutations_to_reach_the_level_is_said_and_not_counted() -> None:
+    # 3 labels x 1 / (100 + 1) = 0.0297 > 0.02: no adjusted p-value can reach the level,
+    # however large the dependence.
+    settings = ClinicalSettings(permutations=100, dependence_alpha=0.02)
+    dependence = _dependence(_predictions(0, site_effect=0.35), settings)
+
+    assert dependence is not None and dependence.n_compared == 12
+    assert dependence.p_floor == pytest.approx(3 / 101) and not dependence.judged
+    assert not dependence.findings()
+    assert dependence_unfound(dependence, True) == (
+        "Metadata dependence not judged: with 100 permutations times the 3 labels compared, "
+        "no adjusted p-value can be below 0.0297, above dependence-alpha (0.02); set "
+        "permutations to at least 150."
+    )
+    assert dependence_document(dependence)["judged"] is False  # type: ignore[index]
+
+
+def test_columns_not_broken_down_are_said_and_dependence_csv_keeps_its_header() -> None:
+    predictions = _predictions(3, site_effect=0.35, n=80)
+    predictions["site"] = np.resize(["A", "B", "C"], len(predictions))
+    settings = ClinicalSettings(max_groups=2)
+    grouping = metadata_groups(predictions, ("site",), settings.max_groups)
+    dependence = label_dependence(predictions, grouping, NAMES, settings)
+
+    assert dependence is not None and dependence.skipped and not dependence.columns
+    assert dependence_unfound(dependence, True) == (
+        "Metadata dependence not judged: 1 column not broken down (see the section)."
+    )
+    assert dependence_frame(dependence).columns.tolist() == [
+        f.name for f in dataclasses.fields(GroupRate)
+    ]
+
+
+def test_a_finding_names_another_label_whose_prevalence_differs_with_the_column() -> None:
+    # Site plays no part in the calls: nodule is also called on 40% of the images with
+    # effusion, and effusion is far more common at site A (70%) than at B (10%).
+    rng = np.random.default_rng(6)
+    n = 600
+    site = rng.choice(["A", "B"], n)
+    truth = np.stack(
+        [rng.random(n) < np.where(site == "A", 0.7, 0.1), rng.random(n) < 0.3, np.zeros(n, bool)],
+        axis=1,
+    )
+    calls = truth.copy()
+    calls[:, 1] |= truth[:, 0] & (rng.random(n) < 0.4)
+    predictions = pd.DataFrame(
+        {
+            "label": [_cell(r) for r in truth],
+            "prediction": [_cell(r) for r in calls],
+            "site": site,
+            "age": rng.integers(20, 86, n).astype(str),
+        }
+    )
+    settings = ClinicalSettings()
+    grouping = metadata_groups(predictions, COLUMNS, settings.max_groups)
+    dependence = label_dependence(predictions, grouping, NAMES, settings)
+    assert dependence is not None
+    [finding] = dependence.findings()
+    assert (finding.column, finding.target, finding.label) == ("site", "nodule", "without nodule")
+
+    inputs = SimpleNamespace(
+        clinical=SimpleNamespace(links=(), grouping=grouping),
+        evaluation=SimpleNamespace(predictions=predictions),
+        dataset=SimpleNamespace(classes=NAMES),
+    )
+    [sentence] = dependence_findings(dependence, inputs)  # type: ignore[arg-type]
+    without = ~truth[:, 1]
+    a, b = without & (site == "A"), without & (site == "B")
+    expected = (
+        f"Among the images without nodule, effusion is present in {truth[a, 0].mean():.1%} "
+        f"with site = A (n = {a.sum()}) against {truth[b, 0].mean():.1%} with site = B "
+        f"(n = {b.sum()}): the calls of nodule may follow effusion rather than site."
+    )
+    assert sentence.endswith(expected)
+    assert dependence_findings(dependence)[0] == sentence.removesuffix(" " + expected)

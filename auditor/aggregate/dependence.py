@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from auditor.aggregate.inputs import AuditInputs
 from auditor.clinical import ColumnDependence, Dependence, GroupRate
 from auditor.clinical.link import ShortcutLink
+from auditor.multilabel.dependence import co_label
 from auditor.report.format import p_value, percent
 
 __all__ = [
@@ -33,6 +35,7 @@ class DependenceView:
         n_compared: Comparisons made (a column at a true class with two groups large
             enough).
         targets: Labels compared (a multi-label model's Bonferroni factor).
+        unfound: Why no column is a finding ("" when one is).
         min_group_size, difference, alpha, permutations, seed: The settings that decide.
         binned: Columns of numbers binned into quartiles.
         skipped: ``(column, reason)`` for columns not broken down.
@@ -44,6 +47,7 @@ class DependenceView:
     rates: tuple[GroupRate, ...]
     n_compared: int
     targets: int
+    unfound: str
     min_group_size: int
     difference: float
     alpha: float
@@ -133,34 +137,75 @@ def linked(link: ShortcutLink | None) -> str:
     )
 
 
+def _co_labels(
+    dependence: Dependence, found: tuple[ColumnDependence, ...], inputs: AuditInputs
+) -> str:
+    """For a multi-label model, each finding's other label whose prevalence differs
+    between its two values, in words ("" when none does)."""
+    sentences = []
+    for c in found:
+        other = co_label(
+            c, inputs.evaluation.predictions, inputs.clinical.grouping, inputs.dataset.classes,
+            dependence.settings,
+        )  # fmt: skip
+        if other is not None:
+            sentences.append(
+                f"Among the {dependence.images(str(c.label))}, {other.label} is present in "
+                f"{other.high:.1%} with {c.column} = {c.high} (n = {other.n_high:,}) against "
+                f"{other.low:.1%} with {c.column} = {c.low} (n = {other.n_low:,}): the calls "
+                f"of {c.target} may follow {other.label} rather than {c.column}."
+            )
+    return " ".join(sentences)
+
+
 def dependence_findings(
     dependence: Dependence | None, inputs: AuditInputs | None = None
 ) -> tuple[str, ...]:
     """Each metadata column the prediction depends on, in words with its figures, and
-    whether a shortcut finding follows the same column (with ``inputs``)."""
+    (with ``inputs``) whether a shortcut finding follows the same column, or for a
+    multi-label model another label whose prevalence differs with it."""
     if dependence is None:
         return ()
     sentences = []
     links = {link.column: link for link in inputs.clinical.links} if inputs is not None else {}
     for column, found in dependence.found_columns().items():
         link = linked(links.get(column))
+        if inputs is not None and dependence.multi_label:
+            link = _co_labels(dependence, found, inputs)
         sentences.append(_sentence(dependence, found) + (f" {link}" if link else ""))
     return tuple(sentences)
 
 
 def dependence_unfound(dependence: Dependence | None, multi_label: bool) -> str:
-    """Why no column is a finding, in words ("" when one is): not assessed, nothing
-    large enough to compare, or no dependence found."""
+    """Why no column is a finding, in words ("" when one is): not assessed, not judged
+    (nothing large enough to compare, or too few permutations to reach the level), or
+    no dependence found."""
     if dependence is None:
         needs = "metadata columns" if multi_label else "metadata columns and a positive class"
         return f"Metadata dependence not assessed: it needs {needs}."
     if dependence.findings():
         return ""
-    alike = "among images alike in a label" if multi_label else "at one true class"
+    settings = dependence.settings
     if not dependence.n_compared:
+        alike = "among images alike in a label" if multi_label else "at one true class"
+        why = []
+        if any(c.label is None for c in dependence.columns):
+            why.append(
+                f"no metadata column has two values of at least "
+                f"{settings.min_group_size} images {alike} (min-group-size)"
+            )
+        if dependence.skipped:
+            n = len(dependence.skipped)
+            why.append(f"{n} column{'s' if n != 1 else ''} not broken down (see the section)")
+        return f"Metadata dependence not judged: {'; '.join(why)}."
+    if not dependence.judged:
+        labels = f" times the {dependence.targets} labels compared" if multi_label else ""
+        least = math.ceil(dependence.targets / settings.dependence_alpha)
         return (
-            f"Metadata dependence not judged: no metadata column has two values of at least "
-            f"{dependence.settings.min_group_size} images {alike} (min-group-size)."
+            f"Metadata dependence not judged: with {settings.permutations:,} permutations"
+            f"{labels}, no adjusted p-value can be below {dependence.p_floor:.3g}, above "
+            f"dependence-alpha ({settings.dependence_alpha:g}); set permutations to at least "
+            f"{least:,}."
         )
     changed = (
         "the calls of a label among images alike in that label"
@@ -213,6 +258,7 @@ def dependence_view(inputs: AuditInputs) -> DependenceView | None:
         rates=dependence.rates,
         n_compared=dependence.n_compared,
         targets=dependence.targets,
+        unfound=dependence_unfound(dependence, dependence.multi_label),
         min_group_size=settings.min_group_size,
         difference=settings.dependence_difference,
         alpha=settings.dependence_alpha,

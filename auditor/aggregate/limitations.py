@@ -78,12 +78,15 @@ def _clinical_caveats(inputs: AuditInputs) -> list[Limitation]:
 
 def _false_findings(inputs: AuditInputs) -> str:
     clinical, trust = inputs.clinical.settings, inputs.trust.settings
+    adjusted = "step-down min-P" + (
+        ", Bonferroni across labels" if inputs.dataset.multi_label else ""
+    )
     return (
         f"Findings can be false alarms. Each needs {clinical.min_group_size} images per group "
         f"(min-group-size) or {trust.shortcut_min_images} explained images for a shortcut "
         "(shortcut-min-images), its interval resamples images (or patients), and metadata "
         f"dependence bounds its chance of any false finding at {clinical.dependence_alpha:g} "
-        "(step-down min-P). In Auditor's test suite a clean model on unflawed data gave no finding "
+        f"({adjusted}). In Auditor's test suite a clean model on unflawed data gave no finding "
         "(dependence, shortcut, fragility, embedding) in at least 19 of 20 seeded audits."
     )
 

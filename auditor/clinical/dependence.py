@@ -175,6 +175,18 @@ class Dependence:
     def multi_label(self) -> bool:
         return self.positive_class is None
 
+    @property
+    def p_floor(self) -> float:
+        """The smallest adjusted p-value the permutations can give: one in
+        ``permutations + 1`` (the data counted as one), times the targets compared."""
+        return self.targets / (self.settings.permutations + 1)
+
+    @property
+    def judged(self) -> bool:
+        """Whether a finding was possible: a comparison was made, and the permutations
+        can reach ``dependence-alpha``."""
+        return self.n_compared > 0 and self.p_floor <= self.settings.dependence_alpha
+
     def images(self, label: str) -> str:
         """The images of true class ``label`` in words: "benign images", "images with
         effusion"."""

@@ -4,13 +4,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from auditor.clinical.dependence import Dependence
+from auditor.clinical.dependence import Dependence, GroupRate
 from auditor.clinical.fairness import Fairness
 from auditor.clinical.link import ShortcutLink
 from auditor.clinical.operating import FPR_GRID, RECALL_GRID, Operating
@@ -29,8 +29,10 @@ __all__ = [
 
 
 def dependence_frame(dependence: Dependence) -> pd.DataFrame:
-    """``dependence.csv``: one row per (column, true class, value) group."""
-    return pd.DataFrame([asdict(rate) for rate in dependence.rates])
+    """``dependence.csv``: one row per (column, target, true class, value) group (its
+    header alone when every column was skipped)."""
+    names = [f.name for f in fields(GroupRate)]
+    return pd.DataFrame([asdict(rate) for rate in dependence.rates], columns=names)
 
 
 def curves_frame(operating: Operating) -> pd.DataFrame:
@@ -164,6 +166,7 @@ def dependence_document(
     return {
         "positive_class": dependence.positive_class,
         "targets": dependence.targets,
+        "judged": dependence.judged,
         "settings": {
             "min_group_size": settings.min_group_size,
             "max_groups": settings.max_groups,

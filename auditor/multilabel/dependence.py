@@ -12,12 +12,15 @@ comparisons. They are then multiplied by the number of labels compared (Bonferro
 capped at 1), so the chance of any false finding over every label stays at most
 ``dependence-alpha`` whatever the labels' calls share. A joint permutation of every
 label's calls keeps that sharing only within images of the same whole set of labels:
-strata too small to permute once a data set has more than a few labels.
+strata too small to permute once a data set has more than a few labels. So a label's
+calls can follow a column through another label the model confuses it with, whose
+prevalence differs with the column: each finding names such a label
+(:func:`co_label`).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -35,7 +38,7 @@ from auditor.clinical.settings import ClinicalSettings
 from auditor.multilabel.cases import labels_of
 from auditor.resample import Resampling
 
-__all__ = ["label_dependence"]
+__all__ = ["CoLabel", "co_label", "label_dependence"]
 
 
 def _bonferroni(
@@ -105,3 +108,47 @@ def label_dependence(
         skipped=grouping.skipped,
         targets=compared,
     )
+
+
+@dataclass(frozen=True)
+class CoLabel:
+    """Another label whose prevalence differs between a finding's two values, among the
+    images it compares: the model's calls of the finding's label may follow it (a model
+    that confuses the two labels shows the same difference without reading the column).
+
+    Attributes:
+        label: The other label.
+        high, low: Its prevalence among the compared images with the finding's high and
+            low value.
+        n_high, n_low: Those images.
+    """
+
+    label: str
+    high: float
+    low: float
+    n_high: int
+    n_low: int
+
+
+def co_label(
+    finding: ColumnDependence, predictions: pd.DataFrame, grouping: Grouping,
+    names: tuple[str, ...], settings: ClinicalSettings,
+) -> CoLabel | None:  # fmt: skip
+    """The other label whose prevalence differs most between ``finding``'s two values
+    among the images it compares, when that difference is at least
+    ``dependence-difference`` (else ``None``)."""
+    truth = [set(labels_of(str(cell))) for cell in predictions["label"]]
+    inside = np.array([having(finding.target, finding.target in t) == finding.label for t in truth])
+    values = grouping.groups[finding.column].to_numpy()
+    high, low = inside & (values == finding.high), inside & (values == finding.low)
+    best: CoLabel | None = None
+    for name in names:
+        if name == finding.target:
+            continue
+        has = np.array([name in t for t in truth])
+        shares = float(has[high].mean()), float(has[low].mean())
+        if abs(shares[0] - shares[1]) >= settings.dependence_difference and (
+            best is None or abs(shares[0] - shares[1]) > abs(best.high - best.low)
+        ):
+            best = CoLabel(name, *shares, int(high.sum()), int(low.sum()))
+    return best
