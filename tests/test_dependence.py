@@ -11,6 +11,7 @@ import pytest
 from scipy.stats import permutation_test
 from statsmodels.stats.proportion import proportion_confint
 
+from auditor.aggregate.dependence import dependence_unfound
 from auditor.clinical import ClinicalSettings, Dependence, positive_class
 from auditor.clinical import metadata_dependence as dependence_of_groups
 from auditor.clinical.groups import EMPTY, metadata_groups
@@ -270,3 +271,20 @@ def test_the_positive_class_is_the_second_of_two_or_a_declared_one() -> None:
     assert positive_class(("a", "b", "c"), ClinicalSettings(positive_class="c")) == "c"
     with pytest.raises(ConfigError, match="positive-class 'd' is not one of the model's classes"):
         positive_class(("a", "b", "c"), ClinicalSettings(positive_class="d"))
+
+
+def test_too_few_permutations_to_reach_the_level_is_said_as_not_judged() -> None:
+    settings = ClinicalSettings(permutations=100, dependence_alpha=0.005)
+    dependence = metadata_dependence(_predictions(0, marker_effect=0.4), COLUMNS, CLASSES, settings)
+
+    assert dependence is not None and dependence.targets == 1 and not dependence.judged
+    assert not dependence.findings(), "1 / 101 > 0.005: no p-value can reach the level"
+    assert dependence_unfound(dependence, False) == (
+        "Metadata dependence not judged: with 100 permutations, no adjusted p-value can be "
+        "below 0.0099, above dependence-alpha (0.005); set permutations to at least 200."
+    )
+    judged = metadata_dependence(
+        _predictions(0, marker_effect=0.4), COLUMNS, CLASSES,
+        ClinicalSettings(permutations=2000, dependence_alpha=0.005),
+    )  # fmt: skip
+    assert judged is not None and judged.judged and judged.findings()

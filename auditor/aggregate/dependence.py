@@ -199,7 +199,8 @@ def dependence_unfound(dependence: Dependence | None, multi_label: bool) -> str:
             why.append(f"{n} column{'s' if n != 1 else ''} not broken down (see the section)")
         return f"Metadata dependence not judged: {'; '.join(why)}."
     if not dependence.judged:
-        labels = f" times the {dependence.targets} labels compared" if multi_label else ""
+        t = dependence.targets
+        labels = f" times the {t} label{'s' if t != 1 else ''} compared" if multi_label else ""
         least = math.ceil(dependence.targets / settings.dependence_alpha)
         return (
             f"Metadata dependence not judged: with {settings.permutations:,} permutations"

@@ -142,8 +142,8 @@ class Dependence:
             multi-label model's: per label, in label order, then per column).
         binned: Columns of numbers binned into quartiles.
         skipped: ``(column, reason)`` for columns not broken down.
-        targets: Targets with a comparison: the Bonferroni factor across them (1 for a
-            single-label model).
+        targets: Targets with a comparison: the Bonferroni factor across them (for a
+            single-label model, 1, or 0 when nothing was compared).
     """
 
     settings: ClinicalSettings
@@ -152,7 +152,7 @@ class Dependence:
     columns: tuple[ColumnDependence, ...]
     binned: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
-    targets: int = 1
+    targets: int
 
     def findings(self) -> tuple[ColumnDependence, ...]:
         """The comparisons found, largest difference first."""
@@ -399,4 +399,5 @@ def metadata_dependence(
         columns=tuple(columns),
         binned=grouping.binned,
         skipped=grouping.skipped,
+        targets=int(any(c.label is not None for c in columns)),
     )
