@@ -107,14 +107,18 @@ class ClinicalSettings:
     dependence_alpha: float = setting(
         0.05,
         help="Largest permutation p-value, step-down min-P adjusted across the metadata "
-        "columns and true labels, that is a finding",
+        "columns and true labels (and times the labels compared, for a multi-label model), "
+        "that is a finding",
         minimum=0.0,
         maximum=1.0,
         open_minimum=True,
     )
     permutations: int = setting(
         2000,
-        help="Permutations of the calls within each true label for the metadata columns' p-values",
+        help="Permutations of the calls within each true label for the metadata columns' "
+        "p-values; the smallest adjusted p-value is one in permutations + 1 (times the labels "
+        "compared, for a multi-label model), and the report says when it is above "
+        "dependence-alpha",
         minimum=100,
         maximum=100_000,
     )
