@@ -80,13 +80,14 @@ def test_a_column_found_at_two_true_classes_counts_once() -> None:
         return {"column": column, "label": label, "finding": finding}
 
     dependence = {
+        "judged": True,
         "columns": [
             comparison("marker", "benign", True),
             comparison("marker", "malignant", True),
             comparison("site", "benign", True),
             comparison("site", "malignant", False),
             comparison("sex", "benign", False),
-        ]
+        ],
     }
     metrics = {"metadata_dependence": dependence, "robustness": None, "fairness": None}
     trust = {"trust": {"methods": [], "shortcuts": None}, "positive_calibration": None}

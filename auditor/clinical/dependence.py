@@ -235,24 +235,12 @@ def _rates(
     of = _members(values, labels, pairs)
     hits = np.repeat(called[:, None], len(pairs), axis=1)
     intervals = rates(hits, of, *resampling, [*stream, 2])
-    rows = []
-    for (label, value), rate in zip(pairs, intervals, strict=True):
-        n, positive = rate.n, rate.hits
-        rows.append(
-            GroupRate(
-                column,
-                target,
-                str(label),
-                str(value),
-                n,
-                positive,
-                rate.value,
-                rate.ci_low,
-                rate.ci_high,
-                n >= settings.min_group_size,
-            )
-        )
-    return rows
+    least = settings.min_group_size
+    groups = zip(pairs, intervals, strict=True)
+    return [
+        GroupRate(column, target, a, b, r.n, r.hits, r.value, r.ci_low, r.ci_high, r.n >= least)
+        for (a, b), r in groups
+    ]
 
 
 def _compared(
