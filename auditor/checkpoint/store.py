@@ -115,14 +115,18 @@ class Checkpoint:
         A stage read back sends a ``stage_resumed`` event; a stage computed with parts
         read back (:meth:`part`) sends one ``parts_resumed`` event when it ends, with
         their number and a count of each kind (``trust-maps``, ``explain``, …), not an
-        event per part: an audit can have thousands."""
+        event per part: an audit can have thousands. It is sent before the stage is saved,
+        so a run killed as its stage's checkpoint appears has told it."""
         before = len(self.resumed or ())
-        value = self._kept(name, compute, self.saves_stages, part=False)
-        parts = [p for p in (self.resumed or ())[before:] if p != name]
-        if parts:
-            kinds = Counter(_kind(p) for p in parts)
-            emit("parts_resumed", stage=name, parts=len(parts), kinds=dict(kinds))
-        return value
+
+        def computed() -> T:
+            value = compute()
+            if parts := (self.resumed or [])[before:]:
+                kinds = Counter(_kind(p) for p in parts)
+                emit("parts_resumed", stage=name, parts=len(parts), kinds=dict(kinds))
+            return value
+
+        return self._kept(name, computed, self.saves_stages, part=False)
 
     def _kept(self, name: str, compute: Callable[[], T], save: bool, part: bool) -> T:
         if self.folder is None:
