@@ -44,6 +44,7 @@ from auditor.evaluate import Evaluation
 from auditor.load import file_sha256
 from auditor.measure import Trust
 from auditor.metrics import Metrics
+from auditor.multilabel.calibration import LabelCalibration
 from auditor.resample import Resampling
 from auditor.resources import resource_path
 from auditor.robustness import Robustness
@@ -58,6 +59,7 @@ __all__ = [
     "dependence_document",
     "dependence_frame",
     "fairness_document",
+    "label_calibration_document",
     "manifest_document",
     "metrics_document",
     "operating_document",
@@ -73,13 +75,14 @@ __all__ = [
 CHECKSUMS = "SHA256SUMS"
 """The run folder's last file: the SHA-256 of every other one."""
 
-METRICS_SCHEMA_VERSION = 11
+METRICS_SCHEMA_VERSION = 12
 # 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence", "operating_point";
 # 4: "resampling" (a declared patient column), "robustness"
 # 5: "dissection"; 6: "tcav"; 7: "similarity", "counterfactuals"; 8: "trust.plan", "precision"
 # 9: multi-label models ("multi_label", the single-label keys then absent)
 # 10: "metadata_dependence.columns" one per column and true class compared (step-down min-P)
 # 11: "metadata_dependence" in a multi-label audit too: each column's "target", "targets"
+# 12: "label_calibration" (a multi-label model's calibration, label by label)
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
@@ -241,9 +244,9 @@ def label_metrics_document(
     evaluation: Evaluation, classes: tuple[str, ...], trust: Trust, clinical: Clinical
 ) -> dict[str, Any]:
     """A multi-label model's ``metrics.json``: the metrics of every label and of the
-    whole set of labels under ``multi_label``, and the metadata dependence label by
-    label; the analyses that read one class per image did not run, and their keys are
-    absent."""
+    whole set of labels under ``multi_label``, and the metadata dependence and the
+    calibration label by label; the analyses that read one class per image did not run,
+    and their keys are absent."""
     m = evaluation.label_metrics
     if m is None:
         raise ValueError("a multi-label evaluation without its metrics")
@@ -261,9 +264,26 @@ def label_metrics_document(
             "precision": asdict(p) if (p := evaluation.precision_check) else None,
             "trust": trust_document(trust),
             "metadata_dependence": dependence_document(clinical.dependence),
+            "label_calibration": label_calibration_document(clinical.label_calibration),
             "resampling": resampling_document(resampling),
         }
     )
+
+
+def label_calibration_document(
+    calibrations: tuple[LabelCalibration, ...],
+) -> list[dict[str, Any]]:
+    """Each label's calibration (``metrics.json`` ``label_calibration``): its fit's
+    figures at the top level, null where it has no fit."""
+    rows = []
+    for c in calibrations:
+        fit = asdict(c.fit) if c.fit else dict.fromkeys(("slope", "intercept", "brier", "curve"))
+        fit.pop("positive_class", None)
+        rows.append(
+            {"label": c.label, "positives": c.positives, "ece": asdict(c.ece),
+             "verdict": c.verdict, **fit}
+        )  # fmt: skip
+    return rows
 
 
 def write_checksums(folder: Path) -> None:

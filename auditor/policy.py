@@ -75,6 +75,8 @@ DERIVED: dict[str, str] = {
     "findings.leakage": "training images that nearly duplicate validation images",
     "findings.counterfactual_artifacts": "misclassified images whose call changes when an "
     "artefact concept is removed (segment counterfactuals)",
+    "findings.miscalibrated_labels": "labels of a multi-label model whose calibration slope's "
+    "95% CI excludes 1",
     **{
         f"fairness.{name}.{part}": f"the worst column's {name.replace('_', ' ')} ({part})"
         for name in _DISPARITIES
@@ -93,6 +95,11 @@ DERIVED: dict[str, str] = {
         f"multi_label.lowest_{name}.{part}": f"a multi-label model's lowest {name} of a label "
         f"({part}; the label of the lowest value)"
         for name in _LABEL_MEASURES
+        for part in ("value", "ci_low", "ci_high")
+    },
+    **{
+        f"multi_label.highest_ece.{part}": f"a multi-label model's highest ECE of a label ({part}; "
+        "the label of the highest value)"
         for part in ("value", "ci_low", "ci_high")
     },
 }
@@ -228,6 +235,20 @@ def _lowest_of_labels(labels: dict[str, Any] | None) -> dict[str, float | None]:
     return found
 
 
+def _label_calibration(rows: list[dict[str, Any]] | None) -> dict[str, float | None]:
+    """The miscalibrated labels and the highest label ECE, with its interval (``None``:
+    not a multi-label model, or no label's ECE is defined)."""
+    judged = [r for r in rows or [] if r["ece"]["value"] is not None]
+    highest = max(judged, key=lambda r: r["ece"]["value"], default=None)
+    found: dict[str, float | None] = {
+        f"multi_label.highest_ece.{part}": highest["ece"][part] if highest else None
+        for part in ("value", "ci_low", "ci_high")
+    }
+    miscalibrated = sum(r["verdict"] in ("over-confident", "under-confident") for r in rows or [])
+    found["findings.miscalibrated_labels"] = miscalibrated if rows is not None else None
+    return found
+
+
 def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
     trust = metrics["trust"]
     methods = trust["methods"]
@@ -262,6 +283,7 @@ def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
         for part, value in zip(("value", "ci_low", "ci_high"), triple, strict=True):
             found[f"positive_calibration.{name}.{part}"] = value
     found |= _lowest_of_labels(metrics.get("multi_label"))
+    found |= _label_calibration(metrics.get("label_calibration"))
     rows = robustness["rows"] if robustness else []
     fall = min(rows, key=lambda r: r["accuracy_change"], default=None)
     for part, key in (("value", ""), ("ci_low", "_ci_low"), ("ci_high", "_ci_high")):

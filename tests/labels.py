@@ -96,3 +96,38 @@ def make_label_dataset(folder: Path, n: int = 24, scanner: bool = False) -> Path
         label = (None if scanner else WRONG_ROWS.get(i)) or ";".join(shown(i)) or "-"
         rows.append({"path": f"images/{path.name}", "label": label, **row})
     return write_manifest(folder, rows)
+
+
+CALIBRATION_SCALES = (1.0, 3.0, 1 / 3)
+"""How much :func:`scaled_labels` stretches each label's logit from the truth's of
+:func:`make_calibration_dataset`: 1 calibrated, 3 over-confident (a recalibration finds
+slope 1/3), 1/3 under-confident (slope 3)."""
+
+
+def scaled_labels(scales: tuple[float, ...] = CALIBRATION_SCALES) -> ChannelLabels:
+    """:class:`ChannelLabels` with label ``k``'s logit multiplied by ``scales[k]``."""
+    model = ChannelLabels()
+    with torch.no_grad():
+        stretch = torch.tensor(scales, dtype=torch.float32)
+        model.classifier.weight.mul_(stretch[:, None])
+        model.classifier.bias.mul_(stretch)
+    return model
+
+
+def make_calibration_dataset(folder: Path, n: int = 240, seed: int = 0) -> Path:
+    """``n`` flat 16 x 16 images, channel ``k`` at a level ``m`` drawn uniformly in
+    [0.2, 0.8] (as the PNG stores it), and label ``k`` drawn with probability
+    ``sigmoid(12 m - 6)``: :class:`ChannelLabels`' probability, so that model is
+    calibrated on them. A ``site`` column alternates A and B."""
+    rng = np.random.default_rng([seed, 5])
+    rows = []
+    for i in range(n):
+        levels = np.round(rng.uniform(0.2, 0.8, 3) * 255) / 255
+        has = rng.random(3) < 1 / (1 + np.exp(-(12 * levels - 6)))
+        path = folder / "images" / f"c{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.broadcast_to(np.round(levels * 255).astype(np.uint8), (16, 16, 3))
+        Image.fromarray(np.ascontiguousarray(pixels)).save(path)
+        label = ";".join(name for name, on in zip(LABELS, has, strict=True) if on) or "-"
+        rows.append({"path": f"images/{path.name}", "label": label, "site": "AB"[i % 2]})
+    return write_manifest(folder, rows)

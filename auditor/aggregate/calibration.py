@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from auditor.aggregate.figures import calibration_figure, figure_uri, interval_errors, styled_figure
 from auditor.aggregate.inputs import AuditInputs
-from auditor.clinical.calibration import PositiveCalibration
+from auditor.clinical.calibration import PositiveCalibration, calibration_verdict
 from auditor.metrics import ECE_BINS, CalibrationBin, Estimate
 
-__all__ = ["CalibrationView", "calibration_sentence", "calibration_view"]
+__all__ = ["VERDICTS", "CalibrationView", "calibration_sentence", "calibration_view"]
 
 
 @dataclass(frozen=True)
@@ -61,20 +61,23 @@ def _positive_figure(calibration: PositiveCalibration) -> str:
         return figure_uri(figure)
 
 
+VERDICTS = {
+    "over-confident": "over-confident (too close to 0 and 1)",
+    "under-confident": "under-confident (too close to the middle)",
+    "consistent": "consistent with calibrated",
+}
+"""Each fitted verdict (:func:`~auditor.clinical.calibration.calibration_verdict`) in words."""
+
+
 def calibration_sentence(calibration: PositiveCalibration | None) -> str:
     """The positive class's calibration in one sentence ("" without one or a fit)."""
-    if calibration is None or math.isnan(calibration.slope[0]):
+    verdict = calibration_verdict(calibration)
+    if calibration is None or verdict not in VERDICTS:
         return ""
     slope, low, high = calibration.slope
-    if high < 1:
-        verdict = "over-confident (too close to 0 and 1)"
-    elif low > 1:
-        verdict = "under-confident (too close to the middle)"
-    else:
-        verdict = "consistent with calibrated"
     return (
-        f"The probability of {calibration.positive_class} is {verdict}: calibration slope "
-        f"{slope:.2f} (95% CI {low:.2f}–{high:.2f}; 1 is calibrated), Brier score "
+        f"The probability of {calibration.positive_class} is {VERDICTS[verdict]}: calibration "
+        f"slope {slope:.2f} (95% CI {low:.2f}–{high:.2f}; 1 is calibrated), Brier score "
         f"{calibration.brier:.3f}."
     )
 

@@ -84,7 +84,7 @@ CHECKLIST: tuple[ChecklistItem, ...] = (
     ),
     ChecklistItem(_TRIPOD, "Sample size and missing data", ("data", "excluded")),
     ChecklistItem(_TRIPOD, "Discrimination with uncertainty", ("operating", "performance")),
-    ChecklistItem(_TRIPOD, "Calibration", ("calibration",)),
+    ChecklistItem(_TRIPOD, "Calibration", ("calibration", "label-calibration")),
     ChecklistItem(_TRIPOD, "Clinical utility (decision curve)", ("operating",)),
     ChecklistItem(_TRIPOD, "Performance in subgroups (fairness)", ("subgroups", "dependence")),
     ChecklistItem(

@@ -18,6 +18,10 @@ from auditor.aggregate.dependence import (
     subgroup_failures,
 )
 from auditor.aggregate.inputs import AuditInputs
+from auditor.aggregate.label_calibration import (
+    label_calibration_findings,
+    label_calibration_unfound,
+)
 from auditor.aggregate.summary import Headline
 from auditor.aggregate.trust import TrustSummary, trust_summary
 from auditor.multilabel import NOT_RUN
@@ -51,6 +55,8 @@ class LabelSummaryView:
         subgroups: The subgroups those dependences fail, in words.
         dependence_tested: Whether metadata dependence was computed.
         dependence_unfound: Why no column is a dependence finding ("" when one is).
+        calibration: The labels whose calibration slope's interval excludes 1, in words.
+        calibration_unfound: Why no label is miscalibrated, in words ("" when one is).
         not_run: The analyses a multi-label audit does not run, in words.
         policy_declared: Acceptance criteria declared.
         policy_failed: Each criterion not met, with why.
@@ -70,6 +76,8 @@ class LabelSummaryView:
     subgroups: tuple[str, ...]
     dependence_tested: bool
     dependence_unfound: str
+    calibration: tuple[str, ...]
+    calibration_unfound: str
     not_run: str
     trust: TrustSummary
     precision: str
@@ -183,6 +191,8 @@ def label_summary_view(inputs: AuditInputs) -> LabelSummaryView | None:
         subgroups=subgroup_failures(inputs.clinical.dependence),
         dependence_tested=inputs.clinical.dependence is not None,
         dependence_unfound=dependence_unfound(inputs.clinical.dependence, True),
+        calibration=label_calibration_findings(inputs.clinical.label_calibration),
+        calibration_unfound=label_calibration_unfound(inputs.clinical.label_calibration),
         not_run="; ".join(NOT_RUN),
         trust=trust_summary(inputs.trust),
         precision=precision_sentence(check) if check and check.agree < check.images else "",

@@ -11,6 +11,7 @@ from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.similarity import similarity_limitation
 from auditor.aggregate.trust import trust_summary
 from auditor.multilabel import NOT_RUN
+from auditor.multilabel.calibration import miscalibrated
 
 __all__ = ["FEW_IMAGES", "Limitation", "LimitationsView", "limitations_view"]
 
@@ -159,6 +160,36 @@ def _model_findings(inputs: AuditInputs) -> list[Limitation]:
     return found  # fmt: skip
 
 
+def _calibration_findings(inputs: AuditInputs) -> list[Limitation]:
+    """The over-confident probabilities: the positive class's, or a multi-label model's
+    labels'."""
+    found = []
+    calibration = inputs.clinical.calibration
+    if calibration is not None and calibration.slope[2] < 1:
+        found.append(
+            _found(
+                f"The probability of {calibration.positive_class} is over-confident (calibration "
+                f"slope {calibration.slope[0]:.2f}).",
+                "Do not show the probabilities to users as risks; recalibrate them (logistic or "
+                "temperature scaling) on held-out data first.",
+            )
+        )
+    over = [
+        c for c in miscalibrated(inputs.clinical.label_calibration) if c.verdict == "over-confident"
+    ]
+    if over:
+        slopes = ", ".join(f"{c.label} {c.fit.slope[0]:.2f}" for c in over if c.fit)
+        found.append(
+            _found(
+                f"The probabilities of {len(over)} label(s) are over-confident (calibration "
+                f"slopes: {slopes}; see Calibration per label).",
+                "Do not show these labels' probabilities to users as risks; recalibrate each "
+                "(logistic or temperature scaling per label) on held-out data first.",
+            )
+        )
+    return found
+
+
 def _use_findings(inputs: AuditInputs) -> list[Limitation]:
     """What limits the use of its outputs: unreadable maps, calibration, the policy."""
     found = []
@@ -171,16 +202,7 @@ def _use_findings(inputs: AuditInputs) -> list[Limitation]:
                 "that can be read.",
             )
         )
-    calibration = inputs.clinical.calibration
-    if calibration is not None and calibration.slope[2] < 1:
-        found.append(
-            _found(
-                f"The probability of {calibration.positive_class} is over-confident (calibration "
-                f"slope {calibration.slope[0]:.2f}).",
-                "Do not show the probabilities to users as risks; recalibrate them (logistic or "
-                "temperature scaling) on held-out data first.",
-            )
-        )
+    found.extend(_calibration_findings(inputs))
     if copies := duplicates_sentence(inputs.evaluation.predictions):
         found.append(
             _found(

@@ -27,6 +27,7 @@ from auditor.aggregate.features import features_view
 from auditor.aggregate.gallery import gallery_view
 from auditor.aggregate.glossary import glossary_view
 from auditor.aggregate.inputs import AuditInputs
+from auditor.aggregate.label_calibration import label_calibration_view
 from auditor.aggregate.labels import label_summary_view, labels_view
 from auditor.aggregate.limitations import limitations_view
 from auditor.aggregate.model import model_view
@@ -155,6 +156,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("dependence", "Metadata dependence", dependence_view, SUBGROUPS),
     Section("failures", "Failure modes", failures_view, SUBGROUPS),
     Section("calibration", "Calibration", calibration_view, CALIBRATION),
+    Section("label-calibration", "Calibration per label", label_calibration_view, CALIBRATION),
     Section("robustness", "Robustness", robustness_view, ROBUSTNESS),
     Section("trust", "Explanation trust", trust_view, EXPLANATIONS),
     Section("gallery", "Maps of the methods that can be read", gallery_view, EXPLANATIONS),

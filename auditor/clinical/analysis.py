@@ -14,6 +14,7 @@ from auditor.clinical.groups import Grouping, metadata_groups
 from auditor.clinical.link import ShortcutLink
 from auditor.clinical.operating import Operating, class_aucs, operating_point
 from auditor.clinical.settings import ClinicalSettings
+from auditor.multilabel.calibration import LabelCalibration
 from auditor.resample import Resampling
 
 __all__ = ["Clinical", "analyse_predictions"]
@@ -40,6 +41,8 @@ class Clinical:
             class's one-vs-rest ROC AUC with its bootstrap interval.
         links: Each dependence finding against a flagged shortcut (set by the pipeline
             once the trust stage has run: :func:`~auditor.clinical.link.shortcut_links`).
+        label_calibration: A multi-label model's calibration, label by label (empty for
+            a single-label model).
     """
 
     settings: ClinicalSettings
@@ -54,6 +57,7 @@ class Clinical:
     resampling: Resampling
     links: tuple[ShortcutLink, ...] = ()
     class_auc: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    label_calibration: tuple[LabelCalibration, ...] = ()
 
 
 def analyse_predictions(

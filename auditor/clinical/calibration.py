@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -25,7 +26,15 @@ from auditor.clinical.rates import wilson_rate
 from auditor.metrics import ECE_BINS, equal_width_bin
 from auditor.resample import Resampling, grouped_sums
 
-__all__ = ["CurveBin", "PositiveCalibration", "class_ece", "ece_interval", "positive_calibration"]
+__all__ = [
+    "CurveBin",
+    "PositiveCalibration",
+    "calibration_of",
+    "calibration_verdict",
+    "class_ece",
+    "ece_interval",
+    "positive_calibration",
+]
 
 CURVE_BINS = 10
 _CELLS = 4_000_000
@@ -113,22 +122,42 @@ def _curve(p: NDArray[np.float64], y: NDArray[np.bool_]) -> tuple[CurveBin, ...]
     return tuple(bins)
 
 
+def calibration_of(
+    p: NDArray[np.float64], y: NDArray[np.bool_], name: str
+) -> PositiveCalibration | None:
+    """The calibration of probabilities ``p`` of ``name`` against outcomes ``y``, or
+    ``None`` when ``y`` is all true or all false (nothing to fit)."""
+    if y.all() or not y.any():
+        return None
+    slope, intercept = _recalibration(p, y)
+    return PositiveCalibration(
+        positive_class=name,
+        slope=slope,
+        intercept=intercept,
+        brier=float(brier_score_loss(y, p)),
+        curve=_curve(p, y),
+    )
+
+
 def positive_calibration(
     predictions: pd.DataFrame, positive_class: str
 ) -> PositiveCalibration | None:
     """The positive class's calibration, or ``None`` when the data lack either class."""
     p = predictions[f"p_{positive_class}"].to_numpy(dtype=np.float64)
     y = (predictions["label"] == positive_class).to_numpy(dtype=bool)
-    if y.all() or not y.any():
-        return None
-    slope, intercept = _recalibration(p, y)
-    return PositiveCalibration(
-        positive_class=positive_class,
-        slope=slope,
-        intercept=intercept,
-        brier=float(brier_score_loss(y, p)),
-        curve=_curve(p, y),
-    )
+    return calibration_of(p, y, positive_class)
+
+
+def calibration_verdict(calibration: PositiveCalibration | None) -> str:
+    """What the calibration slope's 95% interval says: ``over-confident`` (below 1),
+    ``under-confident`` (above 1), ``consistent`` (it holds 1), or ``not fitted``
+    (no fit: one outcome only, or separated data)."""
+    if calibration is None or math.isnan(calibration.slope[0]):
+        return "not fitted"
+    _, low, high = calibration.slope
+    if high < 1:
+        return "over-confident"
+    return "under-confident" if low > 1 else "consistent"
 
 
 def class_ece(predictions: pd.DataFrame, classes: tuple[str, ...]) -> tuple[float, ...]:

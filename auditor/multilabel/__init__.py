@@ -5,8 +5,9 @@ A multi-label manifest lists an image's labels separated by ``;`` (``-`` for non
 :mod:`auditor.manifest`). The model is evaluated label by label and on the whole set
 (:mod:`~auditor.multilabel.metrics`), its images are explained for every label called or
 missed (:mod:`~auditor.multilabel.cases`), its explanations' trust is measured and its
-calls are tested for metadata dependence label by label
-(:mod:`~auditor.multilabel.dependence`); the analyses that read one class per image
+calls are tested for metadata dependence and its probabilities' calibration measured
+label by label (:mod:`~auditor.multilabel.dependence`,
+:mod:`~auditor.multilabel.calibration`); the analyses that read one class per image
 (:data:`NOT_RUN`) do not run.
 """
 
@@ -17,7 +18,6 @@ __all__ = ["NOT_COMPARED", "NOT_RUN"]
 NOT_RUN = (
     "the operating point, subgroup fairness (per-value subset accuracy is shown) and the "
     "failure modes",
-    "calibration",
     "robustness to perturbations",
     "network dissection, TCAV and activation maximisation",
     "the embedding's projections and neighbours",

@@ -2,7 +2,8 @@
 
 Its images are selected and explained for every label called or missed, and the
 explanations' trust is measured, as for a single-label model; the metadata dependence is
-tested label by label (:mod:`auditor.multilabel.dependence`). The analyses that read
+tested label by label (:mod:`auditor.multilabel.dependence`), and each label's
+probability's calibration measured (:mod:`auditor.multilabel.calibration`). The analyses that read
 one class per image (:data:`auditor.multilabel.NOT_RUN`) do not run; the report says which, and why.
 """
 
@@ -19,6 +20,7 @@ from auditor.documents import label_metrics_document
 from auditor.evaluate import Evaluation
 from auditor.events import stage
 from auditor.multilabel import NOT_COMPARED
+from auditor.multilabel.calibration import label_calibration, miscalibrated
 from auditor.multilabel.dependence import label_dependence
 from auditor.outputs import Loaded, Results
 from auditor.policy import evaluate_policy
@@ -30,8 +32,8 @@ __all__ = ["analyse_labels"]
 
 def _label_clinical(config: AuditConfig, loaded: Loaded, evaluation: Evaluation) -> Clinical:
     """The clinical analyses of a multi-label model: the images' metadata groups, the
-    resampling and the metadata dependence label by label; the others did not run, and
-    every view reads them as "not run"."""
+    resampling, the metadata dependence and the calibration label by label; the others
+    did not run, and every view reads them as "not run"."""
     settings = config.clinical
     columns = tuple(c for c in loaded.dataset.metadata_columns if c != settings.patient_column)
     grouping = metadata_groups(
@@ -44,10 +46,16 @@ def _label_clinical(config: AuditConfig, loaded: Loaded, evaluation: Evaluation)
             evaluation.predictions, grouping, loaded.dataset.classes, settings, resampling,
             config.evaluation.bootstrap,
         )  # fmt: skip
+        calibration = label_calibration(
+            evaluation.predictions, loaded.dataset.classes, resampling,
+            config.evaluation.bootstrap, settings.seed,
+        )  # fmt: skip
         counts["metadata_columns"] = len(loaded.dataset.metadata_columns)
+        counts["labels_miscalibrated"] = len(miscalibrated(calibration))
     return Clinical(
-        settings, None, None, dependence, None, None, (), failures, grouping, resampling
-    )
+        settings, None, None, dependence, None, None, (), failures, grouping, resampling,
+        label_calibration=calibration,
+    )  # fmt: skip
 
 
 def analyse_labels(
