@@ -131,8 +131,11 @@ def test_the_report_shows_the_label_sections_and_not_the_single_label_ones(
         re.findall(r' id="([^"]+)"', html)
     )
 
-    assert {"label-summary", "labels", "trust", "misclassified", "limitations", "dependence"} <= ids
-    assert not {"performance", "calibration", "operating", "robustness"} & ids
+    assert {
+        "label-summary", "labels", "trust", "misclassified", "limitations", "dependence",
+        "label-calibration", "label-failures", "label-failures-detail",
+    } <= ids  # fmt: skip
+    assert not {"performance", "calibration", "operating", "robustness", "failures"} & ids
     assert "This is a multi-label model, so the analyses that read one class per image" in html
     assert "Maps for label" in html and "a label it has, missed" in html
 

@@ -67,7 +67,9 @@ CHECKLIST: tuple[ChecklistItem, ...] = (
         _CLAIM, "Methods for explainability, and their validation", ("explanations", "trust")
     ),
     ChecklistItem(
-        _CLAIM, "Failure analysis of incorrectly classified cases", ("failures", "misclassified")
+        _CLAIM,
+        "Failure analysis of incorrectly classified cases",
+        ("failures", "label-failures", "misclassified"),
     ),
     ChecklistItem(_CLAIM, "Limitations", ("limitations",)),
     ChecklistItem(

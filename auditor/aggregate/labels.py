@@ -22,6 +22,7 @@ from auditor.aggregate.label_calibration import (
     label_calibration_findings,
     label_calibration_unfound,
 )
+from auditor.aggregate.label_failures import label_failures_sentence
 from auditor.aggregate.summary import Headline
 from auditor.aggregate.trust import TrustSummary, trust_summary
 from auditor.multilabel import NOT_RUN
@@ -57,6 +58,8 @@ class LabelSummaryView:
         dependence_unfound: Why no column is a dependence finding ("" when one is).
         calibration: The labels whose calibration slope's interval excludes 1, in words.
         calibration_unfound: Why no label is miscalibrated, in words ("" when one is).
+        failures: The confident wrong label calls, in words.
+        n_confident: Confident wrong label calls.
         not_run: The analyses a multi-label audit does not run, in words.
         policy_declared: Acceptance criteria declared.
         policy_failed: Each criterion not met, with why.
@@ -78,6 +81,8 @@ class LabelSummaryView:
     dependence_unfound: str
     calibration: tuple[str, ...]
     calibration_unfound: str
+    failures: str
+    n_confident: int
     not_run: str
     trust: TrustSummary
     precision: str
@@ -176,6 +181,7 @@ def label_summary_view(inputs: AuditInputs) -> LabelSummaryView | None:
     errors = label_errors(evaluation.predictions, inputs.dataset.classes)
     check = evaluation.precision_check
     n_wrong = int((~evaluation.predictions["correct"]).sum())
+    wrong = inputs.clinical.label_failures
     return LabelSummaryView(
         headline=_whole(metrics),
         n_images=metrics.n_images,
@@ -193,6 +199,8 @@ def label_summary_view(inputs: AuditInputs) -> LabelSummaryView | None:
         dependence_unfound=dependence_unfound(inputs.clinical.dependence, True),
         calibration=label_calibration_findings(inputs.clinical.label_calibration),
         calibration_unfound=label_calibration_unfound(inputs.clinical.label_calibration),
+        failures=label_failures_sentence(wrong),
+        n_confident=len(wrong.confident) if wrong else 0,
         not_run="; ".join(NOT_RUN),
         trust=trust_summary(inputs.trust),
         precision=precision_sentence(check) if check and check.agree < check.images else "",

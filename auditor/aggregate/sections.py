@@ -28,6 +28,7 @@ from auditor.aggregate.gallery import gallery_view
 from auditor.aggregate.glossary import glossary_view
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.label_calibration import label_calibration_view
+from auditor.aggregate.label_failures import label_failures_view
 from auditor.aggregate.labels import label_summary_view, labels_view
 from auditor.aggregate.limitations import limitations_view
 from auditor.aggregate.model import model_view
@@ -155,6 +156,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("subgroups", "Subgroups", subgroups_view, SUBGROUPS),
     Section("dependence", "Metadata dependence", dependence_view, SUBGROUPS),
     Section("failures", "Failure modes", failures_view, SUBGROUPS),
+    Section("label-failures", "Failure modes per label", label_failures_view, SUBGROUPS),
     Section("calibration", "Calibration", calibration_view, CALIBRATION),
     Section("label-calibration", "Calibration per label", label_calibration_view, CALIBRATION),
     Section("robustness", "Robustness", robustness_view, ROBUSTNESS),
@@ -182,6 +184,13 @@ SECTIONS: tuple[Section, ...] = (
         "dependence-detail", "Share called positive, per value", None, DETAILS, view_of="dependence"
     ),
     Section("failures-detail", "Confident errors", None, DETAILS, view_of="failures"),
+    Section(
+        "label-failures-detail",
+        "Confident wrong label calls",
+        None,
+        DETAILS,
+        view_of="label-failures",
+    ),
     Section("calibration-detail", "Confidence bins", None, DETAILS, view_of="calibration"),
     Section("robustness-detail", "Every perturbation", None, DETAILS, view_of="robustness"),
     Section("trust-checks", "How each check came out", None, DETAILS, view_of="trust"),

@@ -15,6 +15,7 @@ from auditor.clinical.link import ShortcutLink
 from auditor.clinical.operating import Operating, class_aucs, operating_point
 from auditor.clinical.settings import ClinicalSettings
 from auditor.multilabel.calibration import LabelCalibration
+from auditor.multilabel.failures import LabelFailures
 from auditor.resample import Resampling
 
 __all__ = ["Clinical", "analyse_predictions"]
@@ -43,6 +44,8 @@ class Clinical:
             once the trust stage has run: :func:`~auditor.clinical.link.shortcut_links`).
         label_calibration: A multi-label model's calibration, label by label (empty for
             a single-label model).
+        label_failures: A multi-label model's wrong and confident label calls (``None``
+            for a single-label model: ``failures``).
     """
 
     settings: ClinicalSettings
@@ -58,6 +61,7 @@ class Clinical:
     links: tuple[ShortcutLink, ...] = ()
     class_auc: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     label_calibration: tuple[LabelCalibration, ...] = ()
+    label_failures: LabelFailures | None = None
 
 
 def analyse_predictions(

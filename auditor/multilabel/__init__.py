@@ -5,10 +5,10 @@ A multi-label manifest lists an image's labels separated by ``;`` (``-`` for non
 :mod:`auditor.manifest`). The model is evaluated label by label and on the whole set
 (:mod:`~auditor.multilabel.metrics`), its images are explained for every label called or
 missed (:mod:`~auditor.multilabel.cases`), its explanations' trust is measured and its
-calls are tested for metadata dependence and its probabilities' calibration measured
-label by label (:mod:`~auditor.multilabel.dependence`,
-:mod:`~auditor.multilabel.calibration`); the analyses that read one class per image
-(:data:`NOT_RUN`) do not run.
+calls are tested for metadata dependence, its probabilities' calibration measured and its
+wrong calls counted label by label (:mod:`~auditor.multilabel.dependence`,
+:mod:`~auditor.multilabel.calibration`, :mod:`~auditor.multilabel.failures`); the
+analyses that read one class per image (:data:`NOT_RUN`) do not run.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from __future__ import annotations
 __all__ = ["NOT_COMPARED", "NOT_RUN"]
 
 NOT_RUN = (
-    "the operating point, subgroup fairness (per-value subset accuracy is shown) and the "
-    "failure modes",
+    "the operating point and subgroup fairness (per-value subset accuracy is shown)",
     "robustness to perturbations",
     "network dissection, TCAV and activation maximisation",
     "the embedding's projections and neighbours",

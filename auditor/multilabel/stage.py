@@ -3,7 +3,8 @@
 Its images are selected and explained for every label called or missed, and the
 explanations' trust is measured, as for a single-label model; the metadata dependence is
 tested label by label (:mod:`auditor.multilabel.dependence`), and each label's
-probability's calibration measured (:mod:`auditor.multilabel.calibration`). The analyses that read
+probability's calibration measured (:mod:`auditor.multilabel.calibration`) and its wrong
+calls counted (:mod:`auditor.multilabel.failures`). The analyses that read
 one class per image (:data:`auditor.multilabel.NOT_RUN`) do not run; the report says which, and why.
 """
 
@@ -22,6 +23,7 @@ from auditor.events import stage
 from auditor.multilabel import NOT_COMPARED
 from auditor.multilabel.calibration import label_calibration, miscalibrated
 from auditor.multilabel.dependence import label_dependence
+from auditor.multilabel.failures import label_failures
 from auditor.outputs import Loaded, Results
 from auditor.policy import evaluate_policy
 from auditor.resample import Resampling
@@ -32,8 +34,8 @@ __all__ = ["analyse_labels"]
 
 def _label_clinical(config: AuditConfig, loaded: Loaded, evaluation: Evaluation) -> Clinical:
     """The clinical analyses of a multi-label model: the images' metadata groups, the
-    resampling, the metadata dependence and the calibration label by label; the others
-    did not run, and every view reads them as "not run"."""
+    resampling, the metadata dependence, the calibration and the failure modes label by
+    label; the others did not run, and every view reads them as "not run"."""
     settings = config.clinical
     columns = tuple(c for c in loaded.dataset.metadata_columns if c != settings.patient_column)
     grouping = metadata_groups(
@@ -52,9 +54,13 @@ def _label_clinical(config: AuditConfig, loaded: Loaded, evaluation: Evaluation)
         )  # fmt: skip
         counts["metadata_columns"] = len(loaded.dataset.metadata_columns)
         counts["labels_miscalibrated"] = len(miscalibrated(calibration))
+        wrong = label_failures(
+            evaluation.predictions, grouping, loaded.dataset.classes, settings.high_confidence
+        )
+        counts["confident_wrong_calls"] = len(wrong.confident)
     return Clinical(
         settings, None, None, dependence, None, None, (), failures, grouping, resampling,
-        label_calibration=calibration,
+        label_calibration=calibration, label_failures=wrong,
     )  # fmt: skip
 
 
