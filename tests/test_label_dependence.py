@@ -27,12 +27,11 @@ from auditor.policy import evaluate_policy, parse_policy
 from tests.helpers import invoke, save_torchscript
 from tests.labels import LABELS, ChannelLabels, make_label_dataset
 
-NAMES = ("effusion", "nodule", "pneumothorax")
 COLUMNS = ("site", "age")
 
 
 def _cell(row: np.ndarray) -> str:
-    return ";".join(n for n, on in zip(NAMES, row, strict=True) if on) or "-"
+    return ";".join(n for n, on in zip(LABELS, row, strict=True) if on) or "-"
 
 
 def _predictions(seed: int, site_effect: float, n: int = 600) -> pd.DataFrame:
@@ -56,14 +55,14 @@ def _predictions(seed: int, site_effect: float, n: int = 600) -> pd.DataFrame:
 
 def _dependence(predictions: pd.DataFrame, settings: ClinicalSettings) -> Dependence | None:
     grouping = metadata_groups(predictions, COLUMNS, settings.max_groups)
-    return label_dependence(predictions, grouping, NAMES, settings)
+    return label_dependence(predictions, grouping, LABELS, settings)
 
 
 def test_a_dependence_planted_at_one_label_is_found_there_and_nowhere_else() -> None:
     dependence = _dependence(_predictions(0, site_effect=0.35), ClinicalSettings())
 
     assert dependence is not None and dependence.multi_label and dependence.targets == 3
-    assert dependence.n_compared == 2 * len(COLUMNS) * len(NAMES)
+    assert dependence.n_compared == 2 * len(COLUMNS) * len(LABELS)
     [finding] = dependence.findings()
     assert (finding.column, finding.target, finding.label, finding.high, finding.low) == (
         "site", "effusion", "without effusion", "A", "B",
@@ -87,7 +86,7 @@ def test_every_figure_equals_the_single_label_path_on_one_labels_calls() -> None
     settings = ClinicalSettings(permutations=20_000)
     dependence = _dependence(predictions, settings)
     assert dependence is not None
-    for name in NAMES:
+    for name in LABELS:
         has = predictions["label"].str.split(";").map(lambda cell, n=name: n in cell)
         called = predictions["prediction"].str.split(";").map(lambda cell, n=name: n in cell)
         single = predictions.assign(
@@ -250,7 +249,7 @@ def test_columns_not_broken_down_are_said_and_dependence_csv_keeps_its_header() 
     predictions["site"] = np.resize(["A", "B", "C"], len(predictions))
     settings = ClinicalSettings(max_groups=2)
     grouping = metadata_groups(predictions, ("site",), settings.max_groups)
-    dependence = label_dependence(predictions, grouping, NAMES, settings)
+    dependence = label_dependence(predictions, grouping, LABELS, settings)
 
     assert dependence is not None and dependence.skipped and not dependence.columns
     assert dependence_unfound(dependence, True) == (
@@ -283,7 +282,7 @@ def test_a_finding_names_another_label_whose_prevalence_differs_with_the_column(
     )
     settings = ClinicalSettings()
     grouping = metadata_groups(predictions, COLUMNS, settings.max_groups)
-    dependence = label_dependence(predictions, grouping, NAMES, settings)
+    dependence = label_dependence(predictions, grouping, LABELS, settings)
     assert dependence is not None
     [finding] = dependence.findings()
     assert (finding.column, finding.target, finding.label) == ("site", "nodule", "without nodule")
@@ -291,7 +290,7 @@ def test_a_finding_names_another_label_whose_prevalence_differs_with_the_column(
     inputs = SimpleNamespace(
         clinical=SimpleNamespace(links=(), grouping=grouping),
         evaluation=SimpleNamespace(predictions=predictions),
-        dataset=SimpleNamespace(classes=NAMES),
+        dataset=SimpleNamespace(classes=LABELS),
     )
     [sentence] = dependence_findings(dependence, inputs)  # type: ignore[arg-type]
     without = ~truth[:, 1]
