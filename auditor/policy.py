@@ -236,16 +236,17 @@ def _lowest_of_labels(labels: dict[str, Any] | None) -> dict[str, float | None]:
 
 
 def _label_calibration(rows: list[dict[str, Any]] | None) -> dict[str, float | None]:
-    """The miscalibrated labels and the highest label ECE, with its interval (``None``:
-    not a multi-label model, or no label's ECE is defined)."""
+    """The miscalibrated labels (``None``: not a multi-label model, or no label fitted)
+    and the highest label ECE, with its interval (``None``: no label's ECE is defined)."""
     judged = [r for r in rows or [] if r["ece"]["value"] is not None]
     highest = max(judged, key=lambda r: r["ece"]["value"], default=None)
     found: dict[str, float | None] = {
         f"multi_label.highest_ece.{part}": highest["ece"][part] if highest else None
         for part in ("value", "ci_low", "ci_high")
     }
-    miscalibrated = sum(r["verdict"] in ("over-confident", "under-confident") for r in rows or [])
-    found["findings.miscalibrated_labels"] = miscalibrated if rows is not None else None
+    fitted = [r["verdict"] for r in rows or [] if r["verdict"] != "not fitted"]
+    miscalibrated = sum(v != "consistent" for v in fitted)
+    found["findings.miscalibrated_labels"] = miscalibrated if fitted else None  # else: none judged
     return found
 
 

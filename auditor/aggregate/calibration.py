@@ -62,6 +62,7 @@ def _positive_figure(calibration: PositiveCalibration) -> str:
 
 
 VERDICTS = {
+    "inverted": "inverted (it falls as the outcome becomes likelier)",
     "over-confident": "over-confident (too close to 0 and 1)",
     "under-confident": "under-confident (too close to the middle)",
     "consistent": "consistent with calibrated",

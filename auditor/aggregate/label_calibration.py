@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from auditor.aggregate.calibration import VERDICTS
 from auditor.aggregate.figures import figure_uri, interval_errors, styled_figure
 from auditor.aggregate.inputs import AuditInputs
-from auditor.clinical.calibration import CURVE_BINS
+from auditor.clinical.calibration import CURVE_BINS, MISCALIBRATED
 from auditor.metrics import ECE_BINS, Estimate
 from auditor.multilabel.calibration import LabelCalibration, miscalibrated
 
@@ -84,10 +84,6 @@ class LabelCalibrationView:
     resamples: int
 
 
-def _ece(ece: Estimate) -> str:
-    return f"ECE {ece.value:.3f} (95% CI {ece.ci_low:.3f}–{ece.ci_high:.3f})"
-
-
 def label_calibration_findings(calibrations: tuple[LabelCalibration, ...]) -> tuple[str, ...]:
     """The labels whose calibration slope's interval excludes 1, in words: the first
     :data:`SHOWN` (farthest from 1) one sentence each, then how many more."""
@@ -99,7 +95,7 @@ def label_calibration_findings(calibrations: tuple[LabelCalibration, ...]) -> tu
         sentences.append(
             f"The probability of {c.label} is {VERDICTS[c.verdict]}: calibration slope "
             f"{slope:.2f} (95% CI {low:.2f}–{high:.2f}; 1 is calibrated), Brier score "
-            f"{c.fit.brier:.3f}, {_ece(c.ece)}, on {c.positives:,} images with it."
+            f"{c.fit.brier:.3f}, ECE {c.ece.value:.3f}, on {c.positives:,} images with it."
         )
     if len(found) > SHOWN:
         sentences.append(
@@ -110,31 +106,23 @@ def label_calibration_findings(calibrations: tuple[LabelCalibration, ...]) -> tu
 
 def label_calibration_unfound(calibrations: tuple[LabelCalibration, ...]) -> str:
     """Why no label is miscalibrated, with the highest ECE ("" when one is, or without
-    labels)."""
+    labels); "not judged" when no label could be fitted."""
     if not calibrations or miscalibrated(calibrations):
         return ""
     fitted = sum(c.verdict == "consistent" for c in calibrations)
     worst = max(calibrations, key=lambda c: c.ece.value)
+    if not fitted:
+        return (
+            f"Calibration not judged: no label's recalibration could be fitted (see Calibration "
+            f"per label for why); the highest is {worst.label}'s, ECE {worst.ece.value:.3f}."
+        )
     unfitted = len(calibrations) - fitted
-    why = (
-        f"; {unfitted} not fitted (every image or none has the label, or its probability "
-        "separates the images with it from those without)"
-        if unfitted
-        else ""
-    )
+    why = f"; {unfitted} not fitted, see Calibration per label for why" if unfitted else ""
     return (
         f"Calibration: no label's calibration slope excludes 1 ({fitted} of "
         f"{len(calibrations)} labels fitted{why}); the highest is {worst.label}'s, "
-        f"{_ece(worst.ece)}."
+        f"ECE {worst.ece.value:.3f}."
     )
-
-
-def _verdict(c: LabelCalibration) -> str:
-    if c.verdict in VERDICTS:
-        return VERDICTS[c.verdict]
-    if c.fit is None:
-        return "not fitted: " + ("no image has it" if not c.positives else "every image has it")
-    return "not fitted: its probability separates the images with it from those without"
 
 
 def _row(c: LabelCalibration) -> LabelCalibrationRow:
@@ -146,8 +134,8 @@ def _row(c: LabelCalibration) -> LabelCalibrationRow:
         slope=Estimate(*c.fit.slope) if c.fit and fitted else None,
         intercept=Estimate(*c.fit.intercept) if c.fit and fitted else None,
         brier=c.fit.brier if c.fit else None,
-        verdict=_verdict(c),
-        flagged=c.verdict in ("over-confident", "under-confident"),
+        verdict=VERDICTS.get(c.verdict) or f"not fitted: {c.reason}",
+        flagged=c.verdict in MISCALIBRATED,
     )
 
 

@@ -174,20 +174,28 @@ def _calibration_findings(inputs: AuditInputs) -> list[Limitation]:
                 "temperature scaling) on held-out data first.",
             )
         )
-    over = [
-        c for c in miscalibrated(inputs.clinical.label_calibration) if c.verdict == "over-confident"
-    ]
-    if over:
-        slopes = ", ".join(f"{c.label} {c.fit.slope[0]:.2f}" for c in over if c.fit)
-        found.append(
-            _found(
-                f"The probabilities of {len(over)} label(s) are over-confident (calibration "
-                f"slopes: {slopes}; see Calibration per label).",
-                "Do not show these labels' probabilities to users as risks; recalibrate each "
-                "(logistic or temperature scaling per label) on held-out data first.",
+    flagged = miscalibrated(inputs.clinical.label_calibration)
+    for verdict, mitigation in _LABEL_MITIGATIONS.items():
+        if labels := [c for c in flagged if c.verdict == verdict and c.fit]:
+            slopes = ", ".join(f"{c.label} {c.fit.slope[0]:.2f}" for c in labels[:3] if c.fit)
+            more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
+            found.append(
+                _found(
+                    f"The probabilities of {len(labels)} label(s) are {verdict} (calibration "
+                    f"slopes: {slopes}{more}; see Calibration per label).",
+                    mitigation,
+                )
             )
-        )
     return found
+
+
+_LABEL_MITIGATIONS = {
+    "inverted": "Do not use these labels' probabilities or calls: they fall as the label "
+    "becomes likelier; check the model's label order and training targets first.",
+    "over-confident": "Do not show these labels' probabilities to users as risks; recalibrate "
+    "each (logistic or temperature scaling per label) on held-out data first.",
+}
+"""What to do about a multi-label model's labels of each verdict that limits their use."""
 
 
 def _use_findings(inputs: AuditInputs) -> list[Limitation]:

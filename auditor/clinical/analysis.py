@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -14,9 +15,11 @@ from auditor.clinical.groups import Grouping, metadata_groups
 from auditor.clinical.link import ShortcutLink
 from auditor.clinical.operating import Operating, class_aucs, operating_point
 from auditor.clinical.settings import ClinicalSettings
-from auditor.multilabel.calibration import LabelCalibration
-from auditor.multilabel.failures import LabelFailures
 from auditor.resample import Resampling
+
+if TYPE_CHECKING:  # the multi-label analyses import auditor.clinical themselves
+    from auditor.multilabel.calibration import LabelCalibration
+    from auditor.multilabel.failures import LabelFailures
 
 __all__ = ["Clinical", "analyse_predictions"]
 
@@ -107,7 +110,7 @@ def analyse_predictions(
         fairness=fairness(
             predictions, grouping, positive, settings, resamples, resampling, threshold
         ),
-        calibration=positive_calibration(predictions, positive),
+        calibration=positive_calibration(predictions, positive, resampling.codes),
         class_ece=per_class,
         failures=failures,
         grouping=grouping,

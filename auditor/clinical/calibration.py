@@ -27,12 +27,14 @@ from auditor.metrics import ECE_BINS, equal_width_bin
 from auditor.resample import Resampling, grouped_sums
 
 __all__ = [
+    "MISCALIBRATED",
     "CurveBin",
     "PositiveCalibration",
     "calibration_of",
     "calibration_verdict",
     "class_ece",
     "ece_interval",
+    "ece_intervals",
     "positive_calibration",
 ]
 
@@ -60,8 +62,10 @@ class PositiveCalibration:
     """How well the positive class's probability is calibrated.
 
     Attributes:
-        slope, intercept: Of the logistic recalibration, each ``(value, low, high)``;
-            NaN when the fit does not converge (e.g. perfectly separated data).
+        slope, intercept: Of the logistic recalibration, each ``(value, low, high)``
+            (Wald, cluster-robust over a declared patient column); NaN when the fit does
+            not converge (e.g. perfectly separated data), the probability is one value,
+            or the interval is not finite.
         brier: Mean squared difference between probability and outcome.
         curve: The calibration curve's non-empty bins.
     """
@@ -79,19 +83,26 @@ def _logit(p: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def _recalibration(
-    p: NDArray[np.float64], y: NDArray[np.bool_]
+    p: NDArray[np.float64], y: NDArray[np.bool_], groups: NDArray[np.int64] | None
 ) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Slope and intercept with their 95% intervals: Wald, cluster-robust by ``groups``
+    when given (images of one patient are not independent); NaN without a fit, or
+    without a finite interval."""
     nan = (float("nan"),) * 3
-    design = sm.add_constant(_logit(p), has_constant="add")
+    logit = _logit(p)
+    if np.ptp(logit) == 0:  # one probability for every image: no slope to fit
+        return nan, nan
+    design = sm.add_constant(logit, has_constant="add")
+    robust = {} if groups is None else {"cov_type": "cluster", "cov_kwds": {"groups": groups}}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = sm.Logit(y.astype(float), design).fit(disp=0)
+            fit = sm.Logit(y.astype(float), design).fit(disp=0, **robust)
     except (np.linalg.LinAlgError, sm.tools.sm_exceptions.PerfectSeparationError):
         return nan, nan
-    if not fit.mle_retvals.get("converged", False):
+    (a, b), ci = fit.params, np.asarray(fit.conf_int(0.05))
+    if not fit.mle_retvals.get("converged", False) or not np.isfinite(ci).all():
         return nan, nan
-    (a, b), ci = fit.params, fit.conf_int(0.05)
     return (float(b), float(ci[1, 0]), float(ci[1, 1])), (
         float(a),
         float(ci[0, 0]),
@@ -123,13 +134,15 @@ def _curve(p: NDArray[np.float64], y: NDArray[np.bool_]) -> tuple[CurveBin, ...]
 
 
 def calibration_of(
-    p: NDArray[np.float64], y: NDArray[np.bool_], name: str
-) -> PositiveCalibration | None:
+    p: NDArray[np.float64], y: NDArray[np.bool_], name: str,
+    groups: NDArray[np.int64] | None = None,
+) -> PositiveCalibration | None:  # fmt: skip
     """The calibration of probabilities ``p`` of ``name`` against outcomes ``y``, or
-    ``None`` when ``y`` is all true or all false (nothing to fit)."""
+    ``None`` when ``y`` is all true or all false (nothing to fit). ``groups`` (a patient
+    column's codes) makes the recalibration's intervals cluster-robust."""
     if y.all() or not y.any():
         return None
-    slope, intercept = _recalibration(p, y)
+    slope, intercept = _recalibration(p, y, groups)
     return PositiveCalibration(
         positive_class=name,
         slope=slope,
@@ -140,21 +153,28 @@ def calibration_of(
 
 
 def positive_calibration(
-    predictions: pd.DataFrame, positive_class: str
+    predictions: pd.DataFrame, positive_class: str, groups: NDArray[np.int64] | None = None
 ) -> PositiveCalibration | None:
     """The positive class's calibration, or ``None`` when the data lack either class."""
     p = predictions[f"p_{positive_class}"].to_numpy(dtype=np.float64)
     y = (predictions["label"] == positive_class).to_numpy(dtype=bool)
-    return calibration_of(p, y, positive_class)
+    return calibration_of(p, y, positive_class, groups)
+
+
+MISCALIBRATED = ("inverted", "over-confident", "under-confident")
+"""The verdicts of a slope whose 95% interval excludes 1."""
 
 
 def calibration_verdict(calibration: PositiveCalibration | None) -> str:
-    """What the calibration slope's 95% interval says: ``over-confident`` (below 1),
-    ``under-confident`` (above 1), ``consistent`` (it holds 1), or ``not fitted``
-    (no fit: one outcome only, or separated data)."""
-    if calibration is None or math.isnan(calibration.slope[0]):
+    """What the calibration slope's 95% interval says: ``inverted`` (below 0: the
+    probability falls as the outcome becomes likelier), ``over-confident`` (below 1),
+    ``under-confident`` (above 1), ``consistent`` (it holds 1), or ``not fitted`` (no
+    fit or no finite interval: one outcome only, one probability, separated data)."""
+    if calibration is None or not all(math.isfinite(v) for v in calibration.slope):
         return "not fitted"
     _, low, high = calibration.slope
+    if high < 0:
+        return "inverted"
     if high < 1:
         return "over-confident"
     return "under-confident" if low > 1 else "consistent"
@@ -205,21 +225,37 @@ def _weighted_ece(
         return np.asarray(gap.sum(axis=1) / counts.sum(axis=1), dtype=np.float64)
 
 
-def ece_interval(
+def ece_intervals(
     p: NDArray[np.float64], y: NDArray[np.bool_], resampling: Resampling, resamples: int,
     rng: np.random.Generator,
-) -> tuple[float, float, float]:  # fmt: skip
-    """The ECE of probabilities ``p`` against outcomes ``y`` (the equal-width bins of
-    :func:`class_ece`), with a percentile bootstrap 95% interval (vectorised: resample
+) -> list[tuple[float, float, float]]:  # fmt: skip
+    """The ECE of each column of probabilities ``p`` against the same column of outcomes
+    ``y`` (``(N, K)``; the equal-width bins of :func:`class_ece`), with a percentile
+    bootstrap 95% interval, every column from the same resamples (vectorised: resample
     counts as weights, bins summed by :func:`~auditor.resample.grouped_sums`).
 
     The ECE is biased upward on few images (noise alone leaves gaps in the bins): read
     its interval as how large the miscalibration could be.
     """
     bins = equal_width_bin(p, ECE_BINS)
-    point = float(_weighted_ece(bins, p, y, np.ones((1, p.shape[0])))[0])
-    drawn = np.concatenate(
-        [_weighted_ece(bins, p, y, w) for w in resampling.chunks(p.shape[0], resamples, rng)]
-    )
-    low, high = np.nanquantile(drawn, [0.025, 0.975])
-    return point, float(low), float(high)
+    columns = range(p.shape[1])
+    once = np.ones((1, p.shape[0]))
+    points = [float(_weighted_ece(bins[:, k], p[:, k], y[:, k], once)[0]) for k in columns]
+    drawn: list[list[NDArray[np.float64]]] = [[] for _ in columns]
+    for w in resampling.chunks(p.shape[0], resamples, rng):
+        for k in columns:
+            drawn[k].append(_weighted_ece(bins[:, k], p[:, k], y[:, k], w))
+    found = []
+    for point, column in zip(points, drawn, strict=True):
+        low, high = np.nanquantile(np.concatenate(column), [0.025, 0.975])
+        found.append((point, float(low), float(high)))
+    return found
+
+
+def ece_interval(
+    p: NDArray[np.float64], y: NDArray[np.bool_], resampling: Resampling, resamples: int,
+    rng: np.random.Generator,
+) -> tuple[float, float, float]:  # fmt: skip
+    """The ECE of probabilities ``p`` against outcomes ``y``, with its interval
+    (:func:`ece_intervals` of one column)."""
+    return ece_intervals(p[:, None], y[:, None], resampling, resamples, rng)[0]

@@ -6,9 +6,11 @@ model's positive class is (:mod:`auditor.clinical.calibration`): the logistic
 recalibration (Cox, 1958; slope and intercept with their Wald 95% intervals), the Brier
 score, the calibration curve with Wilson intervals, and the expected calibration error
 in equal-width bins with its percentile bootstrap 95% interval (the audit's resampling:
-patients when ``patient-column`` is set). A label is *miscalibrated* when its slope's
-interval excludes 1; each label's slope is its own test, so with many labels some are
-found by chance (about one in twenty of the calibrated ones).
+patients when ``patient-column`` is set; every label from the same resamples). With a
+patient column the slope's interval is cluster-robust over patients, since a patient's
+images are not independent. A label is *miscalibrated* when its slope's interval
+excludes 1 (*inverted* when it lies below 0); each label's slope is its own test, so
+with many labels some are found by chance (about one in twenty of the calibrated ones).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from auditor.clinical.calibration import (
+    MISCALIBRATED,
     PositiveCalibration,
     calibration_of,
     calibration_verdict,
-    ece_interval,
+    ece_intervals,
 )
 from auditor.metrics import Estimate
 from auditor.multilabel.cases import labels_of
@@ -42,8 +46,9 @@ class LabelCalibration:
         ece: Its probability's expected calibration error, with its bootstrap interval.
         fit: The recalibration, Brier score and curve; ``None`` when every image or none
             has the label.
-        verdict: ``over-confident``, ``under-confident``, ``consistent`` or ``not
-            fitted`` (:func:`~auditor.clinical.calibration.calibration_verdict`).
+        verdict: ``inverted``, ``over-confident``, ``under-confident``, ``consistent``
+            or ``not fitted`` (:func:`~auditor.clinical.calibration.calibration_verdict`).
+        reason: Why it was not fitted, in words ("" when it was).
     """
 
     label: str
@@ -51,6 +56,18 @@ class LabelCalibration:
     ece: Estimate
     fit: PositiveCalibration | None
     verdict: str
+    reason: str
+
+
+def _unfitted(p: NDArray[np.float64], y: NDArray[np.bool_]) -> str:
+    """Why a label's recalibration has no fit, in words."""
+    if not y.any() or y.all():
+        return "no image has it" if not y.any() else "every image has it"
+    if np.ptp(p) == 0:
+        return "its probability is the same on every image"
+    if p[y].min() >= p[~y].max() or p[y].max() <= p[~y].min():
+        return "its probability separates the images with it from those without"
+    return "the fit did not converge"
 
 
 def label_calibration(
@@ -65,24 +82,28 @@ def label_calibration(
         names: The model's labels, in output order.
         resampling: What a bootstrap resample draws.
         resamples: Bootstrap resamples of the ECE's interval.
-        seed: The audit's seed (label ``k`` draws from ``[seed, 17, k]``).
+        seed: The audit's seed (the resamples draw from ``[seed, 17]``).
     """
     truth = [set(labels_of(str(cell))) for cell in predictions["label"]]
+    has = np.array([[name in t for name in names] for t in truth], dtype=bool)
+    has = has.reshape(len(truth), len(names))
+    p = predictions[[f"p_{name}" for name in names]].to_numpy(dtype=np.float64)
+    eces = ece_intervals(p, has, resampling, resamples, np.random.default_rng([seed, 17]))
     found = []
     for k, name in enumerate(names):
-        p = predictions[f"p_{name}"].to_numpy(dtype=np.float64)
-        y = np.array([name in t for t in truth], dtype=bool)
-        rng = np.random.default_rng([seed, 17, k])
-        fit = calibration_of(p, y, name)
-        ece = Estimate(*ece_interval(p, y, resampling, resamples, rng))
-        found.append(LabelCalibration(name, int(y.sum()), ece, fit, calibration_verdict(fit)))
+        fit = calibration_of(p[:, k], has[:, k], name, resampling.codes)
+        verdict = calibration_verdict(fit)
+        reason = _unfitted(p[:, k], has[:, k]) if verdict == "not fitted" else ""
+        found.append(
+            LabelCalibration(name, int(has[:, k].sum()), Estimate(*eces[k]), fit, verdict, reason)
+        )
     return tuple(found)
 
 
 def miscalibrated(calibrations: tuple[LabelCalibration, ...]) -> tuple[LabelCalibration, ...]:
     """The labels whose calibration slope's interval excludes 1, the farthest from 1
     first (by the slope's log: a slope of 0.5 is as far as one of 2)."""
-    found = [c for c in calibrations if c.verdict in ("over-confident", "under-confident")]
+    found = [c for c in calibrations if c.verdict in MISCALIBRATED]
     return tuple(sorted(found, key=lambda c: -_distance(c.fit.slope[0] if c.fit else 1.0)))
 
 
