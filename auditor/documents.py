@@ -82,7 +82,8 @@ METRICS_SCHEMA_VERSION = 12
 # 9: multi-label models ("multi_label", the single-label keys then absent)
 # 10: "metadata_dependence.columns" one per column and true class compared (step-down min-P)
 # 11: "metadata_dependence" in a multi-label audit too: each column's "target", "targets"
-# 12: "label_calibration", "label_failures" (a multi-label model's, label by label)
+# 12: "label_calibration", "label_failures" (a multi-label model's, label by label),
+# "robustness" in a multi-label audit too, and its "labels"
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
@@ -241,12 +242,13 @@ def _evaluated(evaluation: Evaluation, classes: tuple[str, ...]) -> dict[str, An
 
 
 def label_metrics_document(
-    evaluation: Evaluation, classes: tuple[str, ...], trust: Trust, clinical: Clinical
-) -> dict[str, Any]:
+    evaluation: Evaluation, classes: tuple[str, ...], trust: Trust, clinical: Clinical,
+    robustness: Robustness | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """A multi-label model's ``metrics.json``: the metrics of every label and of the
-    whole set of labels under ``multi_label``, and the metadata dependence, the
-    calibration and the failure modes label by label; the analyses that read one class
-    per image did not run, and their keys are absent."""
+    whole set of labels under ``multi_label``, the metadata dependence, the calibration
+    and the failure modes label by label, and the robustness; the analyses that read one
+    class per image did not run, and their keys are absent."""
     m = evaluation.label_metrics
     if m is None:
         raise ValueError("a multi-label evaluation without its metrics")
@@ -266,6 +268,7 @@ def label_metrics_document(
             "metadata_dependence": dependence_document(clinical.dependence),
             "label_calibration": label_calibration_document(clinical.label_calibration),
             "label_failures": asdict(clinical.label_failures) if clinical.label_failures else None,
+            "robustness": robustness_document(robustness),
             "resampling": resampling_document(resampling),
         }
     )

@@ -43,7 +43,7 @@ from auditor.policy import PolicyResult, junit_xml, policy_document
 from auditor.report.markdown import render_markdown
 from auditor.report.render import render_html, write_pdf
 from auditor.robustness import Perturbed, Robustness
-from auditor.robustness.files import robustness_frame
+from auditor.robustness.files import robustness_frame, robustness_label_frame
 from auditor.select import Selection
 from auditor.similarity.analysis import Similarity
 from auditor.similarity.embeddings import EmbeddingSite
@@ -152,6 +152,8 @@ def _write_data(folder: Path, config: AuditConfig, loaded: Loaded, results: Resu
     if results.robustness is not None and results.perturbed is not None:
         write_csv(robustness_frame(results.robustness), folder / "robustness.csv")
         write_csv(results.perturbed.frame, folder / "robustness_predictions.csv")
+        if results.robustness.labels:
+            write_csv(robustness_label_frame(results.robustness), folder / "robustness_labels.csv")
     frames = concept_frames(results.concepts)
     frames |= similarity_frames(results.similarity, evaluation.predictions)
     if results.counterfactuals is not None:

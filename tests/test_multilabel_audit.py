@@ -133,9 +133,10 @@ def test_the_report_shows_the_label_sections_and_not_the_single_label_ones(
 
     assert {
         "label-summary", "labels", "trust", "misclassified", "limitations", "dependence",
-        "label-calibration", "label-failures", "label-failures-detail",
+        "label-calibration", "label-failures", "label-failures-detail", "robustness",
+        "robustness-detail",
     } <= ids  # fmt: skip
-    assert not {"performance", "calibration", "operating", "robustness", "failures"} & ids
+    assert not {"performance", "calibration", "operating", "failures"} & ids
     assert "This is a multi-label model, so the analyses that read one class per image" in html
     assert "Maps for label" in html and "a label it has, missed" in html
 

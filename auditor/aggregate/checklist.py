@@ -60,8 +60,10 @@ CHECKLIST: tuple[ChecklistItem, ...] = (
         "[data-details] relation-to-training",
     ),
     ChecklistItem(_CLAIM, "Model description", ("model",)),
-    ChecklistItem(_CLAIM, "Performance metrics", ("performance", "operating")),
-    ChecklistItem(_CLAIM, "Uncertainty of the performance estimates", ("performance", "operating")),
+    ChecklistItem(_CLAIM, "Performance metrics", ("performance", "labels", "operating")),
+    ChecklistItem(
+        _CLAIM, "Uncertainty of the performance estimates", ("performance", "labels", "operating")
+    ),
     ChecklistItem(_CLAIM, "Robustness analysis", ("robustness",)),
     ChecklistItem(
         _CLAIM, "Methods for explainability, and their validation", ("explanations", "trust")
@@ -85,7 +87,9 @@ CHECKLIST: tuple[ChecklistItem, ...] = (
         "[data-details] reference-standard",
     ),
     ChecklistItem(_TRIPOD, "Sample size and missing data", ("data", "excluded")),
-    ChecklistItem(_TRIPOD, "Discrimination with uncertainty", ("operating", "performance")),
+    ChecklistItem(
+        _TRIPOD, "Discrimination with uncertainty", ("operating", "performance", "labels")
+    ),
     ChecklistItem(_TRIPOD, "Calibration", ("calibration", "label-calibration")),
     ChecklistItem(_TRIPOD, "Clinical utility (decision curve)", ("operating",)),
     ChecklistItem(_TRIPOD, "Performance in subgroups (fairness)", ("subgroups", "dependence")),
@@ -113,7 +117,7 @@ CHECKLIST: tuple[ChecklistItem, ...] = (
     ChecklistItem(
         _ANNEX,
         "2 Validation and testing: metrics, robustness, discriminatory impact, logs",
-        ("performance", "subgroups", "robustness", "reproducibility"),
+        ("performance", "labels", "subgroups", "robustness", "reproducibility"),
     ),
     ChecklistItem(
         _ANNEX, "2 Human oversight measures", (), "[intended-use] clinical-role, setting"

@@ -23,6 +23,7 @@ from auditor.aggregate.label_calibration import (
     label_calibration_unfound,
 )
 from auditor.aggregate.label_failures import label_failures_sentence
+from auditor.aggregate.robustness import fragile_sentence
 from auditor.aggregate.summary import Headline
 from auditor.aggregate.trust import TrustSummary, trust_summary
 from auditor.multilabel import NOT_RUN
@@ -60,6 +61,8 @@ class LabelSummaryView:
         calibration_unfound: Why no label is miscalibrated, in words ("" when one is).
         failures: The confident wrong label calls, in words.
         n_confident: Confident wrong label calls.
+        fragile: The fragile perturbations in one sentence ("" when none).
+        robustness_perturbations: Perturbations tried (0: the suite did not run).
         not_run: The analyses a multi-label audit does not run, in words.
         policy_declared: Acceptance criteria declared.
         policy_failed: Each criterion not met, with why.
@@ -83,6 +86,8 @@ class LabelSummaryView:
     calibration_unfound: str
     failures: str
     n_confident: int
+    fragile: str
+    robustness_perturbations: int
     not_run: str
     trust: TrustSummary
     precision: str
@@ -201,6 +206,10 @@ def label_summary_view(inputs: AuditInputs) -> LabelSummaryView | None:
         calibration_unfound=label_calibration_unfound(inputs.clinical.label_calibration),
         failures=label_failures_sentence(wrong),
         n_confident=len(wrong.confident) if wrong else 0,
+        fragile=fragile_sentence(inputs.robustness),
+        robustness_perturbations=(
+            len({row.perturbation for row in inputs.robustness.rows}) if inputs.robustness else 0
+        ),
         not_run="; ".join(NOT_RUN),
         trust=trust_summary(inputs.trust),
         precision=precision_sentence(check) if check and check.agree < check.images else "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from auditor.aggregate.figures import figure_uri, image_tile, interval_errors, styled_figure
 from auditor.aggregate.inputs import AuditInputs
 from auditor.metrics import Estimate
-from auditor.report.format import percent
+from auditor.report.format import percent, points
 from auditor.robustness import PERTURBATIONS, Robustness, RobustnessRow
 
 __all__ = ["RobustnessView", "fragile_sentence", "robustness_findings", "robustness_view"]
@@ -33,6 +34,10 @@ class RobustnessView:
         figure: Accuracy (and sensitivity, specificity) change per severity, PNG URI.
         examples: The first image under every perturbation and severity.
         severities: ``(perturbation, its levels)`` as declared.
+        accuracy: What accuracy is: ``accuracy``, or a multi-label model's ``subset
+            accuracy``.
+        rows: Every row with a multi-label model's label measure of the largest fall, in
+            words ("" for a single-label model).
     """
 
     robustness: Robustness
@@ -43,28 +48,34 @@ class RobustnessView:
     seed: int
     evaluated: int
     sampled: bool
+    accuracy: str
+    rows: tuple[tuple[RobustnessRow, str], ...]
 
 
-_MEASURED = ("accuracy", "sensitivity", "specificity")
+def _measure(name: str, multi_label: bool) -> str:
+    """A measure as the report names it: a multi-label model's accuracy is its subset
+    accuracy."""
+    return "subset accuracy" if multi_label and name == "accuracy" else name
 
 
-def _falls(row: RobustnessRow, name: str) -> str:
-    change: Estimate = getattr(row, f"{name}_change")
-    worse = row.worse[_MEASURED.index(name)]
+def _falls(row: RobustnessRow, name: str, multi_label: bool) -> str:
+    change, worse = row.change(name)
     return (
-        f"{name} falls {-100 * change.value:.1f} points (95% CI {-100 * change.ci_high:.1f} "
-        f"to {-100 * change.ci_low:.1f}; {worse:,} images turned wrong)"
+        f"{_measure(name, multi_label)} falls {-100 * change.value:.1f} points (95% CI "
+        f"{-100 * change.ci_high:.1f} to {-100 * change.ci_low:.1f}; {worse:,} images turned "
+        "wrong)"
     )
 
 
-def _sentence(row: RobustnessRow, harsher: list[RobustnessRow]) -> str:
+def _sentence(row: RobustnessRow, harsher: list[RobustnessRow], multi_label: bool) -> str:
     """The mildest fragile severity's figures; "from" it when every harsher one is also
     fragile, else "at" it."""
-    falls = "; ".join(_falls(row, name) for name in row.fragile)
+    falls = "; ".join(_falls(row, name, multi_label) for name in row.fragile)
     where = "from" if all(r.fragile for r in harsher) else "at"
+    flips = "called sets change" if multi_label else "predictions flip"
     return (
-        f"{row.title}, {where} {row.level}: {falls}; {percent(row.flips.value)} of predictions "
-        f"flip (95% CI {percent(row.flips.ci_low)}–{percent(row.flips.ci_high)})."
+        f"{row.title}, {where} {row.level}: {falls}; {percent(row.flips.value)} of {flips} "
+        f"(95% CI {percent(row.flips.ci_low)}–{percent(row.flips.ci_high)})."
     )
 
 
@@ -75,7 +86,9 @@ def robustness_findings(robustness: Robustness | None) -> tuple[str, ...]:
     rows = list(robustness.rows)
     return tuple(
         _sentence(
-            row, [r for r in rows[rows.index(row) + 1 :] if r.perturbation == row.perturbation]
+            row,
+            [r for r in rows[rows.index(row) + 1 :] if r.perturbation == row.perturbation],
+            bool(robustness.labels),
         )
         for row in robustness.fragile()
     )
@@ -89,9 +102,10 @@ def fragile_sentence(robustness: Robustness | None) -> str:
     titles = dict.fromkeys(row.title for row in robustness.rows)
     parts = []
     for row in fragile:
-        name = min(row.fragile, key=lambda n: getattr(row, f"{n}_change").value)
-        fall = -100 * getattr(row, f"{name}_change").value
-        parts.append(f"{row.title} {row.level} ({name} −{fall:.1f} points)")
+        name = min(row.fragile, key=lambda n: row.change(n)[0].value)
+        fall = -100 * row.change(name)[0].value
+        measure = _measure(name, bool(robustness.labels))
+        parts.append(f"{row.title} {row.level} ({measure} −{fall:.1f} points)")
     return (
         f"Fragile under {len(fragile)} of the {len(titles)} perturbations tried, each at its "
         f"mildest fragile severity: {'; '.join(parts)}."
@@ -103,17 +117,22 @@ def _figure(robustness: Robustness) -> str:
     titles = dict.fromkeys(row.title for row in robustness.rows)
     columns = 4
     rows = -(-len(titles) // columns)
-    measures = [("accuracy_change", "accuracy", "#4C72B0")]
+    measures: list[tuple[Callable[[RobustnessRow], Estimate], str, str]] = [
+        (lambda r: r.accuracy_change, _measure("accuracy", bool(robustness.labels)), "#4C72B0")
+    ]
     if robustness.positive_class is not None:
-        measures += [("sensitivity_change", "sensitivity", "#C44E52"),
-                     ("specificity_change", "specificity", "#55A868")]  # fmt: skip
+        measures += [(lambda r: r.change("sensitivity")[0], "sensitivity", "#C44E52"),
+                     (lambda r: r.change("specificity")[0], "specificity", "#55A868")]  # fmt: skip
+    if robustness.labels:
+        measures.append((_largest_label_fall, "largest fall of a label's sensitivity or "
+                         "specificity", "#C44E52"))  # fmt: skip
     with styled_figure(7.2, 1.9 * rows) as figure:
         axes_list = figure.subplots(rows, columns, sharey=True, squeeze=False).ravel()
         for axes, title in zip(axes_list, titles, strict=False):
             panel = [r for r in robustness.rows if r.title == title]
             x = np.arange(len(panel))
-            for offset, (field, label, color) in enumerate(measures):
-                changes = [getattr(r, field) for r in panel]
+            for offset, (read, label, color) in enumerate(measures):
+                changes = [read(r) for r in panel]
                 values = np.array([100 * c.value for c in changes])
                 errors = 100 * interval_errors(
                     [c.value for c in changes], [c.ci_low for c in changes],
@@ -165,4 +184,23 @@ def robustness_view(inputs: AuditInputs) -> RobustnessView | None:
         seed=settings.seed,
         evaluated=inputs.evaluation.n_images,
         sampled=robustness.images + robustness.unreadable < inputs.evaluation.n_images,
+        accuracy=_measure("accuracy", bool(robustness.labels)),
+        rows=tuple((row, _worst_label(row) if row.labels else "") for row in robustness.rows),
     )
+
+
+def _label_falls(row: RobustnessRow) -> list[tuple[str, Estimate, int]]:
+    """A multi-label row's label measures, the largest fall first (NaN ones left out)."""
+    measures = [m for label in row.labels for m in label.measures() if not np.isnan(m[1].value)]
+    return sorted(measures, key=lambda m: m[1].value)
+
+
+def _largest_label_fall(row: RobustnessRow) -> Estimate:
+    falls = _label_falls(row)
+    return falls[0][1] if falls else Estimate(np.nan, np.nan, np.nan)
+
+
+def _worst_label(row: RobustnessRow) -> str:
+    """The label measure of the row's largest fall, with its change in points."""
+    falls = _label_falls(row)
+    return f"{falls[0][0]} {points(falls[0][1].value)}" if falls else "—"

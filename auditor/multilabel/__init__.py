@@ -17,7 +17,6 @@ __all__ = ["NOT_COMPARED", "NOT_RUN"]
 
 NOT_RUN = (
     "the operating point and subgroup fairness (per-value subset accuracy is shown)",
-    "robustness to perturbations",
     "network dissection, TCAV and activation maximisation",
     "the embedding's projections and neighbours",
     "counterfactual explanations",

@@ -1,11 +1,13 @@
 """The stages of a multi-label audit after its evaluation.
 
-Its images are selected and explained for every label called or missed, and the
-explanations' trust is measured, as for a single-label model; the metadata dependence is
-tested label by label (:mod:`auditor.multilabel.dependence`), and each label's
-probability's calibration measured (:mod:`auditor.multilabel.calibration`) and its wrong
-calls counted (:mod:`auditor.multilabel.failures`). The analyses that read
-one class per image (:data:`auditor.multilabel.NOT_RUN`) do not run; the report says which, and why.
+It is run on perturbed copies of its images (:mod:`auditor.robustness`: subset accuracy,
+called sets that change, each label's sensitivity and specificity). Its images are
+selected and explained for every label called or missed, and the explanations' trust is
+measured, as for a single-label model; the metadata dependence is tested label by label
+(:mod:`auditor.multilabel.dependence`), each label's probability's calibration measured
+(:mod:`auditor.multilabel.calibration`) and its wrong calls counted
+(:mod:`auditor.multilabel.failures`). The analyses that read one class per image
+(:data:`auditor.multilabel.NOT_RUN`) do not run; the report says which, and why.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from auditor.multilabel import NOT_COMPARED
 from auditor.multilabel.calibration import label_calibration, miscalibrated
 from auditor.multilabel.dependence import label_dependence
 from auditor.multilabel.failures import label_failures
+from auditor.multilabel.metrics import label_thresholds
 from auditor.outputs import Loaded, Results
 from auditor.policy import evaluate_policy
 from auditor.resample import Resampling
+from auditor.robustness import perturbed_predictions, robustness_summary
 from auditor.stages import explained, selected
 
 __all__ = ["analyse_labels"]
@@ -67,15 +71,28 @@ def _label_clinical(config: AuditConfig, loaded: Loaded, evaluation: Evaluation)
 def analyse_labels(
     config: AuditConfig, loaded: Loaded, evaluation: Evaluation, checkpoint: Checkpoint
 ) -> Results:
-    """Select, explain and measure the trust of a multi-label model's explanations; the
-    policy is judged on its ``metrics.json`` (:func:`auditor.documents.label_metrics_document`)."""
+    """Run a multi-label model on perturbed images, select, explain and measure the trust
+    of its explanations; the policy is judged on its ``metrics.json``
+    (:func:`auditor.documents.label_metrics_document`)."""
+    classes = loaded.dataset.classes
+    thresholds = label_thresholds(config.evaluation.label_thresholds, classes)
+    with stage("robustness") as counts:
+        perturbed = checkpoint.stage("robustness", lambda: perturbed_predictions(
+            loaded.model, loaded.dataset, loaded.preprocessing, loaded.kind,
+            evaluation.predictions, config.robustness, None, thresholds,
+        ))  # fmt: skip
+        counts["perturbed_predictions"] = 0 if perturbed is None else len(perturbed.frame)
     selection = selected(config, loaded, evaluation)
     explanations, trust = explained(config, loaded, evaluation, selection, checkpoint)
     take_over_threads()  # a sharded run's other ranks have stopped
     clinical = _label_clinical(config, loaded, evaluation)
-    metrics = label_metrics_document(evaluation, loaded.dataset.classes, trust, clinical)
+    robustness = None if perturbed is None else robustness_summary(
+        perturbed, evaluation.predictions, None, config.clinical.threshold, clinical.resampling,
+        config.evaluation.bootstrap, config.clinical.min_group_size, classes,
+    )  # fmt: skip
+    metrics = label_metrics_document(evaluation, classes, trust, clinical, robustness)
     return Results(
         evaluation, selection, explanations, trust, clinical,
-        None, None, ConceptAnalysis(), None, None, metrics,
+        perturbed, robustness, ConceptAnalysis(), None, None, metrics,
         evaluate_policy(config.policy, metrics, NOT_COMPARED),
     )  # fmt: skip

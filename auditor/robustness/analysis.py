@@ -12,6 +12,11 @@ A perturbation is **fragile** at a severity when accuracy, sensitivity or specif
 falls by at least ``fragile-drop`` with the interval's upper end below zero and at least
 ``min-group-size`` images whose call turned wrong behind the fall (a few images near
 the threshold can move a small group's rate by points: that is not a finding).
+
+A multi-label model's accuracy is its subset accuracy (the called set equals the
+labels), a flip a called set that changes, and every label's sensitivity and
+specificity at its threshold is measured as a positive class's is, from the same
+draws (``sensitivity of <label>``, ``specificity of <label>``); it has no confidence.
 """
 
 from __future__ import annotations
@@ -23,15 +28,20 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
+from auditor.manifest import LABEL_SEPARATOR
 from auditor.metrics import Estimate
 from auditor.resample import Resampling, weighted_means
 from auditor.robustness.settings import RobustnessSettings
 from auditor.robustness.stage import Perturbed, Variant, variants
 
-__all__ = ["MEASURES", "Robustness", "RobustnessRow", "robustness_summary"]
+__all__ = ["MEASURES", "LabelChange", "Robustness", "RobustnessRow", "robustness_summary"]
 
 MEASURES = ("accuracy", "sensitivity", "specificity", "flips", "confidence")
-"""What is measured per variant, in the order of a variant's columns."""
+"""What is measured per variant, in the order of a variant's columns (a multi-label
+model's labels' sensitivities and specificities follow, two columns per label)."""
+
+_MEASURED = MEASURES[:3]
+"""The measures whose fall can make a variant fragile."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,37 @@ class RobustnessRow:
     confidence_change: Estimate
     worse: tuple[int, int, int]
     fragile: tuple[str, ...]
+    labels: tuple[LabelChange, ...] = ()
+
+    def change(self, measure: str) -> tuple[Estimate, int]:
+        """A fragile measure's change and the images whose call turned wrong behind it:
+        ``accuracy``, ``sensitivity``, ``specificity``, or a label's."""
+        if measure in _MEASURED:
+            change = getattr(self, f"{measure}_change")
+            return change, self.worse[_MEASURED.index(measure)]
+        for label in self.labels:
+            for name, change, worse in label.measures():
+                if name == measure:
+                    return change, worse
+        raise KeyError(measure)
+
+
+@dataclass(frozen=True)
+class LabelChange:
+    """One label's sensitivity and specificity change under one variant, with the images
+    whose call of it turned wrong (positives no longer called, negatives newly called)."""
+
+    label: str
+    sensitivity_change: Estimate
+    specificity_change: Estimate
+    worse: tuple[int, int]
+
+    def measures(self) -> tuple[tuple[str, Estimate, int], ...]:
+        """``(name, change, images turned wrong)`` of its two measures."""
+        return (
+            (f"sensitivity of {self.label}", self.sensitivity_change, self.worse[0]),
+            (f"specificity of {self.label}", self.specificity_change, self.worse[1]),
+        )
 
 
 @dataclass(frozen=True)
@@ -77,6 +118,7 @@ class Robustness:
         min_images: Fewest images whose call turned wrong behind a fragile measure.
         resampled: What the bootstrap drew, in words.
         examples: ``(V, C, H, W)`` the first image under every variant, or ``None``.
+        labels: A multi-label model's labels (each row's ``labels`` in this order).
     """
 
     settings: RobustnessSettings
@@ -92,6 +134,7 @@ class Robustness:
     seconds: float
     passes: int
     examples: torch.Tensor | None
+    labels: tuple[str, ...] = ()
 
     def fragile(self) -> tuple[RobustnessRow, ...]:
         """Per fragile perturbation, its mildest fragile severity, in the perturbations' order."""
@@ -104,7 +147,8 @@ class Robustness:
 
 @dataclass(frozen=True)
 class _Clean:
-    """The clean run of the perturbed images, aligned with the variants' rows."""
+    """The clean run of the perturbed images, aligned with the variants' rows; for a
+    multi-label model, its ``labels`` with which each image ``has`` and was ``calls``."""
 
     index: NDArray[np.int64]
     label: NDArray[np.object_]
@@ -113,22 +157,42 @@ class _Clean:
     positive: NDArray[np.bool_] | None
     called: NDArray[np.bool_] | None
     accuracy: float
+    labels: tuple[str, ...] = ()
+    has: NDArray[np.bool_] | None = None
+    calls: NDArray[np.bool_] | None = None
+
+
+def _sets(cells: NDArray[np.object_], labels: tuple[str, ...]) -> NDArray[np.bool_]:
+    """``(N, K)``: which labels each cell (``a;b``, ``-`` for none) lists."""
+    listed = [set(str(cell).split(LABEL_SEPARATOR)) for cell in cells]
+    return np.array([[name in row for name in labels] for row in listed], dtype=bool).reshape(
+        len(listed), len(labels)
+    )
 
 
 def _clean(
-    predictions: pd.DataFrame, images: NDArray[np.int64], positive: str | None, threshold: float
-) -> _Clean:
+    predictions: pd.DataFrame, images: NDArray[np.int64], positive: str | None, threshold: float,
+    labels: tuple[str, ...],
+) -> _Clean:  # fmt: skip
     clean = predictions.set_index("index").loc[images]
     truth = clean["label"].to_numpy(dtype=object)
     prediction = clean["prediction"].to_numpy(dtype=object)
+    confidence = (
+        clean["confidence"].to_numpy(dtype=np.float64)
+        if "confidence" in clean  # a multi-label model has none
+        else np.full(images.shape[0], np.nan)
+    )
     return _Clean(
         index=images,
         label=truth,
         prediction=prediction,
-        confidence=clean["confidence"].to_numpy(dtype=np.float64),
+        confidence=confidence,
         positive=None if positive is None else truth == positive,
         called=None if positive is None else clean[f"p_{positive}"].to_numpy() >= threshold,
         accuracy=float((prediction == truth).mean()),
+        labels=labels,
+        has=_sets(truth, labels) if labels else None,
+        calls=_sets(prediction, labels) if labels else None,
     )
 
 
@@ -154,6 +218,13 @@ def _columns(
         of += [np.zeros_like(everyone)] * 2
     values += [(prediction != clean.prediction).astype(np.float64), confidence - clean.confidence]
     of += [everyone, everyone]
+    if clean.has is not None and clean.calls is not None:
+        # A non-finite output (an empty cell) is no call at all: every clean call changed.
+        calls = np.where((prediction == "")[:, None], ~clean.calls, _sets(prediction, clean.labels))
+        change = calls.astype(np.float64) - clean.calls
+        for k in range(len(clean.labels)):
+            values += [change[:, k], -change[:, k]]
+            of += [clean.has[:, k], ~clean.has[:, k]]
     return values, of
 
 
@@ -202,6 +273,7 @@ def robustness_summary(
     resampling: Resampling,
     resamples: int,
     min_images: int,
+    labels: tuple[str, ...] = (),
 ) -> Robustness:
     """Compare every variant with the clean run of the same images.
 
@@ -214,11 +286,12 @@ def robustness_summary(
         resamples: Bootstrap resamples.
         min_images: Fewest images whose call turned wrong behind a fragile measure
             (``min-group-size``).
+        labels: A multi-label model's labels, in output order (``()``: single-label).
     """
     settings = perturbed.settings
     keep = predictions["index"].isin(perturbed.frame["index"]).to_numpy()
     images = predictions["index"].to_numpy(dtype=np.int64)[keep]
-    clean = _clean(predictions, images, positive, threshold)
+    clean = _clean(predictions, images, positive, threshold, labels)
     every = variants(settings)
     value_matrix, of_matrix = _matrices(perturbed.frame, every, clean, threshold)
     with np.errstate(invalid="ignore"):
@@ -246,6 +319,17 @@ def robustness_summary(
         seconds=perturbed.seconds,
         passes=perturbed.passes,
         examples=perturbed.examples,
+        labels=labels,
+    )
+
+
+def _label_changes(
+    labels: tuple[str, ...], estimates: list[Estimate], worse: list[int]
+) -> tuple[LabelChange, ...]:
+    """Each label's two changes, from its columns' estimates and counts in label order."""
+    return tuple(
+        LabelChange(label, estimates[2 * k], estimates[2 * k + 1], (worse[2 * k], worse[2 * k + 1]))
+        for k, label in enumerate(labels)
     )
 
 
@@ -257,17 +341,26 @@ def _row(
     """Variant ``v``'s row from every column's point estimate, resampled values and count
     of images whose call turned wrong (``measured``)."""
     points, drawn, worse = measured
-    base = v * len(MEASURES)
-    turned = {name: int(worse[base + m]) for m, name in enumerate(MEASURES[:3])}
+    width = len(MEASURES) + 2 * len(clean.labels)
+    base = v * width
+    turned = {name: int(worse[base + m]) for m, name in enumerate(_MEASURED)}
     estimates = {
         name: _estimate(points[base + m], drawn[:, base + m]) for m, name in enumerate(MEASURES)
     }
     binary = clean.positive is not None
-    changes = {
+    changes: dict[str, Estimate | None] = {
         "accuracy": estimates["accuracy"],
         "sensitivity": estimates["sensitivity"] if binary else None,
         "specificity": estimates["specificity"] if binary else None,
     }
+    columns = range(base + len(MEASURES), base + width)
+    labels = _label_changes(
+        clean.labels, [_estimate(points[c], drawn[:, c]) for c in columns],
+        [int(worse[c]) for c in columns],
+    )  # fmt: skip
+    for label in labels:
+        for name, change, turned_wrong in label.measures():
+            changes[name], turned[name] = change, turned_wrong
     return RobustnessRow(
         perturbation=variant.perturbation.name,
         title=variant.perturbation.title,
@@ -282,4 +375,5 @@ def _row(
         confidence_change=estimates["confidence"],
         worse=(turned["accuracy"], turned["sensitivity"], turned["specificity"]),
         fragile=_fragile(changes, turned, settings, min_images),
+        labels=labels,
     )

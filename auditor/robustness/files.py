@@ -1,5 +1,5 @@
-"""The robustness suite in the run folder: ``robustness.csv``, ``robustness_predictions.csv``
-and ``metrics.json``'s ``robustness``."""
+"""The robustness suite in the run folder: ``robustness.csv``, ``robustness_predictions.csv``,
+a multi-label model's ``robustness_labels.csv`` and ``metrics.json``'s ``robustness``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 from auditor.metrics import Estimate
 from auditor.robustness.analysis import Robustness
 
-__all__ = ["robustness_document", "robustness_frame"]
+__all__ = ["robustness_document", "robustness_frame", "robustness_label_frame"]
 
 _CHANGES = ("accuracy_change", "sensitivity_change", "specificity_change", "flips",
             "confidence_change")  # fmt: skip
@@ -46,6 +46,28 @@ def robustness_frame(robustness: Robustness) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def robustness_label_frame(robustness: Robustness) -> pd.DataFrame:
+    """``robustness_labels.csv`` (a multi-label model): one row per perturbation,
+    severity and label: each label's sensitivity and specificity change with its paired
+    95% interval, and the images whose call of it turned wrong."""
+    rows = []
+    for row in robustness.rows:
+        for change in row.labels:
+            record: dict[str, Any] = {
+                "perturbation": row.perturbation, "severity": row.severity,
+                "label": change.label,
+            }  # fmt: skip
+            record |= _estimate("sensitivity_change", change.sensitivity_change)
+            record |= _estimate("specificity_change", change.specificity_change)
+            record["sensitivity_worse"], record["specificity_worse"] = change.worse
+            rows.append(record)
+    columns = ["perturbation", "severity", "label", *(
+        f"{name}{end}" for name in ("sensitivity_change", "specificity_change")
+        for end in ("", "_ci_low", "_ci_high")
+    ), "sensitivity_worse", "specificity_worse"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
 def robustness_document(robustness: Robustness | None) -> dict[str, Any] | None:
     """``metrics.json``'s ``robustness`` (``None`` when the suite was switched off)."""
     if robustness is None:
@@ -62,6 +84,7 @@ def robustness_document(robustness: Robustness | None) -> dict[str, Any] | None:
         "resamples": robustness.resamples,
         "resampled": robustness.resampled,
         "rows": robustness_frame(robustness).to_dict(orient="records"),
+        "labels": robustness_label_frame(robustness).to_dict(orient="records"),
         "fragile": [
             {
                 "perturbation": row.perturbation,

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from numpy.typing import NDArray
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -23,6 +24,8 @@ from auditor.data import Dataset
 from auditor.evaluate import run_model
 from auditor.images import Preprocessing, make_loader
 from auditor.load import LoadedModel, OutputKind, check_output, to_probabilities
+from auditor.multilabel.evaluation import label_set
+from auditor.multilabel.metrics import called
 from auditor.robustness.perturbations import PERTURBATIONS, Perturbation
 from auditor.robustness.settings import RobustnessSettings
 
@@ -53,8 +56,10 @@ class Perturbed:
 
     Attributes:
         frame: One row per (image, variant): ``index`` (the sample), ``perturbation``,
-            ``severity``, ``prediction`` (class name; empty when the output was not
-            finite), ``confidence`` and ``p_positive`` (NaN without a positive class).
+            ``severity``, ``prediction`` (class name, or a multi-label model's called
+            set as ``predictions.csv`` writes it; empty when the output was not finite),
+            ``confidence`` and ``p_positive`` (NaN without a positive class, and for a
+            multi-label model).
         images: Images run (after the sample).
         unreadable: Chosen images that could no longer be read (left out).
         examples: ``(V, C, H, W)`` the first image under every variant, for the report.
@@ -82,35 +87,43 @@ def _chosen(predictions: pd.DataFrame, limit: int, seed: int) -> np.ndarray:
 
 
 def _score(
-    model: LoadedModel, images: torch.Tensor, kind: OutputKind, n_classes: int,
-    positive: int | None,
+    model: LoadedModel, images: torch.Tensor, kind: OutputKind, classes: tuple[str, ...],
+    reading: tuple[int | None, NDArray[np.float64] | None],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Predicted class (-1 where not finite), confidence and the positive class's probability."""
+    """The prediction cells ("" where the output is not finite), confidence and the
+    positive class's probability. ``reading`` is the positive class's index and, for a
+    multi-label model, the labels' thresholds: its cell is the called set (``a;b``, ``-``
+    for none) and its confidence and positive probability NaN."""
+    positive, thresholds = reading
     output, _ = run_model(model, images)
-    finite = check_output(output, kind, n_classes, images.shape[0], model.path.name).cpu()
+    finite = check_output(output, kind, len(classes), images.shape[0], model.path.name).cpu()
     probabilities = to_probabilities(output, kind).cpu()
-    predicted = torch.where(finite, probabilities.argmax(dim=1), -1).numpy()
+    nothing = np.full(images.shape[0], np.nan, dtype=np.float32)
+    if thresholds is not None:
+        calls = called(probabilities.numpy(), thresholds)
+        ok = finite.tolist()
+        cells = [label_set(row, classes) if ok[i] else "" for i, row in enumerate(calls)]
+        return np.array(cells, dtype=object), nothing, nothing
+    names = np.array([*classes, ""], dtype=object)  # -1: no finite output
+    predicted = names[torch.where(finite, probabilities.argmax(dim=1), -1).numpy()]
     confidence = torch.where(finite, probabilities.max(dim=1).values, torch.nan).numpy()
     p_positive = (
         torch.where(finite, probabilities[:, positive], torch.nan).numpy()
         if positive is not None
-        else np.full(images.shape[0], np.nan, dtype=np.float32)
+        else nothing
     )
     return predicted, confidence, p_positive
 
 
-def _frame(
-    columns: dict[str, list[np.ndarray]], every: tuple[Variant, ...], classes: tuple[str, ...]
-) -> pd.DataFrame:
+def _frame(columns: dict[str, list[np.ndarray]], every: tuple[Variant, ...]) -> pd.DataFrame:
     """``robustness_predictions.csv``'s rows from the per-batch arrays."""
     which = np.concatenate(columns["variant"])
-    names = np.array([*classes, ""], dtype=object)  # -1: no finite output
     return pd.DataFrame(
         {
             "index": pd.Series(np.concatenate(columns["index"]), dtype="int64"),
             "perturbation": pd.Series([every[v].perturbation.name for v in which], dtype="string"),
             "severity": pd.Series([every[v].severity for v in which], dtype="float64"),
-            "prediction": pd.Series(names[np.concatenate(columns["pred"])], dtype="string"),
+            "prediction": pd.Series(np.concatenate(columns["pred"]), dtype="string"),
             "confidence": pd.Series(np.concatenate(columns["conf"]), dtype="float64"),
             "p_positive": pd.Series(np.concatenate(columns["p"]), dtype="float64"),
         }
@@ -119,12 +132,14 @@ def _frame(
 
 def _run(
     model: LoadedModel, loader: DataLoader[Any], preprocessing: Preprocessing, kind: OutputKind,
-    every: tuple[Variant, ...], reading: tuple[int, int | None, int],
+    every: tuple[Variant, ...],
+    reading: tuple[tuple[str, ...], int | None, NDArray[np.float64] | None, int],
 ) -> tuple[dict[str, list[np.ndarray]], list[torch.Tensor], int]:  # fmt: skip
     """Every batch under every variant, one forward pass each: the per-batch arrays, the
     first image's perturbed versions and the count of unreadable images. ``reading`` is
-    the number of classes, the positive class's index and the seed."""
-    n_classes, positive, seed = reading
+    the classes, the positive class's index, a multi-label model's thresholds and the
+    seed."""
+    classes, positive, thresholds, seed = reading
     columns: dict[str, list[np.ndarray]] = {
         k: [] for k in ("index", "variant", "pred", "conf", "p")
     }
@@ -142,8 +157,9 @@ def _run(
                 if len(examples) < len(every):
                     examples.append(perturbed[0])
                 predicted, confidence, p_positive = _score(
-                    model, preprocessing.normalise(perturbed), kind, n_classes, positive
-                )
+                    model, preprocessing.normalise(perturbed), kind, classes,
+                    (positive, thresholds),
+                )  # fmt: skip
                 columns["index"].append(batch.indices.numpy())
                 columns["variant"].append(np.full(len(predicted), v))
                 columns["pred"].append(predicted)
@@ -160,12 +176,14 @@ def perturbed_predictions(
     predictions: pd.DataFrame,
     settings: RobustnessSettings,
     positive: int | None,
+    thresholds: NDArray[np.float64] | None = None,
 ) -> Perturbed | None:
     """Score the evaluated images under every variant, or ``None`` when switched off.
 
     Args:
         predictions: ``predictions.csv``'s frame: which images were evaluated.
         positive: Index of the positive class, or ``None``.
+        thresholds: A multi-label model's label thresholds (its calls are sets).
     """
     if settings.robustness_images == 0:
         return None
@@ -178,11 +196,12 @@ def perturbed_predictions(
     )  # fmt: skip
     every = variants(settings)
     columns, examples, unreadable = _run(
-        model, loader, preprocessing, kind, every, (len(dataset.classes), positive, settings.seed)
-    )
+        model, loader, preprocessing, kind, every,
+        (dataset.classes, positive, thresholds, settings.seed),
+    )  # fmt: skip
     if not columns["index"]:
         return None
-    frame = _frame(columns, every, dataset.classes)
+    frame = _frame(columns, every)
     frame = frame.sort_values(["perturbation", "severity", "index"], kind="stable")
     return Perturbed(
         frame=frame.reset_index(drop=True),
