@@ -83,7 +83,8 @@ DERIVED: dict[str, str] = {
         for part in ("value", "ci_low", "ci_high")
     },
     **{
-        f"robustness.worst_accuracy_change.{part}": f"the largest fall in accuracy ({part})"
+        f"robustness.worst_accuracy_change.{part}": "the largest fall in accuracy "
+        f"({part}; a multi-label model's subset accuracy)"
         for part in ("value", "ci_low", "ci_high")
     },
     **{

@@ -67,6 +67,43 @@ def test_a_label_no_longer_called_under_one_variant_is_that_variant_s_finding() 
     assert np.isnan(dark.confidence_change.value), "a multi-label model has no confidence"
 
 
+def test_a_non_finite_output_is_never_right_so_never_an_improvement() -> None:
+    clean = _clean()
+    clean.loc[3, "prediction"] = "a"  # a false call of a, on an image without a
+    broken = ["" if i in (1, 3) else c for i, c in enumerate(clean["prediction"])]
+    robustness = robustness_summary(
+        _perturbed(clean, {("rotation", 15.0): broken}), clean, None, 0.5, Resampling(), 50,
+        10, NAMES,
+    )  # fmt: skip
+
+    [rotated] = [r for r in robustness.rows if (r.perturbation, r.severity) == ("rotation", 15.0)]
+    a = rotated.labels[0]
+    # x1 (no a, rightly not called) is now wrong; x3 (no a, wrongly called) stays wrong.
+    assert a.specificity_change.value == pytest.approx(-1 / 20) and a.worse == (0, 1)
+    assert a.sensitivity_change.value == 0
+    assert rotated.accuracy_change.value == pytest.approx(-1 / 40)  # x1 only: x3 was wrong
+
+
+def test_a_single_label_non_finite_output_is_never_an_improvement() -> None:
+    truth = np.array(["high"] * 10 + ["low"] * 10)
+    p = np.r_[np.full(9, 0.9), 0.1, np.full(9, 0.1), 0.9]  # x9 missed, x19 a false call
+    clean = pd.DataFrame({
+        "index": range(20), "label": truth, "prediction": np.where(p >= 0.5, "high", "low"),
+        "confidence": np.maximum(p, 1 - p), "p_high": p,
+    })  # fmt: skip
+    perturbed = _perturbed(clean, {})
+    noisy = (perturbed.frame["perturbation"] == "rotation") & (perturbed.frame["severity"] == 15)
+    perturbed.frame["p_positive"] = np.tile(p, len(perturbed.frame) // 20)
+    wrong = noisy & perturbed.frame["index"].isin([9, 19])
+    perturbed.frame.loc[wrong, ["prediction", "p_positive"]] = ["", np.nan]
+    robustness = robustness_summary(perturbed, clean, "high", 0.5, Resampling(), 50, 10)
+
+    [rotated] = [r for r in robustness.rows if (r.perturbation, r.severity) == ("rotation", 15.0)]
+    assert rotated.sensitivity_change is not None and rotated.specificity_change is not None
+    assert rotated.sensitivity_change.value == 0 and rotated.specificity_change.value == 0
+    assert rotated.accuracy_change.value == 0
+
+
 def _has(cells: pd.Series, name: str) -> np.ndarray:
     return cells.astype(str).str.split(";").map(lambda c: name in c).to_numpy(dtype=bool)
 

@@ -77,8 +77,9 @@ GLOSSARY: tuple[Term, ...] = (
     Term("Confident error", "A wrong call made with a confidence at or above the "
          "high-confidence setting."),
     Term("Fragile", "Said of a perturbation (noise, blur, …) whose severity lowers accuracy, "
-         "sensitivity or specificity by at least the fragile-drop setting, with the 95% CI of "
-         "the change below 0 and enough images turned wrong."),
+         "sensitivity or specificity (a multi-label model's subset accuracy, or a label's "
+         "sensitivity or specificity) by at least the fragile-drop setting, with the 95% CI "
+         "of the change below 0 and enough images turned wrong."),
     Term("Attribution map", "A map of how much each pixel contributed to the score of one "
          "class, by one explanation method (saliency, Grad-CAM, LIME, …)."),
     Term("Randomisation check", "A method's maps for the trained model are compared with its "

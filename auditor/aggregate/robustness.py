@@ -37,7 +37,7 @@ class RobustnessView:
         accuracy: What accuracy is: ``accuracy``, or a multi-label model's ``subset
             accuracy``.
         rows: Every row with a multi-label model's label measure of the largest fall, in
-            words ("" for a single-label model).
+            words ("" for a single-label model), and its fragile measures, in words.
     """
 
     robustness: Robustness
@@ -49,7 +49,7 @@ class RobustnessView:
     evaluated: int
     sampled: bool
     accuracy: str
-    rows: tuple[tuple[RobustnessRow, str], ...]
+    rows: tuple[tuple[RobustnessRow, str, str], ...]
 
 
 def _measure(name: str, multi_label: bool) -> str:
@@ -124,8 +124,7 @@ def _figure(robustness: Robustness) -> str:
         measures += [(lambda r: r.change("sensitivity")[0], "sensitivity", "#C44E52"),
                      (lambda r: r.change("specificity")[0], "specificity", "#55A868")]  # fmt: skip
     if robustness.labels:
-        measures.append((_largest_label_fall, "largest fall of a label's sensitivity or "
-                         "specificity", "#C44E52"))  # fmt: skip
+        measures.append((_largest_label_fall, "largest label fall", "#C44E52"))
     with styled_figure(7.2, 1.9 * rows) as figure:
         axes_list = figure.subplots(rows, columns, sharey=True, squeeze=False).ravel()
         for axes, title in zip(axes_list, titles, strict=False):
@@ -185,22 +184,30 @@ def robustness_view(inputs: AuditInputs) -> RobustnessView | None:
         evaluated=inputs.evaluation.n_images,
         sampled=robustness.images + robustness.unreadable < inputs.evaluation.n_images,
         accuracy=_measure("accuracy", bool(robustness.labels)),
-        rows=tuple((row, _worst_label(row) if row.labels else "") for row in robustness.rows),
+        rows=tuple(
+            (
+                row,
+                _worst_label(row) if row.labels else "",
+                ", ".join(_measure(name, bool(row.labels)) for name in row.fragile),
+            )
+            for row in robustness.rows
+        ),
     )
 
 
 def _label_falls(row: RobustnessRow) -> list[tuple[str, Estimate, int]]:
-    """A multi-label row's label measures, the largest fall first (NaN ones left out)."""
-    measures = [m for label in row.labels for m in label.measures() if not np.isnan(m[1].value)]
+    """A multi-label row's label measures that fell, the largest fall first."""
+    measures = [m for label in row.labels for m in label.measures() if m[1].value < 0]
     return sorted(measures, key=lambda m: m[1].value)
 
 
 def _largest_label_fall(row: RobustnessRow) -> Estimate:
+    """The largest fall of a label's measure, or no change (0) when none fell."""
     falls = _label_falls(row)
-    return falls[0][1] if falls else Estimate(np.nan, np.nan, np.nan)
+    return falls[0][1] if falls else Estimate(0.0, 0.0, 0.0)
 
 
 def _worst_label(row: RobustnessRow) -> str:
     """The label measure of the row's largest fall, with its change in points."""
     falls = _label_falls(row)
-    return f"{falls[0][0]} {points(falls[0][1].value)}" if falls else "—"
+    return f"{falls[0][0]} {points(falls[0][1].value)}" if falls else "none fell"

@@ -208,8 +208,9 @@ def _columns(
     of = [everyone]
     if clean.positive is not None and clean.called is not None:
         p_positive = frame["p_positive"].to_numpy(dtype=np.float64)
-        # A non-finite output is no call at all: the clean call counts as changed.
-        called = np.where(np.isfinite(p_positive), p_positive >= threshold, ~clean.called)
+        # A non-finite output is no call at all, so never right: a positive not called, a
+        # negative called (a changed call when the clean one was right, else unchanged).
+        called = np.where(np.isfinite(p_positive), p_positive >= threshold, ~clean.positive)
         change = called.astype(np.float64) - clean.called
         values += [change, -change]
         of += [clean.positive, ~clean.positive]
@@ -219,8 +220,8 @@ def _columns(
     values += [(prediction != clean.prediction).astype(np.float64), confidence - clean.confidence]
     of += [everyone, everyone]
     if clean.has is not None and clean.calls is not None:
-        # A non-finite output (an empty cell) is no call at all: every clean call changed.
-        calls = np.where((prediction == "")[:, None], ~clean.calls, _sets(prediction, clean.labels))
+        # A non-finite output (an empty cell) is no call at all, so never right, as above.
+        calls = np.where((prediction == "")[:, None], ~clean.has, _sets(prediction, clean.labels))
         change = calls.astype(np.float64) - clean.calls
         for k in range(len(clean.labels)):
             values += [change[:, k], -change[:, k]]
