@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from click.testing import Result
 from PIL import Image
 from torch import nn
 
-from tests.helpers import write_manifest
+from tests.helpers import invoke, save_torchscript, write_manifest
 
 LABELS = ("effusion", "nodule", "pneumothorax")
 WRONG_ROWS = {3: "nodule", 10: "-", 17: "effusion;pneumothorax"}
@@ -131,3 +132,17 @@ def make_calibration_dataset(folder: Path, n: int = 240, seed: int = 0) -> Path:
         label = ";".join(name for name, on in zip(LABELS, has, strict=True) if on) or "-"
         rows.append({"path": f"images/{path.name}", "label": label, "site": "AB"[i % 2]})
     return write_manifest(folder, rows)
+
+
+def run_label_audit(model: nn.Module, manifest: Path, folder: Path) -> Result:
+    """A quick multi-label audit of ``model`` on ``manifest``, into ``folder``: one
+    sampled image, saliency only, HTML and Markdown reports; its run folder is the last
+    line of its output."""
+    saved = save_torchscript(model, folder / "labels.pt")
+    result = invoke(
+        "run", "--model", str(saved), "--data", str(manifest), "--out", str(folder / "runs"),
+        "--explain-samples", "1", "--methods", "saliency", "--format", "html,md",
+        "--device", "cpu",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    return result

@@ -27,8 +27,7 @@ from auditor.multilabel import NOT_COMPARED
 from auditor.multilabel.calibration import label_calibration, miscalibrated
 from auditor.policy import evaluate_policy, parse_policy
 from auditor.resample import Resampling
-from tests.helpers import invoke, save_torchscript
-from tests.labels import LABELS, make_calibration_dataset, scaled_labels
+from tests.labels import LABELS, make_calibration_dataset, run_label_audit, scaled_labels
 
 
 def _cell(row: np.ndarray, names: tuple[str, ...]) -> str:
@@ -231,14 +230,7 @@ def calibration_audit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result,
     pneumothorax under-confident) on 240 images whose labels are drawn from the
     calibrated probability."""
     folder = tmp_path_factory.mktemp("calibration")
-    model = save_torchscript(scaled_labels(), folder / "labels.pt")
-    manifest = make_calibration_dataset(folder / "data")
-    result = invoke(
-        "run", "--model", str(model), "--data", str(manifest), "--out", str(folder / "runs"),
-        "--explain-samples", "1", "--methods", "saliency", "--format", "html,md",
-        "--device", "cpu",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output + (result.stderr or "")
+    result = run_label_audit(scaled_labels(), make_calibration_dataset(folder / "data"), folder)
     return result, Path(result.stdout.strip().splitlines()[-1])
 
 

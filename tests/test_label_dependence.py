@@ -24,8 +24,7 @@ from auditor.clinical.groups import metadata_groups
 from auditor.multilabel import NOT_COMPARED
 from auditor.multilabel.dependence import label_dependence
 from auditor.policy import evaluate_policy, parse_policy
-from tests.helpers import invoke, save_torchscript
-from tests.labels import LABELS, ChannelLabels, make_label_dataset
+from tests.labels import LABELS, ChannelLabels, make_label_dataset, run_label_audit
 
 COLUMNS = ("site", "age")
 
@@ -167,14 +166,8 @@ def scanner_audit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A multi-label audit of the model with a known answer (tests.labels) on 64 images,
     half from a scanner that prints a mark the model reads as effusion."""
     folder = tmp_path_factory.mktemp("scanner")
-    model = save_torchscript(ChannelLabels(), folder / "labels.pt")
     manifest = make_label_dataset(folder / "data", n=64, scanner=True)
-    result = invoke(
-        "run", "--model", str(model), "--data", str(manifest), "--out", str(folder / "runs"),
-        "--explain-samples", "1", "--methods", "saliency", "--format", "html,md",
-        "--device", "cpu",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output + (result.stderr or "")
+    result = run_label_audit(ChannelLabels(), manifest, folder)
     return Path(result.stdout.strip().splitlines()[-1])
 
 
