@@ -30,7 +30,7 @@ from auditor.clinical.calibration import (
     ece_intervals,
 )
 from auditor.metrics import Estimate
-from auditor.multilabel.cases import labels_of
+from auditor.multilabel.evaluation import label_matrix
 from auditor.resample import Resampling
 
 __all__ = ["LabelCalibration", "label_calibration", "miscalibrated"]
@@ -84,9 +84,7 @@ def label_calibration(
         resamples: Bootstrap resamples of the ECE's interval.
         seed: The audit's seed (the resamples draw from ``[seed, 17]``).
     """
-    truth = [set(labels_of(str(cell))) for cell in predictions["label"]]
-    has = np.array([[name in t for name in names] for t in truth], dtype=bool)
-    has = has.reshape(len(truth), len(names))
+    has = label_matrix(predictions["label"], names)
     p = predictions[[f"p_{name}" for name in names]].to_numpy(dtype=np.float64)
     eces = ece_intervals(p, has, resampling, resamples, np.random.default_rng([seed, 17]))
     found = []

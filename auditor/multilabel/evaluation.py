@@ -7,6 +7,7 @@ accuracy's sense), and ``errors`` counts the labels it gets wrong.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,6 +26,7 @@ from auditor.resample import Resampling
 __all__ = [
     "label_evaluation",
     "label_frame",
+    "label_matrix",
     "label_set",
     "truth",
 ]
@@ -36,6 +38,14 @@ def truth(dataset: Dataset, order: NDArray[np.int64]) -> NDArray[np.bool_]:
     for row, index in enumerate(order.tolist()):
         matrix[row, list(dataset.samples[index].labels)] = True
     return matrix
+
+
+def label_matrix(cells: Iterable[object], names: tuple[str, ...]) -> NDArray[np.bool_]:
+    """``(N, K)``: which of ``names`` each ``label`` or ``prediction`` cell of a
+    predictions table lists (``a;b``, ``-`` for none)."""
+    listed = [set(str(cell).split(LABEL_SEPARATOR)) for cell in cells]
+    matrix = np.array([[name in row for name in names] for row in listed], dtype=bool)
+    return matrix.reshape(len(listed), len(names))
 
 
 def label_set(row: NDArray[np.bool_], names: tuple[str, ...]) -> str:

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
 
 from auditor.clinical.groups import Grouping
-from auditor.multilabel.cases import labels_of
+from auditor.multilabel.evaluation import label_matrix
 
 __all__ = ["ConfidentCall", "LabelFailures", "LabelWrongCalls", "ValueWrongCalls", "label_failures"]
 
@@ -88,21 +87,13 @@ class LabelFailures:
         return sum(c.missed for c in self.confident)
 
 
-def _matrix(cells: pd.Series, names: tuple[str, ...]) -> NDArray[np.bool_]:
-    """``(N, K)``: which labels each ``label`` or ``prediction`` cell lists."""
-    listed = [set(labels_of(str(cell))) for cell in cells]
-    return np.array([[name in row for name in names] for row in listed], dtype=bool).reshape(
-        len(listed), len(names)
-    )
-
-
 def label_failures(
     predictions: pd.DataFrame, grouping: Grouping, names: tuple[str, ...], cut: float
 ) -> LabelFailures:
     """The wrong calls of a multi-label ``predictions.csv``'s frame (its ``label`` and
     ``prediction`` cells and ``p_<label>`` columns), confident at ``cut``."""
-    truth = _matrix(predictions["label"], names)
-    calls = _matrix(predictions["prediction"], names)
+    truth = label_matrix(predictions["label"], names)
+    calls = label_matrix(predictions["prediction"], names)
     p = predictions[[f"p_{name}" for name in names]].to_numpy(dtype=np.float64)
     missed, false = truth & ~calls, calls & ~truth
     sure_missed, sure_false = missed & (p <= 1 - cut), false & (p >= cut)

@@ -28,8 +28,8 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
-from auditor.manifest import LABEL_SEPARATOR
 from auditor.metrics import Estimate
+from auditor.multilabel.evaluation import label_matrix
 from auditor.resample import Resampling, weighted_means
 from auditor.robustness.settings import RobustnessSettings
 from auditor.robustness.stage import Perturbed, Variant, variants
@@ -162,14 +162,6 @@ class _Clean:
     calls: NDArray[np.bool_] | None = None
 
 
-def _sets(cells: NDArray[np.object_], labels: tuple[str, ...]) -> NDArray[np.bool_]:
-    """``(N, K)``: which labels each cell (``a;b``, ``-`` for none) lists."""
-    listed = [set(str(cell).split(LABEL_SEPARATOR)) for cell in cells]
-    return np.array([[name in row for name in labels] for row in listed], dtype=bool).reshape(
-        len(listed), len(labels)
-    )
-
-
 def _clean(
     predictions: pd.DataFrame, images: NDArray[np.int64], positive: str | None, threshold: float,
     labels: tuple[str, ...],
@@ -191,8 +183,8 @@ def _clean(
         called=None if positive is None else clean[f"p_{positive}"].to_numpy() >= threshold,
         accuracy=float((prediction == truth).mean()),
         labels=labels,
-        has=_sets(truth, labels) if labels else None,
-        calls=_sets(prediction, labels) if labels else None,
+        has=label_matrix(truth, labels) if labels else None,
+        calls=label_matrix(prediction, labels) if labels else None,
     )
 
 
@@ -221,7 +213,9 @@ def _columns(
     of += [everyone, everyone]
     if clean.has is not None and clean.calls is not None:
         # A non-finite output (an empty cell) is no call at all, so never right, as above.
-        calls = np.where((prediction == "")[:, None], ~clean.has, _sets(prediction, clean.labels))
+        calls = np.where(
+            (prediction == "")[:, None], ~clean.has, label_matrix(prediction, clean.labels)
+        )
         change = calls.astype(np.float64) - clean.calls
         for k in range(len(clean.labels)):
             values += [change[:, k], -change[:, k]]
