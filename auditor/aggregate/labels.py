@@ -1,15 +1,14 @@
 """A multi-label model's page one and performance section: each label as a binary test
-at its threshold, the whole set of labels, and the errors label by label.
+at its threshold, and the whole set of labels.
 
 Every figure is :class:`~auditor.multilabel.metrics.LabelMetrics`' (``metrics.json``'s
-``multi_label``) or a count over ``predictions.csv``'s ``label`` and ``prediction`` cells.
+``multi_label``) or a count over ``predictions.csv``'s ``label`` and ``prediction`` cells
+(the wrong calls per label are the failure modes', :mod:`auditor.multilabel.failures`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import pandas as pd
 
 from auditor.aggregate.datasheet import duplicates_sentence
 from auditor.aggregate.dependence import (
@@ -27,21 +26,11 @@ from auditor.aggregate.robustness import fragile_sentence
 from auditor.aggregate.summary import Headline
 from auditor.aggregate.trust import TrustSummary, trust_summary
 from auditor.multilabel import NOT_RUN
-from auditor.multilabel.cases import labels_of
+from auditor.multilabel.failures import LabelWrongCalls
 from auditor.multilabel.metrics import LabelMetrics, LabelRow
 from auditor.precision import precision_sentence
 
-__all__ = ["LabelErrors", "LabelSummaryView", "LabelsView", "label_summary_view", "labels_view"]
-
-
-@dataclass(frozen=True)
-class LabelErrors:
-    """A label's wrong calls: ``missed`` images that have it and were not called positive
-    for it, ``false`` images called positive for it that do not have it."""
-
-    name: str
-    missed: int
-    false: int
+__all__ = ["LabelSummaryView", "LabelsView", "label_summary_view", "labels_view"]
 
 
 @dataclass(frozen=True)
@@ -102,7 +91,6 @@ class LabelsView:
 
     Attributes:
         labels: Every label's row, in output order.
-        errors: Every label's missed and false calls, in output order.
         whole: ``(name, estimate, percent)`` of the whole-set metrics.
         resampled: What a bootstrap resample drew, in words.
         resamples: Bootstrap resamples.
@@ -110,27 +98,12 @@ class LabelsView:
     """
 
     labels: tuple[LabelRow, ...]
-    errors: tuple[LabelErrors, ...]
     whole: tuple[Headline, ...]
     mean_labels: float
     mean_called: float
     resampled: str
     resamples: int
     precision: str
-
-
-def label_errors(predictions: pd.DataFrame, names: tuple[str, ...]) -> tuple[LabelErrors, ...]:
-    """Each label's missed and false calls, counted over the predictions table."""
-    have = [set(labels_of(str(t))) for t in predictions["label"]]
-    called = [set(labels_of(str(t))) for t in predictions["prediction"]]
-    return tuple(
-        LabelErrors(
-            name,
-            sum(name in h and name not in c for h, c in zip(have, called, strict=True)),
-            sum(name in c and name not in h for h, c in zip(have, called, strict=True)),
-        )
-        for name in names
-    )
 
 
 def _whole(metrics: LabelMetrics) -> tuple[Headline, ...]:
@@ -145,16 +118,16 @@ def _whole(metrics: LabelMetrics) -> tuple[Headline, ...]:
 
 
 def _findings(
-    metrics: LabelMetrics, errors: tuple[LabelErrors, ...], n_wrong: int
+    metrics: LabelMetrics, errors: tuple[LabelWrongCalls, ...], n_wrong: int
 ) -> tuple[str, ...]:
     """The errors in words, and the labels whose sensitivity or specificity is undefined."""
     found = []
-    if n_wrong:
+    if n_wrong and errors:
         share = n_wrong / metrics.n_images
         worst = max(errors, key=lambda e: (e.missed + e.false, -errors.index(e)))
         found.append(
             f"{n_wrong:,} of {metrics.n_images:,} images ({share:.1%}) have at least one label "
-            f"wrong; the most wrong calls are for {worst.name}: missed on {worst.missed:,} "
+            f"wrong; the most wrong calls are for {worst.label}: missed on {worst.missed:,} "
             f"image(s) that have it, called on {worst.false:,} that do not."
         )
     weakest = min(
@@ -183,7 +156,6 @@ def label_summary_view(inputs: AuditInputs) -> LabelSummaryView | None:
     metrics = evaluation.label_metrics
     if metrics is None:
         return None
-    errors = label_errors(evaluation.predictions, inputs.dataset.classes)
     check = evaluation.precision_check
     n_wrong = int((~evaluation.predictions["correct"]).sum())
     wrong = inputs.clinical.label_failures
@@ -197,7 +169,7 @@ def label_summary_view(inputs: AuditInputs) -> LabelSummaryView | None:
         mean_called=metrics.mean_called,
         output_kind=evaluation.output_kind.value,
         labels=tuple(sorted(metrics.labels, key=lambda r: (r.positives == 0, r.sensitivity.value))),
-        findings=_findings(metrics, errors, n_wrong),
+        findings=_findings(metrics, wrong.by_label if wrong else (), n_wrong),
         dependence=dependence_findings(inputs.clinical.dependence, inputs),
         subgroups=subgroup_failures(inputs.clinical.dependence),
         dependence_tested=inputs.clinical.dependence is not None,
@@ -228,7 +200,6 @@ def labels_view(inputs: AuditInputs) -> LabelsView | None:
         return None
     return LabelsView(
         labels=metrics.labels,
-        errors=label_errors(evaluation.predictions, inputs.dataset.classes),
         whole=_whole(metrics),
         mean_labels=metrics.mean_labels,
         mean_called=metrics.mean_called,
