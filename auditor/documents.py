@@ -33,6 +33,7 @@ from auditor.clinical.files import (
     dependence_document,
     dependence_frame,
     fairness_document,
+    label_subgroups_frame,
     operating_document,
     subgroups_frame,
     triple,
@@ -60,6 +61,7 @@ __all__ = [
     "dependence_frame",
     "fairness_document",
     "label_calibration_document",
+    "label_subgroups_frame",
     "manifest_document",
     "metrics_document",
     "operating_document",
@@ -75,7 +77,7 @@ __all__ = [
 CHECKSUMS = "SHA256SUMS"
 """The run folder's last file: the SHA-256 of every other one."""
 
-METRICS_SCHEMA_VERSION = 12
+METRICS_SCHEMA_VERSION = 13
 # 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence", "operating_point";
 # 4: "resampling" (a declared patient column), "robustness"
 # 5: "dissection"; 6: "tcav"; 7: "similarity", "counterfactuals"; 8: "trust.plan", "precision"
@@ -84,6 +86,7 @@ METRICS_SCHEMA_VERSION = 12
 # 11: "metadata_dependence" in a multi-label audit too: each column's "target", "targets"
 # 12: "label_calibration", "label_failures" (a multi-label model's, label by label),
 # "robustness" in a multi-label audit too, and its "labels"
+# 13: "label_fairness" (a multi-label model's disparities, label by label)
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
@@ -246,9 +249,9 @@ def label_metrics_document(
     robustness: Robustness | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """A multi-label model's ``metrics.json``: the metrics of every label and of the
-    whole set of labels under ``multi_label``, the metadata dependence, the calibration
-    and the failure modes label by label, and the robustness; the analyses that read one
-    class per image did not run, and their keys are absent."""
+    whole set of labels under ``multi_label``, the metadata dependence, the calibration,
+    the failure modes and the subgroups' disparities label by label, and the robustness;
+    the analyses that read one class per image did not run, and their keys are absent."""
     m = evaluation.label_metrics
     if m is None:
         raise ValueError("a multi-label evaluation without its metrics")
@@ -268,6 +271,7 @@ def label_metrics_document(
             "metadata_dependence": dependence_document(clinical.dependence),
             "label_calibration": label_calibration_document(clinical.label_calibration),
             "label_failures": asdict(clinical.label_failures) if clinical.label_failures else None,
+            "label_fairness": [fairness_document(f) for f in clinical.label_fairness],
             "robustness": robustness_document(robustness),
             "resampling": resampling_document(resampling),
         }

@@ -78,7 +78,8 @@ DERIVED: dict[str, str] = {
     "findings.miscalibrated_labels": "labels of a multi-label model whose calibration slope's "
     "95% CI excludes 1",
     **{
-        f"fairness.{name}.{part}": f"the worst column's {name.replace('_', ' ')} ({part})"
+        f"fairness.{name}.{part}": f"the worst column's {name.replace('_', ' ')} ({part}; "
+        "of any label, for a multi-label model)"
         for name in _DISPARITIES
         for part in ("value", "ci_low", "ci_high")
     },
@@ -195,15 +196,13 @@ def parse_policy(table: dict[str, Any], source: str) -> tuple[Criterion, ...]:
     return tuple(criteria)
 
 
-def _worst_disparity(fairness: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
-    if not fairness:
-        return None
+def _worst_disparity(metrics: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The worst column's disparity ``name``: over a multi-label model's labels too."""
+    tests = [metrics["fairness"]] if metrics.get("fairness") else metrics.get("label_fairness", [])
     metric = name.replace("_", " ")
-    rows = [d for d in fairness["disparities"] if d["metric"] == metric and d["value"] is not None]
-    if not rows:
-        return None
+    rows = [d for f in tests for d in f["disparities"] if d["metric"] == metric]
     pick = min if name.endswith("ratio") else max
-    return pick(rows, key=lambda d: d["value"])
+    return pick((d for d in rows if d["value"] is not None), key=lambda d: d["value"], default=None)
 
 
 def _similarity_findings(similarity: dict[str, Any] | None) -> dict[str, float | None]:
@@ -276,7 +275,7 @@ def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
         "findings.counterfactual_artifacts": _counterfactual_artifacts(metrics),
     }
     for name in _DISPARITIES:
-        worst = _worst_disparity(metrics.get("fairness"), name)
+        worst = _worst_disparity(metrics, name)
         for part in ("value", "ci_low", "ci_high"):
             found[f"fairness.{name}.{part}"] = worst[part] if worst else None
     calibration = metrics.get("positive_calibration") or {}

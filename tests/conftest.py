@@ -20,7 +20,7 @@ from tests.helpers import (
     make_manifest_dataset,
     save_torchscript,
 )
-from tests.labels import LABEL_FLAGS, ChannelLabels, make_label_dataset
+from tests.labels import LABEL_FLAGS, ChannelLabels, make_label_dataset, run_label_audit
 
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
 
@@ -94,6 +94,16 @@ def label_audit(tmp_path_factory: pytest.TempPathFactory, label_data: tuple[Path
         "run", "--model", str(model), "--data", str(manifest), "--out", str(out), *LABEL_FLAGS
     )
     assert result.exit_code == 0, result.output + (result.stderr or "")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def scanner_audit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A multi-label audit of the model with a known answer (tests.labels) on 64 images,
+    half from a scanner that prints a mark the model reads as effusion."""
+    folder = tmp_path_factory.mktemp("scanner")
+    manifest = make_label_dataset(folder / "data", n=64, scanner=True)
+    result = run_label_audit(ChannelLabels(), manifest, folder)
     return Path(result.stdout.strip().splitlines()[-1])
 
 

@@ -24,7 +24,7 @@ from auditor.clinical.groups import metadata_groups
 from auditor.multilabel import NOT_COMPARED
 from auditor.multilabel.dependence import label_dependence
 from auditor.policy import evaluate_policy, parse_policy
-from tests.labels import LABELS, ChannelLabels, make_label_dataset, run_label_audit
+from tests.labels import LABELS
 
 COLUMNS = ("site", "age")
 
@@ -159,16 +159,6 @@ def test_nothing_large_enough_to_compare_is_said_as_not_judged() -> None:
     assert dependence_unfound(None, True) == (
         "Metadata dependence not assessed: it needs metadata columns."
     )
-
-
-@pytest.fixture(scope="module")
-def scanner_audit(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A multi-label audit of the model with a known answer (tests.labels) on 64 images,
-    half from a scanner that prints a mark the model reads as effusion."""
-    folder = tmp_path_factory.mktemp("scanner")
-    manifest = make_label_dataset(folder / "data", n=64, scanner=True)
-    result = run_label_audit(ChannelLabels(), manifest, folder)
-    return Path(result.stdout.strip().splitlines()[-1])
 
 
 def test_a_scanner_mark_read_as_a_label_is_on_page_one_as_recomputed(scanner_audit: Path) -> None:

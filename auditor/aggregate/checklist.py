@@ -92,7 +92,11 @@ CHECKLIST: tuple[ChecklistItem, ...] = (
     ),
     ChecklistItem(_TRIPOD, "Calibration", ("calibration", "label-calibration")),
     ChecklistItem(_TRIPOD, "Clinical utility (decision curve)", ("operating",)),
-    ChecklistItem(_TRIPOD, "Performance in subgroups (fairness)", ("subgroups", "dependence")),
+    ChecklistItem(
+        _TRIPOD,
+        "Performance in subgroups (fairness)",
+        ("subgroups", "label-subgroups", "dependence"),
+    ),
     ChecklistItem(
         _TRIPOD,
         "Intended use and clinical role",

@@ -29,6 +29,7 @@ from auditor.aggregate.glossary import glossary_view
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.label_calibration import label_calibration_view
 from auditor.aggregate.label_failures import label_failures_view
+from auditor.aggregate.label_subgroups import label_subgroups_view
 from auditor.aggregate.labels import label_summary_view, labels_view
 from auditor.aggregate.limitations import limitations_view
 from auditor.aggregate.model import model_view
@@ -154,6 +155,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("labels", "Performance per label", labels_view, PERFORMANCE),
     Section("operating", "Operating point", operating_view, PERFORMANCE),
     Section("subgroups", "Subgroups", subgroups_view, SUBGROUPS),
+    Section("label-subgroups", "Subgroups per label", label_subgroups_view, SUBGROUPS),
     Section("dependence", "Metadata dependence", dependence_view, SUBGROUPS),
     Section("failures", "Failure modes", failures_view, SUBGROUPS),
     Section("label-failures", "Failure modes per label", label_failures_view, SUBGROUPS),
@@ -182,6 +184,13 @@ SECTIONS: tuple[Section, ...] = (
     ),
     Section(
         "dependence-detail", "Share called positive, per value", None, DETAILS, view_of="dependence"
+    ),
+    Section(
+        "label-subgroups-detail",
+        "Rates per label and value",
+        None,
+        DETAILS,
+        view_of="label-subgroups",
     ),
     Section("failures-detail", "Confident errors", None, DETAILS, view_of="failures"),
     Section(

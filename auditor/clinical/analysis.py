@@ -49,6 +49,9 @@ class Clinical:
             a single-label model).
         label_failures: A multi-label model's wrong and confident label calls (``None``
             for a single-label model: ``failures``).
+        label_fairness: A multi-label model's rates per metadata value and their
+            disparities, label by label (empty for a single-label model: ``fairness``;
+            and without metadata columns).
     """
 
     settings: ClinicalSettings
@@ -65,6 +68,7 @@ class Clinical:
     class_auc: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     label_calibration: tuple[LabelCalibration, ...] = ()
     label_failures: LabelFailures | None = None
+    label_fairness: tuple[Fairness, ...] = ()
 
 
 def analyse_predictions(

@@ -39,7 +39,16 @@ from auditor.clinical.settings import ClinicalSettings
 from auditor.metrics import Estimate
 from auditor.resample import Resampling, grouped_sums
 
-__all__ = ["DISPARITIES", "WORST", "Disparity", "Fairness", "GroupMetrics", "fairness"]
+__all__ = [
+    "DISPARITIES",
+    "WORST",
+    "BinaryTest",
+    "Disparity",
+    "Fairness",
+    "GroupMetrics",
+    "fairness",
+    "fairness_of",
+]
 
 DISPARITIES = (
     "demographic parity difference",
@@ -276,46 +285,58 @@ def fairness(
         resampling: What a bootstrap resample draws (images by default); with groups,
             the per-value rates get bootstrap intervals over them, not Wilson's.
     """
-    resampling = resampling or Resampling()
     if grouping.empty:
         return None
     y = (predictions["label"] == positive_class).to_numpy(dtype=bool)
     scores = predictions[f"p_{positive_class}"].to_numpy(dtype=np.float64)
-    called = scores >= threshold
+    test = BinaryTest(positive_class, y, scores, scores >= threshold)
+    return fairness_of(test, grouping, settings, resamples, resampling or Resampling())
+
+
+@dataclass(frozen=True)
+class BinaryTest:
+    """A binary test of every image: its target's name, whether each image has it, the
+    score and the call (``stream``: where its random draws start, after the seed)."""
+
+    name: str
+    y: NDArray[np.bool_]
+    scores: NDArray[np.float64]
+    called: NDArray[np.bool_]
+    stream: tuple[int, ...] = ()
+
+
+def fairness_of(
+    test: BinaryTest, grouping: Grouping, settings: ClinicalSettings, resamples: int,
+    resampling: Resampling,
+) -> Fairness:  # fmt: skip
+    """:func:`fairness` of any binary ``test`` (a multi-label model's label, too)."""
+    y, scores, called = test.y, test.scores, test.called
     groups: list[GroupMetrics] = []
     disparities: list[Disparity] = []
     lowest: dict[tuple[str, str], str] = {}
     for index, (column, values) in enumerate(grouping.groups.items()):
+        seed = [settings.seed, *test.stream, index]
         counts = _counts(y, called, values)
-        clustered = _clustered(
-            counts.index, values, y, called, resampling, resamples, [settings.seed, index, 1]
-        )
+        clustered = _clustered(counts.index, values, y, called, resampling, resamples, [*seed, 1])
         rows = _scored(
             _group_metrics(column, counts, settings.min_group_size, clustered),
-            values, scores, y, (resampling, resamples, [settings.seed, index, 2]),
+            values, scores, y, (resampling, resamples, [*seed, 2]),
         )  # fmt: skip
         groups.extend(rows)
         judged = [r.value for r in rows if not r.too_few]
         if len(judged) < 2:
             continue
         keep = values.isin(judged).to_numpy()
-        rng = np.random.default_rng([settings.seed, index])
-        disparities.extend(
-            _disparities(
-                column,
-                values[keep],
-                y[keep],
-                called[keep],
-                resamples,
-                rng,
-                resampling.subset(keep),
-            )
+        rng = np.random.default_rng(seed)
+        found = _disparities(
+            column, values[keep], y[keep], called[keep], resamples, rng, resampling.subset(keep)
         )
+        disparities.extend(found)
         for measure in WORST:
             worst = _worst(rows, measure)
             if worst is not None:
                 lowest[(column, measure)] = worst
     return Fairness(
-        positive_class, tuple(groups), tuple(disparities), lowest, grouping.binned,
+        test.name, tuple(groups), tuple(disparities), lowest, grouping.binned,
         grouping.skipped, settings.min_group_size, resamples,
     )  # fmt: skip

@@ -22,6 +22,7 @@ __all__ = [
     "dependence_document",
     "dependence_frame",
     "fairness_document",
+    "label_subgroups_frame",
     "operating_document",
     "subgroups_frame",
     "triple",
@@ -67,15 +68,16 @@ def _rate_document(rate: Rate) -> dict[str, Any]:
 _GROUP_RATES = ("prevalence", "sensitivity", "specificity", "ppv", "npv", "accuracy")
 
 
-def subgroups_frame(fairness: Fairness) -> pd.DataFrame:
+def subgroups_frame(fairness: Fairness, label: bool = False) -> pd.DataFrame:
     """``subgroups.csv``: per column and value, images and each rate with its 95% CI
     and counts (``<rate>``, ``<rate>_ci_low``, ``<rate>_ci_high``, ``<rate>_hits``,
     ``<rate>_n``); the positive class's ROC ``auc`` and its ``ece`` with bootstrap CIs
-    (empty for groups too few to judge or lacking a class)."""
+    (empty for groups too few to judge or lacking a class). With ``label``, a first
+    column ``label`` names the test (a multi-label model's label)."""
     rows = []
     for g in fairness.groups:
-        row: dict[str, Any] = {"column": g.column, "value": g.value, "n": g.n,
-                               "too_few": g.too_few}  # fmt: skip
+        row: dict[str, Any] = {"label": fairness.positive_class} if label else {}
+        row |= {"column": g.column, "value": g.value, "n": g.n, "too_few": g.too_few}
         for name in _GROUP_RATES:
             rate = getattr(g, name)
             row |= {name: rate.value, f"{name}_ci_low": rate.ci_low,
@@ -88,6 +90,12 @@ def subgroups_frame(fairness: Fairness) -> pd.DataFrame:
                     f"{name}_ci_high": score.ci_high if score else None}  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def label_subgroups_frame(fairnesses: tuple[Fairness, ...]) -> pd.DataFrame:
+    """A multi-label model's ``subgroups.csv``: :func:`subgroups_frame` of every label,
+    with its ``label`` first."""
+    return pd.concat([subgroups_frame(f, label=True) for f in fairnesses], ignore_index=True)
 
 
 def fairness_document(fairness: Fairness | None) -> dict[str, Any] | None:

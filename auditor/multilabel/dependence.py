@@ -35,7 +35,7 @@ from auditor.clinical.dependence import (
 )
 from auditor.clinical.groups import Grouping
 from auditor.clinical.settings import ClinicalSettings
-from auditor.multilabel.cases import labels_of
+from auditor.multilabel.evaluation import label_matrix
 from auditor.resample import Resampling
 
 __all__ = ["CoLabel", "co_label", "label_dependence"]
@@ -85,15 +85,15 @@ def label_dependence(
     if grouping.empty:
         return None
     resampling = resampling or Resampling()
-    truth = [set(labels_of(str(cell))) for cell in predictions["label"]]
-    calls = [set(labels_of(str(cell))) for cell in predictions["prediction"]]
+    truth = label_matrix(predictions["label"], names)
+    calls = label_matrix(predictions["prediction"], names)
     rates: list[GroupRate] = []
     per_label: list[list[ColumnDependence]] = []
     for k, name in enumerate(names):
-        labels = pd.Series([having(name, name in t) for t in truth])
-        called = np.array([name in c for c in calls])
+        labels = pd.Series([having(name, bool(has)) for has in truth[:, k]])
         label_rates, rows = target_dependence(
-            name, labels, called, grouping, settings, (resampling, resamples), [settings.seed, k]
+            name, labels, calls[:, k], grouping, settings, (resampling, resamples),
+            [settings.seed, k],
         )  # fmt: skip
         rates.extend(label_rates)
         per_label.append(rows)
@@ -137,15 +137,16 @@ def co_label(
     """The other label whose prevalence differs most between ``finding``'s two values
     among the images it compares, when that difference is at least
     ``dependence-difference`` (else ``None``)."""
-    truth = [set(labels_of(str(cell))) for cell in predictions["label"]]
-    inside = np.array([having(finding.target, finding.target in t) == finding.label for t in truth])
+    truth = label_matrix(predictions["label"], names)
+    target = truth[:, names.index(finding.target)]
+    inside = np.array([having(finding.target, bool(t)) == finding.label for t in target])
     values = grouping.groups[finding.column].to_numpy()
     high, low = inside & (values == finding.high), inside & (values == finding.low)
     best: CoLabel | None = None
-    for name in names:
+    for j, name in enumerate(names):
         if name == finding.target:
             continue
-        has = np.array([name in t for t in truth])
+        has = truth[:, j]
         shares = float(has[high].mean()), float(has[low].mean())
         if abs(shares[0] - shares[1]) >= settings.dependence_difference and (
             best is None or abs(shares[0] - shares[1]) > abs(best.high - best.low)

@@ -5,8 +5,9 @@ called sets that change, each label's sensitivity and specificity). Its images a
 selected and explained for every label called or missed, and the explanations' trust is
 measured, as for a single-label model; the metadata dependence is tested label by label
 (:mod:`auditor.multilabel.dependence`), each label's probability's calibration measured
-(:mod:`auditor.multilabel.calibration`) and its wrong calls counted
-(:mod:`auditor.multilabel.failures`). The analyses that read one class per image
+(:mod:`auditor.multilabel.calibration`), its wrong calls counted
+(:mod:`auditor.multilabel.failures`) and its rates compared across metadata values
+(:mod:`auditor.multilabel.fairness`). The analyses that read one class per image
 (:data:`auditor.multilabel.NOT_RUN`) do not run; the report says which, and why.
 """
 
@@ -26,6 +27,7 @@ from auditor.multilabel import NOT_COMPARED
 from auditor.multilabel.calibration import label_calibration, miscalibrated
 from auditor.multilabel.dependence import label_dependence
 from auditor.multilabel.failures import label_failures
+from auditor.multilabel.fairness import label_fairness
 from auditor.multilabel.metrics import label_thresholds
 from auditor.outputs import Loaded, Results
 from auditor.policy import evaluate_policy
@@ -38,8 +40,9 @@ __all__ = ["analyse_labels"]
 
 def _label_clinical(config: AuditConfig, loaded: Loaded, evaluation: Evaluation) -> Clinical:
     """The clinical analyses of a multi-label model: the images' metadata groups, the
-    resampling, the metadata dependence, the calibration and the failure modes label by
-    label; the others did not run, and every view reads them as "not run"."""
+    resampling, the metadata dependence, the calibration, the failure modes and the
+    subgroups' rates label by label; the others did not run, and every view reads them
+    as "not run"."""
     settings = config.clinical
     columns = tuple(c for c in loaded.dataset.metadata_columns if c != settings.patient_column)
     grouping = metadata_groups(
@@ -62,9 +65,13 @@ def _label_clinical(config: AuditConfig, loaded: Loaded, evaluation: Evaluation)
             evaluation.predictions, grouping, loaded.dataset.classes, settings.high_confidence
         )
         counts["confident_wrong_calls"] = len(wrong.confident)
+        fairness = label_fairness(
+            evaluation.predictions, grouping, loaded.dataset.classes, settings,
+            config.evaluation.bootstrap, resampling,
+        )  # fmt: skip
     return Clinical(
         settings, None, None, dependence, None, None, (), failures, grouping, resampling,
-        label_calibration=calibration, label_failures=wrong,
+        label_calibration=calibration, label_failures=wrong, label_fairness=fairness,
     )  # fmt: skip
 
 
