@@ -33,6 +33,8 @@ from auditor.clinical.files import (
     dependence_document,
     dependence_frame,
     fairness_document,
+    label_curves_frame,
+    label_operating_document,
     label_subgroups_frame,
     operating_document,
     subgroups_frame,
@@ -61,6 +63,7 @@ __all__ = [
     "dependence_frame",
     "fairness_document",
     "label_calibration_document",
+    "label_curves_frame",
     "label_subgroups_frame",
     "manifest_document",
     "metrics_document",
@@ -86,7 +89,7 @@ METRICS_SCHEMA_VERSION = 13
 # 11: "metadata_dependence" in a multi-label audit too: each column's "target", "targets"
 # 12: "label_calibration", "label_failures" (a multi-label model's, label by label),
 # "robustness" in a multi-label audit too, and its "labels"
-# 13: "label_fairness" (a multi-label model's disparities, label by label)
+# 13: "label_fairness", "label_operating" (a multi-label model's, label by label)
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
@@ -250,7 +253,8 @@ def label_metrics_document(
 ) -> dict[str, Any]:  # fmt: skip
     """A multi-label model's ``metrics.json``: the metrics of every label and of the
     whole set of labels under ``multi_label``, the metadata dependence, the calibration,
-    the failure modes and the subgroups' disparities label by label, and the robustness;
+    the failure modes, the subgroups' disparities and the operating point label by
+    label, and the robustness;
     the analyses that read one class per image did not run, and their keys are absent."""
     m = evaluation.label_metrics
     if m is None:
@@ -272,6 +276,7 @@ def label_metrics_document(
             "label_calibration": label_calibration_document(clinical.label_calibration),
             "label_failures": asdict(clinical.label_failures) if clinical.label_failures else None,
             "label_fairness": [fairness_document(f) for f in clinical.label_fairness],
+            "label_operating": label_operating_document(classes, clinical.label_operating),
             "robustness": robustness_document(robustness),
             "resampling": resampling_document(resampling),
         }

@@ -27,6 +27,7 @@ from auditor.data import Dataset
 from auditor.documents import (
     curves_frame,
     dependence_frame,
+    label_curves_frame,
     label_subgroups_frame,
     manifest_document,
     subgroups_frame,
@@ -152,6 +153,9 @@ def _write_data(folder: Path, config: AuditConfig, loaded: Loaded, results: Resu
         write_csv(subgroups_frame(clinical.fairness), folder / "subgroups.csv")
     if clinical.label_fairness:
         write_csv(label_subgroups_frame(clinical.label_fairness), folder / "subgroups.csv")
+    if any(o is not None for o in clinical.label_operating):
+        curves = label_curves_frame(loaded.dataset.classes, clinical.label_operating)
+        write_csv(curves, folder / "curves.csv")
     if results.robustness is not None and results.perturbed is not None:
         write_csv(robustness_frame(results.robustness), folder / "robustness.csv")
         write_csv(results.perturbed.frame, folder / "robustness_predictions.csv")

@@ -134,7 +134,7 @@ def test_the_report_shows_the_label_sections_and_not_the_single_label_ones(
     assert {
         "label-summary", "labels", "trust", "misclassified", "limitations", "dependence",
         "label-calibration", "label-failures", "label-failures-detail", "label-subgroups",
-        "label-subgroups-detail", "robustness", "robustness-detail",
+        "label-subgroups-detail", "label-operating", "robustness", "robustness-detail",
     } <= ids  # fmt: skip
     assert not {"performance", "calibration", "operating", "failures"} & ids
     assert "This is a multi-label model, so the analyses that read one class per image" in html

@@ -163,7 +163,7 @@ def test_the_contents_list_the_registrys_present_sections_in_order(
     absent = (
         "policy", "summary", "tcav", "tcav-rows", "changes", "label-summary", "labels",
         "label-calibration", "label-failures", "label-failures-detail", "label-subgroups",
-        "label-subgroups-detail",
+        "label-subgroups-detail", "label-operating",
     )  # fmt: skip
     present = [s for s in SECTIONS if s.id not in absent]
     expected = []

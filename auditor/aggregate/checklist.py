@@ -88,7 +88,9 @@ CHECKLIST: tuple[ChecklistItem, ...] = (
     ),
     ChecklistItem(_TRIPOD, "Sample size and missing data", ("data", "excluded")),
     ChecklistItem(
-        _TRIPOD, "Discrimination with uncertainty", ("operating", "performance", "labels")
+        _TRIPOD,
+        "Discrimination with uncertainty",
+        ("operating", "performance", "labels", "label-operating"),
     ),
     ChecklistItem(_TRIPOD, "Calibration", ("calibration", "label-calibration")),
     ChecklistItem(_TRIPOD, "Clinical utility (decision curve)", ("operating",)),

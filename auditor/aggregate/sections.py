@@ -29,6 +29,7 @@ from auditor.aggregate.glossary import glossary_view
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.label_calibration import label_calibration_view
 from auditor.aggregate.label_failures import label_failures_view
+from auditor.aggregate.label_operating import label_operating_view
 from auditor.aggregate.label_subgroups import label_subgroups_view
 from auditor.aggregate.labels import label_summary_view, labels_view
 from auditor.aggregate.limitations import limitations_view
@@ -154,6 +155,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("performance", "Performance", performance_view, PERFORMANCE),
     Section("labels", "Performance per label", labels_view, PERFORMANCE),
     Section("operating", "Operating point", operating_view, PERFORMANCE),
+    Section("label-operating", "Operating point per label", label_operating_view, PERFORMANCE),
     Section("subgroups", "Subgroups", subgroups_view, SUBGROUPS),
     Section("label-subgroups", "Subgroups per label", label_subgroups_view, SUBGROUPS),
     Section("dependence", "Metadata dependence", dependence_view, SUBGROUPS),

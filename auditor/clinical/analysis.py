@@ -52,6 +52,9 @@ class Clinical:
         label_fairness: A multi-label model's rates per metadata value and their
             disparities, label by label (empty for a single-label model: ``fairness``;
             and without metadata columns).
+        label_operating: A multi-label model's operating point, label by label at its
+            threshold (``None`` for a label every image has, or none; empty for a
+            single-label model: ``operating``).
     """
 
     settings: ClinicalSettings
@@ -69,6 +72,7 @@ class Clinical:
     label_calibration: tuple[LabelCalibration, ...] = ()
     label_failures: LabelFailures | None = None
     label_fairness: tuple[Fairness, ...] = ()
+    label_operating: tuple[Operating | None, ...] = ()
 
 
 def analyse_predictions(

@@ -22,6 +22,8 @@ __all__ = [
     "dependence_document",
     "dependence_frame",
     "fairness_document",
+    "label_curves_frame",
+    "label_operating_document",
     "label_subgroups_frame",
     "operating_document",
     "subgroups_frame",
@@ -59,6 +61,31 @@ def curves_frame(operating: Operating) -> pd.DataFrame:
     )  # fmt: skip
     decision = operating.decision.assign(curve="decision")
     return pd.concat([roc, band, pr, pr_band, decision], ignore_index=True)
+
+
+def label_curves_frame(
+    names: tuple[str, ...], operating: tuple[Operating | None, ...]
+) -> pd.DataFrame:
+    """A multi-label model's ``curves.csv``: :func:`curves_frame` of every label with an
+    operating point, with its ``label`` first."""
+    frames = [
+        curves_frame(o).assign(label=name)
+        for name, o in zip(names, operating, strict=True)
+        if o is not None
+    ]
+    curves = pd.concat(frames, ignore_index=True)
+    return curves[["label", *(c for c in curves.columns if c != "label")]]
+
+
+def label_operating_document(
+    names: tuple[str, ...], operating: tuple[Operating | None, ...]
+) -> list[dict[str, Any]]:
+    """``metrics.json``'s ``label_operating``: each label's :func:`operating_document`
+    (null for a label every image has, or none)."""
+    return [
+        {"label": name, "operating_point": operating_document(o)}
+        for name, o in zip(names, operating, strict=True)
+    ]
 
 
 def _rate_document(rate: Rate) -> dict[str, Any]:

@@ -154,8 +154,8 @@ def _band(curves: list[NDArray[np.float64]]) -> Band:
 
 
 def bootstrap_curves(
-    scores: NDArray[np.float64], positive: NDArray[np.bool_], resamples: int, seed: int,
-    resampling: Resampling | None = None,
+    scores: NDArray[np.float64], positive: NDArray[np.bool_], resamples: int,
+    seed: int | list[int], resampling: Resampling | None = None,
 ) -> tuple[tuple[float, float], tuple[float, float], Band, Band]:  # fmt: skip
     """Percentile 95% intervals of the AUC and the average precision, the ROC band on
     :data:`FPR_GRID` and the precision-recall band on :data:`RECALL_GRID`.
@@ -295,12 +295,15 @@ def operating_point(
     settings: ClinicalSettings,
     resamples: int,
     resampling: Resampling | None = None,
+    stream: tuple[int, ...] = (),
 ) -> Operating | None:
     """The operating point, or ``None`` when the data lack either class.
 
     Args:
         resampling: What a bootstrap resample draws (images by default); with groups,
             the rates at the threshold get bootstrap intervals over them, not Wilson's.
+        stream: Where the random draws start after the seed (a multi-label model's
+            label: ``(STREAM, label)``; none for a single-label model).
     """
     resampling = resampling or Resampling()
     scores = predictions[f"p_{positive_class}"].to_numpy(dtype=np.float64)
@@ -313,9 +316,10 @@ def operating_point(
     # Sensitivity, specificity, PPV and NPV: what counts, among which images.
     hits = np.stack([called, ~called, positive, ~positive], axis=1)
     of = np.stack([positive, ~positive, called, ~called], axis=1)
-    sensitivity, specificity, ppv, npv = rates(hits, of, resampling, resamples, [settings.seed, 1])
+    seed = [settings.seed, *stream]
+    sensitivity, specificity, ppv, npv = rates(hits, of, resampling, resamples, [*seed, 1])
     (auc_low, auc_high), ap_ci, band, pr_band = bootstrap_curves(
-        scores, positive, resamples, settings.seed, resampling
+        scores, positive, resamples, seed if stream else settings.seed, resampling
     )
     ppv_prevalence, npv_prevalence = _at_prevalence(sensitivity, specificity, settings.prevalence)
     return Operating(

@@ -6,9 +6,10 @@ A multi-label manifest lists an image's labels separated by ``;`` (``-`` for non
 (:mod:`~auditor.multilabel.metrics`), its images are explained for every label called or
 missed (:mod:`~auditor.multilabel.cases`), its explanations' trust is measured and its
 calls are tested for metadata dependence, its probabilities' calibration measured, its
-wrong calls counted and its rates compared across metadata values label by label
-(:mod:`~auditor.multilabel.dependence`, :mod:`~auditor.multilabel.calibration`,
-:mod:`~auditor.multilabel.failures`, :mod:`~auditor.multilabel.fairness`); the analyses
+wrong calls counted, its rates compared across metadata values and its operating point
+read label by label (:mod:`~auditor.multilabel.dependence`,
+:mod:`~auditor.multilabel.calibration`, :mod:`~auditor.multilabel.failures`,
+:mod:`~auditor.multilabel.fairness`, :mod:`~auditor.multilabel.operating`); the analyses
 that read one class per image (:data:`NOT_RUN`) do not run.
 """
 
@@ -17,9 +18,6 @@ from __future__ import annotations
 __all__ = ["NOT_COMPARED", "NOT_RUN"]
 
 NOT_RUN = (
-    "the operating point's curves (ROC band, precision-recall, decision curve) and "
-    "predictive values at a declared prevalence (each label's threshold, sensitivity, "
-    "specificity and AUC are shown)",
     "network dissection, TCAV and activation maximisation",
     "the embedding's projections and neighbours",
     "counterfactual explanations",

@@ -6,12 +6,15 @@ selected and explained for every label called or missed, and the explanations' t
 measured, as for a single-label model; the metadata dependence is tested label by label
 (:mod:`auditor.multilabel.dependence`), each label's probability's calibration measured
 (:mod:`auditor.multilabel.calibration`), its wrong calls counted
-(:mod:`auditor.multilabel.failures`) and its rates compared across metadata values
-(:mod:`auditor.multilabel.fairness`). The analyses that read one class per image
+(:mod:`auditor.multilabel.failures`), its rates compared across metadata values
+(:mod:`auditor.multilabel.fairness`) and its operating point read
+(:mod:`auditor.multilabel.operating`). The analyses that read one class per image
 (:data:`auditor.multilabel.NOT_RUN`) do not run; the report says which, and why.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from auditor.checkpoint import Checkpoint
 from auditor.clinical import Clinical
@@ -28,7 +31,7 @@ from auditor.multilabel.calibration import label_calibration, miscalibrated
 from auditor.multilabel.dependence import label_dependence
 from auditor.multilabel.failures import label_failures
 from auditor.multilabel.fairness import label_fairness
-from auditor.multilabel.metrics import label_thresholds
+from auditor.multilabel.operating import label_operating
 from auditor.outputs import Loaded, Results
 from auditor.policy import evaluate_policy
 from auditor.resample import Resampling
@@ -40,9 +43,9 @@ __all__ = ["analyse_labels"]
 
 def _label_clinical(config: AuditConfig, loaded: Loaded, evaluation: Evaluation) -> Clinical:
     """The clinical analyses of a multi-label model: the images' metadata groups, the
-    resampling, the metadata dependence, the calibration, the failure modes and the
-    subgroups' rates label by label; the others did not run, and every view reads them
-    as "not run"."""
+    resampling, the metadata dependence, the calibration, the failure modes, the
+    subgroups' rates and the operating point label by label; the others did not run,
+    and every view reads them as "not run"."""
     settings = config.clinical
     columns = tuple(c for c in loaded.dataset.metadata_columns if c != settings.patient_column)
     grouping = metadata_groups(
@@ -69,10 +72,22 @@ def _label_clinical(config: AuditConfig, loaded: Loaded, evaluation: Evaluation)
             evaluation.predictions, grouping, loaded.dataset.classes, settings,
             config.evaluation.bootstrap, resampling,
         )  # fmt: skip
+        operating = label_operating(
+            evaluation.predictions, loaded.dataset.classes, _thresholds(evaluation), settings,
+            config.evaluation.bootstrap, resampling,
+        )  # fmt: skip
     return Clinical(
         settings, None, None, dependence, None, None, (), failures, grouping, resampling,
         label_calibration=calibration, label_failures=wrong, label_fairness=fairness,
+        label_operating=operating,
     )  # fmt: skip
+
+
+def _thresholds(evaluation: Evaluation) -> tuple[float, ...]:
+    """Each label's threshold, as the evaluation called it."""
+    if evaluation.label_metrics is None:
+        raise ValueError("a multi-label evaluation without its metrics")
+    return tuple(row.threshold for row in evaluation.label_metrics.labels)
 
 
 def analyse_labels(
@@ -82,7 +97,7 @@ def analyse_labels(
     of its explanations; the policy is judged on its ``metrics.json``
     (:func:`auditor.documents.label_metrics_document`)."""
     classes = loaded.dataset.classes
-    thresholds = label_thresholds(config.evaluation.label_thresholds, classes)
+    thresholds = np.array(_thresholds(evaluation))
     with stage("robustness") as counts:
         perturbed = checkpoint.stage("robustness", lambda: perturbed_predictions(
             loaded.model, loaded.dataset, loaded.preprocessing, loaded.kind,
