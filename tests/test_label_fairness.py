@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from auditor.aggregate.label_subgroups import lowest_group
 from auditor.clinical.fairness import fairness
 from auditor.clinical.groups import metadata_groups
+from auditor.clinical.rates import wilson_rate
 from auditor.clinical.settings import ClinicalSettings
 from auditor.multilabel.evaluation import label_matrix
 from auditor.multilabel.fairness import label_fairness
@@ -174,3 +176,47 @@ def test_the_report_and_the_policy_read_the_labels_disparities(scanner_audit: Pa
     criteria = parse_policy({"fairness.equalized_odds_difference.value": "<= 0.5"}, "test")
     (outcome,) = evaluate_policy(criteria, metrics, "").outcomes
     assert outcome.value == 1.0 and not outcome.passed
+
+
+def test_a_site_without_the_label_gives_no_gap_in_the_rate_it_cannot_measure() -> None:
+    frame = _predictions(3)
+    absent = frame["site"] == "B"
+    frame.loc[absent, "label"] = frame.loc[absent, "label"].str.replace("a", "").str.strip(";")
+    frame.loc[frame["label"] == "", "label"] = "-"
+    (a, b) = _fairness(frame, ClinicalSettings())
+
+    disparities = {d.metric: d for d in a.disparities}
+    # fairlearn counts B's sensitivity (0 of 0) as 0: a false gap of A's sensitivity.
+    assert np.isnan(disparities["equal opportunity difference"].value)
+    fpr = {g.value: 1 - g.specificity.value for g in a.groups}
+    assert disparities["equalized odds difference"].value == pytest.approx(abs(fpr["A"] - fpr["B"]))
+    assert lowest_group(a, "site", "sensitivity") == "only A measured"
+    assert not np.isnan({d.metric: d for d in b.disparities}["equal opportunity difference"].value)
+
+
+def test_the_lowest_group_is_named_with_its_rate_or_said_equal() -> None:
+    found = _fairness(_predictions(1, lost_at_b=0.6), ClinicalSettings())
+    rates = {g.value: g.sensitivity.value for g in found[0].groups}
+    assert lowest_group(found[0], "site", "sensitivity") == f"B: {rates['B']:.1%}"
+
+    frame = _predictions(4)
+    frame["p_a"] = np.where(label_matrix(frame["label"], NAMES)[:, 0], 0.9, 0.1)
+    frame["prediction"] = [
+        ";".join(n for n, p in (("a", pa), ("b", pb)) if p >= 0.5) or "-"
+        for pa, pb in zip(frame["p_a"], frame["p_b"], strict=True)
+    ]
+    (a, _) = _fairness(frame, ClinicalSettings())
+    assert lowest_group(a, "site", "sensitivity") == "equal (100.0%)"
+
+
+def test_with_a_patient_column_the_labels_rates_are_resampled_by_patient(label_audit: Path) -> None:
+    subgroups = pd.read_csv(label_audit / "subgroups.csv", keep_default_na=False)
+    html = (label_audit / "report.html").read_text()
+    section = html[html.index('id="label-subgroups"') :]
+
+    assert "95% intervals (bootstrap over patient)" in section
+    assert set(subgroups["label"]) == set(LABELS) and "patient" not in set(subgroups["column"])
+    for row in subgroups.itertuples():  # never narrower than Wilson's over images
+        wilson = wilson_rate(row.sensitivity_hits, row.sensitivity_n)
+        if row.sensitivity_n:
+            assert row.sensitivity_ci_low <= wilson.ci_low + 1e-12

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
+from auditor.aggregate.label_operating import _not_applied
 from auditor.clinical.operating import operating_point
 from auditor.clinical.settings import ClinicalSettings
 from auditor.multilabel.evaluation import label_matrix
@@ -104,3 +105,9 @@ def test_the_scanner_audit_s_curves_and_predictive_values_as_recounted(
     assert "ROC curves of effusion, nodule, pneumothorax" in section
     effusion = documents["effusion"]["ppv"]
     assert f"{effusion['hits']} of {effusion['n']}" in section
+
+
+def test_single_label_settings_declared_are_said_as_not_applied_to_the_labels() -> None:
+    declared = ClinicalSettings(prevalence=0.05, target_sensitivity=0.9)
+    assert _not_applied(declared) == ("prevalence = 0.05", "target-sensitivity = 0.9")
+    assert _not_applied(ClinicalSettings()) == ()

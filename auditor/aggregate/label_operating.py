@@ -16,6 +16,7 @@ from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.label_calibration import FIGURE_LABELS
 from auditor.clinical import Operating, Rate
 from auditor.clinical.operating import FPR_GRID
+from auditor.clinical.settings import ClinicalSettings
 from auditor.metrics import Estimate
 
 __all__ = ["LabelOperatingRow", "LabelOperatingView", "label_operating_view"]
@@ -45,8 +46,9 @@ class LabelOperatingView:
         unread: The labels every image has, or none (no curve, no predictive value).
         figure: The ROC curves of the first :data:`FIGURE_LABELS` labels in ``rows``.
         plotted: The labels in the figure.
-        declared_prevalence: ``prevalence``, declared for a single-label model's positive
-            class: not applied to any label (one prevalence is not every label's).
+        not_applied: The settings declared for a single-label model's positive class
+            (``prevalence``, ``target-sensitivity``, ``target-specificity``) with their
+            values: not applied to any label (one value is not every label's).
     """
 
     rows: tuple[LabelOperatingRow, ...]
@@ -57,7 +59,7 @@ class LabelOperatingView:
     rate_interval: str
     resampled: str
     resamples: int
-    declared_prevalence: float | None
+    not_applied: tuple[str, ...]
 
 
 def _row(o: Operating) -> LabelOperatingRow:
@@ -113,5 +115,14 @@ def label_operating_view(inputs: AuditInputs) -> LabelOperatingView | None:
         rate_interval=inputs.clinical.resampling.rate_interval,
         resampled=inputs.clinical.resampling.describe(),
         resamples=found[0].resamples,
-        declared_prevalence=inputs.clinical.settings.prevalence,
+        not_applied=_not_applied(inputs.clinical.settings),
     )
+
+
+def _not_applied(settings: ClinicalSettings) -> tuple[str, ...]:
+    declared = (
+        ("prevalence", settings.prevalence),
+        ("target-sensitivity", settings.target_sensitivity),
+        ("target-specificity", settings.target_specificity),
+    )
+    return tuple(f"{name} = {value:g}" for name, value in declared if value is not None)

@@ -16,7 +16,13 @@ from auditor.aggregate.inputs import AuditInputs
 from auditor.clinical.fairness import DISPARITIES, Fairness, GroupMetrics
 from auditor.metrics import Estimate
 
-__all__ = ["LabelDisparityRow", "LabelGroupRow", "LabelSubgroupsView", "label_subgroups_view"]
+__all__ = [
+    "LabelDisparityRow",
+    "LabelGroupRow",
+    "LabelSubgroupsView",
+    "label_subgroups_view",
+    "lowest_group",
+]
 
 EQUALIZED_ODDS = DISPARITIES.index("equalized odds difference")
 
@@ -25,7 +31,7 @@ EQUALIZED_ODDS = DISPARITIES.index("equalized odds difference")
 class LabelDisparityRow:
     """One label's disparities across one column's groups (in :data:`DISPARITIES`
     order), and its judged groups lowest in sensitivity and in specificity, in words
-    (:func:`_lowest`)."""
+    (:func:`lowest_group`)."""
 
     label: str
     column: str
@@ -50,7 +56,9 @@ class LabelSubgroupsView:
         disparities: The labels' disparity rows, the largest equalized-odds difference
             first; above ``report-classes`` rows, the first of them.
         every_row: Whether ``disparities`` lists every label and column compared.
-        groups: Every label's rates per value (the appendix), in output order.
+        groups: Every label's rates per value (the appendix), in output order; above
+            ``report-classes`` labels, the first labels'.
+        every_label: Whether ``groups`` has every label's.
         unjudged: The labels no column could compare (fewer than two groups large
             enough to judge), in output order.
     """
@@ -59,6 +67,7 @@ class LabelSubgroupsView:
     disparities: tuple[LabelDisparityRow, ...]
     every_row: bool
     groups: tuple[LabelGroupRow, ...]
+    every_label: bool
     unjudged: tuple[str, ...]
     min_group_size: int
     resamples: int
@@ -68,15 +77,18 @@ class LabelSubgroupsView:
     skipped: tuple[tuple[str, str], ...]
 
 
-def _lowest(fairness: Fairness, column: str, measure: str) -> str:
+def lowest_group(fairness: Fairness, column: str, measure: str) -> str:
     """The judged group of ``column`` lowest in ``measure``, with its rate (``value:
-    rate``); "equal" when no judged group's rate is above it, "—" when none has one."""
+    rate``); "equal" when no other judged group's rate is above it; "only <value>
+    measured" when one judged group has the rate; "—" when none has."""
     judged = [g for g in fairness.groups if g.column == column and not g.too_few]
     rates = {g.value: getattr(g, measure).value for g in judged}
     rates = {value: rate for value, rate in rates.items() if np.isfinite(rate)}
     lowest = fairness.lowest.get((column, measure))
     if lowest not in rates:
         return "—"
+    if len(rates) == 1:
+        return f"only {lowest} measured"
     if max(rates.values()) == rates[lowest]:
         return f"equal ({rates[lowest]:.1%})"
     return f"{lowest}: {rates[lowest]:.1%}"
@@ -93,8 +105,8 @@ def _rows(fairness: Fairness) -> list[LabelDisparityRow]:
                 for d in fairness.disparities
                 if d.column == column
             ),
-            lowest_sensitivity=_lowest(fairness, column, "sensitivity"),
-            lowest_specificity=_lowest(fairness, column, "specificity"),
+            lowest_sensitivity=lowest_group(fairness, column, "sensitivity"),
+            lowest_specificity=lowest_group(fairness, column, "specificity"),
         )
         for column in columns
     ]
@@ -108,8 +120,8 @@ def _largest_first(row: LabelDisparityRow) -> float:
 def label_subgroups_view(inputs: AuditInputs) -> LabelSubgroupsView | None:
     """The section (``None`` for a single-label model, or without a metadata column)."""
     fairnesses = inputs.clinical.label_fairness
-    if not fairnesses:
-        return None
+    if not any(f.groups for f in fairnesses):
+        return None  # every column skipped: the dependence section says why
     rows = sorted((r for f in fairnesses for r in _rows(f)), key=_largest_first)
     limit = inputs.config.report_classes
     first, resampling = fairnesses[0], inputs.clinical.resampling
@@ -117,7 +129,10 @@ def label_subgroups_view(inputs: AuditInputs) -> LabelSubgroupsView | None:
         disparity_names=DISPARITIES,
         disparities=tuple(rows[:limit]),
         every_row=len(rows) <= limit,
-        groups=tuple(LabelGroupRow(f.positive_class, g) for f in fairnesses for g in f.groups),
+        groups=tuple(
+            LabelGroupRow(f.positive_class, g) for f in fairnesses[:limit] for g in f.groups
+        ),
+        every_label=len(fairnesses) <= limit,
         unjudged=tuple(f.positive_class for f in fairnesses if not f.disparities),
         min_group_size=first.min_group_size,
         resamples=first.resamples,

@@ -33,7 +33,11 @@ from auditor.metrics import Estimate
 from auditor.multilabel.evaluation import label_matrix
 from auditor.resample import Resampling
 
-__all__ = ["LabelCalibration", "label_calibration", "miscalibrated"]
+__all__ = ["STREAM", "LabelCalibration", "label_calibration", "miscalibrated"]
+
+STREAM = 1_000_017
+"""The ECE resamples draw from ``[seed, STREAM]``: beyond any label's index, so no other
+analysis's stream (the dependence test's ``[seed, label]``) is the same."""
 
 
 @dataclass(frozen=True)
@@ -82,11 +86,11 @@ def label_calibration(
         names: The model's labels, in output order.
         resampling: What a bootstrap resample draws.
         resamples: Bootstrap resamples of the ECE's interval.
-        seed: The audit's seed (the resamples draw from ``[seed, 17]``).
+        seed: The audit's seed (the resamples draw from ``[seed, STREAM]``).
     """
     has = label_matrix(predictions["label"], names)
     p = predictions[[f"p_{name}" for name in names]].to_numpy(dtype=np.float64)
-    eces = ece_intervals(p, has, resampling, resamples, np.random.default_rng([seed, 17]))
+    eces = ece_intervals(p, has, resampling, resamples, np.random.default_rng([seed, STREAM]))
     found = []
     for k, name in enumerate(names):
         fit = calibration_of(p[:, k], has[:, k], name, resampling.codes)

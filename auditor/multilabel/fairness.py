@@ -6,7 +6,7 @@ single-label model's positive class is (:func:`auditor.clinical.fairness.fairnes
 prevalence, sensitivity, specificity, PPV, NPV and accuracy with their intervals, the
 label's ROC AUC and ECE within the group, and fairlearn's disparities across the groups
 large enough to judge, with percentile bootstrap intervals). Each label draws its own
-seeded stream, so adding a label does not change another's intervals.
+seeded stream, from the seed and its position in the model's output.
 
 Whether a gap is real is the metadata-dependence test's question
 (:mod:`auditor.multilabel.dependence`); these are the rates a reviewer reads it by.
@@ -25,8 +25,9 @@ from auditor.resample import Resampling
 
 __all__ = ["STREAM", "label_fairness"]
 
-STREAM = 31
-"""The labels' random draws start at ``[seed, STREAM, label]``."""
+STREAM = 1_000_031
+"""The labels' random draws start at ``[seed, STREAM, label]``: beyond any label's index,
+so no other analysis's stream (the dependence test's ``[seed, label]``) is the same."""
 
 
 def label_fairness(

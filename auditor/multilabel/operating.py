@@ -7,7 +7,8 @@ sensitivity, specificity, PPV and NPV with their 95% intervals, the ROC curve wi
 AUC and band, the precision-recall curve with its average precision and band, and the
 decision curve. No threshold is chosen on the audited data (the label's is used), and
 no PPV or NPV is given at a declared ``prevalence``: one prevalence is not every
-label's. Each label draws its own seeded stream.
+label's. Each label draws its own seeded stream, from the seed and its position in the
+model's output.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from auditor.resample import Resampling
 
 __all__ = ["STREAM", "label_operating"]
 
-STREAM = 37
-"""The labels' random draws start at ``[seed, STREAM, label]``."""
+STREAM = 1_000_037
+"""The labels' random draws start at ``[seed, STREAM, label]``: beyond any label's index,
+so no other analysis's stream (the dependence test's ``[seed, label]``) is the same."""
 
 
 def label_operating(
