@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
@@ -40,6 +41,7 @@ __all__ = [
     "filter_grid",
     "image_tile",
     "overlay_tile",
+    "panels",
     "styled_figure",
 ]
 
@@ -69,6 +71,15 @@ def styled_figure(width: float, height: float) -> Iterator[Figure]:
             yield figure
         finally:
             plt.close(figure)
+
+
+@contextmanager
+def panels(n: int) -> Iterator[tuple[Figure, list[Axes]]]:
+    """A figure of ``n`` small panels, three to a row (one per label, say)."""
+    columns = min(3, n)
+    lines = -(-n // columns)
+    with styled_figure(2.3 * columns, 2.2 * lines) as figure:
+        yield figure, [figure.add_subplot(lines, columns, k + 1) for k in range(n)]
 
 
 def interval_errors(values: ArrayLike, lows: ArrayLike, highs: ArrayLike) -> NDArray[np.float64]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from auditor.aggregate.calibration import VERDICTS
-from auditor.aggregate.figures import figure_uri, interval_errors, styled_figure
+from auditor.aggregate.figures import figure_uri, interval_errors, panels
 from auditor.aggregate.inputs import AuditInputs
 from auditor.clinical.calibration import CURVE_BINS, MISCALIBRATED
 from auditor.metrics import ECE_BINS, Estimate
@@ -141,15 +141,12 @@ def _row(c: LabelCalibration) -> LabelCalibrationRow:
 
 def _figure(calibrations: list[LabelCalibration]) -> str:
     """Each label's calibration curve with its Wilson intervals, three to a row."""
-    columns = min(3, len(calibrations))
-    lines = -(-len(calibrations) // columns)
-    with styled_figure(2.3 * columns, 2.2 * lines) as figure:
-        for place, c in enumerate(calibrations, start=1):
+    with panels(len(calibrations)) as (figure, grid):
+        for axes, c in zip(grid, calibrations, strict=True):
             assert c.fit is not None, "only labels with a fit are drawn"
             curve = c.fit.curve
             observed = [b.observed for b in curve]
             low, high = [b.ci_low for b in curve], [b.ci_high for b in curve]
-            axes = figure.add_subplot(lines, columns, place)
             axes.plot([0, 1], [0, 1], linestyle="--", color="#888888", linewidth=0.8)
             axes.errorbar([b.predicted for b in curve], observed,
                           yerr=interval_errors(observed, low, high), fmt="o-", color="#4C72B0",

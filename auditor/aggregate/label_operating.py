@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from auditor.aggregate.figures import figure_uri, styled_figure
+from auditor.aggregate.figures import figure_uri, panels
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.label_calibration import FIGURE_LABELS
 from auditor.clinical import Operating, Rate
@@ -76,12 +76,9 @@ def _row(o: Operating) -> LabelOperatingRow:
 
 def _figure(operating: list[Operating]) -> str:
     """Each label's ROC curve with its 95% band and its threshold, three to a row."""
-    columns = min(3, len(operating))
-    lines = -(-len(operating) // columns)
-    with styled_figure(2.3 * columns, 2.2 * lines) as figure:
-        for place, o in enumerate(operating, start=1):
+    with panels(len(operating)) as (figure, grid):
+        for axes, o in zip(grid, operating, strict=True):
             fpr, tpr, _ = o.roc
-            axes = figure.add_subplot(lines, columns, place)
             axes.fill_between(FPR_GRID, *o.band, color="#4C72B0", alpha=0.2)
             axes.plot(fpr, tpr, color="#4C72B0")
             axes.plot([0, 1], [0, 1], linestyle="--", color="#888888", linewidth=0.8)
