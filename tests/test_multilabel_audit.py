@@ -234,3 +234,13 @@ def test_the_exported_twin_writes_the_scripted_models_results(
                 np.testing.assert_allclose(left[key], right[key], atol=1e-5, err_msg=key)
             else:
                 np.testing.assert_array_equal(left[key], right[key], err_msg=key)
+
+
+def test_comparing_a_multi_label_run_folder_is_a_one_line_error(
+    label_audit: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "comparisons"
+    result = invoke("compare", str(label_audit), str(label_audit), "--out", str(out))
+
+    one_line_error(result, "audited a multi-label model", NOT_COMPARED)
+    assert not out.exists() or not any(out.iterdir()), "nothing is written"

@@ -67,6 +67,11 @@ class Audit:
         return tuple(self.metrics["classes"])
 
     @property
+    def multi_label(self) -> bool:
+        """Whether it audited a multi-label model."""
+        return "multi_label" in self.metrics
+
+    @property
     def positive(self) -> str | None:
         """The positive class of a binary audit (``None`` otherwise)."""
         operating = self.metrics.get("operating_point")
@@ -124,7 +129,8 @@ def read_predictions(source: Path | io.StringIO) -> pd.DataFrame:
     would read ``1``, ``1.0`` and a blank as numbers on one side and not on the other),
     the scores as numbers and ``correct`` as booleans."""
     frame = pd.read_csv(source, dtype=str, keep_default_na=False)
-    for column in ["confidence", *(c for c in frame.columns if c.startswith("p_"))]:
+    scores = [c for c in frame.columns if c == "confidence" or c.startswith("p_")]
+    for column in scores:  # a multi-label audit's has no confidence
         frame[column] = frame[column].astype(np.float64)
     frame["index"] = frame["index"].astype(np.int64)
     frame["correct"] = frame["correct"] == "True"

@@ -24,6 +24,7 @@ from auditor.compare.drift import (
 from auditor.compare.stats import METRICS, Calls, Difference, McNemar, difference, mcnemar
 from auditor.errors import ConfigError
 from auditor.history.settings import PeriodicSettings
+from auditor.multilabel import NOT_COMPARED
 
 __all__ = ["COMPARED", "MIN_SUBGROUP", "PAIRED_SHARE", "Comparison", "compare_audits"]
 
@@ -199,8 +200,15 @@ def compare_audits(
     """Compare the audit ``new`` with the earlier ``old``.
 
     Raises:
-        ConfigError: The two audits' models have different classes.
+        ConfigError: The two audits' models have different classes, or one is
+            multi-label.
     """
+    for audit in (old, new):
+        if audit.multi_label:
+            raise ConfigError(
+                f"{audit.label} audited a multi-label model and {NOT_COMPARED}; compare audits "
+                "of single-label models"
+            )
     if old.classes != new.classes:
         raise ConfigError(
             f"{old.label} and {new.label} audit different classes ({', '.join(old.classes)} "
