@@ -20,7 +20,8 @@ from auditor.clinical.settings import ClinicalSettings
 from auditor.multilabel.evaluation import label_matrix
 from auditor.multilabel.operating import label_operating
 from auditor.resample import Resampling
-from tests.labels import LABELS
+from tests.helpers import invoke, save_torchscript
+from tests.labels import LABELS, ChannelLabels, make_label_dataset
 
 NAMES = ("a", "b", "c")
 THRESHOLDS = (0.5, 0.3, 0.5)
@@ -89,7 +90,7 @@ def test_the_scanner_audit_s_curves_and_predictive_values_as_recounted(
     calls = label_matrix(predictions["prediction"], LABELS)
 
     assert curves.columns[0] == "label" and set(curves["label"]) == set(LABELS)
-    documents = {d["label"]: d["operating_point"] for d in metrics["label_operating"]}
+    documents = {d["label"]: d for d in metrics["label_operating"]}
     assert list(documents) == list(LABELS)
     for j, name in enumerate(LABELS):
         roc = curves[(curves["label"] == name) & (curves["curve"] == "roc")]
@@ -111,3 +112,25 @@ def test_single_label_settings_declared_are_said_as_not_applied_to_the_labels() 
     declared = ClinicalSettings(prevalence=0.05, target_sensitivity=0.9)
     assert _not_applied(declared) == ("prevalence = 0.05", "target-sensitivity = 0.9")
     assert _not_applied(ClinicalSettings()) == ()
+
+
+def test_a_label_called_on_no_image_and_patients_resampled_are_said(tmp_path: Path) -> None:
+    manifest = make_label_dataset(tmp_path / "data", n=24)
+    model = save_torchscript(ChannelLabels(), tmp_path / "labels.pt")
+    config = tmp_path / "audit.toml"
+    config.write_text('label-thresholds = [0.5, 0.999, 0.5]\npatient-column = "patient"\n')
+    result = invoke(
+        "run", "--model", str(model), "--data", str(manifest), "--config", str(config),
+        "--out", str(tmp_path / "runs"), "--explain-samples", "1", "--methods", "saliency",
+        "--format", "html", "--device", "cpu",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    metrics = json.loads((folder / "metrics.json").read_text())
+
+    nodule = next(d for d in metrics["label_operating"] if d["label"] == "nodule")
+    assert nodule["threshold"] == 0.999 and nodule["ppv"]["n"] == 0
+    html = (folder / "report.html").read_text()
+    section = html[html.index('id="label-operating"') :]
+    assert "no image called" in section
+    assert "95% intervals (bootstrap over patient)" in section

@@ -80,10 +80,18 @@ def label_curves_frame(
 def label_operating_document(
     names: tuple[str, ...], operating: tuple[Operating | None, ...]
 ) -> list[dict[str, Any]]:
-    """``metrics.json``'s ``label_operating``: each label's :func:`operating_document`
-    (null for a label every image has, or none)."""
+    """``metrics.json``'s ``label_operating``: each label's threshold, PPV, NPV and
+    average precision (null for a label every image has, or none). Its sensitivity,
+    specificity and AUC are ``multi_label.labels``' (one interval for one quantity)."""
     return [
-        {"label": name, "operating_point": operating_document(o)}
+        {
+            "label": name,
+            "threshold": o.threshold if o else None,
+            "ppv": _rate_document(o.ppv) if o else None,
+            "npv": _rate_document(o.npv) if o else None,
+            "average_precision": triple(o.average_precision) if o else None,
+            "resamples": o.resamples if o else None,
+        }
         for name, o in zip(names, operating, strict=True)
     ]
 
