@@ -254,8 +254,8 @@ def label_metrics_document(
     """A multi-label model's ``metrics.json``: the metrics of every label and of the
     whole set of labels under ``multi_label``, the metadata dependence, the calibration,
     the failure modes, the subgroups' disparities and the operating point label by
-    label, and the robustness;
-    the analyses that read one class per image did not run, and their keys are absent."""
+    label, and the robustness; the analyses that read one class per image did not run,
+    and their keys are absent."""
     m = evaluation.label_metrics
     if m is None:
         raise ValueError("a multi-label evaluation without its metrics")

@@ -151,7 +151,7 @@ def _write_data(folder: Path, config: AuditConfig, loaded: Loaded, results: Resu
         write_csv(curves_frame(clinical.operating), folder / "curves.csv")
     if clinical.fairness is not None:
         write_csv(subgroups_frame(clinical.fairness), folder / "subgroups.csv")
-    if clinical.label_fairness:
+    if any(f.groups for f in clinical.label_fairness):  # else every column was skipped
         write_csv(label_subgroups_frame(clinical.label_fairness), folder / "subgroups.csv")
     if any(o is not None for o in clinical.label_operating):
         curves = label_curves_frame(loaded.dataset.classes, clinical.label_operating)

@@ -27,9 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from fairlearn.metrics import (
-    MetricFrame,
-)
+from fairlearn.metrics import MetricFrame
 from numpy.typing import NDArray
 
 from auditor.clinical.calibration import ece_interval
