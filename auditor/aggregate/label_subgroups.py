@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from auditor.aggregate.inputs import AuditInputs
+from auditor.aggregate.subgroups import disparity_rows
 from auditor.clinical.fairness import DISPARITIES, Fairness, GroupMetrics
 from auditor.metrics import Estimate
 
@@ -95,20 +96,15 @@ def lowest_group(fairness: Fairness, column: str, measure: str) -> str:
 
 
 def _rows(fairness: Fairness) -> list[LabelDisparityRow]:
-    columns = dict.fromkeys(d.column for d in fairness.disparities)
     return [
         LabelDisparityRow(
             label=fairness.positive_class,
-            column=column,
-            values=tuple(
-                Estimate(d.value, d.ci_low, d.ci_high)
-                for d in fairness.disparities
-                if d.column == column
-            ),
-            lowest_sensitivity=lowest_group(fairness, column, "sensitivity"),
-            lowest_specificity=lowest_group(fairness, column, "specificity"),
+            column=row.column,
+            values=row.values,
+            lowest_sensitivity=lowest_group(fairness, row.column, "sensitivity"),
+            lowest_specificity=lowest_group(fairness, row.column, "specificity"),
         )
-        for column in columns
+        for row in disparity_rows(fairness)
     ]
 
 

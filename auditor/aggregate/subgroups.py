@@ -23,6 +23,7 @@ __all__ = [
     "FairnessView",
     "SubgroupRow",
     "SubgroupsView",
+    "disparity_rows",
     "subgroup_table",
     "subgroups_view",
     "wilson_interval",
@@ -122,12 +123,10 @@ def forest_figure(groups: tuple[GroupMetrics, ...], overall: tuple[float, float]
         return figure_uri(figure)
 
 
-def _fairness_view(
-    fairness: Fairness, resampling: Resampling, intersections: tuple[str, ...],
-    overall: tuple[float, float],
-) -> FairnessView:  # fmt: skip
+def disparity_rows(fairness: Fairness) -> tuple[DisparityRow, ...]:
+    """Each compared column's disparities, in :data:`DISPARITIES` order."""
     columns = dict.fromkeys(d.column for d in fairness.disparities)
-    rows = tuple(
+    return tuple(
         DisparityRow(
             column=column,
             values=tuple(
@@ -138,11 +137,17 @@ def _fairness_view(
         )
         for column in columns
     )
+
+
+def _fairness_view(
+    fairness: Fairness, resampling: Resampling, intersections: tuple[str, ...],
+    overall: tuple[float, float],
+) -> FairnessView:  # fmt: skip
     return FairnessView(
         positive_class=fairness.positive_class,
         groups=fairness.groups,
         disparity_names=DISPARITIES,
-        disparities=rows,
+        disparities=disparity_rows(fairness),
         min_group_size=fairness.min_group_size,
         resamples=fairness.resamples,
         resampled=resampling.describe(),
