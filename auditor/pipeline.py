@@ -15,15 +15,13 @@ import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from auditor import __version__
 from auditor.aggregate import AuditInputs, ReportData, build_report_data
 from auditor.checkpoint import NO_CHECKPOINT, Checkpoint, open_checkpoint, run_identity
 from auditor.clinical import Clinical, analyse_predictions, positive_class
 from auditor.clinical.link import shortcut_links
-from auditor.compare import Comparison, compare_audits, gate_values, read_audit
-from auditor.compare.audits import audit_of_run
+from auditor.compare import gate_values
 from auditor.concepts.analysis import analyse_concepts
 from auditor.config import AuditConfig
 from auditor.counterfactual.stage import Counterfactuals, counterfactuals
@@ -31,12 +29,11 @@ from auditor.distributed import join_world, leave_world, share, take_over_thread
 from auditor.documents import (
     metrics_document,
 )
-from auditor.errors import ConfigError
 from auditor.evaluate import Evaluation
 from auditor.events import close_events, durations, emit, stage
 from auditor.explain.engine import Explanations
 from auditor.explain.features import stage_layers
-from auditor.history.identity import config_sha256, model_identity
+from auditor.history.identity import config_sha256
 from auditor.history.runs import previous_run, record_run
 from auditor.history.store import RunRecord
 from auditor.loading import load_inputs
@@ -49,7 +46,7 @@ from auditor.robustness import Perturbed, Robustness, perturbed_predictions, rob
 from auditor.runfolder import assemble, check_writable
 from auditor.select import Selection
 from auditor.similarity.analysis import Similarity, analyse_similarity
-from auditor.stages import evaluation_stage, explained, selected, share_stages
+from auditor.stages import evaluation_stage, explained, previous_comparison, selected, share_stages
 from auditor.versions import device_name, versions
 
 __all__ = ["run_audit"]
@@ -72,7 +69,7 @@ def _analyse(
     model, dataset, preprocessing = loaded.model, loaded.dataset, loaded.preprocessing
     evaluation = evaluation_stage(config, loaded, checkpoint)
     if dataset.multi_label:
-        return analyse_labels(config, loaded, evaluation, checkpoint)
+        return analyse_labels(config, loaded, evaluation, previous, checkpoint)
     positive = positive_class(dataset.classes, config.clinical)
     with stage("robustness") as counts:
         perturbed = checkpoint.stage("robustness", lambda: perturbed_predictions(
@@ -96,7 +93,7 @@ def _analyse(
     metrics = metrics_document(
         evaluation, dataset.classes, trust, clinical, robustness, concepts, similarity, changed
     )
-    comparison, note = _compared(
+    comparison, note = previous_comparison(
         config, loaded, previous, (evaluation, explanations, trust), metrics
     )
     compared = gate_values(comparison) if comparison is not None else note or None
@@ -105,36 +102,6 @@ def _analyse(
         similarity, changed, metrics, evaluate_policy(config.policy, metrics, compared),
         comparison, note,
     )  # fmt: skip
-
-
-def _compared(
-    config: AuditConfig,
-    loaded: Loaded,
-    previous: tuple[RunRecord | None, str],
-    stages: tuple[Evaluation, Explanations, Trust],
-    metrics: dict[str, Any],
-) -> tuple[Comparison | None, str]:
-    """This audit compared with the previous one of its model's name, or ``None`` with why
-    not (``""``: there is no previous audit)."""
-    run, note = previous
-    if run is None:
-        return None, note
-    evaluation, explanations, trust = stages
-    with stage("compare") as counts:
-        name, version = model_identity(config.as_dict(), str(config.model))
-        identity = {"model_name": name, "model_version": version,
-                    "model_sha256": loaded.profile.sha256, "started": "", "folder": ""}  # fmt: skip
-        current = audit_of_run(identity, metrics, evaluation, explanations, trust)
-        try:
-            comparison = compare_audits(
-                read_audit(Path(run.folder), f"run {run.id}"), current, config.periodic,
-                config.evaluation.bootstrap,
-            )  # fmt: skip
-        except ConfigError as error:
-            counts["compared"] = "no"
-            return None, f"Run {run.id} could not be compared with: {error}"
-        counts["shared_images"] = comparison.shared
-    return comparison, ""
 
 
 def _clinical(

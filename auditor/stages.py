@@ -1,25 +1,33 @@
 """The stages that run the model over the many images: evaluate, select, explain and
 measure trust. A sharded run's ranks share them (see :mod:`auditor.distributed`);
-:mod:`auditor.pipeline` runs the others on rank 0.
+:mod:`auditor.pipeline` runs the others on rank 0. Also the comparison with the previous
+audit, which a single-label and a multi-label audit share.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Any
 
 from auditor.checkpoint import Checkpoint
+from auditor.compare import Comparison, compare_audits, read_audit
+from auditor.compare.audits import audit_of_run
 from auditor.config import AuditConfig
+from auditor.errors import ConfigError
 from auditor.evaluate import Evaluation, evaluate
 from auditor.events import stage
 from auditor.explain.engine import Explanations, explain_cases
 from auditor.explain.features import stage_layers
+from auditor.history.identity import model_identity
+from auditor.history.store import RunRecord
 from auditor.measure import Trust, measure_trust
 from auditor.multilabel.cases import select_label_cases
 from auditor.outputs import Loaded
 from auditor.precision import check_precision
 from auditor.select import Selection, select_cases
 
-__all__ = ["evaluation_stage", "explained", "selected", "share_stages"]
+__all__ = ["evaluation_stage", "explained", "previous_comparison", "selected", "share_stages"]
 
 
 def evaluated(config: AuditConfig, loaded: Loaded, checkpoint: Checkpoint) -> Evaluation:
@@ -84,3 +92,33 @@ def explained(
         ))  # fmt: skip
         counts["methods_judged"] = len(trust.verdicts)
     return explanations, trust
+
+
+def previous_comparison(
+    config: AuditConfig,
+    loaded: Loaded,
+    previous: tuple[RunRecord | None, str],
+    stages: tuple[Evaluation, Explanations, Trust],
+    metrics: dict[str, Any],
+) -> tuple[Comparison | None, str]:
+    """This audit compared with the previous one of its model's name, or ``None`` with why
+    not (``""``: there is no previous audit)."""
+    run, note = previous
+    if run is None:
+        return None, note
+    evaluation, explanations, trust = stages
+    with stage("compare") as counts:
+        name, version = model_identity(config.as_dict(), str(config.model))
+        identity = {"model_name": name, "model_version": version,
+                    "model_sha256": loaded.profile.sha256, "started": "", "folder": ""}  # fmt: skip
+        current = audit_of_run(identity, metrics, evaluation, explanations, trust)
+        try:
+            comparison = compare_audits(
+                read_audit(Path(run.folder), f"run {run.id}"), current, config.periodic,
+                config.evaluation.bootstrap,
+            )  # fmt: skip
+        except ConfigError as error:
+            counts["compared"] = "no"
+            return None, f"Run {run.id} could not be compared with: {error}"
+        counts["shared_images"] = comparison.shared
+    return comparison, ""

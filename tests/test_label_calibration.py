@@ -23,7 +23,6 @@ from auditor.aggregate.label_calibration import (
 )
 from auditor.clinical.calibration import positive_calibration
 from auditor.documents import label_calibration_document
-from auditor.multilabel import NOT_COMPARED
 from auditor.multilabel.calibration import label_calibration, miscalibrated
 from auditor.policy import evaluate_policy, parse_policy
 from auditor.resample import Resampling
@@ -284,7 +283,7 @@ def test_a_policy_on_miscalibrated_labels_fails_and_the_plan_lists_only_what_run
         {"findings.miscalibrated_labels": "== 0", "multi_label.highest_ece.ci_low": "<= 0.5"},
         "test",
     )
-    outcome = evaluate_policy(criteria, metrics, NOT_COMPARED)
+    outcome = evaluate_policy(criteria, metrics, None)
     [failed] = outcome.failed
     assert failed.criterion.metric == "findings.miscalibrated_labels"
     assert failed.reason.startswith("2 is not == 0")

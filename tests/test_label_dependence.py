@@ -21,7 +21,6 @@ from auditor.aggregate.dependence import (
 from auditor.clinical import ClinicalSettings, Dependence, GroupRate, metadata_dependence
 from auditor.clinical.files import dependence_document, dependence_frame
 from auditor.clinical.groups import metadata_groups
-from auditor.multilabel import NOT_COMPARED
 from auditor.multilabel.dependence import label_dependence
 from auditor.policy import evaluate_policy, parse_policy
 from tests.labels import LABELS
@@ -202,11 +201,11 @@ def test_a_scanner_mark_read_as_a_label_is_on_page_one_as_recomputed(scanner_aud
                 for (h, v), (n, s) in recount.iterrows()
             }
     criteria = parse_policy({"findings.metadata_dependence": "== 0"}, "test")
-    [failed] = evaluate_policy(criteria, metrics, NOT_COMPARED).failed
+    [failed] = evaluate_policy(criteria, metrics, None).failed
     assert failed.reason.startswith("1 is not == 0")
     # Not judged (too few permutations to reach the level): not measured, never a pass.
     found["judged"] = False
-    [failed] = evaluate_policy(criteria, metrics, NOT_COMPARED).failed
+    [failed] = evaluate_policy(criteria, metrics, None).failed
     assert "not measured" in failed.reason
 
 

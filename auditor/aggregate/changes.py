@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from auditor.aggregate.inputs import AuditInputs
 from auditor.compare.comparison import MIN_SUBGROUP, Comparison
 from auditor.compare.drift import Shift
-from auditor.compare.files import findings, improvements
+from auditor.compare.files import calls, findings, improvements
 from auditor.compare.stats import Difference
 from auditor.report.format import fixed, p_value, signed
 
@@ -29,6 +29,8 @@ METRIC_NAMES = {
     "auc": "ROC AUC",
     "sensitivity": "sensitivity",
     "specificity": "specificity",
+    "subset_accuracy": "subset accuracy",
+    "label_accuracy": "label accuracy (1 − Hamming loss)",
 }
 
 SUBGROUP_ROWS = 12
@@ -56,6 +58,8 @@ class ChangesView:
         metrics, subgroups: The rows of the two tables.
         subgroups_left: Subgroups compared but not listed.
         subgroup_rule: Which subgroups are compared, in words.
+        labels: A multi-label model's label rates, one row each (empty otherwise).
+        label_rule: Which label rates are compared and how, in words ("": none).
         mcnemar: McNemar's test in one sentence ("" when unpaired).
         drift: Whether the inputs, embedding, predicted classes and confidence moved.
         explanations: Each trusted method's maps' rank correlation across the audits.
@@ -69,6 +73,8 @@ class ChangesView:
     subgroups: tuple[ChangeRow, ...]
     subgroups_left: int
     subgroup_rule: str
+    labels: tuple[ChangeRow, ...]
+    label_rule: str
     mcnemar: str
     drift: tuple[str, ...]
     explanations: tuple[str, ...]
@@ -140,8 +146,16 @@ def _drift(comparison: Comparison) -> tuple[str, ...]:
     else:
         lines.append(f"Embedding: {comparison.embedding_note}.")
     classes, confidence = comparison.predictions
-    lines.append(_shift(classes.name.capitalize(), classes, "chi-squared"))
-    lines.append(_shift("Mean confidence", confidence, "Kolmogorov–Smirnov"))
+    if comparison.multi_label:
+        label, holm = classes.name.removeprefix("share called "), "Holm-adjusted over the labels,"
+        lines.append(_shift(f"Share called {label}, the label whose calls moved most,", classes,
+                            f"Fisher's exact test, {holm}"))  # fmt: skip
+        label = confidence.name.removeprefix("probability of ")
+        lines.append(_shift(f"Mean probability of {label}, the label whose probability moved "
+                            "most,", confidence, f"Kolmogorov–Smirnov, {holm}"))  # fmt: skip
+    else:
+        lines.append(_shift(classes.name.capitalize(), classes, "chi-squared"))
+        lines.append(_shift("Mean confidence", confidence, "Kolmogorov–Smirnov"))
     return tuple(lines)
 
 
@@ -175,9 +189,14 @@ def comparison_view(comparison: Comparison) -> ChangesView:
         subgroups=tuple(_row(f"{c} = {v}", d) for c, v, d in subgroups[:SUBGROUP_ROWS]),
         subgroups_left=max(len(subgroups) - SUBGROUP_ROWS, 0),
         subgroup_rule=(
-            f"Accuracy of every value of a metadata column (at most 20 values) with at least "
-            f"{MIN_SUBGROUP} images in each audit, the largest falls first."
+            f"{METRIC_NAMES[comparison.subgroup_metric].capitalize()} of every value of a "
+            f"metadata column (at most 20 values) with at least {MIN_SUBGROUP} images in each "
+            f"audit, the largest falls first."
         ),
+        labels=tuple(
+            _row(f"{METRIC_NAMES[d.name]} of {label}", d) for label, d in comparison.labels
+        ),
+        label_rule=_label_rule(comparison),
         mcnemar=_mcnemar(comparison),
         drift=_drift(comparison),
         explanations=_explanations(comparison),
@@ -186,12 +205,24 @@ def comparison_view(comparison: Comparison) -> ChangesView:
     )
 
 
+def _label_rule(comparison: Comparison) -> str:
+    if not comparison.multi_label:
+        return ""
+    return (
+        f"Each label's sensitivity and specificity as each audit called it, where both "
+        f"audits measure it (a rate is undefined in an audit without an image that has the "
+        f"label, or without one that has not): {len(comparison.labels)} rates, each 95% "
+        f"interval Bonferroni-adjusted over them."
+    )
+
+
 def _mcnemar(comparison: Comparison) -> str:
     tested = comparison.mcnemar
     if tested is None:
         return ""
     return (
-        f"McNemar's exact test: {tested.b:,} calls became wrong and {tested.c:,} became right "
+        f"McNemar's exact test: {tested.b:,} {calls(comparison)} became wrong and "
+        f"{tested.c:,} became right "
         f"(two-sided p = {p_value(tested.p_value)}; that more became wrong, one-sided "
         f"p = {p_value(tested.p_worse)})."
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from auditor.aggregate.changes import comparison_sentences
 from auditor.aggregate.datasheet import duplicates_sentence
 from auditor.aggregate.dependence import (
     dependence_findings,
@@ -55,6 +56,10 @@ class LabelSummaryView:
         not_run: The analyses a multi-label audit does not run, in words.
         policy_declared: Acceptance criteria declared.
         policy_failed: Each criterion not met, with why.
+        changes: The comparison's findings, one sentence each (empty: none, or no
+            previous audit).
+        compared: Whether it was compared with a previous audit.
+        not_compared: Why the previous audit could not be compared with ("" otherwise).
     """
 
     headline: tuple[Headline, ...]
@@ -83,6 +88,9 @@ class LabelSummaryView:
     duplicates: str
     policy_declared: int
     policy_failed: tuple[str, ...]
+    changes: tuple[str, ...]
+    compared: bool
+    not_compared: str
 
 
 @dataclass(frozen=True)
@@ -188,6 +196,9 @@ def label_summary_view(inputs: AuditInputs) -> LabelSummaryView | None:
         duplicates=duplicates_sentence(evaluation.predictions),
         policy_declared=len(inputs.policy.outcomes),
         policy_failed=tuple(f"{o.criterion.text}: {o.reason}" for o in inputs.policy.failed),
+        changes=comparison_sentences(inputs.comparison),
+        compared=inputs.comparison is not None,
+        not_compared=inputs.comparison_note,
     )
 
 

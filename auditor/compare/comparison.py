@@ -18,13 +18,14 @@ from auditor.compare.drift import (
     Shift,
     explanation_drift,
     intensity_drift,
+    label_prediction_drift,
     mmd_test,
     prediction_drift,
 )
 from auditor.compare.stats import METRICS, Calls, Difference, McNemar, difference, mcnemar
 from auditor.errors import ConfigError
 from auditor.history.settings import PeriodicSettings
-from auditor.multilabel import NOT_COMPARED
+from auditor.multilabel.evaluation import label_matrix
 
 __all__ = ["COMPARED", "MIN_SUBGROUP", "PAIRED_SHARE", "Comparison", "compare_audits"]
 
@@ -53,11 +54,15 @@ COMPARED: dict[str, str] = {
     "compare.mcnemar.p_worse": "McNemar's one-sided test that more calls became wrong",
     "compare.drift.intensity.p_value": "smallest Holm-adjusted p-value of the input intensities",
     "compare.drift.embedding.p_value": "permutation p-value of the embedding's MMD",
-    "compare.drift.predictions.p_value": "chi-squared p-value of the predicted classes",
-    "compare.drift.confidence.p_value": "Kolmogorov-Smirnov p-value of the confidence",
+    "compare.drift.predictions.p_value": "chi-squared p-value of the predicted classes (a "
+    "multi-label model: the smallest Holm-adjusted Fisher p-value of its labels' shares called)",
+    "compare.drift.confidence.p_value": "Kolmogorov-Smirnov p-value of the confidence (a "
+    "multi-label model: the smallest Holm-adjusted one of its labels' probabilities)",
     "compare.regressions": "headline metrics whose whole 95% interval of change is below 0",
     "compare.subgroup_regressions": "subgroups whose accuracy fell (Bonferroni-adjusted "
-    "interval below 0)",
+    "interval below 0; a multi-label model: subset accuracy)",
+    "compare.label_regressions": "a multi-label model's label sensitivities and "
+    "specificities that fell (Bonferroni-adjusted interval below 0)",
     "compare.findings": "findings of the comparison with the previous audit",
 }
 """The numbers of a comparison a policy criterion may name, with what each is."""
@@ -73,16 +78,21 @@ class Comparison:
         shared: How many images both audits scored (by file SHA-256).
         metrics: The headline metrics.
         subgroups: ``(column, value, accuracy difference)`` for every metadata value with
-            at least :data:`MIN_SUBGROUP` images in each audit.
+            at least :data:`MIN_SUBGROUP` images in each audit (a multi-label model's:
+            subset accuracy).
         mcnemar: McNemar's test on the shared images (``None``: unpaired).
         intensity: The input intensity statistics (none when both audits read the same
             files, by the data's SHA-256).
         embedding: The embedding's MMD (``None``: see ``embedding_note``).
-        predictions: The predicted classes and the confidence.
+        predictions: The predicted classes and the confidence (a multi-label model's: its
+            labels' shares called and their probabilities).
         explanations: Per trusted method, its maps' rank correlation across the audits.
         alpha: The significance level.
         same_files: Both audits read the same files (the same data SHA-256), so the
             inputs cannot have moved.
+        labels: A multi-label model's ``(label, sensitivity or specificity difference)``
+            for each label, intervals Bonferroni-adjusted over the rates compared.
+        multi_label: Whether the audits are of a multi-label model.
     """
 
     old: tuple[str, dict[str, str]]
@@ -99,6 +109,8 @@ class Comparison:
     explanations: pd.DataFrame
     alpha: float
     same_files: bool = False
+    labels: tuple[tuple[str, Difference], ...] = ()
+    multi_label: bool = False
 
     @property
     def regressions(self) -> tuple[Difference, ...]:
@@ -111,9 +123,22 @@ class Comparison:
         subgroups compared)."""
         return tuple(s for s in self.subgroups if s[2].worse)
 
+    @property
+    def label_regressions(self) -> tuple[tuple[str, Difference], ...]:
+        """A multi-label model's label rates that fell (Bonferroni-adjusted intervals)."""
+        return tuple(r for r in self.labels if r[1].worse)
+
+    @property
+    def subgroup_metric(self) -> str:
+        """What the subgroups compare: accuracy, or a multi-label model's subset accuracy."""
+        return "subset_accuracy" if self.multi_label else "accuracy"
+
 
 def _codes(audit: Audit, positive: str | None) -> Calls:
     frame = audit.predictions
+    if audit.multi_label:
+        return Calls(label_matrix(frame["label"], audit.classes),
+                     label_matrix(frame["prediction"], audit.classes))  # fmt: skip
     if positive is not None:
         label = (frame["label"].astype(str) == positive).to_numpy(np.int64)
         called = (frame["prediction"].astype(str) == positive).to_numpy(np.int64)
@@ -140,9 +165,11 @@ def _pairs(old: pd.DataFrame, new: pd.DataFrame) -> tuple[np.ndarray, np.ndarray
     return merged["row_old"].to_numpy(np.int64), merged["row_new"].to_numpy(np.int64)
 
 
-def _metadata(frame: pd.DataFrame) -> list[str]:
+def _metadata(audit: Audit) -> list[str]:
     fixed = {"index", "path", "label", "prediction", "confidence", "correct", "sha256"}
-    return [c for c in frame.columns if c not in fixed and not c.startswith("p_")]
+    if audit.multi_label:
+        fixed.add("errors")  # the labels an image got wrong
+    return [c for c in audit.predictions.columns if c not in fixed and not c.startswith("p_")]
 
 
 def _within(
@@ -165,12 +192,12 @@ def _subgroups(
     old: Audit, new: Audit, calls: tuple[Calls, Calls], pairs: tuple[np.ndarray, np.ndarray]
     | None, resamples: int, rng: np.random.Generator,
 ) -> list[tuple[str, str, Difference]]:  # fmt: skip
-    """Accuracy in each metadata value with at least :data:`MIN_SUBGROUP` images in each
-    audit (paired: among the pairs whose images have the value in both), each interval
-    Bonferroni-adjusted over the subgroups compared (many subgroups, each at 95%, would
-    show a fall somewhere on most nights by chance)."""
+    """Accuracy (a multi-label model's: subset accuracy) in each metadata value with at
+    least :data:`MIN_SUBGROUP` images in each audit (paired: among the pairs whose images
+    have the value in both), each interval Bonferroni-adjusted over the subgroups compared
+    (many subgroups, each at 95%, would show a fall somewhere on most nights by chance)."""
     found = []
-    for column in [c for c in _metadata(new.predictions) if c in old.predictions.columns]:
+    for column in [c for c in _metadata(new) if c in old.predictions.columns]:
         before, after = (a.predictions[column].fillna("").astype(str) for a in (old, new))
         values = sorted(set(after) - {""})  # "": no value
         if not 2 <= len(values) <= 20:
@@ -187,11 +214,65 @@ def _subgroups(
                 continue
             found.append((column, value, rows, inside))
     level = 1 - 0.05 / max(len(found), 1)
+    metric = "subset_accuracy" if new.multi_label else "accuracy"
     return [
-        (column, value, difference("accuracy", calls[0].take(rows[0]), calls[1].take(rows[1]),
+        (column, value, difference(metric, calls[0].take(rows[0]), calls[1].take(rows[1]),
                                    inside, resamples, rng, level))
         for column, value, rows, inside in found
     ]  # fmt: skip
+
+
+def _label_rates(
+    classes: tuple[str, ...], calls: tuple[Calls, Calls], pairs: tuple[np.ndarray, np.ndarray]
+    | None, resamples: int, rng: np.random.Generator,
+) -> list[tuple[str, Difference]]:  # fmt: skip
+    """A multi-label model's sensitivity and specificity of each label, as each audit
+    called it, where both audits measure it (an audit without an image that has the
+    label has no sensitivity), each interval Bonferroni-adjusted over the rates compared."""
+    if pairs is None:
+        rows = (np.arange(len(calls[0].label)), np.arange(len(calls[1].label)))
+    else:
+        rows = pairs
+    rates = []
+    for k, name in enumerate(classes):
+        sides = (_label_calls(calls[0], k), _label_calls(calls[1], k))
+        for metric in ("sensitivity", "specificity"):
+            measured = (METRICS[metric](side.take(r)) for side, r in zip(sides, rows, strict=True))
+            if all(np.isfinite(value) for value in measured):
+                rates.append((name, metric, sides))
+    level = 1 - 0.05 / max(len(rates), 1)
+    return [
+        (name, difference(metric, *sides, pairs, resamples, rng, level))
+        for name, metric, sides in rates
+    ]
+
+
+def _label_calls(calls: Calls, k: int) -> Calls:
+    """Label ``k`` of a multi-label audit's calls, as a binary test's (1: has it, called)."""
+    return Calls(calls.label[:, k].astype(np.int64), calls.prediction[:, k].astype(np.int64))
+
+
+def _check_kinds(old: Audit, new: Audit) -> None:
+    """Raise a :class:`ConfigError` unless the two audits are of one kind of model."""
+    if old.multi_label != new.multi_label:
+        multi, single = (old, new) if old.multi_label else (new, old)
+        raise ConfigError(
+            f"{multi.label} audited a multi-label model and {single.label} a single-label "
+            "one; compare two audits of one kind of model"
+        )
+    if old.classes != new.classes:
+        raise ConfigError(
+            f"{old.label} and {new.label} audit different classes ({', '.join(old.classes)} "
+            f"against {', '.join(new.classes)}); compare audits of one kind of model"
+        )
+
+
+def _metric_names(multi_label: bool, positive: str | None) -> list[str]:
+    """The headline metrics compared."""
+    if multi_label:
+        return ["subset_accuracy", "label_accuracy"]
+    binary = ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity")
+    return [n for n in binary if positive is not None or n in ("accuracy", "balanced_accuracy")]
 
 
 def compare_audits(
@@ -201,34 +282,24 @@ def compare_audits(
 
     Raises:
         ConfigError: The two audits' models have different classes, or one is
-            multi-label.
+            multi-label and the other not.
     """
-    for audit in (old, new):
-        if audit.multi_label:
-            raise ConfigError(
-                f"{audit.label} audited a multi-label model and {NOT_COMPARED}; compare audits "
-                "of single-label models"
-            )
-    if old.classes != new.classes:
-        raise ConfigError(
-            f"{old.label} and {new.label} audit different classes ({', '.join(old.classes)} "
-            f"against {', '.join(new.classes)}); compare audits of one kind of model"
-        )
+    _check_kinds(old, new)
     rng = np.random.default_rng(settings.seed)
-    positive = new.positive if new.positive == old.positive else None
+    multi_label = new.multi_label
+    positive = new.positive if new.positive == old.positive and not multi_label else None
     calls = (_codes(old, positive), _codes(new, positive))
     rows = _pairs(old.predictions, new.predictions)
     shared = len(rows[0])
     largest = max(len(old.predictions), len(new.predictions))
     paired = shared >= max(MIN_SUBGROUP, PAIRED_SHARE * largest)
     pairs = rows if paired else None
-    names = [n for n in METRICS if positive is not None or n in ("accuracy", "balanced_accuracy")]
-    metrics = [difference(n, *calls, pairs, resamples, rng) for n in names]
+    metrics = [
+        difference(n, *calls, pairs, resamples, rng) for n in _metric_names(multi_label, positive)
+    ]
     subgroups = _subgroups(old, new, calls, pairs, resamples, rng)
-    tested = None
-    if paired:
-        correct = (calls[0].label == calls[0].prediction, calls[1].label == calls[1].prediction)
-        tested = mcnemar(correct[0][rows[0]], correct[1][rows[1]])
+    labels = _label_rates(new.classes, calls, pairs, resamples, rng) if multi_label else []
+    tested = mcnemar(calls[0].correct[rows[0]], calls[1].correct[rows[1]]) if paired else None
     embedding, note = _embedding(old, new, settings)
     same_files = old.identity["data_sha256"] == new.identity["data_sha256"]
     intensity = (
@@ -240,10 +311,23 @@ def compare_audits(
     return Comparison(
         (old.label, old.identity), (new.label, new.identity), paired, shared, tuple(metrics),
         tuple(subgroups), tested, tuple(intensity), embedding, note,
-        tuple(prediction_drift(old.predictions, new.predictions, new.classes,
-                               settings.compare_alpha)),
+        _predictions(old, new, calls, settings.compare_alpha),
         explanation_drift(old.maps, new.maps, methods), settings.compare_alpha, same_files,
+        tuple(labels), multi_label,
     )  # fmt: skip
+
+
+def _predictions(
+    old: Audit, new: Audit, calls: tuple[Calls, Calls], alpha: float
+) -> tuple[Shift, ...]:
+    """Whether the predictions moved: the predicted classes and the confidence, or a
+    multi-label model's labels' shares called and probabilities."""
+    if new.multi_label:
+        return tuple(label_prediction_drift(
+            (calls[0].prediction, old.predictions), (calls[1].prediction, new.predictions),
+            new.classes, alpha,
+        ))  # fmt: skip
+    return tuple(prediction_drift(old.predictions, new.predictions, new.classes, alpha))
 
 
 def _embedding(old: Audit, new: Audit, settings: PeriodicSettings) -> tuple[Shift | None, str]:

@@ -8,7 +8,9 @@
   computed only when both embeddings come from the same model file: two models'
   embeddings live in different spaces.
 - Predictions: the predicted classes' distribution (chi-squared test of homogeneity) and
-  the confidence's (Kolmogorov–Smirnov).
+  the confidence's (Kolmogorov–Smirnov). A multi-label model's calls are no one class
+  per image: each label's share of images called (Fisher's exact test) and its
+  probability's distribution (Kolmogorov–Smirnov), each Holm-adjusted over the labels.
 - Explanations: for an image explained for the same class in both audits, the Spearman
   rank correlation of a method's two maps.
 
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import chi2_contingency, ks_2samp, spearmanr
+from scipy.stats import chi2_contingency, fisher_exact, ks_2samp, spearmanr
 from skimage.transform import resize
 from statsmodels.stats.multitest import multipletests
 
@@ -31,6 +33,7 @@ __all__ = [
     "Shift",
     "explanation_drift",
     "intensity_drift",
+    "label_prediction_drift",
     "mmd_test",
     "prediction_drift",
 ]
@@ -129,6 +132,50 @@ def prediction_drift(
         Shift("confidence", float(old["confidence"].mean()), float(new["confidence"].mean()),
               float(confidence.statistic), float(confidence.pvalue),
               bool(confidence.pvalue < alpha)),
+    ]  # fmt: skip
+
+
+def _most_moved(names: list[str], raw: list[float], changes: list[float]) -> tuple[int, float]:
+    """The test with the smallest Holm-adjusted p-value (ties: the largest change), and
+    that p-value."""
+    adjusted = multipletests(raw, method="holm")[1]
+    best = min(range(len(names)), key=lambda k: (adjusted[k], -abs(changes[k])))
+    return best, float(adjusted[best])
+
+
+def label_prediction_drift(
+    old: tuple[np.ndarray, pd.DataFrame],
+    new: tuple[np.ndarray, pd.DataFrame],
+    classes: tuple[str, ...],
+    alpha: float,
+) -> list[Shift]:
+    """A multi-label model's calls and probabilities, each audit given as its ``(N, K)``
+    calls and its predictions table: each label's share of images called (Fisher's exact
+    test on the 2 x 2 table of called and not called in each audit) and its probability
+    ``p_<label>`` (Kolmogorov–Smirnov), Holm-adjusted over the labels; each reported by
+    its label with the smallest adjusted p-value (``before``/``after``: the share called,
+    the mean probability)."""
+    shares = [calls.mean(axis=0) for calls, _ in (old, new)]
+    tables = [
+        [[int(calls[:, k].sum()), int((~calls[:, k]).sum())] for calls, _ in (old, new)]
+        for k in range(len(classes))
+    ]
+    fisher = [fisher_exact(table) for table in tables]
+    called, p_called = _most_moved(
+        list(classes), [float(f.pvalue) for f in fisher], list(shares[1] - shares[0])
+    )
+    columns = [(old[1][f"p_{c}"].to_numpy(), new[1][f"p_{c}"].to_numpy()) for c in classes]
+    tests = [ks_2samp(before, after) for before, after in columns]
+    means = [(float(before.mean()), float(after.mean())) for before, after in columns]
+    scored, p_scored = _most_moved(
+        list(classes), [float(t.pvalue) for t in tests], [b - a for a, b in means]
+    )
+    return [
+        Shift(f"share called {classes[called]}", float(shares[0][called]),
+              float(shares[1][called]), float(fisher[called].statistic), p_called,
+              p_called < alpha),
+        Shift(f"probability of {classes[scored]}", *means[scored],
+              float(tests[scored].statistic), p_scored, p_scored < alpha),
     ]  # fmt: skip
 
 

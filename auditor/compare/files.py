@@ -17,13 +17,15 @@ from auditor.report.format import fixed, p_value, percent, signed
 
 __all__ = [
     "COMPARISON_SCHEMA_VERSION",
+    "calls",
     "comparison_document",
     "findings",
     "gate_values",
     "improvements",
 ]
 
-COMPARISON_SCHEMA_VERSION = 1
+COMPARISON_SCHEMA_VERSION = 2
+"""2: a multi-label model's comparison (``multi_label``, ``labels``)."""
 
 _NAMES = {
     "accuracy": "Accuracy",
@@ -31,6 +33,8 @@ _NAMES = {
     "auc": "The ROC AUC",
     "sensitivity": "Sensitivity",
     "specificity": "Specificity",
+    "subset_accuracy": "Subset accuracy",
+    "label_accuracy": "Label accuracy (1 − Hamming loss)",
 }
 
 
@@ -47,6 +51,11 @@ def _on(comparison: Comparison) -> str:
     return "on different images (unpaired)"
 
 
+def calls(comparison: Comparison) -> str:
+    """What McNemar's test counts: calls, or a multi-label model's whole sets of labels."""
+    return "images' sets of labels" if comparison.multi_label else "calls"
+
+
 def _metric_findings(comparison: Comparison) -> list[str]:
     sentences = []
     for d in comparison.metrics:
@@ -55,22 +64,34 @@ def _metric_findings(comparison: Comparison) -> list[str]:
                 f"{_NAMES[d.name]} fell from {_change(d)} since the previous audit, "
                 f"{_on(comparison)}."
             )
+    sentences += _label_findings(comparison)
     fell = sorted((d.diff, c, v, d) for c, v, d in comparison.subgroup_regressions)
     if fell:
         _, column, value, d = fell[0]
         sentences.append(
-            f"Accuracy fell in {len(fell)} of the {len(comparison.subgroups)} subgroups "
-            f"compared (intervals Bonferroni-adjusted over them); the most for {column} = "
-            f"{value}, from {_change(d)}."
+            f"{_NAMES[comparison.subgroup_metric]} fell in {len(fell)} of the "
+            f"{len(comparison.subgroups)} subgroups compared (intervals Bonferroni-adjusted "
+            f"over them); the most for {column} = {value}, from {_change(d)}."
         )
     tested = comparison.mcnemar
     if tested is not None and tested.p_worse < comparison.alpha:
         sentences.append(
-            f"More calls became wrong than right on the {comparison.shared:,} images both "
-            f"audits scored: {tested.b:,} against {tested.c:,} (McNemar's exact test, "
+            f"More {calls(comparison)} became wrong than right on the {comparison.shared:,} "
+            f"images both audits scored: {tested.b:,} against {tested.c:,} (McNemar's exact test, "
             f"one-sided p = {p_value(tested.p_worse)})."
         )
     return sentences
+
+
+def _label_findings(comparison: Comparison) -> list[str]:
+    """A multi-label model's label rates that fell, the largest falls first."""
+    fell = sorted(comparison.label_regressions, key=lambda r: r[1].diff)
+    return [
+        f"{_NAMES[d.name]} for {label} fell from {_change(d)} since the previous audit, "
+        f"{_on(comparison)} (intervals Bonferroni-adjusted over the {len(comparison.labels)} "
+        f"label rates compared)."
+        for label, d in fell
+    ]
 
 
 def improvements(comparison: Comparison) -> list[str]:
@@ -98,8 +119,20 @@ def _drift_findings(comparison: Comparison) -> list[str]:
             f"The embedding's distribution moved (MMD² {e.statistic:.3g}, permutation "
             f"p = {p_value(e.p_value)})."
         )
+    return sentences + _prediction_findings(comparison)
+
+
+def _prediction_findings(comparison: Comparison) -> list[str]:
     classes, confidence = comparison.predictions
-    if classes.moved:
+    sentences = []
+    if classes.moved and comparison.multi_label:
+        sentences.append(
+            f"The calls moved: {classes.name.removeprefix('share called ')} was called on "
+            f"{percent(classes.after)} of images, against {percent(classes.before)} before "
+            f"(Fisher's exact test, Holm-adjusted over the labels, p = "
+            f"{p_value(classes.p_value)})."
+        )
+    elif classes.moved:
         called = classes.name.removeprefix("share called ")
         sentences.append(
             f"The predicted classes moved: {called}, the class whose share changed most, was "
@@ -107,10 +140,13 @@ def _drift_findings(comparison: Comparison) -> list[str]:
             f"before (chi-squared p = {p_value(classes.p_value)})."
         )
     if confidence.moved:
+        what, test = "The confidence's distribution", "Kolmogorov–Smirnov p"
+        if comparison.multi_label:
+            what = f"The distribution of the {confidence.name}"
+            test = "Kolmogorov–Smirnov, Holm-adjusted over the labels, p"
         sentences.append(
-            f"The confidence's distribution moved (Kolmogorov–Smirnov p = "
-            f"{p_value(confidence.p_value)}; mean {fixed(confidence.after)}, against "
-            f"{fixed(confidence.before)} before)."
+            f"{what} moved ({test} = {p_value(confidence.p_value)}; mean "
+            f"{fixed(confidence.after)}, against {fixed(confidence.before)} before)."
         )
     return sentences
 
@@ -145,9 +181,11 @@ def comparison_document(comparison: Comparison) -> dict[str, Any]:
         "shared_images": comparison.shared,
         "alpha": comparison.alpha,
         "metrics": [_difference(d) for d in comparison.metrics],
+        "multi_label": comparison.multi_label,
         "subgroups": [
             {"column": c, "value": v, **_difference(d)} for c, v, d in comparison.subgroups
         ],
+        "labels": [{"label": label, **_difference(d)} for label, d in comparison.labels],
         "mcnemar": asdict(comparison.mcnemar) if comparison.mcnemar is not None else None,
         "drift": {
             "intensity": [_shift(s) for s in comparison.intensity],
@@ -189,5 +227,7 @@ def gate_values(comparison: Comparison | None) -> dict[str, float | None]:
         values[f"compare.drift.{key}.p_value"] = shift.p_value
     values["compare.regressions"] = len(comparison.regressions)
     values["compare.subgroup_regressions"] = len(comparison.subgroup_regressions)
+    if comparison.multi_label:
+        values["compare.label_regressions"] = len(comparison.label_regressions)
     values["compare.findings"] = len(findings(comparison))
     return values

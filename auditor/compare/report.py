@@ -52,8 +52,10 @@ class ComparisonPage:
 
 
 def _metrics_figure(comparison: Comparison) -> Figure:
-    rows = [(METRIC_NAMES[d.name], d) for d in comparison.metrics] + [
-        (f"{c} = {v}", d) for c, v, d in comparison.subgroups
+    rows = [
+        *((METRIC_NAMES[d.name], d) for d in comparison.metrics),
+        *((f"{METRIC_NAMES[d.name]} of {label}", d) for label, d in comparison.labels),
+        *((f"{c} = {v}", d) for c, v, d in comparison.subgroups),
     ]
     with styled_figure(6.0, 0.3 * len(rows) + 0.8) as figure:
         axes = figure.add_subplot()
@@ -73,8 +75,10 @@ def _metrics_figure(comparison: Comparison) -> Figure:
     )
 
 
-def _distribution_figure(old: Audit, new: Audit) -> Figure | None:
-    panels = [("confidence", old.predictions["confidence"], new.predictions["confidence"])]
+def _distribution_figure(old: Audit, new: Audit, comparison: Comparison) -> Figure | None:
+    score = _score(comparison)
+    title = "confidence" if score == "confidence" else f"probability of {score[2:]}"
+    panels = [(title, old.predictions[score], new.predictions[score])]
     if old.intensities is not None and new.intensities is not None:
         panels += [
             (c.replace("_", " "), old.intensities[c], new.intensities[c])
@@ -91,12 +95,21 @@ def _distribution_figure(old: Audit, new: Audit) -> Figure | None:
             axes.set_title(name)
         figure.axes[0].legend(frameon=False)
         uri = figure_uri(figure)
+    what = f"the {title}"
     return Figure(
         uri,
-        "Histograms of the confidence and the mean intensity of each channel in both audits",
-        "The confidence and each channel's mean pixel intensity per image: previous audit "
-        "(grey) and this one (blue).",
+        f"Histograms of {what} and the mean intensity of each channel in both audits",
+        f"{what.capitalize()} and each channel's mean pixel intensity per image: previous "
+        "audit (grey) and this one (blue).",
     )
+
+
+def _score(comparison: Comparison) -> str:
+    """The column of the score whose distribution is drawn: the confidence, or a
+    multi-label model's label whose probability moved most."""
+    if not comparison.multi_label:
+        return "confidence"
+    return "p_" + comparison.predictions[1].name.removeprefix("probability of ")
 
 
 def _explanations_figure(comparison: Comparison) -> Figure | None:
@@ -126,7 +139,7 @@ def render_comparison(old: Audit, new: Audit, comparison: Comparison) -> str:
     """The comparison's self-contained HTML."""
     figures = [
         _metrics_figure(comparison),
-        _distribution_figure(old, new),
+        _distribution_figure(old, new, comparison),
         _explanations_figure(comparison),
     ]
     page = ComparisonPage(

@@ -23,7 +23,9 @@ __all__ = ["Calls", "Difference", "difference", "mcnemar"]
 @dataclass(frozen=True)
 class Calls:
     """One audit's calls on its images: true labels, predictions, the positive class's
-    probability (binary audits) and its operating threshold."""
+    probability (binary audits) and its operating threshold. A multi-label audit's
+    ``label`` and ``prediction`` are ``(N, K)`` booleans: which labels each image has and
+    which were called."""
 
     label: np.ndarray
     prediction: np.ndarray
@@ -34,8 +36,19 @@ class Calls:
         positive = None if self.positive is None else self.positive[rows]
         return Calls(self.label[rows], self.prediction[rows], positive, self.threshold)
 
+    @property
+    def correct(self) -> np.ndarray:
+        """Each image called right (a multi-label image: its whole set of labels)."""
+        right = self.label == self.prediction
+        return right.all(axis=1) if right.ndim == 2 else right
+
 
 def _accuracy(c: Calls) -> float:
+    return float(np.mean(c.correct)) if c.label.size else float("nan")
+
+
+def _label_accuracy(c: Calls) -> float:
+    """Share of (image, label) calls that are right: 1 − the Hamming loss."""
     return float(np.mean(c.label == c.prediction)) if c.label.size else float("nan")
 
 
@@ -51,9 +64,15 @@ def _auc(c: Calls) -> float:
 
 
 def _rate(c: Calls, truth: int) -> float:
-    if c.positive is None or c.threshold is None or not np.any(c.label == truth):
+    """Sensitivity (``truth`` 1) or specificity (0): the positive class's probability read
+    at the threshold, or, without them, the calls (one label of a multi-label audit,
+    called as the audit wrote it)."""
+    if c.label.ndim != 1 or not np.any(c.label == truth):
         return float("nan")
-    called = c.positive[c.label == truth] >= c.threshold
+    if c.positive is not None and c.threshold is not None:
+        called = c.positive[c.label == truth] >= c.threshold
+    else:
+        called = c.prediction[c.label == truth] == 1
     return float(np.mean(called if truth == 1 else ~called))
 
 
@@ -63,9 +82,14 @@ METRICS: dict[str, Callable[[Calls], float]] = {
     "auc": _auc,
     "sensitivity": lambda c: _rate(c, 1),
     "specificity": lambda c: _rate(c, 0),
+    "subset_accuracy": _accuracy,
+    "label_accuracy": _label_accuracy,
 }
-"""The compared metrics, each computed from an audit's calls (the last three for binary
-audits only: the positive class is label 1)."""
+"""The compared metrics, each computed from an audit's calls: ``accuracy`` and
+``balanced_accuracy`` of a single-label audit, ``auc``, ``sensitivity`` and
+``specificity`` of a binary one (the positive class is label 1) and of each label of a
+multi-label audit, ``subset_accuracy`` (the whole set of labels right) and
+``label_accuracy`` of a multi-label audit."""
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ measured, as for a single-label model; the metadata dependence is tested label b
 (:mod:`auditor.multilabel.calibration`), its wrong calls counted
 (:mod:`auditor.multilabel.failures`), its rates compared across metadata values
 (:mod:`auditor.multilabel.fairness`) and its operating point read
-(:mod:`auditor.multilabel.operating`). The analyses that read one class per image
-(:data:`auditor.multilabel.NOT_RUN`) do not run; the report says which, and why.
+(:mod:`auditor.multilabel.operating`); it is compared with the previous audit of its
+model's name (:mod:`auditor.compare`: subset accuracy, each label's rates, the labels'
+calls). The analyses that read one class per image (:data:`auditor.multilabel.NOT_RUN`)
+do not run; the report says which, and why.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from auditor.checkpoint import Checkpoint
 from auditor.clinical import Clinical
 from auditor.clinical.failures import Failures
 from auditor.clinical.groups import metadata_groups
+from auditor.compare import gate_values
 from auditor.concepts.analysis import ConceptAnalysis
 from auditor.config import AuditConfig
 from auditor.distributed import take_over_threads
 from auditor.documents import label_metrics_document
 from auditor.evaluate import Evaluation
 from auditor.events import stage
-from auditor.multilabel import NOT_COMPARED
+from auditor.history.store import RunRecord
 from auditor.multilabel.calibration import label_calibration, miscalibrated
 from auditor.multilabel.dependence import label_dependence
 from auditor.multilabel.failures import label_failures
@@ -36,7 +39,7 @@ from auditor.outputs import Loaded, Results
 from auditor.policy import evaluate_policy
 from auditor.resample import Resampling
 from auditor.robustness import perturbed_predictions, robustness_summary
-from auditor.stages import explained, selected
+from auditor.stages import explained, previous_comparison, selected
 
 __all__ = ["analyse_labels"]
 
@@ -91,11 +94,16 @@ def _thresholds(evaluation: Evaluation) -> tuple[float, ...]:
 
 
 def analyse_labels(
-    config: AuditConfig, loaded: Loaded, evaluation: Evaluation, checkpoint: Checkpoint
+    config: AuditConfig,
+    loaded: Loaded,
+    evaluation: Evaluation,
+    previous: tuple[RunRecord | None, str],
+    checkpoint: Checkpoint,
 ) -> Results:
     """Run a multi-label model on perturbed images, select, explain and measure the trust
-    of its explanations; the policy is judged on its ``metrics.json``
-    (:func:`auditor.documents.label_metrics_document`)."""
+    of its explanations, and compare it with the ``previous`` audit of its name; the
+    policy is judged on its ``metrics.json``
+    (:func:`auditor.documents.label_metrics_document`) and the comparison."""
     classes = loaded.dataset.classes
     thresholds = np.array(_thresholds(evaluation))
     with stage("robustness") as counts:
@@ -113,8 +121,12 @@ def analyse_labels(
         config.evaluation.bootstrap, config.clinical.min_group_size, classes,
     )  # fmt: skip
     metrics = label_metrics_document(evaluation, classes, trust, clinical, robustness)
+    comparison, note = previous_comparison(
+        config, loaded, previous, (evaluation, explanations, trust), metrics
+    )
+    compared = gate_values(comparison) if comparison is not None else note or None
     return Results(
         evaluation, selection, explanations, trust, clinical,
         perturbed, robustness, ConceptAnalysis(), None, None, metrics,
-        evaluate_policy(config.policy, metrics, NOT_COMPARED),
+        evaluate_policy(config.policy, metrics, compared), comparison, note,
     )  # fmt: skip
