@@ -19,6 +19,7 @@ import pytest
 import torch
 from click.testing import Result
 
+from auditor.aggregate.changes import comparison_view
 from auditor.compare import compare_audits, comparison_document
 from auditor.compare.audits import Audit
 from auditor.errors import ConfigError
@@ -105,6 +106,7 @@ def test_a_label_the_new_model_misses_is_a_label_regression_with_figures_from_th
     assert set(rows) == set(before)
     for key, row in rows.items():
         assert (row["before"], row["after"]) == pytest.approx((before[key], after[key]))
+        assert row["n_before"] == row["n_after"] == 32  # half the images have each label
     fell = [key for key, row in rows.items() if row["worse"]]
     assert fell == [("nodule", "sensitivity")]
     assert (before["nodule", "sensitivity"], after["nodule", "sensitivity"]) == (1.0, 0.0)
@@ -130,8 +132,10 @@ def test_the_regression_is_on_page_one_and_fails_the_policy(label_chain: dict[st
     assert failed == {"compare.label_regressions", "compare.subset_accuracy.diff.ci_high"}
     line = next(x for x in summary.splitlines() if "Sensitivity for nodule fell" in x)
     assert line.startswith("- **Since the previous audit.** Sensitivity for nodule fell from ")
-    assert f"1.000 to 0.000 (−1.000, 95% CI {nodule['ci_low']:+.3f}".replace("-", "−") in line
-    assert "Bonferroni-adjusted over the 6 label rates compared" in line
+    interval = "family-wise 95% CI " + f"{nodule['ci_low']:+.3f}".replace("-", "−")
+    assert f"1.000 to 0.000 (−1.000, {interval}" in line
+    assert "on the 32 images with nodule both audits scored" in line
+    assert "the intervals are Bonferroni-adjusted over the 6 label rates compared" in line
     assert "Since the previous audit." in html and 'id="changes"' in html
     assert "sensitivity of nodule" in html and "Label rate" in html
     assert "the comparison with the previous audit" not in html.split("were not run:")[1][:300]
@@ -225,14 +229,48 @@ def test_a_label_called_more_often_is_a_fall_of_its_specificity_alone() -> None:
     assert comparison.predictions[0].name == "share called c" and comparison.predictions[0].moved
 
 
-def test_a_rate_one_audit_cannot_measure_is_not_compared() -> None:
+@pytest.mark.parametrize(("positives", "regression"), [(0, False), (3, False), (10, True)])
+def test_a_rate_is_compared_only_on_ten_images_or_more(positives: int, regression: bool) -> None:
+    """The reviewer's case: three images with b, all missed by the new model, gave a
+    sensitivity from 1 to 0 with the interval [-1, -1]; McNemar's p was 0.125."""
     truth = _truth()
-    truth[:, 1] = False  # no image has b: its sensitivity is undefined
-    comparison = compare_audits(_audit("old", truth, truth), _audit("new", truth, truth),
-                                PeriodicSettings(), 100)  # fmt: skip
+    truth[:, 1] = np.arange(len(truth)) < positives
+    called = truth.copy()
+    called[:, 1] = False  # the new model misses every image with b
 
-    assert ("b", "sensitivity") not in [(label, d.name) for label, d in comparison.labels]
-    assert len(comparison.labels) == 5
+    comparison = compare_audits(_audit("old", truth, truth), _audit("new", truth, called),
+                                PeriodicSettings(), 300)  # fmt: skip
+    document = comparison_document(comparison)
+
+    compared = [(label, d.name) for label, d in comparison.labels]
+    assert (("b", "sensitivity") in compared) is regression
+    assert len(comparison.labels) == 5 + regression
+    assert document["gate"]["compare.label_regressions"] == int(regression)
+    if not regression:
+        assert document["labels_not_compared"] == [
+            {"label": "b", "name": "sensitivity", "n_before": positives, "n_after": positives}
+        ]
+        rule = comparison_view(comparison).label_rule
+        assert (
+            f"Not compared, too few images: sensitivity of b ({positives} and {positives}" in rule
+        )
+
+
+def test_labels_are_matched_by_name_not_by_order() -> None:
+    truth = _truth()
+    called = truth.copy()
+    called[: len(truth) // 2, 2] = False
+    old, new = _audit("old", truth, truth), _audit("new", truth, called)
+    reordered = Audit("old", old.identity, {"classes": ["c", "a", "b"], "multi_label": {}},
+                      old.predictions)  # fmt: skip
+
+    first = comparison_document(compare_audits(old, new, PeriodicSettings(), 100))
+    second = comparison_document(compare_audits(reordered, new, PeriodicSettings(), 100))
+
+    assert second["labels"] == first["labels"] and second["metrics"] == first["metrics"]
+    assert [(r["label"], r["name"]) for r in first["labels"] if r["worse"]] == [
+        ("c", "sensitivity")
+    ]
 
 
 def test_a_multi_label_and_a_single_label_audit_are_not_compared() -> None:

@@ -5,6 +5,7 @@ explanations moved. The figures are ``comparison.json``'s (:mod:`auditor.compare
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from auditor.aggregate.inputs import AuditInputs
@@ -39,13 +40,15 @@ SUBGROUP_ROWS = 12
 
 @dataclass(frozen=True)
 class ChangeRow:
-    """One metric before and after: ``change`` is the difference with its interval."""
+    """One metric before and after: ``change`` is the difference with its interval;
+    ``images`` what a label's rate was measured on ("" for the other rows)."""
 
     name: str
     before: str
     after: str
     change: str
     flag: bool
+    images: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,16 +150,20 @@ def _drift(comparison: Comparison) -> tuple[str, ...]:
         lines.append(f"Embedding: {comparison.embedding_note}.")
     classes, confidence = comparison.predictions
     if comparison.multi_label:
-        label, holm = classes.name.removeprefix("share called "), "Holm-adjusted over the labels,"
-        lines.append(_shift(f"Share called {label}, the label whose calls moved most,", classes,
+        holm = "Holm-adjusted over the labels,"
+        lines.append(_shift(f"{classes.name.capitalize()} ({_which(classes)})", classes,
                             f"Fisher's exact test, {holm}"))  # fmt: skip
-        label = confidence.name.removeprefix("probability of ")
-        lines.append(_shift(f"Mean probability of {label}, the label whose probability moved "
-                            "most,", confidence, f"Kolmogorov–Smirnov, {holm}"))  # fmt: skip
+        lines.append(_shift(f"Mean {confidence.name} ({_which(confidence)})", confidence,
+                            f"Kolmogorov–Smirnov, {holm}"))  # fmt: skip
     else:
         lines.append(_shift(classes.name.capitalize(), classes, "chi-squared"))
         lines.append(_shift("Mean confidence", confidence, "Kolmogorov–Smirnov"))
     return tuple(lines)
+
+
+def _which(shift: Shift) -> str:
+    """Why a multi-label model's drift line names its label."""
+    return "the label that moved most" if shift.moved else "the label closest to moving"
 
 
 def _explanations(comparison: Comparison) -> tuple[str, ...]:
@@ -193,9 +200,7 @@ def comparison_view(comparison: Comparison) -> ChangesView:
             f"metadata column (at most 20 values) with at least {MIN_SUBGROUP} images in each "
             f"audit, the largest falls first."
         ),
-        labels=tuple(
-            _row(f"{METRIC_NAMES[d.name]} of {label}", d) for label, d in comparison.labels
-        ),
+        labels=tuple(_label_row(comparison, label, d) for label, d in comparison.labels),
         label_rule=_label_rule(comparison),
         mcnemar=_mcnemar(comparison),
         drift=_drift(comparison),
@@ -205,15 +210,32 @@ def comparison_view(comparison: Comparison) -> ChangesView:
     )
 
 
+def _label_row(comparison: Comparison, label: str, d: Difference) -> ChangeRow:
+    row = _row(f"{METRIC_NAMES[d.name]} of {label}", d)
+    has = "with" if d.name == "sensitivity" else "without"
+    count = f"{d.n_before:,}" if comparison.paired else f"{d.n_before:,} / {d.n_after:,}"
+    return dataclasses.replace(row, images=f"{count} {has}")
+
+
 def _label_rule(comparison: Comparison) -> str:
     if not comparison.multi_label:
         return ""
-    return (
-        f"Each label's sensitivity and specificity as each audit called it, where both "
-        f"audits measure it (a rate is undefined in an audit without an image that has the "
-        f"label, or without one that has not): {len(comparison.labels)} rates, each 95% "
-        f"interval Bonferroni-adjusted over them."
+    scored = " (both audits scored them)" if comparison.paired else ""
+    rule = (
+        f"Each label's sensitivity and specificity as each audit called it, where at least "
+        f"{MIN_SUBGROUP} of the images compared{scored} have the label (sensitivity) or lack "
+        f"it (specificity) in each audit: {len(comparison.labels)} rates, each interval "
+        f"Bonferroni-adjusted over them (a family-wise 95% CI)."
     )
+    skipped = comparison.labels_skipped
+    if not skipped:
+        return rule
+    listed = "; ".join(
+        f"{METRIC_NAMES[name]} of {label} ({before:,} and {after:,} images)"
+        for label, name, (before, after) in skipped[:SUBGROUP_ROWS]
+    )
+    more = f", and {len(skipped) - SUBGROUP_ROWS} more" if len(skipped) > SUBGROUP_ROWS else ""
+    return f"{rule} Not compared, too few images: {listed}{more}."
 
 
 def _mcnemar(comparison: Comparison) -> str:
@@ -221,7 +243,7 @@ def _mcnemar(comparison: Comparison) -> str:
     if tested is None:
         return ""
     return (
-        f"McNemar's exact test: {tested.b:,} {calls(comparison)} became wrong and "
+        f"McNemar's exact test: {calls(comparison, tested.b)} became wrong and "
         f"{tested.c:,} became right "
         f"(two-sided p = {p_value(tested.p_value)}; that more became wrong, one-sided "
         f"p = {p_value(tested.p_worse)})."

@@ -8,6 +8,7 @@ same model name; :data:`COMPARED` lists the numbers a policy criterion may name
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +63,7 @@ COMPARED: dict[str, str] = {
     "compare.subgroup_regressions": "subgroups whose accuracy fell (Bonferroni-adjusted "
     "interval below 0; a multi-label model: subset accuracy)",
     "compare.label_regressions": "a multi-label model's label sensitivities and "
-    "specificities that fell (Bonferroni-adjusted interval below 0)",
+    "specificities that fell (Bonferroni-adjusted interval below 0; 0 for a single-label one)",
     "compare.findings": "findings of the comparison with the previous audit",
 }
 """The numbers of a comparison a policy criterion may name, with what each is."""
@@ -91,7 +92,9 @@ class Comparison:
         same_files: Both audits read the same files (the same data SHA-256), so the
             inputs cannot have moved.
         labels: A multi-label model's ``(label, sensitivity or specificity difference)``
-            for each label, intervals Bonferroni-adjusted over the rates compared.
+            for each label, intervals Bonferroni-adjusted over the rates compared
+            (``n_before``, ``n_after``: the images with the label, or without it).
+        labels_skipped: The label rates not compared (too few images), with their counts.
         multi_label: Whether the audits are of a multi-label model.
     """
 
@@ -110,6 +113,7 @@ class Comparison:
     alpha: float
     same_files: bool = False
     labels: tuple[tuple[str, Difference], ...] = ()
+    labels_skipped: tuple[LabelRate, ...] = ()
     multi_label: bool = False
 
     @property
@@ -134,11 +138,11 @@ class Comparison:
         return "subset_accuracy" if self.multi_label else "accuracy"
 
 
-def _codes(audit: Audit, positive: str | None) -> Calls:
+def _codes(audit: Audit, positive: str | None, names: tuple[str, ...]) -> Calls:
+    """An audit's calls, a multi-label audit's as ``(N, K)`` matrices of ``names``."""
     frame = audit.predictions
     if audit.multi_label:
-        return Calls(label_matrix(frame["label"], audit.classes),
-                     label_matrix(frame["prediction"], audit.classes))  # fmt: skip
+        return Calls(label_matrix(frame["label"], names), label_matrix(frame["prediction"], names))
     if positive is not None:
         label = (frame["label"].astype(str) == positive).to_numpy(np.int64)
         called = (frame["prediction"].astype(str) == positive).to_numpy(np.int64)
@@ -222,29 +226,42 @@ def _subgroups(
     ]  # fmt: skip
 
 
+LabelRate = tuple[str, str, tuple[int, int]]
+"""A label's rate not compared: the label, ``sensitivity`` or ``specificity``, and the
+images it would be measured on in each audit (with the label, or without it)."""
+
+
 def _label_rates(
     classes: tuple[str, ...], calls: tuple[Calls, Calls], pairs: tuple[np.ndarray, np.ndarray]
     | None, resamples: int, rng: np.random.Generator,
-) -> list[tuple[str, Difference]]:  # fmt: skip
+) -> tuple[list[tuple[str, Difference]], list[LabelRate]]:  # fmt: skip
     """A multi-label model's sensitivity and specificity of each label, as each audit
-    called it, where both audits measure it (an audit without an image that has the
-    label has no sensitivity), each interval Bonferroni-adjusted over the rates compared."""
+    called it, where at least :data:`MIN_SUBGROUP` of the images compared (paired: the
+    pairs) have the label (sensitivity) or lack it (specificity) in each audit, each
+    interval Bonferroni-adjusted over the rates compared; ``n_before`` and ``n_after``
+    count those images. Also the rates not compared, with their counts: a rate read
+    from a few images would swing from 1 to 0 on the calls of one or two."""
     if pairs is None:
         rows = (np.arange(len(calls[0].label)), np.arange(len(calls[1].label)))
     else:
         rows = pairs
-    rates = []
+    rates, skipped = [], []
     for k, name in enumerate(classes):
         sides = (_label_calls(calls[0], k), _label_calls(calls[1], k))
-        for metric in ("sensitivity", "specificity"):
-            measured = (METRICS[metric](side.take(r)) for side, r in zip(sides, rows, strict=True))
-            if all(np.isfinite(value) for value in measured):
-                rates.append((name, metric, sides))
+        for metric, truth in (("sensitivity", 1), ("specificity", 0)):
+            before, after = (
+                int(np.sum(c.label[r] == truth)) for c, r in zip(sides, rows, strict=True)
+            )
+            if min(before, after) < MIN_SUBGROUP:
+                skipped.append((name, metric, (before, after)))
+            else:
+                rates.append((name, metric, sides, (before, after)))
     level = 1 - 0.05 / max(len(rates), 1)
     return [
-        (name, difference(metric, *sides, pairs, resamples, rng, level))
-        for name, metric, sides in rates
-    ]
+        (name, dataclasses.replace(difference(metric, *sides, pairs, resamples, rng, level),
+                                   n_before=counts[0], n_after=counts[1]))
+        for name, metric, sides, counts in rates
+    ], skipped  # fmt: skip
 
 
 def _label_calls(calls: Calls, k: int) -> Calls:
@@ -260,7 +277,8 @@ def _check_kinds(old: Audit, new: Audit) -> None:
             f"{multi.label} audited a multi-label model and {single.label} a single-label "
             "one; compare two audits of one kind of model"
         )
-    if old.classes != new.classes:
+    same = set(old.classes) == set(new.classes) if new.multi_label else old.classes == new.classes
+    if not same:
         raise ConfigError(
             f"{old.label} and {new.label} audit different classes ({', '.join(old.classes)} "
             f"against {', '.join(new.classes)}); compare audits of one kind of model"
@@ -288,7 +306,7 @@ def compare_audits(
     rng = np.random.default_rng(settings.seed)
     multi_label = new.multi_label
     positive = new.positive if new.positive == old.positive and not multi_label else None
-    calls = (_codes(old, positive), _codes(new, positive))
+    calls = (_codes(old, positive, new.classes), _codes(new, positive, new.classes))
     rows = _pairs(old.predictions, new.predictions)
     shared = len(rows[0])
     largest = max(len(old.predictions), len(new.predictions))
@@ -298,7 +316,9 @@ def compare_audits(
         difference(n, *calls, pairs, resamples, rng) for n in _metric_names(multi_label, positive)
     ]
     subgroups = _subgroups(old, new, calls, pairs, resamples, rng)
-    labels = _label_rates(new.classes, calls, pairs, resamples, rng) if multi_label else []
+    labels, skipped = (
+        _label_rates(new.classes, calls, pairs, resamples, rng) if multi_label else ([], [])
+    )
     tested = mcnemar(calls[0].correct[rows[0]], calls[1].correct[rows[1]]) if paired else None
     embedding, note = _embedding(old, new, settings)
     same_files = old.identity["data_sha256"] == new.identity["data_sha256"]
@@ -313,7 +333,7 @@ def compare_audits(
         tuple(subgroups), tested, tuple(intensity), embedding, note,
         _predictions(old, new, calls, settings.compare_alpha),
         explanation_drift(old.maps, new.maps, methods), settings.compare_alpha, same_files,
-        tuple(labels), multi_label,
+        tuple(labels), tuple(skipped), multi_label,
     )  # fmt: skip
 
 

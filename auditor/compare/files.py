@@ -25,7 +25,8 @@ __all__ = [
 ]
 
 COMPARISON_SCHEMA_VERSION = 2
-"""2: a multi-label model's comparison (``multi_label``, ``labels``)."""
+"""2: a multi-label model's comparison (``multi_label``, ``labels``,
+``labels_not_compared``)."""
 
 _NAMES = {
     "accuracy": "Accuracy",
@@ -38,10 +39,10 @@ _NAMES = {
 }
 
 
-def _change(d: Difference) -> str:
+def _change(d: Difference, interval: str = "95% CI") -> str:
     return (
-        f"{fixed(d.before)} to {fixed(d.after)} ({signed(d.diff)}, 95% CI {signed(d.ci_low)} "
-        f"to {signed(d.ci_high)})"
+        f"{fixed(d.before)} to {fixed(d.after)} ({signed(d.diff)}, {interval} "
+        f"{signed(d.ci_low)} to {signed(d.ci_high)})"
     )
 
 
@@ -51,9 +52,14 @@ def _on(comparison: Comparison) -> str:
     return "on different images (unpaired)"
 
 
-def calls(comparison: Comparison) -> str:
-    """What McNemar's test counts: calls, or a multi-label model's whole sets of labels."""
-    return "images' sets of labels" if comparison.multi_label else "calls"
+def calls(comparison: Comparison, count: int | None = None) -> str:
+    """What McNemar's test counts (calls, or a multi-label model's whole sets of labels),
+    with ``count`` before it when given."""
+    if comparison.multi_label:
+        what = "image's set of labels" if count == 1 else "images' sets of labels"
+    else:
+        what = "call" if count == 1 else "calls"
+    return what if count is None else f"{count:,} {what}"
 
 
 def _metric_findings(comparison: Comparison) -> list[str]:
@@ -87,11 +93,19 @@ def _label_findings(comparison: Comparison) -> list[str]:
     """A multi-label model's label rates that fell, the largest falls first."""
     fell = sorted(comparison.label_regressions, key=lambda r: r[1].diff)
     return [
-        f"{_NAMES[d.name]} for {label} fell from {_change(d)} since the previous audit, "
-        f"{_on(comparison)} (intervals Bonferroni-adjusted over the {len(comparison.labels)} "
-        f"label rates compared)."
+        f"{_NAMES[d.name]} for {label} fell from {_change(d, 'family-wise 95% CI')} since the "
+        f"previous audit, {label_images(comparison, label, d)}; the intervals are "
+        f"Bonferroni-adjusted over the {len(comparison.labels)} label rates compared."
         for label, d in fell
     ]
+
+
+def label_images(comparison: Comparison, label: str, d: Difference) -> str:
+    """The images a label's rate was measured on, in words."""
+    has = "with" if d.name == "sensitivity" else "without"
+    if comparison.paired:
+        return f"on the {d.n_before:,} images {has} {label} both audits scored"
+    return f"on {d.n_before:,} and {d.n_after:,} images {has} {label} (unpaired)"
 
 
 def improvements(comparison: Comparison) -> list[str]:
@@ -186,6 +200,10 @@ def comparison_document(comparison: Comparison) -> dict[str, Any]:
             {"column": c, "value": v, **_difference(d)} for c, v, d in comparison.subgroups
         ],
         "labels": [{"label": label, **_difference(d)} for label, d in comparison.labels],
+        "labels_not_compared": [
+            {"label": label, "name": name, "n_before": before, "n_after": after}
+            for label, name, (before, after) in comparison.labels_skipped
+        ],
         "mcnemar": asdict(comparison.mcnemar) if comparison.mcnemar is not None else None,
         "drift": {
             "intensity": [_shift(s) for s in comparison.intensity],
@@ -227,7 +245,6 @@ def gate_values(comparison: Comparison | None) -> dict[str, float | None]:
         values[f"compare.drift.{key}.p_value"] = shift.p_value
     values["compare.regressions"] = len(comparison.regressions)
     values["compare.subgroup_regressions"] = len(comparison.subgroup_regressions)
-    if comparison.multi_label:
-        values["compare.label_regressions"] = len(comparison.label_regressions)
+    values["compare.label_regressions"] = len(comparison.label_regressions)
     values["compare.findings"] = len(findings(comparison))
     return values
