@@ -9,6 +9,7 @@ tables of calls built here, with a negative control (an audit compared with itse
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -280,3 +281,17 @@ def test_a_multi_label_and_a_single_label_audit_are_not_compared() -> None:
 
     with pytest.raises(ConfigError, match="run 2 audited a multi-label model and run 1 a single"):
         compare_audits(single, multi, PeriodicSettings(), 10)
+
+
+def test_embeddings_read_at_different_layers_are_not_compared() -> None:
+    """One model file audited with two embedding layers: the drift test of the embedding
+    had arrays of different widths to concatenate."""
+    truth = _truth(40)
+    rng = np.random.default_rng(0)
+    old = dataclasses.replace(_audit("old", truth, truth), embeddings=rng.normal(size=(40, 8)))
+    new = dataclasses.replace(_audit("new", truth, truth), embeddings=rng.normal(size=(40, 4)))
+
+    comparison = compare_audits(old, new, PeriodicSettings(), 50)
+
+    assert comparison.embedding is None
+    assert comparison.embedding_note.startswith("not measured: the embeddings were read at")

@@ -355,6 +355,12 @@ def _embedding(old: Audit, new: Audit, settings: PeriodicSettings) -> tuple[Shif
         return None, "not measured: an audit kept no embeddings"
     if old.identity["model_sha256"] != new.identity["model_sha256"]:
         return None, "not measured: the two models' embeddings are in different spaces"
+    lengths = old.embeddings.shape[1], new.embeddings.shape[1]
+    if lengths[0] != lengths[1]:
+        return None, (
+            f"not measured: the embeddings were read at different layers ({lengths[0]} and "
+            f"{lengths[1]} numbers; embedding-layer)"
+        )
     shift = mmd_test(
         np.asarray(old.embeddings, np.float32), np.asarray(new.embeddings, np.float32),
         settings.drift_permutations, settings.drift_points, settings.compare_alpha,
