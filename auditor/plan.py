@@ -205,7 +205,8 @@ def plan_run(config: AuditConfig, loaded: Loaded) -> RunPlan:
         searches,
     ]
     if loaded.dataset.multi_label:  # the other stages read one class per image: not run
-        stages = [s for s in stages if s.stage in ("evaluate", "robustness", "explain", "trust")]
+        kept = ("evaluate", "robustness", "explain", "trust", "similarity")
+        stages = [s for s in stages if s.stage in kept]
     throughput = loaded.profile.throughput
     return RunPlan(tuple(s for s in stages if s.units), 1.0 / throughput if throughput > 0 else 0.0)
 

@@ -70,7 +70,8 @@ DERIVED: dict[str, str] = {
     "findings.shortcuts": "flagged shortcut findings",
     "findings.fragile_perturbations": "perturbations the model is fragile under",
     "findings.artifact_units": "units network dissection labels with an artefact concept",
-    "findings.embedding_organised_by": "variables that organise the embedding beyond the class",
+    "findings.embedding_organised_by": "variables that organise the embedding beyond the class "
+    "(a multi-label model: the set of labels)",
     "findings.near_duplicates": "validation pairs that are near-duplicates or byte-identical",
     "findings.leakage": "training images that nearly duplicate validation images",
     "findings.counterfactual_artifacts": "misclassified images whose call changes when an "

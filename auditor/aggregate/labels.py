@@ -24,6 +24,7 @@ from auditor.aggregate.label_calibration import (
 )
 from auditor.aggregate.label_failures import label_failures_sentence
 from auditor.aggregate.robustness import fragile_sentence
+from auditor.aggregate.similarity import similarity_findings
 from auditor.aggregate.summary import Headline
 from auditor.aggregate.trust import TrustSummary, trust_summary
 from auditor.multilabel import NOT_RUN
@@ -60,6 +61,8 @@ class LabelSummaryView:
             previous audit).
         compared: Whether it was compared with a previous audit.
         not_compared: Why the previous audit could not be compared with ("" otherwise).
+        similarity: What organises the embedding beyond the set of labels, near-duplicates
+            and leakage, in words.
     """
 
     headline: tuple[Headline, ...]
@@ -91,6 +94,7 @@ class LabelSummaryView:
     changes: tuple[str, ...]
     compared: bool
     not_compared: str
+    similarity: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,7 @@ def label_summary_view(inputs: AuditInputs) -> LabelSummaryView | None:
         changes=comparison_sentences(inputs.comparison),
         compared=inputs.comparison is not None,
         not_compared=inputs.comparison_note,
+        similarity=similarity_findings(inputs.similarity),
     )
 
 

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, replace
 
 import matplotlib
+import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
@@ -24,6 +25,9 @@ __all__ = ["SimilarityView", "similarity_findings", "similarity_limitation", "si
 
 SHOWN_CASES = 6
 """Explained cases shown with their nearest neighbours."""
+
+COLOURS = 20
+"""Values a projection panel colours apart; the rest are drawn together."""
 
 SHOWN_PAIRS = 20
 """Near-duplicate or leakage pairs listed (the CSV has them all)."""
@@ -70,13 +74,19 @@ class SimilarityView:
         rows: Each variable's neighbour agreement.
         projections: ``(method, detail, trustworthiness, explained variance of the two
             components shown)``; the last is ``None`` but for PCA.
-        figure: Every projection by every variable (class, correct, metadata columns).
+        stratum: What the other variables are permuted within: the class, or a multi-label
+            model's set of labels.
+        alone: How many images no permutation moves, in words ("" when none).
+        figure: Every projection by every variable (the stratum, correct, metadata
+            columns).
         duplicates: The first near-duplicate pairs ``(path, path, labels, cosine, identical)``.
         leakage: The first training-validation pairs, as ``duplicates``.
         cases: The explained cases with their nearest neighbours.
     """
 
     embedding: str
+    stratum: str
+    alone: str
     dimensions: int
     images: int
     neighbours: int
@@ -107,9 +117,10 @@ def similarity_findings(similarity: Similarity | None) -> tuple[str, ...]:
     tested = len(similarity.holm)
     for a, p in similarity.organised_by():
         found.append(
-            f"The embedding groups images by {a.variable} beyond their class: "
+            f"The embedding groups images by {a.variable} beyond their {similarity.stratum}: "
             f"{whole_percent(a.observed)} of an image's {k} nearest neighbours share its value, "
-            f"against {whole_percent(a.expected)} with the values permuted within each class "
+            f"against {whole_percent(a.expected)} with the values permuted within each "
+            f"{similarity.stratum} "
             f"(p = {p_value(p)}, Holm over {tested} variables)."
         )
     near = similarity.duplicates
@@ -144,7 +155,8 @@ def similarity_limitation(similarity: Similarity | None) -> str:
     parts = []
     if organised := [a.variable for a, _ in similarity.organised_by()]:
         parts.append(
-            f"the embedding groups images by {' and by '.join(organised)} beyond their class"
+            f"the embedding groups images by {' and by '.join(organised)} beyond their "
+            f"{similarity.stratum}"
         )
     near = similarity.duplicates
     if similar := int((~near.identical).sum()):
@@ -157,6 +169,18 @@ def similarity_limitation(similarity: Similarity | None) -> str:
         parts.append(f"{len(leakage.shared_patients)} patients are in both sets")
     text = "; ".join(parts)
     return f"{text[:1].upper()}{text[1:]}." if text else ""
+
+
+def _alone(similarity: Similarity, images: int) -> str:
+    """The images alone in their stratum, whose values no permutation moves, in words."""
+    if not similarity.alone:
+        return ""
+    return (
+        f"{similarity.alone:,} of the {images:,} images are alone in their "
+        f"{similarity.stratum}: no permutation moves their values, so the variables are "
+        f"tested on the other {images - similarity.alone:,} (the lone ones add the same to "
+        f"both shares, so a grouping is harder to find and looks smaller)."
+    )
 
 
 def _duplicate_rule(threshold: float, share: float) -> str:
@@ -177,7 +201,7 @@ def _duplicate_rule(threshold: float, share: float) -> str:
 def _colourings(inputs: AuditInputs, similarity: Similarity) -> dict[str, pd.Series]:
     predictions = inputs.evaluation.predictions.reset_index(drop=True)
     colourings = {
-        "class": predictions["label"].astype(str),
+        similarity.stratum: predictions["label"].astype(str),
         "correct": predictions["correct"].map({True: "correct", False: "error"}).astype(str),
     }
     for name, values in inputs.clinical.grouping.groups.items():
@@ -186,14 +210,19 @@ def _colourings(inputs: AuditInputs, similarity: Similarity) -> dict[str, pd.Ser
 
 
 def _panel(axes: Axes, projection: Projection, values: pd.Series, title: str) -> None:
-    names = sorted(values.unique())
-    palette = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    """One projection coloured by ``values``: each of the :data:`COLOURS` most frequent,
+    the rest together as "other" (a multi-label model's sets of labels can be many)."""
+    counts = values.value_counts(sort=True)
+    many = len(counts) > COLOURS
+    names = sorted(counts.index[: COLOURS - 1] if many else counts.index)
     shown = values.iloc[projection.rows].to_numpy()
-    for i, name in enumerate(names[:20]):
-        mine = shown == name
+    groups = [(shorten(name, 18), shown == name) for name in names]
+    if many:
+        groups.append((f"{len(counts) - len(names)} others", ~np.isin(shown, names)))
+    palette = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
+    for i, (name, mine) in enumerate(groups):
         x, y = projection.points[mine, 0], projection.points[mine, 1]
-        colour = palette(i % palette.N)
-        axes.scatter(x, y, s=6, color=colour, label=shorten(name, 18), linewidths=0)
+        axes.scatter(x, y, s=6, color=palette(i % palette.N), label=name, linewidths=0)
     axes.set_title(title)
     axes.set_xticks([])
     axes.set_yticks([])
@@ -265,6 +294,8 @@ def similarity_view(inputs: AuditInputs) -> SimilarityView | None:
         leaked = leakage.pairs.assign(labels="")
     return SimilarityView(
         embedding=similarity.site.description,
+        stratum=similarity.stratum,
+        alone=_alone(similarity, len(inputs.evaluation.predictions)),
         dimensions=similarity.dimensions,
         images=len(inputs.evaluation.predictions),
         neighbours=similarity.settings.agreement_neighbours,

@@ -9,9 +9,10 @@ calls are tested for metadata dependence, its probabilities' calibration measure
 wrong calls counted, its rates compared across metadata values and its operating point
 read label by label (:mod:`~auditor.multilabel.dependence`,
 :mod:`~auditor.multilabel.calibration`, :mod:`~auditor.multilabel.failures`,
-:mod:`~auditor.multilabel.fairness`, :mod:`~auditor.multilabel.operating`), and it is
-compared with its previous audit (:mod:`auditor.compare`); the analyses that read one
-class per image (:data:`NOT_RUN`) do not run.
+:mod:`~auditor.multilabel.fairness`, :mod:`~auditor.multilabel.operating`), its embedding
+analysed (:mod:`auditor.similarity`) and it is compared with its previous audit
+(:mod:`auditor.compare`); the analyses that read one class per image (:data:`NOT_RUN`)
+do not run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ __all__ = ["NOT_RUN"]
 
 NOT_RUN = (
     "network dissection, TCAV and activation maximisation",
-    "the embedding's projections and neighbours",
     "counterfactual explanations",
 )
 """The analyses a multi-label audit does not run: each reads one class per image (its

@@ -8,7 +8,9 @@ measured, as for a single-label model; the metadata dependence is tested label b
 (:mod:`auditor.multilabel.calibration`), its wrong calls counted
 (:mod:`auditor.multilabel.failures`), its rates compared across metadata values
 (:mod:`auditor.multilabel.fairness`) and its operating point read
-(:mod:`auditor.multilabel.operating`); it is compared with the previous audit of its
+(:mod:`auditor.multilabel.operating`); its embedding is analysed as a single-label
+model's, its images grouped by their set of labels (:mod:`auditor.similarity`); it is
+compared with the previous audit of its
 model's name (:mod:`auditor.compare`: subset accuracy, each label's rates, the labels'
 calls). The analyses that read one class per image (:data:`auditor.multilabel.NOT_RUN`)
 do not run; the report says which, and why.
@@ -39,6 +41,7 @@ from auditor.outputs import Loaded, Results
 from auditor.policy import evaluate_policy
 from auditor.resample import Resampling
 from auditor.robustness import perturbed_predictions, robustness_summary
+from auditor.similarity.analysis import analyse_similarity
 from auditor.stages import explained, previous_comparison, selected
 
 __all__ = ["analyse_labels"]
@@ -120,13 +123,19 @@ def analyse_labels(
         perturbed, evaluation.predictions, None, config.clinical.threshold, clinical.resampling,
         config.evaluation.bootstrap, config.clinical.min_group_size, classes,
     )  # fmt: skip
-    metrics = label_metrics_document(evaluation, classes, trust, clinical, robustness)
+    with stage("similarity") as counts:
+        similarity = checkpoint.stage("similarity", lambda: analyse_similarity(
+            loaded.model, loaded.preprocessing, evaluation, loaded.site, loaded.train,
+            clinical.grouping, selection, config.similarity,
+        ))  # fmt: skip
+        counts["embeddings"] = 0 if evaluation.embeddings is None else evaluation.embeddings.rows
+    metrics = label_metrics_document(evaluation, classes, trust, clinical, robustness, similarity)
     comparison, note = previous_comparison(
         config, loaded, previous, (evaluation, explanations, trust), metrics
     )
     compared = gate_values(comparison) if comparison is not None else note or None
     return Results(
         evaluation, selection, explanations, trust, clinical,
-        perturbed, robustness, ConceptAnalysis(), None, None, metrics,
+        perturbed, robustness, ConceptAnalysis(), similarity, None, metrics,
         evaluate_policy(config.policy, metrics, compared), comparison, note,
     )  # fmt: skip

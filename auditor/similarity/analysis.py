@@ -60,6 +60,10 @@ class Similarity:
         cases: The explained cases' rows of ``predictions.csv``.
         duplicates: Pairs of rows that are near-duplicates or byte-identical.
         leakage: Training images against validation images, when a training set was given.
+        stratum: What the first variable is and the others are permuted within: the
+            class, or a multi-label model's set of labels (the ``label`` cell).
+        alone: Images alone in their stratum: the permutations cannot move their
+            values, so they add the same to the observed and the permuted share.
     """
 
     site: EmbeddingSite
@@ -73,6 +77,8 @@ class Similarity:
     leakage: Leakage | None
     seconds: float
     settings: SimilaritySettings
+    stratum: str = "class"
+    alone: int = 0
 
     @property
     def columns(self) -> tuple[Agreement, ...]:
@@ -80,7 +86,7 @@ class Similarity:
         return self.agreements[2:]
 
     def organised_by(self) -> tuple[tuple[Agreement, float], ...]:
-        """The metadata columns that organise the embedding beyond the class, with their
+        """The metadata columns that organise the embedding beyond the stratum, with their
         Holm-adjusted p-values: below :data:`ALPHA`, and above chance."""
         return tuple(
             (a, p)
@@ -140,15 +146,17 @@ def _agreements(
     grouping: Grouping,
     neighbours: Neighbours,
     settings: SimilaritySettings,
+    stratum: str,
 ) -> tuple[tuple[Agreement, ...], tuple[float, ...]]:
-    """Class (values permuted freely), then correct and each metadata column (permuted
-    within each class), with the metadata columns' Holm-adjusted p-values."""
+    """The ``stratum`` (the class, or a multi-label model's set of labels; values
+    permuted freely), then correct and each metadata column (permuted within each
+    stratum), with the metadata columns' Holm-adjusted p-values."""
     index = neighbours.index[:, : settings.agreement_neighbours]
     labels = pd.factorize(predictions["label"])[0].astype(np.int64)
     seed, runs = settings.seed, settings.agreement_permutations
     correct = predictions["correct"].map({True: "correct", False: "error"})
     found = [
-        agreement("class", predictions["label"], index, None, runs, seed),
+        agreement(stratum, predictions["label"], index, None, runs, seed),
         agreement("correct", correct, index, labels, runs, seed + 1),
     ]
     for offset, (name, values) in enumerate(grouping.groups.items(), start=2):
@@ -168,7 +176,9 @@ def analyse_similarity(
 ) -> Similarity | None:  # fmt: skip
     """The embedding's projections, agreements, neighbours and duplicates, and with a
     ``train`` set its leakage; ``None`` when no embedding was kept (the model's output is
-    not made by a linear layer and no ``embedding-layer`` was declared)."""
+    not made by a linear layer and no ``embedding-layer`` was declared). A multi-label
+    model's images are grouped by their set of labels where a single-label model's are
+    by their class."""
     store = evaluation.embeddings
     if site is None or store is None or store.rows < 3:
         return None
@@ -192,11 +202,14 @@ def analyse_similarity(
         projections.append(tsne(chosen, rows, settings.tsne_perplexity, settings.seed))
         if (found := umap_projection(chosen, rows, settings.seed)) is not None:
             projections.append(found)
-    agreements, holm = _agreements(predictions, grouping, neighbours, settings)
+    stratum = "class" if evaluation.label_metrics is None else "set of labels"
+    agreements, holm = _agreements(predictions, grouping, neighbours, settings, stratum)
     row_of = {int(index): row for row, index in enumerate(predictions["index"].tolist())}
-    cases = tuple(row_of[i] for i in (*selection.misclassified, *selection.sampled) if i in row_of)
+    explained = dict.fromkeys((*selection.misclassified, *selection.sampled))  # once each
+    cases = tuple(row_of[i] for i in explained if i in row_of)
     duplicates = _duplicates(predictions, vectors, threshold)
     return Similarity(
         site, store.dimensions, tuple(projections), agreements, holm, neighbours, cases,
-        duplicates, leakage, time.perf_counter() - started, settings,
+        duplicates, leakage, time.perf_counter() - started, settings, stratum,
+        int((np.bincount(labels) == 1).sum()),
     )  # fmt: skip

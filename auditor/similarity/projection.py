@@ -63,17 +63,33 @@ class Projection:
 
 
 def stratified_sample(labels: NDArray[np.int64], limit: int, seed: int) -> NDArray[np.int64]:
-    """At most ``limit`` rows, sorted, each class keeping its share (at least one row)."""
+    """``limit`` rows (all when there are fewer), sorted, drawn at random within each
+    class: each class keeps its share, at least one row, the places left over going to
+    the largest remainders (ties at random). With as many classes as places (a
+    multi-label model's sets of labels can be), a plain random sample."""
     n = len(labels)
     if n <= limit:
         return np.arange(n)
     rng = np.random.default_rng(seed)
-    chosen = []
-    for value in np.unique(labels):
-        members = np.flatnonzero(labels == value)
-        take = max(1, round(limit * len(members) / n))
-        chosen.append(rng.choice(members, min(take, len(members)), replace=False))
-    return np.sort(np.concatenate(chosen))[: max(limit, len(chosen))]
+    values, counts = np.unique(labels, return_counts=True)
+    if len(values) >= limit:
+        return np.sort(rng.choice(n, limit, replace=False))
+    share = limit * counts / n
+    quota = np.minimum(np.maximum(1, np.floor(share)).astype(np.int64), counts)
+    tie = rng.random(len(values))
+    while quota.sum() > limit:  # the ones given to small classes: taken from the largest
+        k = int(np.lexsort((tie, -(quota - share)))[0])
+        quota[k] -= 1
+    for k in np.lexsort((tie, -(share - quota))):
+        if quota.sum() == limit:
+            break
+        if quota[k] < counts[k]:
+            quota[k] += 1
+    chosen = [
+        rng.choice(np.flatnonzero(labels == value), int(q), replace=False)
+        for value, q in zip(values, quota, strict=True)
+    ]
+    return np.sort(np.concatenate(chosen))
 
 
 def _trust(vectors: NDArray[np.float32], points: NDArray[np.float32]) -> float:

@@ -31,8 +31,8 @@ class SimilaritySettings:
     )
     tsne_points: int = setting(
         2000,
-        help="Most images t-SNE places (a seeded sample stratified by class when there are "
-        "more); 0 skips t-SNE",
+        help="Most images t-SNE places (a seeded sample stratified by class, or set of labels, "
+        "when there are more); 0 skips t-SNE",
         unit="images",
         minimum=0,
     )
@@ -51,8 +51,8 @@ class SimilaritySettings:
     )
     agreement_permutations: int = setting(
         999,
-        help="Permutations of a variable's values (within each class) for the p-value of its "
-        "neighbour agreement",
+        help="Permutations of a variable's values (within each class, or set of labels) for the "
+        "p-value of its neighbour agreement",
         minimum=19,
     )
     neighbours: int = setting(
