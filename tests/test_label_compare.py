@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from click.testing import Result
 
 from auditor.aggregate.changes import comparison_view
-from auditor.compare import compare_audits, comparison_document
+from auditor.compare import COMPARED, compare_audits, comparison_document
 from auditor.compare.audits import Audit
 from auditor.errors import ConfigError
 from auditor.history.settings import PeriodicSettings
@@ -139,6 +140,7 @@ def test_the_regression_is_on_page_one_and_fails_the_policy(label_chain: dict[st
     assert "the intervals are Bonferroni-adjusted over the 6 label rates compared" in line
     assert "Since the previous audit." in html and 'id="changes"' in html
     assert "sensitivity of nodule" in html and "Label rate" in html
+    assert f'<td class="text">{COMPARED["compare.label_regressions"]}</td>' in unescape(html)
     assert "the comparison with the previous audit" not in html.split("were not run:")[1][:300]
 
 

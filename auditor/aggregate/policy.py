@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from auditor.aggregate.inputs import AuditInputs
+from auditor.compare.comparison import COMPARED
 from auditor.policy import DERIVED, EXIT_POLICY_FAILED, Outcome
 
 __all__ = ["PolicyView", "policy_view"]
@@ -33,7 +34,7 @@ class PolicyView:
 
 def _row(outcome: Outcome) -> PolicyRow:
     metric = outcome.criterion.metric
-    meaning = DERIVED.get(metric, "metrics.json")
+    meaning = DERIVED.get(metric) or COMPARED.get(metric) or "metrics.json"
     return PolicyRow(outcome.criterion.text, meaning, outcome.value, outcome.passed, outcome.reason)
 
 
