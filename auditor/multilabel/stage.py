@@ -10,10 +10,9 @@ measured, as for a single-label model; the metadata dependence is tested label b
 (:mod:`auditor.multilabel.fairness`) and its operating point read
 (:mod:`auditor.multilabel.operating`); its embedding is analysed as a single-label
 model's, its images grouped by their set of labels (:mod:`auditor.similarity`); it is
-compared with the previous audit of its
-model's name (:mod:`auditor.compare`: subset accuracy, each label's rates, the labels'
-calls). The analyses that read one class per image (:data:`auditor.multilabel.NOT_RUN`)
-do not run; the report says which, and why.
+compared with the previous audit of its model's name (:mod:`auditor.compare`: subset
+accuracy, each label's rates, the labels' calls). The analyses that read one class per
+image (:data:`auditor.multilabel.NOT_RUN`) do not run; the report says which, and why.
 """
 
 from __future__ import annotations
