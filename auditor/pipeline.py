@@ -21,7 +21,6 @@ from auditor.aggregate import AuditInputs, ReportData, build_report_data
 from auditor.checkpoint import NO_CHECKPOINT, Checkpoint, open_checkpoint, run_identity
 from auditor.clinical import Clinical, analyse_predictions, positive_class
 from auditor.clinical.link import shortcut_links
-from auditor.compare import gate_values
 from auditor.concepts.analysis import analyse_concepts
 from auditor.config import AuditConfig
 from auditor.counterfactual.stage import Counterfactuals, counterfactuals
@@ -46,7 +45,14 @@ from auditor.robustness import Perturbed, Robustness, perturbed_predictions, rob
 from auditor.runfolder import assemble, check_writable
 from auditor.select import Selection
 from auditor.similarity.analysis import Similarity, analyse_similarity
-from auditor.stages import evaluation_stage, explained, previous_comparison, selected, share_stages
+from auditor.stages import (
+    compared_numbers,
+    evaluation_stage,
+    explained,
+    previous_comparison,
+    selected,
+    share_stages,
+)
 from auditor.versions import device_name, versions
 
 __all__ = ["run_audit"]
@@ -96,11 +102,10 @@ def _analyse(
     comparison, note = previous_comparison(
         config, loaded, previous, (evaluation, explanations, trust), metrics
     )
-    compared = gate_values(comparison) if comparison is not None else note or None
+    policy = evaluate_policy(config.policy, metrics, compared_numbers(comparison, note))
     return Results(
         evaluation, selection, explanations, trust, clinical, perturbed, robustness, concepts,
-        similarity, changed, metrics, evaluate_policy(config.policy, metrics, compared),
-        comparison, note,
+        similarity, changed, metrics, policy, comparison, note,
     )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.checkpoint import Checkpoint
-from auditor.compare import Comparison, compare_audits, read_audit
+from auditor.compare import Comparison, compare_audits, gate_values, read_audit
 from auditor.compare.audits import audit_of_run
 from auditor.config import AuditConfig
 from auditor.errors import ConfigError
@@ -27,7 +27,14 @@ from auditor.outputs import Loaded
 from auditor.precision import check_precision
 from auditor.select import Selection, select_cases
 
-__all__ = ["evaluation_stage", "explained", "previous_comparison", "selected", "share_stages"]
+__all__ = [
+    "compared_numbers",
+    "evaluation_stage",
+    "explained",
+    "previous_comparison",
+    "selected",
+    "share_stages",
+]
 
 
 def evaluated(config: AuditConfig, loaded: Loaded, checkpoint: Checkpoint) -> Evaluation:
@@ -122,3 +129,11 @@ def previous_comparison(
             return None, f"Run {run.id} could not be compared with: {error}"
         counts["shared_images"] = comparison.shared
     return comparison, ""
+
+
+def compared_numbers(
+    comparison: Comparison | None, note: str
+) -> dict[str, float | None] | str | None:
+    """What the policy's ``compare.*`` criteria read: the comparison's numbers, or why
+    there is none (``None``: no previous audit)."""
+    return gate_values(comparison) if comparison is not None else note or None

@@ -23,7 +23,6 @@ from auditor.checkpoint import Checkpoint
 from auditor.clinical import Clinical
 from auditor.clinical.failures import Failures
 from auditor.clinical.groups import metadata_groups
-from auditor.compare import gate_values
 from auditor.concepts.analysis import ConceptAnalysis
 from auditor.config import AuditConfig
 from auditor.distributed import take_over_threads
@@ -41,7 +40,7 @@ from auditor.policy import evaluate_policy
 from auditor.resample import Resampling
 from auditor.robustness import perturbed_predictions, robustness_summary
 from auditor.similarity.analysis import analyse_similarity
-from auditor.stages import explained, previous_comparison, selected
+from auditor.stages import compared_numbers, explained, previous_comparison, selected
 
 __all__ = ["analyse_labels"]
 
@@ -132,9 +131,9 @@ def analyse_labels(
     comparison, note = previous_comparison(
         config, loaded, previous, (evaluation, explanations, trust), metrics
     )
-    compared = gate_values(comparison) if comparison is not None else note or None
+    policy = evaluate_policy(config.policy, metrics, compared_numbers(comparison, note))
     return Results(
         evaluation, selection, explanations, trust, clinical,
-        perturbed, robustness, ConceptAnalysis(), similarity, None, metrics,
-        evaluate_policy(config.policy, metrics, compared), comparison, note,
+        perturbed, robustness, ConceptAnalysis(), similarity, None, metrics, policy,
+        comparison, note,
     )  # fmt: skip
