@@ -80,7 +80,7 @@ __all__ = [
 CHECKSUMS = "SHA256SUMS"
 """The run folder's last file: the SHA-256 of every other one."""
 
-METRICS_SCHEMA_VERSION = 14
+METRICS_SCHEMA_VERSION = 15
 # 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence", "operating_point";
 # 4: "resampling" (a declared patient column), "robustness"
 # 5: "dissection"; 6: "tcav"; 7: "similarity", "counterfactuals"; 8: "trust.plan", "precision"
@@ -91,6 +91,7 @@ METRICS_SCHEMA_VERSION = 14
 # "robustness" in a multi-label audit too, and its "labels"
 # 13: "label_fairness", "label_operating" (a multi-label model's, label by label)
 # 14: "similarity" in a multi-label audit too (its first variable: "set of labels")
+# 15: "dissection" and "tcav" in a multi-label audit too (TCAV's "class" is a label)
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
@@ -250,13 +251,15 @@ def _evaluated(evaluation: Evaluation, classes: tuple[str, ...]) -> dict[str, An
 
 def label_metrics_document(
     evaluation: Evaluation, classes: tuple[str, ...], trust: Trust, clinical: Clinical,
-    robustness: Robustness | None = None, similarity: Similarity | None = None,
+    robustness: Robustness | None = None, concepts: ConceptAnalysis | None = None,
+    similarity: Similarity | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """A multi-label model's ``metrics.json``: the metrics of every label and of the
     whole set of labels under ``multi_label``, the metadata dependence, the calibration,
     the failure modes, the subgroups' disparities and the operating point label by
-    label, the robustness and the similarity; the analyses that read one class per image
-    did not run, and their keys are absent."""
+    label, the robustness, the concepts (network dissection, and TCAV label by label) and
+    the similarity; the analyses that read one class per image did not run, and their
+    keys are absent."""
     m = evaluation.label_metrics
     if m is None:
         raise ValueError("a multi-label evaluation without its metrics")
@@ -279,6 +282,7 @@ def label_metrics_document(
             "label_fairness": [fairness_document(f) for f in clinical.label_fairness],
             "label_operating": label_operating_document(classes, clinical.label_operating),
             "robustness": robustness_document(robustness),
+            **concept_documents(concepts or ConceptAnalysis()),
             "similarity": similarity_document(similarity),
             "resampling": resampling_document(resampling),
         }

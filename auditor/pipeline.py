@@ -21,7 +21,6 @@ from auditor.aggregate import AuditInputs, ReportData, build_report_data
 from auditor.checkpoint import NO_CHECKPOINT, Checkpoint, open_checkpoint, run_identity
 from auditor.clinical import Clinical, analyse_predictions, positive_class
 from auditor.clinical.link import shortcut_links
-from auditor.concepts.analysis import analyse_concepts
 from auditor.config import AuditConfig
 from auditor.counterfactual.stage import Counterfactuals, counterfactuals
 from auditor.distributed import join_world, leave_world, share, take_over_threads, world
@@ -31,7 +30,6 @@ from auditor.documents import (
 from auditor.evaluate import Evaluation
 from auditor.events import close_events, durations, emit, stage
 from auditor.explain.engine import Explanations
-from auditor.explain.features import stage_layers
 from auditor.history.identity import config_sha256
 from auditor.history.runs import previous_run, record_run
 from auditor.history.store import RunRecord
@@ -47,6 +45,7 @@ from auditor.select import Selection
 from auditor.similarity.analysis import Similarity, analyse_similarity
 from auditor.stages import (
     compared_numbers,
+    concepts_stage,
     evaluation_stage,
     explained,
     previous_comparison,
@@ -83,12 +82,7 @@ def _analyse(
             config.robustness, None if positive is None else dataset.classes.index(positive),
         ))  # fmt: skip
         counts["perturbed_predictions"] = 0 if perturbed is None else len(perturbed.frame)
-    with stage("concepts") as counts:
-        concepts = checkpoint.stage("concepts", lambda: analyse_concepts(
-            model, dataset, loaded.concepts, preprocessing, evaluation.predictions,
-            stage_layers(loaded.profile.layers), config.dissection, loaded.kind,
-        ))  # fmt: skip
-        counts["concepts"] = len(loaded.concepts.names)
+    concepts = concepts_stage(config, loaded, evaluation, checkpoint)
     selection = selected(config, loaded, evaluation)
     explanations, trust = explained(config, loaded, evaluation, selection, checkpoint)
     take_over_threads()  # a sharded run's other ranks have stopped

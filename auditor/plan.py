@@ -204,9 +204,8 @@ def plan_run(config: AuditConfig, loaded: Loaded) -> RunPlan:
         StagePlan("similarity", training, 0, False, f"{training} training images' embeddings"),
         searches,
     ]
-    if loaded.dataset.multi_label:  # the other stages read one class per image: not run
-        kept = ("evaluate", "robustness", "explain", "trust", "similarity")
-        stages = [s for s in stages if s.stage in kept]
+    if loaded.dataset.multi_label:  # counterfactuals read one class per image: not run
+        stages = [s for s in stages if s.stage != "counterfactuals"]
     throughput = loaded.profile.throughput
     return RunPlan(tuple(s for s in stages if s.units), 1.0 / throughput if throughput > 0 else 0.0)
 

@@ -1,7 +1,8 @@
 """The stages that run the model over the many images: evaluate, select, explain and
 measure trust. A sharded run's ranks share them (see :mod:`auditor.distributed`);
-:mod:`auditor.pipeline` runs the others on rank 0. Also the comparison with the previous
-audit, which a single-label and a multi-label audit share.
+:mod:`auditor.pipeline` runs the others on rank 0. Also the stages a single-label and a
+multi-label audit share: the concepts inside the network, and the comparison with the
+previous audit.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from auditor.checkpoint import Checkpoint
 from auditor.compare import Comparison, compare_audits, gate_values, read_audit
 from auditor.compare.audits import audit_of_run
+from auditor.concepts.analysis import ConceptAnalysis, analyse_concepts
 from auditor.config import AuditConfig
 from auditor.errors import ConfigError
 from auditor.evaluate import Evaluation, evaluate
@@ -29,6 +31,7 @@ from auditor.select import Selection, select_cases
 
 __all__ = [
     "compared_numbers",
+    "concepts_stage",
     "evaluation_stage",
     "explained",
     "previous_comparison",
@@ -99,6 +102,21 @@ def explained(
         ))  # fmt: skip
         counts["methods_judged"] = len(trust.verdicts)
     return explanations, trust
+
+
+def concepts_stage(
+    config: AuditConfig, loaded: Loaded, evaluation: Evaluation, checkpoint: Checkpoint
+) -> ConceptAnalysis:
+    """Network dissection of the spatial stages, TCAV and activation maximisation
+    (:func:`auditor.concepts.analysis.analyse_concepts`), or read back from ``checkpoint``."""
+    with stage("concepts") as counts:
+        concepts = checkpoint.stage("concepts", lambda: analyse_concepts(
+            loaded.model, loaded.dataset, loaded.concepts, loaded.preprocessing,
+            evaluation.predictions, stage_layers(loaded.profile.layers), config.dissection,
+            loaded.kind,
+        ))  # fmt: skip
+        counts["concepts"] = len(loaded.concepts.names)
+    return concepts
 
 
 def previous_comparison(

@@ -20,7 +20,13 @@ from tests.helpers import (
     make_manifest_dataset,
     save_torchscript,
 )
-from tests.labels import LABEL_FLAGS, ChannelLabels, make_label_dataset, run_label_audit
+from tests.labels import (
+    LABEL_FLAGS,
+    MARK_CONCEPT,
+    ChannelLabels,
+    make_label_dataset,
+    run_label_audit,
+)
 
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
 
@@ -100,10 +106,11 @@ def label_audit(tmp_path_factory: pytest.TempPathFactory, label_data: tuple[Path
 @pytest.fixture(scope="session")
 def scanner_audit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A multi-label audit of the model with a known answer (tests.labels) on 64 images,
-    half from a scanner that prints a mark the model reads as effusion."""
+    half from a scanner that prints a mark the model reads as effusion; the mark's masks
+    are declared an artefact concept."""
     folder = tmp_path_factory.mktemp("scanner")
-    manifest = make_label_dataset(folder / "data", n=64, scanner=True)
-    result = run_label_audit(ChannelLabels(), manifest, folder)
+    manifest = make_label_dataset(folder / "data", n=64, scanner=True, mark_masks=True)
+    result = run_label_audit(ChannelLabels(), manifest, folder, MARK_CONCEPT)
     return Path(result.stdout.strip().splitlines()[-1])
 
 

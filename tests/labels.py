@@ -74,13 +74,21 @@ label's channel (:func:`make_label_dataset` with ``scanner``): enough for the mo
 call that label."""
 
 
-def make_label_dataset(folder: Path, n: int = 24, scanner: bool = False) -> Path:
+def make_label_dataset(
+    folder: Path, n: int = 24, scanner: bool = False, mark_masks: bool = False
+) -> Path:
     """``n`` 32 x 32 images, a bright 20 x 20 square (:func:`square`) in the channel of
     each label shown, and their manifest (labels ``a;b``, ``-`` for none) with a ``site``
     and a ``patient`` column: :data:`WRONG_ROWS` changed; or with ``scanner``, no row
     changed and a ``scanner`` column (``X`` and ``Y`` in turns of eight images, so every
     set of labels at each), ``X`` printing its mark (:data:`SCANNER_MARK`) in the channel
-    of ``LABELS[0]``."""
+    of ``LABELS[0]``; with ``mark_masks`` too, a ``mark_mask`` column: the mark's mask
+    (empty where there is none), to declare as a concept (:data:`MARK_CONCEPT`)."""
+    mark = np.zeros((32, 32), dtype=np.uint8)
+    mark[:SCANNER_MARK, :SCANNER_MARK] = 255
+    if mark_masks:
+        (folder / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mark).save(folder / "masks" / "mark.png")
     rows = []
     for i in range(n):
         pixels = np.full((32, 32, 3), 0.3) + np.random.default_rng(i).normal(0, 0.02, (32, 32, 3))
@@ -94,9 +102,15 @@ def make_label_dataset(folder: Path, n: int = 24, scanner: bool = False) -> Path
         path = folder / "images" / f"x{i:02d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray((pixels.clip(0, 1) * 255).round().astype(np.uint8)).save(path)
+        if mark_masks:
+            row["mark_mask"] = "masks/mark.png" if row["scanner"] == "X" else ""
         label = (None if scanner else WRONG_ROWS.get(i)) or ";".join(shown(i)) or "-"
         rows.append({"path": f"images/{path.name}", "label": label, **row})
     return write_manifest(folder, rows)
+
+
+MARK_CONCEPT = 'concepts = ["mark_mask"]\nartifact-concepts = ["mark_mask"]\n'
+"""The config that declares the scanner's mark (``mark_mask``) an artefact concept."""
 
 
 CALIBRATION_SCALES = (1.0, 3.0, 1 / 3)
@@ -134,15 +148,19 @@ def make_calibration_dataset(folder: Path, n: int = 240, seed: int = 0) -> Path:
     return write_manifest(folder, rows)
 
 
-def run_label_audit(model: nn.Module, manifest: Path, folder: Path) -> Result:
+def run_label_audit(model: nn.Module, manifest: Path, folder: Path, config: str = "") -> Result:
     """A quick multi-label audit of ``model`` on ``manifest``, into ``folder``: one
-    sampled image, saliency only, HTML and Markdown reports; its run folder is the last
-    line of its output."""
+    sampled image, saliency only, HTML and Markdown reports, and ``config`` (a TOML
+    file's text) when given; its run folder is the last line of its output."""
     saved = save_torchscript(model, folder / "labels.pt")
+    configured: tuple[str, ...] = ()
+    if config:
+        (folder / "audit.toml").write_text(config)
+        configured = ("--config", str(folder / "audit.toml"))
     result = invoke(
         "run", "--model", str(saved), "--data", str(manifest), "--out", str(folder / "runs"),
         "--explain-samples", "1", "--methods", "saliency", "--format", "html,md",
-        "--device", "cpu",
+        "--device", "cpu", *configured,
     )  # fmt: skip
     assert result.exit_code == 0, result.output + (result.stderr or "")
     return result

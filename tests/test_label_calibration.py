@@ -292,4 +292,4 @@ def test_a_policy_on_miscalibrated_labels_fails_and_the_plan_lists_only_what_run
 
     planned = [line for line in result.output.splitlines() if line.startswith("auditor: plan: ")]
     stages = [line.split(": ")[2] for line in planned[:-1]]
-    assert stages == ["evaluate", "robustness", "explain", "trust"], "what a multi-label audit runs"
+    assert stages == ["evaluate", "robustness", "concepts", "explain", "trust"], "what runs"

@@ -70,6 +70,7 @@ class FeaturesView:
         rows: Per explained image, the strongest activations per stage.
         maximised: Activation maximisation's result, or ``None`` when it did not run;
             ``tiles`` its images.
+        noun: Whose scores it raises: "class", or a multi-label model's "label".
     """
 
     filters_figure: str
@@ -79,6 +80,7 @@ class FeaturesView:
     rows: tuple[FeatureRow, ...]
     maximised: Maximised | None
     tiles: tuple[MaximisedTile, ...]
+    noun: str
 
 
 def _stage_tiles(stage: str, channels: np.ndarray, maps: np.ndarray) -> StageTiles:
@@ -128,4 +130,5 @@ def features_view(inputs: AuditInputs) -> FeaturesView | None:
         rows=rows,
         maximised=maximised,
         tiles=tiles,
+        noun="label" if inputs.evaluation.output_kind.multi_label else "class",
     )

@@ -17,6 +17,7 @@ from auditor.aggregate.dependence import (
     dependence_unfound,
     subgroup_failures,
 )
+from auditor.aggregate.dissection import dissection_findings
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.label_calibration import (
     label_calibration_findings,
@@ -26,6 +27,7 @@ from auditor.aggregate.label_failures import label_failures_sentence
 from auditor.aggregate.robustness import fragile_sentence
 from auditor.aggregate.similarity import similarity_findings
 from auditor.aggregate.summary import Headline
+from auditor.aggregate.tcav import artifact_tcav
 from auditor.aggregate.trust import TrustSummary, trust_summary
 from auditor.multilabel import NOT_RUN
 from auditor.multilabel.failures import LabelWrongCalls
@@ -63,6 +65,9 @@ class LabelSummaryView:
         not_compared: Why the previous audit could not be compared with ("" otherwise).
         similarity: What organises the embedding beyond the set of labels, near-duplicates
             and leakage, in words.
+        artifact_units: Each layer whose units detect an artefact concept (network
+            dissection), in words.
+        artifact_tcav: Each label whose score moves along an artefact concept (TCAV).
     """
 
     headline: tuple[Headline, ...]
@@ -95,6 +100,8 @@ class LabelSummaryView:
     compared: bool
     not_compared: str
     similarity: tuple[str, ...]
+    artifact_units: tuple[str, ...]
+    artifact_tcav: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,8 @@ def label_summary_view(inputs: AuditInputs) -> LabelSummaryView | None:
         compared=inputs.comparison is not None,
         not_compared=inputs.comparison_note,
         similarity=similarity_findings(inputs.similarity),
+        artifact_units=dissection_findings(inputs.concepts.dissection),
+        artifact_tcav=artifact_tcav(inputs),
     )
 
 

@@ -24,7 +24,7 @@ from auditor.aggregate.operating import operating_sentence
 from auditor.aggregate.performance import auc_name, worst_classes
 from auditor.aggregate.robustness import fragile_sentence, robustness_findings
 from auditor.aggregate.similarity import similarity_findings
-from auditor.aggregate.tcav import tcav_findings
+from auditor.aggregate.tcav import artifact_tcav
 from auditor.aggregate.trust import TrustSummary, trust_summary
 from auditor.metrics import ClassMetrics, Estimate, Metrics
 from auditor.precision import precision_sentence
@@ -141,10 +141,6 @@ def _headline(inputs: AuditInputs, metrics: Metrics) -> tuple[Headline, ...]:
     )
 
 
-def _artifact_tcav(inputs: AuditInputs) -> tuple[str, ...]:
-    return tuple(finding.text for finding in tcav_findings(inputs) if finding.flag)
-
-
 def summary_view(inputs: AuditInputs) -> SummaryView | None:
     """The headline figures, the trust verdicts in words and the weakest classes (``None``
     for a multi-label model: see :mod:`auditor.aggregate.labels`)."""
@@ -178,7 +174,7 @@ def summary_view(inputs: AuditInputs) -> SummaryView | None:
         ),
         duplicates=duplicates_sentence(inputs.evaluation.predictions),
         artifact_units=dissection_findings(inputs.concepts.dissection),
-        artifact_tcav=_artifact_tcav(inputs),
+        artifact_tcav=artifact_tcav(inputs),
         similarity=similarity_findings(inputs.similarity),
         counterfactuals=counterfactual_findings(inputs.counterfactuals),
         policy_declared=len(inputs.policy.outcomes),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from auditor.aggregate.inputs import AuditInputs
 from auditor.concepts.tcav_stage import ConceptTests, TcavRow
 
-__all__ = ["TcavFinding", "TcavView", "tcav_findings", "tcav_view"]
+__all__ = ["TcavFinding", "TcavView", "artifact_tcav", "tcav_findings", "tcav_view"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class TcavView:
     Attributes:
         shown: The rows of the main body: the concepts that move a score (the artefact
             concepts have a sentence each; every row, for the appendix, is ``tests.rows``).
+        multi_label: Whether each target is a label of a multi-label model.
     """
 
     tests: ConceptTests
@@ -33,6 +34,12 @@ class TcavView:
     findings: tuple[TcavFinding, ...]
     computed: tuple[str, ...]
     smallest_p: float
+    multi_label: bool
+
+    @property
+    def noun(self) -> str:
+        """What a row's target is: "class", or a multi-label model's "label"."""
+        return "label" if self.multi_label else "class"
 
 
 def _sentence(row: TcavRow, tests: ConceptTests) -> str:
@@ -67,6 +74,12 @@ def tcav_findings(inputs: AuditInputs) -> tuple[TcavFinding, ...]:
     )
 
 
+def artifact_tcav(inputs: AuditInputs) -> tuple[str, ...]:
+    """Page one's sentences: each class (label) whose score moves along an artefact
+    concept."""
+    return tuple(finding.text for finding in tcav_findings(inputs) if finding.flag)
+
+
 def tcav_view(inputs: AuditInputs) -> TcavView | None:
     """The section, or ``None`` when TCAV did not run."""
     tests = inputs.concepts.tcav
@@ -78,4 +91,5 @@ def tcav_view(inputs: AuditInputs) -> TcavView | None:
         findings=tcav_findings(inputs),
         computed=tests.settings.computed_concepts,
         smallest_p=1 / (tests.settings.tcav_pseudo + 1),
+        multi_label=inputs.evaluation.output_kind.multi_label,
     )

@@ -53,12 +53,14 @@ def _maximise(
     model: LoadedModel, classes: tuple[str, ...], preprocessing: Preprocessing,
     dissection: NetworkDissection | None, settings: ConceptSettings, kind: OutputKind,
 ) -> Maximised | None:  # fmt: skip
-    """Activation maximisation of the first ``maximise-classes`` classes' scores and of the
-    units the dissection shows, or ``None`` when switched off or there is nothing to raise."""
+    """Activation maximisation of the first ``maximise-classes`` classes' (a multi-label
+    model's labels') scores and of the units the dissection shows, or ``None`` when
+    switched off or there is nothing to raise."""
     steps = settings.maximise_steps
     if steps is None:
         steps = 1024 if model.device.type == "cuda" else 256
-    objectives = [Objective(f"class {name}", k) for k, name in enumerate(classes)]
+    noun = "label" if kind.multi_label else "class"
+    objectives = [Objective(f"{noun} {name}", k) for k, name in enumerate(classes)]
     objectives = objectives[: settings.maximise_classes]
     if dissection is not None:
         objectives += [

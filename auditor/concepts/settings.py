@@ -108,7 +108,7 @@ class ConceptSettings:
     )
     tcav_images: int = setting(
         50,
-        help="TCAV: images per concept set, random set and class",
+        help="TCAV: images per concept set, random set and class (label)",
         unit="images",
         minimum=5,
     )
@@ -120,7 +120,7 @@ class ConceptSettings:
     )
     tcav_alpha: float = setting(
         0.05,
-        help="TCAV: p-value below which a concept moves a class's score",
+        help="TCAV: p-value below which a concept moves a class's (label's) score",
         minimum=0.0,
         maximum=1.0,
         open_minimum=True,
@@ -151,7 +151,8 @@ class ConceptSettings:
     )
     maximise_classes: int = setting(
         10,
-        help="Activation maximisation: classes whose score is maximised (the first ones)",
+        help="Activation maximisation: classes (a multi-label model's labels) whose score is "
+        "maximised (the first ones)",
         minimum=0,
     )
     batch_size: int = inherited("batch_size", 32)

@@ -11,6 +11,8 @@ on the demo's model, and whole images in 8). The CAVs live in channel space
 (``pool``), so the concept's position in the class images does not matter. Concepts,
 classes and the pool of random images each draw from a seeded stream of their own.
 Each image is run forward once per set it is in; each class's images once backward.
+A multi-label model's classes are its labels: a label's images are those that have it
+(Kim et al. test a class on its images), and its score is its own logit.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from auditor.concepts.tcav import concept_vectors, layer_activations, layer_grad
 from auditor.data import Dataset
 from auditor.images import Preprocessing, make_loader, open_image
 from auditor.load import LoadedModel, OutputKind
+from auditor.multilabel.evaluation import label_matrix
 
 __all__ = ["ConceptTests", "TcavRow", "concept_tests"]
 
@@ -279,6 +282,14 @@ def _concept_cavs(
     return concepts, notes, sizes, passes
 
 
+def _members(predictions: pd.DataFrame, dataset: Dataset) -> np.ndarray:
+    """``(N, K)``: whether each evaluated image is of each class (has each label)."""
+    cells = predictions["label"].astype(str)
+    if dataset.multi_label:
+        return label_matrix(cells, dataset.classes)
+    return cells.to_numpy()[:, None] == np.array(dataset.classes, dtype=object)[None, :]
+
+
 def _class_rows(
     model: LoadedModel, dataset: Dataset, preprocessing: Preprocessing,
     predictions: pd.DataFrame, read: tuple[str, OutputKind],
@@ -289,8 +300,9 @@ def _class_rows(
     layer, kind = read
     rows: list[TcavRow] = []
     backward = 0
+    members = _members(predictions, dataset)
     for target, name in enumerate(dataset.classes):
-        mine = predictions.loc[predictions["label"].astype(str) == name, "index"].to_numpy()
+        mine = predictions["index"].to_numpy()[members[:, target]]
         if not len(mine) or not concepts:
             continue
         rng = _stream(settings, "class", name)

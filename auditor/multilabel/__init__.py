@@ -10,18 +10,16 @@ wrong calls counted, its rates compared across metadata values and its operating
 read label by label (:mod:`~auditor.multilabel.dependence`,
 :mod:`~auditor.multilabel.calibration`, :mod:`~auditor.multilabel.failures`,
 :mod:`~auditor.multilabel.fairness`, :mod:`~auditor.multilabel.operating`), its embedding
-analysed (:mod:`auditor.similarity`) and it is compared with its previous audit
-(:mod:`auditor.compare`); the analyses that read one class per image (:data:`NOT_RUN`)
-do not run.
+analysed (:mod:`auditor.similarity`), its units dissected and its labels tested with
+TCAV and maximised as a single-label model's classes (:mod:`auditor.concepts`), and it is
+compared with its previous audit (:mod:`auditor.compare`); the analyses that read one
+class per image (:data:`NOT_RUN`) do not run.
 """
 
 from __future__ import annotations
 
 __all__ = ["NOT_RUN"]
 
-NOT_RUN = (
-    "network dissection, TCAV and activation maximisation",
-    "counterfactual explanations",
-)
-"""The analyses a multi-label audit does not run: each reads one class per image (its
-positive class, its call, its class colours), which a set of labels is not."""
+NOT_RUN = ("counterfactual explanations",)
+"""The analyses a multi-label audit does not run: each reads one class per image (the
+call a counterfactual changes), which a set of labels is not."""

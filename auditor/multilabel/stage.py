@@ -9,7 +9,9 @@ measured, as for a single-label model; the metadata dependence is tested label b
 (:mod:`auditor.multilabel.failures`), its rates compared across metadata values
 (:mod:`auditor.multilabel.fairness`) and its operating point read
 (:mod:`auditor.multilabel.operating`); its embedding is analysed as a single-label
-model's, its images grouped by their set of labels (:mod:`auditor.similarity`); it is
+model's, its images grouped by their set of labels (:mod:`auditor.similarity`); its
+units are dissected, its labels tested with TCAV on the images that have them and their
+scores maximised (:mod:`auditor.concepts`, as a single-label model's classes); it is
 compared with the previous audit of its model's name (:mod:`auditor.compare`: subset
 accuracy, each label's rates, the labels' calls). The analyses that read one class per
 image (:data:`auditor.multilabel.NOT_RUN`) do not run; the report says which, and why.
@@ -23,7 +25,6 @@ from auditor.checkpoint import Checkpoint
 from auditor.clinical import Clinical
 from auditor.clinical.failures import Failures
 from auditor.clinical.groups import metadata_groups
-from auditor.concepts.analysis import ConceptAnalysis
 from auditor.config import AuditConfig
 from auditor.distributed import take_over_threads
 from auditor.documents import label_metrics_document
@@ -40,7 +41,13 @@ from auditor.policy import evaluate_policy
 from auditor.resample import Resampling
 from auditor.robustness import perturbed_predictions, robustness_summary
 from auditor.similarity.analysis import analyse_similarity
-from auditor.stages import compared_numbers, explained, previous_comparison, selected
+from auditor.stages import (
+    compared_numbers,
+    concepts_stage,
+    explained,
+    previous_comparison,
+    selected,
+)
 
 __all__ = ["analyse_labels"]
 
@@ -113,6 +120,7 @@ def analyse_labels(
             evaluation.predictions, config.robustness, None, thresholds,
         ))  # fmt: skip
         counts["perturbed_predictions"] = 0 if perturbed is None else len(perturbed.frame)
+    concepts = concepts_stage(config, loaded, evaluation, checkpoint)
     selection = selected(config, loaded, evaluation)
     explanations, trust = explained(config, loaded, evaluation, selection, checkpoint)
     take_over_threads()  # a sharded run's other ranks have stopped
@@ -127,13 +135,15 @@ def analyse_labels(
             clinical.grouping, selection, config.similarity,
         ))  # fmt: skip
         counts["embeddings"] = 0 if evaluation.embeddings is None else evaluation.embeddings.rows
-    metrics = label_metrics_document(evaluation, classes, trust, clinical, robustness, similarity)
+    metrics = label_metrics_document(
+        evaluation, classes, trust, clinical, robustness, concepts, similarity
+    )
     comparison, note = previous_comparison(
         config, loaded, previous, (evaluation, explanations, trust), metrics
     )
     policy = evaluate_policy(config.policy, metrics, compared_numbers(comparison, note))
     return Results(
         evaluation, selection, explanations, trust, clinical,
-        perturbed, robustness, ConceptAnalysis(), similarity, None, metrics, policy,
+        perturbed, robustness, concepts, similarity, None, metrics, policy,
         comparison, note,
     )  # fmt: skip
