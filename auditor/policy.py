@@ -3,10 +3,11 @@
 A ``[policy]`` table in the config lists criteria, one line each: a dotted path to a
 number (``"accuracy.ci_low"``) and a comparison (``">= 0.85"``), so the side of an
 interval that must clear the bound is explicit. The numbers are ``metrics.json``'s
-(every number reached through objects, not lists) and a few counts and worst cases
-derived from it (:data:`DERIVED`), so a criterion reads exactly what the run folder
-holds. A criterion whose number this audit did not measure (``null``) fails, with the
-reason. The result is ``policy.json``, ``junit.xml`` (one test case per criterion, for CI
+(every number reached through objects, not lists), a few counts and worst cases
+derived from it (:data:`DERIVED`) and one named label's figures
+(:mod:`auditor.label_criteria`), so a criterion reads exactly what the run folder holds.
+A criterion whose number this audit did not measure (``null``) fails, with the reason.
+The result is ``policy.json``, ``junit.xml`` (one test case per criterion, for CI
 systems) and a table in the report; ``auditor run`` exits with 3 when any criterion fails.
 """
 
@@ -23,6 +24,12 @@ from typing import Any
 from xml.etree import ElementTree
 
 from auditor.errors import ConfigError
+from auditor.label_criteria import (
+    NAMED_LABEL_KEYS,
+    label_numbers,
+    named_label_metric,
+    unnamed_label_reason,
+)
 from auditor.resources import resource_path
 
 __all__ = [
@@ -182,10 +189,10 @@ def parse_policy(table: dict[str, Any], source: str) -> tuple[Criterion, ...]:
     criteria = []
     valid = valid_metrics()
     for metric, text in table.items():
-        if metric not in valid:
+        if metric not in valid and named_label_metric(metric) is None:
             raise ConfigError(
                 f"{source} [policy] names an unknown metric {metric!r}; valid metrics: "
-                f"{', '.join(valid)}"
+                f"{', '.join(valid + NAMED_LABEL_KEYS)}"
             )
         match = _COMPARISON.match(text) if isinstance(text, str) else None
         if match is None:
@@ -311,10 +318,14 @@ def gate_metrics(
     with the previous audit (``compared``; see :func:`auditor.compare.gate_values`);
     ``None``: not measured."""
     derived = _derived(metrics) | (compared or {})
-    return {
-        path: derived[path] if path in derived else _lookup(metrics, path)
-        for path in valid_metrics()
-    }
+    return (
+        {
+            path: derived[path] if path in derived else _lookup(metrics, path)
+            for path in valid_metrics()
+        }
+        | label_numbers(metrics)
+        | {k: v for k, v in derived.items() if k.startswith("compare.")}
+    )
 
 
 NO_PREVIOUS = "no previous audit of this model to compare with"
@@ -335,13 +346,16 @@ def evaluate_policy(
     values = gate_metrics(metrics, numbers)
     outcomes = []
     for criterion in criteria:
-        value = values[criterion.metric]
+        value = values.get(criterion.metric)
         if numbers is None and criterion.metric.startswith("compare."):
             why = f"not compared: {compared}" if isinstance(compared, str) else NO_PREVIOUS
             outcomes.append(Outcome(criterion, None, compared is None, why))
             continue
         if value is None or math.isnan(value):
-            outcomes.append(Outcome(criterion, None, False, "not measured in this audit"))
+            why = "not measured in this audit"
+            if named_label_metric(criterion.metric):
+                why = unnamed_label_reason(criterion.metric, metrics)
+            outcomes.append(Outcome(criterion, None, False, why))
             continue
         passed = _OPERATORS[criterion.comparison](value, criterion.bound)
         reason = "" if passed else f"{value:.4g} is not {criterion.comparison} {criterion.bound:g}"

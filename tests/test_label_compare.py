@@ -26,7 +26,9 @@ from auditor.compare import COMPARED, compare_audits, comparison_document
 from auditor.compare.audits import Audit
 from auditor.errors import ConfigError
 from auditor.history.settings import PeriodicSettings
+from auditor.label_criteria import label_numbers, unnamed_label_reason
 from auditor.multilabel.evaluation import label_matrix, label_set
+from auditor.policy import evaluate_policy, parse_policy
 from tests.helpers import invoke, save_torchscript
 from tests.labels import LABELS, ChannelLabels, make_label_dataset
 
@@ -34,6 +36,8 @@ POLICY = """
 [policy]
 "compare.label_regressions" = "== 0"
 "compare.subset_accuracy.diff.ci_high" = ">= -0.02"
+"compare.label.effusion.sensitivity.diff.ci_high" = ">= -0.05"
+"label.pneumothorax.sensitivity.ci_low" = ">= 0.5"
 """
 
 
@@ -92,7 +96,11 @@ def test_a_first_multi_label_audit_has_nothing_to_compare(label_chain: dict[str,
 
     assert label_chain["runs"][0].exit_code == 0
     assert not (first / "comparison.json").exists()
-    assert all("no previous audit" in c["reason"] for c in policy["criteria"])
+    compared = [c for c in policy["criteria"] if c["metric"].startswith("compare.")]
+    assert len(compared) == 3 and all("no previous audit" in c["reason"] for c in compared)
+    [named] = [c for c in policy["criteria"] if c["metric"].startswith("label.")]
+    sensitivity = _json(first, "metrics.json")["multi_label"]["labels"][2]["sensitivity"]
+    assert named["passed"] and named["value"] == sensitivity["ci_low"] >= 0.5
 
 
 def test_a_label_the_new_model_misses_is_a_label_regression_with_figures_from_the_files(
@@ -141,6 +149,8 @@ def test_the_regression_is_on_page_one_and_fails_the_policy(label_chain: dict[st
     assert "Since the previous audit." in html and 'id="changes"' in html
     assert "sensitivity of nodule" in html and "Label rate" in html
     assert f'<td class="text">{COMPARED["compare.label_regressions"]}</td>' in unescape(html)
+    meaning = "effusion's sensitivity change, upper family-wise 95% bound (comparison with the"
+    assert f'<td class="text">{meaning} previous audit)</td>' in unescape(html)
     assert "the comparison with the previous audit" not in html.split("were not run:")[1][:300]
 
 
@@ -297,3 +307,55 @@ def test_embeddings_read_at_different_layers_are_not_compared() -> None:
 
     assert comparison.embedding is None
     assert comparison.embedding_note.startswith("not measured: the embeddings were read at")
+
+
+def test_a_criterion_names_one_label_and_reads_its_figures_from_the_files(
+    label_chain: dict[str, Any],
+) -> None:
+    second = label_chain["folders"][1]
+    metrics, comparison = _json(second, "metrics.json"), _json(second, "comparison.json")
+    rows = {(r["label"], r["name"]): r for r in comparison["labels"]}
+    fell = rows["nodule", "sensitivity"]
+    effusion = metrics["multi_label"]["labels"][0]
+    operating = metrics["label_operating"][0]
+    calibration = metrics["label_calibration"][0]
+    assert effusion["label"] == operating["label"] == calibration["label"] == "effusion"
+    criteria = parse_policy({
+        "compare.label.nodule.sensitivity.diff.ci_high": ">= -0.05",
+        "compare.label.nodule.specificity.diff.ci_high": ">= -0.05",
+        "label.effusion.specificity.value": ">= 0",
+        "label.effusion.ppv.ci_low": ">= 0",
+        "label.effusion.ece.value": ">= 0",
+        "label.nodule.auc.value": ">= 0",
+        "label.nodul.sensitivity.value": ">= 0.9",
+        "compare.label.nodul.sensitivity.diff.value": ">= 0",
+    }, "test")  # fmt: skip
+
+    outcomes = evaluate_policy(criteria, metrics, comparison["gate"]).outcomes
+
+    assert [o.passed for o in outcomes] == [False, True, True, True, True, True, False, False]
+    assert outcomes[0].value == fell["ci_high"] == -1.0
+    assert outcomes[0].reason == "-1 is not >= -0.05"
+    assert outcomes[2].value == effusion["specificity"]["value"]
+    assert outcomes[3].value == operating["ppv"]["ci_low"]
+    assert outcomes[4].value == calibration["ece"]["value"]
+    assert outcomes[5].value == metrics["multi_label"]["labels"][1]["auc"]["value"]
+    labels = "its labels: effusion, nodule, pneumothorax"
+    assert outcomes[6].reason == outcomes[7].reason == f"no label 'nodul' in this audit ({labels})"
+
+
+def test_a_named_label_that_cannot_be_read_says_why() -> None:
+    labels = {"multi_label": {"labels": [{"label": "a.b", "sensitivity": {"value": 0.5}}]}}
+    dotted, change = "label.a.b.sensitivity.value", "compare.label.a.b.specificity.after"
+
+    assert label_numbers(labels)[dotted] == 0.5, "a label's name may hold dots"
+    assert unnamed_label_reason(change, labels).startswith(
+        "a.b's specificity was not compared with the previous audit"
+    )
+    for metric in (dotted, change):
+        assert unnamed_label_reason(metric, {"accuracy": {"value": 0.9}}) == (
+            "not a multi-label model: it has no label to name"
+        )
+    with pytest.raises(ConfigError, match=r"unknown metric 'label\.a\.sensitivty\.value'; "
+                       r"valid metrics: .*label\.<label>\.sensitivity\|specificity"):  # fmt: skip
+        parse_policy({"label.a.sensitivty.value": ">= 0.4"}, "test")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from auditor.aggregate.inputs import AuditInputs
 from auditor.compare.comparison import COMPARED
+from auditor.label_criteria import named_label_meaning
 from auditor.policy import DERIVED, EXIT_POLICY_FAILED, Outcome
 
 __all__ = ["PolicyView", "policy_view"]
@@ -34,7 +35,9 @@ class PolicyView:
 
 def _row(outcome: Outcome) -> PolicyRow:
     metric = outcome.criterion.metric
-    meaning = DERIVED.get(metric) or COMPARED.get(metric) or "metrics.json"
+    meaning = (
+        DERIVED.get(metric) or COMPARED.get(metric) or named_label_meaning(metric) or "metrics.json"
+    )
     return PolicyRow(outcome.criterion.text, meaning, outcome.value, outcome.passed, outcome.reason)
 
 

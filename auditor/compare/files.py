@@ -221,17 +221,22 @@ def comparison_document(comparison: Comparison) -> dict[str, Any]:
     }
 
 
+def _gate_parts(key: str, d: Difference) -> dict[str, float | None]:
+    """A difference's five numbers, under ``key``."""
+    parts = {"before": d.before, "after": d.after, "diff.value": d.diff,
+             "diff.ci_low": d.ci_low, "diff.ci_high": d.ci_high}  # fmt: skip
+    return {f"{key}.{part}": _number(float(value)) for part, value in parts.items()}
+
+
 def gate_values(comparison: Comparison | None) -> dict[str, float | None]:
     """Every :data:`COMPARED` number (``None`` when not measured or when there is no
-    previous audit)."""
+    previous audit), and each compared label rate's
+    (``compare.label.<label>.<rate>.*``, :mod:`auditor.label_criteria`)."""
     values: dict[str, float | None] = dict.fromkeys(COMPARED)
     if comparison is None:
         return values
     for d in comparison.metrics:
-        parts = {"before": d.before, "after": d.after, "diff.value": d.diff,
-                 "diff.ci_low": d.ci_low, "diff.ci_high": d.ci_high}  # fmt: skip
-        for part, value in parts.items():
-            values[f"compare.{d.name}.{part}"] = _number(float(value))
+        values |= _gate_parts(f"compare.{d.name}", d)
     if comparison.mcnemar is not None:
         values["compare.mcnemar.p_value"] = comparison.mcnemar.p_value
         values["compare.mcnemar.p_worse"] = comparison.mcnemar.p_worse
@@ -243,6 +248,8 @@ def gate_values(comparison: Comparison | None) -> dict[str, float | None]:
         values["compare.drift.embedding.p_value"] = comparison.embedding.p_value
     for shift, key in zip(comparison.predictions, ("predictions", "confidence"), strict=True):
         values[f"compare.drift.{key}.p_value"] = shift.p_value
+    for label, d in comparison.labels:
+        values |= _gate_parts(f"compare.label.{label}.{d.name}", d)
     values["compare.regressions"] = len(comparison.regressions)
     values["compare.subgroup_regressions"] = len(comparison.subgroup_regressions)
     values["compare.label_regressions"] = len(comparison.label_regressions)
