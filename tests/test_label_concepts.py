@@ -19,10 +19,12 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from statsmodels.stats.multitest import multipletests
 
+from auditor.aggregate.tcav import holm_judged
 from auditor.concepts.data import split_concepts
 from auditor.concepts.settings import ConceptSettings
-from auditor.concepts.tcav_stage import concept_tests
+from auditor.concepts.tcav_stage import TcavRow, concept_tests
 from auditor.data import discover
 from auditor.images import model_preprocessing
 from auditor.load import OutputKind
@@ -104,6 +106,31 @@ def test_tcav_tests_each_label_and_says_so_in_the_labels_words(scanner_audit: Pa
     ) in section
     assert "does a label's score rise along" in section and "<th>Label</th>" in section
     assert "Artefact concept moves the score" not in html[: html.index('id="tcav"')]
+    adjusted = multipletests(tcav["p_value"], method="holm")[1]
+    for row, p in zip(tcav.itertuples(), adjusted, strict=True):
+        assert f"{row.p_value:.3f} (39 pseudo-concepts; Holm-adjusted over 3 tests: {p:.3f})" in (
+            section
+        )
+    assert (
+        "With 39 pseudo-concepts the smallest p-value is 0.025, so adjusted over the 3 tests of "
+        "an artefact concept none can fall below 0.05: raise tcav-pseudo to at least 60"
+    ) in section
+    assert 3 / (60 + 1) < 0.05 <= 3 / (59 + 1)
+
+
+def _row(p_value: float) -> TcavRow:
+    return TcavRow("a", "marker", 1.0, 1.0, 1.0, 0.1, 0.5, p_value, p_value < 0.05)
+
+
+def test_an_artefact_finding_is_judged_after_holms_adjustment() -> None:
+    three = holm_judged([_row(0.025), _row(0.025), _row(0.4)], 0.05)
+    two = holm_judged([_row(0.01), _row(0.5)], 0.05)
+
+    assert [p for p, _ in three] == pytest.approx([0.075, 0.075, 0.4])
+    assert not any(flag for _, flag in three), "each p = 0.025 alone would be a finding"
+    assert [p for p, _ in two] == pytest.approx([0.02, 0.5])
+    assert [flag for _, flag in two] == [True, False]
+    assert holm_judged([_row(0.03)], 0.05) == [(0.03, True)], "one test: nothing to adjust"
 
 
 def test_each_labels_maximised_image_raises_its_score_past_every_image_of_the_data(

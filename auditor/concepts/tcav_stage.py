@@ -12,7 +12,8 @@ on the demo's model, and whole images in 8). The CAVs live in channel space
 classes and the pool of random images each draw from a seeded stream of their own.
 Each image is run forward once per set it is in; each class's images once backward.
 A multi-label model's classes are its labels: a label's images are those that have it
-(Kim et al. test a class on its images), and its score is its own logit.
+(Kim et al. test a class on its images), and its score is its own (its logit, or its
+probability when the model outputs probabilities).
 """
 
 from __future__ import annotations
