@@ -91,7 +91,8 @@ METRICS_SCHEMA_VERSION = 15
 # "robustness" in a multi-label audit too, and its "labels"
 # 13: "label_fairness", "label_operating" (a multi-label model's, label by label)
 # 14: "similarity" in a multi-label audit too (its first variable: "set of labels")
-# 15: "dissection" and "tcav" in a multi-label audit too (TCAV's "class" is a label)
+# 15: "dissection", "tcav" and "counterfactuals" in a multi-label audit too (TCAV's
+# "class" is a label; each counterfactual flips one label's call)
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
@@ -251,15 +252,16 @@ def _evaluated(evaluation: Evaluation, classes: tuple[str, ...]) -> dict[str, An
 
 def label_metrics_document(
     evaluation: Evaluation, classes: tuple[str, ...], trust: Trust, clinical: Clinical,
-    robustness: Robustness | None = None, concepts: ConceptAnalysis | None = None,
+    robustness: Robustness | None = None,
+    explained: tuple[ConceptAnalysis, Counterfactuals | None] | None = None,
     similarity: Similarity | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """A multi-label model's ``metrics.json``: the metrics of every label and of the
     whole set of labels under ``multi_label``, the metadata dependence, the calibration,
     the failure modes, the subgroups' disparities and the operating point label by
-    label, the robustness, the concepts (network dissection, and TCAV label by label) and
-    the similarity; the analyses that read one class per image did not run, and their
-    keys are absent."""
+    label, the robustness, the concepts (network dissection, and TCAV label by label), the
+    counterfactuals (each flipping one label's call; ``explained``: the concepts and the
+    counterfactuals) and the similarity."""
     m = evaluation.label_metrics
     if m is None:
         raise ValueError("a multi-label evaluation without its metrics")
@@ -282,7 +284,8 @@ def label_metrics_document(
             "label_fairness": [fairness_document(f) for f in clinical.label_fairness],
             "label_operating": label_operating_document(classes, clinical.label_operating),
             "robustness": robustness_document(robustness),
-            **concept_documents(concepts or ConceptAnalysis()),
+            **concept_documents(explained[0] if explained else ConceptAnalysis()),
+            "counterfactuals": counterfactual_document(explained[1] if explained else None),
             "similarity": similarity_document(similarity),
             "resampling": resampling_document(resampling),
         }

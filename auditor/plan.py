@@ -204,8 +204,6 @@ def plan_run(config: AuditConfig, loaded: Loaded) -> RunPlan:
         StagePlan("similarity", training, 0, False, f"{training} training images' embeddings"),
         searches,
     ]
-    if loaded.dataset.multi_label:  # counterfactuals read one class per image: not run
-        stages = [s for s in stages if s.stage != "counterfactuals"]
     throughput = loaded.profile.throughput
     return RunPlan(tuple(s for s in stages if s.units), 1.0 / throughput if throughput > 0 else 0.0)
 

@@ -151,7 +151,6 @@ def test_the_regression_is_on_page_one_and_fails_the_policy(label_chain: dict[st
     assert f'<td class="text">{COMPARED["compare.label_regressions"]}</td>' in unescape(html)
     meaning = "effusion's sensitivity change, upper family-wise 95% bound (comparison with the"
     assert f'<td class="text">{meaning} previous audit)</td>' in unescape(html)
-    assert "the comparison with the previous audit" not in html.split("were not run:")[1][:300]
 
 
 def test_the_calls_of_the_missed_label_are_drift(label_chain: dict[str, Any]) -> None:

@@ -57,6 +57,7 @@ class CounterfactualView:
         kinds, artifacts: The counts behind them.
         cases: The first cases' images: the case, the segment counterfactual, the removed
             segments, the gradient counterfactual, its change.
+        multi_label: Whether each case flips one label of a multi-label model.
     """
 
     fill: str
@@ -70,6 +71,7 @@ class CounterfactualView:
     cases: tuple[CounterfactualCase, ...]
     passes: int
     seconds: float
+    multi_label: bool
 
 
 def _sentence(k: KindCount) -> str:
@@ -107,9 +109,16 @@ def counterfactual_findings(result: Counterfactuals | None) -> tuple[str, ...]:
 
 
 def _outcome(
-    kind: str, valid: bool, new_class: int, probability: float, classes: tuple[str, ...]
-) -> str:
-    return f"{kind}: → {classes[new_class]} {probability:.2f}" if valid else f"{kind}: none found"
+    kind: str, valid: bool, new_class: int, probability: float, shown: Shown,
+    classes: tuple[str, ...],
+) -> str:  # fmt: skip
+    """The new call and its probability (a multi-label model's: the label's)."""
+    if not valid:
+        return f"{kind}: none found"
+    if shown.flip is not None:
+        name = shown.flip.name
+        return f"{kind}: → {shown.flip.calls[new_class]}, p({name}) {probability:.2f}"
+    return f"{kind}: → {classes[new_class]} {probability:.2f}"
 
 
 def _tiles(shown: Shown, classes: tuple[str, ...]) -> tuple[CounterfactualTile, ...]:
@@ -120,7 +129,8 @@ def _tiles(shown: Shown, classes: tuple[str, ...]) -> tuple[CounterfactualTile, 
         removed = s.mask.numpy().astype(np.float32)
         tiles += [
             CounterfactualTile(image_tile(s.image.permute(1, 2, 0).numpy()),
-                               _outcome("segments", s.valid, s.new_class, s.probability, classes)),
+                               _outcome("segments", s.valid, s.new_class, s.probability, shown,
+                                        classes)),
             CounterfactualTile(overlay_tile(image, removed),
                                f"{len(s.segments)} removed, {s.passes} passes"),
         ]  # fmt: skip
@@ -128,7 +138,8 @@ def _tiles(shown: Shown, classes: tuple[str, ...]) -> tuple[CounterfactualTile, 
         change = (g.image - shown.image.permute(2, 0, 1)).abs().amax(0).numpy()
         tiles += [
             CounterfactualTile(image_tile(g.image.permute(1, 2, 0).numpy()),
-                               _outcome("gradient", g.valid, g.new_class, g.probability, classes)),
+                               _outcome("gradient", g.valid, g.new_class, g.probability, shown,
+                                        classes)),
             CounterfactualTile(overlay_tile(image, change / max(float(change.max()), 1e-6)),
                                f"largest change {g.largest:.3f}"),
         ]  # fmt: skip
@@ -151,7 +162,8 @@ def _cases(inputs: AuditInputs, result: Counterfactuals) -> tuple[Counterfactual
     return tuple(
         CounterfactualCase(
             str(rows.at[shown.index, "path"]),
-            f"{rows.at[shown.index, 'label']!s} → {rows.at[shown.index, 'prediction']!s}",
+            f"{rows.at[shown.index, 'label']!s} → {rows.at[shown.index, 'prediction']!s}"
+            + (f"; flipping {shown.flip.name}" if shown.flip else ""),
             _tiles(shown, inputs.dataset.classes),
         )
         for shown in result.shown[:SHOWN]
@@ -182,4 +194,5 @@ def counterfactual_view(inputs: AuditInputs) -> CounterfactualView | None:
         cases=_cases(inputs, result),
         passes=result.passes,
         seconds=result.seconds,
+        multi_label=inputs.dataset.multi_label,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from auditor.aggregate.changes import comparison_sentences
+from auditor.aggregate.counterfactuals import counterfactual_findings
 from auditor.aggregate.datasheet import duplicates_sentence
 from auditor.aggregate.dependence import (
     dependence_findings,
@@ -29,7 +30,6 @@ from auditor.aggregate.similarity import similarity_findings
 from auditor.aggregate.summary import Headline
 from auditor.aggregate.tcav import artifact_tcav
 from auditor.aggregate.trust import TrustSummary, trust_summary
-from auditor.multilabel import NOT_RUN
 from auditor.multilabel.failures import LabelWrongCalls
 from auditor.multilabel.metrics import LabelMetrics, LabelRow
 from auditor.precision import precision_sentence
@@ -56,7 +56,6 @@ class LabelSummaryView:
         n_confident: Confident wrong label calls.
         fragile: The fragile perturbations in one sentence ("" when none).
         robustness_perturbations: Perturbations tried (0: the suite did not run).
-        not_run: The analyses a multi-label audit does not run, in words.
         policy_declared: Acceptance criteria declared.
         policy_failed: Each criterion not met, with why.
         changes: The comparison's findings, one sentence each (empty: none, or no
@@ -68,6 +67,8 @@ class LabelSummaryView:
         artifact_units: Each layer whose units detect an artefact concept (network
             dissection), in words.
         artifact_tcav: Each label whose score moves along an artefact concept (TCAV).
+        counterfactuals: Artefact concepts whose removal flips misclassified images'
+            wrong calls (segment counterfactuals).
     """
 
     headline: tuple[Headline, ...]
@@ -90,7 +91,6 @@ class LabelSummaryView:
     n_confident: int
     fragile: str
     robustness_perturbations: int
-    not_run: str
     trust: TrustSummary
     precision: str
     duplicates: str
@@ -102,6 +102,7 @@ class LabelSummaryView:
     similarity: tuple[str, ...]
     artifact_units: tuple[str, ...]
     artifact_tcav: tuple[str, ...]
+    counterfactuals: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,6 @@ def label_summary_view(inputs: AuditInputs) -> LabelSummaryView | None:
         robustness_perturbations=(
             len({row.perturbation for row in inputs.robustness.rows}) if inputs.robustness else 0
         ),
-        not_run="; ".join(NOT_RUN),
         trust=trust_summary(inputs.trust),
         precision=precision_sentence(check) if check and check.agree < check.images else "",
         duplicates=duplicates_sentence(evaluation.predictions),
@@ -213,6 +213,7 @@ def label_summary_view(inputs: AuditInputs) -> LabelSummaryView | None:
         similarity=similarity_findings(inputs.similarity),
         artifact_units=dissection_findings(inputs.concepts.dissection),
         artifact_tcav=artifact_tcav(inputs),
+        counterfactuals=counterfactual_findings(inputs.counterfactuals),
     )
 
 

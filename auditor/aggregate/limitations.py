@@ -10,7 +10,6 @@ from auditor.aggregate.datasheet import duplicates_sentence
 from auditor.aggregate.inputs import AuditInputs
 from auditor.aggregate.similarity import similarity_limitation
 from auditor.aggregate.trust import trust_summary
-from auditor.multilabel import NOT_RUN
 from auditor.multilabel.calibration import miscalibrated
 
 __all__ = ["FEW_IMAGES", "Limitation", "LimitationsView", "limitations_view"]
@@ -264,15 +263,6 @@ def _data_caveats(inputs: AuditInputs) -> list[Limitation]:
     """What this data set and model leave unmeasured."""
     data, evaluation = inputs.dataset, inputs.evaluation
     items = []
-    if data.multi_label:
-        items.append(
-            Limitation(
-                "This is a multi-label model, so the analyses that read one class per image "
-                f"were not run: {'; '.join(NOT_RUN)}.",
-                "Read each label's sensitivity and specificity (Performance per label); these "
-                "analyses are not available for multi-label models in this version.",
-            )
-        )
     if not data.metadata_columns:
         items.append(
             Limitation(

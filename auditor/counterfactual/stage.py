@@ -17,6 +17,7 @@ from torchvision.transforms.functional import gaussian_blur
 from auditor.concepts.data import ConceptData
 from auditor.concepts.stage import declared_masks
 from auditor.counterfactual.gradient import GradientCounterfactual, gradient_counterfactuals
+from auditor.counterfactual.labels import LabelFlip, label_flips
 from auditor.counterfactual.segments import SegmentCounterfactual, segment_counterfactual
 from auditor.counterfactual.settings import CounterfactualSettings
 from auditor.data import Dataset
@@ -37,12 +38,15 @@ class Shown:
         image: ``(H, W, C)`` the case in [0, 1].
         segments: Its segment counterfactual, or ``None``.
         gradient: Its gradient counterfactual, or ``None``.
+        flip: A multi-label model's label flipped (the counterfactuals' classes are its
+            two calls, their probabilities the label's), or ``None``.
     """
 
     index: int
     image: torch.Tensor
     segments: SegmentCounterfactual | None
     gradient: GradientCounterfactual | None
+    flip: LabelFlip | None = None
 
 
 @dataclass(frozen=True)
@@ -104,9 +108,11 @@ def counterfactuals(
     model: LoadedModel, dataset: Dataset, preprocessing: Preprocessing,
     predictions: pd.DataFrame, selection: Selection, kind: OutputKind, concepts: ConceptData,
     settings: CounterfactualSettings, superpixels: int, shortcuts: Shortcuts | None = None,
+    thresholds: tuple[float, ...] = (),
 ) -> Counterfactuals | None:  # fmt: skip
-    """Both kinds of counterfactual for up to ``counterfactual-images`` explained cases;
-    ``None`` when switched off or no case could be read."""
+    """Both kinds of counterfactual for up to ``counterfactual-images`` explained cases
+    (a multi-label model's, at its labels' ``thresholds``, flip one label each: see
+    :mod:`.labels`); ``None`` when switched off or no case could be read."""
     cases = _cases(predictions, selection, settings.counterfactual_images)
     if not cases:
         return None
@@ -128,8 +134,14 @@ def counterfactuals(
         output, _ = model.tapped(preprocessing.normalise(x).to(model.device))
         return class_scores(output, kind).cpu()
 
-    return _search(readable, images, predictions, probabilities, scores, dataset, concepts,
-                   preprocessing, settings, superpixels, started, shortcuts)  # fmt: skip
+    flips = {}
+    if dataset.multi_label:
+        flips = label_flips(predictions, readable, dataset.classes, thresholds, kind.probabilities)
+    prepared = _prepared(
+        readable, images, predictions, dataset, concepts, preprocessing, shortcuts, flips
+    )
+    return _search(prepared, probabilities, scores, dataset.classes, settings, superpixels,
+                   started)  # fmt: skip
 
 
 Probabilities = Callable[[torch.Tensor], torch.Tensor]
@@ -147,6 +159,30 @@ class _Cases:
     annotated: torch.Tensor
     concepts: tuple[str, ...]
     regions: dict[int, str]
+    flips: dict[int, LabelFlip]
+    artifacts: tuple[str, ...]
+
+    def scorers(
+        self, index: int, probabilities: Probabilities, scores: Probabilities
+    ) -> tuple[Probabilities, Probabilities]:
+        """Case ``index``'s probabilities and scores: a multi-label model's label read as
+        a two-class model (:class:`~auditor.counterfactual.labels.LabelFlip`)."""
+        flip = self.flips.get(index)
+        if flip is None:
+            return probabilities, scores
+        return (lambda x: flip.probabilities(probabilities(x))), (lambda x: flip.scores(scores(x)))
+
+    def outcome(self, index: int, new_class: int, probability: float,
+                classes: tuple[str, ...]) -> tuple[str, float, dict[str, object]]:  # fmt: skip
+        """The new call in words, its probability (a multi-label model's: the label's) and
+        the row's ``flipped_label`` (multi-label only)."""
+        flip = self.flips.get(index)
+        if flip is None:
+            return (classes[new_class] if new_class >= 0 else ""), probability, {}
+        if new_class < 0:
+            return "", probability, {"flipped_label": flip.name}
+        kept = flip.label_probability(new_class, probability)
+        return flip.calls[new_class], kept, {"flipped_label": flip.name}
 
     def row(self, position: int, change: torch.Tensor, **values: object) -> dict[str, object]:
         """A row of ``counterfactuals.csv``: the case, ``values``, the shortcut region and
@@ -163,7 +199,7 @@ class _Cases:
 def _prepared(
     cases: list[tuple[int, str]], images: dict[int, torch.Tensor], predictions: pd.DataFrame,
     dataset: Dataset, concepts: ConceptData, preprocessing: Preprocessing,
-    shortcuts: Shortcuts | None,
+    shortcuts: Shortcuts | None, flips: dict[int, LabelFlip],
 ) -> _Cases:  # fmt: skip
     first = images[cases[0][0]]
     size = (int(first.shape[1]), int(first.shape[2]))
@@ -175,12 +211,16 @@ def _prepared(
             "prediction": rows.at[i, "prediction"]}
         for i, role in cases
     }  # fmt: skip
-    original = {i: dataset.classes.index(str(rows.at[i, "prediction"])) for i, _ in cases}
+    original = {
+        i: flips[i].original if flips else dataset.classes.index(str(rows.at[i, "prediction"]))
+        for i, _ in cases
+    }
     regions = {i: _region(shortcuts, str(rows.at[i, "label"]), str(rows.at[i, "prediction"]))
                for i, _ in cases}  # fmt: skip
     return _Cases(
         cases, images, original, base, masks, annotated, concepts.declared,
-        {i: r for i, r in regions.items() if r},
+        {i: r for i, r in regions.items() if r}, flips,
+        tuple(c for c in concepts.declared if c in concepts.artifacts),
     )  # fmt: skip
 
 
@@ -205,71 +245,93 @@ def _segments(
     for position, (index, _) in enumerate(prepared.cases):
         image = prepared.images[index]
         fill = fill_image(image, settings.counterfactual_fill)
+        scorer, _ = prepared.scorers(index, probabilities, probabilities)
         result = segment_counterfactual(
-            image, slic_segments(image, superpixels), fill, probabilities,
+            image, slic_segments(image, superpixels), fill, scorer,
             prepared.original[index], settings.counterfactual_segments,
             settings.counterfactual_passes, settings.batch_size,
         )  # fmt: skip
-        new = classes[result.new_class] if result.new_class >= 0 else ""
+        new, probability, flipped = prepared.outcome(
+            index, result.new_class, result.probability, classes
+        )
+        result = replace(result, probability=probability)
         rows.append(prepared.row(
             position, result.mask, kind="segments", valid=result.valid, new_class=new,
             probability=result.probability if new else math.nan,
             segments=len(result.segments), pixels=float(result.mask.float().mean()),
             l1=float((result.image - image).abs().mean()), passes=result.passes,
-            irreducible=result.irreducible, steps=math.nan,
+            irreducible=result.irreducible, steps=math.nan, **flipped,
         ))  # fmt: skip
         found.append(result)
     return rows, found
+
+
+def _groups(
+    prepared: _Cases, probabilities: Probabilities, scores: Probabilities
+) -> list[tuple[list[int], tuple[Probabilities, Probabilities]]]:
+    """The cases' positions searched together, and their probabilities and scores: all
+    at once, or a multi-label model's by the label they flip."""
+    by_label: dict[int, list[int]] = {}
+    for position, (index, _) in enumerate(prepared.cases):
+        flip = prepared.flips.get(index)
+        by_label.setdefault(-1 if flip is None else flip.label, []).append(position)
+    return [
+        (positions, prepared.scorers(prepared.cases[positions[0]][0], probabilities, scores))
+        for positions in by_label.values()
+    ]
 
 
 def _gradients(
     prepared: _Cases, probabilities: Probabilities, scores: Probabilities,
     classes: tuple[str, ...], settings: CounterfactualSettings,
 ) -> tuple[list[dict[str, object]], list[GradientCounterfactual]]:  # fmt: skip
-    """Towards the most probable class other than the call, a batch of images at a time."""
-    stacked = torch.stack([prepared.images[i] for i, _ in prepared.cases])
-    ranked = probabilities(stacked).argsort(dim=1, descending=True)
-    calls = torch.tensor([prepared.original[i] for i, _ in prepared.cases])
-    targets = torch.where(ranked[:, 0] == calls, ranked[:, 1], ranked[:, 0])
-    found: list[GradientCounterfactual] = []
-    for part in torch.arange(len(stacked)).split(max(1, settings.batch_size)):
-        results, _ = gradient_counterfactuals(
-            stacked[part], targets[part], scores, probabilities, settings.wachter_steps,
-            settings.wachter_lr, settings.wachter_l1, settings.wachter_tv,
-        )  # fmt: skip
-        found.extend(results)
-    rows = [
-        prepared.row(
-            position, g.changed, kind="gradient", valid=g.valid, new_class=classes[g.new_class],
+    """Towards the most probable class other than the call (a multi-label model's: the
+    label's other call), a batch of images at a time."""
+    found: dict[int, GradientCounterfactual] = {}
+    for positions, (probable, score) in _groups(prepared, probabilities, scores):
+        indices = [prepared.cases[p][0] for p in positions]
+        stacked = torch.stack([prepared.images[i] for i in indices])
+        ranked = probable(stacked).argsort(dim=1, descending=True)
+        calls = torch.tensor([prepared.original[i] for i in indices])
+        targets = torch.where(ranked[:, 0] == calls, ranked[:, 1], ranked[:, 0])
+        for part in torch.arange(len(stacked)).split(max(1, settings.batch_size)):
+            results, _ = gradient_counterfactuals(
+                stacked[part], targets[part], score, probable, settings.wachter_steps,
+                settings.wachter_lr, settings.wachter_l1, settings.wachter_tv,
+            )  # fmt: skip
+            found |= {positions[int(k)]: g for k, g in zip(part, results, strict=True)}
+    rows, kept = [], []
+    for position, (index, _) in enumerate(prepared.cases):
+        g = found[position]
+        new, probability, flipped = prepared.outcome(index, g.new_class, g.probability, classes)
+        g = replace(g, probability=probability)
+        rows.append(prepared.row(
+            position, g.changed, kind="gradient", valid=g.valid, new_class=new,
             probability=g.probability, segments=math.nan, pixels=float(g.changed.float().mean()),
-            l1=g.l1, passes=g.passes, irreducible=math.nan,
-            steps=g.steps,
-        )
-        for position, g in enumerate(found)
-    ]  # fmt: skip
-    return rows, found
+            l1=g.l1, passes=g.passes, irreducible=math.nan, steps=g.steps, **flipped,
+        ))  # fmt: skip
+        kept.append(g)
+    return rows, kept
 
 
 def _search(
-    cases: list[tuple[int, str]], images: dict[int, torch.Tensor], predictions: pd.DataFrame,
-    probabilities: Probabilities, scores: Probabilities, dataset: Dataset,
-    concepts: ConceptData, preprocessing: Preprocessing, settings: CounterfactualSettings,
-    superpixels: int, started: float, shortcuts: Shortcuts | None,
+    prepared: _Cases, probabilities: Probabilities, scores: Probabilities,
+    classes: tuple[str, ...], settings: CounterfactualSettings, superpixels: int,
+    started: float,
 ) -> Counterfactuals:  # fmt: skip
-    prepared = _prepared(cases, images, predictions, dataset, concepts, preprocessing, shortcuts)
-    rows, segments = _segments(prepared, probabilities, dataset.classes, settings, superpixels)
+    rows, segments = _segments(prepared, probabilities, classes, settings, superpixels)
+    cases, images = prepared.cases, prepared.images
     gradients: list[GradientCounterfactual | None] = [None] * len(cases)
     if settings.wachter_steps:
-        more, found = _gradients(prepared, probabilities, scores, dataset.classes, settings)
+        more, found = _gradients(prepared, probabilities, scores, classes, settings)
         rows += more
         gradients = list(found)
     shown = tuple(
-        Shown(i, images[i].permute(1, 2, 0), s, g)
+        Shown(i, images[i].permute(1, 2, 0), s, g, prepared.flips.get(i))
         for (i, _), s, g in zip(cases, segments, gradients, strict=True)
     )
     frame = pd.DataFrame(rows)
     return Counterfactuals(
-        frame, shown, settings.counterfactual_fill, concepts.declared,
-        tuple(c for c in concepts.declared if c in concepts.artifacts),
+        frame, shown, settings.counterfactual_fill, prepared.concepts, prepared.artifacts,
         int(frame["passes"].sum()), time.perf_counter() - started, settings,
     )  # fmt: skip

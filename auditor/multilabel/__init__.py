@@ -11,15 +11,7 @@ read label by label (:mod:`~auditor.multilabel.dependence`,
 :mod:`~auditor.multilabel.calibration`, :mod:`~auditor.multilabel.failures`,
 :mod:`~auditor.multilabel.fairness`, :mod:`~auditor.multilabel.operating`), its embedding
 analysed (:mod:`auditor.similarity`), its units dissected and its labels tested with
-TCAV and maximised as a single-label model's classes (:mod:`auditor.concepts`), and it is
-compared with its previous audit (:mod:`auditor.compare`); the analyses that read one
-class per image (:data:`NOT_RUN`) do not run.
+TCAV and maximised as a single-label model's classes (:mod:`auditor.concepts`), its
+cases' counterfactuals flip one label's call each (:mod:`auditor.counterfactual.labels`),
+and it is compared with its previous audit (:mod:`auditor.compare`).
 """
-
-from __future__ import annotations
-
-__all__ = ["NOT_RUN"]
-
-NOT_RUN = ("counterfactual explanations",)
-"""The analyses a multi-label audit does not run: each reads one class per image (the
-call a counterfactual changes), which a set of labels is not."""

@@ -11,10 +11,11 @@ measured, as for a single-label model; the metadata dependence is tested label b
 (:mod:`auditor.multilabel.operating`); its embedding is analysed as a single-label
 model's, its images grouped by their set of labels (:mod:`auditor.similarity`); its
 units are dissected, its labels tested with TCAV on the images that have them and their
-scores maximised (:mod:`auditor.concepts`, as a single-label model's classes); it is
-compared with the previous audit of its model's name (:mod:`auditor.compare`: subset
-accuracy, each label's rates, the labels' calls). The analyses that read one class per
-image (:data:`auditor.multilabel.NOT_RUN`) do not run; the report says which, and why.
+scores maximised (:mod:`auditor.concepts`, as a single-label model's classes); each
+explained case's counterfactuals flip one of its label calls
+(:mod:`auditor.counterfactual.labels`); it is compared with the previous audit of its
+model's name (:mod:`auditor.compare`: subset accuracy, each label's rates, the labels'
+calls).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from auditor.clinical import Clinical
 from auditor.clinical.failures import Failures
 from auditor.clinical.groups import metadata_groups
 from auditor.config import AuditConfig
+from auditor.counterfactual.stage import counterfactuals
 from auditor.distributed import take_over_threads
 from auditor.documents import label_metrics_document
 from auditor.evaluate import Evaluation
@@ -135,8 +137,15 @@ def analyse_labels(
             clinical.grouping, selection, config.similarity,
         ))  # fmt: skip
         counts["embeddings"] = 0 if evaluation.embeddings is None else evaluation.embeddings.rows
+    with stage("counterfactuals") as counts:
+        changed = checkpoint.stage("counterfactuals", lambda: counterfactuals(
+            loaded.model, loaded.dataset, loaded.preprocessing, evaluation.predictions,
+            selection, loaded.kind, loaded.concepts, config.counterfactuals,
+            config.explain.superpixels, trust.shortcuts, tuple(thresholds.tolist()),
+        ))  # fmt: skip
+        counts["images"] = 0 if changed is None else len(changed.frame)
     metrics = label_metrics_document(
-        evaluation, classes, trust, clinical, robustness, concepts, similarity
+        evaluation, classes, trust, clinical, robustness, (concepts, changed), similarity
     )
     comparison, note = previous_comparison(
         config, loaded, previous, (evaluation, explanations, trust), metrics
@@ -144,6 +153,6 @@ def analyse_labels(
     policy = evaluate_policy(config.policy, metrics, compared_numbers(comparison, note))
     return Results(
         evaluation, selection, explanations, trust, clinical,
-        perturbed, robustness, concepts, similarity, None, metrics, policy,
+        perturbed, robustness, concepts, similarity, changed, metrics, policy,
         comparison, note,
     )  # fmt: skip

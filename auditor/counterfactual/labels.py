@@ -1,0 +1,115 @@
+"""Counterfactuals of a multi-label model: the smallest change that flips one label's
+call.
+
+A set of labels has no single call to change, so each case flips one label: for a
+misclassified image, its most confident wrong call (the label whose probability is
+farthest, in logits, on the wrong side of its threshold); for a sampled image, the
+label it is called for with the highest probability, or when it is called for none, the
+label closest to being called. The searches (:mod:`.segments`, :mod:`.gradient`) then
+run unchanged on the label read as a two-class model, whose classes are "the label is
+not called" and "the label is called": the label's logit minus its threshold's logit is
+that model's binary logit, so its argmax is the label's call at its threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from auditor.multilabel.evaluation import label_matrix
+
+__all__ = ["LabelFlip", "label_flips"]
+
+EPSILON = 1e-6
+"""Probabilities are clamped to [EPSILON, 1 - EPSILON] before their logit is taken."""
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, EPSILON), 1 - EPSILON)
+    return math.log(p / (1 - p))
+
+
+@dataclass(frozen=True)
+class LabelFlip:
+    """One case's label to flip, and the label read as a two-class model.
+
+    Attributes:
+        label: Its index among the model's labels.
+        name: Its name.
+        threshold: The probability at which it is called.
+        called: Whether the case is called for it (the two-class model's class 1).
+        probabilities_only: Whether the model outputs probabilities (no logit).
+    """
+
+    label: int
+    name: str
+    threshold: float
+    called: bool
+    probabilities_only: bool
+
+    @property
+    def original(self) -> int:
+        """The two-class model's call on the case: 1 when the label is called."""
+        return int(self.called)
+
+    @property
+    def calls(self) -> tuple[str, str]:
+        """The two classes in words."""
+        return (f"not {self.name}", self.name)
+
+    def _shifted(self, scores: torch.Tensor, probabilities: bool) -> torch.Tensor:
+        column = scores[:, self.label]
+        if probabilities:
+            column = torch.logit(column.clamp(EPSILON, 1 - EPSILON))
+        return column - _logit(self.threshold)
+
+    def probabilities(self, label_probabilities: torch.Tensor) -> torch.Tensor:
+        """``(n, 2)`` the two classes' probabilities from every label's ``(n, K)``."""
+        called = torch.sigmoid(self._shifted(label_probabilities, True))
+        return torch.stack([1 - called, called], dim=1)
+
+    def scores(self, label_scores: torch.Tensor) -> torch.Tensor:
+        """``(n, 2)`` the two classes' logits (differentiable) from every label's score
+        (its logit, or its probability when the model outputs probabilities)."""
+        shifted = self._shifted(label_scores, self.probabilities_only)
+        return torch.stack([torch.zeros_like(shifted), shifted], dim=1)
+
+    def label_probability(self, new_class: int, probability: float) -> float:
+        """The label's probability from the two-class model's ``probability`` of its
+        class ``new_class``."""
+        called = probability if new_class == 1 else 1 - probability
+        return 1 / (1 + math.exp(-(_logit(called) + _logit(self.threshold))))
+
+
+def _chosen(has: np.ndarray, calls: np.ndarray, margins: np.ndarray, wrong: bool) -> int:
+    """The label to flip of one image: its most confident wrong call, or its most
+    confident call (the label closest to being called when it is called for none)."""
+    if wrong and (has != calls).any():
+        return int(np.where(has != calls, np.abs(margins), -np.inf).argmax())
+    if calls.any():
+        return int(np.where(calls, margins, -np.inf).argmax())
+    return int(margins.argmax())
+
+
+def label_flips(
+    predictions: pd.DataFrame, cases: list[tuple[int, str]], names: tuple[str, ...],
+    thresholds: tuple[float, ...], probabilities_only: bool,
+) -> dict[int, LabelFlip]:  # fmt: skip
+    """Each case's label to flip (``cases``: ``(index, role)``, role ``misclassified``
+    or ``sampled``)."""
+    rows = predictions.set_index("index")
+    flips = {}
+    logits = np.array([_logit(t) for t in thresholds])
+    for index, role in cases:
+        row = rows.loc[[index]]
+        has = label_matrix(row["label"], names)[0]
+        calls = label_matrix(row["prediction"], names)[0]
+        p = row[[f"p_{n}" for n in names]].to_numpy(dtype=float)[0]
+        margins = np.array([_logit(v) for v in p]) - logits
+        k = _chosen(has, calls, margins, role == "misclassified")
+        flips[index] = LabelFlip(k, names[k], thresholds[k], bool(calls[k]), probabilities_only)
+    return flips

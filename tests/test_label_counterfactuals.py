@@ -1,0 +1,115 @@
+"""Counterfactuals of a multi-label model: each case flips one label's call.
+
+The label read as a two-class model (:class:`auditor.counterfactual.labels.LabelFlip`)
+must call what the label's threshold calls, and give back the label's probability; the
+label chosen is the case's most confident wrong call, or its most confident call. The
+scanner audit (conftest.py) has images whose effusion call only the scanner's mark
+makes: their counterfactuals flip effusion.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from auditor.counterfactual.labels import LabelFlip, label_flips
+from auditor.multilabel.evaluation import label_matrix
+from auditor.policy import evaluate_policy, parse_policy
+from tests.labels import LABELS
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+@pytest.mark.parametrize("probabilities_only", [False, True])
+def test_the_two_class_model_calls_what_the_labels_threshold_calls(
+    probabilities_only: bool,
+) -> None:
+    flip = LabelFlip(1, "b", 0.3, True, probabilities_only)
+    p = torch.tensor([[0.9, 0.35, 0.1], [0.9, 0.25, 0.1], [0.2, 0.3001, 0.9]])
+    scores = p if probabilities_only else torch.logit(p)
+
+    two = flip.probabilities(p)
+    logits = flip.scores(scores)
+
+    assert two.argmax(1).tolist() == [1, 0, 1] == (p[:, 1] >= 0.3).long().tolist()
+    assert torch.allclose(two.sum(1), torch.ones(3))
+    assert torch.allclose(torch.softmax(logits, 1), two, atol=1e-6)
+    for row in range(3):
+        for new in (0, 1):
+            back = flip.label_probability(new, float(two[row, new]))
+            assert back == pytest.approx(float(p[row, 1]), abs=1e-6)
+    assert flip.calls == ("not b", "b") and flip.original == 1
+
+
+def test_the_label_flipped_is_the_most_confident_wrong_call_or_call() -> None:
+    frame = pd.DataFrame({
+        "index": [0, 1, 2, 3],
+        "label": ["a", "a;b", "-", "c"],
+        "prediction": ["b", "a;b", "-", "b;c"],
+        "p_a": [0.45, 0.9, 0.2, 0.1],
+        "p_b": [0.6, 0.7, 0.1, 0.99],
+        "p_c": [0.1, 0.1, 0.3, 0.8],
+    })  # fmt: skip
+    cases = [(0, "misclassified"), (1, "sampled"), (2, "sampled"), (3, "misclassified")]
+
+    flips = label_flips(frame, cases, ("a", "b", "c"), (0.5, 0.5, 0.5), False)
+
+    # 0: a missed at 0.45 (0.2 logits short), b called at 0.6 (0.41 over): b is the surer
+    assert {i: (f.name, f.called) for i, f in flips.items()} == {
+        0: ("b", True), 1: ("a", True), 2: ("c", False), 3: ("b", True),
+    }  # fmt: skip
+
+
+def test_each_case_flips_its_chosen_label_and_the_files_agree(scanner_audit: Path) -> None:
+    rows = pd.read_csv(scanner_audit / "counterfactuals.csv", keep_default_na=False)
+    predictions = pd.read_csv(scanner_audit / "predictions.csv", keep_default_na=False)
+    metrics = json.loads((scanner_audit / "metrics.json").read_text())
+    cases = list(dict.fromkeys(zip(rows["index"], rows["role"], strict=True)))
+    flips = label_flips(predictions, cases, LABELS, (0.5, 0.5, 0.5), False)
+    by_index = predictions.set_index("index")
+
+    assert {"segments", "gradient"} == set(rows["kind"]) and rows["valid"].any()
+    for row in rows.itertuples():
+        flip = flips[row.index]
+        assert row.flipped_label == flip.name
+        called = label_matrix([by_index.at[row.index, "prediction"]], LABELS)[0, flip.label]
+        assert called == flip.called
+        if row.role == "misclassified":
+            has = label_matrix([by_index.at[row.index, "label"]], LABELS)[0, flip.label]
+            assert has != called, "a misclassified case flips a wrong call"
+        if row.valid:
+            assert row.new_class == flip.calls[1 - int(called)]
+            assert (float(row.probability) >= 0.5) != called, "the label's call changed"
+    wrong = rows[(rows["role"] == "misclassified") & (rows["kind"] == "segments")]
+    assert set(wrong["flipped_label"]) == {"effusion"}, "only the mark makes a wrong call"
+    kinds = {k["kind"]: k for k in metrics["counterfactuals"]["kinds"]}
+    assert kinds["segments"]["valid"] == int(rows.query("kind == 'segments'")["valid"].sum())
+    outcome = evaluate_policy(
+        parse_policy({"findings.counterfactual_artifacts": ">= 0"}, "test"), metrics, None
+    )
+    assert outcome.passed and outcome.outcomes[0].value is not None
+
+
+def test_the_report_shows_each_case_with_the_label_it_flips(scanner_audit: Path) -> None:
+    rows = pd.read_csv(scanner_audit / "counterfactuals.csv", keep_default_na=False)
+    html = (scanner_audit / "report.html").read_text(encoding="utf-8")
+    section = " ".join(html[html.index('id="counterfactuals"') :].split())
+
+    assert "each case flips one label's call at its threshold" in section
+    first = rows.iloc[0]
+    assert f"; flipping {first['flipped_label']}" in section
+    valid = rows[rows["valid"].astype(bool)].iloc[0]
+    caption = (
+        f"{valid['kind']}: → {valid['new_class']}, p({valid['flipped_label']}) "
+        f"{float(valid['probability']):.2f}"
+    )
+    assert caption in section
+    assert np.isfinite(rows["passes"].astype(float)).all()
