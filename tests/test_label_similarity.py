@@ -22,6 +22,7 @@ from auditor.aggregate.similarity import _alone, _panel
 from auditor.policy import evaluate_policy, parse_policy
 from auditor.report.format import p_value, whole_percent
 from auditor.similarity.projection import Projection, stratified_sample
+from tests.helpers import invoke
 
 
 def _nearest(folder: Path, k: int = 10) -> np.ndarray:
@@ -116,3 +117,38 @@ def test_images_alone_in_their_set_of_labels_are_said() -> None:
     assert sentence.startswith("12 of the 40 images are alone in their set of labels")
     assert "tested on the other 28" in sentence
     assert _alone(SimpleNamespace(alone=0, stratum="class"), 40) == ""  # type: ignore[arg-type]
+
+
+def test_a_multi_label_training_set_is_checked_for_leakage(
+    label_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """--train-data with a multi-label manifest (here the validation manifest itself):
+    its label cells are read as sets of labels, every training image is a byte-identical
+    copy of a validation image, each patient is in both sets, and page one says so with
+    the figures of leakage.csv."""
+    model, manifest = label_data
+    config = tmp_path / "audit.toml"
+    config.write_text(
+        "robustness-images = 0\nbootstrap = 100\ndissection-images = 0\n"
+        "counterfactual-images = 0\nmaximise-steps = 0\n"
+    )
+    result = invoke(
+        "run", "--model", str(model), "--data", str(manifest), "--out", str(tmp_path / "o"),
+        "--config", str(config), "--explain-samples", "0", "--format", "md",
+        "--train-data", str(manifest), "--patient-column", "patient",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    leakage = pd.read_csv(folder / "leakage.csv", keep_default_na=False)
+    identical = leakage[leakage["identical"]]
+    assert len(identical) == 24 and (identical["train_path"] == identical["path"]).all()
+    assert identical["same_patient"].all()
+    metrics = json.loads((folder / "metrics.json").read_text())["similarity"]["leakage"]
+    assert metrics == {
+        "training_images": 24, "pairs": len(leakage), "identical": 24, "shared_patients": 12,
+    }  # fmt: skip
+    summary = (folder / "summary.md").read_text(encoding="utf-8")
+    trained = leakage["train_path"].nunique()
+    assert f"Possible leakage: {trained} of the 24 training images nearly duplicate" in summary
+    assert "12 patients (patient) are in both sets" in summary
