@@ -20,10 +20,12 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import Result
+from scipy.stats import fisher_exact
 
 from auditor.aggregate.changes import comparison_view
 from auditor.compare import COMPARED, compare_audits, comparison_document
 from auditor.compare.audits import Audit
+from auditor.compare.drift import label_prediction_drift
 from auditor.errors import ConfigError
 from auditor.history.settings import PeriodicSettings
 from auditor.label_criteria import label_numbers, unnamed_label_reason
@@ -358,3 +360,29 @@ def test_a_named_label_that_cannot_be_read_says_why() -> None:
     with pytest.raises(ConfigError, match=r"unknown metric 'label\.a\.sensitivty\.value'; "
                        r"valid metrics: .*label\.<label>\.sensitivity\|specificity"):  # fmt: skip
         parse_policy({"label.a.sensitivty.value": ">= 0.4"}, "test")
+
+
+def test_paired_audits_test_each_labels_calls_on_the_images_whose_call_changed() -> None:
+    """On the same 100 images, 10 newly called for a and none uncalled: McNemar's exact
+    test (p = 2 / 2^10) finds the change that Fisher's test on the shares (50% against
+    60%) does not."""
+    truth = np.zeros((100, 3), dtype=bool)
+    truth[:50, 0] = True
+    called = truth.copy()
+    called[50:60, 0] = True
+    old, new = _audit("old", truth, truth), _audit("new", truth, called)
+
+    paired = compare_audits(old, new, PeriodicSettings(), 200)
+    shares = label_prediction_drift((truth, old.predictions), (called, new.predictions),
+                                    ("a", "b", "c"), 0.05)  # fmt: skip
+
+    assert paired.paired
+    moved = paired.predictions[0]
+    assert moved.name == "share called a" and (moved.before, moved.after) == (0.5, 0.6)
+    assert moved.statistic == 10 and moved.p_value == pytest.approx(2 / 2**10 * 3)
+    assert moved.moved, "Holm over the three labels: 3 x 0.00195"
+    assert shares[0].p_value == pytest.approx(fisher_exact([[50, 50], [60, 40]]).pvalue * 3)
+    assert not shares[0].moved, "Fisher's test on the shares alone misses it"
+    assert "McNemar's exact test on the same images" in " ".join(
+        f for f in comparison_document(paired)["findings"]
+    )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from auditor.aggregate.inputs import AuditInputs
 from auditor.compare.comparison import MIN_SUBGROUP, Comparison
-from auditor.compare.drift import Shift
+from auditor.compare.drift import Shift, call_test
 from auditor.compare.files import calls, findings, improvements
 from auditor.compare.stats import Difference
 from auditor.report.format import fixed, p_value, signed
@@ -152,7 +152,7 @@ def _drift(comparison: Comparison) -> tuple[str, ...]:
     if comparison.multi_label:
         holm = "Holm-adjusted over the labels,"
         lines.append(_shift(f"{classes.name.capitalize()} ({_which(classes)})", classes,
-                            f"Fisher's exact test, {holm}"))  # fmt: skip
+                            f"{call_test(comparison.paired)}, {holm}"))  # fmt: skip
         lines.append(_shift(f"Mean {confidence.name} ({_which(confidence)})", confidence,
                             f"Kolmogorov–Smirnov, {holm}"))  # fmt: skip
     else:

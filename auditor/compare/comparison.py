@@ -56,7 +56,8 @@ COMPARED: dict[str, str] = {
     "compare.drift.intensity.p_value": "smallest Holm-adjusted p-value of the input intensities",
     "compare.drift.embedding.p_value": "permutation p-value of the embedding's MMD",
     "compare.drift.predictions.p_value": "chi-squared p-value of the predicted classes (a "
-    "multi-label model: the smallest Holm-adjusted Fisher p-value of its labels' shares called)",
+    "multi-label model: the smallest Holm-adjusted p-value of its labels' shares called, "
+    "McNemar's exact test when paired, else Fisher's)",
     "compare.drift.confidence.p_value": "Kolmogorov-Smirnov p-value of the confidence (a "
     "multi-label model: the smallest Holm-adjusted one of its labels' probabilities)",
     "compare.regressions": "headline metrics whose whole 95% interval of change is below 0",
@@ -331,21 +332,23 @@ def compare_audits(
     return Comparison(
         (old.label, old.identity), (new.label, new.identity), paired, shared, tuple(metrics),
         tuple(subgroups), tested, tuple(intensity), embedding, note,
-        _predictions(old, new, calls, settings.compare_alpha),
+        _predictions(old, new, calls, settings.compare_alpha, pairs),
         explanation_drift(old.maps, new.maps, methods), settings.compare_alpha, same_files,
         tuple(labels), tuple(skipped), multi_label,
     )  # fmt: skip
 
 
 def _predictions(
-    old: Audit, new: Audit, calls: tuple[Calls, Calls], alpha: float
-) -> tuple[Shift, ...]:
+    old: Audit, new: Audit, calls: tuple[Calls, Calls], alpha: float,
+    pairs: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[Shift, ...]:  # fmt: skip
     """Whether the predictions moved: the predicted classes and the confidence, or a
-    multi-label model's labels' shares called and probabilities."""
+    multi-label model's labels' shares called (on the same images when ``pairs``) and
+    probabilities."""
     if new.multi_label:
         return tuple(label_prediction_drift(
             (calls[0].prediction, old.predictions), (calls[1].prediction, new.predictions),
-            new.classes, alpha,
+            new.classes, alpha, pairs,
         ))  # fmt: skip
     return tuple(prediction_drift(old.predictions, new.predictions, new.classes, alpha))
 

@@ -9,8 +9,10 @@
   embeddings live in different spaces.
 - Predictions: the predicted classes' distribution (chi-squared test of homogeneity) and
   the confidence's (Kolmogorov–Smirnov). A multi-label model's calls are no one class
-  per image: each label's share of images called (Fisher's exact test) and its
-  probability's distribution (Kolmogorov–Smirnov), each Holm-adjusted over the labels.
+  per image: each label's share of images called (Fisher's exact test; McNemar's exact
+  test when the audits are paired on the same images, which counts only the images whose
+  call of the label changed) and its probability's distribution (Kolmogorov–Smirnov),
+  each Holm-adjusted over the labels.
 - Explanations: for an image explained for the same class in both audits, the Spearman
   rank correlation of a method's two maps.
 
@@ -25,12 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import chi2_contingency, fisher_exact, ks_2samp, spearmanr
+from scipy.stats import binomtest, chi2_contingency, fisher_exact, ks_2samp, spearmanr
 from skimage.transform import resize
 from statsmodels.stats.multitest import multipletests
 
 __all__ = [
     "Shift",
+    "call_test",
     "explanation_drift",
     "intensity_drift",
     "label_prediction_drift",
@@ -143,37 +146,61 @@ def _most_moved(names: list[str], raw: list[float], changes: list[float]) -> tup
     return best, float(adjusted[best])
 
 
+def call_test(paired: bool) -> str:
+    """The test of a multi-label model's labels' shares called, in words."""
+    return "McNemar's exact test on the same images" if paired else "Fisher's exact test"
+
+
+def _call_tests(
+    before: np.ndarray, after: np.ndarray, paired: bool
+) -> tuple[list[float], list[float]]:
+    """Each label's statistic and p-value for a change in its share called: Fisher's
+    exact test (its odds ratio), or with ``paired`` rows McNemar's exact test (the images
+    newly called less those no longer called)."""
+    statistics, p_values = [], []
+    for k in range(before.shape[1]):
+        if paired:
+            gained = int((~before[:, k] & after[:, k]).sum())
+            lost = int((before[:, k] & ~after[:, k]).sum())
+            statistics.append(float(gained - lost))
+            p_values.append(binomtest(gained, gained + lost).pvalue if gained + lost else 1.0)
+            continue
+        table = [[int(c[:, k].sum()), int((~c[:, k]).sum())] for c in (before, after)]
+        found = fisher_exact(table)
+        statistics.append(float(found.statistic))
+        p_values.append(float(found.pvalue))
+    return statistics, p_values
+
+
 def label_prediction_drift(
     old: tuple[np.ndarray, pd.DataFrame],
     new: tuple[np.ndarray, pd.DataFrame],
     classes: tuple[str, ...],
     alpha: float,
+    pairs: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[Shift]:
     """A multi-label model's calls and probabilities, each audit given as its ``(N, K)``
     calls and its predictions table: each label's share of images called (Fisher's exact
-    test on the 2 x 2 table of called and not called in each audit) and its probability
-    ``p_<label>`` (Kolmogorov–Smirnov), Holm-adjusted over the labels; each reported by
-    its label with the smallest adjusted p-value (``before``/``after``: the share called,
-    the mean probability)."""
-    shares = [calls.mean(axis=0) for calls, _ in (old, new)]
-    tables = [
-        [[int(calls[:, k].sum()), int((~calls[:, k]).sum())] for calls, _ in (old, new)]
-        for k in range(len(classes))
-    ]
-    fisher = [fisher_exact(table) for table in tables]
-    called, p_called = _most_moved(
-        list(classes), [float(f.pvalue) for f in fisher], list(shares[1] - shares[0])
-    )
+    test on the 2 x 2 table of called and not called in each audit; with ``pairs``, the
+    rows of each audit that hold the same images, McNemar's exact test on those images)
+    and its probability ``p_<label>`` (Kolmogorov–Smirnov), Holm-adjusted over the labels;
+    each reported by its label with the smallest adjusted p-value (``before``/``after``:
+    the share called, over the paired images when paired; the mean probability)."""
+    before, after = old[0], new[0]
+    if pairs is not None:
+        before, after = before[pairs[0]], after[pairs[1]]
+    shares = [before.mean(axis=0), after.mean(axis=0)]
+    statistics, p_values = _call_tests(before, after, pairs is not None)
+    called, p_called = _most_moved(list(classes), p_values, list(shares[1] - shares[0]))
     columns = [(old[1][f"p_{c}"].to_numpy(), new[1][f"p_{c}"].to_numpy()) for c in classes]
-    tests = [ks_2samp(before, after) for before, after in columns]
-    means = [(float(before.mean()), float(after.mean())) for before, after in columns]
+    tests = [ks_2samp(b, a) for b, a in columns]
+    means = [(float(b.mean()), float(a.mean())) for b, a in columns]
     scored, p_scored = _most_moved(
-        list(classes), [float(t.pvalue) for t in tests], [b - a for a, b in means]
+        list(classes), [float(t.pvalue) for t in tests], [a - b for b, a in means]
     )
     return [
         Shift(f"share called {classes[called]}", float(shares[0][called]),
-              float(shares[1][called]), float(fisher[called].statistic), p_called,
-              p_called < alpha),
+              float(shares[1][called]), statistics[called], p_called, p_called < alpha),
         Shift(f"probability of {classes[scored]}", *means[scored],
               float(tests[scored].statistic), p_scored, p_scored < alpha),
     ]  # fmt: skip

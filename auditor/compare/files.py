@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from auditor.compare.comparison import COMPARED, Comparison
-from auditor.compare.drift import Shift
+from auditor.compare.drift import Shift, call_test
 from auditor.compare.stats import Difference
 from auditor.report.format import fixed, p_value, percent, signed
 
@@ -143,7 +143,7 @@ def _prediction_findings(comparison: Comparison) -> list[str]:
         sentences.append(
             f"The calls moved: {classes.name.removeprefix('share called ')} was called on "
             f"{percent(classes.after)} of images, against {percent(classes.before)} before "
-            f"(Fisher's exact test, Holm-adjusted over the labels, p = "
+            f"({call_test(comparison.paired)}, Holm-adjusted over the labels, p = "
             f"{p_value(classes.p_value)})."
         )
     elif classes.moved:
