@@ -12,7 +12,9 @@ sensitivity has not fallen". Two families of keys name it:
   diff.ci_high``: the label's rate compared with the previous audit (``comparison.json``
   ``labels``; the intervals family-wise).
 
-A label's name may hold dots: the measure and the part are read from the right.
+A label's name may hold dots: the measure and the part are read from the right. Also
+the numbers the policy derives over every label (the lowest of a measure, the highest
+ECE, the miscalibrated labels).
 """
 
 from __future__ import annotations
@@ -21,12 +23,19 @@ import re
 from typing import Any
 
 __all__ = [
+    "LABEL_MEASURES",
     "NAMED_LABEL_KEYS",
+    "label_calibration_numbers",
     "label_numbers",
+    "lowest_of_labels",
+    "missing_label",
     "named_label_meaning",
     "named_label_metric",
     "unnamed_label_reason",
 ]
+
+LABEL_MEASURES = ("sensitivity", "specificity", "auc")
+"""The measures the policy reads the lowest of over a multi-label model's labels."""
 
 _MEASURES: dict[str, tuple[str, str]] = {
     "sensitivity": ("multi_label", "labels"),
@@ -106,9 +115,9 @@ def label_numbers(metrics: dict[str, Any]) -> dict[str, float | None]:
     return found
 
 
-def unnamed_label_reason(metric: str, metrics: dict[str, Any]) -> str:
-    """Why a named-label key has no number in this audit: not a multi-label model, no
-    label of that name, or (a comparison) the rate was not compared."""
+def missing_label(metric: str, metrics: dict[str, Any]) -> str:
+    """Why the label a key names is not in this audit: not a multi-label model, or no
+    label of that name ("" when it is there)."""
     match = named_label_metric(metric)
     if match is None:
         raise ValueError(f"{metric!r} names no label")
@@ -118,6 +127,17 @@ def unnamed_label_reason(metric: str, metrics: dict[str, Any]) -> str:
     label = match.group("label")
     if label not in labels:
         return f"no label {label!r} in this audit (its labels: {', '.join(labels)})"
+    return ""
+
+
+def unnamed_label_reason(metric: str, metrics: dict[str, Any]) -> str:
+    """Why a named-label key has no number in this audit: not a multi-label model, no
+    label of that name, or (a comparison) the rate was not compared."""
+    if why := missing_label(metric, metrics):
+        return why
+    match = named_label_metric(metric)
+    assert match is not None  # missing_label raised otherwise
+    label = match.group("label")
     if metric.startswith("compare."):
         return (
             f"{label}'s {match.group('measure')} was not compared with the previous audit: "
@@ -125,3 +145,31 @@ def unnamed_label_reason(metric: str, metrics: dict[str, Any]) -> str:
             "labels_not_compared)"
         )
     return "not measured in this audit"
+
+
+def lowest_of_labels(labels: dict[str, Any] | None) -> dict[str, float | None]:
+    """Each label measure's lowest value over a multi-label model's labels, with that
+    label's interval (``None``: not a multi-label model, or no label has the measure)."""
+    found: dict[str, float | None] = {}
+    for name in LABEL_MEASURES:
+        rows = [r[name] for r in (labels or {}).get("labels", []) if r[name] is not None]
+        lowest = min((r for r in rows if r["value"] is not None), key=lambda r: r["value"],
+                     default=None)  # fmt: skip
+        for part in ("value", "ci_low", "ci_high"):
+            found[f"multi_label.lowest_{name}.{part}"] = lowest[part] if lowest else None
+    return found
+
+
+def label_calibration_numbers(rows: list[dict[str, Any]] | None) -> dict[str, float | None]:
+    """The miscalibrated labels (``None``: not a multi-label model, or no label fitted)
+    and the highest label ECE, with its interval (``None``: no label's ECE is defined)."""
+    judged = [r for r in rows or [] if r["ece"]["value"] is not None]
+    highest = max(judged, key=lambda r: r["ece"]["value"], default=None)
+    found: dict[str, float | None] = {
+        f"multi_label.highest_ece.{part}": highest["ece"][part] if highest else None
+        for part in ("value", "ci_low", "ci_high")
+    }
+    fitted = [r["verdict"] for r in rows or [] if r["verdict"] != "not fitted"]
+    miscalibrated = sum(v != "consistent" for v in fitted)
+    found["findings.miscalibrated_labels"] = miscalibrated if fitted else None  # else: none judged
+    return found

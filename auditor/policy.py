@@ -25,8 +25,12 @@ from xml.etree import ElementTree
 
 from auditor.errors import ConfigError
 from auditor.label_criteria import (
+    LABEL_MEASURES,
     NAMED_LABEL_KEYS,
+    label_calibration_numbers,
     label_numbers,
+    lowest_of_labels,
+    missing_label,
     named_label_metric,
     unnamed_label_reason,
 )
@@ -67,8 +71,6 @@ _DISPARITIES = (
     "equal_opportunity_difference",
 )
 
-_LABEL_MEASURES = ("sensitivity", "specificity", "auc")
-
 DERIVED: dict[str, str] = {
     "explanations.failed_randomisation": "methods whose maps survive randomising the model",
     "explanations.untrustworthy": "methods the report says not to read",
@@ -104,7 +106,7 @@ DERIVED: dict[str, str] = {
     **{
         f"multi_label.lowest_{name}.{part}": f"a multi-label model's lowest {name} of a label "
         f"({part}; the label of the lowest value)"
-        for name in _LABEL_MEASURES
+        for name in LABEL_MEASURES
         for part in ("value", "ci_low", "ci_high")
     },
     **{
@@ -230,34 +232,6 @@ def _counterfactual_artifacts(metrics: dict[str, Any]) -> float | None:
     return sum(a["misclassified_removed"] for a in rows if a["kind"] == "segments")
 
 
-def _lowest_of_labels(labels: dict[str, Any] | None) -> dict[str, float | None]:
-    """Each label measure's lowest value over a multi-label model's labels, with that
-    label's interval (``None``: not a multi-label model, or no label has the measure)."""
-    found: dict[str, float | None] = {}
-    for name in _LABEL_MEASURES:
-        rows = [r[name] for r in (labels or {}).get("labels", []) if r[name] is not None]
-        lowest = min((r for r in rows if r["value"] is not None), key=lambda r: r["value"],
-                     default=None)  # fmt: skip
-        for part in ("value", "ci_low", "ci_high"):
-            found[f"multi_label.lowest_{name}.{part}"] = lowest[part] if lowest else None
-    return found
-
-
-def _label_calibration(rows: list[dict[str, Any]] | None) -> dict[str, float | None]:
-    """The miscalibrated labels (``None``: not a multi-label model, or no label fitted)
-    and the highest label ECE, with its interval (``None``: no label's ECE is defined)."""
-    judged = [r for r in rows or [] if r["ece"]["value"] is not None]
-    highest = max(judged, key=lambda r: r["ece"]["value"], default=None)
-    found: dict[str, float | None] = {
-        f"multi_label.highest_ece.{part}": highest["ece"][part] if highest else None
-        for part in ("value", "ci_low", "ci_high")
-    }
-    fitted = [r["verdict"] for r in rows or [] if r["verdict"] != "not fitted"]
-    miscalibrated = sum(v != "consistent" for v in fitted)
-    found["findings.miscalibrated_labels"] = miscalibrated if fitted else None  # else: none judged
-    return found
-
-
 def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
     trust = metrics["trust"]
     methods = trust["methods"]
@@ -291,8 +265,8 @@ def _derived(metrics: dict[str, Any]) -> dict[str, float | None]:
         triple = calibration.get(name) or (None, None, None)
         for part, value in zip(("value", "ci_low", "ci_high"), triple, strict=True):
             found[f"positive_calibration.{name}.{part}"] = value
-    found |= _lowest_of_labels(metrics.get("multi_label"))
-    found |= _label_calibration(metrics.get("label_calibration"))
+    found |= lowest_of_labels(metrics.get("multi_label"))
+    found |= label_calibration_numbers(metrics.get("label_calibration"))
     rows = robustness["rows"] if robustness else []
     fall = min(rows, key=lambda r: r["accuracy_change"], default=None)
     for part, key in (("value", ""), ("ci_low", "_ci_low"), ("ci_high", "_ci_high")):
@@ -349,7 +323,11 @@ def evaluate_policy(
         value = values.get(criterion.metric)
         if numbers is None and criterion.metric.startswith("compare."):
             why = f"not compared: {compared}" if isinstance(compared, str) else NO_PREVIOUS
-            outcomes.append(Outcome(criterion, None, compared is None, why))
+            missing = named_label_metric(criterion.metric) and missing_label(
+                criterion.metric, metrics
+            )  # a label this audit lacks fails even with nothing to compare
+            outcomes.append(Outcome(criterion, None, compared is None and not missing,
+                                    missing or why))  # fmt: skip
             continue
         if value is None or math.isnan(value):
             why = "not measured in this audit"

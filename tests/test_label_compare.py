@@ -386,3 +386,16 @@ def test_paired_audits_test_each_labels_calls_on_the_images_whose_call_changed()
     assert "McNemar's exact test on the same images" in " ".join(
         f for f in comparison_document(paired)["findings"]
     )
+
+
+def test_a_misspelt_label_fails_even_on_a_first_audit(label_chain: dict[str, Any]) -> None:
+    metrics = _json(label_chain["folders"][0], "metrics.json")
+    criteria = parse_policy({
+        "compare.label.nodlue.sensitivity.diff.ci_high": ">= -0.05",
+        "compare.label.nodule.sensitivity.diff.ci_high": ">= -0.05",
+    }, "test")  # fmt: skip
+
+    misspelt, named = evaluate_policy(criteria, metrics, None).outcomes
+
+    assert not misspelt.passed and misspelt.reason.startswith("no label 'nodlue' in this audit")
+    assert named.passed and named.reason == "no previous audit of this model to compare with"

@@ -17,11 +17,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from auditor.counterfactual.labels import LabelFlip, label_flips
 from auditor.multilabel.evaluation import label_matrix
 from auditor.policy import evaluate_policy, parse_policy
-from tests.labels import LABELS
+from tests.labels import (
+    LABELS,
+    MARK_CONCEPT,
+    ChannelLabels,
+    make_label_dataset,
+    run_label_audit,
+)
 
 
 def _logit(p: float) -> float:
@@ -32,21 +39,34 @@ def _logit(p: float) -> float:
 def test_the_two_class_model_calls_what_the_labels_threshold_calls(
     probabilities_only: bool,
 ) -> None:
-    flip = LabelFlip(1, "b", 0.3, True, probabilities_only)
-    p = torch.tensor([[0.9, 0.35, 0.1], [0.9, 0.25, 0.1], [0.2, 0.3001, 0.9]])
+    """At a threshold of 0.25 (exact in float32), a probability at it included, as the
+    evaluation calls (p >= t)."""
+    flip = LabelFlip(1, "b", 0.25, True, probabilities_only)
+    p = torch.tensor([[0.9, 0.35, 0.1], [0.9, 0.2, 0.1], [0.2, 0.25, 0.9], [0.5, 0.2499, 0.5]])
     scores = p if probabilities_only else torch.logit(p)
 
     two = flip.probabilities(p)
     logits = flip.scores(scores)
 
-    assert two.argmax(1).tolist() == [1, 0, 1] == (p[:, 1] >= 0.3).long().tolist()
-    assert torch.allclose(two.sum(1), torch.ones(3))
+    assert two.argmax(1).tolist() == [1, 0, 1, 0] == (p[:, 1] >= 0.25).long().tolist()
+    # The gradient search's call too, but at the tie: a float32 logit of 0.25 may fall
+    # below the threshold's; the fresh pass, through the probabilities, decides validity.
+    assert logits.argmax(1)[[0, 1, 3]].tolist() == [1, 0, 0]
+    assert torch.allclose(two.sum(1), torch.ones(4, dtype=torch.float64))
     assert torch.allclose(torch.softmax(logits, 1), two, atol=1e-6)
-    for row in range(3):
+    for row in range(4):
         for new in (0, 1):
             back = flip.label_probability(new, float(two[row, new]))
             assert back == pytest.approx(float(p[row, 1]), abs=1e-6)
     assert flip.calls == ("not b", "b") and flip.original == 1
+
+
+def test_a_confident_labels_two_class_logit_keeps_its_gradient() -> None:
+    """A probability of 1 - 1e-7 (float32's last steps) is not clamped flat."""
+    flip = LabelFlip(0, "a", 0.5, True, True)
+    p = torch.tensor([[1 - 1e-7]], requires_grad=True)
+    flip.scores(p)[0, 1].backward()
+    assert p.grad is not None and float(p.grad[0, 0]) > 1e6
 
 
 def test_the_label_flipped_is_the_most_confident_wrong_call_or_call() -> None:
@@ -113,3 +133,45 @@ def test_the_report_shows_each_case_with_the_label_it_flips(scanner_audit: Path)
     )
     assert caption in section
     assert np.isfinite(rows["passes"].astype(float)).all()
+
+
+class MarkLabels(nn.Module):
+    """:class:`ChannelLabels` with effusion's logit raised by 30 times how far the mean of
+    channel 0 in the top-left 18 x 18 corner (the mark) exceeds 0.6: scanner X's mark alone calls
+    effusion, and replacing it by the image's mean colour takes the call away."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labels = ChannelLabels()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        corner = torch.relu(x[:, 0, :18, :18].mean(dim=(1, 2)) - 0.6)
+        zero = torch.zeros_like(corner)
+        return self.labels(x) + torch.stack([30 * corner, zero, zero], dim=1)
+
+
+def test_removing_the_mark_flips_the_wrong_effusion_calls_and_page_one_says_so(
+    tmp_path: Path,
+) -> None:
+    manifest = make_label_dataset(tmp_path / "data", n=32, scanner=True, mark_masks=True)
+    config = MARK_CONCEPT + "tcav-runs = 0\nmaximise-steps = 0\nrobustness-images = 0\n"
+    result = run_label_audit(MarkLabels(), manifest, tmp_path, config)
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    rows = pd.read_csv(folder / "counterfactuals.csv")
+    summary = (folder / "summary.md").read_text(encoding="utf-8")
+
+    wrong = rows[(rows["role"] == "misclassified") & (rows["kind"] == "segments")]
+    assert len(wrong) and (wrong["flipped_label"] == "effusion").all()
+    assert wrong["valid"].all() and (wrong["covers_mark_mask"] >= 0.5).all()
+    assert (wrong["new_class"] == "not effusion").all() and (wrong["probability"] < 0.5).all()
+    n = len(wrong)
+    sentence = (
+        f"Removing the artefact concept mark\\_mask flips a wrong call of effusion on {n} of "
+        f"the {n} misclassified images that show it and have a segment counterfactual"
+    )
+    assert f"**Counterfactuals.** {sentence}" in summary
+    metrics = json.loads((folder / "metrics.json").read_text())
+    outcome = evaluate_policy(
+        parse_policy({"findings.counterfactual_artifacts": "== 0"}, "test"), metrics, None
+    )
+    assert outcome.failed[0].value == n

@@ -74,15 +74,16 @@ class CounterfactualView:
     multi_label: bool
 
 
-def _sentence(k: KindCount) -> str:
+def _sentence(k: KindCount, multi_label: bool) -> str:
     name = "Segment" if k.kind == "segments" else "Gradient"
+    change = "flip one label's call (see above)" if multi_label else "change the call"
     if k.kind == "segments":
         size = f"a mean of {k.segments:.1f} segments, {whole_percent(k.pixels)} of the pixels"
     else:
         size = f"a mean absolute change of {k.l1:.4f} of the pixel range"
     changed = f"{size}, " if k.valid else ""
     return (
-        f"{name} counterfactuals change the call of {k.valid} of the {k.searched} cases "
+        f"{name} counterfactuals {change} of {k.valid} of the {k.searched} cases "
         f"({k.misclassified_valid} of the {k.misclassified} misclassified; {changed}"
         f"{k.passes:.0f} forward passes per case)."
     )
@@ -97,15 +98,33 @@ def _region_sentence(r: RegionCount) -> str:
     )
 
 
+def _flipped(result: Counterfactuals, concept: str) -> str:
+    """A multi-label model's labels whose wrong calls removing ``concept`` flips, in
+    words ("" for a single-label model)."""
+    frame = result.frame
+    if "flipped_label" not in frame.columns:
+        return ""
+    found = (frame["kind"] == "segments") & (frame["role"] == "misclassified")
+    found &= frame["valid"].astype(bool) & (frame[f"covers_{concept}"] >= REMOVED)
+    return ", ".join(sorted(set(frame.loc[found, "flipped_label"])))
+
+
 def counterfactual_findings(result: Counterfactuals | None) -> tuple[str, ...]:
     """For each artefact concept: how many misclassified images that show it have a
-    segment counterfactual that removes it (when any has)."""
-    return tuple(
-        f"Removing the artefact concept {concept} changes the call of {removed} of the "
-        f"{shown} misclassified images that show it and have a segment counterfactual: the "
-        f"smallest change found covers at least {whole_percent(REMOVED)} of it."
-        for concept, removed, shown in counterfactual_artifacts(result)
-    )
+    segment counterfactual that removes it (when any has); a multi-label model's flip one
+    wrong label call each, named."""
+    if result is None:
+        return ()
+    sentences = []
+    for concept, removed, shown in counterfactual_artifacts(result):
+        labels = _flipped(result, concept)
+        change = f"flips a wrong call of {labels} on" if labels else "changes the call of"
+        sentences.append(
+            f"Removing the artefact concept {concept} {change} {removed} of the {shown} "
+            f"misclassified images that show it and have a segment counterfactual: the "
+            f"smallest change found covers at least {whole_percent(REMOVED)} of it."
+        )
+    return tuple(sentences)
 
 
 def _outcome(
@@ -181,11 +200,12 @@ def counterfactual_view(inputs: AuditInputs) -> CounterfactualView | None:
         f"{s.wachter_l1:g}, total-variation weight {s.wachter_tv:g}"
     )
     kinds = kind_counts(result.frame)
+    multi = inputs.dataset.multi_label
     return CounterfactualView(
         fill=result.fill,
         settings=settings,
-        sentences=tuple(_sentence(k) for k in kinds if k.kind == "segments"),
-        details=tuple(_sentence(k) for k in kinds if k.kind != "segments")
+        sentences=tuple(_sentence(k, multi) for k in kinds if k.kind == "segments"),
+        details=tuple(_sentence(k, multi) for k in kinds if k.kind != "segments")
         + tuple(_region_sentence(r) for r in region_counts(result.frame)),
         findings=counterfactual_findings(result),
         kinds=kinds,
@@ -194,5 +214,5 @@ def counterfactual_view(inputs: AuditInputs) -> CounterfactualView | None:
         cases=_cases(inputs, result),
         passes=result.passes,
         seconds=result.seconds,
-        multi_label=inputs.dataset.multi_label,
+        multi_label=multi,
     )

@@ -52,7 +52,7 @@ def _trust_caveat(inputs: AuditInputs) -> str:
 
 def _clinical_caveats(inputs: AuditInputs) -> list[Limitation]:
     clinical = inputs.clinical
-    if inputs.dataset.multi_label:  # said with what a multi-label audit does not run
+    if inputs.dataset.multi_label:  # each label a test at its declared threshold
         return []
     if clinical.positive_class is None:
         return [

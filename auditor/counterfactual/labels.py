@@ -24,8 +24,13 @@ from auditor.multilabel.evaluation import label_matrix
 
 __all__ = ["LabelFlip", "label_flips"]
 
-EPSILON = 1e-6
-"""Probabilities are clamped to [EPSILON, 1 - EPSILON] before their logit is taken."""
+EPSILON = 1e-12
+"""Probabilities are clamped to [EPSILON, 1 - EPSILON] (in float64) before their logit
+is taken: below any float32 probability but 0 and 1 themselves."""
+
+TIE = 1e-9
+"""A label whose probability is at its threshold is called (``p >= t``): its shifted
+logit is raised to at least this, so the two-class argmax calls it too."""
 
 
 def _logit(p: float) -> float:
@@ -36,6 +41,12 @@ def _logit(p: float) -> float:
 @dataclass(frozen=True)
 class LabelFlip:
     """One case's label to flip, and the label read as a two-class model.
+
+    The two-class probabilities are read from the label's probability as the evaluation
+    computed it, in float64, so that they call what the evaluation calls (a
+    counterfactual is valid only when their fresh call is the other one); the
+    two-class logits the gradient search descends are read from the label's logit
+    when the model has one (no saturation).
 
     Attributes:
         label: Its index among the model's labels.
@@ -62,10 +73,12 @@ class LabelFlip:
         return (f"not {self.name}", self.name)
 
     def _shifted(self, scores: torch.Tensor, probabilities: bool) -> torch.Tensor:
-        column = scores[:, self.label]
+        """The label's logit minus its threshold's (float64; a tie raised to :data:`TIE`)."""
+        column = scores[:, self.label].double()
         if probabilities:
             column = torch.logit(column.clamp(EPSILON, 1 - EPSILON))
-        return column - _logit(self.threshold)
+        shifted = column - _logit(self.threshold)
+        return torch.where(shifted >= 0, shifted.clamp_min(TIE), shifted)
 
     def probabilities(self, label_probabilities: torch.Tensor) -> torch.Tensor:
         """``(n, 2)`` the two classes' probabilities from every label's ``(n, K)``."""

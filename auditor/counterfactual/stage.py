@@ -58,7 +58,9 @@ class Counterfactuals:
             label, prediction, kind, valid, new_class, probability, segments, pixels,
             l1, passes, irreducible, steps``, ``shortcut_region`` and
             ``in_shortcut_region`` (the flagged shortcut region of the case's group and
-            the share of the change inside it; empty when its group is not flagged), and
+            the share of the change inside it; empty when its group is not flagged),
+            a multi-label model's ``flipped_label`` (``new_class`` is then ``<label>`` or
+            ``not <label>`` and ``probability`` the label's), and
             ``covers_<concept>`` (the share of the concept's mask the change covers;
             empty where the image does not show it).
         shown: Each case's images and counterfactuals, in the frame's order.
