@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from statsmodels.stats.multitest import multipletests
 from auditor.aggregate.tcav import holm_judged
 from auditor.concepts.data import split_concepts
 from auditor.concepts.settings import ConceptSettings
+from auditor.concepts.tcav import one_direction
 from auditor.concepts.tcav_stage import TcavRow, concept_tests
 from auditor.data import discover
 from auditor.images import model_preprocessing
@@ -93,17 +95,24 @@ def test_page_one_states_the_artefact_units_as_recounted_and_the_policy_reads_th
 def test_tcav_tests_each_label_and_says_so_in_the_labels_words(scanner_audit: Path) -> None:
     tcav = pd.read_csv(scanner_audit / "tcav.csv")
     html = (scanner_audit / "report.html").read_text(encoding="utf-8")
-    section = " ".join(html[html.index('id="tcav"') : html.index('id="tcav-rows"')].split())
+    section = unescape(
+        " ".join(html[html.index('id="tcav"') : html.index('id="tcav-rows"')].split())
+    )
 
     assert tcav["class"].tolist() == list(LABELS) and set(tcav["concept"]) == {"mark_mask"}
     # At the model's only spatial stage every image's gradient is the same (a pooled linear
-    # head): TCAV scores are 0 or 1, and so are many pseudo-concepts'; it finds nothing.
+    # head): TCAV scores are 0 or 1, and so are many pseudo-concepts'; it cannot judge.
     assert not tcav["significant"].any()
+    metrics = json.loads((scanner_audit / "metrics.json").read_text())
+    assert metrics["tcav"]["one_direction"] == list(LABELS)
     effusion = tcav.set_index("class").loc["effusion"]
     assert (
-        f"TCAV does not show that the effusion score moves along the artefact concept "
-        f"mark_mask at features: TCAV score {effusion['score']:.2f}"
+        "TCAV cannot judge whether the effusion score moves along the artefact concept "
+        "mark_mask at features: there every image's gradient of the score points the same "
+        f"way, so every direction, a concept's or a random one's, scores 0 or 1 (TCAV score "
+        f"{effusion['score']:.2f}"
     ) in section
+    assert "Not judged at <code>features</code>: effusion, nodule, pneumothorax." in section
     assert "does a label's score rise along" in section and "<th>Label</th>" in section
     assert "Artefact concept moves the score" not in html[: html.index('id="tcav"')]
     adjusted = multipletests(tcav["p_value"], method="holm")[1]
@@ -197,7 +206,20 @@ def test_tcav_of_a_label_reads_the_images_that_have_it_and_its_own_score(
     assert tests is not None
     with_a = sum(1 for i in range(40) if i % 4 == 0)  # 10: fewer than tcav-images
     assert tests.backward == with_a + 20, "a label's images are those that have it"
+    # a's score (red minus green) passes the ReLU on some pixels only: its gradients differ
+    # image to image; b's (green) on every pixel: one gradient, so b cannot be judged here
+    assert tests.one_direction == ("b",)
     rows = {(row.target, row.concept): row for row in tests.rows}
     assert rows["a", "spot"].score >= 0.95, "the spot is red, not green: a's score rises"
     assert rows["b", "spot"].score <= 0.05, "the spot has no green: b's score falls"
     assert all(1 / 20 <= row.p_value <= 1 for row in tests.rows)
+
+
+def test_gradients_that_all_point_one_way_are_told_apart_from_others() -> None:
+    rng = np.random.default_rng(0)
+    same = np.outer(rng.uniform(0.5, 2.0, 8), rng.normal(size=5)).astype(np.float32)
+    varied = same + rng.normal(0, 0.1, same.shape).astype(np.float32)
+
+    assert one_direction(same) and not one_direction(varied)
+    assert not one_direction(-same[:2] * [[1], [-1]]), "opposite ways"
+    assert not one_direction(np.zeros((3, 5), dtype=np.float32)), "no gradient"

@@ -71,6 +71,12 @@ def _sentence(row: TcavRow, tests: ConceptTests, judged: tuple[float, bool], tes
         f"{row.p_value:.3f} ({tests.settings.tcav_pseudo} pseudo-concepts{holm})"
     )
     where = f"along the artefact concept {row.concept} at {tests.layer}"
+    if row.target in tests.one_direction:
+        return (
+            f"TCAV cannot judge whether the {row.target} score moves {where}: there every "
+            f"image's gradient of the score points the same way, so every direction, a "
+            f"concept's or a random one's, scores 0 or 1 ({figures})."
+        )
     if flag:
         way = "more" if row.score > row.null_score else "less"
         return f"The {row.target} score rises {where} {way} often than by chance: {figures}."
@@ -111,7 +117,9 @@ def tcav_findings(inputs: AuditInputs) -> tuple[TcavFinding, ...]:
     rows = [r for r in tests.rows if r.concept in artifacts and positive in (None, r.target)]
     judged = holm_judged(rows, tests.settings.tcav_alpha)
     found = [
-        TcavFinding(_sentence(row, tests, j, len(rows)), j[1])
+        TcavFinding(
+            _sentence(row, tests, j, len(rows)), j[1] and row.target not in tests.one_direction
+        )
         for row, j in zip(rows, judged, strict=True)
     ]
     if why := _unreachable(tests, len(rows)):
@@ -132,7 +140,9 @@ def tcav_view(inputs: AuditInputs) -> TcavView | None:
         return None
     return TcavView(
         tests=tests,
-        shown=tuple(row for row in tests.rows if row.significant),
+        shown=tuple(
+            row for row in tests.rows if row.significant and row.target not in tests.one_direction
+        ),
         findings=tcav_findings(inputs),
         computed=tests.settings.computed_concepts,
         smallest_p=1 / (tests.settings.tcav_pseudo + 1),

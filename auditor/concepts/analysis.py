@@ -124,6 +124,7 @@ def concept_documents(analysis: ConceptAnalysis) -> dict[str, Any]:
             "set_size": tests.set_size,
             "alpha": tests.settings.tcav_alpha,
             "concept_images": tests.concept_images,
+            "one_direction": list(tests.one_direction),
             "notes": [{"concept": c, "note": r} for c, r in tests.notes],
             "rows": _tcav_frame(tests).drop(columns="layer").to_dict(orient="records"),
         }

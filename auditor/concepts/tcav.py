@@ -53,6 +53,7 @@ __all__ = [
     "concept_vectors",
     "layer_activations",
     "layer_gradients",
+    "one_direction",
     "tcav",
 ]
 
@@ -99,6 +100,18 @@ def layer_gradients(
         summed = gradient.flatten(2).sum(2) if pool and gradient.ndim == 4 else gradient.flatten(1)
         parts.append(summed.float().cpu().numpy())
     return np.concatenate(parts)
+
+
+def one_direction(gradients: NDArray[np.float32], tolerance: float = 1e-6) -> bool:
+    """Whether every image's gradient ``(N, D)`` points the same way (cosine with the
+    first at least ``1 - tolerance``): then ``g . v`` has one sign for every direction
+    ``v``, and every TCAV score, a concept's or a random one's, is 0 or 1 (at the last
+    stage before a pooled linear head, for one)."""
+    norms = np.linalg.norm(gradients, axis=1)
+    if len(gradients) < 2 or not (norms > 0).all():
+        return False
+    unit = gradients / norms[:, None]
+    return bool((unit @ unit[0] >= 1 - tolerance).all())
 
 
 def concept_vector(

@@ -31,7 +31,13 @@ import torch.nn.functional as F
 from auditor.concepts.data import ConceptData, computed_masks
 from auditor.concepts.settings import ConceptSettings
 from auditor.concepts.stage import declared_masks
-from auditor.concepts.tcav import concept_vectors, layer_activations, layer_gradients, tcav
+from auditor.concepts.tcav import (
+    concept_vectors,
+    layer_activations,
+    layer_gradients,
+    one_direction,
+    tcav,
+)
 from auditor.data import Dataset
 from auditor.images import Preprocessing, make_loader, open_image
 from auditor.load import LoadedModel, OutputKind
@@ -73,6 +79,9 @@ class ConceptTests:
         set_size: Images per random set and per class.
         folders: The concepts from ``concept-dir`` (whole images).
         passes: Forward passes (each image once); ``backward``: backward passes.
+        one_direction: The classes whose images' gradients at the layer all point one
+            way (:func:`~auditor.concepts.tcav.one_direction`): every direction scores 0
+            or 1 for them, so TCAV cannot judge them there.
     """
 
     layer: str
@@ -85,6 +94,7 @@ class ConceptTests:
     passes: int
     backward: int
     seconds: float
+    one_direction: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -173,13 +183,13 @@ def concept_tests(
     concepts, notes, sizes, passes = _concept_cavs(
         model, dataset, data, preprocessing, (evaluated, pool), layer, settings
     )
-    rows, backward = _class_rows(
+    rows, backward, uniform = _class_rows(
         model, dataset, preprocessing, predictions, (layer, kind), concepts, settings
     )
     return ConceptTests(
         layer, tuple(rows), tuple(notes), sizes, min(settings.tcav_images, len(evaluated)),
         tuple(data.folders), settings, passes + backward, backward,
-        time.perf_counter() - started,
+        time.perf_counter() - started, tuple(uniform),
     )  # fmt: skip
 
 
@@ -295,12 +305,13 @@ def _class_rows(
     model: LoadedModel, dataset: Dataset, preprocessing: Preprocessing,
     predictions: pd.DataFrame, read: tuple[str, OutputKind],
     concepts: dict[str, tuple[np.ndarray, _Null]], settings: ConceptSettings,
-) -> tuple[list[TcavRow], int]:  # fmt: skip
-    """Each class's rows (one per concept) and the backward passes they took; ``read`` is
-    the layer and how the output gives each class's score."""
+) -> tuple[list[TcavRow], int, list[str]]:  # fmt: skip
+    """Each class's rows (one per concept), the backward passes they took and the classes
+    whose gradients all point one way; ``read`` is the layer and how the output gives
+    each class's score."""
     layer, kind = read
     rows: list[TcavRow] = []
-    backward = 0
+    backward, uniform = 0, []
     members = _members(predictions, dataset)
     for target, name in enumerate(dataset.classes):
         mine = predictions["index"].to_numpy()[members[:, target]]
@@ -314,6 +325,8 @@ def _class_rows(
             model.tapped, normalised, layer, target, settings.batch_size, pool=True, kind=kind
         )
         backward += len(images)
+        if one_direction(gradients):
+            uniform.append(name)
         for concept, (cavs, null) in concepts.items():
             result = tcav(gradients, cavs, null.pseudo)
             low, high = np.percentile(result.scores, [2.5, 97.5])
@@ -322,4 +335,4 @@ def _class_rows(
                 float(result.null_scores.mean()), result.p_value,
                 result.significant(settings.tcav_alpha),
             ))  # fmt: skip
-    return rows, backward
+    return rows, backward, uniform
