@@ -298,7 +298,7 @@ def gate_metrics(
             for path in valid_metrics()
         }
         | label_numbers(metrics)
-        | {k: v for k, v in derived.items() if k.startswith("compare.")}
+        | (compared or {})  # with a compared label rate's compare.label.* numbers
     )
 
 
