@@ -27,7 +27,8 @@ import torch
 from click.testing import Result
 from jsonschema import Draft202012Validator
 from PIL import Image, ImageEnhance
-from scipy.stats import binomtest
+from scipy.stats import binomtest, wilcoxon
+from statsmodels.stats.contingency_tables import SquareTable
 
 from auditor.compare import Audit, compare_audits
 from auditor.compare.drift import intensity_drift, mmd_test, prediction_drift
@@ -230,8 +231,19 @@ def test_an_audit_compared_with_itself_finds_nothing(chain: dict[str, Any]) -> N
     assert all(e["median"] == pytest.approx(1.0) for e in comparison["explanations"])
 
 
-def _alarms(seed: int) -> tuple[bool, bool, bool]:
-    """Whether each drift test alarms on two independent samples of one distribution."""
+def _exchangeable(rng: np.random.Generator, n: int) -> list[pd.DataFrame]:
+    """Two audits' calls of the same ``n`` images under the paired null: each image's
+    two scores are its own level plus independent noise (so the two audits' calls are
+    exchangeable, image by image), called ``b`` above 0.5."""
+    level = rng.normal(0.45, 0.2, n)
+    scores = [np.clip(level + rng.normal(0, 0.1, n), 0, 1) for _ in range(2)]
+    return [pd.DataFrame({"prediction": np.where(s > 0.5, "b", "a"), "confidence": s})
+            for s in scores]  # fmt: skip
+
+
+def _alarms(seed: int) -> tuple[bool, bool, bool, bool]:
+    """Whether each drift test alarms on two independent samples of one distribution
+    (and the paired prediction tests on two exchangeable audits of the same images)."""
     rng = np.random.default_rng(seed)
     columns = ["mean_red", "mean_green", "mean_blue", "std_red", "std_green", "std_blue"]
     frames = [
@@ -244,10 +256,12 @@ def _alarms(seed: int) -> tuple[bool, bool, bool]:
         for _ in range(2)
     ]  # fmt: skip
     embeddings = [rng.normal(0, 1, (150, 16)) + 3 for _ in range(2)]
+    pairs = (np.arange(150), np.arange(150))
     return (
         any(s.moved for s in intensity_drift(*frames, 0.05)),
         mmd_test(*embeddings, 99, 1000, 0.05, seed).moved,
         any(s.moved for s in prediction_drift(*calls, ("a", "b"), 0.05)),
+        any(s.moved for s in prediction_drift(*_exchangeable(rng, 150), ("a", "b"), 0.05, pairs)),
     )
 
 
@@ -256,9 +270,57 @@ def test_the_drift_tests_raise_few_false_alarms_over_seeds() -> None:
     prediction tests, <= 0.1); 4 or more of 20 has probability below 0.02 (6 or more for
     the pair, below 0.02)."""
     alarms = [_alarms(seed) for seed in range(20)]
-    intensity, embedding, predictions = (sum(a[k] for a in alarms) for k in range(3))
+    intensity, embedding, predictions, paired = (sum(a[k] for a in alarms) for k in range(4))
 
-    assert intensity <= 3 and embedding <= 3 and predictions <= 5, alarms
+    assert intensity <= 3 and embedding <= 3 and predictions <= 5 and paired <= 5, alarms
+
+
+def test_paired_audits_test_the_predictions_image_by_image() -> None:
+    """The same 200 images, 12 newly called b and none the other way, and every
+    confidence 0.02 lower: McNemar's exact test (p = 2 / 2^12) and Wilcoxon's signed-rank
+    test find what the two-sample tests (chi-squared, Kolmogorov–Smirnov) on the same
+    calls miss."""
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.6, 1.0, 200)
+    called = np.where(np.arange(200) < 80, "b", "a")
+    old = pd.DataFrame({"prediction": called, "confidence": confidence})
+    new = pd.DataFrame({"prediction": np.where(np.arange(200) < 92, "b", "a"),
+                        "confidence": confidence - 0.02})  # fmt: skip
+    pairs = (np.arange(200), np.arange(200))
+
+    classes, lower = prediction_drift(old, new, ("a", "b"), 0.05, pairs)
+    unpaired = prediction_drift(old, new, ("a", "b"), 0.05)
+
+    assert (classes.name, classes.before, classes.after) == ("share called b", 0.4, 0.46)
+    assert classes.test == "McNemar's exact test on the same images" and classes.statistic == 12
+    assert classes.p_value == pytest.approx(2 / 2**12) and classes.moved
+    assert lower.test == "Wilcoxon signed-rank test on the same images" and lower.moved
+    assert lower.p_value == pytest.approx(wilcoxon(new["confidence"] - confidence).pvalue)
+    assert [s.test for s in unpaired] == ["chi-squared", "Kolmogorov–Smirnov"]
+    assert not any(s.moved for s in unpaired), "the two-sample tests miss both"
+
+
+def test_paired_audits_of_three_classes_test_marginal_homogeneity() -> None:
+    """Three classes in use: the Stuart–Maxwell test on the table of the images' two
+    calls (statsmodels), over the classes either audit called (a fourth, never called,
+    is left out rather than making the table singular); the same calls: p = 1."""
+    old = np.array(["a"] * 60 + ["b"] * 50 + ["c"] * 40)
+    new = old.copy()
+    new[:9] = "b"  # 9 images from a to b
+    new[60:63] = "c"  # 3 from b to c
+    frames = [pd.DataFrame({"prediction": c, "confidence": 0.9}) for c in (old, new)]
+    pairs = (np.arange(150), np.arange(150))
+
+    classes, _ = prediction_drift(*frames, ("a", "b", "c", "d"), 0.05, pairs)
+    same, _ = prediction_drift(frames[0], frames[0], ("a", "b", "c", "d"), 0.05, pairs)
+
+    table = pd.crosstab(old, new).to_numpy()
+    expected = SquareTable(table, shift_zeros=False).homogeneity()
+    assert classes.test == "Stuart–Maxwell test on the same images"
+    assert classes.name == "share called a" and classes.after == pytest.approx(51 / 150)
+    assert classes.statistic == pytest.approx(expected.statistic) and classes.moved
+    assert classes.p_value == pytest.approx(expected.pvalue)
+    assert (same.statistic, same.p_value, same.moved) == (0.0, 1.0, False)
 
 
 def test_planted_shifts_are_found() -> None:

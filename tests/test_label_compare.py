@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import Result
-from scipy.stats import fisher_exact
+from scipy.stats import fisher_exact, wilcoxon
 
 from auditor.aggregate.changes import comparison_view
 from auditor.compare import COMPARED, compare_audits, comparison_document
@@ -180,7 +180,7 @@ def test_auditor_compare_writes_a_multi_label_comparison(
     comparison = _json(folder, "comparison.json")
     html = (folder / "comparison.html").read_text(encoding="utf-8")
 
-    assert comparison["schema_version"] == 2 and comparison["multi_label"]
+    assert comparison["schema_version"] == 3 and comparison["multi_label"]
     assert [(r["label"], r["name"]) for r in comparison["labels"] if r["worse"]] == [
         ("nodule", "sensitivity")
     ]
@@ -383,6 +383,14 @@ def test_paired_audits_test_each_labels_calls_on_the_images_whose_call_changed()
     assert moved.moved, "Holm over the three labels: 3 x 0.00195"
     assert shares[0].p_value == pytest.approx(fisher_exact([[50, 50], [60, 40]]).pvalue * 3)
     assert not shares[0].moved, "Fisher's test on the shares alone misses it"
+    scores = paired.predictions[1]
+    assert scores.name == "probability of a" and scores.test == (
+        "Wilcoxon signed-rank test on the same images, Holm-adjusted over the labels"
+    )
+    differences = new.predictions["p_a"] - old.predictions["p_a"]
+    assert scores.p_value == pytest.approx(min(1.0, wilcoxon(differences).pvalue * 3))
+    assert shares[1].test == "Kolmogorov–Smirnov, Holm-adjusted over the labels"
+    assert scores.moved and not shares[1].moved, "Kolmogorov–Smirnov misses the 10 images"
     assert "McNemar's exact test on the same images" in " ".join(
         f for f in comparison_document(paired)["findings"]
     )

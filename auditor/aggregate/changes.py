@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from auditor.aggregate.inputs import AuditInputs
 from auditor.compare.comparison import MIN_SUBGROUP, Comparison
-from auditor.compare.drift import Shift, call_test
+from auditor.compare.drift import Shift
 from auditor.compare.files import calls, findings, improvements
 from auditor.compare.stats import Difference
 from auditor.report.format import fixed, p_value, signed
@@ -116,11 +116,13 @@ def _pairing(comparison: Comparison) -> str:
     )
 
 
-def _shift(label: str, shift: Shift, test: str) -> str:
+def _shift(label: str, shift: Shift, test: str | None = None) -> str:
+    """A tested quantity in a sentence: its means, and its p-value named by ``test`` (by
+    default the shift's own test)."""
     moved = "moved" if shift.moved else "did not move"
     return (
         f"{label} {moved}: {fixed(shift.before)} before, {fixed(shift.after)} now "
-        f"({test} p = {p_value(shift.p_value)})."
+        f"({test or shift.test}, p = {p_value(shift.p_value)})."
     )
 
 
@@ -132,7 +134,7 @@ def _drift(comparison: Comparison) -> tuple[str, ...]:
         lines.append(
             f"Input intensities: {len(moved)} of {len(comparison.intensity)} per-channel "
             f"statistics moved (Kolmogorov–Smirnov, Holm); the most: "
-            + _shift(worst.name.replace("_", " "), worst, "Holm").rstrip(".")
+            + _shift(worst.name.replace("_", " "), worst, "Holm-adjusted").rstrip(".")
             + "."
         )
     elif comparison.same_files:
@@ -150,14 +152,11 @@ def _drift(comparison: Comparison) -> tuple[str, ...]:
         lines.append(f"Embedding: {comparison.embedding_note}.")
     classes, confidence = comparison.predictions
     if comparison.multi_label:
-        holm = "Holm-adjusted over the labels,"
-        lines.append(_shift(f"{classes.name.capitalize()} ({_which(classes)})", classes,
-                            f"{call_test(comparison.paired)}, {holm}"))  # fmt: skip
-        lines.append(_shift(f"Mean {confidence.name} ({_which(confidence)})", confidence,
-                            f"Kolmogorov–Smirnov, {holm}"))  # fmt: skip
+        lines.append(_shift(f"{classes.name.capitalize()} ({_which(classes)})", classes))
+        lines.append(_shift(f"Mean {confidence.name} ({_which(confidence)})", confidence))
     else:
-        lines.append(_shift(classes.name.capitalize(), classes, "chi-squared"))
-        lines.append(_shift("Mean confidence", confidence, "Kolmogorov–Smirnov"))
+        lines.append(_shift(classes.name.capitalize(), classes))
+        lines.append(_shift("Mean confidence", confidence))
     return tuple(lines)
 
 

@@ -55,11 +55,13 @@ COMPARED: dict[str, str] = {
     "compare.mcnemar.p_worse": "McNemar's one-sided test that more calls became wrong",
     "compare.drift.intensity.p_value": "smallest Holm-adjusted p-value of the input intensities",
     "compare.drift.embedding.p_value": "permutation p-value of the embedding's MMD",
-    "compare.drift.predictions.p_value": "chi-squared p-value of the predicted classes (a "
-    "multi-label model: the smallest Holm-adjusted p-value of its labels' shares called, "
-    "McNemar's exact test when paired, else Fisher's)",
-    "compare.drift.confidence.p_value": "Kolmogorov-Smirnov p-value of the confidence (a "
-    "multi-label model: the smallest Holm-adjusted one of its labels' probabilities)",
+    "compare.drift.predictions.p_value": "p-value of the predicted classes' shares "
+    "(chi-squared; paired on the same images: McNemar's exact test with two classes in "
+    "use, else Stuart-Maxwell's; a multi-label model: the smallest Holm-adjusted p-value of "
+    "its labels' shares called, Fisher's exact test, paired: McNemar's)",
+    "compare.drift.confidence.p_value": "p-value of the confidence (Kolmogorov-Smirnov; "
+    "paired on the same images: Wilcoxon's signed-rank test; a multi-label model: the "
+    "smallest Holm-adjusted one of its labels' probabilities)",
     "compare.regressions": "headline metrics whose whole 95% interval of change is below 0",
     "compare.subgroup_regressions": "subgroups whose accuracy fell (Bonferroni-adjusted "
     "interval below 0; a multi-label model: subset accuracy)",
@@ -350,7 +352,7 @@ def _predictions(
             (calls[0].prediction, old.predictions), (calls[1].prediction, new.predictions),
             new.classes, alpha, pairs,
         ))  # fmt: skip
-    return tuple(prediction_drift(old.predictions, new.predictions, new.classes, alpha))
+    return tuple(prediction_drift(old.predictions, new.predictions, new.classes, alpha, pairs))
 
 
 def _embedding(old: Audit, new: Audit, settings: PeriodicSettings) -> tuple[Shift | None, str]:

@@ -9,10 +9,14 @@
   embeddings live in different spaces.
 - Predictions: the predicted classes' distribution (chi-squared test of homogeneity) and
   the confidence's (Kolmogorov–Smirnov). A multi-label model's calls are no one class
-  per image: each label's share of images called (Fisher's exact test; McNemar's exact
-  test when the audits are paired on the same images, which counts only the images whose
-  call of the label changed) and its probability's distribution (Kolmogorov–Smirnov),
-  each Holm-adjusted over the labels.
+  per image: each label's share of images called (Fisher's exact test) and its
+  probability's distribution (Kolmogorov–Smirnov), each Holm-adjusted over the labels.
+  When the audits are paired on the same images, the tests are the paired ones, which
+  count only what changed image by image (and find a shift the two-sample tests miss:
+  they take the two audits for independent samples): the classes by McNemar's exact
+  test with two classes in use, else the Stuart–Maxwell test of marginal homogeneity;
+  a label's calls by McNemar's exact test; the confidence and a label's probability by
+  the Wilcoxon signed-rank test of the images' differences.
 - Explanations: for an image explained for the same class in both audits, the Spearman
   rank correlation of a method's two maps.
 
@@ -27,13 +31,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest, chi2_contingency, fisher_exact, ks_2samp, spearmanr
+from scipy.stats import binomtest, chi2_contingency, fisher_exact, ks_2samp, spearmanr, wilcoxon
 from skimage.transform import resize
+from statsmodels.stats.contingency_tables import SquareTable
 from statsmodels.stats.multitest import multipletests
 
 __all__ = [
     "Shift",
-    "call_test",
     "explanation_drift",
     "intensity_drift",
     "label_prediction_drift",
@@ -42,10 +46,15 @@ __all__ = [
 ]
 
 
+_KOLMOGOROV_SMIRNOV = "Kolmogorov–Smirnov"
+_SAME = "on the same images"
+
+
 @dataclass(frozen=True)
 class Shift:
     """One tested quantity: before and after (means), the test's statistic and p-value
-    (Holm-adjusted where several are tested together), and whether it moved."""
+    (Holm-adjusted where several are tested together), whether it moved, and the test
+    in words (as a sentence names it: "({test}, p = ...)")."""
 
     name: str
     before: float
@@ -53,6 +62,7 @@ class Shift:
     statistic: float
     p_value: float
     moved: bool
+    test: str
 
 
 def intensity_drift(old: pd.DataFrame, new: pd.DataFrame, alpha: float) -> list[Shift]:
@@ -64,7 +74,7 @@ def intensity_drift(old: pd.DataFrame, new: pd.DataFrame, alpha: float) -> list[
     adjusted = multipletests(raw, method="holm")[1] if raw else []
     return [
         Shift(c, float(old[c].mean()), float(new[c].mean()), float(t.statistic), float(p),
-              bool(p < alpha))
+              bool(p < alpha), _KOLMOGOROV_SMIRNOV)
         for c, t, p in zip(columns, tests, adjusted, strict=True)
     ]  # fmt: skip
 
@@ -109,32 +119,80 @@ def mmd_test(
     centre = pooled.mean(0)
     spread = np.linalg.norm(pooled - centre, axis=1)
     return Shift("embedding", float(spread[first].mean()), float(spread[~first].mean()),
-                 observed, p, p < alpha)  # fmt: skip
+                 observed, p, p < alpha, "permutation")  # fmt: skip
+
+
+def _mcnemar(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+    """McNemar's exact test of one call on the same images (``(N,)`` bool each): the
+    images newly called less those no longer called, and the two-sided binomial p-value
+    of the images whose call changed."""
+    gained, lost = int((~before & after).sum()), int((before & ~after).sum())
+    p = binomtest(gained, gained + lost).pvalue if gained + lost else 1.0
+    return float(gained - lost), float(p)
+
+
+def _classes_paired(before: np.ndarray, after: np.ndarray, moved: int) -> tuple[float, float, str]:
+    """The predicted classes' shares on the same images (class codes, row by row): with
+    two classes in use, McNemar's exact test on the class ``moved`` (statistic: the
+    images newly called it less those no longer called it); with more, the Stuart–Maxwell
+    test of marginal homogeneity (its chi-squared statistic) over the classes either
+    audit called."""
+    used = np.unique(np.concatenate([before, after]))
+    if len(used) <= 2:
+        return (*_mcnemar(before == moved, after == moved), f"McNemar's exact test {_SAME}")
+    test = f"Stuart–Maxwell test {_SAME}"
+    if not (before != after).any():
+        return 0.0, 1.0, test
+    codes = np.searchsorted(used, np.stack([before, after]))
+    table = np.zeros((len(used), len(used)))
+    np.add.at(table, (codes[0], codes[1]), 1)
+    found = SquareTable(table, shift_zeros=False).homogeneity()
+    return float(found.statistic), float(found.pvalue), test
+
+
+def _signed_rank(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+    """The Wilcoxon signed-rank test of the differences ``after - before`` (the images
+    whose value did not change drop out); no change at all: statistic 0, p 1."""
+    differences = after - before
+    if not differences.any():
+        return 0.0, 1.0
+    found = wilcoxon(differences)
+    return float(found.statistic), float(found.pvalue)
 
 
 def prediction_drift(
-    old: pd.DataFrame, new: pd.DataFrame, classes: tuple[str, ...], alpha: float
-) -> list[Shift]:
-    """The predicted classes (chi-squared; ``before``/``after``: the share called the class
-    whose share changed most, named in ``name``) and the confidence (Kolmogorov–Smirnov)."""
-    counts = np.array(
-        [[int((frame["prediction"] == c).sum()) for c in classes] for frame in (old, new)]
-    )
-    kept = counts[:, counts.sum(0) > 0]
-    if kept.shape[1] > 1:
-        chi = chi2_contingency(kept)
-        statistic, p = float(chi.statistic), float(chi.pvalue)
-    else:
-        statistic, p = 0.0, 1.0
+    old: pd.DataFrame, new: pd.DataFrame, classes: tuple[str, ...], alpha: float,
+    pairs: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[Shift]:  # fmt: skip
+    """The predicted classes (``before``/``after``: the share called the class whose
+    share changed most, named in ``name``) and the confidence (its means): the
+    chi-squared test of homogeneity and Kolmogorov–Smirnov; with ``pairs`` (the rows of
+    each audit that hold the same images), on those images, by the paired tests
+    (McNemar's or Stuart–Maxwell's, and Wilcoxon's signed-rank)."""
+    if pairs is not None:
+        old, new = old.iloc[pairs[0]], new.iloc[pairs[1]]
+    index = {c: k for k, c in enumerate(classes)}
+    codes = [f["prediction"].astype(str).map(index).to_numpy(np.int64) for f in (old, new)]
+    counts = np.array([np.bincount(c, minlength=len(classes)) for c in codes])
     shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     moved = int(np.argmax(np.abs(shares[1] - shares[0])))
-    confidence = ks_2samp(old["confidence"].to_numpy(), new["confidence"].to_numpy())
+    confidences = old["confidence"].to_numpy(), new["confidence"].to_numpy()
+    if pairs is not None:
+        statistic, p, test = _classes_paired(codes[0], codes[1], moved)
+        confidence, p_confidence = _signed_rank(*confidences)
+        confidence_test = f"Wilcoxon signed-rank test {_SAME}"
+    else:
+        kept = counts[:, counts.sum(0) > 0]
+        chi = chi2_contingency(kept) if kept.shape[1] > 1 else None
+        statistic, p = (float(chi.statistic), float(chi.pvalue)) if chi else (0.0, 1.0)
+        test, confidence_test = "chi-squared", _KOLMOGOROV_SMIRNOV
+        found = ks_2samp(*confidences)
+        confidence, p_confidence = float(found.statistic), float(found.pvalue)
     return [
         Shift(f"share called {classes[moved]}", float(shares[0, moved]),
-              float(shares[1, moved]), statistic, p, p < alpha),
-        Shift("confidence", float(old["confidence"].mean()), float(new["confidence"].mean()),
-              float(confidence.statistic), float(confidence.pvalue),
-              bool(confidence.pvalue < alpha)),
+              float(shares[1, moved]), statistic, p, p < alpha, test),
+        Shift("confidence", float(confidences[0].mean()), float(confidences[1].mean()),
+              confidence, p_confidence, p_confidence < alpha, confidence_test),
     ]  # fmt: skip
 
 
@@ -146,30 +204,33 @@ def _most_moved(names: list[str], raw: list[float], changes: list[float]) -> tup
     return best, float(adjusted[best])
 
 
-def call_test(paired: bool) -> str:
-    """The test of a multi-label model's labels' shares called, in words."""
-    return "McNemar's exact test on the same images" if paired else "Fisher's exact test"
-
-
 def _call_tests(
     before: np.ndarray, after: np.ndarray, paired: bool
 ) -> tuple[list[float], list[float]]:
     """Each label's statistic and p-value for a change in its share called: Fisher's
     exact test (its odds ratio), or with ``paired`` rows McNemar's exact test (the images
     newly called less those no longer called)."""
-    statistics, p_values = [], []
-    for k in range(before.shape[1]):
-        if paired:
-            gained = int((~before[:, k] & after[:, k]).sum())
-            lost = int((before[:, k] & ~after[:, k]).sum())
-            statistics.append(float(gained - lost))
-            p_values.append(binomtest(gained, gained + lost).pvalue if gained + lost else 1.0)
-            continue
-        table = [[int(c[:, k].sum()), int((~c[:, k]).sum())] for c in (before, after)]
-        found = fisher_exact(table)
-        statistics.append(float(found.statistic))
-        p_values.append(float(found.pvalue))
-    return statistics, p_values
+    if paired:
+        found = [_mcnemar(before[:, k], after[:, k]) for k in range(before.shape[1])]
+    else:
+        tables = [[[int(c[:, k].sum()), int((~c[:, k]).sum())] for c in (before, after)]
+                  for k in range(before.shape[1])]  # fmt: skip
+        found = [(float(f.statistic), float(f.pvalue)) for f in map(fisher_exact, tables)]
+    return [f[0] for f in found], [f[1] for f in found]
+
+
+def _score_tests(
+    before: np.ndarray, after: np.ndarray, paired: bool
+) -> tuple[list[float], list[float]]:
+    """Each label's statistic and p-value for a change in its probability's
+    distribution: Kolmogorov–Smirnov, or with ``paired`` rows Wilcoxon's signed-rank test
+    of the images' differences."""
+    if paired:
+        found = [_signed_rank(before[:, k], after[:, k]) for k in range(before.shape[1])]
+    else:
+        tests = [ks_2samp(before[:, k], after[:, k]) for k in range(before.shape[1])]
+        found = [(float(t.statistic), float(t.pvalue)) for t in tests]
+    return [f[0] for f in found], [f[1] for f in found]
 
 
 def label_prediction_drift(
@@ -181,28 +242,35 @@ def label_prediction_drift(
 ) -> list[Shift]:
     """A multi-label model's calls and probabilities, each audit given as its ``(N, K)``
     calls and its predictions table: each label's share of images called (Fisher's exact
-    test on the 2 x 2 table of called and not called in each audit; with ``pairs``, the
-    rows of each audit that hold the same images, McNemar's exact test on those images)
-    and its probability ``p_<label>`` (Kolmogorov–Smirnov), Holm-adjusted over the labels;
-    each reported by its label with the smallest adjusted p-value (``before``/``after``:
-    the share called, over the paired images when paired; the mean probability)."""
+    test on the 2 x 2 table of called and not called in each audit) and its probability
+    ``p_<label>`` (Kolmogorov–Smirnov); with ``pairs`` (the rows of each audit that hold
+    the same images), on those images, by McNemar's exact test and Wilcoxon's
+    signed-rank test. Each is Holm-adjusted over the labels and reported by its label
+    with the smallest adjusted p-value (``before``/``after``: the share called, the mean
+    probability)."""
     before, after = old[0], new[0]
+    columns = [f"p_{c}" for c in classes]
+    scores = old[1][columns].to_numpy(np.float64), new[1][columns].to_numpy(np.float64)
     if pairs is not None:
         before, after = before[pairs[0]], after[pairs[1]]
+        scores = scores[0][pairs[0]], scores[1][pairs[1]]
+    paired = pairs is not None
     shares = [before.mean(axis=0), after.mean(axis=0)]
-    statistics, p_values = _call_tests(before, after, pairs is not None)
+    statistics, p_values = _call_tests(before, after, paired)
     called, p_called = _most_moved(list(classes), p_values, list(shares[1] - shares[0]))
-    columns = [(old[1][f"p_{c}"].to_numpy(), new[1][f"p_{c}"].to_numpy()) for c in classes]
-    tests = [ks_2samp(b, a) for b, a in columns]
-    means = [(float(b.mean()), float(a.mean())) for b, a in columns]
-    scored, p_scored = _most_moved(
-        list(classes), [float(t.pvalue) for t in tests], [a - b for b, a in means]
-    )
+    means = scores[0].mean(axis=0), scores[1].mean(axis=0)
+    score_statistics, score_p = _score_tests(*scores, paired)
+    scored, p_scored = _most_moved(list(classes), score_p, list(means[1] - means[0]))
+    holm = "Holm-adjusted over the labels"
+    tests = (f"McNemar's exact test {_SAME}", f"Wilcoxon signed-rank test {_SAME}") if paired \
+        else ("Fisher's exact test", _KOLMOGOROV_SMIRNOV)  # fmt: skip
     return [
         Shift(f"share called {classes[called]}", float(shares[0][called]),
-              float(shares[1][called]), statistics[called], p_called, p_called < alpha),
-        Shift(f"probability of {classes[scored]}", *means[scored],
-              float(tests[scored].statistic), p_scored, p_scored < alpha),
+              float(shares[1][called]), statistics[called], p_called, p_called < alpha,
+              f"{tests[0]}, {holm}"),
+        Shift(f"probability of {classes[scored]}", float(means[0][scored]),
+              float(means[1][scored]), score_statistics[scored], p_scored, p_scored < alpha,
+              f"{tests[1]}, {holm}"),
     ]  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from auditor.compare.comparison import COMPARED, Comparison
-from auditor.compare.drift import Shift, call_test
+from auditor.compare.drift import Shift
 from auditor.compare.stats import Difference
 from auditor.report.format import fixed, p_value, percent, signed
 
@@ -24,7 +24,7 @@ __all__ = [
     "improvements",
 ]
 
-COMPARISON_SCHEMA_VERSION = 2
+COMPARISON_SCHEMA_VERSION = 3
 """2: a multi-label model's comparison (``multi_label``, ``labels``,
 ``labels_not_compared``)."""
 
@@ -123,7 +123,7 @@ def _drift_findings(comparison: Comparison) -> list[str]:
     if moved:
         listed = "; ".join(
             f"{s.name.replace('_', ' ')} {fixed(s.before)} → {fixed(s.after)} "
-            f"(Kolmogorov–Smirnov {fixed(s.statistic, 2)}, Holm p = {p_value(s.p_value)})"
+            f"({s.test} {fixed(s.statistic, 2)}, Holm p = {p_value(s.p_value)})"
             for s in moved[:3]
         )
         sentences.append(f"The input images changed: {listed}.")
@@ -143,23 +143,21 @@ def _prediction_findings(comparison: Comparison) -> list[str]:
         sentences.append(
             f"The calls moved: {classes.name.removeprefix('share called ')} was called on "
             f"{percent(classes.after)} of images, against {percent(classes.before)} before "
-            f"({call_test(comparison.paired)}, Holm-adjusted over the labels, p = "
-            f"{p_value(classes.p_value)})."
+            f"({classes.test}, p = {p_value(classes.p_value)})."
         )
     elif classes.moved:
         called = classes.name.removeprefix("share called ")
         sentences.append(
             f"The predicted classes moved: {called}, the class whose share changed most, was "
             f"called for {percent(classes.after)} of images, against {percent(classes.before)} "
-            f"before (chi-squared p = {p_value(classes.p_value)})."
+            f"before ({classes.test}, p = {p_value(classes.p_value)})."
         )
     if confidence.moved:
-        what, test = "The confidence's distribution", "Kolmogorov–Smirnov p"
+        what = "The confidence's distribution"
         if comparison.multi_label:
             what = f"The distribution of the {confidence.name}"
-            test = "Kolmogorov–Smirnov, Holm-adjusted over the labels, p"
         sentences.append(
-            f"{what} moved ({test} = {p_value(confidence.p_value)}; mean "
+            f"{what} moved ({confidence.test}, p = {p_value(confidence.p_value)}; mean "
             f"{fixed(confidence.after)}, against {fixed(confidence.before)} before)."
         )
     return sentences
