@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from auditor.aggregate.inputs import AuditInputs
-from auditor.compare.comparison import MIN_SUBGROUP, Comparison
+from auditor.compare.comparison import MIN_SUBGROUP, Comparison, rate_images
 from auditor.compare.drift import Shift
 from auditor.compare.files import calls, findings, improvements
 from auditor.compare.stats import Difference
@@ -211,7 +211,7 @@ def comparison_view(comparison: Comparison) -> ChangesView:
 
 def _label_row(comparison: Comparison, label: str, d: Difference) -> ChangeRow:
     row = _row(f"{METRIC_NAMES[d.name]} of {label}", d)
-    has = "with" if d.name == "sensitivity" else "without"
+    has = rate_images(d.name)
     count = f"{d.n_before:,}" if comparison.paired else f"{d.n_before:,} / {d.n_after:,}"
     return dataclasses.replace(row, images=f"{count} {has}")
 

@@ -28,7 +28,15 @@ from auditor.errors import ConfigError
 from auditor.history.settings import PeriodicSettings
 from auditor.multilabel.evaluation import label_matrix
 
-__all__ = ["COMPARED", "MIN_SUBGROUP", "PAIRED_SHARE", "Comparison", "compare_audits"]
+__all__ = [
+    "COMPARED",
+    "MIN_SUBGROUP",
+    "PAIRED_SHARE",
+    "Comparison",
+    "compare_audits",
+    "rate_images",
+    "subgroup_metric",
+]
 
 MIN_SUBGROUP = 10
 """Fewest images a subgroup needs in each audit to be compared."""
@@ -137,8 +145,19 @@ class Comparison:
 
     @property
     def subgroup_metric(self) -> str:
-        """What the subgroups compare: accuracy, or a multi-label model's subset accuracy."""
-        return "subset_accuracy" if self.multi_label else "accuracy"
+        """See :func:`subgroup_metric`."""
+        return subgroup_metric(self.multi_label)
+
+
+def subgroup_metric(multi_label: bool) -> str:
+    """What the subgroups compare: accuracy, or a multi-label model's subset accuracy."""
+    return "subset_accuracy" if multi_label else "accuracy"
+
+
+def rate_images(name: str) -> str:
+    """The images a label's rate is measured on: ``with`` the label (sensitivity) or
+    ``without`` it (specificity)."""
+    return "with" if name == "sensitivity" else "without"
 
 
 def _codes(audit: Audit, positive: str | None, names: tuple[str, ...]) -> Calls:
@@ -221,7 +240,7 @@ def _subgroups(
                 continue
             found.append((column, value, rows, inside))
     level = 1 - 0.05 / max(len(found), 1)
-    metric = "subset_accuracy" if new.multi_label else "accuracy"
+    metric = subgroup_metric(new.multi_label)
     return [
         (column, value, difference(metric, calls[0].take(rows[0]), calls[1].take(rows[1]),
                                    inside, resamples, rng, level))

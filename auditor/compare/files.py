@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict
 from typing import Any
 
-from auditor.compare.comparison import COMPARED, Comparison
+from auditor.compare.comparison import COMPARED, Comparison, rate_images
 from auditor.compare.drift import Shift
 from auditor.compare.stats import Difference
 from auditor.report.format import fixed, p_value, percent, signed
@@ -102,7 +102,7 @@ def _label_findings(comparison: Comparison) -> list[str]:
 
 def label_images(comparison: Comparison, label: str, d: Difference) -> str:
     """The images a label's rate was measured on, in words."""
-    has = "with" if d.name == "sensitivity" else "without"
+    has = rate_images(d.name)
     if comparison.paired:
         return f"on the {d.n_before:,} images {has} {label} both audits scored"
     return f"on {d.n_before:,} and {d.n_after:,} images {has} {label} (unpaired)"
