@@ -27,7 +27,7 @@ import torch
 from click.testing import Result
 from jsonschema import Draft202012Validator
 from PIL import Image, ImageEnhance
-from scipy.stats import binomtest, wilcoxon
+from scipy.stats import binomtest, chi2, wilcoxon
 from statsmodels.stats.contingency_tables import SquareTable
 
 from auditor.compare import Audit, compare_audits
@@ -300,38 +300,75 @@ def test_paired_audits_test_the_predictions_image_by_image() -> None:
     assert not any(s.moved for s in unpaired), "the two-sample tests miss both"
 
 
-def test_paired_audits_of_three_classes_test_marginal_homogeneity() -> None:
-    """Three classes in use: the Stuart–Maxwell test on the table of the images' two
-    calls (statsmodels), over the classes either audit called (a fourth, never called,
-    is left out rather than making the table singular); the same calls: p = 1."""
+def _paired_classes(old: np.ndarray, new: np.ndarray, classes: tuple[str, ...]) -> Any:
+    frames = [pd.DataFrame({"prediction": c, "confidence": 0.9}) for c in (old, new)]
+    return prediction_drift(*frames, classes, 0.05, (np.arange(len(old)), np.arange(len(old))))[0]
+
+
+def test_paired_audits_of_more_classes_test_marginal_homogeneity() -> None:
+    """Changes among three classes: the Stuart–Maxwell test, equal to statsmodels' on
+    the table of the images' two calls (a fourth class, never called, does not enter);
+    the same calls: p = 1."""
+    classes = ("a", "b", "c", "d")
     old = np.array(["a"] * 60 + ["b"] * 50 + ["c"] * 40)
     new = old.copy()
     new[:9] = "b"  # 9 images from a to b
     new[60:63] = "c"  # 3 from b to c
-    frames = [pd.DataFrame({"prediction": c, "confidence": 0.9}) for c in (old, new)]
-    pairs = (np.arange(150), np.arange(150))
 
-    classes, _ = prediction_drift(*frames, ("a", "b", "c", "d"), 0.05, pairs)
-    same, _ = prediction_drift(frames[0], frames[0], ("a", "b", "c", "d"), 0.05, pairs)
+    found = _paired_classes(old, new, classes)
+    same = _paired_classes(old, old, classes)
 
-    table = pd.crosstab(old, new).to_numpy()
-    expected = SquareTable(table, shift_zeros=False).homogeneity()
-    assert classes.test == "Stuart–Maxwell test on the same images"
-    assert classes.name == "share called a" and classes.after == pytest.approx(51 / 150)
-    assert classes.statistic == pytest.approx(expected.statistic) and classes.moved
-    assert classes.p_value == pytest.approx(expected.pvalue)
+    expected = SquareTable(pd.crosstab(old, new).to_numpy(), shift_zeros=False).homogeneity()
+    assert found.test == "Stuart–Maxwell test on the same images"
+    assert found.name == "share called a" and found.after == pytest.approx(51 / 150)
+    assert found.statistic == pytest.approx(expected.statistic) and found.moved
+    assert found.p_value == pytest.approx(expected.pvalue)
     assert (same.statistic, same.p_value, same.moved) == (0.0, 1.0, False)
 
 
-def test_planted_shifts_are_found() -> None:
-    rng = np.random.default_rng(0)
-    old = pd.DataFrame({"mean_red": rng.normal(0.5, 0.05, 100)})
-    new = pd.DataFrame({"mean_red": rng.normal(0.56, 0.05, 100)})
-    shifted = rng.normal(0, 1, (100, 8))
-    shifted[:, 0] += 1.0
+def test_changes_between_two_of_more_classes_or_in_separate_groups_are_still_tested() -> None:
+    """Where statsmodels' Stuart–Maxwell test is NaN (its covariance, one class left
+    out, is singular): 9 images from b to c while a is called alike, McNemar's exact
+    test on the two classes involved (p = 2 / 2^9); 9 from a to b and 9 from c to d,
+    two groups, the test on 2 degrees of freedom: the sum of the two McNemar
+    statistics, 9 + 9."""
+    old = np.array(["a"] * 60 + ["b"] * 50 + ["c"] * 40 + ["d"] * 30)
+    two = old.copy()
+    two[60:69] = "c"
+    groups = old.copy()
+    groups[:9], groups[110:119] = "b", "d"
 
-    assert intensity_drift(old, new, 0.05)[0].moved
-    assert mmd_test(rng.normal(0, 1, (100, 8)) + 2, shifted + 2, 99, 1000, 0.05, 0).moved
+    between_two = _paired_classes(old, two, ("a", "b", "c", "d"))
+    in_groups = _paired_classes(old, groups, ("a", "b", "c", "d"))
+
+    table = SquareTable(pd.crosstab(old, two).to_numpy(), shift_zeros=False)
+    with pytest.warns(Warning, match="invert"):
+        assert np.isnan(table.homogeneity().pvalue)
+    assert between_two.test == "McNemar's exact test on the same images"
+    assert between_two.p_value == pytest.approx(2 / 2**9) and between_two.moved
+    assert in_groups.test == "Stuart–Maxwell test on the same images"
+    assert in_groups.statistic == pytest.approx(18.0)
+    assert in_groups.p_value == pytest.approx(chi2.sf(18.0, 2)) and in_groups.moved
+
+
+def test_a_few_changed_confidences_get_the_exact_test_and_rounding_is_no_change() -> None:
+    """5 of 200 confidences 0.01 to 0.05 lower: Wilcoxon's exact test on those five
+    (p = 2 / 2^5: not below 0.05, where the normal approximation with the 195 zeros
+    said 0.043); every confidence 2e-7 higher (a re-run's rounding): no change, p = 1."""
+    confidence = np.random.default_rng(0).uniform(0.6, 1.0, 200)
+    lower = confidence.copy()
+    lower[:5] -= [0.01, 0.02, 0.03, 0.04, 0.05]
+    pairs = (np.arange(200), np.arange(200))
+    old = pd.DataFrame({"prediction": "a", "confidence": confidence})
+
+    def moved(values: np.ndarray) -> Any:
+        new = pd.DataFrame({"prediction": "a", "confidence": values})
+        return prediction_drift(old, new, ("a", "b"), 0.05, pairs)[1]
+
+    few, rounding = moved(lower), moved(confidence + 2e-7)
+
+    assert few.p_value == pytest.approx(2 / 2**5) and not few.moved
+    assert (rounding.p_value, rounding.moved) == (1.0, False)
 
 
 def test_channel_statistics_undo_the_models_normalisation() -> None:

@@ -116,13 +116,12 @@ def _pairing(comparison: Comparison) -> str:
     )
 
 
-def _shift(label: str, shift: Shift, test: str | None = None) -> str:
-    """A tested quantity in a sentence: its means, and its p-value named by ``test`` (by
-    default the shift's own test)."""
+def _shift(label: str, shift: Shift) -> str:
+    """A tested quantity in a sentence: its means, and its p-value with its test."""
     moved = "moved" if shift.moved else "did not move"
     return (
         f"{label} {moved}: {fixed(shift.before)} before, {fixed(shift.after)} now "
-        f"({test or shift.test}, p = {p_value(shift.p_value)})."
+        f"({shift.test}, p = {p_value(shift.p_value)})."
     )
 
 
@@ -133,9 +132,7 @@ def _drift(comparison: Comparison) -> tuple[str, ...]:
         worst = min(comparison.intensity, key=lambda s: s.p_value)
         lines.append(
             f"Input intensities: {len(moved)} of {len(comparison.intensity)} per-channel "
-            f"statistics moved (Kolmogorov–Smirnov, Holm); the most: "
-            + _shift(worst.name.replace("_", " "), worst, "Holm-adjusted").rstrip(".")
-            + "."
+            f"statistics moved; the most: " + _shift(worst.name.replace("_", " "), worst)
         )
     elif comparison.same_files:
         lines.append("Input intensities: not compared: both audits read the same files.")

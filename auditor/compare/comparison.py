@@ -64,9 +64,10 @@ COMPARED: dict[str, str] = {
     "compare.drift.intensity.p_value": "smallest Holm-adjusted p-value of the input intensities",
     "compare.drift.embedding.p_value": "permutation p-value of the embedding's MMD",
     "compare.drift.predictions.p_value": "p-value of the predicted classes' shares "
-    "(chi-squared; paired on the same images: McNemar's exact test with two classes in "
-    "use, else Stuart-Maxwell's; a multi-label model: the smallest Holm-adjusted p-value of "
-    "its labels' shares called, Fisher's exact test, paired: McNemar's)",
+    "(chi-squared; paired on the same images: McNemar's exact test when the changed calls "
+    "involve two classes, else Stuart-Maxwell's; a multi-label model: the smallest "
+    "Holm-adjusted p-value of its labels' shares called, Fisher's exact test, paired: "
+    "McNemar's)",
     "compare.drift.confidence.p_value": "p-value of the confidence (Kolmogorov-Smirnov; "
     "paired on the same images: Wilcoxon's signed-rank test; a multi-label model: the "
     "smallest Holm-adjusted one of its labels' probabilities)",

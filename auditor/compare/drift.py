@@ -27,16 +27,25 @@ their own.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest, chi2_contingency, fisher_exact, ks_2samp, spearmanr, wilcoxon
+from scipy.stats import (
+    binomtest,
+    chi2,
+    chi2_contingency,
+    fisher_exact,
+    ks_2samp,
+    spearmanr,
+    wilcoxon,
+)
 from skimage.transform import resize
-from statsmodels.stats.contingency_tables import SquareTable
 from statsmodels.stats.multitest import multipletests
 
 __all__ = [
+    "UNCHANGED",
     "Shift",
     "explanation_drift",
     "intensity_drift",
@@ -48,6 +57,12 @@ __all__ = [
 
 _KOLMOGOROV_SMIRNOV = "Kolmogorov–Smirnov"
 _SAME = "on the same images"
+
+UNCHANGED = 1e-3
+"""An image's probability (or confidence) that moved by at most this between two paired
+audits counts as unchanged: re-running one model on other hardware moves its
+probabilities by rounding alone (another thread count, a GPU's TF32 convolutions), and
+a signed-rank test on thousands of images would call that drift."""
 
 
 @dataclass(frozen=True)
@@ -65,16 +80,25 @@ class Shift:
     test: str
 
 
+def _two_sample(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+    """The two-sample Kolmogorov–Smirnov test: its statistic and p-value (where the exact
+    p-value cannot be computed, scipy's asymptotic one, without its warning)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Exact calculation unsuccessful", RuntimeWarning)
+        found = ks_2samp(before, after)
+    return float(found.statistic), float(found.pvalue)
+
+
 def intensity_drift(old: pd.DataFrame, new: pd.DataFrame, alpha: float) -> list[Shift]:
     """Each intensity statistic (the columns both frames share but ``index``), by a
     Kolmogorov–Smirnov test, Holm-adjusted over the statistics."""
     columns = [c for c in old.columns if c in new.columns and c != "index"]
-    tests = [ks_2samp(old[c].to_numpy(), new[c].to_numpy()) for c in columns]
-    raw = [float(t.pvalue) for t in tests]
-    adjusted = multipletests(raw, method="holm")[1] if raw else []
+    tests = [_two_sample(old[c].to_numpy(), new[c].to_numpy()) for c in columns]
+    adjusted = multipletests([t[1] for t in tests], method="holm")[1] if tests else []
+    test = f"{_KOLMOGOROV_SMIRNOV}, Holm-adjusted over the statistics"
     return [
-        Shift(c, float(old[c].mean()), float(new[c].mean()), float(t.statistic), float(p),
-              bool(p < alpha), _KOLMOGOROV_SMIRNOV)
+        Shift(c, float(old[c].mean()), float(new[c].mean()), t[0], float(p), bool(p < alpha),
+              test)
         for c, t, p in zip(columns, tests, adjusted, strict=True)
     ]  # fmt: skip
 
@@ -119,7 +143,7 @@ def mmd_test(
     centre = pooled.mean(0)
     spread = np.linalg.norm(pooled - centre, axis=1)
     return Shift("embedding", float(spread[first].mean()), float(spread[~first].mean()),
-                 observed, p, p < alpha, "permutation")  # fmt: skip
+                 observed, p, p < alpha, "maximum mean discrepancy, permutation test")  # fmt: skip
 
 
 def _mcnemar(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
@@ -131,30 +155,43 @@ def _mcnemar(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
     return float(gained - lost), float(p)
 
 
+def _stuart_maxwell(table: np.ndarray) -> tuple[float, float]:
+    """Stuart–Maxwell's test of marginal homogeneity of a square table of the two audits'
+    calls (Stuart, 1955; Maxwell, 1970): ``d' V⁺ d`` for the margins' differences ``d``
+    and their covariance ``V``, on as many degrees of freedom as ``V``'s rank. The
+    generalised inverse over every class, rather than the textbook's inverse with one
+    class left out, keeps the test defined when a class is called alike by both audits
+    (its row of ``V`` is zero) or the changes fall into separate groups of classes;
+    statsmodels' ``SquareTable.homogeneity`` returns NaN there."""
+    d = table.sum(1) - table.sum(0)
+    covariance = -(table + table.T)
+    np.fill_diagonal(covariance, table.sum(1) + table.sum(0) - 2 * np.diag(table))
+    statistic = float(d @ np.linalg.pinv(covariance) @ d)
+    return statistic, float(chi2.sf(statistic, np.linalg.matrix_rank(covariance)))
+
+
 def _classes_paired(before: np.ndarray, after: np.ndarray, moved: int) -> tuple[float, float, str]:
-    """The predicted classes' shares on the same images (class codes, row by row): with
-    two classes in use, McNemar's exact test on the class ``moved`` (statistic: the
-    images newly called it less those no longer called it); with more, the Stuart–Maxwell
-    test of marginal homogeneity (its chi-squared statistic) over the classes either
-    audit called."""
-    used = np.unique(np.concatenate([before, after]))
-    if len(used) <= 2:
+    """The predicted classes' shares on the same images (class codes, row by row): when
+    the changed calls involve two classes, McNemar's exact test on the class ``moved``
+    (statistic: the images newly called it less those no longer called it); with more,
+    the Stuart–Maxwell test of marginal homogeneity (its chi-squared statistic)."""
+    changed = before != after
+    involved = np.unique(np.concatenate([before[changed], after[changed]]))
+    if len(involved) <= 2:
         return (*_mcnemar(before == moved, after == moved), f"McNemar's exact test {_SAME}")
-    test = f"Stuart–Maxwell test {_SAME}"
-    if not (before != after).any():
-        return 0.0, 1.0, test
-    codes = np.searchsorted(used, np.stack([before, after]))
-    table = np.zeros((len(used), len(used)))
-    np.add.at(table, (codes[0], codes[1]), 1)
-    found = SquareTable(table, shift_zeros=False).homogeneity()
-    return float(found.statistic), float(found.pvalue), test
+    codes = np.searchsorted(involved, np.stack([before[changed], after[changed]]))
+    table = np.zeros((len(involved), len(involved)))
+    np.add.at(table, (codes[0], codes[1]), 1)  # the unchanged calls do not enter the test
+    return (*_stuart_maxwell(table), f"Stuart–Maxwell test {_SAME}")
 
 
 def _signed_rank(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
-    """The Wilcoxon signed-rank test of the differences ``after - before`` (the images
-    whose value did not change drop out); no change at all: statistic 0, p 1."""
+    """The Wilcoxon signed-rank test of the differences ``after - before``, on the images
+    whose value changed by more than :data:`UNCHANGED` (so that a few changes get the
+    exact test); none changed: statistic 0, p 1."""
     differences = after - before
-    if not differences.any():
+    differences = differences[np.abs(differences) > UNCHANGED]
+    if not len(differences):
         return 0.0, 1.0
     found = wilcoxon(differences)
     return float(found.statistic), float(found.pvalue)
@@ -186,8 +223,7 @@ def prediction_drift(
         chi = chi2_contingency(kept) if kept.shape[1] > 1 else None
         statistic, p = (float(chi.statistic), float(chi.pvalue)) if chi else (0.0, 1.0)
         test, confidence_test = "chi-squared", _KOLMOGOROV_SMIRNOV
-        found = ks_2samp(*confidences)
-        confidence, p_confidence = float(found.statistic), float(found.pvalue)
+        confidence, p_confidence = _two_sample(*confidences)
     return [
         Shift(f"share called {classes[moved]}", float(shares[0, moved]),
               float(shares[1, moved]), statistic, p, p < alpha, test),
@@ -228,8 +264,7 @@ def _score_tests(
     if paired:
         found = [_signed_rank(before[:, k], after[:, k]) for k in range(before.shape[1])]
     else:
-        tests = [ks_2samp(before[:, k], after[:, k]) for k in range(before.shape[1])]
-        found = [(float(t.statistic), float(t.pvalue)) for t in tests]
+        found = [_two_sample(before[:, k], after[:, k]) for k in range(before.shape[1])]
     return [f[0] for f in found], [f[1] for f in found]
 
 

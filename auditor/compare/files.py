@@ -123,7 +123,7 @@ def _drift_findings(comparison: Comparison) -> list[str]:
     if moved:
         listed = "; ".join(
             f"{s.name.replace('_', ' ')} {fixed(s.before)} → {fixed(s.after)} "
-            f"({s.test} {fixed(s.statistic, 2)}, Holm p = {p_value(s.p_value)})"
+            f"(D = {fixed(s.statistic, 2)}; {s.test}, p = {p_value(s.p_value)})"
             for s in moved[:3]
         )
         sentences.append(f"The input images changed: {listed}.")
@@ -153,11 +153,9 @@ def _prediction_findings(comparison: Comparison) -> list[str]:
             f"before ({classes.test}, p = {p_value(classes.p_value)})."
         )
     if confidence.moved:
-        what = "The confidence's distribution"
-        if comparison.multi_label:
-            what = f"The distribution of the {confidence.name}"
+        what = confidence.name if comparison.paired else f"distribution of the {confidence.name}"
         sentences.append(
-            f"{what} moved ({confidence.test}, p = {p_value(confidence.p_value)}; mean "
+            f"The {what} moved ({confidence.test}, p = {p_value(confidence.p_value)}; mean "
             f"{fixed(confidence.after)}, against {fixed(confidence.before)} before)."
         )
     return sentences
