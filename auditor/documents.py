@@ -80,7 +80,7 @@ __all__ = [
 CHECKSUMS = "SHA256SUMS"
 """The run folder's last file: the SHA-256 of every other one."""
 
-METRICS_SCHEMA_VERSION = 15
+METRICS_SCHEMA_VERSION = 16
 # 2: "trust"; 3: the confusion matrix sparse, "metadata_dependence", "operating_point";
 # 4: "resampling" (a declared patient column), "robustness"
 # 5: "dissection"; 6: "tcav"; 7: "similarity", "counterfactuals"; 8: "trust.plan", "precision"
@@ -93,6 +93,8 @@ METRICS_SCHEMA_VERSION = 15
 # 14: "similarity" in a multi-label audit too (its first variable: "set of labels")
 # 15: "dissection", "tcav" and "counterfactuals" in a multi-label audit too (TCAV's
 # "class" is a label; each counterfactual flips one label's call)
+# 16: a multi-label model's misclassified image is searched for a counterfactual once per
+# wrong call; "counterfactuals" counts searches per kind, and images per artefact concept
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 
@@ -260,8 +262,8 @@ def label_metrics_document(
     whole set of labels under ``multi_label``, the metadata dependence, the calibration,
     the failure modes, the subgroups' disparities and the operating point label by
     label, the robustness, the concepts (network dissection, and TCAV label by label), the
-    counterfactuals (each flipping one label's call; ``explained``: the concepts and the
-    counterfactuals) and the similarity."""
+    counterfactuals (each search flipping one label's call; ``explained``: the concepts
+    and the counterfactuals) and the similarity."""
     m = evaluation.label_metrics
     if m is None:
         raise ValueError("a multi-label evaluation without its metrics")

@@ -188,10 +188,14 @@ def plan_run(config: AuditConfig, loaded: Loaded) -> RunPlan:
     robust = min(config.robustness.robustness_images, n) * perturbations
     counterfactual = config.counterfactuals
     cases = min(counterfactual.counterfactual_images, _cases(config, n))
-    searches = StagePlan(  # each case: a segment search to its cap and its re-check; the
+    each = f"{cases} cases"
+    if loaded.dataset.multi_label:  # a misclassified image: a search per wrong call
+        each = f"{each}, up to {len(loaded.dataset.classes)} labels each"
+        cases *= len(loaded.dataset.classes)
+    searches = StagePlan(  # each search: a segment search to its cap and its re-check; the
         # gradient search's steps, its ranking pass and its re-check
         "counterfactuals", cases * (counterfactual.counterfactual_passes + 3),
-        cases * counterfactual.wachter_steps, True, f"{cases} cases, each search to its cap",
+        cases * counterfactual.wachter_steps, True, f"{each}, each search to its cap",
     )  # fmt: skip
     training = len(loaded.train.samples) if loaded.train is not None else 0
     stages = [

@@ -88,7 +88,7 @@ def test_metrics_json_matches_the_predictions(audit: tuple[Result, Path]) -> Non
     _, folder = audit
     metrics = json.loads((folder / "metrics.json").read_text())
     predictions = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
-    assert metrics["schema_version"] == 15
+    assert metrics["schema_version"] == 16
     assert metrics["n_images"] == len(predictions) == 12
     assert metrics["n_excluded"] == 1
     assert metrics["accuracy"]["value"] == pytest.approx(predictions["correct"].mean())

@@ -1,8 +1,9 @@
-"""Counterfactuals of a multi-label model: each case flips one label's call.
+"""Counterfactuals of a multi-label model: each search flips one label's call.
 
 The label read as a two-class model (:class:`auditor.counterfactual.labels.LabelFlip`)
-must call what the label's threshold calls, and give back the label's probability; the
-label chosen is the case's most confident wrong call, or its most confident call. The
+must call what the label's threshold calls, and give back the label's probability; a
+misclassified case is searched for each wrong call, the most confident first, a sampled
+one for its most confident call; the artefact tallies count images, not searches. The
 scanner audit (conftest.py) has images whose effusion call only the scanner's mark
 makes: their counterfactuals flip effusion.
 """
@@ -19,7 +20,10 @@ import pytest
 import torch
 from torch import nn
 
+from auditor.counterfactual.files import artifact_counts
 from auditor.counterfactual.labels import LabelFlip, label_flips
+from auditor.counterfactual.settings import CounterfactualSettings
+from auditor.counterfactual.stage import Counterfactuals
 from auditor.multilabel.evaluation import label_matrix
 from auditor.policy import evaluate_policy, parse_policy
 from tests.labels import (
@@ -69,7 +73,7 @@ def test_a_confident_labels_two_class_logit_keeps_its_gradient() -> None:
     assert p.grad is not None and float(p.grad[0, 0]) > 1e6
 
 
-def test_the_label_flipped_is_the_most_confident_wrong_call_or_call() -> None:
+def test_each_wrong_call_is_searched_the_surest_first_and_a_sampled_case_once() -> None:
     frame = pd.DataFrame({
         "index": [0, 1, 2, 3],
         "label": ["a", "a;b", "-", "c"],
@@ -80,12 +84,32 @@ def test_the_label_flipped_is_the_most_confident_wrong_call_or_call() -> None:
     })  # fmt: skip
     cases = [(0, "misclassified"), (1, "sampled"), (2, "sampled"), (3, "misclassified")]
 
-    flips = label_flips(frame, cases, ("a", "b", "c"), (0.5, 0.5, 0.5), False)
+    searches = label_flips(frame, cases, ("a", "b", "c"), (0.5, 0.5, 0.5), False)
 
-    # 0: a missed at 0.45 (0.2 logits short), b called at 0.6 (0.41 over): b is the surer
-    assert {i: (f.name, f.called) for i, f in flips.items()} == {
-        0: ("b", True), 1: ("a", True), 2: ("c", False), 3: ("b", True),
-    }  # fmt: skip
+    # 0: b called at 0.6 (0.41 logits over) is surer than a missed at 0.45 (0.2 short);
+    # 1: its surest call; 2: called for none, the closest to being called; 3: one wrong
+    assert [(i, role, f.name, f.called) for i, role, f in searches] == [
+        (0, "misclassified", "b", True), (0, "misclassified", "a", False),
+        (1, "sampled", "a", True), (2, "sampled", "c", False), (3, "misclassified", "b", True),
+    ]  # fmt: skip
+
+
+def test_the_artefact_tallies_count_images_not_searches() -> None:
+    """Image 0's two wrong calls both have valid segment counterfactuals over the mark,
+    one removing it; image 1's one does not cover it; image 2 does not show it."""
+    frame = pd.DataFrame({
+        "index": [0, 0, 1, 2], "role": ["misclassified"] * 3 + ["sampled"],
+        "kind": "segments", "valid": [True, True, True, True],
+        "flipped_label": ["nodule", "effusion", "effusion", "nodule"],
+        "covers_mark_mask": [0.1, 0.8, 0.2, math.nan],
+    })  # fmt: skip
+    result = Counterfactuals(frame, (), "mean", ("mark_mask",), ("mark_mask",), 0, 0.0,
+                             CounterfactualSettings())  # fmt: skip
+
+    (count,) = artifact_counts(result)
+
+    assert (count.shown, count.removed) == (2, 1)
+    assert (count.misclassified_shown, count.misclassified_removed) == (2, 1)
 
 
 def test_each_case_flips_its_chosen_label_and_the_files_agree(scanner_audit: Path) -> None:
@@ -93,13 +117,18 @@ def test_each_case_flips_its_chosen_label_and_the_files_agree(scanner_audit: Pat
     predictions = pd.read_csv(scanner_audit / "predictions.csv", keep_default_na=False)
     metrics = json.loads((scanner_audit / "metrics.json").read_text())
     cases = list(dict.fromkeys(zip(rows["index"], rows["role"], strict=True)))
-    flips = label_flips(predictions, cases, LABELS, (0.5, 0.5, 0.5), False)
+    searches = label_flips(predictions, cases, LABELS, (0.5, 0.5, 0.5), False)
     by_index = predictions.set_index("index")
 
     assert {"segments", "gradient"} == set(rows["kind"]) and rows["valid"].any()
+    for kind in ("segments", "gradient"):  # one row per search and kind, in their order
+        searched = rows[rows["kind"] == kind]
+        assert list(zip(searched["index"], searched["flipped_label"], strict=True)) == [
+            (i, f.name) for i, _, f in searches
+        ]
+    flips = {(i, f.name): f for i, _, f in searches}
     for row in rows.itertuples():
-        flip = flips[row.index]
-        assert row.flipped_label == flip.name
+        flip = flips[row.index, row.flipped_label]
         called = label_matrix([by_index.at[row.index, "prediction"]], LABELS)[0, flip.label]
         assert called == flip.called
         if row.role == "misclassified":
@@ -123,7 +152,7 @@ def test_the_report_shows_each_case_with_the_label_it_flips(scanner_audit: Path)
     html = (scanner_audit / "report.html").read_text(encoding="utf-8")
     section = " ".join(html[html.index('id="counterfactuals"') :].split())
 
-    assert "each case flips one label's call at its threshold" in section
+    assert "each search flips one label's call at its threshold" in section
     first = rows.iloc[0]
     assert f"; flipping {first['flipped_label']}" in section
     valid = rows[rows["valid"].astype(bool)].iloc[0]

@@ -65,7 +65,7 @@ def test_the_scanner_organises_the_embedding_beyond_the_labels_and_the_site_does
         f"each set of labels (p = {p_value(scanner['p_holm'])}, Holm over 2 variables)."
     ) in summary
     assert "by site" not in summary
-    assert metrics["schema_version"] == 15
+    assert metrics["schema_version"] == 16
     assert [a["variable"] for a in metrics["similarity"]["agreement"]] == list(agreement.index)
     criteria = parse_policy({"findings.embedding_organised_by": "== 0"}, "test")
     [failed] = evaluate_policy(criteria, metrics, None).failed

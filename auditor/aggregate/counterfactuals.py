@@ -57,7 +57,7 @@ class CounterfactualView:
         kinds, artifacts: The counts behind them.
         cases: The first cases' images: the case, the segment counterfactual, the removed
             segments, the gradient counterfactual, its change.
-        multi_label: Whether each case flips one label of a multi-label model.
+        multi_label: Whether each search flips one label of a multi-label model.
     """
 
     fill: str
@@ -76,14 +76,20 @@ class CounterfactualView:
 
 def _sentence(k: KindCount, multi_label: bool) -> str:
     name = "Segment" if k.kind == "segments" else "Gradient"
-    change = "flip one label's call (see above)" if multi_label else "change the call"
     if k.kind == "segments":
         size = f"a mean of {k.segments:.1f} segments, {whole_percent(k.pixels)} of the pixels"
     else:
         size = f"a mean absolute change of {k.l1:.4f} of the pixel range"
     changed = f"{size}, " if k.valid else ""
+    if multi_label:
+        return (
+            f"{name} counterfactuals flip the label searched (see above) in {k.valid} of the "
+            f"{k.searched} searches ({k.misclassified_valid} of the {k.misclassified} wrong "
+            f"calls of misclassified images; {changed}{k.passes:.0f} forward passes per "
+            f"search)."
+        )
     return (
-        f"{name} counterfactuals {change} of {k.valid} of the {k.searched} cases "
+        f"{name} counterfactuals change the call of {k.valid} of the {k.searched} cases "
         f"({k.misclassified_valid} of the {k.misclassified} misclassified; {changed}"
         f"{k.passes:.0f} forward passes per case)."
     )

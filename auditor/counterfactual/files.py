@@ -26,13 +26,14 @@ REMOVED = 0.5
 
 @dataclass(frozen=True)
 class KindCount:
-    """How one kind of counterfactual came out over the cases.
+    """How one kind of counterfactual came out over the searches (one per case; a
+    multi-label model's misclassified image, one per wrong call).
 
     Attributes:
         kind: ``"segments"`` or ``"gradient"``.
-        searched: Cases searched.
-        valid: Cases whose counterfactual changes the call (re-checked by a fresh pass).
-        misclassified, misclassified_valid: The same for the misclassified cases.
+        searched: Searches.
+        valid: Searches whose counterfactual changes the call (re-checked by a fresh pass).
+        misclassified, misclassified_valid: The same for the misclassified cases'.
         segments: Mean segments removed, over the valid ones (NaN for gradient).
         pixels: Mean share of the pixels changed, over the valid ones.
         l1: Mean absolute change per pixel and channel, over the valid ones.
@@ -52,11 +53,13 @@ class KindCount:
 
 @dataclass(frozen=True)
 class ArtifactCount:
-    """Counterfactuals against an artefact concept, for one kind.
+    """Counterfactuals against an artefact concept, for one kind, counted in images (a
+    multi-label model's image may have several, one per label flipped).
 
     Attributes:
-        shown: Valid counterfactuals of images that show the concept.
-        removed: Of them, those whose change covers at least :data:`REMOVED` of it.
+        shown: Images that show the concept and have a valid counterfactual.
+        removed: Of them, those with one whose change covers at least :data:`REMOVED` of
+            it.
         misclassified_shown, misclassified_removed: The same for misclassified images.
     """
 
@@ -119,9 +122,17 @@ def kind_counts(frame: pd.DataFrame) -> tuple[KindCount, ...]:
     return tuple(counts)
 
 
+def _images(rows: pd.DataFrame, role: str | None = None) -> int:
+    """The images among ``rows`` (of one ``role``, when given)."""
+    if role is not None:
+        rows = rows[rows["role"] == role]
+    return int(rows["index"].nunique())
+
+
 def artifact_counts(result: Counterfactuals) -> tuple[ArtifactCount, ...]:
-    """For each artefact concept and kind: valid counterfactuals of images that show the
-    concept, and how many remove it (cover at least :data:`REMOVED` of it)."""
+    """For each artefact concept and kind: the images that show the concept and have a
+    valid counterfactual, and how many have one that removes it (covers at least
+    :data:`REMOVED` of it)."""
     counts = []
     frame = result.frame[result.frame["kind"].isin(COUNTED)]
     for concept in result.artifacts:
@@ -129,11 +140,10 @@ def artifact_counts(result: Counterfactuals) -> tuple[ArtifactCount, ...]:
         for kind, rows in frame.groupby("kind", sort=False):
             shown = rows[rows["valid"].astype(bool) & rows[column].notna()]
             removed = shown[shown[column] >= REMOVED]
-            wrong = shown["role"] == "misclassified"
             counts.append(
                 ArtifactCount(
-                    concept, str(kind), len(shown), len(removed), int(wrong.sum()),
-                    int((removed["role"] == "misclassified").sum()),
+                    concept, str(kind), _images(shown), _images(removed),
+                    _images(shown, "misclassified"), _images(removed, "misclassified"),
                 )
             )  # fmt: skip
     return tuple(counts)

@@ -1,14 +1,15 @@
 """Counterfactuals of a multi-label model: the smallest change that flips one label's
 call.
 
-A set of labels has no single call to change, so each case flips one label: for a
-misclassified image, its most confident wrong call (the label whose probability is
-farthest, in logits, on the wrong side of its threshold); for a sampled image, the
-label it is called for with the highest probability, or when it is called for none, the
-label closest to being called. The searches (:mod:`.segments`, :mod:`.gradient`) then
-run unchanged on the label read as a two-class model, whose classes are "the label is
-not called" and "the label is called": the label's logit minus its threshold's logit is
-that model's binary logit, so its argmax is the label's call at its threshold.
+A set of labels has no single call to change, so each search flips one label: a
+misclassified image is searched once for each of its wrong calls, the most confident
+first (the label whose probability is farthest, in logits, on the wrong side of its
+threshold); a sampled image once, for the label it is called for with the highest
+probability, or when it is called for none, the label closest to being called. The
+searches (:mod:`.segments`, :mod:`.gradient`) then run unchanged on the label read as a
+two-class model, whose classes are "the label is not called" and "the label is
+called": the label's logit minus its threshold's logit is that model's binary logit, so
+its argmax is the label's call at its threshold.
 """
 
 from __future__ import annotations
@@ -98,24 +99,27 @@ class LabelFlip:
         return 1 / (1 + math.exp(-(_logit(called) + _logit(self.threshold))))
 
 
-def _chosen(has: np.ndarray, calls: np.ndarray, margins: np.ndarray, wrong: bool) -> int:
-    """The label to flip of one image: its most confident wrong call, or its most
-    confident call (the label closest to being called when it is called for none)."""
+def _chosen(has: np.ndarray, calls: np.ndarray, margins: np.ndarray, wrong: bool) -> list[int]:
+    """The labels to flip of one image: every wrong call, the most confident first, or
+    its most confident call (the label closest to being called when it is called for
+    none)."""
     if wrong and (has != calls).any():
-        return int(np.where(has != calls, np.abs(margins), -np.inf).argmax())
+        order = np.argsort(-np.abs(margins), kind="stable")
+        return [int(k) for k in order if has[k] != calls[k]]
     if calls.any():
-        return int(np.where(calls, margins, -np.inf).argmax())
-    return int(margins.argmax())
+        return [int(np.where(calls, margins, -np.inf).argmax())]
+    return [int(margins.argmax())]
 
 
 def label_flips(
     predictions: pd.DataFrame, cases: list[tuple[int, str]], names: tuple[str, ...],
     thresholds: tuple[float, ...], probabilities_only: bool,
-) -> dict[int, LabelFlip]:  # fmt: skip
-    """Each case's label to flip (``cases``: ``(index, role)``, role ``misclassified``
-    or ``sampled``)."""
+) -> list[tuple[int, str, LabelFlip]]:  # fmt: skip
+    """The searches, in the order of ``cases`` (``(index, role)``, role ``misclassified``
+    or ``sampled``): each case with a label to flip, a misclassified one once for each
+    wrong call."""
     rows = predictions.set_index("index")
-    flips = {}
+    searches = []
     logits = np.array([_logit(t) for t in thresholds])
     for index, role in cases:
         row = rows.loc[[index]]
@@ -123,6 +127,7 @@ def label_flips(
         calls = label_matrix(row["prediction"], names)[0]
         p = row[[f"p_{n}" for n in names]].to_numpy(dtype=float)[0]
         margins = np.array([_logit(v) for v in p]) - logits
-        k = _chosen(has, calls, margins, role == "misclassified")
-        flips[index] = LabelFlip(k, names[k], thresholds[k], bool(calls[k]), probabilities_only)
-    return flips
+        for k in _chosen(has, calls, margins, role == "misclassified"):
+            flip = LabelFlip(k, names[k], thresholds[k], bool(calls[k]), probabilities_only)
+            searches.append((index, role, flip))
+    return searches

@@ -113,8 +113,9 @@ def counterfactuals(
     thresholds: tuple[float, ...] = (),
 ) -> Counterfactuals | None:  # fmt: skip
     """Both kinds of counterfactual for up to ``counterfactual-images`` explained cases
-    (a multi-label model's, at its labels' ``thresholds``, flip one label each: see
-    :mod:`.labels`); ``None`` when switched off or no case could be read."""
+    (a multi-label model's, at its labels' ``thresholds``, flip one label a search, a
+    misclassified image's each of its wrong calls: see :mod:`.labels`); ``None`` when
+    switched off or no case could be read."""
     cases = _cases(predictions, selection, settings.counterfactual_images)
     if not cases:
         return None
@@ -136,9 +137,13 @@ def counterfactuals(
         output, _ = model.tapped(preprocessing.normalise(x).to(model.device))
         return class_scores(output, kind).cpu()
 
-    flips = {}
+    flips: list[LabelFlip | None] = [None] * len(readable)
     if dataset.multi_label:
-        flips = label_flips(predictions, readable, dataset.classes, thresholds, kind.probabilities)
+        searches = label_flips(
+            predictions, readable, dataset.classes, thresholds, kind.probabilities
+        )
+        readable = [(index, role) for index, role, _ in searches]
+        flips = [flip for _, _, flip in searches]
     prepared = _prepared(
         readable, images, predictions, dataset, concepts, preprocessing, shortcuts, flips
     )
@@ -151,34 +156,36 @@ Probabilities = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class _Cases:
-    """The cases searched: their images, calls and concept masks."""
+    """The searches: their cases (``(index, role)``, a multi-label model's image once
+    per label it flips), images (by index), calls, labels flipped and concept masks (by
+    position)."""
 
     cases: list[tuple[int, str]]
     images: dict[int, torch.Tensor]
-    original: dict[int, int]
+    original: list[int]
     base: dict[int, dict[str, object]]
     masks: torch.Tensor
     annotated: torch.Tensor
     concepts: tuple[str, ...]
     regions: dict[int, str]
-    flips: dict[int, LabelFlip]
+    flips: list[LabelFlip | None]
     artifacts: tuple[str, ...]
 
     def scorers(
-        self, index: int, probabilities: Probabilities, scores: Probabilities
+        self, position: int, probabilities: Probabilities, scores: Probabilities
     ) -> tuple[Probabilities, Probabilities]:
-        """Case ``index``'s probabilities and scores: a multi-label model's label read as
-        a two-class model (:class:`~auditor.counterfactual.labels.LabelFlip`)."""
-        flip = self.flips.get(index)
+        """Search ``position``'s probabilities and scores: a multi-label model's label
+        read as a two-class model (:class:`~auditor.counterfactual.labels.LabelFlip`)."""
+        flip = self.flips[position]
         if flip is None:
             return probabilities, scores
         return (lambda x: flip.probabilities(probabilities(x))), (lambda x: flip.scores(scores(x)))
 
-    def outcome(self, index: int, new_class: int, probability: float,
+    def outcome(self, position: int, new_class: int, probability: float,
                 classes: tuple[str, ...]) -> tuple[str, float, dict[str, object]]:  # fmt: skip
         """The new call in words, its probability (a multi-label model's: the label's) and
         the row's ``flipped_label`` (multi-label only)."""
-        flip = self.flips.get(index)
+        flip = self.flips[position]
         if flip is None:
             return (classes[new_class] if new_class >= 0 else ""), probability, {}
         if new_class < 0:
@@ -201,7 +208,7 @@ class _Cases:
 def _prepared(
     cases: list[tuple[int, str]], images: dict[int, torch.Tensor], predictions: pd.DataFrame,
     dataset: Dataset, concepts: ConceptData, preprocessing: Preprocessing,
-    shortcuts: Shortcuts | None, flips: dict[int, LabelFlip],
+    shortcuts: Shortcuts | None, flips: list[LabelFlip | None],
 ) -> _Cases:  # fmt: skip
     first = images[cases[0][0]]
     size = (int(first.shape[1]), int(first.shape[2]))
@@ -213,10 +220,10 @@ def _prepared(
             "prediction": rows.at[i, "prediction"]}
         for i, role in cases
     }  # fmt: skip
-    original = {
-        i: flips[i].original if flips else dataset.classes.index(str(rows.at[i, "prediction"]))
-        for i, _ in cases
-    }
+    original = [
+        flip.original if flip else dataset.classes.index(str(rows.at[i, "prediction"]))
+        for (i, _), flip in zip(cases, flips, strict=True)
+    ]
     regions = {i: _region(shortcuts, str(rows.at[i, "label"]), str(rows.at[i, "prediction"]))
                for i, _ in cases}  # fmt: skip
     return _Cases(
@@ -247,14 +254,14 @@ def _segments(
     for position, (index, _) in enumerate(prepared.cases):
         image = prepared.images[index]
         fill = fill_image(image, settings.counterfactual_fill)
-        scorer, _ = prepared.scorers(index, probabilities, probabilities)
+        scorer, _ = prepared.scorers(position, probabilities, probabilities)
         result = segment_counterfactual(
             image, slic_segments(image, superpixels), fill, scorer,
-            prepared.original[index], settings.counterfactual_segments,
+            prepared.original[position], settings.counterfactual_segments,
             settings.counterfactual_passes, settings.batch_size,
         )  # fmt: skip
         new, probability, flipped = prepared.outcome(
-            index, result.new_class, result.probability, classes
+            position, result.new_class, result.probability, classes
         )
         result = replace(result, probability=probability)
         rows.append(prepared.row(
@@ -274,11 +281,10 @@ def _groups(
     """The cases' positions searched together, and their probabilities and scores: all
     at once, or a multi-label model's by the label they flip."""
     by_label: dict[int, list[int]] = {}
-    for position, (index, _) in enumerate(prepared.cases):
-        flip = prepared.flips.get(index)
+    for position, flip in enumerate(prepared.flips):
         by_label.setdefault(-1 if flip is None else flip.label, []).append(position)
     return [
-        (positions, prepared.scorers(prepared.cases[positions[0]][0], probabilities, scores))
+        (positions, prepared.scorers(positions[0], probabilities, scores))
         for positions in by_label.values()
     ]
 
@@ -294,7 +300,7 @@ def _gradients(
         indices = [prepared.cases[p][0] for p in positions]
         stacked = torch.stack([prepared.images[i] for i in indices])
         ranked = probable(stacked).argsort(dim=1, descending=True)
-        calls = torch.tensor([prepared.original[i] for i in indices])
+        calls = torch.tensor([prepared.original[p] for p in positions])
         targets = torch.where(ranked[:, 0] == calls, ranked[:, 1], ranked[:, 0])
         for part in torch.arange(len(stacked)).split(max(1, settings.batch_size)):
             results, _ = gradient_counterfactuals(
@@ -303,9 +309,9 @@ def _gradients(
             )  # fmt: skip
             found |= {positions[int(k)]: g for k, g in zip(part, results, strict=True)}
     rows, kept = [], []
-    for position, (index, _) in enumerate(prepared.cases):
+    for position in range(len(prepared.cases)):
         g = found[position]
-        new, probability, flipped = prepared.outcome(index, g.new_class, g.probability, classes)
+        new, probability, flipped = prepared.outcome(position, g.new_class, g.probability, classes)
         g = replace(g, probability=probability)
         rows.append(prepared.row(
             position, g.changed, kind="gradient", valid=g.valid, new_class=new,
@@ -329,8 +335,8 @@ def _search(
         rows += more
         gradients = list(found)
     shown = tuple(
-        Shown(i, images[i].permute(1, 2, 0), s, g, prepared.flips.get(i))
-        for (i, _), s, g in zip(cases, segments, gradients, strict=True)
+        Shown(i, images[i].permute(1, 2, 0), s, g, flip)
+        for (i, _), s, g, flip in zip(cases, segments, gradients, prepared.flips, strict=True)
     )
     frame = pd.DataFrame(rows)
     return Counterfactuals(

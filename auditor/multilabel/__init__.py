@@ -12,6 +12,7 @@ read label by label (:mod:`~auditor.multilabel.dependence`,
 :mod:`~auditor.multilabel.fairness`, :mod:`~auditor.multilabel.operating`), its embedding
 analysed (:mod:`auditor.similarity`), its units dissected and its labels tested with
 TCAV and maximised as a single-label model's classes (:mod:`auditor.concepts`), its
-cases' counterfactuals flip one label's call each (:mod:`auditor.counterfactual.labels`),
+cases' counterfactuals flip one label's call a search, each wrong call of a misclassified
+image (:mod:`auditor.counterfactual.labels`),
 and it is compared with its previous audit (:mod:`auditor.compare`).
 """
