@@ -94,7 +94,8 @@ METRICS_SCHEMA_VERSION = 16
 # 15: "dissection", "tcav" and "counterfactuals" in a multi-label audit too (TCAV's
 # "class" is a label; each counterfactual flips one label's call)
 # 16: a multi-label model's misclassified image is searched for a counterfactual once per
-# wrong call; "counterfactuals" counts searches per kind, and images per artefact concept
+# wrong call (its counterfactual-labels most confident; "left_out": the others);
+# "counterfactuals" counts searches per kind, and images per artefact concept
 MANIFEST_SCHEMA_VERSION = 3  # 3: the command line and the resolved configuration
 
 

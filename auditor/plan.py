@@ -190,8 +190,9 @@ def plan_run(config: AuditConfig, loaded: Loaded) -> RunPlan:
     cases = min(counterfactual.counterfactual_images, _cases(config, n))
     each = f"{cases} cases"
     if loaded.dataset.multi_label:  # a misclassified image: a search per wrong call
-        each = f"{each}, up to {len(loaded.dataset.classes)} labels each"
-        cases *= len(loaded.dataset.classes)
+        labels = min(counterfactual.counterfactual_labels, len(loaded.dataset.classes))
+        each = f"{each}, up to {labels} labels each"
+        cases *= labels
     searches = StagePlan(  # each search: a segment search to its cap and its re-check; the
         # gradient search's steps, its ranking pass and its re-check
         "counterfactuals", cases * (counterfactual.counterfactual_passes + 3),

@@ -10,13 +10,21 @@ the PDF. One untimed warm-up audit, then ``--repeats`` rounds alternating the tw
 medians and their ratio are printed, with what grows with the class count
 (``metrics.json``, ``report.pdf``, ``predictions.csv``).
 
+With ``--multi-label`` the model's outputs are labels (a sigmoid each) and each image's
+label cell is a seeded random set of them (each label on an image with probability
+0.3, ``-`` for none), written as a manifest beside the images for each label count: the
+per-label analyses (metrics, calibration, dependence, subgroups, the operating point,
+TCAV and maximisation of each label) grow with the labels.
+
     python benchmarks/bench_classes.py [--classes 1000] [--baseline-classes 10]
         [--images 50] [--methods all] [--explain-samples 32] [--repeats 1]
+        [--multi-label]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import statistics
 import tempfile
 import time
@@ -24,6 +32,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from timing import machine  # benchmarks/, next to this file
 from torch import nn
@@ -61,9 +70,29 @@ def _model(folder: Path, classes: int) -> Path:
     return path
 
 
-def _names(classes: int) -> str:
-    """The data's two classes first, then made-up ones."""
+def _names(classes: int, multi_label: bool) -> str:
+    """The data's two classes first, then made-up ones (a multi-label model's: made-up
+    labels)."""
+    if multi_label:
+        return ",".join(f"l{k:04d}" for k in range(classes))
     return ",".join(["benign", "malignant"] + [f"c{k:04d}" for k in range(2, classes)])
+
+
+def _label_manifest(manifest: Path, names: str) -> Path:
+    """A copy of ``manifest`` (beside it) whose label cells are seeded random sets of
+    ``names``, each on an image with probability 0.3."""
+    labels = names.split(",")
+    with manifest.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    rng = np.random.default_rng(len(labels))
+    for row in rows:
+        row["label"] = ";".join(n for n in labels if rng.random() < 0.3) or "-"
+    path = manifest.with_name(f"labels{len(labels)}.csv")
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def _audit(model: Path, data: Path, names: str, args: argparse.Namespace, out: Path) -> Path:
@@ -100,27 +129,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser.add_argument("--explain-samples", type=int, default=32)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--multi-label", action="store_true", help="labels, not classes")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        data = write_dataset(root / "val", "val", args.images, seed=0)
+        written = write_dataset(root / "val", "val", args.images, seed=0)
         counts = {"few": args.baseline_classes, "many": args.classes}
         models = {key: _model(root, n) for key, n in counts.items()}
+        names = {key: _names(n, args.multi_label) for key, n in counts.items()}
+        data = {
+            key: _label_manifest(written, names[key]) if args.multi_label else written
+            for key in counts
+        }
         print(machine(resolve_device(args.device)))
-        _audit(models["few"], data, _names(counts["few"]), args, root / "warmup")
+        _audit(models["few"], data["few"], names["few"], args, root / "warmup")
         times: dict[str, list[float]] = {"few": [], "many": []}
         folders: dict[str, Path] = {}
         for _ in range(args.repeats):
             for key in times:
                 start = time.perf_counter()
-                folders[key] = _audit(models[key], data, _names(counts[key]), args, root / key)
+                folders[key] = _audit(models[key], data[key], names[key], args, root / key)
                 times[key].append(time.perf_counter() - start)
         medians = {key: statistics.median(values) for key, values in times.items()}
+        unit = "labels" if args.multi_label else "classes"
         for key in times:
-            print(f"{counts[key]:>6,} classes: {medians[key]:8.2f} s  ({_sizes(folders[key])})")
+            print(f"{counts[key]:>6,} {unit}: {medians[key]:8.2f} s  ({_sizes(folders[key])})")
     ratio = medians["many"] / medians["few"]
-    print(f"ratio {counts['many']:,} / {counts['few']:,} classes: {ratio:.2f} (goal <= 2)")
+    print(f"ratio {counts['many']:,} / {counts['few']:,} {unit}: {ratio:.2f} (goal <= 2)")
     return medians
 
 

@@ -148,10 +148,13 @@ def make_calibration_dataset(folder: Path, n: int = 240, seed: int = 0) -> Path:
     return write_manifest(folder, rows)
 
 
-def run_label_audit(model: nn.Module, manifest: Path, folder: Path, config: str = "") -> Result:
+def run_label_audit(
+    model: nn.Module, manifest: Path, folder: Path, config: str = "", flags: tuple[str, ...] = ()
+) -> Result:
     """A quick multi-label audit of ``model`` on ``manifest``, into ``folder``: one
     sampled image, saliency only, HTML and Markdown reports, and ``config`` (a TOML
-    file's text) when given; its run folder is the last line of its output."""
+    file's text) and ``flags`` (which override those) when given; its run folder is the
+    last line of its output."""
     saved = save_torchscript(model, folder / "labels.pt")
     configured: tuple[str, ...] = ()
     if config:
@@ -160,7 +163,7 @@ def run_label_audit(model: nn.Module, manifest: Path, folder: Path, config: str 
     result = invoke(
         "run", "--model", str(saved), "--data", str(manifest), "--out", str(folder / "runs"),
         "--explain-samples", "1", "--methods", "saliency", "--format", "html,md",
-        "--device", "cpu", *configured,
+        "--device", "cpu", *configured, *flags,
     )  # fmt: skip
     assert result.exit_code == 0, result.output + (result.stderr or "")
     return result

@@ -20,12 +20,14 @@ import pytest
 import torch
 from torch import nn
 
+from auditor.aggregate.counterfactuals import _left_out
 from auditor.counterfactual.files import artifact_counts
 from auditor.counterfactual.labels import LabelFlip, label_flips
 from auditor.counterfactual.settings import CounterfactualSettings
-from auditor.counterfactual.stage import Counterfactuals
+from auditor.counterfactual.stage import Counterfactuals, _cases
 from auditor.multilabel.evaluation import label_matrix
 from auditor.policy import evaluate_policy, parse_policy
+from auditor.select import Selection
 from tests.labels import (
     LABELS,
     MARK_CONCEPT,
@@ -84,7 +86,8 @@ def test_each_wrong_call_is_searched_the_surest_first_and_a_sampled_case_once() 
     })  # fmt: skip
     cases = [(0, "misclassified"), (1, "sampled"), (2, "sampled"), (3, "misclassified")]
 
-    searches = label_flips(frame, cases, ("a", "b", "c"), (0.5, 0.5, 0.5), False)
+    searches, left_out = label_flips(frame, cases, ("a", "b", "c"), (0.5, 0.5, 0.5), False, 3)
+    capped, capped_out = label_flips(frame, cases, ("a", "b", "c"), (0.5, 0.5, 0.5), False, 1)
 
     # 0: b called at 0.6 (0.41 logits over) is surer than a missed at 0.45 (0.2 short);
     # 1: its surest call; 2: called for none, the closest to being called; 3: one wrong
@@ -92,6 +95,14 @@ def test_each_wrong_call_is_searched_the_surest_first_and_a_sampled_case_once() 
         (0, "misclassified", "b", True), (0, "misclassified", "a", False),
         (1, "sampled", "a", True), (2, "sampled", "c", False), (3, "misclassified", "b", True),
     ]  # fmt: skip
+    assert left_out == 0 and capped_out == 1, "at most 1 a case: image 0's a is left out"
+    assert [(i, f.name) for i, _, f in capped] == [(0, "b"), (1, "a"), (2, "c"), (3, "b")]
+    settings = CounterfactualSettings(counterfactual_labels=1)
+    result = Counterfactuals(pd.DataFrame(), (), "mean", (), (), 0, 0.0, settings, capped_out)
+    assert _left_out(result) == (
+        "1 wrong calls of misclassified images were not searched: only each image's 1 most "
+        "confident are (counterfactual-labels).",
+    )
 
 
 def test_the_artefact_tallies_count_images_not_searches() -> None:
@@ -117,7 +128,7 @@ def test_each_case_flips_its_chosen_label_and_the_files_agree(scanner_audit: Pat
     predictions = pd.read_csv(scanner_audit / "predictions.csv", keep_default_na=False)
     metrics = json.loads((scanner_audit / "metrics.json").read_text())
     cases = list(dict.fromkeys(zip(rows["index"], rows["role"], strict=True)))
-    searches = label_flips(predictions, cases, LABELS, (0.5, 0.5, 0.5), False)
+    searches, _ = label_flips(predictions, cases, LABELS, (0.5, 0.5, 0.5), False, 3)
     by_index = predictions.set_index("index")
 
     assert {"segments", "gradient"} == set(rows["kind"]) and rows["valid"].any()
@@ -204,3 +215,32 @@ def test_removing_the_mark_flips_the_wrong_effusion_calls_and_page_one_says_so(
         parse_policy({"findings.counterfactual_artifacts": "== 0"}, "test"), metrics, None
     )
     assert outcome.failed[0].value == n
+
+
+def test_an_image_both_misclassified_and_sampled_is_searched_as_misclassified(
+    tmp_path: Path,
+) -> None:
+    """Every image explained (sampled), its errors too: each image is searched in one role,
+    a misclassified one for its wrong calls, so the tallies and page one count its
+    finding (they read ``role``)."""
+    assert _cases(pd.DataFrame({"index": range(6)}),
+                  Selection(sampled=(1, 2, 3), misclassified=(2, 5), n_errors=2), 10) == [
+        (2, "misclassified"), (5, "misclassified"), (1, "sampled"), (3, "sampled"),
+    ]  # fmt: skip
+    manifest = make_label_dataset(tmp_path / "data", n=32, scanner=True, mark_masks=True)
+    config = MARK_CONCEPT + "tcav-runs = 0\nmaximise-steps = 0\nrobustness-images = 0\n"
+    flags = ("--explain-samples", "32", "--counterfactual-images", "40")
+    result = run_label_audit(MarkLabels(), manifest, tmp_path, config + "wachter-steps = 0\n",
+                             flags)  # fmt: skip
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    rows = pd.read_csv(folder / "counterfactuals.csv")
+    wrong = set(pd.read_csv(folder / "predictions.csv").query("not correct")["index"])
+    summary = (folder / "summary.md").read_text(encoding="utf-8")
+
+    assert rows.groupby("index")["role"].nunique().max() == 1
+    assert set(rows.query("role == 'misclassified'")["index"]) == wrong and wrong
+    removed = rows[(rows["role"] == "misclassified") & rows["valid"]
+                   & (rows["covers_mark_mask"] >= 0.5)]["index"].nunique()  # fmt: skip
+    shown = rows[(rows["role"] == "misclassified") & rows["valid"]
+                 & rows["covers_mark_mask"].notna()]["index"].nunique()  # fmt: skip
+    assert removed and f"effusion on {removed} of the {shown} misclassified images" in summary

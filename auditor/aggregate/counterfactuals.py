@@ -95,6 +95,17 @@ def _sentence(k: KindCount, multi_label: bool) -> str:
     )
 
 
+def _left_out(result: Counterfactuals) -> tuple[str, ...]:
+    """The wrong calls not searched, when any was left out."""
+    if not result.left_out:
+        return ()
+    most = result.settings.counterfactual_labels
+    return (
+        f"{result.left_out:,} wrong calls of misclassified images were not searched: only "
+        f"each image's {most} most confident are (counterfactual-labels).",
+    )
+
+
 def _region_sentence(r: RegionCount) -> str:
     name = "segment" if r.kind == "segments" else "gradient"
     return (
@@ -202,7 +213,7 @@ def counterfactual_view(inputs: AuditInputs) -> CounterfactualView | None:
     s = result.settings
     settings = (
         f"at most {s.counterfactual_segments} segments and {s.counterfactual_passes:,} passes "
-        f"per case; gradient: {s.wachter_steps} Adam steps at {s.wachter_lr:g}, L1 weight "
+        f"per search; gradient: {s.wachter_steps} Adam steps at {s.wachter_lr:g}, L1 weight "
         f"{s.wachter_l1:g}, total-variation weight {s.wachter_tv:g}"
     )
     kinds = kind_counts(result.frame)
@@ -210,7 +221,8 @@ def counterfactual_view(inputs: AuditInputs) -> CounterfactualView | None:
     return CounterfactualView(
         fill=result.fill,
         settings=settings,
-        sentences=tuple(_sentence(k, multi) for k in kinds if k.kind == "segments"),
+        sentences=tuple(_sentence(k, multi) for k in kinds if k.kind == "segments")
+        + _left_out(result),
         details=tuple(_sentence(k, multi) for k in kinds if k.kind != "segments")
         + tuple(_region_sentence(r) for r in region_counts(result.frame)),
         findings=counterfactual_findings(result),

@@ -156,6 +156,7 @@ def counterfactual_document(result: Counterfactuals | None) -> dict[str, Any] | 
     return {
         "fill": result.fill,
         "removed_share": REMOVED,
+        "left_out": result.left_out,
         "kinds": [
             {
                 "kind": k.kind,

@@ -100,7 +100,7 @@ class LabelFlip:
 
 
 def _chosen(has: np.ndarray, calls: np.ndarray, margins: np.ndarray, wrong: bool) -> list[int]:
-    """The labels to flip of one image: every wrong call, the most confident first, or
+    """The labels to flip of one image: its wrong calls, the most confident first, or
     its most confident call (the label closest to being called when it is called for
     none)."""
     if wrong and (has != calls).any():
@@ -113,13 +113,15 @@ def _chosen(has: np.ndarray, calls: np.ndarray, margins: np.ndarray, wrong: bool
 
 def label_flips(
     predictions: pd.DataFrame, cases: list[tuple[int, str]], names: tuple[str, ...],
-    thresholds: tuple[float, ...], probabilities_only: bool,
-) -> list[tuple[int, str, LabelFlip]]:  # fmt: skip
+    thresholds: tuple[float, ...], probabilities_only: bool, most: int,
+) -> tuple[list[tuple[int, str, LabelFlip]], int]:  # fmt: skip
     """The searches, in the order of ``cases`` (``(index, role)``, role ``misclassified``
     or ``sampled``): each case with a label to flip, a misclassified one once for each
-    wrong call."""
+    wrong call up to ``most`` (the most confident); and how many wrong calls were left
+    out beyond them."""
     rows = predictions.set_index("index")
     searches = []
+    left_out = 0
     logits = np.array([_logit(t) for t in thresholds])
     for index, role in cases:
         row = rows.loc[[index]]
@@ -127,7 +129,9 @@ def label_flips(
         calls = label_matrix(row["prediction"], names)[0]
         p = row[[f"p_{n}" for n in names]].to_numpy(dtype=float)[0]
         margins = np.array([_logit(v) for v in p]) - logits
-        for k in _chosen(has, calls, margins, role == "misclassified"):
+        chosen = _chosen(has, calls, margins, role == "misclassified")
+        left_out += max(0, len(chosen) - most)
+        for k in chosen[:most]:
             flip = LabelFlip(k, names[k], thresholds[k], bool(calls[k]), probabilities_only)
             searches.append((index, role, flip))
-    return searches
+    return searches, left_out

@@ -30,6 +30,13 @@ class CounterfactualSettings:
         minimum=0,
         flag=True,
     )
+    counterfactual_labels: int = setting(
+        3,
+        help="A multi-label model's misclassified image: most of its wrong calls searched, "
+        "the most confident first (the report counts those left out)",
+        unit="labels",
+        minimum=1,
+    )
     counterfactual_fill: str = setting(
         "mean",
         help="What replaces a removed segment: mean (the image's mean colour), blur (the "
@@ -45,13 +52,15 @@ class CounterfactualSettings:
     )
     counterfactual_passes: int = setting(
         1000,
-        help="Most forward passes a segment counterfactual's search runs per image",
+        help="Most forward passes a segment counterfactual's search runs per image (a "
+        "multi-label model's: per label searched)",
         unit="passes",
         minimum=10,
     )
     wachter_steps: int = setting(
         200,
-        help="Gradient counterfactual (Wachter et al.): Adam steps per image, each one "
+        help="Gradient counterfactual (Wachter et al.): Adam steps per image (a multi-label "
+        "model's: per label searched), each one "
         "forward and one backward pass; 0 skips it",
         minimum=0,
     )

@@ -32,7 +32,7 @@ __all__ = ["Counterfactuals", "Shown", "counterfactuals", "fill_image"]
 
 @dataclass(frozen=True)
 class Shown:
-    """One case's counterfactuals, for the report's images.
+    """One search's counterfactuals, for the report's images.
 
     Attributes:
         image: ``(H, W, C)`` the case in [0, 1].
@@ -54,7 +54,8 @@ class Counterfactuals:
     """Every counterfactual searched.
 
     Attributes:
-        frame: One row per case and kind (``counterfactuals.csv``): ``index, path, role,
+        frame: One row per search and kind (``counterfactuals.csv``; a search per case, a
+            multi-label model's misclassified image one per wrong call): ``index, path, role,
             label, prediction, kind, valid, new_class, probability, segments, pixels,
             l1, passes, irreducible, steps``, ``shortcut_region`` and
             ``in_shortcut_region`` (the flagged shortcut region of the case's group and
@@ -63,8 +64,10 @@ class Counterfactuals:
             ``not <label>`` and ``probability`` the label's), and
             ``covers_<concept>`` (the share of the concept's mask the change covers;
             empty where the image does not show it).
-        shown: Each case's images and counterfactuals, in the frame's order.
+        shown: Each search's images and counterfactuals, in the frame's order.
         fill: What replaced a removed segment.
+        left_out: A multi-label model's wrong calls not searched, beyond the
+            ``counterfactual-labels`` most confident of their image.
     """
 
     frame: pd.DataFrame
@@ -75,6 +78,7 @@ class Counterfactuals:
     passes: int
     seconds: float
     settings: CounterfactualSettings
+    left_out: int = 0
 
 
 def fill_image(image: torch.Tensor, fill: str) -> torch.Tensor:
@@ -90,9 +94,10 @@ def fill_image(image: torch.Tensor, fill: str) -> torch.Tensor:
 
 
 def _cases(predictions: pd.DataFrame, selection: Selection, limit: int) -> list[tuple[int, str]]:
+    """The explained images, misclassified first, each once (an image both misclassified
+    and sampled is misclassified: :meth:`~auditor.select.Selection.images`)."""
     evaluated = set(predictions["index"].tolist())
-    roles = [(i, "misclassified") for i in selection.misclassified]
-    roles += [(i, "sampled") for i in selection.sampled]
+    roles = [(i, role) for role, i in selection.images()]
     return [(i, role) for i, role in roles if i in evaluated][:limit]
 
 
@@ -138,17 +143,20 @@ def counterfactuals(
         return class_scores(output, kind).cpu()
 
     flips: list[LabelFlip | None] = [None] * len(readable)
+    left_out = 0
     if dataset.multi_label:
-        searches = label_flips(
-            predictions, readable, dataset.classes, thresholds, kind.probabilities
-        )
+        searches, left_out = label_flips(
+            predictions, readable, dataset.classes, thresholds, kind.probabilities,
+            settings.counterfactual_labels,
+        )  # fmt: skip
         readable = [(index, role) for index, role, _ in searches]
         flips = [flip for _, _, flip in searches]
     prepared = _prepared(
         readable, images, predictions, dataset, concepts, preprocessing, shortcuts, flips
     )
-    return _search(prepared, probabilities, scores, dataset.classes, settings, superpixels,
-                   started)  # fmt: skip
+    found = _search(prepared, probabilities, scores, dataset.classes, settings, superpixels,
+                    started)  # fmt: skip
+    return replace(found, left_out=left_out)
 
 
 Probabilities = Callable[[torch.Tensor], torch.Tensor]
@@ -163,7 +171,7 @@ class _Cases:
     cases: list[tuple[int, str]]
     images: dict[int, torch.Tensor]
     original: list[int]
-    base: dict[int, dict[str, object]]
+    base: dict[int, dict[str, object]]  # by index: its path, label and prediction
     masks: torch.Tensor
     annotated: torch.Tensor
     concepts: tuple[str, ...]
@@ -194,15 +202,17 @@ class _Cases:
         return flip.calls[new_class], kept, {"flipped_label": flip.name}
 
     def row(self, position: int, change: torch.Tensor, **values: object) -> dict[str, object]:
-        """A row of ``counterfactuals.csv``: the case, ``values``, the shortcut region and
-        the concepts covered."""
+        """A row of ``counterfactuals.csv``: the case and its role, ``values``, the
+        shortcut region and the concepts covered."""
         covers = _covers(change, self.masks[position], self.annotated[position])
-        index = self.cases[position][0]
+        index, role = self.cases[position]
         region = self.regions.get(index, "")
         inside = share_in_region(change.numpy(), region) if region else math.nan
-        return self.base[index] | values | {
-            "shortcut_region": region, "in_shortcut_region": inside,
-        } | {f"covers_{c}": v for c, v in zip(self.concepts, covers, strict=True)}  # fmt: skip
+        case = self.base[index]
+        found = {"index": index, "path": case["path"], "role": role, "label": case["label"],
+                 "prediction": case["prediction"], **values, "shortcut_region": region,
+                 "in_shortcut_region": inside}  # fmt: skip
+        return found | {f"covers_{c}": v for c, v in zip(self.concepts, covers, strict=True)}
 
 
 def _prepared(
@@ -216,9 +226,9 @@ def _prepared(
     masks, annotated = declared_masks(dataset, concepts, indices, preprocessing, size)
     rows = predictions.set_index("index")
     base: dict[int, dict[str, object]] = {
-        i: {"index": i, "path": rows.at[i, "path"], "role": role, "label": rows.at[i, "label"],
+        i: {"index": i, "path": rows.at[i, "path"], "label": rows.at[i, "label"],
             "prediction": rows.at[i, "prediction"]}
-        for i, role in cases
+        for i, _ in cases
     }  # fmt: skip
     original = [
         flip.original if flip else dataset.classes.index(str(rows.at[i, "prediction"]))
@@ -278,8 +288,8 @@ def _segments(
 def _groups(
     prepared: _Cases, probabilities: Probabilities, scores: Probabilities
 ) -> list[tuple[list[int], tuple[Probabilities, Probabilities]]]:
-    """The cases' positions searched together, and their probabilities and scores: all
-    at once, or a multi-label model's by the label they flip."""
+    """The searches' positions run together, and their probabilities and scores: all at
+    once, or a multi-label model's by the label they flip."""
     by_label: dict[int, list[int]] = {}
     for position, flip in enumerate(prepared.flips):
         by_label.setdefault(-1 if flip is None else flip.label, []).append(position)

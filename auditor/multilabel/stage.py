@@ -12,10 +12,10 @@ measured, as for a single-label model; the metadata dependence is tested label b
 model's, its images grouped by their set of labels (:mod:`auditor.similarity`); its
 units are dissected, its labels tested with TCAV on the images that have them and their
 scores maximised (:mod:`auditor.concepts`, as a single-label model's classes); each
-explained case's counterfactuals flip one of its label calls
-(:mod:`auditor.counterfactual.labels`); it is compared with the previous audit of its
-model's name (:mod:`auditor.compare`: subset accuracy, each label's rates, the labels'
-calls).
+explained case's counterfactuals flip one of its label calls a search (a misclassified
+image's each wrong call: :mod:`auditor.counterfactual.labels`); it is compared with the
+previous audit of its model's name (:mod:`auditor.compare`: subset accuracy, each
+label's rates, the labels' calls).
 """
 
 from __future__ import annotations
