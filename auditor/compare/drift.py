@@ -14,9 +14,10 @@
   When the audits are paired on the same images, the tests are the paired ones, which
   count only what changed image by image (and find a shift the two-sample tests miss:
   they take the two audits for independent samples): the classes by McNemar's exact
-  test with two classes in use, else the Stuart–Maxwell test of marginal homogeneity;
-  a label's calls by McNemar's exact test; the confidence and a label's probability by
-  the Wilcoxon signed-rank test of the images' differences.
+  test when the changed calls involve two classes, else the Stuart–Maxwell test of
+  marginal homogeneity; a label's calls by McNemar's exact test; the confidence and a
+  label's probability by the Wilcoxon signed-rank test of the images' differences
+  (those of at most :data:`UNCHANGED` left out).
 - Explanations: for an image explained for the same class in both audits, the Spearman
   rank correlation of a method's two maps.
 
