@@ -100,7 +100,7 @@ def test_each_wrong_call_is_searched_the_surest_first_and_a_sampled_case_once() 
     settings = CounterfactualSettings(counterfactual_labels=1)
     result = Counterfactuals(pd.DataFrame(), (), "mean", (), (), 0, 0.0, settings, capped_out)
     assert _left_out(result) == (
-        "1 wrong calls of misclassified images were not searched: only each image's 1 most "
+        "1 wrong call of a misclassified image was not searched: only each image's 1 most "
         "confident are (counterfactual-labels).",
     )
 

@@ -100,9 +100,12 @@ def _left_out(result: Counterfactuals) -> tuple[str, ...]:
     if not result.left_out:
         return ()
     most = result.settings.counterfactual_labels
+    calls = "wrong calls of misclassified images were"
+    if result.left_out == 1:
+        calls = "wrong call of a misclassified image was"
     return (
-        f"{result.left_out:,} wrong calls of misclassified images were not searched: only "
-        f"each image's {most} most confident are (counterfactual-labels).",
+        f"{result.left_out:,} {calls} not searched: only each image's {most} most confident "
+        f"are (counterfactual-labels).",
     )
 
 

@@ -4,12 +4,12 @@ call.
 A set of labels has no single call to change, so each search flips one label: a
 misclassified image is searched once for each of its wrong calls, the most confident
 first (the label whose probability is farthest, in logits, on the wrong side of its
-threshold); a sampled image once, for the label it is called for with the highest
-probability, or when it is called for none, the label closest to being called. The
-searches (:mod:`.segments`, :mod:`.gradient`) then run unchanged on the label read as a
-two-class model, whose classes are "the label is not called" and "the label is
-called": the label's logit minus its threshold's logit is that model's binary logit, so
-its argmax is the label's call at its threshold.
+threshold), up to ``counterfactual-labels`` of them; a sampled image once, for the
+label it is called for with the highest probability, or when it is called for none, the
+label closest to being called. The searches (:mod:`.segments`, :mod:`.gradient`) then
+run unchanged on the label read as a two-class model, whose classes are "the label is
+not called" and "the label is called": the label's logit minus its threshold's logit is
+that model's binary logit, so its argmax is the label's call at its threshold.
 """
 
 from __future__ import annotations
