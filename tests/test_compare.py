@@ -371,6 +371,17 @@ def test_a_few_changed_confidences_get_the_exact_test_and_rounding_is_no_change(
     assert (rounding.p_value, rounding.moved) == (1.0, False)
 
 
+def test_planted_shifts_are_found() -> None:
+    rng = np.random.default_rng(0)
+    old = pd.DataFrame({"mean_red": rng.normal(0.5, 0.05, 100)})
+    new = pd.DataFrame({"mean_red": rng.normal(0.56, 0.05, 100)})
+    shifted = rng.normal(0, 1, (100, 8))
+    shifted[:, 0] += 1.0
+
+    assert intensity_drift(old, new, 0.05)[0].moved
+    assert mmd_test(rng.normal(0, 1, (100, 8)) + 2, shifted + 2, 99, 1000, 0.05, 0).moved
+
+
 def test_channel_statistics_undo_the_models_normalisation() -> None:
     torch.manual_seed(0)
     raw = torch.rand(4, 3, 8, 8)
