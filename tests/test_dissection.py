@@ -138,19 +138,25 @@ def test_beyond_the_cap_the_threshold_is_marked_approximate_and_close() -> None:
     assert (gap <= spread.double().numpy() / 2048 + 1e-9).all(), "within one histogram bin"
 
 
+@pytest.mark.parametrize("block", [1 << 24, 64], ids=["top-k", "histogram"])
 @pytest.mark.parametrize("cap", [1 << 23, 40], ids=["records", "tally-pass"])
 @pytest.mark.parametrize(
-    ("source", "size"), [((4, 3), (15, 13)), ((3, 4), (41, 50)), ((6, 6), (4, 5))]
-)
+    ("source", "size"), [((4, 3), (15, 13)), ((3, 4), (41, 50)), ((2, 3), (56, 60)),
+                         ((6, 6), (4, 5))]
+)  # fmt: skip
 def test_the_patchwise_pass_equals_the_dense_one_with_ties_flat_patches_and_odd_sizes(
-    source: tuple[int, int], size: tuple[int, int], cap: int
-) -> None:
+    source: tuple[int, int], size: tuple[int, int], cap: int, block: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     """Thresholds and tallies from upsampling only the blocks that can reach them equal
     those from every upsampled value (:func:`upsampled`), exactly: ReLU zeros (flat
     patches, ties at the threshold), a dead unit, a constant one, non-integer scales,
-    sources with more outputs than a sub-block holds (bounded by corner pixels), and
-    maps larger than the masks; read from the records, and (a cap too small for them)
-    from the boundary bin and a tally pass."""
+    sources with more outputs than a sub-block holds (cut into sub-blocks bounded by
+    their corner pixels, computed densely), and maps larger than the masks; read from
+    the records, and (a cap too small for them) from the boundary bin and a tally pass;
+    the bound from each unit's highest sub-blocks, and (a block budget too small for
+    them, nor for keeping the blocks between passes) from a histogram of them."""
+    monkeypatch.setattr("auditor.concepts.dissection.BLOCK", block)
     rng = np.random.default_rng(6)
     n = 9
     shape = (n, 5, *source)

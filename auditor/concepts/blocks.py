@@ -5,13 +5,13 @@ Each output pixel of a bilinear upsampling (no corner alignment, as
 ``torch.nn.functional.interpolate``) is a convex combination of the four sources around
 it; the outputs sharing their four sources make a patch, and within a patch the value is
 bilinear in the output's position, so over any rectangle of outputs it lies between the
-values at the rectangle's corners. Two levels of bounds, so that the costly one is paid
-only where a threshold can be reached:
-
-* a **patch** is bounded by its four sources (:func:`blocks`: cheap, every patch);
-* a patch with more than :data:`SPAN` outputs a side is cut into **sub-blocks** of at
-  most :data:`SPAN` a side, each bounded by its corner pixels (:func:`refine`: only
-  for the patches asked for).
+values at the rectangle's corners. Each patch is bounded by its four sources (their
+least and greatest: windows of the maps, dense) and cut into **sub-blocks** of at most
+:data:`SPAN` outputs a side; where the sub-blocks are large enough (:data:`CORNERED`),
+:func:`blocks` bounds every sub-block of a batch at once by the values at its corner
+pixels: a few upsampled rows and columns, computed densely, in place of every value.
+Only the sub-blocks whose bounds can reach a threshold are then upsampled
+(:func:`block_values`).
 
 :func:`upsampled` and :func:`block_values` compute a value with the same arithmetic, so
 a threshold taken on one and applied to the other agrees bit for bit.
@@ -21,21 +21,21 @@ Own code: ``F.interpolate`` has no way to upsample a chosen set of pixels.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 __all__ = [
     "BLOCK",
     "Axis",
     "Blocks",
-    "Refined",
     "block_values",
     "blocks",
     "geometry",
-    "refine",
     "upsampled",
 ]
 
@@ -44,8 +44,12 @@ BLOCK = 1 << 24
 
 SPAN = 8
 """Most outputs along each axis of a sub-block: a source's outputs beyond this are cut
-into sub-blocks, bounded by the values at their corner pixels (the values of a bilinear
-patch lie between those at the corners of any rectangle of it)."""
+into several sub-blocks."""
+
+CORNERED = 16
+"""Least mean outputs per sub-block for bounding the sub-blocks by their corner pixels:
+their corners are then at most a quarter of the outputs. Smaller sub-blocks keep their
+patch's bounds (their corners would be most of the outputs)."""
 
 SLACK = 1e-6
 """Widening of a block's bounds, relative to its largest source (about eight float32
@@ -60,8 +64,7 @@ class Axis:
     ``start[j] + count[j]`` (``low`` never decreases).
 
     ``patches`` and ``blocks`` (the sub-blocks) are ``(source, first output, size)``, one
-    patch per source with outputs; the sub-blocks of patch ``p`` are ``subs[0][p]`` to
-    ``subs[0][p] + subs[1][p]``."""
+    patch per source with outputs; ``patch`` is each sub-block's patch."""
 
     low: torch.Tensor
     high: torch.Tensor
@@ -72,11 +75,12 @@ class Axis:
     after: torch.Tensor  # (n_in,) the source after each one (the last repeats)
     blocks: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     patches: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    subs: tuple[torch.Tensor, torch.Tensor]
+    patch: torch.Tensor
 
 
 def _axis(n_in: int, n_out: int) -> Axis:
-    """The geometry, with each source's outputs cut into blocks of at most :data:`SPAN`."""
+    """The geometry, with each source's outputs cut into blocks of at most :data:`SPAN`
+    (:func:`_cut`)."""
     scale = torch.tensor(n_in / n_out, dtype=torch.float32)
     real = (scale * (torch.arange(n_out, dtype=torch.float32) + 0.5) - 0.5).clamp_min(0)
     low = real.long()
@@ -84,9 +88,9 @@ def _axis(n_in: int, n_out: int) -> Axis:
     count = torch.bincount(low, minlength=n_in)
     start = count.cumsum(0) - count
     blocks = [
-        (j, int(start[j]) + offset, min(SPAN, int(count[j]) - offset))
+        (j, int(start[j]) + offset, size)
         for j in range(n_in)
-        for offset in range(0, int(count[j]), SPAN)
+        for offset, size in _cut(int(count[j]))
     ]
     source, first, size = (
         torch.tensor(column, dtype=torch.long) for column in zip(*blocks, strict=True)
@@ -96,8 +100,16 @@ def _axis(n_in: int, n_out: int) -> Axis:
     return Axis(
         low, (low + 1).clamp_max(n_in - 1), 1 - w1, w1, start, count,
         (torch.arange(n_in) + 1).clamp_max(n_in - 1), (source, first, size),
-        (has, start[has], count[has]), (pieces.cumsum(0) - pieces, pieces),
+        (has, start[has], count[has]), torch.repeat_interleave(torch.arange(len(has)), pieces),
     )  # fmt: skip
+
+
+def _cut(count: int) -> list[tuple[int, int]]:
+    """``(offset, size)`` of ``count`` outputs cut into the fewest blocks of at most
+    :data:`SPAN`, their sizes as equal as they can be."""
+    pieces = -(-count // SPAN)
+    sizes = [count // pieces + (i < count % pieces) for i in range(pieces)]
+    return list(zip(itertools.accumulate(sizes, initial=0), sizes, strict=False))  # one past
 
 
 def geometry(source: tuple[int, int], size: tuple[int, int]) -> tuple[Axis, Axis]:
@@ -129,74 +141,102 @@ def upsampled(activations: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Blocks:
-    """One batch's maps cut into patches (``(B, U, nr, nc)`` per patch: the outputs
-    sharing their four sources). A patch's values lie between ``low`` and ``high``, its
-    sources' least and greatest, widened by :data:`SLACK` (the rounding of a value's
-    four terms); a ``flat`` patch's four sources are equal and all its values are that
-    source (``low``, exactly); ``pixels`` outputs are in each patch."""
+    """One batch's maps cut into patches (``(B, U, nr, nc)``: the outputs sharing their
+    four sources) and sub-blocks (``(B, U, sr, sc)``, the axes' ``blocks``).
+
+    A patch's values lie between ``low`` and ``high``, its sources' least and greatest,
+    widened by :data:`SLACK` (the rounding of a value's four terms); a ``flat`` patch's
+    four sources are equal and all its values are that source (``low``, exactly);
+    ``pixels`` outputs are in each patch. A sub-block's values lie between ``sub_low``
+    and ``sub_high``: its corner pixels' least and greatest, widened by its patch's
+    slack, within its patch's bounds (a flat patch's sub-blocks: its value, exactly);
+    ``sub_flat`` marks the sub-blocks of flat patches, ``sub_pixels`` counts outputs."""
 
     maps: torch.Tensor
     low: torch.Tensor
     high: torch.Tensor
     flat: torch.Tensor
     pixels: torch.Tensor
+    sub_low: torch.Tensor
+    sub_high: torch.Tensor
+    sub_flat: torch.Tensor
+    sub_pixels: torch.Tensor
+
+    @property
+    def held(self) -> int:
+        """Patches and sub-blocks held (each counted once where they are the same)."""
+        return self.low.numel() + (self.sub_low.numel() if self.sub_low is not self.low else 0)
 
 
 def blocks(activations: torch.Tensor, rows: Axis, cols: Axis) -> Blocks:
     maps = activations.float()
+    padded = F.pad(maps, (0, 1, 0, 1), mode="replicate")  # the last source repeats (``after``)
+    low, high = _pairs(torch.minimum, padded), _pairs(torch.maximum, padded)
     rs, cs = rows.patches[0], cols.patches[0]
-    corners = _corners(maps, rows, cols)
     if len(rs) < maps.shape[2] or len(cs) < maps.shape[3]:  # some source has no output
-        corners = tuple(c[:, :, rs][..., cs] for c in corners)
-    low = torch.minimum(torch.minimum(corners[0], corners[1]), torch.minimum(*corners[2:]))
-    high = torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(*corners[2:]))
+        low, high = low[:, :, rs][..., cs], high[:, :, rs][..., cs]
     flat = low == high
-    slack = _slack(low, high)
-    low, high = torch.where(flat, low, low - slack), torch.where(flat, high, high + slack)
+    slack = _slack(low, high).masked_fill_(flat, 0.0)
+    low, high = low - slack, high + slack
     pixels = rows.patches[2][:, None] * cols.patches[2][None, :]
-    return Blocks(maps, low, high, flat, pixels.expand_as(low))
+
+    def per_sub(t: torch.Tensor) -> torch.Tensor:  # each sub-block's patch's
+        if len(rows.patch) == len(rows.patches[0]) and len(cols.patch) == len(cols.patches[0]):
+            return t  # one sub-block per patch
+        return t.index_select(2, rows.patch).index_select(3, cols.patch)
+
+    sub_low, sub_high, sub_flat = per_sub(low), per_sub(high), per_sub(flat)
+    if CORNERED * len(rows.blocks[0]) * len(cols.blocks[0]) <= len(rows.low) * len(cols.low):
+        least, most = _corner_range(maps, rows, cols)
+        slack = _slack(sub_low, sub_high)  # the patch's, already widened: wider still
+        sub_low = torch.where(sub_flat, sub_low, torch.maximum(sub_low, least - slack))
+        sub_high = torch.where(sub_flat, sub_high, torch.minimum(sub_high, most + slack))
+    sub_pixels = rows.blocks[2][:, None] * cols.blocks[2][None, :]
+    return Blocks(
+        maps, low, high, flat, pixels.expand_as(low), sub_low, sub_high, sub_flat,
+        sub_pixels.expand_as(sub_low),
+    )  # fmt: skip
+
+
+def _corner_range(maps: torch.Tensor, rows: Axis, cols: Axis) -> tuple[torch.Tensor, ...]:
+    """``(B, U, sr, sc)`` the least and greatest upsampled value at each sub-block's four
+    corner pixels: its first and last rows and columns, upsampled densely as products
+    with the interpolation matrices, a few units at a time (at most :data:`BLOCK` values
+    held). The sums' order is not :func:`upsampled`'s, so a value may differ from it by
+    a few ulps: the bounds' slack covers it."""
+    (_, rf, rn), (_, cf, cn) = rows.blocks, cols.blocks
+    down = _interpolation(rows, torch.stack([rf, rf + rn - 1], 1).flatten())
+    across = _interpolation(cols, torch.stack([cf, cf + cn - 1], 1).flatten()).T
+    batch, sr, sc = len(maps), len(rf), len(cf)
+    step = max(1, BLOCK // max(1, batch * 4 * sr * sc))
+    least: list[torch.Tensor] = []
+    most: list[torch.Tensor] = []
+    for part in maps.split(step, dim=1):
+        values = (down @ part @ across).view(batch, -1, sr, 2, sc, 2)
+        for pick, into in ((torch.minimum, least), (torch.maximum, most)):
+            pairs = pick(values[:, :, :, 0], values[:, :, :, 1])
+            into.append(pick(pairs[..., 0], pairs[..., 1]))
+    return torch.cat(least, 1), torch.cat(most, 1)
+
+
+def _interpolation(axis: Axis, outputs: torch.Tensor) -> torch.Tensor:
+    """``(len(outputs), n_in)``: the weights that interpolate the sources at ``outputs``."""
+    weights = torch.zeros(len(outputs), len(axis.after))
+    at = torch.arange(len(outputs))
+    weights.index_put_((at, axis.low[outputs]), axis.w0[outputs], accumulate=True)
+    return weights.index_put_((at, axis.high[outputs]), axis.w1[outputs], accumulate=True)
+
+
+def _pairs(pick: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], padded: torch.Tensor
+           ) -> torch.Tensor:  # fmt: skip
+    """``pick`` over each 2 x 2 window of ``padded`` (stride 1): one dimension at a time."""
+    rows = pick(padded[..., :-1, :], padded[..., 1:, :])
+    return pick(rows[..., :-1], rows[..., 1:])
 
 
 def _slack(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    return SLACK * torch.maximum(low.abs(), high.abs()) + 1e-30
-
-
-@dataclass(frozen=True)
-class Refined:
-    """Sub-blocks of some patches: ``where`` ``(m, 4)`` indices ``b, u, i, j`` of each
-    (``i, j`` into the axes' ``blocks``) and its bounds ``low`` and ``high`` ``(m,)``."""
-
-    where: torch.Tensor
-    low: torch.Tensor
-    high: torch.Tensor
-
-
-def refine(patches: Blocks, where: torch.Tensor, rows: Axis, cols: Axis) -> Refined:
-    """The sub-blocks of the (non-flat) patches at ``where`` (``(n, 4)`` indices ``b, u,
-    i, j`` into the patches), bounded by their corner pixels where a patch is cut (and
-    never beyond the patch's own bounds), by the patch's bounds where it is one
-    sub-block."""
-    b, u, pi, pj = where.unbind(1)
-    nr, nc = rows.subs[1][pi], cols.subs[1][pj]
-    owner = torch.repeat_interleave(torch.arange(len(where)), nr * nc)
-    offset = torch.arange(len(owner)) - torch.repeat_interleave(
-        (nr * nc).cumsum(0) - nr * nc, nr * nc
-    )
-    si = rows.subs[0][pi][owner] + offset // nc[owner]
-    sj = cols.subs[0][pj][owner] + offset % nc[owner]
-    low, high = patches.low[b, u, pi, pj][owner], patches.high[b, u, pi, pj][owner]
-    found = torch.stack([b[owner], u[owner], si, sj], 1)
-    cut = ((nr > 1) | (nc > 1))[owner]
-    if bool(cut.any()):
-        (_, rf, rn), (_, cf, cn) = rows.blocks, cols.blocks
-        i, j = si[cut], sj[cut]
-        y = torch.stack([rf[i], rf[i] + rn[i] - 1], 1)
-        x = torch.stack([cf[j], cf[j] + cn[j] - 1], 1)
-        corners = _values(patches.maps, rows, cols, found[cut], y, x).flatten(1)
-        slack = _slack(low[cut], high[cut])  # the patch's, already widened: wider still
-        low[cut] = torch.maximum(low[cut], corners.amin(1) - slack)
-        high[cut] = torch.minimum(high[cut], corners.amax(1) + slack)
-    return Refined(found, low, high)
+    """:data:`SLACK` times the larger magnitude of ``low`` and ``high`` (``low <= high``)."""
+    return torch.maximum(high, -low).mul_(SLACK).add_(1e-30)
 
 
 def _values(

@@ -44,12 +44,10 @@ from auditor.concepts.blocks import BLOCK, Axis, geometry, upsampled
 from auditor.concepts.tally import (
     BINS,
     Batch,
-    Highest,
     Histogram,
     Passes,
     Records,
     ranked,
-    reaching,
     scan,
     tally,
 )
@@ -83,70 +81,42 @@ class UnitThresholds:
     k: int
 
 
-def _bound(
-    passes: Passes, grid: tuple[Axis, Axis], low: torch.Tensor, high: torch.Tensor, k: int
-) -> torch.Tensor:
+def _bound(passes: Passes, low: torch.Tensor, high: torch.Tensor, k: int) -> torch.Tensor:
     """``(U,)`` a lower bound of each unit's threshold: at least ``k`` outputs lie in
-    blocks whose floor reaches it. First from the patches' floors; then from the floors
-    of the sub-blocks of the patches that reach that bound (tighter, and only those
-    patches are cut)."""
-    fits = len(low) * k <= BLOCK  # else a histogram of the floors
-    if fits:
-        first = _highest_patches(passes, k)
-    else:
-        first = _histogram_bound(_floors(passes, grid, None), low, high, k)
-    finer = _floors(passes, grid, first)
-    second = _highest(finer, len(low), k) if fits else _histogram_bound(finer, first, high, k)
-    return torch.maximum(first, second)
+    sub-blocks whose floor reaches it."""
+    if len(low) * k <= BLOCK:
+        return _highest_blocks(passes, k)
+    return _histogram_bound(_floors(passes), low, high, k)
 
 
-def _floors(
-    passes: Passes, grid: tuple[Axis, Axis], floor: torch.Tensor | None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """``(units, floors, pixels)`` of every patch (no ``floor``), or of the flat patches
-    and the sub-blocks that reach ``floor``."""
-    rows, cols = grid
+def _floors(passes: Passes) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(units, floors, pixels)`` of every sub-block."""
     for seen in passes():
         patches = seen.blocks
-        if floor is None:
-            units = torch.arange(patches.low.shape[1])[None, :, None, None]
-            yield (
-                units.expand_as(patches.low).flatten(),
-                patches.low.flatten(),
-                patches.pixels.flatten(),
-            )
-            continue
-        flat = (patches.flat & (patches.low >= floor[None, :, None, None])).nonzero()
-        b, u, i, j = flat.unbind(1)
-        yield u, patches.low[b, u, i, j], patches.pixels[b, u, i, j]
-        refined = reaching(patches, grid, floor)
-        _, u, i, j = refined.where.unbind(1)
-        yield u, refined.low, rows.blocks[2][i] * cols.blocks[2][j]
+        units = torch.arange(patches.sub_low.shape[1])[None, :, None, None]
+        yield (
+            units.expand_as(patches.sub_low).flatten(),
+            patches.sub_low.flatten(),
+            patches.sub_pixels.flatten(),
+        )
 
 
-def _highest_patches(passes: Passes, k: int) -> torch.Tensor:
-    """The patch-level bound from each unit's ``k`` highest patch floors (dense)."""
+def _highest_blocks(passes: Passes, k: int) -> torch.Tensor:
+    """The bound from each unit's highest sub-block floors (dense): as many as make ``k``
+    outputs even when each holds the fewest a sub-block holds."""
     floors = pixels = None
     for seen in passes():
-        units = seen.blocks.low.shape[1]
-        batch_floors = seen.blocks.low.transpose(0, 1).reshape(units, -1)
-        batch_pixels = seen.blocks.pixels.transpose(0, 1).reshape(units, -1)
+        enough = -(-k // max(1, int(seen.blocks.sub_pixels.min())))
+        units = seen.blocks.sub_low.shape[1]
+        batch_floors = seen.blocks.sub_low.transpose(0, 1).reshape(units, -1)
+        batch_pixels = seen.blocks.sub_pixels.transpose(0, 1).reshape(units, -1)
         floors = batch_floors if floors is None else torch.cat([floors, batch_floors], 1)
         pixels = batch_pixels if pixels is None else torch.cat([pixels, batch_pixels], 1)
-        top = floors.topk(min(k, floors.shape[1]), dim=1)  # sorted, descending
+        top = floors.topk(min(enough, floors.shape[1]), dim=1)  # sorted, descending
         floors, pixels = top.values, pixels.gather(1, top.indices)
     assert floors is not None and pixels is not None, "dissect checks for a batch"
     reached = (pixels.cumsum(1) >= k).long().argmax(1)
     return floors.gather(1, reached[:, None])[:, 0]
-
-
-def _highest(
-    found: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], n: int, k: int
-) -> torch.Tensor:
-    highest = Highest(n, k)
-    for units, floors, pixels in found:
-        highest.add(units, floors, pixels)
-    return highest.reached()
 
 
 def _histogram_bound(
@@ -175,7 +145,7 @@ def _measured(
     ranked and tallied from their records when they fit under ``cap``; else a histogram
     of them, the values in the bin that holds the threshold (when those fit), and a
     tally pass. The ``bad`` units get no threshold and fire nowhere."""
-    floor = _bound(passes, grid, low, high, k)
+    floor = _bound(passes, low, high, k)
     histogram = Histogram(floor, high)
     records = Records(grid, cap)
     for found in scan(passes, grid, floor):
@@ -306,7 +276,7 @@ def dissect(
         raise ValueError("dissect needs at least one batch")
     low, high = torch.where(bad, 0.0, low), torch.where(bad, 0.0, high)
     grid = geometry(source, size)
-    passes = Passes(_finite(batches, bad), grid)
+    passes = Passes(_finite(batches, bad), grid, BLOCK)
     k = max(1, math.ceil(quantile * total))
     thresholds, inter, union = _measured(passes, grid, low, high, k, cap, n_concepts, bad)
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)

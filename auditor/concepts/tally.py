@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from auditor.concepts.blocks import BLOCK, Axis, Blocks, Refined, block_values, blocks, refine
+from auditor.concepts.blocks import BLOCK, Axis, Blocks, block_values, blocks
 
 __all__ = [
     "Batch",
@@ -74,8 +74,9 @@ class Seen:
 
 class Passes:
     """Starts a pass over the batches with their blocks. The blocks of the first pass are
-    kept for the next ones while they hold at most ``budget`` blocks in all (their low
-    and high bounds: 9 bytes a block); beyond, every pass computes them again."""
+    kept for the next ones while they hold at most ``budget`` patches and sub-blocks in
+    all (their low and high bounds: 9 bytes each); beyond, every pass computes them
+    again."""
 
     def __init__(
         self, batches: Callable[[], Iterator[Batch]], grid: tuple[Axis, Axis], budget: int = BLOCK
@@ -92,7 +93,7 @@ class Passes:
         for batch in self.batches():
             seen = Seen(batch, blocks(batch.activations, *self.grid), first)
             first += len(batch.activations)
-            held += seen.blocks.low.numel()
+            held += seen.blocks.held
             kept = kept if kept is not None and held <= self.budget else None
             if kept is not None:
                 kept.append(seen)
@@ -114,12 +115,10 @@ class Found:
     whole_patches: bool
 
 
-def reaching(patches: Blocks, grid: tuple[Axis, Axis], floor: torch.Tensor) -> Refined:
-    """The sub-blocks of the non-flat patches whose bounds reach ``floor`` (per unit)."""
-    reach = floor[None, :, None, None]
-    refined = refine(patches, (~patches.flat & (patches.high >= reach)).nonzero(), *grid)
-    keep = refined.high >= floor[refined.where[:, 1]]
-    return Refined(refined.where[keep], refined.low[keep], refined.high[keep])
+def reaching(patches: Blocks, floor: torch.Tensor) -> torch.Tensor:
+    """``(n, 4)`` indices ``b, u, i, j`` of the sub-blocks of non-flat patches whose upper
+    bounds reach ``floor`` (per unit)."""
+    return (~patches.sub_flat & (patches.sub_high >= floor[None, :, None, None])).nonzero()
 
 
 def scan(passes: Passes, grid: tuple[Axis, Axis], floor: torch.Tensor) -> Iterator[Found]:
@@ -133,7 +132,7 @@ def scan(passes: Passes, grid: tuple[Axis, Axis], floor: torch.Tensor) -> Iterat
         b, u, i, j = flat.unbind(1)
         pixels = patches.pixels[b, u, i, j].double()
         yield Found(seen, u, patches.low[b, u, i, j], pixels, (b, i, j), True)
-        open_ = reaching(patches, grid, floor).where
+        open_ = reaching(patches, floor)
         for chunk, values, y, x in block_values(patches, open_, rows, cols):
             n, r, c = (values >= floor[chunk[:, 1]][:, None, None]).nonzero().unbind(1)
             ones = torch.ones(len(n), dtype=torch.float64)  # NaN (outside) never reaches
@@ -297,15 +296,18 @@ class Records:
     def tally(self, thresholds: torch.Tensor) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Each unit's intersection and union with each concept at ``thresholds``, summed
         over the annotated images (every value reaching a threshold is recorded, since a
-        threshold is at least its unit's bound)."""
+        threshold is at least its unit's bound). A unit's area is its whole area less
+        what lies in images not annotated with a concept (usually none)."""
         units, values, weights, images, overlap = self.columns()
         fire = values >= thresholds[units.long()]
         units, weights, images = units[fire].long(), weights[fire].double(), images[fire].long()
-        annotated = torch.cat(self.annotated).double()
-        n = len(thresholds)
-        inter = torch.zeros(n, len(self.concept_area), dtype=torch.float64)
-        inter.index_add_(0, units, overlap[fire].double())
-        area = torch.zeros_like(inter).index_add_(0, units, weights[:, None] * annotated[images])
+        n, k = len(thresholds), len(self.concept_area)
+        inter = torch.zeros(n, k, dtype=torch.float64).index_add_(0, units, overlap[fire].double())
+        missing = ~torch.cat(self.annotated)
+        lacking = missing.any(1)[images]
+        outside = weights[lacking, None] * missing[images[lacking]].double()
+        area = torch.zeros(n, dtype=torch.float64).index_add_(0, units, weights)[:, None]
+        area = area - torch.zeros(n, k, dtype=torch.float64).index_add_(0, units[lacking], outside)
         union = area + self.concept_area[None, :] - inter
         return inter.numpy(), union.numpy()
 
@@ -339,7 +341,7 @@ def tally(
             b, u, i, j = part.unbind(1)
             inter.index_add_(0, u, _patch_overlap(table, grid, b, i, j))
             area.index_put_((b, u), patches.pixels[b, u, i, j].double(), accumulate=True)
-        open_ = reaching(patches, grid, reach[0, :, 0, 0]).where
+        open_ = reaching(patches, reach[0, :, 0, 0])
         for chunk, values, y, x in block_values(patches, open_, rows, cols):
             fires = (values >= thresholds[chunk[:, 1]][:, None, None]).nonzero()
             for n, r, c in (part.unbind(1) for part in fires.split(step)):
