@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from auditor.concepts import Batch, dissect, upsampled
-from auditor.concepts.tally import Highest, ranked
+from auditor.concepts import Batch, dissect, dissection, upsampled
+from auditor.concepts.tally import ranked
 
 SIZE = (16, 16)
 
@@ -130,7 +131,7 @@ def test_beyond_the_cap_the_threshold_is_marked_approximate_and_close() -> None:
     annotated = torch.ones(10, 1, dtype=torch.bool)
 
     exact = dissect(_batches(activations, concepts, annotated), SIZE, 0.05)
-    capped = dissect(_batches(activations, concepts, annotated), SIZE, 0.05, cap=1)
+    capped = dissect(_batches(activations, concepts, annotated), SIZE, 0.05, cap=0)
 
     assert exact.thresholds.exact.all() and not capped.thresholds.exact.any()
     spread = activations.amax((0, 2, 3)) - activations.amin((0, 2, 3))
@@ -183,6 +184,57 @@ def test_the_patchwise_pass_equals_the_dense_one_with_ties_flat_patches_and_odd_
             assert result.union[u, c] == (fires[rows] | mask).sum()
 
 
+def test_a_threshold_tied_on_flat_patches_heavier_than_the_cap_is_exact_from_the_records() -> None:
+    """The held values fit under the cap, but the bin holding the threshold weighs more
+    (flat patches, each held once with its pixels as weight): ranked from what is held,
+    exactly, not marked approximate."""
+    activations = torch.zeros(9, 1, 4, 4)
+    activations[:, 0, :3, :3] = 1.0  # four flat patches of 16 pixels at 1 in every image
+    activations[0, 0, 3, 3] = 2.0
+    concepts = torch.zeros(9, 1, *SIZE, dtype=torch.bool)
+    annotated = torch.ones(9, 1, dtype=torch.bool)
+
+    result = dissect(_batches(activations, concepts, annotated), SIZE, 0.1, cap=100)
+
+    up = upsampled(activations, SIZE).numpy()
+    k = math.ceil(0.1 * 9 * SIZE[0] * SIZE[1])
+    assert (up > 1).sum() < k <= (up >= 1).sum(), "the threshold is the tie at 1"
+    assert result.thresholds.exact.all() and result.thresholds.values[0] == 1.0
+
+
+def test_a_group_of_units_whose_values_overflow_the_records_is_halved_and_stays_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Five units measured as one group whose values do not fit in the records: the group
+    is halved (not measured approximately) and every threshold and tally equals the
+    one measured with room for all."""
+    rng = np.random.default_rng(6)
+    n, size = 9, (41, 50)
+    activations = torch.relu(torch.from_numpy(rng.normal(size=(n, 5, 3, 4)).astype(np.float32)))
+    concepts = torch.from_numpy(rng.uniform(size=(n, 2, *size)) < 0.3)
+    annotated = torch.ones(n, 2, dtype=torch.bool)
+    roomy = dissect(_batches(activations, concepts, annotated), size, 0.05)
+    measured = dissection._measured
+    groups: list[tuple[int, bool]] = []
+
+    def spy(*args: Any) -> Any:
+        part = measured(*args)
+        groups.append((len(args[2]), part is not None))
+        return part
+
+    monkeypatch.setattr(dissection, "_measured", spy)
+    monkeypatch.setattr(dissection, "_groups", lambda n, k, cap: [slice(0, n)])
+    k = math.ceil(0.05 * n * size[0] * size[1])
+
+    halved = dissect(_batches(activations, concepts, annotated), size, 0.05, cap=6 * k)
+
+    assert groups == [(5, False), (2, True), (3, True)]
+    assert halved.thresholds.exact.all()
+    np.testing.assert_array_equal(halved.thresholds.values, roomy.thresholds.values)
+    np.testing.assert_array_equal(halved.intersection, roomy.intersection)
+    np.testing.assert_array_equal(halved.union, roomy.union)
+
+
 def test_a_unit_with_a_nan_or_an_infinity_has_no_threshold_and_leaves_the_others_alone() -> None:
     rng = np.random.default_rng(7)
     activations = torch.from_numpy(rng.normal(size=(6, 4, 4, 4)).astype(np.float32))
@@ -201,19 +253,16 @@ def test_a_unit_with_a_nan_or_an_infinity_has_no_threshold_and_leaves_the_others
     np.testing.assert_array_equal(result.iou[2:], clean.iou[2:])
 
 
-def test_the_streaming_weighted_top_k_and_the_ranking_equal_a_sort() -> None:
-    """:class:`Highest` (fed in parts) and :func:`ranked` give each unit's value where the
-    weights from the top reach ``k``, as a full sort does: negative values, ties, weights,
-    and a unit whose weights never reach ``k``."""
+def test_the_weighted_ranking_equals_a_sort() -> None:
+    """:func:`ranked` gives each unit's value where the weights from the top reach ``k``,
+    as a full sort does: negative values, ties, weights, and a unit whose weights never
+    reach ``k`` (NaN)."""
     rng = np.random.default_rng(8)
     units = torch.from_numpy(rng.integers(0, 4, size=300))
     values = torch.from_numpy(rng.normal(size=300).round(1).astype(np.float32))
     weights = torch.from_numpy(rng.integers(1, 5, size=300).astype(np.float64))
     units[units == 3] = 2  # unit 3 has no value at all
     k = 40
-    highest = Highest(4, k)
-    for part in torch.arange(300).split(70):
-        highest.add(units[part], values[part], weights[part])
 
     expected = []
     for unit in range(4):
@@ -222,7 +271,6 @@ def test_the_streaming_weighted_top_k_and_the_ranking_equal_a_sort() -> None:
         reach = weights[mine][order].cumsum(0)
         at = torch.nonzero(reach >= k)
         expected.append(float(values[mine][order][at[0]]) if len(at) else -math.inf)
-    np.testing.assert_array_equal(highest.reached().double().numpy(), expected)
     rank = torch.full((4,), float(k))
     found = ranked(units, values, weights, rank, 4)
     np.testing.assert_array_equal(found[:3], expected[:3])

@@ -19,12 +19,15 @@ Two departures from NetDissect-Lite, each deliberate:
 Only the values that can reach a threshold are upsampled (see
 :mod:`auditor.concepts.blocks`): the blocks' lower bounds give a lower bound of each
 unit's threshold (at least ``k`` outputs lie in blocks whose floor reaches it), and only
-blocks whose upper bound reaches it are upsampled. The values above the bound are ranked
-exactly when at most ``cap`` of them are held; beyond, a per-unit histogram of them, then
-the values of the bin holding the threshold (beyond ``cap`` again, the bin's lower edge,
-marked approximate). Memory stays bounded by the number of units, not of images: the
-caller streams the activations (from disk, see :mod:`auditor.concepts.stage`) once per
-pass: range, bound, values (and the boundary bin's, if needed), tally.
+blocks whose upper bound reaches it are upsampled. The units are measured in groups
+small enough for their values above the bound to be held (at most ``cap``: a group
+whose values do not fit is halved), and those values are ranked exactly and tallied
+from what was held. A single unit whose values do not fit gets a histogram of them,
+then the values of the bin holding the threshold (beyond ``cap`` again, the bin's lower
+edge, marked approximate) and a tally pass. Memory stays bounded, whatever the number
+of images: the caller streams the activations (from disk, see
+:mod:`auditor.concepts.stage`) once per pass: the range, then for each group its bound
+and its values (the blocks of the first kept for the second when they fit).
 
 Own code: NetDissect and NetDissect-Lite read layers through module hooks, which a
 TorchScript file does not have; the activations come from the tap layer.
@@ -139,22 +142,25 @@ def _histogram_bound(
 def _measured(
     passes: Passes, grid: tuple[Axis, Axis], low: torch.Tensor, high: torch.Tensor, k: int,
     cap: int, n_concepts: int, bad: torch.Tensor,
-) -> tuple[UnitThresholds, NDArray[np.float64], NDArray[np.float64]]:  # fmt: skip
+) -> tuple[UnitThresholds, NDArray[np.float64], NDArray[np.float64]] | None:  # fmt: skip
     """Each unit's threshold (the ``k``-th largest upsampled value) and its intersections
     and unions with the concepts, from the values above a lower bound (:func:`_bound`):
-    ranked and tallied from their records when they fit under ``cap``; else a histogram
-    of them, the values in the bin that holds the threshold (when those fit), and a
-    tally pass. The ``bad`` units get no threshold and fire nowhere."""
+    ranked and tallied from their records when they fit under ``cap``; else ``None``
+    for several units (to be measured in smaller groups) and for one a histogram of
+    them, the values in the bin that holds the threshold (when those fit), and a tally
+    pass. The ``bad`` units get no threshold and fire nowhere."""
     floor = _bound(passes, low, high, k)
     histogram = Histogram(floor, high)
     records = Records(grid, cap)
     for found in scan(passes, grid, floor):
         histogram.add(found.units, found.values, found.weights)
         records.add(found)
+        if not records.complete and len(low) > 1:
+            return None
     flat = high == low  # the threshold is that value: nothing to rank
     if records.complete:
         units, recorded, weights, _, _ = records.columns()
-        values, exact = _boundary(histogram, k, cap, flat, [(units, recorded, weights)])
+        values, exact = _boundary(histogram, k, None, flat, [(units, recorded, weights)])
     else:
         again = ((f.units, f.values, f.weights) for f in scan(passes, grid, floor))
         values, exact = _boundary(histogram, k, cap, flat, again)
@@ -170,18 +176,18 @@ def _measured(
 
 
 def _boundary(
-    histogram: Histogram, k: int, cap: int, skip: torch.Tensor,
+    histogram: Histogram, k: int, cap: int | None, skip: torch.Tensor,
     found: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:  # fmt: skip
     """The thresholds from the histogram's bin that holds each: exact from the bin's
-    values among the ``found`` ones (units, values, weights: the records, or a pass)
-    when they fit under ``cap``, else the bin's lower edge (marked approximate). The
-    ``skip`` units are not ranked."""
+    values among the ``found`` ones (units, values, weights: the records, with no
+    ``cap`` since they are held already, or a pass) when they fit under ``cap``, else
+    the bin's lower edge (marked approximate). The ``skip`` units are not ranked."""
     boundary = histogram.top_bin(k)
     above = histogram.counts.flip(1).cumsum(1).gather(1, (BINS - 1 - boundary)[:, None])[:, 0]
     held = torch.where(skip, 0.0, histogram.counts.gather(1, boundary[:, None])[:, 0])
     edges = (histogram.low + boundary * histogram.width).double().numpy()
-    if int(held.sum()) > cap:
+    if cap is not None and int(held.sum()) > cap:
         return edges, np.zeros(len(edges), dtype=bool)
     kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for units, found_values, weights in found:
@@ -219,21 +225,69 @@ class Dissection:
         return np.where(reached, best, -1)
 
 
-def _finite(
-    batches: Callable[[], Iterator[Batch]], bad: torch.Tensor
+def _units(
+    batches: Callable[[], Iterator[Batch]], units: slice, bad: torch.Tensor
 ) -> Callable[[], Iterator[Batch]]:
-    """The same batches with the maps of the ``bad`` units (NaN or infinite somewhere)
-    set to zero, so that they cannot disturb the others' passes."""
-    if not bool(bad.any()):
-        return batches
+    """The same batches with the maps of ``units`` only, those of the ``bad`` units (NaN
+    or infinite somewhere) set to zero, so that they cannot disturb the others' passes."""
+    zero = bad[units]
 
     def start() -> Iterator[Batch]:
         for batch in batches():
-            activations = batch.activations.clone()
-            activations[:, bad] = 0
+            activations = batch.activations[:, units]
+            if bool(zero.any()):
+                activations = activations.clone()
+                activations[:, zero] = 0
             yield Batch(activations, batch.concepts, batch.annotated)
 
     return start
+
+
+def _groups(n: int, k: int, cap: int) -> list[slice]:
+    """The units measured together: as many as leave room in the records for ``4 k``
+    values each (the values above a unit's bound: measured from 1.7 to 4.2 ``k``; a
+    group whose values do not fit is halved), so that a group's thresholds are exact
+    and its blocks computed once, however many images there are."""
+    size = max(1, cap // (4 * k))
+    return [slice(first, min(first + size, n)) for first in range(0, n, size)]
+
+
+@dataclass(frozen=True)
+class _Range:
+    """A layer's first pass: each unit's least and greatest activation (0 for the
+    ``bad`` units, NaN or infinite somewhere), the values per unit after upsampling,
+    the number of concepts and the maps' size."""
+
+    low: torch.Tensor
+    high: torch.Tensor
+    bad: torch.Tensor
+    total: int
+    concepts: int
+    source: tuple[int, int]
+
+
+def _range(batches: Callable[[], Iterator[Batch]], size: tuple[int, int]) -> _Range:
+    low: torch.Tensor | None = None
+    high: torch.Tensor | None = None
+    bad: torch.Tensor | None = None
+    total = concepts = 0
+    source = (0, 0)
+    for batch in batches():
+        values = batch.activations.float().flatten(2)
+        finite = torch.isfinite(values)
+        batch_bad = ~finite.all(2).all(0)
+        values = torch.where(finite, values, 0.0)
+        batch_low, batch_high = values.amin((0, 2)), values.amax((0, 2))
+        low = batch_low if low is None else torch.minimum(low, batch_low)
+        high = batch_high if high is None else torch.maximum(high, batch_high)
+        bad = batch_bad if bad is None else bad | batch_bad
+        total += len(values) * size[0] * size[1]
+        concepts = batch.concepts.shape[1]
+        source = (batch.activations.shape[2], batch.activations.shape[3])
+    if low is None or high is None or bad is None:
+        raise ValueError("dissect needs at least one batch")
+    low, high = torch.where(bad, 0.0, low), torch.where(bad, 0.0, high)
+    return _Range(low, high, bad, total, concepts, source)
 
 
 def dissect(
@@ -246,38 +300,37 @@ def dissect(
     threshold (NaN, not exact) and no overlap with any concept.
 
     Args:
-        batches: Starts a new pass over the data set (called twice, range and blocks,
-            when the blocks fit in memory; else up to five times: range, bound, values,
-            perhaps the boundary bin's, tally); every pass yields the same batches.
+        batches: Starts a new pass over the data set: once for the range, then for
+            each group of units (:func:`_groups`) twice, bound and values, when the
+            blocks fit in memory and the records under ``cap``; else up to four
+            times: bound, values, perhaps the boundary bin's, tally. Every pass yields
+            the same batches.
         size: ``(H, W)`` of the concept masks, which the maps are upsampled to.
         quantile: The top share of each unit's upsampled values that makes its mask.
         cap: Most values recorded at once for an exact threshold and a tally
             without another pass.
     """
-    low: torch.Tensor | None = None
-    high: torch.Tensor | None = None
-    bad: torch.Tensor | None = None
-    total = 0
-    n_concepts = 0
-    source = (0, 0)
-    for batch in batches():
-        values = batch.activations.float().flatten(2)
-        finite = torch.isfinite(values)
-        batch_bad = ~finite.all(2).all(0)
-        values = torch.where(finite, values, 0.0)
-        batch_low, batch_high = values.amin((0, 2)), values.amax((0, 2))
-        low = batch_low if low is None else torch.minimum(low, batch_low)
-        high = batch_high if high is None else torch.maximum(high, batch_high)
-        bad = batch_bad if bad is None else bad | batch_bad
-        total += len(values) * size[0] * size[1]
-        n_concepts = batch.concepts.shape[1]
-        source = (batch.activations.shape[2], batch.activations.shape[3])
-    if low is None or high is None or bad is None:
-        raise ValueError("dissect needs at least one batch")
-    low, high = torch.where(bad, 0.0, low), torch.where(bad, 0.0, high)
-    grid = geometry(source, size)
-    passes = Passes(_finite(batches, bad), grid, BLOCK)
-    k = max(1, math.ceil(quantile * total))
-    thresholds, inter, union = _measured(passes, grid, low, high, k, cap, n_concepts, bad)
+    found = _range(batches, size)
+    grid = geometry(found.source, size)
+    k = max(1, math.ceil(quantile * found.total))
+    parts = []
+    groups = _groups(len(found.low), k, cap)
+    while groups:
+        units = groups.pop(0)
+        passes = Passes(_units(batches, units, found.bad), grid, BLOCK)
+        low, high, bad = found.low[units], found.high[units], found.bad[units]
+        part = _measured(passes, grid, low, high, k, cap, found.concepts, bad)
+        if part is None:  # their values did not fit in the records: halve the group
+            middle = (units.start + units.stop) // 2
+            groups[:0] = [slice(units.start, middle), slice(middle, units.stop)]
+        else:
+            parts.append(part)
+    thresholds = UnitThresholds(
+        np.concatenate([part[0].values for part in parts]),
+        np.concatenate([part[0].exact for part in parts]),
+        k,
+    )
+    inter = np.concatenate([part[1] for part in parts])
+    union = np.concatenate([part[2] for part in parts])
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     return Dissection(thresholds, iou, inter, union)

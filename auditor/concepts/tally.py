@@ -31,7 +31,6 @@ from auditor.concepts.blocks import BLOCK, Axis, Blocks, block_values, blocks
 __all__ = [
     "Batch",
     "Found",
-    "Highest",
     "Histogram",
     "Passes",
     "Records",
@@ -188,37 +187,6 @@ def ranked(
     result = torch.full((n,), math.nan, dtype=torch.float64)
     result[inside] = values[at[inside]]
     return result.numpy()
-
-
-class Highest:
-    """Each unit's highest values, with their weights, while their weights do not reach
-    ``k`` (those and the one that reaches it): a streaming, weighted top-``k``."""
-
-    def __init__(self, n: int, k: int) -> None:
-        self.n, self.k = n, k
-        self.units = torch.zeros(0, dtype=torch.long)
-        self.values = torch.zeros(0)
-        self.weights = torch.zeros(0, dtype=torch.float64)
-
-    def add(self, units: torch.Tensor, values: torch.Tensor, weights: torch.Tensor) -> None:
-        units = torch.cat([self.units, units.long()])
-        values = torch.cat([self.values, values.float()])
-        weights = torch.cat([self.weights, weights.double()])
-        order = by_unit_descending(units, values)
-        units, values, weights = units[order], values[order], weights[order]
-        reach = weights.cumsum(0)
-        starts = torch.searchsorted(units, torch.arange(self.n + 1))
-        before = torch.cat([torch.zeros(1, dtype=torch.float64), reach])[starts][units]
-        keep = reach - weights - before < self.k  # the weight above it is short of k
-        self.units, self.values, self.weights = units[keep], values[keep], weights[keep]
-
-    def reached(self) -> torch.Tensor:
-        """``(n,)`` each unit's least kept value, where the kept weights reach ``k``;
-        ``-inf`` where they do not."""
-        least = torch.full((self.n,), math.inf)
-        reach = torch.zeros(self.n, dtype=torch.float64).index_add_(0, self.units, self.weights)
-        least.scatter_reduce_(0, self.units, self.values, "amin")
-        return torch.where(reach >= self.k, least, -math.inf)
 
 
 def _areas(concepts: torch.Tensor) -> torch.Tensor:
