@@ -88,7 +88,7 @@ def _bound(passes: Passes, low: torch.Tensor, high: torch.Tensor, k: int) -> tor
     """``(U,)`` a lower bound of each unit's threshold: at least ``k`` outputs lie in
     sub-blocks whose floor reaches it."""
     if len(low) * k <= BLOCK:
-        return _highest_blocks(passes, k)
+        return _highest_blocks(passes, len(low), k)
     return _histogram_bound(_floors(passes), low, high, k)
 
 
@@ -104,20 +104,22 @@ def _floors(passes: Passes) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.
         )
 
 
-def _highest_blocks(passes: Passes, k: int) -> torch.Tensor:
+def _highest_blocks(passes: Passes, units: int, k: int) -> torch.Tensor:
     """The bound from each unit's highest sub-block floors (dense): as many as make ``k``
-    outputs even when each holds the fewest a sub-block holds."""
-    floors = pixels = None
+    outputs even when each holds the fewest a sub-block holds. A sub-block's pixels
+    depend on its place in the map only, so they are read from the map's."""
+    rows, cols = passes.grid
+    per_map = (rows.blocks[2][:, None] * cols.blocks[2][None, :]).flatten()
+    enough = -(-k // max(1, int(per_map.min())))
+    floors = torch.full((units, 1), -math.inf)  # with no pixel: never reaches k
+    pixels = torch.zeros(units, 1, dtype=torch.long)
     for seen in passes():
-        enough = -(-k // max(1, int(seen.blocks.sub_pixels.min())))
-        units = seen.blocks.sub_low.shape[1]
-        batch_floors = seen.blocks.sub_low.transpose(0, 1).reshape(units, -1)
-        batch_pixels = seen.blocks.sub_pixels.transpose(0, 1).reshape(units, -1)
-        floors = batch_floors if floors is None else torch.cat([floors, batch_floors], 1)
-        pixels = batch_pixels if pixels is None else torch.cat([pixels, batch_pixels], 1)
+        width = floors.shape[1]
+        floors = torch.cat([floors, seen.blocks.sub_low.transpose(0, 1).reshape(units, -1)], 1)
         top = floors.topk(min(enough, floors.shape[1]), dim=1)  # sorted, descending
-        floors, pixels = top.values, pixels.gather(1, top.indices)
-    assert floors is not None and pixels is not None, "dissect checks for a batch"
+        new = per_map[(top.indices - width).clamp_min(0) % len(per_map)]  # (b, i, j) order
+        old = pixels.gather(1, top.indices.clamp_max(width - 1))
+        floors, pixels = top.values, torch.where(top.indices < width, old, new)
     reached = (pixels.cumsum(1) >= k).long().argmax(1)
     return floors.gather(1, reached[:, None])[:, 0]
 
