@@ -240,6 +240,8 @@ class Records:
         if self.parts is None or self.held > self.cap:
             self.parts = None
             return
+        if not len(found.values):  # nothing to hold (the masks' tables are not built)
+            return
         b, p, q = found.where
         if found.whole_patches:
             table = _areas(_masked(found.seen.batch))
