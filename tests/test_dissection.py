@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pytest
@@ -202,37 +201,54 @@ def test_a_threshold_tied_on_flat_patches_heavier_than_the_cap_is_exact_from_the
     assert result.thresholds.exact.all() and result.thresholds.values[0] == 1.0
 
 
-def test_a_group_of_units_whose_values_overflow_the_records_is_halved_and_stays_exact(
+def test_units_whose_values_overflow_the_records_together_are_scanned_apart_and_stay_exact(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Five units measured as one group whose values do not fit in the records: the group
-    is halved (not measured approximately) and every threshold and tally equals the
-    one measured with room for all."""
+    """Five units read as one group whose values do not fit in the records together:
+    scanned again in subsets counted from their bounds (none measured approximately),
+    every threshold and tally equal to those measured with room for all, and the maps
+    read twice (the range and the bound: the blocks are kept for the scans)."""
     rng = np.random.default_rng(6)
     n, size = 9, (41, 50)
     activations = torch.relu(torch.from_numpy(rng.normal(size=(n, 5, 3, 4)).astype(np.float32)))
     concepts = torch.from_numpy(rng.uniform(size=(n, 2, *size)) < 0.3)
     annotated = torch.ones(n, 2, dtype=torch.bool)
     roomy = dissect(_batches(activations, concepts, annotated), size, 0.05)
-    measured = dissection._measured
-    groups: list[tuple[int, bool]] = []
-
-    def spy(*args: Any) -> Any:
-        part = measured(*args)
-        groups.append((len(args[2]), part is not None))
-        return part
-
-    monkeypatch.setattr(dissection, "_measured", spy)
+    subsets = dissection._subsets
+    found: list[list[slice]] = []
+    monkeypatch.setattr(dissection, "_subsets", lambda *a: found.append(subsets(*a)) or found[-1])
     monkeypatch.setattr(dissection, "_groups", lambda n, k, cap: [slice(0, n)])
-    k = math.ceil(0.05 * n * size[0] * size[1])
+    reads = []
 
-    halved = dissect(_batches(activations, concepts, annotated), size, 0.05, cap=6 * k)
+    def batches() -> Iterator[Batch]:
+        reads.append(1)
+        return _batches(activations, concepts, annotated)()
 
-    assert groups == [(5, False), (2, True), (3, True)]
-    assert halved.thresholds.exact.all()
-    np.testing.assert_array_equal(halved.thresholds.values, roomy.thresholds.values)
-    np.testing.assert_array_equal(halved.intersection, roomy.intersection)
-    np.testing.assert_array_equal(halved.union, roomy.union)
+    apart = dissect(batches, size, 0.05, cap=3 * roomy.thresholds.k)
+
+    assert len(found) == 1 and len(found[0]) > 1 and len(reads) == 2
+    assert apart.thresholds.exact.all()
+    np.testing.assert_array_equal(apart.thresholds.values, roomy.thresholds.values)
+    np.testing.assert_array_equal(apart.intersection, roomy.intersection)
+    np.testing.assert_array_equal(apart.union, roomy.union)
+
+
+def test_a_unit_spanning_more_than_float32s_range_keeps_a_finite_threshold_beyond_the_cap() -> None:
+    """Values from -2e38 to 2e38 (their range overflows float32) with no room in the
+    records: the histogram's bins stay finite, so the threshold is approximate but
+    finite and the unit's mask is not empty."""
+    activations = torch.tensor([[[[-2e38, 2e38], [1e38, 0.0]]]])
+    concepts = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    concepts[0, 0, :4] = True
+    annotated = torch.ones(1, 1, dtype=torch.bool)
+
+    exact = dissect(_batches(activations, concepts, annotated), (8, 8), 0.9)
+    capped = dissect(_batches(activations, concepts, annotated), (8, 8), 0.9, cap=0)
+
+    assert exact.thresholds.exact.all() and not capped.thresholds.exact.any()
+    assert np.isfinite(capped.thresholds.values).all()
+    assert capped.thresholds.values[0] <= exact.thresholds.values[0]
+    assert capped.intersection[0, 0] >= exact.intersection[0, 0] > 0
 
 
 def test_a_unit_with_a_nan_or_an_infinity_has_no_threshold_and_leaves_the_others_alone() -> None:

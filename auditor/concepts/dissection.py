@@ -19,15 +19,15 @@ Two departures from NetDissect-Lite, each deliberate:
 Only the values that can reach a threshold are upsampled (see
 :mod:`auditor.concepts.blocks`): the blocks' lower bounds give a lower bound of each
 unit's threshold (at least ``k`` outputs lie in blocks whose floor reaches it), and only
-blocks whose upper bound reaches it are upsampled. The units are measured in groups
-small enough for their values above the bound to be held (at most ``cap``: a group
-whose values do not fit is halved), and those values are ranked exactly and tallied
-from what was held. A single unit whose values do not fit gets a histogram of them,
-then the values of the bin holding the threshold (beyond ``cap`` again, the bin's lower
-edge, marked approximate) and a tally pass. Memory stays bounded, whatever the number
-of images: the caller streams the activations (from disk, see
-:mod:`auditor.concepts.stage`) once per pass: the range, then for each group its bound
-and its values (the blocks of the first kept for the second when they fit).
+blocks whose upper bound reaches it are upsampled. The units are read in groups small
+enough for their values above the bound to be held (at most ``cap``; a group whose
+values overflow is scanned again in subsets counted from its bounds), and those values
+are ranked exactly and tallied from what was held. A single unit whose values do not
+fit gets a histogram of them, then the values of the bin holding the threshold (beyond
+``cap`` again, the bin's lower edge, marked approximate) and a tally pass. Memory stays
+bounded, whatever the number of images: the caller streams the activations (from disk,
+see :mod:`auditor.concepts.stage`) once per pass: the range, then for each group its
+bound and its scans (the blocks of the first kept for the others when they fit).
 
 Own code: NetDissect and NetDissect-Lite read layers through module hooks, which a
 TorchScript file does not have; the activations come from the tap layer.
@@ -51,6 +51,7 @@ from auditor.concepts.tally import (
     Passes,
     Records,
     ranked,
+    reaching,
     scan,
     tally,
 )
@@ -65,7 +66,8 @@ __all__ = [
 
 CAP = 1 << 23
 """Most values recorded at once, over all units, for the exact quantile and the tally
-(each with its unit, weight, image and overlaps: 16 bytes and one per concept)."""
+(each with its unit, value, weight and image, 16 bytes, and its overlaps, 4 per
+concept)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class UnitThresholds:
     Attributes:
         values: ``(C,)`` float64.
         exact: ``(C,)`` bool; ``False`` where the boundary bin held more than the cap
-            and its lower edge was used.
+            and its lower edge was used, and for a unit with no threshold (NaN).
         k: The rank of the threshold from the top, ``ceil(quantile × values per unit)``.
     """
 
@@ -144,20 +146,64 @@ def _histogram_bound(
 def _measured(
     passes: Passes, grid: tuple[Axis, Axis], low: torch.Tensor, high: torch.Tensor, k: int,
     cap: int, n_concepts: int, bad: torch.Tensor,
-) -> tuple[UnitThresholds, NDArray[np.float64], NDArray[np.float64]] | None:  # fmt: skip
+) -> tuple[UnitThresholds, NDArray[np.float64], NDArray[np.float64]]:  # fmt: skip
     """Each unit's threshold (the ``k``-th largest upsampled value) and its intersections
     and unions with the concepts, from the values above a lower bound (:func:`_bound`):
-    ranked and tallied from their records when they fit under ``cap``; else ``None``
-    for several units (to be measured in smaller groups) and for one a histogram of
-    them, the values in the bin that holds the threshold (when those fit), and a tally
-    pass. The ``bad`` units get no threshold and fire nowhere."""
+    scanned all at once, or when their values overflow the records, a few units at a
+    time (:func:`_subsets`). The ``bad`` units get no threshold and fire nowhere."""
     floor = _bound(passes, low, high, k)
+    whole = _scanned(passes, grid, floor, low, high, k, cap, n_concepts, bad, len(low) > 1)
+    if whole is not None:
+        return whole
+    parts = []
+    for units in _subsets(passes, floor, cap):
+        alone = torch.full_like(floor, math.inf)  # the other units reach nothing
+        alone[units] = floor[units]
+        found = _scanned(passes, grid, alone, low, high, k, cap, n_concepts, bad, False)
+        assert found is not None, "a scan that may not give up does not"
+        thresholds, inter, union = found
+        parts.append(
+            (thresholds.values[units], thresholds.exact[units], inter[units], union[units])
+        )
+    values, exact, inter, union = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return UnitThresholds(values, exact, k), inter, union
+
+
+def _subsets(passes: Passes, floor: torch.Tensor, cap: int) -> list[slice]:
+    """The units scanned together: as many as can have at most ``cap`` values at or
+    above their floors (counted from the blocks, as many as each reaching flat patch
+    once and each reaching sub-block's pixels), so that their records fit; a unit
+    alone may not. A single unit is not counted."""
+    rows, cols = passes.grid
+    counts = torch.zeros(len(floor), dtype=torch.float64)
+    for seen in passes() if len(floor) > 1 else ():
+        patches = seen.blocks
+        counts += (patches.flat & (patches.low >= floor[None, :, None, None])).sum((0, 2, 3))
+        _, u, i, j = reaching(patches, floor).unbind(1)
+        counts.index_add_(0, u, (rows.blocks[2][i] * cols.blocks[2][j]).double())
+    subsets, first, held = [], 0, 0.0
+    for unit, count in enumerate(counts.tolist()):
+        if unit > first and held + count > cap:
+            subsets.append(slice(first, unit))
+            first, held = unit, 0.0
+        held += count
+    return [*subsets, slice(first, len(floor))]
+
+
+def _scanned(
+    passes: Passes, grid: tuple[Axis, Axis], floor: torch.Tensor, low: torch.Tensor,
+    high: torch.Tensor, k: int, cap: int, n_concepts: int, bad: torch.Tensor, give_up: bool,
+) -> tuple[UnitThresholds, NDArray[np.float64], NDArray[np.float64]] | None:  # fmt: skip
+    """:func:`_measured` for the units whose ``floor`` is finite: ranked and tallied from
+    their records when they fit under ``cap``; else ``None`` when it may ``give_up``,
+    or a histogram of the values, those in the bin that holds the threshold (when they
+    fit), and a tally pass."""
     histogram = Histogram(floor, high)
     records = Records(grid, cap)
     for found in scan(passes, grid, floor):
         histogram.add(found.units, found.values, found.weights)
         records.add(found)
-        if not records.complete and len(low) > 1:
+        if give_up and not records.complete:
             return None
     flat = high == low  # the threshold is that value: nothing to rank
     if records.complete:
@@ -246,10 +292,10 @@ def _units(
 
 
 def _groups(n: int, k: int, cap: int) -> list[slice]:
-    """The units measured together: as many as leave room in the records for ``4 k``
-    values each (the values above a unit's bound: measured from 1.7 to 4.2 ``k``; a
-    group whose values do not fit is halved), so that a group's thresholds are exact
-    and its blocks computed once, however many images there are."""
+    """The units read together: as many as leave room in the records for ``4 k`` values
+    each (for ResNet-18's layers from 1.7 to 4.2 ``k`` were found above their bounds;
+    a group whose values overflow is scanned again in subsets), so that their values
+    are ranked from the records, however many images there are (one unit at least)."""
     size = max(1, cap // (4 * k))
     return [slice(first, min(first + size, n)) for first in range(0, n, size)]
 
@@ -302,11 +348,12 @@ def dissect(
     threshold (NaN, not exact) and no overlap with any concept.
 
     Args:
-        batches: Starts a new pass over the data set: once for the range, then for
-            each group of units (:func:`_groups`) twice, bound and values, when the
-            blocks fit in memory and the records under ``cap``; else up to four
-            times: bound, values, perhaps the boundary bin's, tally. Every pass yields
-            the same batches.
+        batches: Starts a new pass over the data set: once for the range, then once
+            for each group of units (:func:`_groups`) when its blocks fit in memory
+            (kept for its scans); else once for its bound and once for each scan
+            (its values, those of its subsets if they overflow the records; for a
+            single unit that overflows, the boundary bin's and a tally). Every pass
+            yields the same batches.
         size: ``(H, W)`` of the concept masks, which the maps are upsampled to.
         quantile: The top share of each unit's upsampled values that makes its mask.
         cap: Most values recorded at once for an exact threshold and a tally
@@ -316,17 +363,10 @@ def dissect(
     grid = geometry(found.source, size)
     k = max(1, math.ceil(quantile * found.total))
     parts = []
-    groups = _groups(len(found.low), k, cap)
-    while groups:
-        units = groups.pop(0)
+    for units in _groups(len(found.low), k, cap):
         passes = Passes(_units(batches, units, found.bad), grid, BLOCK)
         low, high, bad = found.low[units], found.high[units], found.bad[units]
-        part = _measured(passes, grid, low, high, k, cap, found.concepts, bad)
-        if part is None:  # their values did not fit in the records: halve the group
-            middle = (units.start + units.stop) // 2
-            groups[:0] = [slice(units.start, middle), slice(middle, units.stop)]
-        else:
-            parts.append(part)
+        parts.append(_measured(passes, grid, low, high, k, cap, found.concepts, bad))
     thresholds = UnitThresholds(
         np.concatenate([part[0].values for part in parts]),
         np.concatenate([part[0].exact for part in parts]),

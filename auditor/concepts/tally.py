@@ -140,16 +140,20 @@ def scan(passes: Passes, grid: tuple[Axis, Axis], floor: torch.Tensor) -> Iterat
 
 
 class Histogram:
-    """Per-unit histogram over each unit's ``[low, high]`` of values with multiplicities."""
+    """Per-unit histogram over each unit's ``[low, high]`` of values with multiplicities,
+    in float64 within float32's range (so that a range wider than float32's largest
+    number keeps finite bins and edges)."""
 
     def __init__(self, low: torch.Tensor, high: torch.Tensor) -> None:
-        self.low, self.high = low.float(), high.float()
+        largest = torch.finfo(torch.float32).max
+        self.low = low.double().clamp(-largest, largest)
+        self.high = high.double().clamp(-largest, largest)
         self.width = ((self.high - self.low) / BINS).clamp(min=1e-30)
         self.counts = torch.zeros(len(low), BINS, dtype=torch.float64)
 
     def bins(self, units: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        found = ((values - self.low[units]) / self.width[units]).floor_().long()
-        return found.clamp_(0, BINS - 1)
+        found = (values.double() - self.low[units]) / self.width[units]
+        return found.floor_().clamp_(0, BINS - 1).long()
 
     def add(self, units: torch.Tensor, values: torch.Tensor, weights: torch.Tensor) -> None:
         flat = units * BINS + self.bins(units, values)
