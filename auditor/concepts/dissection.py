@@ -27,7 +27,8 @@ fit gets a histogram of them, then the values of the bin holding the threshold (
 ``cap`` again, the bin's lower edge, marked approximate) and a tally pass. Memory stays
 bounded, whatever the number of images: the caller streams the activations (from disk,
 see :mod:`auditor.concepts.stage`) once per pass: the range, then for each group its
-bound and its scans (the blocks of the first kept for the others when they fit).
+bound, its scan and, when its values overflow, a count and a scan per subset (the
+blocks of the bound kept for the others when they fit: then the group is read once).
 
 Own code: NetDissect and NetDissect-Lite read layers through module hooks, which a
 TorchScript file does not have; the activations come from the tap layer.
@@ -350,10 +351,10 @@ def dissect(
     Args:
         batches: Starts a new pass over the data set: once for the range, then once
             for each group of units (:func:`_groups`) when its blocks fit in memory
-            (kept for its scans); else once for its bound and once for each scan
-            (its values, those of its subsets if they overflow the records; for a
-            single unit that overflows, the boundary bin's and a tally). Every pass
-            yields the same batches.
+            (kept for its scans); else once for its bound, its scan and, when its
+            values overflow the records, a count and a scan per subset (for a single
+            unit that overflows, the boundary bin's and a tally). Every pass yields
+            the same batches.
         size: ``(H, W)`` of the concept masks, which the maps are upsampled to.
         quantile: The top share of each unit's upsampled values that makes its mask.
         cap: Most values recorded at once for an exact threshold and a tally
