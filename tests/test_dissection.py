@@ -138,6 +138,7 @@ def test_beyond_the_cap_the_threshold_is_marked_approximate_and_close() -> None:
     assert (gap <= spread.double().numpy() / 2048 + 1e-9).all(), "within one histogram bin"
 
 
+@pytest.mark.parametrize("n_concepts", [2, 11])  # 11: their bits span two bytes
 @pytest.mark.parametrize("block", [1 << 24, 64], ids=["top-k", "histogram"])
 @pytest.mark.parametrize("cap", [1 << 23, 40], ids=["records", "tally-pass"])
 @pytest.mark.parametrize(
@@ -145,7 +146,7 @@ def test_beyond_the_cap_the_threshold_is_marked_approximate_and_close() -> None:
                          ((6, 6), (4, 5))]
 )  # fmt: skip
 def test_the_patchwise_pass_equals_the_dense_one_with_ties_flat_patches_and_odd_sizes(
-    source: tuple[int, int], size: tuple[int, int], cap: int, block: int,
+    source: tuple[int, int], size: tuple[int, int], cap: int, block: int, n_concepts: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """Thresholds and tallies from upsampling only the blocks that can reach them equal
@@ -164,9 +165,9 @@ def test_the_patchwise_pass_equals_the_dense_one_with_ties_flat_patches_and_odd_
     activations[:, 3] = 0  # dead
     activations[:, 4] = 2.5  # constant
     activations[:, 2] = torch.where(activations[:, 2] > 1.5, activations[:, 2], 0)  # sparse
-    concepts = torch.from_numpy(rng.uniform(size=(n, 2, *size)) < 0.3)
-    annotated = torch.ones(n, 2, dtype=torch.bool)
-    annotated[0, 1] = False
+    concepts = torch.from_numpy(rng.uniform(size=(n, n_concepts, *size)) < 0.3)
+    annotated = torch.ones(n, n_concepts, dtype=torch.bool)
+    annotated[0, 1] = annotated[2, -1] = False
 
     result = dissect(_batches(activations, concepts, annotated), size, quantile=0.05, cap=cap)
 
@@ -176,7 +177,7 @@ def test_the_patchwise_pass_equals_the_dense_one_with_ties_flat_patches_and_odd_
         threshold = np.sort(up[:, u].ravel())[::-1][k - 1]
         assert result.thresholds.values[u] == threshold
         fires = up[:, u] >= threshold
-        for c in range(2):
+        for c in range(n_concepts):
             rows = annotated[:, c].numpy()
             mask = concepts[:, c].flatten(1).numpy()[rows]
             assert result.intersection[u, c] == (fires[rows] & mask).sum()

@@ -197,20 +197,23 @@ def _scanned(
 ) -> tuple[UnitThresholds, NDArray[np.float64], NDArray[np.float64]] | None:  # fmt: skip
     """:func:`_measured` for the units whose ``floor`` is finite: ranked and tallied from
     their records when they fit under ``cap``; else ``None`` when it may ``give_up``,
-    or a histogram of the values, those in the bin that holds the threshold (when they
-    fit), and a tally pass."""
-    histogram = Histogram(floor, high)
+    or a histogram of the values (kept from the start when it may not), those in the
+    bin that holds the threshold (when they fit), and a tally pass."""
+    histogram = None if give_up else Histogram(floor, high)
     records = Records(grid, cap)
     for found in scan(passes, grid, floor):
-        histogram.add(found.units, found.values, found.weights)
+        if histogram is not None:
+            histogram.add(found.units, found.values, found.weights)
         records.add(found)
         if give_up and not records.complete:
             return None
     flat = high == low  # the threshold is that value: nothing to rank
     if records.complete:
-        units, recorded, weights, _, _ = records.columns()
-        values, exact = _boundary(histogram, k, None, flat, [(units, recorded, weights)])
+        units, recorded, weights = records.columns()
+        values = ranked(units, recorded, weights, torch.full((len(floor),), k), len(floor))
+        exact = ~np.isnan(values)  # NaN: the records weigh less than k (never seen)
     else:
+        assert histogram is not None, "a scan that may not give up keeps its histogram"
         again = ((f.units, f.values, f.weights) for f in scan(passes, grid, floor))
         values, exact = _boundary(histogram, k, cap, flat, again)
     constant = flat.numpy()
@@ -225,18 +228,18 @@ def _scanned(
 
 
 def _boundary(
-    histogram: Histogram, k: int, cap: int | None, skip: torch.Tensor,
+    histogram: Histogram, k: int, cap: int, skip: torch.Tensor,
     found: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:  # fmt: skip
     """The thresholds from the histogram's bin that holds each: exact from the bin's
-    values among the ``found`` ones (units, values, weights: the records, with no
-    ``cap`` since they are held already, or a pass) when they fit under ``cap``, else
-    the bin's lower edge (marked approximate). The ``skip`` units are not ranked."""
+    values among the ``found`` ones (units, values, weights: a pass) when they fit
+    under ``cap``, else the bin's lower edge (marked approximate). The ``skip`` units
+    are not ranked."""
     boundary = histogram.top_bin(k)
     above = histogram.counts.flip(1).cumsum(1).gather(1, (BINS - 1 - boundary)[:, None])[:, 0]
     held = torch.where(skip, 0.0, histogram.counts.gather(1, boundary[:, None])[:, 0])
     edges = (histogram.low + boundary * histogram.width).double().numpy()
-    if cap is not None and int(held.sum()) > cap:
+    if int(held.sum()) > cap:
         return edges, np.zeros(len(edges), dtype=bool)
     kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for units, found_values, weights in found:

@@ -217,66 +217,81 @@ def _masked(batch: Batch) -> torch.Tensor:
 
 class Records:
     """The values found at or above the bounds, with their images and overlaps, while
-    there are at most ``cap`` of them (then dropped: :attr:`complete` is ``False``)."""
+    there are at most ``cap`` of them (then dropped: :attr:`complete` is ``False``).
+
+    A pixel's overlap with the concepts is held as bits (:func:`_packed`, a byte per
+    eight concepts) and tallied by counting each unit's bytes; a flat patch's as its
+    pixels in each concept."""
 
     def __init__(self, grid: tuple[Axis, Axis], cap: int) -> None:
         self.grid, self.cap, self.held = grid, cap, 0
-        self.parts: list[tuple[torch.Tensor, ...]] | None = []
+        self.pixels: list[tuple[torch.Tensor, ...]] | None = []  # units, values, images, bits
+        self.patches: list[tuple[torch.Tensor, ...]] = []  # units, values, weights, images, overlap
         self.annotated: list[torch.Tensor] = []
         self.concept_area = torch.zeros(0, dtype=torch.float64)
         self._batch = -1
+        self._bits = torch.zeros(0, dtype=torch.uint8)
 
     @property
     def complete(self) -> bool:
-        return self.parts is not None
+        return self.pixels is not None
 
     def _start(self, seen: Seen) -> None:
         """Count a batch's annotations and concept areas, once per batch."""
         self._batch = seen.first
-        area = _masked(seen.batch).flatten(2).sum(2).double().sum(0)
+        masked = _masked(seen.batch)
+        area = masked.flatten(2).sum(2).double().sum(0)
         self.concept_area = area if not len(self.concept_area) else self.concept_area + area
         self.annotated.append(seen.batch.annotated)
+        self._bits = _packed(masked) if self.complete else self._bits
 
     def add(self, found: Found) -> None:
         if found.seen.first != self._batch:
             self._start(found.seen)
         self.held += len(found.values)
-        if self.parts is None or self.held > self.cap:
-            self.parts = None
+        if self.pixels is None or self.held > self.cap:
+            self.pixels, self.patches = None, []
             return
         if not len(found.values):  # nothing to hold (the masks' tables are not built)
             return
         b, p, q = found.where
+        units, images = found.units.int(), (b + found.seen.first).int()
         if found.whole_patches:
             table = _areas(_masked(found.seen.batch))
             overlap = _patch_overlap(table, self.grid, b, p, q).to(torch.int32)
+            self.patches.append((units, found.values, found.weights.float(), images, overlap))
         else:
-            overlap = _masked(found.seen.batch)[b, :, p, q].to(torch.int32)
-        images = (b + found.seen.first).int()
-        self.parts.append((found.units.int(), found.values, found.weights.float(), images, overlap))
+            self.pixels.append((units, found.values, images, self._bits[b, p, q]))
 
-    def columns(self) -> tuple[torch.Tensor, ...]:
-        assert self.parts is not None, "only complete records are read"
-        k = len(self.concept_area)
-        empty = (
-            torch.zeros(0, dtype=torch.int32),
-            torch.zeros(0),
-            torch.zeros(0),
-            torch.zeros(0, dtype=torch.int32),
-            torch.zeros(0, k, dtype=torch.int32),
+    def columns(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every value held: ``(units, values, weights)``, the patches' weighing their pixels."""
+        assert self.pixels is not None, "only complete records are read"
+        pixels, patches = self._joined()
+        ones = torch.ones(len(pixels[0]))
+        return (
+            torch.cat([pixels[0], patches[0]]),
+            torch.cat([pixels[1], patches[1]]),
+            torch.cat([ones, patches[2]]),
         )
-        return tuple(torch.cat([p[c] for p in self.parts] or [empty[c]]) for c in range(5))
 
     def tally(self, thresholds: torch.Tensor) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Each unit's intersection and union with each concept at ``thresholds``, summed
         over the annotated images (every value reaching a threshold is recorded, since a
         threshold is at least its unit's bound). A unit's area is its whole area less
         what lies in images not annotated with a concept (usually none)."""
-        units, values, weights, images, overlap = self.columns()
-        fire = values >= thresholds[units.long()]
-        units, weights, images = units[fire].long(), weights[fire].double(), images[fire].long()
+        assert self.pixels is not None, "only complete records are tallied"
         n, k = len(thresholds), len(self.concept_area)
-        inter = torch.zeros(n, k, dtype=torch.float64).index_add_(0, units, overlap[fire].double())
+        (units, values, images, bits), patches = self._joined()
+        fire = values >= thresholds[units.long()]
+        units, images, bits = units[fire].long(), images[fire].long(), bits[fire]
+        inter = _bit_counts(units, bits, n, k)
+        weights = torch.ones(len(units), dtype=torch.float64)
+        p_units, p_values, p_weights, p_images, overlap = patches
+        fire = p_values >= thresholds[p_units.long()]
+        inter.index_add_(0, p_units[fire].long(), overlap[fire].double())
+        units = torch.cat([units, p_units[fire].long()])
+        weights = torch.cat([weights, p_weights[fire].double()])
+        images = torch.cat([images, p_images[fire].long()])
         missing = ~torch.cat(self.annotated)
         lacking = missing.any(1)[images]
         outside = weights[lacking, None] * missing[images[lacking]].double()
@@ -284,6 +299,43 @@ class Records:
         area = area - torch.zeros(n, k, dtype=torch.float64).index_add_(0, units[lacking], outside)
         union = area + self.concept_area[None, :] - inter
         return inter.numpy(), union.numpy()
+
+    def _joined(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """The pixels' columns and the patches', each concatenated."""
+        assert self.pixels is not None, "only complete records are read"
+        ints, floats = torch.zeros(0, dtype=torch.int32), torch.zeros(0)
+        bits = torch.zeros(0, self._bits.shape[-1], dtype=torch.uint8)
+        overlap = torch.zeros(0, len(self.concept_area), dtype=torch.int32)
+        return (
+            _concatenated(self.pixels, (ints, floats, ints, bits)),
+            _concatenated(self.patches, (ints, floats, floats, ints, overlap)),
+        )
+
+
+def _concatenated(
+    parts: list[tuple[torch.Tensor, ...]], empty: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, ...]:
+    """The parts' columns, each concatenated (``empty`` when there is no part)."""
+    return tuple(torch.cat(column) for column in zip(*parts, strict=True)) if parts else empty
+
+
+def _packed(masked: torch.Tensor) -> torch.Tensor:
+    """``(B, H, W, ceil(K / 8))`` uint8: each pixel's concepts as bits, concept ``c`` at
+    bit ``c % 8`` of byte ``c // 8``."""
+    packed = np.packbits(masked.numpy(), axis=1, bitorder="little")
+    return torch.from_numpy(np.ascontiguousarray(packed.transpose(0, 2, 3, 1)))
+
+
+def _bit_counts(units: torch.Tensor, bits: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """``(n, k)`` float64: how many of the pixels have each concept's bit, per unit."""
+    inter = torch.zeros(n, k, dtype=torch.float64)
+    table = ((torch.arange(256)[:, None] >> torch.arange(8)) & 1).double()  # byte -> bits
+    for byte in range(bits.shape[1]):
+        codes = units * 256 + bits[:, byte].long()
+        counts = torch.bincount(codes, minlength=n * 256).view(n, 256).double()
+        width = min(8, k - 8 * byte)
+        inter[:, 8 * byte : 8 * byte + width] = counts @ table[:, :width]
+    return inter
 
 
 def tally(
