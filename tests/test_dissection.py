@@ -22,7 +22,8 @@ def _batches(
 ):
     def start() -> Iterator[Batch]:
         for i in range(0, len(activations), size):
-            yield Batch(activations[i : i + size], concepts[i : i + size], annotated[i : i + size])
+            rows = slice(i, i + size)
+            yield Batch.of(activations[rows], concepts[rows], annotated[rows])
 
     return start
 

@@ -107,6 +107,11 @@ def test_the_unit_reading_the_spot_is_labelled_spot_and_no_other_unit_is(
     assert result.annotated[:2].tolist() == [n, n], "an empty cell is an absent concept"
     assert result.present[:2].tolist() == [n, sum(1 for i in range(n) if i % 3)]
     assert set(layer.top_images[0]) <= {s.index for s in stripped.samples}
+    [shown] = [e for e in result.examples if e.unit == 0]  # the spot's unit, on its images
+    for index, mask in zip(shown.indices, shown.concept_masks, strict=True):
+        name = Path(stripped.samples[index].path).stem
+        spot = np.asarray(Image.open(tmp_path / f"masks/spot{name}.png")) > 0
+        np.testing.assert_array_equal(mask, spot)
 
 
 def test_a_concept_that_is_no_column_is_a_one_line_error(tmp_path: Path) -> None:

@@ -45,9 +45,9 @@ import torch
 from numpy.typing import NDArray
 
 from auditor.concepts.blocks import BLOCK, Axis, geometry, upsampled
+from auditor.concepts.masks import Batch
 from auditor.concepts.tally import (
     BINS,
-    Batch,
     Histogram,
     Passes,
     Records,
@@ -290,7 +290,7 @@ def _units(
             if bool(zero.any()):
                 activations = activations.clone()
                 activations[:, zero] = 0
-            yield Batch(activations, batch.concepts, batch.annotated)
+            yield Batch(activations, batch.bits, batch.areas, batch.annotated)
 
     return start
 
@@ -335,7 +335,7 @@ def _range(batches: Callable[[], Iterator[Batch]], size: tuple[int, int]) -> _Ra
         high = batch_high if high is None else torch.maximum(high, batch_high)
         bad = batch_bad if bad is None else bad | batch_bad
         total += len(values) * size[0] * size[1]
-        concepts = batch.concepts.shape[1]
+        concepts = batch.concepts
         source = (batch.activations.shape[2], batch.activations.shape[3])
     if low is None or high is None or bad is None:
         raise ValueError("dissect needs at least one batch")

@@ -20,7 +20,8 @@ import torch
 from tqdm import tqdm
 
 from auditor.concepts.data import ConceptData, computed_masks
-from auditor.concepts.dissection import Batch, Dissection, dissect, upsampled
+from auditor.concepts.dissection import Dissection, dissect, upsampled
+from auditor.concepts.masks import Batch, packed_masks, unpacked
 from auditor.concepts.settings import ConceptSettings
 from auditor.data import Dataset
 from auditor.explain.features import Stage
@@ -153,7 +154,9 @@ def declared_masks(
 
 
 class _Store:
-    """Memory-mapped arrays in a temporary folder: each layer's activations, the masks."""
+    """Memory-mapped arrays in a temporary folder: each layer's activations, the masks'
+    bits (:func:`~auditor.concepts.masks.packed_masks`, where the images are annotated);
+    in memory, each image's concept areas and annotations."""
 
     def __init__(self, folder: Path, n: int, shapes: list[tuple[int, int, int]],
                  concepts: int, size: tuple[int, int]) -> None:  # fmt: skip
@@ -161,9 +164,10 @@ class _Store:
             np.lib.format.open_memmap(folder / f"layer{i}.npy", "w+", np.float32, (n, *shape))
             for i, shape in enumerate(shapes)
         ]
-        self.masks = np.lib.format.open_memmap(
-            folder / "masks.npy", "w+", np.bool_, (n, concepts, *size)
+        self.bits = np.lib.format.open_memmap(
+            folder / "bits.npy", "w+", np.uint8, (n, *size, -(-concepts // 8))
         )
+        self.areas = np.zeros((n, concepts))
         self.annotated = np.zeros((n, concepts), dtype=bool)
         self.indices = np.zeros(n, dtype=np.int64)
         self.filled = 0
@@ -173,7 +177,8 @@ class _Store:
         rows = slice(self.filled, self.filled + len(indices))
         for array, tensor in zip(self.layers, activations, strict=True):
             array[rows] = tensor.detach().float().cpu().numpy()
-        self.masks[rows] = masks.numpy()
+        bits, areas = packed_masks(masks, annotated)
+        self.bits[rows], self.areas[rows] = bits.numpy(), areas.numpy()
         self.annotated[rows] = annotated.numpy()
         self.indices[rows] = indices.numpy()
         self.filled += len(indices)
@@ -183,7 +188,8 @@ class _Store:
             rows = slice(start, min(start + CHUNK, self.filled))
             yield Batch(
                 torch.from_numpy(np.asarray(self.layers[layer][rows])),
-                torch.from_numpy(np.asarray(self.masks[rows])),
+                torch.from_numpy(np.asarray(self.bits[rows])),
+                torch.from_numpy(self.areas[rows]),
                 torch.from_numpy(self.annotated[rows]),
             )
 
@@ -235,7 +241,7 @@ def _examples(
         examples.append(UnitExample(
             layer.path, unit, k, float(layer.dissection.iou[unit, k]), indices,
             batch.images.permute(0, 2, 3, 1).numpy(), fires.view(-1, *size).numpy(),
-            np.asarray(store.masks[rows, k]),
+            unpacked(np.asarray(store.bits[rows]), k),
         ))  # fmt: skip
     return tuple(examples)
 
@@ -249,7 +255,7 @@ def _forward(
     loader = make_loader(
         [dataset.samples[i] for i in indices], display, settings.batch_size, settings.workers
     )
-    size = store.masks.shape[-2:]
+    size = store.bits.shape[1:3]
     unreadable = 0
     with torch.inference_mode():
         for batch in tqdm(loader, desc="dissection", unit="batch", leave=False, disable=None):
@@ -296,7 +302,7 @@ def dissect_network(
             ))  # fmt: skip
         examples = _examples(store, results, dataset, data, preprocessing, size)
         annotated = store.annotated[: store.filled]
-        present = np.asarray(store.masks[: store.filled]).any(axis=(2, 3))
+        present = store.areas[: store.filled] > 0
     return NetworkDissection(
         tuple(results), examples, data, tuple(int(i) for i in store.indices[: store.filled]),
         annotated.sum(axis=0), (present & annotated).sum(axis=0), unreadable, store.filled,

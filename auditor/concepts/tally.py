@@ -23,13 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from auditor.concepts.blocks import BLOCK, Axis, Blocks, block_values, blocks
+from auditor.concepts.masks import Batch, bit_counts, patch_overlap
 
 __all__ = [
-    "Batch",
     "Found",
     "Histogram",
     "Passes",
@@ -44,22 +43,6 @@ __all__ = [
 
 BINS = 2048
 """Histogram bins per unit for the streaming quantile."""
-
-
-@dataclass(frozen=True)
-class Batch:
-    """A batch of one layer's activations and the images' concept masks.
-
-    Attributes:
-        activations: ``(B, C, h, w)`` float, the layer's output.
-        concepts: ``(B, K, H, W)`` bool, each concept's mask at the masks' size.
-        annotated: ``(B, K)`` bool, whether each image is annotated with each concept
-            (an image without a mask for a concept counts in none of its tallies).
-    """
-
-    activations: torch.Tensor
-    concepts: torch.Tensor
-    annotated: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -193,35 +176,13 @@ def ranked(
     return result.numpy()
 
 
-def _areas(concepts: torch.Tensor) -> torch.Tensor:
-    """``(B, K, H+1, W+1)`` summed-area tables of the masks (a zero row and column first)."""
-    return F.pad(concepts.double().cumsum(2).cumsum(3), (1, 0, 1, 0))
-
-
-def _patch_overlap(
-    table: torch.Tensor, grid: tuple[Axis, Axis], b: torch.Tensor, i: torch.Tensor,
-    j: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
-    """``(n, K)``: each patch's pixels inside each concept, from the summed-area tables."""
-    rows, cols = grid
-    top, left = rows.patches[1][i], cols.patches[1][j]
-    bottom, right = top + rows.patches[2][i], left + cols.patches[2][j]
-    return (table[b, :, bottom, right] - table[b, :, top, right]
-            - table[b, :, bottom, left] + table[b, :, top, left])  # fmt: skip
-
-
-def _masked(batch: Batch) -> torch.Tensor:
-    """The masks, emptied where an image is not annotated with the concept."""
-    return batch.concepts & batch.annotated[..., None, None]
-
-
 class Records:
     """The values found at or above the bounds, with their images and overlaps, while
     there are at most ``cap`` of them (then dropped: :attr:`complete` is ``False``).
 
-    A pixel's overlap with the concepts is held as bits (:func:`_packed`, a byte per
-    eight concepts) and tallied by counting each unit's bytes; a flat patch's as its
-    pixels in each concept."""
+    A pixel's overlap with the concepts is held as its bits (:attr:`Batch.bits`) and
+    tallied by counting each unit's bytes; a flat patch's as its pixels in each
+    concept."""
 
     def __init__(self, grid: tuple[Axis, Axis], cap: int) -> None:
         self.grid, self.cap, self.held = grid, cap, 0
@@ -230,7 +191,7 @@ class Records:
         self.annotated: list[torch.Tensor] = []
         self.concept_area = torch.zeros(0, dtype=torch.float64)
         self._batch = -1
-        self._bits = torch.zeros(0, dtype=torch.uint8)
+        self._bytes = 0
 
     @property
     def complete(self) -> bool:
@@ -239,11 +200,10 @@ class Records:
     def _start(self, seen: Seen) -> None:
         """Count a batch's annotations and concept areas, once per batch."""
         self._batch = seen.first
-        masked = _masked(seen.batch)
-        area = masked.flatten(2).sum(2).double().sum(0)
+        area = seen.batch.areas.sum(0)
         self.concept_area = area if not len(self.concept_area) else self.concept_area + area
         self.annotated.append(seen.batch.annotated)
-        self._bits = _packed(masked) if self.complete else self._bits
+        self._bytes = seen.batch.bits.shape[-1]
 
     def add(self, found: Found) -> None:
         if found.seen.first != self._batch:
@@ -256,12 +216,12 @@ class Records:
             return
         b, p, q = found.where
         units, images = found.units.int(), (b + found.seen.first).int()
+        batch = found.seen.batch
         if found.whole_patches:
-            table = _areas(_masked(found.seen.batch))
-            overlap = _patch_overlap(table, self.grid, b, p, q).to(torch.int32)
+            overlap = patch_overlap(batch.bits, self.grid, b, p, q, batch.concepts)
             self.patches.append((units, found.values, found.weights.float(), images, overlap))
         else:
-            self.pixels.append((units, found.values, images, self._bits[b, p, q]))
+            self.pixels.append((units, found.values, images, batch.bits[b, p, q]))
 
     def columns(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every value held: ``(units, values, weights)``, the patches' weighing their pixels."""
@@ -284,11 +244,11 @@ class Records:
         (units, values, images, bits), patches = self._joined()
         fire = values >= thresholds[units.long()]
         units, images, bits = units[fire].long(), images[fire].long(), bits[fire]
-        inter = _bit_counts(units, bits, n, k)
+        inter = bit_counts(units, bits, n, k)
         weights = torch.ones(len(units), dtype=torch.float64)
         p_units, p_values, p_weights, p_images, overlap = patches
         fire = p_values >= thresholds[p_units.long()]
-        inter.index_add_(0, p_units[fire].long(), overlap[fire].double())
+        inter.index_add_(0, p_units[fire].long(), overlap[fire])
         units = torch.cat([units, p_units[fire].long()])
         weights = torch.cat([weights, p_weights[fire].double()])
         images = torch.cat([images, p_images[fire].long()])
@@ -304,8 +264,8 @@ class Records:
         """The pixels' columns and the patches', each concatenated."""
         assert self.pixels is not None, "only complete records are read"
         ints, floats = torch.zeros(0, dtype=torch.int32), torch.zeros(0)
-        bits = torch.zeros(0, self._bits.shape[-1], dtype=torch.uint8)
-        overlap = torch.zeros(0, len(self.concept_area), dtype=torch.int32)
+        bits = torch.zeros(0, self._bytes, dtype=torch.uint8)
+        overlap = torch.zeros(0, len(self.concept_area), dtype=torch.float64)
         return (
             _concatenated(self.pixels, (ints, floats, ints, bits)),
             _concatenated(self.patches, (ints, floats, floats, ints, overlap)),
@@ -317,25 +277,6 @@ def _concatenated(
 ) -> tuple[torch.Tensor, ...]:
     """The parts' columns, each concatenated (``empty`` when there is no part)."""
     return tuple(torch.cat(column) for column in zip(*parts, strict=True)) if parts else empty
-
-
-def _packed(masked: torch.Tensor) -> torch.Tensor:
-    """``(B, H, W, ceil(K / 8))`` uint8: each pixel's concepts as bits, concept ``c`` at
-    bit ``c % 8`` of byte ``c // 8``."""
-    packed = np.packbits(masked.numpy(), axis=1, bitorder="little")
-    return torch.from_numpy(np.ascontiguousarray(packed.transpose(0, 2, 3, 1)))
-
-
-def _bit_counts(units: torch.Tensor, bits: torch.Tensor, n: int, k: int) -> torch.Tensor:
-    """``(n, k)`` float64: how many of the pixels have each concept's bit, per unit."""
-    inter = torch.zeros(n, k, dtype=torch.float64)
-    table = ((torch.arange(256)[:, None] >> torch.arange(8)) & 1).double()  # byte -> bits
-    for byte in range(bits.shape[1]):
-        codes = units * 256 + bits[:, byte].long()
-        counts = torch.bincount(codes, minlength=n * 256).view(n, 256).double()
-        width = min(8, k - 8 * byte)
-        inter[:, 8 * byte : 8 * byte + width] = counts @ table[:, :width]
-    return inter
 
 
 def tally(
@@ -354,9 +295,7 @@ def tally(
     for seen in passes():
         batch, patches = seen.batch, seen.blocks
         annotated = batch.annotated.double()
-        concepts = _masked(batch)
-        concept_area = concepts.flatten(2).sum(2).double()  # (B, K)
-        table = _areas(concepts)
+        concept_area = batch.areas  # (B, K)
         everywhere = thresholds <= patches.low.amin((0, 2, 3))
         inter[everywhere] += concept_area.sum(0)
         area = torch.zeros(len(annotated), units, dtype=torch.float64)
@@ -365,14 +304,14 @@ def tally(
         flat = (patches.flat & (patches.low >= reach)).nonzero()
         for part in flat.split(step):
             b, u, i, j = part.unbind(1)
-            inter.index_add_(0, u, _patch_overlap(table, grid, b, i, j))
+            inter.index_add_(0, u, patch_overlap(batch.bits, grid, b, i, j, n_concepts))
             area.index_put_((b, u), patches.pixels[b, u, i, j].double(), accumulate=True)
         open_ = reaching(patches, reach[0, :, 0, 0])
         for chunk, values, y, x in block_values(patches, open_, rows, cols):
             fires = (values >= thresholds[chunk[:, 1]][:, None, None]).nonzero()
             for n, r, c in (part.unbind(1) for part in fires.split(step)):
                 cb, cu = chunk[n, 0], chunk[n, 1]
-                inter.index_add_(0, cu, concepts[cb, :, y[n, r], x[n, c]].double())
+                inter += bit_counts(cu, batch.bits[cb, y[n, r], x[n, c]], units, n_concepts)
                 area.index_put_((cb, cu), torch.ones(len(n), dtype=torch.float64), accumulate=True)
         union += area.T @ annotated + concept_area.sum(0)[None, :]
     union -= inter
