@@ -253,6 +253,30 @@ def test_a_unit_spanning_more_than_float32s_range_keeps_a_finite_threshold_beyon
     assert capped.intersection[0, 0] >= exact.intersection[0, 0] > 0
 
 
+@pytest.mark.parametrize("cap", [1 << 23, 40], ids=["records", "tally-pass"])
+def test_values_rounded_above_their_sources_are_counted(cap: int) -> None:
+    """A bilinear value can round one ulp above its four sources (0.1 upsampled from 3 x
+    4 to 41 x 50 gives 0.10000001 next to a 0). When that is the threshold, reached
+    elsewhere by a flat image, the pixels rounded up to it are in the unit's mask too:
+    the blocks' bounds are widened by the slack where they are compared."""
+    size, a = (41, 50), torch.tensor(0.1)
+    above = torch.nextafter(a, torch.tensor(1.0))
+    activations = torch.full((3, 1, 3, 4), float(a))
+    activations[0, 0, 1, 1] = 0.0
+    activations[1] = above  # flat: its pixels set the threshold at ``above``
+    up = upsampled(activations, size)
+    assert (up[0] == above).sum() > 0, "some values round above their sources"
+    concepts = torch.ones(3, 1, *size, dtype=torch.bool)
+    annotated = torch.ones(3, 1, dtype=torch.bool)
+
+    result = dissect(_batches(activations, concepts, annotated), size, 0.05, cap=cap)
+
+    threshold = torch.tensor(result.thresholds.values[0], dtype=torch.float32)
+    assert threshold == above or not result.thresholds.exact[0]  # the cap: the bin's edge
+    assert (up >= threshold).sum() == (up >= above).sum() == 2050 + (up[0] == above).sum()
+    assert result.intersection[0, 0] == (up >= threshold).sum()
+
+
 def test_a_unit_with_a_nan_or_an_infinity_has_no_threshold_and_leaves_the_others_alone() -> None:
     rng = np.random.default_rng(7)
     activations = torch.from_numpy(rng.normal(size=(6, 4, 4, 4)).astype(np.float32))

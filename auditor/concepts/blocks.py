@@ -52,8 +52,9 @@ their corners are then at most a quarter of the outputs. Smaller sub-blocks keep
 patch's bounds (their corners would be most of the outputs)."""
 
 SLACK = 1e-6
-"""Widening of a block's bounds, relative to its largest source (about eight float32
-ulps), so that the rounding of a value's four terms never puts it outside them."""
+"""Widening of the blocks' bounds, relative to the unit's largest source in the batch
+(about eight float32 ulps), so that the rounding of a value's four terms never puts
+it outside them."""
 
 
 @dataclass(frozen=True)
@@ -145,12 +146,13 @@ class Blocks:
     four sources) and sub-blocks (``(B, U, sr, sc)``, the axes' ``blocks``).
 
     A patch's values lie between ``low`` and ``high``, its sources' least and greatest,
-    widened by :data:`SLACK` (the rounding of a value's four terms); a ``flat`` patch's
-    four sources are equal and all its values are that source (``low``, exactly);
-    ``pixels`` outputs are in each patch. A sub-block's values lie between ``sub_low``
-    and ``sub_high``: its corner pixels' least and greatest, widened by its patch's
-    slack, within its patch's bounds (a flat patch's sub-blocks: its value, exactly);
-    ``sub_flat`` marks the sub-blocks of flat patches, ``sub_pixels`` counts outputs."""
+    give or take its unit's ``slack`` (``(U,)``: the rounding of a value's four terms,
+    :data:`SLACK`); a ``flat`` patch's four sources are equal and all its values are
+    that source (``low``, exactly); ``pixels`` outputs are in each patch. A sub-block's
+    values lie between ``sub_low`` and ``sub_high``, give or take the slack: its corner
+    pixels' least and greatest, within its patch's bounds; ``sub_flat`` marks the
+    sub-blocks of flat patches, ``sub_pixels`` counts outputs. The slack is applied
+    where the bounds are compared (:meth:`floors`, :meth:`reach`), not to every bound."""
 
     maps: torch.Tensor
     low: torch.Tensor
@@ -161,6 +163,16 @@ class Blocks:
     sub_high: torch.Tensor
     sub_flat: torch.Tensor
     sub_pixels: torch.Tensor
+    slack: torch.Tensor
+
+    def floors(self) -> torch.Tensor:
+        """``(B, U, sr, sc)``: a lower bound of each sub-block's values."""
+        return self.sub_low - self.slack[None, :, None, None]
+
+    def reach(self, floor: torch.Tensor) -> torch.Tensor:
+        """``(B, U, sr, sc)`` bool: the sub-blocks of non-flat patches whose values can
+        reach ``floor`` (``(U,)``)."""
+        return ~self.sub_flat & (self.sub_high >= (floor - self.slack)[None, :, None, None])
 
     @property
     def held(self) -> int:
@@ -176,8 +188,7 @@ def blocks(activations: torch.Tensor, rows: Axis, cols: Axis) -> Blocks:
     if len(rs) < maps.shape[2] or len(cs) < maps.shape[3]:  # some source has no output
         low, high = low[:, :, rs][..., cs], high[:, :, rs][..., cs]
     flat = low == high
-    slack = _slack(low, high).masked_fill_(flat, 0.0)
-    low, high = low - slack, high + slack
+    slack = _slack(low.amin((0, 2, 3)), high.amax((0, 2, 3)))
     pixels = rows.patches[2][:, None] * cols.patches[2][None, :]
 
     def per_sub(t: torch.Tensor) -> torch.Tensor:  # each sub-block's patch's
@@ -188,13 +199,11 @@ def blocks(activations: torch.Tensor, rows: Axis, cols: Axis) -> Blocks:
     sub_low, sub_high, sub_flat = per_sub(low), per_sub(high), per_sub(flat)
     if CORNERED * len(rows.blocks[0]) * len(cols.blocks[0]) <= len(rows.low) * len(cols.low):
         least, most = _corner_range(maps, rows, cols)
-        slack = _slack(sub_low, sub_high)  # the patch's, already widened: wider still
-        sub_low = torch.where(sub_flat, sub_low, torch.maximum(sub_low, least - slack))
-        sub_high = torch.where(sub_flat, sub_high, torch.minimum(sub_high, most + slack))
+        sub_low, sub_high = torch.maximum(sub_low, least), torch.minimum(sub_high, most)
     sub_pixels = rows.blocks[2][:, None] * cols.blocks[2][None, :]
     return Blocks(
         maps, low, high, flat, pixels.expand_as(low), sub_low, sub_high, sub_flat,
-        sub_pixels.expand_as(sub_low),
+        sub_pixels.expand_as(sub_low), slack,
     )  # fmt: skip
 
 

@@ -102,21 +102,24 @@ def _floors(passes: Passes) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.
         units = torch.arange(patches.sub_low.shape[1])[None, :, None, None]
         yield (
             units.expand_as(patches.sub_low).flatten(),
-            patches.sub_low.flatten(),
+            patches.floors().flatten(),
             patches.sub_pixels.flatten(),
         )
 
 
 def _highest_blocks(passes: Passes, units: int, k: int) -> torch.Tensor:
     """The bound from each unit's highest sub-block floors (dense): as many as make ``k``
-    outputs even when each holds the fewest a sub-block holds. A sub-block's pixels
-    depend on its place in the map only, so they are read from the map's."""
+    outputs even when each holds the fewest a sub-block holds, less the largest slack
+    of the batches. A sub-block's pixels depend on its place in the map only, so they
+    are read from the map's."""
     rows, cols = passes.grid
     per_map = (rows.blocks[2][:, None] * cols.blocks[2][None, :]).flatten()
     enough = -(-k // max(1, int(per_map.min())))
     floors = torch.full((units, 1), -math.inf)  # with no pixel: never reaches k
     pixels = torch.zeros(units, 1, dtype=torch.long)
+    slack = torch.zeros(units)
     for seen in passes():
+        slack = torch.maximum(slack, seen.blocks.slack)
         width = floors.shape[1]
         floors = torch.cat([floors, seen.blocks.sub_low.transpose(0, 1).reshape(units, -1)], 1)
         top = floors.topk(min(enough, floors.shape[1]), dim=1)  # sorted, descending
@@ -124,7 +127,7 @@ def _highest_blocks(passes: Passes, units: int, k: int) -> torch.Tensor:
         old = pixels.gather(1, top.indices.clamp_max(width - 1))
         floors, pixels = top.values, torch.where(top.indices < width, old, new)
     reached = (pixels.cumsum(1) >= k).long().argmax(1)
-    return floors.gather(1, reached[:, None])[:, 0]
+    return floors.gather(1, reached[:, None])[:, 0] - slack
 
 
 def _histogram_bound(

@@ -100,7 +100,7 @@ class Found:
 def reaching(patches: Blocks, floor: torch.Tensor) -> torch.Tensor:
     """``(n, 4)`` indices ``b, u, i, j`` of the sub-blocks of non-flat patches whose upper
     bounds reach ``floor`` (per unit)."""
-    return (~patches.sub_flat & (patches.sub_high >= floor[None, :, None, None])).nonzero()
+    return patches.reach(floor).nonzero()
 
 
 def scan(passes: Passes, grid: tuple[Axis, Axis], floor: torch.Tensor) -> Iterator[Found]:
@@ -296,7 +296,7 @@ def tally(
         batch, patches = seen.batch, seen.blocks
         annotated = batch.annotated.double()
         concept_area = batch.areas  # (B, K)
-        everywhere = thresholds <= patches.low.amin((0, 2, 3))
+        everywhere = thresholds <= patches.low.amin((0, 2, 3)) - patches.slack
         inter[everywhere] += concept_area.sum(0)
         area = torch.zeros(len(annotated), units, dtype=torch.float64)
         area[:, everywhere] = float(pixels)
