@@ -297,11 +297,13 @@ def test_a_unit_with_a_nan_or_an_infinity_has_no_threshold_and_leaves_the_others
 
 def test_the_weighted_ranking_equals_a_sort() -> None:
     """:func:`ranked` gives each unit's value where the weights from the top reach ``k``,
-    as a full sort does: negative values, ties, weights, and a unit whose weights never
-    reach ``k`` (NaN)."""
+    as a full sort does: negative values, ties, signed zeros, subnormals, infinities,
+    weights, and a unit whose weights never reach ``k`` (NaN)."""
     rng = np.random.default_rng(8)
     units = torch.from_numpy(rng.integers(0, 4, size=300))
     values = torch.from_numpy(rng.normal(size=300).round(1).astype(np.float32))
+    special = torch.tensor([0.0, -0.0, 1e-40, -1e-40, math.inf, -math.inf])
+    values[::7] = special[torch.from_numpy(rng.integers(0, 6, size=len(values[::7])))]
     weights = torch.from_numpy(rng.integers(1, 5, size=300).astype(np.float64))
     units[units == 3] = 2  # unit 3 has no value at all
     k = 40

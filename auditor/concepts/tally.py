@@ -151,11 +151,12 @@ class Histogram:
 
 
 def by_unit_descending(units: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """The order that sorts by unit, then by value from the largest (float32 values:
-    their bits, made to sort as the numbers do, below the unit in one int64 key)."""
-    bits = values.float().view(torch.int32).long() & 0xFFFFFFFF
-    ascending = torch.where(bits >= 1 << 31, 0xFFFFFFFF - bits, bits | 1 << 31)
-    return torch.argsort((units.long() << 32) | (0xFFFFFFFF - ascending))
+    """The order that sorts by unit, then by value from the largest (float32 values,
+    negated: their bits, made to sort as the numbers do, below the unit in one int64
+    key)."""
+    bits = values.float().neg().view(torch.int32)
+    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # sorts as the negated values do
+    return torch.argsort((units.long() << 32) + ordered.long() + (1 << 31))
 
 
 def ranked(
