@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from auditor.concepts import Batch, dissect, dissection, upsampled
-from auditor.concepts.tally import ranked
+from auditor.concepts.blocks import geometry
+from auditor.concepts.tally import Passes, ranked, tally
 
 SIZE = (16, 16)
 
@@ -275,6 +276,42 @@ def test_values_rounded_above_their_sources_are_counted(cap: int) -> None:
     assert threshold == above or not result.thresholds.exact[0]  # the cap: the bin's edge
     assert (up >= threshold).sum() == (up >= above).sum() == 2050 + (up[0] == above).sum()
     assert result.intersection[0, 0] == (up >= threshold).sum()
+
+
+def test_a_unit_fires_everywhere_only_where_every_value_reaches_its_threshold() -> None:
+    """Counted from the concepts' areas when every value reaches the threshold (a ReLU
+    unit mostly at 0, its threshold 0), not when some values round below their least
+    source (0.7 next to 1.4, upsampled from 3 x 4 to 41 x 50: 0.69999999 < 0.7, the
+    threshold), nor when a unit's values are negative at a threshold below 0: from the
+    records, and by a tally pass at the same thresholds."""
+    size = (41, 50)
+    rng = np.random.default_rng(9)
+    activations = torch.full((4, 3, 3, 4), 0.7)
+    activations[0, 0, 1, 1] = 1.4
+    activations[:, 1] = torch.from_numpy(rng.normal(-3, 1, size=(4, 3, 4)).astype(np.float32))
+    activations[:, 2] = 0.0
+    activations[0, 2, 0, 0] = 1.0
+    up = upsampled(activations, size)
+    assert (up[:, 0] < 0.7).any(), "some values round below their least source"
+    concepts = torch.from_numpy(rng.uniform(size=(4, 1, *size)) < 0.5)
+    annotated = torch.ones(4, 1, dtype=torch.bool)
+    batches = _batches(activations, concepts, annotated)
+
+    result = dissect(batches, size, 0.9)
+    thresholds = torch.from_numpy(result.thresholds.values).float()
+    low, high = activations.amin((0, 2, 3)), activations.amax((0, 2, 3))
+    everywhere = dissection._everywhere(thresholds, low, high)
+    grid = geometry((3, 4), size)
+    passed = tally(Passes(batches, grid), grid, thresholds, 1, everywhere)
+
+    assert thresholds[0] == 0.7 and thresholds[1] < 0 and thresholds[2] == 0
+    assert everywhere.tolist() == [False, False, True]
+    fires = up >= thresholds[None, :, None]
+    inside = (fires & concepts.flatten(2)).sum((0, 2)).numpy()
+    either = (fires | concepts.flatten(2)).sum((0, 2)).numpy()
+    for intersection, union in [(result.intersection, result.union), passed]:
+        np.testing.assert_array_equal(intersection[:, 0], inside)
+        np.testing.assert_array_equal(union[:, 0], either)
 
 
 def test_a_unit_with_a_nan_or_an_infinity_has_no_threshold_and_leaves_the_others_alone() -> None:

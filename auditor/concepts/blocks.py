@@ -36,6 +36,7 @@ __all__ = [
     "block_values",
     "blocks",
     "geometry",
+    "rounding_slack",
     "upsampled",
 ]
 
@@ -188,7 +189,7 @@ def blocks(activations: torch.Tensor, rows: Axis, cols: Axis) -> Blocks:
     if len(rs) < maps.shape[2] or len(cs) < maps.shape[3]:  # some source has no output
         low, high = low[:, :, rs][..., cs], high[:, :, rs][..., cs]
     flat = low == high
-    slack = _slack(low.amin((0, 2, 3)), high.amax((0, 2, 3)))
+    slack = rounding_slack(low.amin((0, 2, 3)), high.amax((0, 2, 3)))
     pixels = rows.patches[2][:, None] * cols.patches[2][None, :]
 
     def per_sub(t: torch.Tensor) -> torch.Tensor:  # each sub-block's patch's
@@ -243,7 +244,7 @@ def _pairs(pick: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], padded: t
     return pick(rows[..., :-1], rows[..., 1:])
 
 
-def _slack(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+def rounding_slack(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """:data:`SLACK` times the larger magnitude of ``low`` and ``high`` (``low <= high``)."""
     return torch.maximum(high, -low).mul_(SLACK).add_(1e-30)
 

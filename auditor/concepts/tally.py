@@ -182,13 +182,16 @@ class Records:
     there are at most ``cap`` of them (then dropped: :attr:`complete` is ``False``).
 
     A pixel's overlap with the concepts is held as its bits (:attr:`Batch.bits`) and
-    tallied by counting each unit's bytes; a flat patch's as its pixels in each
-    concept."""
+    tallied by counting each unit's bytes. A flat patch's is counted at the tally, and
+    only when it fires (most recorded flat patches are a ReLU's zeros, which seldom do),
+    from its batch's bits: each batch's are kept (a view of the stage's memory-mapped
+    file, not a copy) until then."""
 
     def __init__(self, grid: tuple[Axis, Axis], cap: int) -> None:
         self.grid, self.cap, self.held = grid, cap, 0
         self.pixels: list[tuple[torch.Tensor, ...]] | None = []  # units, values, images, bits
-        self.patches: list[tuple[torch.Tensor, ...]] = []  # units, values, weights, images, overlap
+        self.patches: list[tuple[torch.Tensor, ...]] = []  # units, values, weights, b, i, j
+        self.bits: dict[int, torch.Tensor] = {}  # each batch's, by its first image
         self.annotated: list[torch.Tensor] = []
         self.concept_area = torch.zeros(0, dtype=torch.float64)
         self._batch = -1
@@ -205,24 +208,24 @@ class Records:
         self.concept_area = area if not len(self.concept_area) else self.concept_area + area
         self.annotated.append(seen.batch.annotated)
         self._bytes = seen.batch.bits.shape[-1]
+        if self.complete:
+            self.bits[seen.first] = seen.batch.bits
 
     def add(self, found: Found) -> None:
         if found.seen.first != self._batch:
             self._start(found.seen)
         self.held += len(found.values)
         if self.pixels is None or self.held > self.cap:
-            self.pixels, self.patches = None, []
+            self.pixels, self.patches, self.bits = None, [], {}
             return
-        if not len(found.values):  # nothing to hold (the masks' tables are not built)
+        if not len(found.values):
             return
         b, p, q = found.where
         units, images = found.units.int(), (b + found.seen.first).int()
-        batch = found.seen.batch
         if found.whole_patches:
-            overlap = patch_overlap(batch.bits, self.grid, b, p, q, batch.concepts)
-            self.patches.append((units, found.values, found.weights.float(), images, overlap))
+            self.patches.append((units, found.values, found.weights.float(), images, p, q))
         else:
-            self.pixels.append((units, found.values, images, batch.bits[b, p, q]))
+            self.pixels.append((units, found.values, images, found.seen.batch.bits[b, p, q]))
 
     def columns(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every value held: ``(units, values, weights)``, the patches' weighing their pixels."""
@@ -235,41 +238,49 @@ class Records:
             torch.cat([ones, patches[2]]),
         )
 
-    def tally(self, thresholds: torch.Tensor) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def tally(
+        self, thresholds: torch.Tensor, everywhere: torch.Tensor
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Each unit's intersection and union with each concept at ``thresholds``, summed
         over the annotated images (every value reaching a threshold is recorded, since a
         threshold is at least its unit's bound). A unit's area is its whole area less
-        what lies in images not annotated with a concept (usually none)."""
+        what lies in images not annotated with a concept (usually none). The units that
+        fire ``everywhere`` are counted from the concepts' areas, not their records."""
         assert self.pixels is not None, "only complete records are tallied"
         n, k = len(thresholds), len(self.concept_area)
         (units, values, images, bits), patches = self._joined()
-        fire = values >= thresholds[units.long()]
+        fire = (values >= thresholds[units.long()]) & ~everywhere[units.long()]
         units, images, bits = units[fire].long(), images[fire].long(), bits[fire]
         inter = bit_counts(units, bits, n, k)
         weights = torch.ones(len(units), dtype=torch.float64)
-        p_units, p_values, p_weights, p_images, overlap = patches
-        fire = p_values >= thresholds[p_units.long()]
-        inter.index_add_(0, p_units[fire].long(), overlap[fire])
-        units = torch.cat([units, p_units[fire].long()])
-        weights = torch.cat([weights, p_weights[fire].double()])
-        images = torch.cat([images, p_images[fire].long()])
+        fire = (patches[1] >= thresholds[patches[0].long()]) & ~everywhere[patches[0].long()]
+        p_units, _, p_weights, p_images, i, j = (column[fire] for column in patches)
+        for first, bits in self.bits.items():
+            mine = (p_images >= first) & (p_images < first + len(bits))
+            overlap = patch_overlap(bits, self.grid, p_images[mine] - first, i[mine], j[mine], k)
+            inter.index_add_(0, p_units[mine].long(), overlap)
+        units = torch.cat([units, p_units.long()])
+        weights = torch.cat([weights, p_weights.double()])
+        images = torch.cat([images, p_images.long()])
         missing = ~torch.cat(self.annotated)
         lacking = missing.any(1)[images]
         outside = weights[lacking, None] * missing[images[lacking]].double()
         area = torch.zeros(n, dtype=torch.float64).index_add_(0, units, weights)[:, None]
         area = area - torch.zeros(n, k, dtype=torch.float64).index_add_(0, units[lacking], outside)
+        rows, cols = self.grid
+        area[everywhere] = float(len(rows.low) * len(cols.low)) * (~missing).sum(0).double()
+        inter[everywhere] = self.concept_area
         union = area + self.concept_area[None, :] - inter
         return inter.numpy(), union.numpy()
 
     def _joined(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
         """The pixels' columns and the patches', each concatenated."""
         assert self.pixels is not None, "only complete records are read"
-        ints, floats = torch.zeros(0, dtype=torch.int32), torch.zeros(0)
+        ints, floats, at = torch.zeros(0, dtype=torch.int32), torch.zeros(0), torch.zeros(0).long()
         bits = torch.zeros(0, self._bytes, dtype=torch.uint8)
-        overlap = torch.zeros(0, len(self.concept_area), dtype=torch.float64)
         return (
             _concatenated(self.pixels, (ints, floats, ints, bits)),
-            _concatenated(self.patches, (ints, floats, floats, ints, overlap)),
+            _concatenated(self.patches, (ints, floats, floats, ints, at, at)),
         )
 
 
@@ -281,12 +292,14 @@ def _concatenated(
 
 
 def tally(
-    passes: Passes, grid: tuple[Axis, Axis], thresholds: torch.Tensor, n_concepts: int
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    passes: Passes, grid: tuple[Axis, Axis], thresholds: torch.Tensor, n_concepts: int,
+    everywhere: torch.Tensor,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:  # fmt: skip
     """As :meth:`Records.tally`, by a pass over the batches, for when the records did
-    not fit: a unit whose threshold is its least value fires everywhere; a flat patch
-    reaching the threshold counts whole; other sub-blocks whose bound reaches it, pixel
-    by pixel. Everything held at once is bounded by :data:`BLOCK` values."""
+    not fit: a unit fires everywhere in the batches where its threshold is at most its
+    least value there (less the slack) and in all when it fires ``everywhere``; a flat
+    patch reaching the threshold counts whole; other sub-blocks whose bound reaches it,
+    pixel by pixel. Everything held at once is bounded by :data:`BLOCK` values."""
     units = len(thresholds)
     inter = torch.zeros(units, n_concepts, dtype=torch.float64)
     union = torch.zeros(units, n_concepts, dtype=torch.float64)
@@ -297,11 +310,11 @@ def tally(
         batch, patches = seen.batch, seen.blocks
         annotated = batch.annotated.double()
         concept_area = batch.areas  # (B, K)
-        everywhere = thresholds <= patches.low.amin((0, 2, 3)) - patches.slack
-        inter[everywhere] += concept_area.sum(0)
+        here = everywhere | (thresholds <= patches.low.amin((0, 2, 3)) - patches.slack)
+        inter[here] += concept_area.sum(0)
         area = torch.zeros(len(annotated), units, dtype=torch.float64)
-        area[:, everywhere] = float(pixels)
-        reach = torch.where(everywhere, math.inf, thresholds)[None, :, None, None]
+        area[:, here] = float(pixels)
+        reach = torch.where(here, math.inf, thresholds)[None, :, None, None]
         flat = (patches.flat & (patches.low >= reach)).nonzero()
         for part in flat.split(step):
             b, u, i, j = part.unbind(1)
