@@ -314,6 +314,19 @@ def test_a_unit_fires_everywhere_only_where_every_value_reaches_its_threshold() 
         np.testing.assert_array_equal(union[:, 0], either)
 
 
+def test_the_quantile_is_taken_as_written() -> None:
+    """0.07 of 100 values is the 7th largest (0.07 * 100 is 7.000000000000001 in
+    floating point, whose ceiling would be 8)."""
+    activations = torch.arange(100, dtype=torch.float32).view(4, 1, 5, 5)
+    concepts = torch.zeros(4, 1, 5, 5, dtype=torch.bool)
+    annotated = torch.ones(4, 1, dtype=torch.bool)
+
+    result = dissect(_batches(activations, concepts, annotated), (5, 5), 0.07)
+
+    assert 0.07 * 100 > 7 and result.thresholds.k == 7
+    assert result.thresholds.values[0] == 93.0
+
+
 def test_a_unit_with_a_nan_or_an_infinity_has_no_threshold_and_leaves_the_others_alone() -> None:
     rng = np.random.default_rng(7)
     activations = torch.from_numpy(rng.normal(size=(6, 4, 4, 4)).astype(np.float32))

@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -79,7 +80,8 @@ class UnitThresholds:
         values: ``(C,)`` float64.
         exact: ``(C,)`` bool; ``False`` where the boundary bin held more than the cap
             and its lower edge was used, and for a unit with no threshold (NaN).
-        k: The rank of the threshold from the top, ``ceil(quantile × values per unit)``.
+        k: The rank of the threshold from the top, ``ceil(quantile × values per unit)``,
+            the quantile taken as its decimal (0.07 of 100 values is 7, not 8).
     """
 
     values: NDArray[np.float64]
@@ -377,7 +379,7 @@ def dissect(
     """
     found = _range(batches, size)
     grid = geometry(found.source, size)
-    k = max(1, math.ceil(quantile * found.total))
+    k = max(1, math.ceil(Fraction(str(quantile)) * found.total))  # as written: 0.07 of 100 is 7
     parts = []
     for units in _groups(len(found.low), k, cap):
         passes = Passes(_units(batches, units, found.bad), grid, BLOCK)
