@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from auditor.concepts import Batch, dissect, dissection, upsampled
 from auditor.concepts.blocks import geometry
-from auditor.concepts.tally import Passes, ranked, tally
+from auditor.concepts.tally import Passes, ranked, scan, tally
 
 SIZE = (16, 16)
 
@@ -208,18 +208,28 @@ def test_units_whose_values_overflow_the_records_together_are_scanned_apart_and_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Five units read as one group whose values do not fit in the records together:
-    scanned again in subsets counted from their bounds (none measured approximately),
-    every threshold and tally equal to those measured with room for all, and the maps
-    read twice (the range and the bound: the blocks are kept for the scans)."""
+    scanned again in subsets sized by the exact counts of the scan that overflowed (each
+    unit's values at or above its floor: as few subsets as fit), none measured
+    approximately, every threshold and tally equal to those measured with room for
+    all, and the maps read twice (the range and the bound: the blocks are kept)."""
     rng = np.random.default_rng(6)
     n, size = 9, (41, 50)
     activations = torch.relu(torch.from_numpy(rng.normal(size=(n, 5, 3, 4)).astype(np.float32)))
     concepts = torch.from_numpy(rng.uniform(size=(n, 2, *size)) < 0.3)
     annotated = torch.ones(n, 2, dtype=torch.bool)
     roomy = dissect(_batches(activations, concepts, annotated), size, 0.05)
-    subsets = dissection._subsets
+    subsets, bound = dissection._subsets, dissection._bound
     found: list[list[slice]] = []
-    monkeypatch.setattr(dissection, "_subsets", lambda *a: found.append(subsets(*a)) or found[-1])
+    counted: list[torch.Tensor] = []
+    floors: list[torch.Tensor] = []
+
+    def counting(counts: torch.Tensor, cap: int) -> list[slice]:
+        counted.append(counts)
+        found.append(subsets(counts, cap))
+        return found[-1]
+
+    monkeypatch.setattr(dissection, "_subsets", counting)
+    monkeypatch.setattr(dissection, "_bound", lambda *a: floors.append(bound(*a)) or floors[-1])
     monkeypatch.setattr(dissection, "_groups", lambda n, k, cap: [slice(0, n)])
     reads = []
 
@@ -230,6 +240,15 @@ def test_units_whose_values_overflow_the_records_together_are_scanned_apart_and_
     apart = dissect(batches, size, 0.05, cap=3 * roomy.thresholds.k)
 
     assert len(found) == 1 and len(found[0]) > 1 and len(reads) == 2
+    grid = geometry((3, 4), size)
+    held = torch.zeros(5, dtype=torch.long)  # what a scan with room for all holds
+    for values in scan(Passes(_batches(activations, concepts, annotated), grid), grid, floors[0]):
+        held += torch.bincount(values.units, minlength=5)
+    assert counted[0].tolist() == held.tolist()
+    cap, sums = 3 * roomy.thresholds.k, [int(held[units].sum()) for units in found[0]]
+    assert all(together <= cap for together in sums)
+    after = [int(held[units.start]) for units in found[0][1:]]
+    assert all(together + next_ > cap for together, next_ in zip(sums, after, strict=False))
     assert apart.thresholds.exact.all()
     np.testing.assert_array_equal(apart.thresholds.values, roomy.thresholds.values)
     np.testing.assert_array_equal(apart.intersection, roomy.intersection)

@@ -21,14 +21,15 @@ Only the values that can reach a threshold are upsampled (see
 unit's threshold (at least ``k`` outputs lie in blocks whose floor reaches it), and only
 blocks whose upper bound reaches it are upsampled. The units are read in groups small
 enough for their values above the bound to be held (at most ``cap``; a group whose
-values overflow is scanned again in subsets counted from its bounds), and those values
-are ranked exactly and tallied from what was held. A single unit whose values do not
-fit gets a histogram of them, then the values of the bin holding the threshold (beyond
-``cap`` again, the bin's lower edge, marked approximate) and a tally pass. Memory stays
-bounded, whatever the number of images: the caller streams the activations (from disk,
-see :mod:`auditor.concepts.stage`) once per pass: the range, then for each group its
-bound, its scan and, when its values overflow, a count and a scan per subset (the
-blocks of the bound kept for the others when they fit: then the group is read once).
+values overflow is scanned again in subsets, sized by the counts of the scan that
+overflowed), and those values are ranked exactly and tallied from what was held. A
+single unit whose values do not fit gets a histogram of them, then the values of the
+bin holding the threshold (beyond ``cap`` again, the bin's lower edge, marked
+approximate) and a tally pass. Memory stays bounded, whatever the number of images:
+the caller streams the activations (from disk, see :mod:`auditor.concepts.stage`) once
+per pass: the range, then for each group its bound, its scan and, when its values
+overflow, a scan per subset (the blocks of the bound kept for the others when they
+fit: then the group is read once).
 
 Own code: NetDissect and NetDissect-Lite read layers through module hooks, which a
 TorchScript file does not have; the activations come from the tap layer.
@@ -53,7 +54,6 @@ from auditor.concepts.tally import (
     Passes,
     Records,
     ranked,
-    reaching,
     scan,
     tally,
 )
@@ -159,14 +159,14 @@ def _measured(
     time (:func:`_subsets`). The ``bad`` units get no threshold and fire nowhere."""
     floor = _bound(passes, low, high, k)
     whole = _scanned(passes, grid, floor, low, high, k, cap, n_concepts, bad, len(low) > 1)
-    if whole is not None:
+    if not isinstance(whole, torch.Tensor):
         return whole
     parts = []
-    for units in _subsets(passes, floor, cap):
+    for units in _subsets(whole, cap):
         alone = torch.full_like(floor, math.inf)  # the other units reach nothing
         alone[units] = floor[units]
         found = _scanned(passes, grid, alone, low, high, k, cap, n_concepts, bad, False)
-        assert found is not None, "a scan that may not give up does not"
+        assert not isinstance(found, torch.Tensor), "a scan that may not give up does not"
         thresholds, inter, union = found
         parts.append(
             (thresholds.values[units], thresholds.exact[units], inter[units], union[units])
@@ -175,43 +175,36 @@ def _measured(
     return UnitThresholds(values, exact, k), inter, union
 
 
-def _subsets(passes: Passes, floor: torch.Tensor, cap: int) -> list[slice]:
-    """The units scanned together: as many as can have at most ``cap`` values at or
-    above their floors (counted from the blocks, as many as each reaching flat patch
-    once and each reaching sub-block's pixels), so that their records fit; a unit
-    alone may not. A single unit is not counted."""
-    rows, cols = passes.grid
-    counts = torch.zeros(len(floor), dtype=torch.float64)
-    for seen in passes() if len(floor) > 1 else ():
-        patches = seen.blocks
-        counts += (patches.flat & (patches.low >= floor[None, :, None, None])).sum((0, 2, 3))
-        _, u, i, j = reaching(patches, floor).unbind(1)
-        counts.index_add_(0, u, (rows.blocks[2][i] * cols.blocks[2][j]).double())
-    subsets, first, held = [], 0, 0.0
+def _subsets(counts: torch.Tensor, cap: int) -> list[slice]:
+    """The units scanned together: as many as have at most ``cap`` values at or above
+    their floors (``counts``, counted by the scan that overflowed), so that their
+    records fit; a unit alone may not."""
+    subsets, first, held = [], 0, 0
     for unit, count in enumerate(counts.tolist()):
         if unit > first and held + count > cap:
             subsets.append(slice(first, unit))
-            first, held = unit, 0.0
+            first, held = unit, 0
         held += count
-    return [*subsets, slice(first, len(floor))]
+    return [*subsets, slice(first, len(counts))]
 
 
 def _scanned(
     passes: Passes, grid: tuple[Axis, Axis], floor: torch.Tensor, low: torch.Tensor,
     high: torch.Tensor, k: int, cap: int, n_concepts: int, bad: torch.Tensor, give_up: bool,
-) -> tuple[UnitThresholds, NDArray[np.float64], NDArray[np.float64]] | None:  # fmt: skip
+) -> tuple[UnitThresholds, NDArray[np.float64], NDArray[np.float64]] | torch.Tensor:  # fmt: skip
     """:func:`_measured` for the units whose ``floor`` is finite: ranked and tallied from
-    their records when they fit under ``cap``; else ``None`` when it may ``give_up``,
-    or a histogram of the values (kept from the start when it may not), those in the
-    bin that holds the threshold (when they fit), and a tally pass."""
+    their records when they fit under ``cap``; else, when it may ``give_up``, each
+    unit's values at or above its floor, counted to the end of the scan; else a
+    histogram of the values (kept from the start), those in the bin that holds the
+    threshold (when they fit), and a tally pass."""
     histogram = None if give_up else Histogram(floor, high)
-    records = Records(grid, cap)
+    records = Records(grid, cap, len(floor))
     for found in scan(passes, grid, floor):
         if histogram is not None:
             histogram.add(found.units, found.values, found.weights)
         records.add(found)
-        if give_up and not records.complete:
-            return None
+    if give_up and not records.complete:
+        return records.counts
     flat = high == low  # the threshold is that value: nothing to rank
     if records.complete:
         units, recorded, weights = records.columns()
@@ -369,9 +362,9 @@ def dissect(
         batches: Starts a new pass over the data set: once for the range, then once
             for each group of units (:func:`_groups`) when its blocks fit in memory
             (kept for its scans); else once for its bound, its scan and, when its
-            values overflow the records, a count and a scan per subset (for a single
-            unit that overflows, the boundary bin's and a tally). Every pass yields
-            the same batches.
+            values overflow the records, a scan per subset (for a single unit that
+            overflows, the boundary bin's and a tally). Every pass yields the same
+            batches.
         size: ``(H, W)`` of the concept masks, which the maps are upsampled to.
         quantile: The top share of each unit's upsampled values that makes its mask.
         cap: Most values recorded at once for an exact threshold and a tally

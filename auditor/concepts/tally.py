@@ -179,7 +179,8 @@ def ranked(
 
 class Records:
     """The values found at or above the bounds, with their images and overlaps, while
-    there are at most ``cap`` of them (then dropped: :attr:`complete` is ``False``).
+    there are at most ``cap`` of them (then dropped: :attr:`complete` is ``False``, and
+    only each unit's values are counted, in :attr:`counts`).
 
     A pixel's overlap with the concepts is held as its bits (:attr:`Batch.bits`) and
     tallied by counting each unit's bytes. A flat patch's is counted at the tally, and
@@ -187,8 +188,9 @@ class Records:
     from its batch's bits: each batch's are kept (a view of the stage's memory-mapped
     file, not a copy) until then."""
 
-    def __init__(self, grid: tuple[Axis, Axis], cap: int) -> None:
+    def __init__(self, grid: tuple[Axis, Axis], cap: int, units: int) -> None:
         self.grid, self.cap, self.held = grid, cap, 0
+        self.counts = torch.zeros(units, dtype=torch.long)
         self.pixels: list[tuple[torch.Tensor, ...]] | None = []  # units, values, images, bits
         self.patches: list[tuple[torch.Tensor, ...]] = []  # units, values, weights, b, i, j
         self.bits: dict[int, torch.Tensor] = {}  # each batch's, by its first image
@@ -215,8 +217,11 @@ class Records:
         if found.seen.first != self._batch:
             self._start(found.seen)
         self.held += len(found.values)
-        if self.pixels is None or self.held > self.cap:
+        if self.pixels is not None and self.held > self.cap:  # count what was held
+            self.counts = torch.bincount(self._joined_units(), minlength=len(self.counts))
             self.pixels, self.patches, self.bits = None, [], {}
+        if self.pixels is None:
+            self.counts += torch.bincount(found.units, minlength=len(self.counts))
             return
         if not len(found.values):
             return
@@ -272,6 +277,11 @@ class Records:
         inter[everywhere] = self.concept_area
         union = area + self.concept_area[None, :] - inter
         return inter.numpy(), union.numpy()
+
+    def _joined_units(self) -> torch.Tensor:
+        """The units of every value held."""
+        parts = [part[0].long() for part in [*(self.pixels or []), *self.patches]]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
     def _joined(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
         """The pixels' columns and the patches', each concatenated."""
