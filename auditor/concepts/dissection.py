@@ -168,11 +168,21 @@ def _measured(
         found = _scanned(passes, grid, alone, low, high, k, cap, n_concepts, bad, False)
         assert not isinstance(found, torch.Tensor), "a scan that may not give up does not"
         thresholds, inter, union = found
-        parts.append(
-            (thresholds.values[units], thresholds.exact[units], inter[units], union[units])
-        )
-    values, exact, inter, union = (np.concatenate(column) for column in zip(*parts, strict=True))
-    return UnitThresholds(values, exact, k), inter, union
+        kept = UnitThresholds(thresholds.values[units], thresholds.exact[units], k)
+        parts.append((kept, inter[units], union[units]))
+    return _joined(parts, k)
+
+
+def _joined(
+    parts: list[tuple[UnitThresholds, NDArray[np.float64], NDArray[np.float64]]], k: int
+) -> tuple[UnitThresholds, NDArray[np.float64], NDArray[np.float64]]:
+    """The units of consecutive parts, one after another."""
+    thresholds = UnitThresholds(
+        np.concatenate([part[0].values for part in parts]),
+        np.concatenate([part[0].exact for part in parts]),
+        k,
+    )
+    return thresholds, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
 
 
 def _subsets(counts: torch.Tensor, cap: int) -> list[slice]:
@@ -378,12 +388,6 @@ def dissect(
         passes = Passes(_units(batches, units, found.bad), grid, BLOCK)
         low, high, bad = found.low[units], found.high[units], found.bad[units]
         parts.append(_measured(passes, grid, low, high, k, cap, found.concepts, bad))
-    thresholds = UnitThresholds(
-        np.concatenate([part[0].values for part in parts]),
-        np.concatenate([part[0].exact for part in parts]),
-        k,
-    )
-    inter = np.concatenate([part[1] for part in parts])
-    union = np.concatenate([part[2] for part in parts])
+    thresholds, inter, union = _joined(parts, k)
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     return Dissection(thresholds, iou, inter, union)
