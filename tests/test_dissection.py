@@ -344,6 +344,31 @@ def test_the_quantile_is_taken_as_written() -> None:
 
     assert 0.07 * 100 > 7 and result.thresholds.k == 7
     assert result.thresholds.values[0] == 93.0
+    from_numpy = dissect(_batches(activations, concepts, annotated), (5, 5), np.float64(0.07))
+    assert from_numpy.thresholds.k == 7
+
+
+def test_batches_without_an_image_are_skipped_and_annotations_are_read_as_bool() -> None:
+    """An empty batch among the others changes nothing; annotations given as 0 and 1
+    (uint8) are read as bool, and a Batch built with them directly is refused."""
+    rng = np.random.default_rng(10)
+    activations = torch.from_numpy(rng.normal(size=(6, 2, 3, 3)).astype(np.float32))
+    concepts = _blobs(6, rng)[:, None]
+    annotated = torch.ones(6, 1, dtype=torch.bool)
+    annotated[1] = False
+    plain = dissect(_batches(activations, concepts, annotated), SIZE, 0.05)
+
+    def with_an_empty_one() -> Iterator[Batch]:
+        yield Batch.of(activations[:0], concepts[:0], annotated[:0])
+        yield from _batches(activations, concepts, annotated.to(torch.uint8))()
+
+    result = dissect(with_an_empty_one, SIZE, 0.05)
+
+    np.testing.assert_array_equal(result.thresholds.values, plain.thresholds.values)
+    np.testing.assert_array_equal(result.union, plain.union)
+    with pytest.raises(TypeError, match="annotations bool"):
+        Batch(activations, torch.zeros(6, *SIZE, 1, dtype=torch.uint8), torch.zeros(6, 1),
+              annotated.to(torch.uint8))  # fmt: skip
 
 
 def test_a_unit_with_a_nan_or_an_infinity_has_no_threshold_and_leaves_the_others_alone() -> None:

@@ -29,7 +29,9 @@ approximate) and a tally pass. Memory stays bounded, whatever the number of imag
 the caller streams the activations (from disk, see :mod:`auditor.concepts.stage`) once
 per pass: the range, then for each group its bound, its scan and, when its values
 overflow, a scan per subset (the blocks of the bound kept for the others when they
-fit: then the group is read once).
+fit: then the group is read once). The records keep each batch's concept bits until
+the tally (:class:`~auditor.concepts.tally.Records`): the stage's are views of a
+memory-mapped file, an eighth of a byte per pixel and concept.
 
 Own code: NetDissect and NetDissect-Lite read layers through module hooks, which a
 TorchScript file does not have; the activations come from the tap layer.
@@ -68,8 +70,8 @@ __all__ = [
 
 CAP = 1 << 23
 """Most values recorded at once, over all units, for the exact quantile and the tally
-(each with its unit, value, weight and image, 16 bytes, and its overlaps, 4 per
-concept)."""
+(a pixel's with its unit and image, 12 bytes, and its concepts, a bit each; a flat
+patch's also with its weight and place)."""
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,11 @@ class Dissection:
         return np.where(reached, best, -1)
 
 
+def _filled(batches: Callable[[], Iterator[Batch]]) -> Callable[[], Iterator[Batch]]:
+    """The same batches, less those without an image."""
+    return lambda: (batch for batch in batches() if len(batch.activations))
+
+
 def _units(
     batches: Callable[[], Iterator[Batch]], units: slice, bad: torch.Tensor
 ) -> Callable[[], Iterator[Batch]]:
@@ -380,9 +387,11 @@ def dissect(
         cap: Most values recorded at once for an exact threshold and a tally
             without another pass.
     """
+    batches = _filled(batches)
     found = _range(batches, size)
     grid = geometry(found.source, size)
-    k = max(1, math.ceil(Fraction(str(quantile)) * found.total))  # as written: 0.07 of 100 is 7
+    written = Fraction(str(float(quantile)))  # as written: 0.07 of 100 values is 7
+    k = max(1, math.ceil(written * found.total))
     parts = []
     for units in _groups(len(found.low), k, cap):
         passes = Passes(_units(batches, units, found.bad), grid, BLOCK)

@@ -37,11 +37,17 @@ class Batch:
     areas: torch.Tensor
     annotated: torch.Tensor
 
+    def __post_init__(self) -> None:
+        if self.bits.dtype != torch.uint8 or self.annotated.dtype != torch.bool:
+            raise TypeError("a Batch's bits are uint8 and its annotations bool (see Batch.of)")
+
     @classmethod
     def of(cls, activations: torch.Tensor, concepts: torch.Tensor, annotated: torch.Tensor
            ) -> Batch:  # fmt: skip
-        """From ``(B, K, H, W)`` bool masks (:func:`packed_masks`)."""
-        return cls(activations, *packed_masks(concepts, annotated), annotated)
+        """From ``(B, K, H, W)`` masks and ``(B, K)`` annotations, any dtype read as bool
+        (:func:`packed_masks`)."""
+        annotated = annotated.bool()
+        return cls(activations, *packed_masks(concepts.bool(), annotated), annotated)
 
     @property
     def concepts(self) -> int:
