@@ -125,8 +125,10 @@ def subject(
     eager: nn.Module | None,
     folder: Path,
 ) -> Subject:
-    """``eager`` (or torchvision's ``arch`` with random weights) and ``images`` demo images."""
+    """``eager`` (or torchvision's ``arch`` with random weights, seeded so that runs
+    compare) and ``images`` demo images."""
     device = resolve_device(device_name)
+    torch.manual_seed(0)
     eager = (eager or getattr(torchvision.models, arch)(num_classes=classes)).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
