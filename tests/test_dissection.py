@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from auditor.concepts import Batch, dissect, dissection, upsampled
-from auditor.concepts.blocks import geometry
+from auditor.concepts.blocks import fires_everywhere, geometry
 from auditor.concepts.tally import Passes, ranked, scan, tally
 
 SIZE = (16, 16)
@@ -319,7 +319,7 @@ def test_a_unit_fires_everywhere_only_where_every_value_reaches_its_threshold() 
     result = dissect(batches, size, 0.9)
     thresholds = torch.from_numpy(result.thresholds.values).float()
     low, high = activations.amin((0, 2, 3)), activations.amax((0, 2, 3))
-    everywhere = dissection._everywhere(thresholds, low, high)
+    everywhere = fires_everywhere(thresholds, low, high)
     grid = geometry((3, 4), size)
     passed = tally(Passes(batches, grid), grid, thresholds, 1, everywhere)
 

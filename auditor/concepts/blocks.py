@@ -35,6 +35,7 @@ __all__ = [
     "Blocks",
     "block_values",
     "blocks",
+    "fires_everywhere",
     "geometry",
     "rounding_slack",
     "upsampled",
@@ -247,6 +248,15 @@ def _pairs(pick: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], padded: t
 def rounding_slack(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """:data:`SLACK` times the larger magnitude of ``low`` and ``high`` (``low <= high``)."""
     return torch.maximum(high, -low).mul_(SLACK).add_(1e-30)
+
+
+def fires_everywhere(thresholds: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+                     ) -> torch.Tensor:  # fmt: skip
+    """``(U,)`` the units whose every upsampled value reaches its threshold, from their
+    least and greatest sources: the threshold is at most the least less the slack of
+    rounding, or at most 0 when no source is negative (a bilinear value of sources that
+    are not negative is not negative)."""
+    return (thresholds <= low - rounding_slack(low, high)) | ((thresholds <= 0) & (low >= 0))
 
 
 def _values(

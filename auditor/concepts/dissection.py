@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from auditor.concepts.blocks import BLOCK, Axis, geometry, rounding_slack, upsampled
+from auditor.concepts.blocks import BLOCK, Axis, fires_everywhere, geometry, upsampled
 from auditor.concepts.masks import Batch
 from auditor.concepts.tally import (
     BINS,
@@ -230,19 +230,12 @@ def _scanned(
     values[constant] = low.double().numpy()[constant]
     values[bad.numpy()], exact[bad.numpy()] = np.nan, False
     at = torch.from_numpy(np.nan_to_num(values, nan=np.inf)).float()
-    everywhere = _everywhere(at, low, high)
+    everywhere = fires_everywhere(at, low, high)
     if records.complete:
         inter, union = records.tally(at, everywhere)
     else:
         inter, union = tally(passes, grid, at, n_concepts, everywhere)
     return UnitThresholds(values, exact | (constant & ~bad.numpy()), k), inter, union
-
-
-def _everywhere(thresholds: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """``(U,)`` the units that fire everywhere: their threshold is at most their least
-    value less the slack of rounding, or at most 0 when none of their values is
-    negative (a bilinear value of sources that are not negative is not negative)."""
-    return (thresholds <= low - rounding_slack(low, high)) | ((thresholds <= 0) & (low >= 0))
 
 
 def _boundary(
