@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from auditor.concepts.blocks import BLOCK, Axis, Blocks, block_values, blocks
+from auditor.concepts.blocks import BLOCK, Axis, Blocks, block_values, blocks, fires_everywhere
 from auditor.concepts.masks import Batch, bit_counts, patch_overlap
 
 __all__ = [
@@ -306,10 +306,11 @@ def tally(
     everywhere: torch.Tensor,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:  # fmt: skip
     """As :meth:`Records.tally`, by a pass over the batches, for when the records did
-    not fit: a unit fires everywhere in the batches where its threshold is at most its
-    least value there (less the slack) and in all when it fires ``everywhere``; a flat
-    patch reaching the threshold counts whole; other sub-blocks whose bound reaches it,
-    pixel by pixel. Everything held at once is bounded by :data:`BLOCK` values."""
+    not fit: a unit fires everywhere in the batches where it does by the batch's own
+    range (:func:`~auditor.concepts.blocks.fires_everywhere`), and in all when it fires
+    ``everywhere``; a flat patch reaching the threshold counts whole; other sub-blocks
+    whose bound reaches it, pixel by pixel. Everything held at once is bounded by
+    :data:`BLOCK` values."""
     units = len(thresholds)
     inter = torch.zeros(units, n_concepts, dtype=torch.float64)
     union = torch.zeros(units, n_concepts, dtype=torch.float64)
@@ -320,7 +321,8 @@ def tally(
         batch, patches = seen.batch, seen.blocks
         annotated = batch.annotated.double()
         concept_area = batch.areas  # (B, K)
-        here = everywhere | (thresholds <= patches.low.amin((0, 2, 3)) - patches.slack)
+        least, most = patches.low.amin((0, 2, 3)), patches.high.amax((0, 2, 3))
+        here = everywhere | fires_everywhere(thresholds, least, most)  # in this batch
         inter[here] += concept_area.sum(0)
         area = torch.zeros(len(annotated), units, dtype=torch.float64)
         area[:, here] = float(pixels)
